@@ -1,0 +1,96 @@
+"""Shared CLI pieces: hub connection options, output as table or JSON, progress bars."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from modelfleet.hub_client import HubClient
+from modelfleet.settings import DEFAULT_HUB_URL
+
+console = Console()
+err_console = Console(stderr=True)
+
+HubOpt = Annotated[
+    str,
+    typer.Option(
+        "--hub",
+        envvar="MODELFLEET_HUB_URL",
+        help="Hub base URL.",
+        show_default=True,
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MODELFLEET_TOKEN",
+        help="Bearer token (default: $MODELFLEET_TOKEN).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+DEFAULT_HUB = DEFAULT_HUB_URL
+
+
+def client(hub: str, token: str | None) -> HubClient:
+    return HubClient(hub, token)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def when(value: Any) -> str:
+    """Timestamps in the terminal: UTC, to the second."""
+    if not value:
+        return "-"
+    text = str(value)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    return parsed.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    grid = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*("-" if cell is None else str(cell) for cell in row))
+    console.print(grid)
+
+
+@contextmanager
+def transfer_progress(description: str, total: int) -> Iterator[Any]:
+    """A byte progress bar on stderr; yields ``advance(n)``. Silent when not a terminal."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,92 @@
+"""``modelfleet hub init|serve``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelfleet.cli.common import console, err_console
+from modelfleet.settings import DEFAULT_HUB_PORT, HubSettings, default_data_dir
+
+app = typer.Typer(help="Create and run the hub (the control plane).", no_args_is_help=True)
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="MODELFLEET_HUB_DATA_DIR",
+        help="Hub data directory (signing key, config, default SQLite DB and artifacts). "
+        "Default: ~/.local/share/modelfleet/hub.",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+def init(
+    data_dir: DataDirOpt = None,
+    db: Annotated[
+        str | None,
+        typer.Option(help="State DB URL (default: SQLite in the data dir), e.g. postgresql://..."),
+    ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(help="Artifact store: a directory or fsspec URL such as s3://bucket/prefix."),
+    ] = None,
+) -> None:
+    """Create the data directory, the Ed25519 signing key and the first admin token.
+
+    The admin token is printed once and never stored in clear: keep it safe.
+    """
+    from modelfleet.hub.bootstrap import init_hub
+
+    root = (data_dir or default_data_dir()).expanduser().resolve()
+    result = init_hub(root, db=db, artifacts=artifacts)
+    console.print(f"[green]hub initialised[/green] in {result.data_dir}")
+    console.print(f"  database   {result.db_url}")
+    console.print(f"  artifacts  {result.artifacts_url}")
+    console.print(f"  signing key id {result.key_id}")
+    console.print("\nAdmin token (shown once, only its hash is stored):\n")
+    typer.echo(result.admin_token)
+    console.print(
+        f"\nNext: modelfleet hub serve --data-dir {result.data_dir}\n"
+        f"      export MODELFLEET_TOKEN=<the token above>"
+    )
+
+
+@app.command()
+def serve(
+    data_dir: DataDirOpt = None,
+    db: Annotated[
+        str | None, typer.Option(help="Override the DB URL recorded by `hub init`.")
+    ] = None,
+    artifacts: Annotated[
+        str | None, typer.Option(help="Override the artifact store recorded by `hub init`.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = DEFAULT_HUB_PORT,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the hub's HTTP API (OpenAPI at /docs, Prometheus at /metrics)."""
+    import uvicorn
+
+    from modelfleet.hub.app import build_context, create_app
+
+    overrides: dict[str, object] = {"host": host, "port": port}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir.expanduser().resolve()
+    if db is not None:
+        overrides["db"] = db
+    if artifacts is not None:
+        overrides["artifacts"] = artifacts
+    settings = HubSettings().model_copy(update=overrides)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    ctx = build_context(settings)
+    err_console.print(
+        f"hub on http://{host}:{port}  db={ctx.store.url}  artifacts={ctx.artifacts.url}",
+        highlight=False,
+    )
+    uvicorn.run(create_app(ctx), host=host, port=port, log_level=log_level, access_log=False)

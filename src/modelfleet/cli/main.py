@@ -1,0 +1,66 @@
+"""Entry point: ``modelfleet <noun> <verb>``; errors become one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from modelfleet import __version__
+from modelfleet.cli import audit, demo, hub, model, site, token
+from modelfleet.cli.common import err_console
+from modelfleet.errors import ModelfleetError
+
+app = typer.Typer(
+    name="modelfleet",
+    help="Deploy, serve, monitor and improve ML models across many sites from one hub.\n\n"
+    "Connection: --hub / $MODELFLEET_HUB_URL (default http://127.0.0.1:8700) and "
+    "--token / $MODELFLEET_TOKEN.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(hub.app, name="hub")
+app.add_typer(model.app, name="model")
+app.add_typer(site.app, name="site")
+app.add_typer(token.app, name="token")
+app.command("audit")(audit.audit)
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"modelfleet {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """modelfleet command line."""
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except ModelfleetError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,258 @@
+"""``modelfleet site add|ls|show|assign|unassign|rm|serve``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from modelfleet.cli.common import (
+    DEFAULT_HUB,
+    HubOpt,
+    JsonOpt,
+    TokenOpt,
+    client,
+    console,
+    err_console,
+    print_json,
+    table,
+    when,
+)
+from modelfleet.errors import InvalidInput
+from modelfleet.settings import DEFAULT_SITE_PORT
+
+app = typer.Typer(help="Register sites, assign models, run a site agent.", no_args_is_help=True)
+
+
+def _labels(items: list[str] | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"invalid --label {item!r}: expected key=value, e.g. region=eu-west")
+        labels[key] = value
+    return labels
+
+
+def _models_cell(site: dict[str, Any]) -> str:
+    cells = []
+    for m in site["models"]:
+        active = m["active_version"] if m["active_version"] is not None else "-"
+        text = f"{m['name']}:{active} {m['state']}"
+        if m["assigned_version"] is not None and m["assigned_version"] != m["active_version"]:
+            text += f" (wants {m['assigned_version']})"
+        if m.get("error"):
+            text += f" [{m['error'].get('code')}]"
+        cells.append(text)
+    return "\n".join(cells) or "-"
+
+
+@app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="Site name.", show_default=False)],
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label",
+            "-l",
+            help="key=value (repeatable): region, jurisdiction, "
+            "provider, tier, or any label of yours.",
+        ),
+    ] = None,
+    reissue: Annotated[
+        bool, typer.Option("--reissue", help="Issue a new enrollment token for an existing site.")
+    ] = False,
+    ttl: Annotated[
+        float | None, typer.Option(help="Enrollment token lifetime in seconds (default 24 h).")
+    ] = None,
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Register a site and print its one-time enrollment token (expires, single use)."""
+    with client(hub, token) as hc:
+        site = (
+            hc.reissue_enrollment(name)
+            if reissue
+            else hc.add_site(name, _labels(label), enrollment_ttl_s=ttl)
+        )
+    if json_out:
+        print_json(site)
+        return
+    labels = " ".join(f"{k}={v}" for k, v in sorted(site["labels"].items()))
+    console.print(f"site [bold]{site['name']}[/bold] {labels}", highlight=False)
+    console.print(
+        f"enrollment token (single use, expires {when(site['enrollment_expires_at'])} UTC):"
+    )
+    typer.echo(site["enrollment_token"])
+    console.print(
+        f"on the site: modelfleet site serve --hub {hub} --enroll <token> "
+        f"--state-dir ./{name}-state",
+        highlight=False,
+    )
+
+
+@app.command("ls")
+def list_sites(
+    hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Every site: labels, online/offline, last seen, models and their state."""
+    with client(hub, token) as hc:
+        sites = hc.list_sites()
+    if json_out:
+        print_json(sites)
+        return
+    rows = [
+        (
+            s["name"],
+            " ".join(f"{k}={v}" for k, v in sorted(s["labels"].items())),
+            ("[green]online[/green]" if s["online"] else "[red]offline[/red]")
+            if s["enrolled"]
+            else "not enrolled",
+            when(s["last_seen"]),
+            _models_cell(s),
+        )
+        for s in sites
+    ]
+    table(None, ["SITE", "LABELS", "STATE", "LAST SEEN", "MODELS"], rows)
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="Site name.", show_default=False)],
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """One site in detail, with each model's desired/active version and last error."""
+    with client(hub, token) as hc:
+        site = hc.show_site(name)
+    if json_out:
+        print_json(site)
+        return
+    console.print(
+        f"[bold]{site['name']}[/bold]  "
+        + " ".join(f"{k}={v}" for k, v in sorted(site["labels"].items())),
+        highlight=False,
+    )
+    state = "online" if site["online"] else ("offline" if site["enrolled"] else "not enrolled")
+    console.print(
+        f"  state {state}, last seen {when(site['last_seen'])}, url {site['url'] or '-'}",
+        highlight=False,
+    )
+    console.print(
+        f"  agent {site['agent_version'] or '-'}, uptime {site['uptime_s'] or '-'} s, "
+        f"desired revision {site['revision']} (applied {site['applied_revision'] or '-'})",
+        highlight=False,
+    )
+    rows = [
+        (
+            m["name"],
+            m["ref"],
+            m["assigned_version"],
+            m["active_version"],
+            m["state"],
+            f"{m['error']['code']}: {m['error']['message']}" if m.get("error") else None,
+        )
+        for m in site["models"]
+    ]
+    table(None, ["MODEL", "ASSIGNED AS", "DESIRED", "ACTIVE", "STATE", "ERROR"], rows)
+
+
+@app.command()
+def assign(
+    site: Annotated[str, typer.Argument(help="Site name.", show_default=False)],
+    ref: Annotated[
+        str, typer.Argument(metavar="MODEL", help="NAME, NAME:V or NAME@ALIAS.", show_default=False)
+    ],
+    params: Annotated[
+        str | None, typer.Option(help="JSON serving parameters, e.g. '{\"max_batch_size\": 32}'.")
+    ] = None,
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+) -> None:
+    """Set the version a site should run (resolved now); the site picks it up in a second."""
+    parsed: dict[str, Any] = {}
+    if params:
+        try:
+            parsed = json.loads(params)
+        except ValueError as exc:
+            raise InvalidInput(f"--params is not JSON: {exc}") from exc
+    with client(hub, token) as hc:
+        item = hc.assign(site, ref, parsed)
+    console.print(f"{site}: {item['model']}:{item['version']} (as {item['ref']})")
+
+
+@app.command()
+def unassign(
+    site: Annotated[str, typer.Argument(help="Site name.", show_default=False)],
+    model: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+) -> None:
+    """Stop serving a model at a site."""
+    with client(hub, token) as hc:
+        hc.unassign(site, model)
+    console.print(f"{site}: {model} unassigned")
+
+
+@app.command("rm")
+def remove(
+    name: Annotated[str, typer.Argument(help="Site name.", show_default=False)],
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+) -> None:
+    """Remove a site and revoke its credential."""
+    with client(hub, token) as hc:
+        hc.remove_site(name)
+    console.print(f"removed site {name}")
+
+
+@app.command()
+def serve(
+    hub: Annotated[
+        str | None,
+        typer.Option("--hub", envvar="MODELFLEET_HUB_URL", help="Hub URL (needed to enroll)."),
+    ] = None,
+    enroll: Annotated[
+        str | None, typer.Option("--enroll", help="One-time enrollment token from `site add`.")
+    ] = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="Credentials, desired state and model cache live here.")
+    ] = Path("./site-state"),
+    host: Annotated[str, typer.Option(help="Interface of the inference server.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the inference server.")] = DEFAULT_SITE_PORT,
+    public_url: Annotated[
+        str | None, typer.Option(help="URL clients reach this site at (default http://HOST:PORT).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run a site agent: enroll once, then serve assigned models (OIP v2 under /v2)."""
+    import uvicorn
+
+    from modelfleet.settings import SiteSettings
+    from modelfleet.site.agent import SiteAgent
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    settings = SiteSettings().model_copy(
+        update={
+            "state_dir": state_dir.resolve(),
+            "host": host,
+            "port": port,
+            "public_url": public_url,
+        }
+    )
+    agent = SiteAgent(settings, hub_url=hub, enrollment_token=enroll)
+    restored = agent.start()
+    err_console.print(
+        f"site {agent.site} serving on http://{host}:{port}/v2 (hub {agent.credentials.hub_url}); "
+        f"restored from cache: {', '.join(restored) or 'nothing'}",
+        highlight=False,
+    )
+    try:
+        uvicorn.run(agent.server.app(), host=host, port=port, log_level=log_level, access_log=False)
+    finally:
+        agent.stop()

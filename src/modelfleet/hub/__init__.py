@@ -1,0 +1,1 @@
+"""The hub: registry, placement, rollouts, telemetry and federation behind one HTTP API."""

@@ -1,0 +1,1 @@
+"""Thin HTTP adapters over the hub's services: one router per resource."""

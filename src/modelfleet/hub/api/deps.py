@@ -1,0 +1,61 @@
+"""Request-scoped dependencies: the hub context, the caller, the audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from modelfleet.errors import ModelfleetError
+from modelfleet.hub.auth import Permission, Principal, authenticate
+from modelfleet.hub.context import HubContext
+
+
+def get_context(request: Request) -> HubContext:
+    ctx: HubContext = request.app.state.hub
+    return ctx
+
+
+Context = Annotated[HubContext, Depends(get_context)]
+
+
+def get_principal(
+    ctx: Context,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    return authenticate(ctx.store, authorization)
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+
+
+def require(
+    ctx: HubContext, caller: Principal, permission: Permission, action: str, obj: str
+) -> None:
+    """Check a permission; a refusal of a known caller is audited before it is raised."""
+    if not caller.can(permission):
+        ctx.store.audit.record(actor=caller.actor, action=action, object=obj, outcome="forbidden")
+        caller.require(permission)
+
+
+@contextmanager
+def audited(ctx: HubContext, caller: Principal, action: str, obj: str) -> Iterator[list[str]]:
+    """Record a mutating call's outcome; append to the yielded list to add detail."""
+    detail: list[str] = []
+    try:
+        yield detail
+    except ModelfleetError as exc:
+        ctx.store.audit.record(
+            actor=caller.actor, action=action, object=obj, outcome=exc.code, detail=exc.message
+        )
+        raise
+    except Exception as exc:
+        ctx.store.audit.record(
+            actor=caller.actor, action=action, object=obj, outcome="internal", detail=repr(exc)
+        )
+        raise
+    ctx.store.audit.record(
+        actor=caller.actor, action=action, object=obj, outcome="ok", detail="; ".join(detail)
+    )

@@ -1,0 +1,212 @@
+"""/api/v1/sites and /api/v1/enroll: the hub's side of every site agent."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+from modelfleet.errors import PermissionDenied
+from modelfleet.hub.api.deps import Caller, Context, audited, require
+from modelfleet.hub.auth import Permission, Principal, Role
+
+router = APIRouter(prefix="/api/v1", tags=["sites"])
+
+
+class SiteIn(BaseModel):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    enrollment_ttl_s: float | None = Field(default=None, gt=0)
+
+
+class EnrollIn(BaseModel):
+    token: str
+
+
+class AssignIn(BaseModel):
+    ref: str = Field(description="NAME, NAME:V or NAME@ALIAS (resolved now).")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AssignmentsIn(BaseModel):
+    models: list[AssignIn]
+
+
+class LabelsIn(BaseModel):
+    labels: dict[str, str]
+
+
+def _etag(revision: int) -> str:
+    return f'"r{revision}"'
+
+
+def _own_site(ctx: Context, caller: Principal, site: str, action: str) -> None:
+    """A site credential acts only on its own site; humans need the sites permission."""
+    if caller.role == Role.SITE:
+        if caller.site != site:
+            ctx.store.audit.record(
+                actor=caller.actor, action=action, object=site, outcome="forbidden"
+            )
+            raise PermissionDenied(
+                f"site credential of {caller.site!r} may not act on site {site!r}"
+            )
+        return
+    caller.require(Permission.SITES_READ)
+
+
+@router.post(
+    "/sites", status_code=201, summary="Register a site (prints a one-time enrollment token)"
+)
+def add_site(body: SiteIn, ctx: Context, caller: Caller) -> dict[str, Any]:
+    require(ctx, caller, Permission.SITES_WRITE, "site.add", body.name)
+    with audited(ctx, caller, "site.add", body.name) as detail:
+        record, secret = ctx.sites.add(body.name, body.labels, body.enrollment_ttl_s)
+        detail.append(",".join(f"{k}={v}" for k, v in sorted(record.labels.items())))
+    return {**ctx.sites.view(record), "enrollment_token": secret}
+
+
+@router.post("/sites/{name}/enrollment", status_code=201, summary="Issue a new enrollment token")
+def reissue(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    require(ctx, caller, Permission.SITES_WRITE, "site.reissue", name)
+    with audited(ctx, caller, "site.reissue", name):
+        record, secret = ctx.sites.reissue(name)
+    return {**ctx.sites.view(record), "enrollment_token": secret}
+
+
+@router.get("/sites", summary="All sites with liveness and reported models")
+def list_sites(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
+    caller.require(Permission.SITES_READ)
+    return [ctx.sites.view(s) for s in ctx.store.sites.list()]
+
+
+@router.get("/sites/{name}", summary="One site")
+def show_site(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    _own_site(ctx, caller, name, "site.show")
+    return ctx.sites.view(ctx.sites.get(name))
+
+
+@router.delete("/sites/{name}", status_code=204, summary="Remove a site and revoke its credential")
+def remove_site(name: str, ctx: Context, caller: Caller) -> Response:
+    require(ctx, caller, Permission.SITES_WRITE, "site.remove", name)
+    with audited(ctx, caller, "site.remove", name):
+        ctx.sites.remove(name)
+    ctx.notifier.notify(name)
+    return Response(status_code=204)
+
+
+@router.put("/sites/{name}/labels", summary="Replace a site's labels")
+def set_labels(name: str, body: LabelsIn, ctx: Context, caller: Caller) -> dict[str, Any]:
+    require(ctx, caller, Permission.SITES_WRITE, "site.labels", name)
+    with audited(ctx, caller, "site.labels", name):
+        record = ctx.sites.set_labels(name, body.labels)
+    return ctx.sites.view(record)
+
+
+@router.post("/enroll", summary="Exchange a one-time enrollment token for a site credential")
+def enroll(body: EnrollIn, ctx: Context) -> dict[str, Any]:
+    try:
+        enrolled = ctx.sites.enroll(body.token)
+    except Exception as exc:
+        ctx.store.audit.record(
+            actor="anonymous",
+            action="site.enroll",
+            object="-",
+            outcome=getattr(exc, "code", "internal"),
+            detail=str(exc),
+        )
+        raise
+    ctx.store.audit.record(
+        actor=f"site:{enrolled.site.name}",
+        action="site.enroll",
+        object=enrolled.site.name,
+        outcome="ok",
+    )
+    return {
+        "site": enrolled.site.name,
+        "labels": enrolled.site.labels,
+        "token": enrolled.token,
+        "public_key": ctx.registry.public_key,
+        "key_id": ctx.registry.key_id,
+    }
+
+
+@router.post("/sites/{name}/assignments", status_code=201, summary="Assign one model to a site")
+async def assign(name: str, body: AssignIn, ctx: Context, caller: Caller) -> dict[str, Any]:
+    require(ctx, caller, Permission.SITES_WRITE, "site.assign", name)
+    with audited(ctx, caller, "site.assign", f"{name}/{body.ref}"):
+        item = await run_in_threadpool(ctx.sites.assign, name, body.ref, body.params)
+    ctx.notifier.notify(name)
+    return {
+        "site": item.site,
+        "model": item.model,
+        "version": item.version,
+        "ref": item.ref,
+        "params": item.params,
+    }
+
+
+@router.put(
+    "/sites/{name}/assignments", summary="Replace a site's assignments (the low-level primitive)"
+)
+async def replace_assignments(
+    name: str, body: AssignmentsIn, ctx: Context, caller: Caller
+) -> dict[str, Any]:
+    require(ctx, caller, Permission.SITES_WRITE, "site.assignments", name)
+    with audited(ctx, caller, "site.assignments", name) as detail:
+        items = [(m.ref, m.params) for m in body.models]
+        revision = await run_in_threadpool(ctx.sites.replace, name, items)
+        detail.append(" ".join(m.ref for m in body.models) or "(none)")
+    ctx.notifier.notify(name)
+    return {"site": name, "revision": revision}
+
+
+@router.delete("/sites/{name}/assignments/{model}", status_code=204, summary="Unassign a model")
+async def unassign(name: str, model: str, ctx: Context, caller: Caller) -> Response:
+    require(ctx, caller, Permission.SITES_WRITE, "site.unassign", f"{name}/{model}")
+    with audited(ctx, caller, "site.unassign", f"{name}/{model}"):
+        await run_in_threadpool(ctx.sites.unassign, name, model)
+    ctx.notifier.notify(name)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/sites/{name}/desired-state",
+    summary="What the site should run; long-polls while If-None-Match equals the current ETag",
+    responses={304: {"description": "Unchanged within the wait"}},
+)
+async def desired_state(
+    name: str,
+    ctx: Context,
+    caller: Caller,
+    wait: Annotated[float, Query(ge=0, le=120, description="Seconds to hold the request.")] = 0,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    _own_site(ctx, caller, name, "site.desired")
+    deadline = time.monotonic() + min(wait, ctx.settings.long_poll_max_s)
+    while True:
+        revision = await run_in_threadpool(ctx.sites.revision, name)
+        etag = _etag(revision)
+        if if_none_match != etag:
+            doc = await run_in_threadpool(ctx.sites.desired_state, name)
+            return JSONResponse(doc, headers={"ETag": _etag(doc["revision"])})
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Response(status_code=304, headers={"ETag": etag})
+        await ctx.notifier.wait(name, min(remaining, 1.0))
+
+
+@router.post(
+    "/sites/{name}/report", status_code=204, summary="A site reports its state (heartbeat)"
+)
+async def report(name: str, body: dict[str, Any], ctx: Context, caller: Caller) -> Response:
+    if caller.role != Role.SITE or caller.site != name:
+        ctx.store.audit.record(
+            actor=caller.actor, action="site.report", object=name, outcome="forbidden"
+        )
+        raise PermissionDenied(f"only the site {name!r} itself may report for it")
+    await run_in_threadpool(ctx.sites.report, name, body)
+    return Response(status_code=204)

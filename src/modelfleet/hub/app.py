@@ -1,0 +1,97 @@
+"""Wires one hub process: settings -> store, artifacts, key -> FastAPI app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from modelfleet import __version__
+from modelfleet.hub.api import models as models_api
+from modelfleet.hub.api import sites as sites_api
+from modelfleet.hub.api import tokens as tokens_api
+from modelfleet.hub.api.errors import install_error_handlers
+from modelfleet.hub.api.schemas import SigningKeyOut
+from modelfleet.hub.context import HubContext
+from modelfleet.hub.datadir import DataDir
+from modelfleet.hub.metrics import HubMetrics
+from modelfleet.hub.registry import Registry
+from modelfleet.hub.sites import Notifier, Sites
+from modelfleet.hub.store import open_store
+from modelfleet.registry.artifacts import open_artifact_store
+from modelfleet.registry.signing import load_signing_key
+from modelfleet.settings import HubSettings
+
+
+def build_context(settings: HubSettings) -> HubContext:
+    """Open the backends named by the settings and the data directory."""
+    data_dir = DataDir(settings.data_dir)
+    data_dir.read_config()  # fails clearly when `hub init` was never run
+    db_url, artifacts_url = data_dir.resolve_backends(settings.db, settings.artifacts)
+    key = load_signing_key(data_dir.key_path)
+    store = open_store(db_url)
+    artifacts = open_artifact_store(artifacts_url)
+    registry = Registry(store, artifacts, key)
+    return HubContext(
+        settings=settings,
+        data_dir=data_dir,
+        store=store,
+        artifacts=artifacts,
+        registry=registry,
+        metrics=HubMetrics(),
+        sites=Sites(store, registry, settings),
+        notifier=Notifier(),
+    )
+
+
+def create_app(ctx: HubContext) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.close()
+
+    app = FastAPI(
+        title="modelfleet hub",
+        version=__version__,
+        description="Control plane of a modelfleet: registry, sites, deployments, telemetry.",
+        lifespan=lifespan,
+    )
+    app.state.hub = ctx
+    install_error_handlers(app)
+    app.include_router(models_api.router)
+    app.include_router(tokens_api.router)
+    app.include_router(sites_api.router)
+
+    @app.middleware("http")
+    async def _measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        ctx.metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        ctx.metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/api/v1/keys/signing",
+        response_model=SigningKeyOut,
+        tags=["registry"],
+        summary="The hub's Ed25519 public key that signs manifests (sites pin it)",
+    )
+    def signing_key() -> SigningKeyOut:
+        return SigningKeyOut(public_key=ctx.registry.public_key, key_id=ctx.registry.key_id)
+
+    return app

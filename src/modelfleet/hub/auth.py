@@ -1,0 +1,104 @@
+"""Bearer tokens, roles and permissions.
+
+Tokens are 256-bit random secrets, so a plain SHA-256 of the secret is a safe lookup key
+(no slow KDF needed, unlike passwords). A token is shown once, at creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from modelfleet.errors import PermissionDenied, Unauthenticated
+from modelfleet.hub.store import Store
+from modelfleet.hub.store.records import TokenRecord
+
+TOKEN_PREFIX = "mf_"  # noqa: S105 - a prefix, not a secret
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+    SITE = "site"
+
+
+class Permission(StrEnum):
+    MODELS_READ = "models:read"
+    MODELS_WRITE = "models:write"
+    TOKENS_ADMIN = "tokens:admin"
+    AUDIT_READ = "audit:read"
+    SITES_READ = "sites:read"
+    SITES_WRITE = "sites:write"
+    DEPLOY_WRITE = "deployments:write"
+
+
+_READ = {Permission.MODELS_READ, Permission.AUDIT_READ, Permission.SITES_READ}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.OPERATOR: frozenset(
+        _READ | {Permission.MODELS_WRITE, Permission.SITES_WRITE, Permission.DEPLOY_WRITE}
+    ),
+    Role.VIEWER: frozenset(_READ),
+    # A site reads its own desired state and the blobs assigned to it, nothing else;
+    # those checks bind to ``Principal.site`` in the sites API, not to a permission.
+    Role.SITE: frozenset(),
+}
+
+#: Roles a human may mint with `token create`; site tokens come from enrollment only.
+CREATABLE_ROLES = (Role.ADMIN, Role.OPERATOR, Role.VIEWER)
+
+
+def new_token_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: resolved from the bearer token on every request."""
+
+    token_id: str
+    name: str
+    role: Role
+    site: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return f"{self.role.value}:{self.name}"
+
+    def can(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS[self.role]
+
+    def require(self, permission: Permission) -> None:
+        if not self.can(permission):
+            raise PermissionDenied(
+                f"role {self.role.value!r} may not {permission.value} (token {self.name!r})"
+            )
+
+
+def authenticate(store: Store, authorization: str | None) -> Principal:
+    """Resolve an ``Authorization: Bearer ...`` header to a principal or raise 401."""
+    if not authorization:
+        raise Unauthenticated("missing bearer token: set MODELFLEET_TOKEN or pass --token")
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    record = store.tokens.find_by_hash(hash_token(secret.strip()))
+    if record is None:
+        raise Unauthenticated("unknown token")
+    if not record.active(datetime.now(UTC)):
+        raise Unauthenticated(f"token {record.name!r} is revoked or expired")
+    return principal_for(record)
+
+
+def principal_for(record: TokenRecord) -> Principal:
+    return Principal(token_id=record.id, name=record.name, role=Role(record.role), site=record.site)

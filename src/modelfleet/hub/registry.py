@@ -1,0 +1,180 @@
+"""The model registry service: push, resolve, alias, download — protocol-free.
+
+A push is validated completely (name, metadata, ONNX graph) before anything is written,
+and a failure after the blob was stored removes the blob again unless another version
+already used it, so a refused push leaves no rows and no blobs behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from modelfleet.errors import InvalidInput, NotFound
+from modelfleet.hub.store import Store
+from modelfleet.hub.store.records import ModelRecord, NewVersion, VersionRecord
+from modelfleet.refs import ModelRef, check_alias, check_name
+from modelfleet.registry.artifacts import ArtifactStore
+from modelfleet.registry.manifest import build_manifest, sign_manifest
+from modelfleet.registry.onnx_info import inspect_onnx
+from modelfleet.registry.signing import key_id, public_key_text
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    """What a caller may say about a new version besides its bytes."""
+
+    name: str
+    training_regions: tuple[str, ...] = ()
+    alias: str | None = None
+    description: str = ""
+    framework: str | None = None
+    parent_version: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An upload already spooled to a local file, with its streaming hash."""
+
+    path: Path
+    digest: str
+    size: int
+
+
+def parse_tags(items: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"invalid tag {item!r}: expected key=value")
+        tags[check_name(key, "tag key")] = value
+    return tags
+
+
+def parse_metrics(text: str | None) -> dict[str, float]:
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"metrics must be a JSON object of numbers: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise InvalidInput('metrics must be a JSON object such as {"accuracy": 0.97}')
+    metrics: dict[str, float] = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"metric {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise InvalidInput(f"metric {key!r} must be finite")
+        metrics[check_name(str(key), "metric name")] = float(value)
+    return metrics
+
+
+class Registry:
+    """Models and versions on top of a state store and an artifact store."""
+
+    def __init__(self, store: Store, artifacts: ArtifactStore, key: Ed25519PrivateKey) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self._key = key
+        self.public_key = public_key_text(key.public_key())
+        self.key_id = key_id(key.public_key())
+
+    def push(self, request: PushRequest, upload: Upload, actor: str) -> VersionRecord:
+        name = check_name(request.name, "model name")
+        if request.alias is not None:
+            check_alias(request.alias)
+        regions = tuple(
+            sorted({check_name(r, "training region") for r in request.training_regions})
+        )
+        if request.parent_version is not None and request.parent_version < 1:
+            raise InvalidInput("parent version must be a positive number")
+        info = inspect_onnx(upload.path)
+        framework = request.framework or info.framework
+
+        def seal(version: int, created_at: datetime) -> tuple[str, str]:
+            manifest = build_manifest(
+                name=name,
+                version=version,
+                digest=upload.digest,
+                size=upload.size,
+                io=info.io,
+                opset=info.opset,
+                framework=framework,
+                training_regions=list(regions),
+                parent_version=request.parent_version,
+                created_at=created_at,
+                key_id=self.key_id,
+                metrics=request.metrics or None,
+            )
+            return sign_manifest(manifest, self._key)
+
+        created = self.artifacts.put_file(upload.path, upload.digest)
+        try:
+            record = self.store.models.create_version(
+                NewVersion(
+                    model=name,
+                    digest=upload.digest,
+                    size=upload.size,
+                    io=info.io,
+                    opset=info.opset,
+                    framework=framework,
+                    description=request.description,
+                    metrics=request.metrics,
+                    tags=request.tags,
+                    training_regions=regions,
+                    parent_version=request.parent_version,
+                    pushed_by=actor,
+                ),
+                seal,
+            )
+        except BaseException:
+            if created and not self.store.models.digest_referenced(upload.digest):
+                self.artifacts.delete(upload.digest)
+            raise
+        if request.alias is not None:
+            self.store.models.set_alias(name, request.alias, record.version)
+        return record
+
+    def model(self, name: str) -> ModelRecord:
+        record = self.store.models.get_model(check_name(name, "model name"))
+        if record is None:
+            raise NotFound(f"model {name!r} does not exist")
+        return record
+
+    def resolve(self, ref: ModelRef) -> VersionRecord:
+        """The version a reference names; the latest when it names neither."""
+        model = self.model(ref.name)
+        version = ref.version
+        if ref.alias is not None:
+            version = self.store.models.resolve_alias(ref.name, ref.alias)
+            if version is None:
+                known = ", ".join(sorted(model.aliases)) or "none"
+                raise NotFound(f"model {ref.name!r} has no alias {ref.alias!r} (aliases: {known})")
+        if version is None:
+            version = model.latest_version
+        record = self.store.models.get_version(ref.name, version)
+        if record is None:
+            raise NotFound(
+                f"model {ref.name!r} has no version {version} (latest is {model.latest_version})"
+            )
+        return record
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        self.model(name)
+        check_alias(alias)
+        if self.store.models.get_version(name, version) is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        self.store.models.set_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.model(name)
+        if not self.store.models.delete_alias(name, check_alias(alias)):
+            raise NotFound(f"model {name!r} has no alias {alias!r}")

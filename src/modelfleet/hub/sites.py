@@ -1,0 +1,231 @@
+"""Sites on the hub: registration, enrollment, assignments, desired state, reports.
+
+Desired state is versioned by a per-site revision that every assignment change bumps in
+the same transaction; the revision is the ETag sites long-poll on. The :class:`Notifier`
+wakes waiting long-polls in this process at once; waiters also re-read the revision every
+second so a change made through another hub replica is seen too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelfleet.errors import InvalidInput, NotFound
+from modelfleet.hub.auth import Role, hash_token, new_token_secret
+from modelfleet.hub.registry import Registry
+from modelfleet.hub.store import Store
+from modelfleet.hub.store.records import Assignment, SiteRecord
+from modelfleet.refs import check_name, parse_ref
+from modelfleet.settings import HubSettings
+
+ENROLLMENT_PREFIX = "mfe_"
+LABEL_KEYS_WELL_KNOWN = ("region", "jurisdiction", "provider", "tier")
+
+
+def parse_labels(items: list[str] | dict[str, str]) -> dict[str, str]:
+    """``["region=eu-west", ...]`` or a dict -> validated labels."""
+    pairs = items.items() if isinstance(items, dict) else [_split_label(i) for i in items]
+    labels: dict[str, str] = {}
+    for key, value in pairs:
+        check_name(key, "label key")
+        check_name(value, f"value of label {key!r}")
+        labels[key] = value
+    return labels
+
+
+def _split_label(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise InvalidInput(f"invalid label {item!r}: expected key=value such as region=eu-west")
+    return key.strip(), value.strip()
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    site: SiteRecord
+    token: str
+
+
+class Notifier:
+    """Wakes long-polls of one site when its desired state changes in this process."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def notify(self, site: str) -> None:
+        event = self._events.pop(site, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, site: str, timeout: float) -> None:
+        event = self._events.setdefault(site, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+
+class Sites:
+    """The sites service (protocol-free; the API calls it from worker threads)."""
+
+    def __init__(self, store: Store, registry: Registry, settings: HubSettings) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+
+    def get(self, name: str) -> SiteRecord:
+        record = self.store.sites.get(check_name(name, "site name"))
+        if record is None:
+            raise NotFound(f"site {name!r} does not exist (see `modelfleet site ls`)")
+        return record
+
+    def add(
+        self, name: str, labels: dict[str, str], ttl_s: float | None = None
+    ) -> tuple[SiteRecord, str]:
+        check_name(name, "site name")
+        secret = ENROLLMENT_PREFIX + secrets.token_urlsafe(24)
+        expires = datetime.now(UTC) + timedelta(seconds=ttl_s or self.settings.enrollment_ttl_s)
+        record = self.store.sites.create(name, parse_labels(labels), hash_token(secret), expires)
+        return record, secret
+
+    def reissue(self, name: str, ttl_s: float | None = None) -> tuple[SiteRecord, str]:
+        site = self.get(name)
+        secret = ENROLLMENT_PREFIX + secrets.token_urlsafe(24)
+        expires = datetime.now(UTC) + timedelta(seconds=ttl_s or self.settings.enrollment_ttl_s)
+        self.store.sites.reissue_enrollment(site.name, hash_token(secret), expires)
+        return self.get(name), secret
+
+    def enroll(self, enrollment_token: str) -> Enrolled:
+        """Exchange a one-time enrollment token for a long-lived site credential."""
+        if not enrollment_token.startswith(ENROLLMENT_PREFIX):
+            raise InvalidInput("that is not an enrollment token (they start with 'mfe_')")
+        site = self.store.sites.consume_enrollment(hash_token(enrollment_token), datetime.now(UTC))
+        # Re-enrolment replaces the site's credential: the old one stops working.
+        for token in self.store.tokens.list():
+            if token.site == site.name and token.revoked_at is None:
+                self.store.tokens.revoke(token.id)
+        secret = new_token_secret()
+        self.store.tokens.create(
+            name=f"site-{site.name}",
+            role=Role.SITE.value,
+            token_hash=hash_token(secret),
+            site=site.name,
+        )
+        return Enrolled(site=site, token=secret)
+
+    def remove(self, name: str) -> None:
+        site = self.get(name)
+        for token in self.store.tokens.list():
+            if token.site == site.name and token.revoked_at is None:
+                self.store.tokens.revoke(token.id)
+        self.store.sites.delete(site.name)
+
+    def set_labels(self, name: str, labels: dict[str, str]) -> SiteRecord:
+        return self.store.sites.set_labels(self.get(name).name, parse_labels(labels))
+
+    def assign(self, name: str, ref: str, params: dict[str, Any] | None = None) -> Assignment:
+        site = self.get(name)
+        version = self.registry.resolve(parse_ref(ref))
+        self.store.assignments.set(site.name, version.model, version.version, ref, params or {})
+        return next(a for a in self.store.assignments.list(site.name) if a.model == version.model)
+
+    def unassign(self, name: str, model: str) -> None:
+        site = self.get(name)
+        if not any(a.model == model for a in self.store.assignments.list(site.name)):
+            raise NotFound(f"site {name!r} has no assignment for model {model!r}")
+        self.store.assignments.remove(site.name, model)
+
+    def replace(self, name: str, items: list[tuple[str, dict[str, Any]]]) -> int:
+        site = self.get(name)
+        resolved = []
+        seen: set[str] = set()
+        for ref, params in items:
+            version = self.registry.resolve(parse_ref(ref))
+            if version.model in seen:
+                raise InvalidInput(f"model {version.model!r} is assigned twice to site {name!r}")
+            seen.add(version.model)
+            resolved.append((version.model, version.version, ref, params))
+        return self.store.assignments.replace(site.name, resolved)
+
+    def revision(self, name: str) -> int:
+        return self.store.assignments.revision(self.get(name).name)
+
+    def desired_state(self, name: str) -> dict[str, Any]:
+        """What the site should run, with each version's signed manifest."""
+        site = self.get(name)
+        models = []
+        for item in self.store.assignments.list(site.name):
+            version = self.store.models.get_version(item.model, item.version)
+            if version is None:  # pragma: no cover - prevented by a foreign key
+                continue
+            models.append(
+                {
+                    "name": item.model,
+                    "version": item.version,
+                    "ref": item.ref,
+                    "digest": version.digest,
+                    "size": version.size,
+                    "manifest": version.manifest,
+                    "signature": version.signature,
+                    "artifact_url": f"/api/v1/blobs/{version.digest}",
+                    "params": item.params,
+                }
+            )
+        return {
+            "site": site.name,
+            "revision": site.revision,
+            "labels": site.labels,
+            "models": models,
+        }
+
+    def report(self, name: str, body: dict[str, Any]) -> None:
+        self.store.sites.record_report(self.get(name).name, body, datetime.now(UTC))
+
+    def online(self, site: SiteRecord, now: datetime | None = None) -> bool:
+        if site.last_seen is None:
+            return False
+        now = now or datetime.now(UTC)
+        return (now - site.last_seen).total_seconds() <= self.settings.offline_after_s
+
+    def view(self, site: SiteRecord) -> dict[str, Any]:
+        """The operator's picture of one site: labels, liveness, desired vs reported."""
+        report = site.report or {}
+        assignments = {a.model: a for a in self.store.assignments.list(site.name)}
+        reported: dict[str, dict[str, Any]] = {
+            str(m["name"]): m
+            for m in report.get("models", [])
+            if isinstance(m, dict) and isinstance(m.get("name"), str)
+        }
+        models = []
+        for name in sorted(set(assignments) | set(reported)):
+            assigned = assignments.get(name)
+            state = reported.get(name, {})
+            models.append(
+                {
+                    "name": name,
+                    "assigned_version": assigned.version if assigned else None,
+                    "ref": assigned.ref if assigned else None,
+                    "active_version": state.get("active_version"),
+                    "state": state.get("state", "pending" if assigned else "unassigned"),
+                    "error": state.get("error"),
+                }
+            )
+        return {
+            "name": site.name,
+            "labels": site.labels,
+            "online": self.online(site),
+            "enrolled": site.enrolled_at is not None,
+            "enrolled_at": site.enrolled_at,
+            "enrollment_expires_at": site.enrollment_expires_at,
+            "last_seen": site.last_seen,
+            "revision": site.revision,
+            "applied_revision": report.get("applied_revision"),
+            "agent_version": report.get("agent_version"),
+            "uptime_s": report.get("uptime_s"),
+            "url": report.get("url"),
+            "models": models,
+            "created_at": site.created_at,
+        }

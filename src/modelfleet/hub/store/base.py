@@ -1,0 +1,229 @@
+"""The state store interface.
+
+One :class:`Store` groups small repositories, one per kind of object, so no single
+interface grows dozens of methods. Implementations: :class:`~.sqlite.SqliteStore`
+(embedded default) and :class:`~.postgres.PostgresStore` (scale-out); both pass the same
+contract suite in ``tests/hub/store/``. All datetimes are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from modelfleet.hub.store.records import (
+    Assignment,
+    AuditRecord,
+    ModelRecord,
+    NewVersion,
+    SiteRecord,
+    TokenRecord,
+    VersionRecord,
+)
+
+#: Called inside the version-allocating transaction with the assigned number and
+#: timestamp; returns ``(manifest_text, signature)`` to store with the row.
+Sealer = Callable[[int, datetime], tuple[str, str]]
+
+#: One entry of a site's full desired state: ``(model, version, ref, params)``.
+AssignmentItem = tuple[str, int, str, dict[str, Any]]
+
+
+class ModelRepo(ABC):
+    """Models, their immutable versions and movable aliases."""
+
+    @abstractmethod
+    def create_version(self, new: NewVersion, seal: Sealer) -> VersionRecord:
+        """Create the model if needed and add the next version (max + 1), atomically.
+
+        Concurrent callers for the same model get distinct consecutive numbers. If
+        ``seal`` raises, nothing is written and the exception propagates.
+        Raises ``NotFound`` if ``new.parent_version`` does not exist for the model.
+        """
+
+    @abstractmethod
+    def get_model(self, name: str) -> ModelRecord | None: ...
+
+    @abstractmethod
+    def list_models(self) -> list[ModelRecord]:
+        """All models, ordered by name."""
+
+    @abstractmethod
+    def get_version(self, name: str, version: int) -> VersionRecord | None: ...
+
+    @abstractmethod
+    def list_versions(self, name: str) -> list[VersionRecord]:
+        """Versions of one model, ascending; empty if the model does not exist."""
+
+    @abstractmethod
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` at ``version`` (creating or moving it). ``NotFound`` if absent."""
+
+    @abstractmethod
+    def delete_alias(self, name: str, alias: str) -> bool:
+        """Remove an alias; False if it did not exist."""
+
+    @abstractmethod
+    def resolve_alias(self, name: str, alias: str) -> int | None: ...
+
+    @abstractmethod
+    def digest_referenced(self, digest: str) -> bool:
+        """True if any version of any model refers to this blob."""
+
+
+class TokenRepo(ABC):
+    """Bearer tokens, stored by hash."""
+
+    @abstractmethod
+    def create(
+        self,
+        *,
+        name: str,
+        role: str,
+        token_hash: str,
+        site: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> TokenRecord: ...
+
+    @abstractmethod
+    def find_by_hash(self, token_hash: str) -> TokenRecord | None: ...
+
+    @abstractmethod
+    def get(self, token_id: str) -> TokenRecord | None: ...
+
+    @abstractmethod
+    def list(self) -> list[TokenRecord]:
+        """All tokens, oldest first, revoked ones included."""
+
+    @abstractmethod
+    def revoke(self, token_id: str) -> bool:
+        """Mark revoked; False if unknown or already revoked."""
+
+
+class AuditRepo(ABC):
+    """Append-only log of every mutating call."""
+
+    @abstractmethod
+    def record(
+        self, *, actor: str, action: str, object: str, outcome: str, detail: str = ""
+    ) -> None: ...
+
+    @abstractmethod
+    def list(
+        self, *, limit: int = 100, actor: str | None = None, action: str | None = None
+    ) -> list[AuditRecord]:
+        """Newest first."""
+
+
+class SiteRepo(ABC):
+    """Sites, their one-time enrollment tokens (stored by hash) and last reports."""
+
+    @abstractmethod
+    def create(
+        self,
+        name: str,
+        labels: dict[str, str],
+        enrollment_hash: str,
+        enrollment_expires_at: datetime,
+    ) -> SiteRecord:
+        """Register a site awaiting enrollment. ``Conflict`` if the name is taken."""
+
+    @abstractmethod
+    def get(self, name: str) -> SiteRecord | None: ...
+
+    @abstractmethod
+    def delete(self, name: str) -> bool:
+        """Remove the site and its assignments; False if it did not exist.
+
+        Tokens bound to the site are left to the caller, which revokes them so the
+        audit trail keeps them.
+        """
+
+    @abstractmethod
+    def set_labels(self, name: str, labels: dict[str, str]) -> SiteRecord:
+        """Replace all labels. ``NotFound`` if the site does not exist."""
+
+    @abstractmethod
+    def reissue_enrollment(self, name: str, enrollment_hash: str, expires_at: datetime) -> None:
+        """Replace the enrollment token with a fresh unused one. ``NotFound`` if absent."""
+
+    @abstractmethod
+    def consume_enrollment(self, enrollment_hash: str, now: datetime) -> SiteRecord:
+        """Redeem a one-time enrollment token, atomically: of concurrent callers with
+        the same token exactly one succeeds.
+
+        Raises ``Unauthenticated`` for an unknown, already used or expired token; the
+        message says which, and how to get a new one.
+        """
+
+    @abstractmethod
+    def record_report(self, name: str, report: dict[str, Any], now: datetime) -> None:
+        """Keep the agent's latest report and mark the site seen. ``NotFound`` if absent."""
+
+    @abstractmethod
+    def list(self) -> list[SiteRecord]:
+        """All sites, ordered by name."""
+
+
+class AssignmentRepo(ABC):
+    """Each site's desired state: which model versions it should serve.
+
+    Every change bumps the site's revision in the same transaction, so an agent
+    long-polling with the revision as ETag never misses a change nor sees half of one.
+    """
+
+    @abstractmethod
+    def set(self, site: str, model: str, version: int, ref: str, params: dict[str, Any]) -> int:
+        """Assign (or reassign) ``model`` at ``site``; returns the new revision.
+
+        ``NotFound`` if the site or the model version does not exist.
+        """
+
+    @abstractmethod
+    def remove(self, site: str, model: str) -> int:
+        """Unassign ``model``; returns the new revision. ``NotFound`` if not assigned."""
+
+    @abstractmethod
+    def replace(self, site: str, items: Sequence[AssignmentItem]) -> int:
+        """Make ``items`` the site's whole desired state with one revision bump.
+
+        ``InvalidInput`` if a model appears twice; ``NotFound`` for an unknown site or
+        model version, in which case nothing changes.
+        """
+
+    @abstractmethod
+    def revision(self, site: str) -> int:
+        """The site's current desired-state revision. ``NotFound`` if absent."""
+
+    @abstractmethod
+    def site_has_digest(self, site: str, digest: str) -> bool:
+        """True if a version assigned to ``site`` has this blob: a site may only
+        download what it has been given."""
+
+    @abstractmethod
+    def sites_with_model(self, model: str) -> list[str]:
+        """Names of the sites with any version of ``model`` assigned, ordered."""
+
+    @abstractmethod
+    def list(self, site: str) -> list[Assignment]:
+        """The site's assignments ordered by model name; empty for an unknown site."""
+
+
+class Store(ABC):
+    """The hub's persistent state."""
+
+    models: ModelRepo
+    tokens: TokenRepo
+    audit: AuditRepo
+    sites: SiteRepo
+    assignments: AssignmentRepo
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """The database URL with any password masked."""
+
+    @abstractmethod
+    def close(self) -> None: ...

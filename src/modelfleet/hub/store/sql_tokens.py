@@ -1,0 +1,107 @@
+"""Bearer tokens in SQL: only hashes are stored, so a leaked database yields no secrets."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from modelfleet.errors import Conflict, InvalidInput
+from modelfleet.hub.store.base import TokenRepo
+from modelfleet.hub.store.records import TokenRecord
+from modelfleet.hub.store.schema import tokens
+
+if TYPE_CHECKING:
+    from modelfleet.hub.store.sql import SqlStore
+
+
+def _to_token(row: Row[Any]) -> TokenRecord:
+    return TokenRecord(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        site=row.site,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _columns() -> tuple[Any, ...]:
+    # Everything except the hash: records never carry it back out.
+    return (
+        tokens.c.id,
+        tokens.c.name,
+        tokens.c.role,
+        tokens.c.site,
+        tokens.c.created_at,
+        tokens.c.expires_at,
+        tokens.c.revoked_at,
+    )
+
+
+class SqlTokenRepo(TokenRepo):
+    """Token rows are never deleted: revocation keeps them for the audit trail."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def create(
+        self,
+        *,
+        name: str,
+        role: str,
+        token_hash: str,
+        site: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> TokenRecord:
+        if expires_at is not None and expires_at.utcoffset() is None:
+            raise InvalidInput("expires_at must be timezone-aware")
+        token_id = secrets.token_hex(8)
+        with self._store.write() as conn:
+            try:
+                conn.execute(
+                    insert(tokens).values(
+                        id=token_id,
+                        name=name,
+                        role=role,
+                        token_hash=token_hash,
+                        site=site,
+                        created_at=self._store.now(),
+                        expires_at=expires_at,
+                        revoked_at=None,
+                    )
+                )
+            except IntegrityError as exc:
+                raise Conflict("a token with this hash already exists") from exc
+            row = conn.execute(select(*_columns()).where(tokens.c.id == token_id)).one()
+        return _to_token(row)
+
+    def find_by_hash(self, token_hash: str) -> TokenRecord | None:
+        query = select(*_columns()).where(tokens.c.token_hash == token_hash)
+        with self._store.read() as conn:
+            row = conn.execute(query).one_or_none()
+        return None if row is None else _to_token(row)
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        query = select(*_columns()).where(tokens.c.id == token_id)
+        with self._store.read() as conn:
+            row = conn.execute(query).one_or_none()
+        return None if row is None else _to_token(row)
+
+    def list(self) -> list[TokenRecord]:
+        query = select(*_columns()).order_by(tokens.c.created_at, tokens.c.id)
+        with self._store.read() as conn:
+            return [_to_token(row) for row in conn.execute(query)]
+
+    def revoke(self, token_id: str) -> bool:
+        stmt = (
+            update(tokens)
+            .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+            .values(revoked_at=self._store.now())
+        )
+        with self._store.write() as conn:
+            return conn.execute(stmt).rowcount == 1

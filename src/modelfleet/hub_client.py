@@ -1,0 +1,274 @@
+"""``HubClient``: the SDK's typed access to the hub API (what the CLI is built on)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelfleet.errors import (
+    HubResponseError,
+    HubUnreachable,
+    InvalidInput,
+    ModelfleetError,
+    error_class_for,
+)
+from modelfleet.refs import parse_ref
+from modelfleet.registry.manifest import verify_manifest
+from modelfleet.settings import ClientSettings
+
+Progress = Callable[[int], None]
+_CHUNK = 1 << 20
+
+
+def raise_for_response(response: httpx.Response) -> None:
+    """Turn a hub error body into the matching ``ModelfleetError`` subclass."""
+    if response.is_success:
+        return
+    code, message = "http_error", response.text[:500] or response.reason_phrase
+    try:
+        body = response.json()
+        code = str(body["error"]["code"])
+        message = str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    cls = error_class_for(code)
+    if cls is not None and cls.status == response.status_code:
+        raise cls(message, code=code)
+    raise HubResponseError(message, code=code, status=response.status_code)
+
+
+class HubClient:
+    """Synchronous client of the hub's ``/api/v1``; thread-safe like ``httpx.Client``."""
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, *, timeout: float = 60.0
+    ) -> None:
+        env = ClientSettings()
+        self.url = (url or env.hub_url).rstrip("/")
+        self.token = token if token is not None else env.token
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise HubUnreachable(f"cannot reach the hub at {self.url}: {exc}") from exc
+        raise_for_response(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    # --- registry -------------------------------------------------------------------
+
+    def push(
+        self,
+        path: str | Path,
+        name: str,
+        *,
+        training_regions: list[str] | tuple[str, ...] = (),
+        alias: str | None = None,
+        description: str = "",
+        framework: str | None = None,
+        parent: int | None = None,
+        tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Upload an ONNX file as the next version of ``name``; returns the version."""
+        file = Path(path)
+        if not file.is_file():
+            raise InvalidInput(f"{file} is not a file")
+        params: list[tuple[str, str]] = [("training_region", r) for r in training_regions]
+        params += [("tag", f"{k}={v}") for k, v in (tags or {}).items()]
+        for key, value in (
+            ("alias", alias),
+            ("description", description or None),
+            ("framework", framework),
+            ("parent", str(parent) if parent is not None else None),
+            ("metrics", json.dumps(metrics) if metrics else None),
+        ):
+            if value is not None:
+                params.append((key, value))
+        size = file.stat().st_size
+
+        def body() -> Iterator[bytes]:
+            with file.open("rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    if progress:
+                        progress(len(chunk))
+                    yield chunk
+
+        result: dict[str, Any] = self._json(
+            "POST",
+            f"/api/v1/models/{name}/versions",
+            params=params,
+            content=body(),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        )
+        return result
+
+    def list_models(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/models")
+        return result
+
+    def show_model(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/v1/models/{name}")
+        return result
+
+    def resolve(self, ref: str) -> dict[str, Any]:
+        parse_ref(ref)
+        result: dict[str, Any] = self._json("GET", f"/api/v1/resolve/{ref}")
+        return result
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "PUT", f"/api/v1/models/{name}/aliases/{alias}", json={"version": version}
+        )
+        return result
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.request("DELETE", f"/api/v1/models/{name}/aliases/{alias}")
+
+    def signing_key(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/api/v1/keys/signing")
+        return result
+
+    def pull(
+        self,
+        ref: str,
+        dest: str | Path,
+        *,
+        public_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Download a version to ``dest``, resuming a partial ``dest.part`` with Range.
+
+        The bytes are verified against the signed manifest (digest, size, signature with
+        ``public_key`` or, when not pinned, the key the hub serves) before ``dest`` appears.
+        """
+        version = self.resolve(ref)
+        target = Path(dest)
+        partial = target.with_name(target.name + ".part")
+        have = partial.stat().st_size if partial.exists() else 0
+        if have > version["size"]:
+            partial.unlink()
+            have = 0
+        if have < version["size"]:
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            url = f"/api/v1/models/{version['model']}/versions/{version['version']}/artifact"
+            try:
+                with self._http.stream("GET", url, headers=headers) as response:
+                    if not response.is_success:
+                        response.read()
+                        raise_for_response(response)
+                    mode = "ab" if response.status_code == 206 else "wb"
+                    if progress and mode == "ab":
+                        progress(have)
+                    with partial.open(mode) as out:
+                        for chunk in response.iter_bytes(_CHUNK):
+                            out.write(chunk)
+                            if progress:
+                                progress(len(chunk))
+            except httpx.TransportError as exc:
+                raise HubUnreachable(
+                    f"download interrupted ({exc}); run the same command again to resume"
+                ) from exc
+        key = public_key or self.signing_key()["public_key"]
+        try:
+            verify_manifest(version["manifest"], version["signature"], key, blob=partial)
+        except ModelfleetError:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, target)
+        return version
+
+    # --- sites ------------------------------------------------------------------------
+
+    def add_site(
+        self, name: str, labels: dict[str, str], *, enrollment_ttl_s: float | None = None
+    ) -> dict[str, Any]:
+        """Register a site; the answer carries its one-time ``enrollment_token``."""
+        result: dict[str, Any] = self._json(
+            "POST",
+            "/api/v1/sites",
+            json={"name": name, "labels": labels, "enrollment_ttl_s": enrollment_ttl_s},
+        )
+        return result
+
+    def reissue_enrollment(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/api/v1/sites/{name}/enrollment")
+        return result
+
+    def list_sites(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/sites")
+        return result
+
+    def show_site(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/v1/sites/{name}")
+        return result
+
+    def remove_site(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/sites/{name}")
+
+    def assign(self, site: str, ref: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "POST", f"/api/v1/sites/{site}/assignments", json={"ref": ref, "params": params or {}}
+        )
+        return result
+
+    def unassign(self, site: str, model: str) -> None:
+        self.request("DELETE", f"/api/v1/sites/{site}/assignments/{model}")
+
+    def set_assignments(self, site: str, refs: list[str]) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "PUT",
+            f"/api/v1/sites/{site}/assignments",
+            json={"models": [{"ref": r} for r in refs]},
+        )
+        return result
+
+    # --- access -----------------------------------------------------------------------
+
+    def create_token(
+        self, name: str, role: str, *, expires_in_days: float | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "POST",
+            "/api/v1/tokens",
+            json={"name": name, "role": role, "expires_in_days": expires_in_days},
+        )
+        return result
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/tokens")
+        return result
+
+    def revoke_token(self, token_id: str) -> None:
+        self.request("DELETE", f"/api/v1/tokens/{token_id}")
+
+    def audit(
+        self, *, limit: int = 100, actor: str | None = None, action: str | None = None
+    ) -> list[dict[str, Any]]:
+        params: dict[str, str | int] = {"limit": limit}
+        if actor:
+            params["actor"] = actor
+        if action:
+            params["action"] = action
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/audit", params=params)
+        return result

@@ -1,0 +1,1 @@
+"""Local fleets for tests, demos and benchmarks: real processes on loopback."""

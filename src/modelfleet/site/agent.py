@@ -1,0 +1,191 @@
+"""Wires one site agent: local state, cache, models, the hub link and the inference server.
+
+Start-up order matters for autonomy: credentials and the last good models come from the
+state directory first, so the server answers from cache before the hub is even contacted.
+Two background threads then follow the hub: one long-polls the desired state, the other
+converges towards it, retries failures with back-off and sends heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from modelfleet import __version__
+from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
+from modelfleet.settings import SiteSettings
+from modelfleet.site.cache import BlobCache
+from modelfleet.site.hub_link import HubLink, enroll
+from modelfleet.site.reconciler import Backoff, Reconciler
+from modelfleet.site.repository import ModelRepository
+from modelfleet.site.server import InferenceServer
+from modelfleet.site.state import Credentials, SiteState
+
+log = logging.getLogger("modelfleet.site")
+
+
+class SiteAgent:
+    def __init__(
+        self,
+        settings: SiteSettings,
+        *,
+        hub_url: str | None = None,
+        enrollment_token: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.started = time.monotonic()
+        state_dir = Path(settings.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.chmod(0o700)
+        self.state = SiteState(state_dir / "state.db")
+        self.credentials = self._credentials(hub_url, enrollment_token)
+        self.cache = BlobCache(state_dir / "cache")
+        self.repository = ModelRepository()
+        self.link = HubLink(
+            self.credentials.hub_url,
+            self.credentials.site,
+            self.credentials.token,
+            long_poll_s=settings.long_poll_s,
+        )
+        self.reconciler = Reconciler(
+            state=self.state,
+            cache=self.cache,
+            repository=self.repository,
+            public_key=self.credentials.public_key,
+            download=self.link.download,
+            backoff=Backoff(max_s=settings.retry_max_s),
+            intra_op_threads=settings.intra_op_threads,
+        )
+        self.server = InferenceServer(self.repository, ready=lambda: self._restored)
+        self._restored = False
+        self._desired: dict[str, Any] | None = None
+        self._etag: str | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.hub_reachable = False
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def site(self) -> str:
+        return self.credentials.site
+
+    @property
+    def public_url(self) -> str:
+        return self.settings.public_url or f"http://{self.settings.host}:{self.settings.port}"
+
+    def _credentials(self, hub_url: str | None, enrollment_token: str | None) -> Credentials:
+        saved = self.state.load_credentials()
+        if enrollment_token:
+            if not hub_url:
+                raise InvalidInput("--hub is required with --enroll")
+            enrolled = enroll(hub_url, enrollment_token)
+            creds = Credentials(hub_url, enrolled.site, enrolled.token, enrolled.public_key)
+            self.state.save_credentials(creds)
+            log.info("enrolled as site %s; hub key pinned", enrolled.site)
+            return creds
+        if saved is None:
+            raise InvalidInput(
+                f"{self.settings.state_dir} holds no site credential: enroll first with "
+                "`modelfleet site serve --hub URL --enroll TOKEN --state-dir DIR`"
+            )
+        if hub_url and hub_url.rstrip("/") != saved.hub_url.rstrip("/"):
+            saved = Credentials(hub_url, saved.site, saved.token, saved.public_key)
+            self.state.save_credentials(saved)
+        return saved
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> list[str]:
+        """Restore cached models (no hub needed), then follow the hub in the background."""
+        restored = self.reconciler.restore()
+        saved = self.state.load_desired()
+        if saved is not None:
+            self._etag, self._desired = saved
+        self._restored = True
+        for target in (self._poll_loop, self._work_loop):
+            thread = threading.Thread(target=target, name=target.__name__, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._wake.set()
+        return restored
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self.link.close()
+        self.state.close()
+
+    def _poll_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                result = self.link.desired_state(self._etag)
+            except HubUnreachable as exc:
+                failures += 1
+                self.hub_reachable = False
+                log.debug("hub unreachable: %s", exc)
+                self._sleep(min(self.settings.retry_max_s, 0.5 * 2 ** min(failures, 8)))
+                continue
+            except ModelfleetError as exc:
+                failures += 1
+                log.warning("hub refused desired-state request: %s", exc.message)
+                self._sleep(min(self.settings.retry_max_s, 0.5 * 2 ** min(failures, 8)))
+                continue
+            failures = 0
+            if not self.hub_reachable:
+                self.hub_reachable = True
+                self._wake.set()  # report at once after an outage
+            if result is not None:
+                self._etag, self._desired = result
+                self.state.save_desired(*result)
+                self._wake.set()
+
+    def _sleep(self, ceiling: float) -> None:
+        self._stop.wait(random.uniform(ceiling / 2, ceiling))
+
+    def _work_loop(self) -> None:
+        last_report = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(timeout=self._next_wake())
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            changed = False
+            if self._desired is not None:
+                try:
+                    changed = self.reconciler.apply(self._desired)
+                except Exception:  # keep serving whatever happens in one pass
+                    log.exception("reconcile pass failed")
+            now = time.monotonic()
+            due = changed or now - last_report >= self.settings.report_interval_s
+            if due and self._report():
+                last_report = now
+
+    def _next_wake(self) -> float:
+        wait = self.settings.report_interval_s
+        now = time.monotonic()
+        for status in self.reconciler.statuses.values():
+            if status.state == "failed":
+                wait = min(wait, max(0.05, status.next_try - now))
+        return wait
+
+    def _report(self) -> bool:
+        body = {
+            "agent_version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "url": self.public_url,
+            "applied_revision": self.reconciler.applied_revision,
+            "models": self.reconciler.report_models(),
+        }
+        try:
+            self.link.report(body)
+        except ModelfleetError as exc:
+            log.debug("report not delivered: %s", exc.message)
+            return False
+        return True

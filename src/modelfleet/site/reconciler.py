@@ -1,0 +1,193 @@
+"""Converge what a site serves towards its desired state, safely.
+
+For each model to (re)activate: check the manifest's signature against the pinned hub key,
+download the blob (resuming), check its sha256 against the manifest *before* anything reads
+it as a model, create the onnxruntime session, warm it up, then swap atomically. Any
+failure leaves the current version serving, is reported with a reason code, and is retried
+with exponential back-off and jitter. The hub is needed to change things, never to keep
+serving: the last good models are restored from the local cache at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelfleet.errors import ModelfleetError, VerificationError
+from modelfleet.registry.manifest import verify_manifest
+from modelfleet.site.cache import BlobCache
+from modelfleet.site.repository import ModelRepository
+from modelfleet.site.runtime import LoadedModel
+from modelfleet.site.state import SiteState
+
+log = logging.getLogger("modelfleet.site")
+
+
+@dataclass
+class ModelStatus:
+    """What the agent reports per model."""
+
+    name: str
+    desired_version: int | None = None
+    active_version: int | None = None
+    state: str = "pending"  # downloading | loading | ready | failed
+    error: dict[str, str] | None = None
+    attempts: int = 0
+    next_try: float = 0.0
+
+    def as_report(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "desired_version": self.desired_version,
+            "active_version": self.active_version,
+            "state": self.state,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Backoff:
+    base_s: float = 0.5
+    max_s: float = 60.0
+
+    def delay(self, attempts: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^n)] spreads a fleet's retries."""
+        ceiling = min(self.max_s, self.base_s * (2 ** max(0, attempts - 1)))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class Reconciler:
+    state: SiteState
+    cache: BlobCache
+    repository: ModelRepository
+    public_key: str
+    download: Any  # callable(url_path, partial_path, size) -> None
+    backoff: Backoff = field(default_factory=Backoff)
+    intra_op_threads: int = 1
+    statuses: dict[str, ModelStatus] = field(default_factory=dict)
+    applied_revision: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- start-up from cache -------------------------------------------------------------
+
+    def restore(self) -> list[str]:
+        """Serve the last good version of every model from the cache; hub not needed."""
+        restored = []
+        for good in self.state.last_good().values():
+            try:
+                manifest = verify_manifest(
+                    good.manifest,
+                    good.signature,
+                    self.public_key,
+                    blob=self.cache.path(good.digest),
+                )
+                self._load_and_swap(good.name, int(manifest["version"]), good.digest, good.params)
+            except (ModelfleetError, OSError) as exc:
+                log.warning("cached %s:%s not restored: %s", good.name, good.version, exc)
+                continue
+            self.statuses[good.name] = ModelStatus(
+                good.name, desired_version=good.version, active_version=good.version, state="ready"
+            )
+            restored.append(f"{good.name}:{good.version}")
+        return restored
+
+    # --- convergence ---------------------------------------------------------------------
+
+    def apply(self, doc: dict[str, Any], *, now: float | None = None) -> bool:
+        """One pass towards ``doc``; returns True when something changed (worth a report)."""
+        with self._lock:
+            return self._apply(doc, time.monotonic() if now is None else now)
+
+    def _apply(self, doc: dict[str, Any], now: float) -> bool:
+        changed = False
+        wanted = {m["name"]: m for m in doc.get("models", [])}
+        for name, item in wanted.items():
+            status = self.statuses.setdefault(name, ModelStatus(name))
+            if status.desired_version != item["version"]:
+                status.desired_version = item["version"]
+                status.attempts, status.next_try, status.error = 0, 0.0, None
+                changed = True
+            if status.active_version == item["version"] and status.state == "ready":
+                continue
+            if now < status.next_try:
+                continue
+            changed = True
+            try:
+                self._activate(item, status)
+            except ModelfleetError as exc:
+                status.attempts += 1
+                status.state = "failed"
+                status.error = {"code": exc.code, "message": exc.message}
+                status.next_try = now + self.backoff.delay(status.attempts)
+                log.warning(
+                    "%s:%s not activated (%s): %s", name, item["version"], exc.code, exc.message
+                )
+        for name in [n for n in self.statuses if n not in wanted]:
+            self.repository.remove(name)
+            self.state.forget(name)
+            del self.statuses[name]
+            changed = True
+        if all(s.state == "ready" for s in self.statuses.values()):
+            self.applied_revision = doc.get("revision")
+        if changed:
+            self._collect_garbage(wanted)
+        return changed
+
+    def _activate(self, item: dict[str, Any], status: ModelStatus) -> None:
+        name, version = item["name"], int(item["version"])
+        # The signature is checked first: an unsigned or foreign manifest is never downloaded.
+        manifest = verify_manifest(item["manifest"], item["signature"], self.public_key)
+        digest = str(manifest["digest"]).removeprefix("sha256:")
+        if manifest["name"] != name or manifest["version"] != version:
+            raise VerificationError(
+                f"manifest describes {manifest['name']}:{manifest['version']}, "
+                f"desired state says {name}:{version}"
+            )
+        if not self.cache.has(digest):
+            status.state = "downloading"
+            self.download(
+                f"/api/v1/blobs/{digest}", self.cache.partial_path(digest), int(manifest["size"])
+            )
+            self.cache.commit(digest, int(manifest["size"]))  # DigestMismatch on bad bytes
+        status.state = "loading"
+        self._load_and_swap(name, version, digest, item.get("params") or {})
+        self.state.record_good(
+            name, version, digest, item["manifest"], item["signature"], item.get("params") or {}
+        )
+        status.active_version = version
+        status.state = "ready"
+        status.error = None
+        status.attempts = 0
+        log.info("%s:%s active", name, version)
+
+    def _load_and_swap(self, name: str, version: int, digest: str, params: dict[str, Any]) -> None:
+        model = LoadedModel.load(
+            self.cache.path(digest),
+            name=name,
+            version=version,
+            digest=digest,
+            intra_op_threads=int(params.get("intra_op_threads", self.intra_op_threads)),
+        )
+        model.warm_up()
+        self.repository.activate(model)
+
+    def _collect_garbage(self, wanted: dict[str, dict[str, Any]]) -> None:
+        # Keep the last good version of every model, whatever is loaded, and what is wanted.
+        keep = {m.digest for m in self.state.last_good().values()}
+        for name, snapshot in self.repository.snapshot().items():
+            for version in snapshot["loaded"]:
+                keep.add(self.repository.get(name, version).digest)
+        keep.update(str(item["digest"]) for item in wanted.values() if item.get("digest"))
+        try:
+            self.cache.gc(keep)
+        except (ModelfleetError, OSError) as exc:
+            log.warning("cache clean-up failed: %s", exc)
+
+    def report_models(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [s.as_report() for s in sorted(self.statuses.values(), key=lambda s: s.name)]

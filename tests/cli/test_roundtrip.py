@@ -1,0 +1,174 @@
+"""The CLI against a real hub process on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelfleet.hub.bootstrap import init_hub
+from modelfleet.hub_client import HubClient
+from modelfleet.sim.launcher import HubProcess
+
+
+@dataclass
+class RunningHub:
+    process: HubProcess
+    token: str
+
+    def cli(self, *args: str, token: str | None = "default", cwd: Path | None = None):
+        env = {**os.environ, "MODELFLEET_HUB_URL": self.process.url, "COLUMNS": "160"}
+        env.pop("MODELFLEET_TOKEN", None)
+        if token is not None:
+            env["MODELFLEET_TOKEN"] = self.token if token == "default" else token
+        return subprocess.run(
+            [sys.executable, "-m", "modelfleet", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=120,
+        )
+
+
+@pytest.fixture
+def running_hub(tmp_path: Path) -> Iterator[RunningHub]:
+    init = init_hub(tmp_path / "hub")
+    process = HubProcess(tmp_path / "hub").start()
+    try:
+        yield RunningHub(process, init.admin_token)
+    finally:
+        process.stop()
+
+
+def test_push_ls_show_alias_pull(running_hub: RunningHub, tiny_onnx, tmp_path: Path) -> None:
+    first, second = tiny_onnx(), tiny_onnx()
+    pushed = running_hub.cli(
+        "model", "push", str(first), "--name", "pump", "--training-region", "eu-west",
+        "--alias", "production", "--json",
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["version"] == 1
+    assert running_hub.cli("model", "push", str(second), "--name", "pump").returncode == 0
+
+    listing = running_hub.cli("model", "ls", "--json")
+    assert [(m["name"], m["latest_version"]) for m in json.loads(listing.stdout)] == [("pump", 2)]
+    table = running_hub.cli("model", "ls")
+    assert "pump" in table.stdout
+    assert "production->1" in table.stdout
+
+    shown = running_hub.cli("model", "show", "pump@production", "--json")
+    assert json.loads(shown.stdout)["version"] == 1
+    human = running_hub.cli("model", "show", "pump:2")
+    assert "X:FP32[?,4] -> Y:FP32[?,4]" in human.stdout
+    versions = running_hub.cli("model", "show", "pump")
+    assert "production" in versions.stdout
+
+    moved = running_hub.cli("model", "alias", "pump", "2", "production")
+    assert moved.returncode == 0, moved.stderr
+    out = tmp_path / "pulled.onnx"
+    pulled = running_hub.cli("model", "pull", "pump@production", "-o", str(out))
+    assert pulled.returncode == 0, pulled.stderr
+    assert "verified" in pulled.stdout
+    assert out.read_bytes() == second.read_bytes()
+    assert not out.with_name("pulled.onnx.part").exists()
+
+    audit = json.loads(running_hub.cli("audit", "--json").stdout)
+    assert {"model.push", "model.alias"} <= {a["action"] for a in audit}
+
+
+def test_pull_resumes_partial_download(running_hub: RunningHub, tiny_onnx, tmp_path: Path) -> None:
+    model = tiny_onnx()
+    running_hub.cli("model", "push", str(model), "--name", "pump")
+    dest = tmp_path / "resume.onnx"
+    data = model.read_bytes()
+    dest.with_name("resume.onnx.part").write_bytes(data[:20])
+    with HubClient(running_hub.process.url, running_hub.token) as hc:
+        hc.pull("pump:1", dest)
+    assert dest.read_bytes() == data
+
+
+def test_pull_refuses_wrong_pinned_key(running_hub: RunningHub, tiny_onnx, tmp_path: Path) -> None:
+    running_hub.cli("model", "push", str(tiny_onnx()), "--name", "pump")
+    other = init_hub(tmp_path / "other-hub").public_key
+    out = tmp_path / "x.onnx"
+    result = running_hub.cli("model", "pull", "pump:1", "-o", str(out), "--public-key", other)
+    assert result.returncode == 1
+    assert "signature" in result.stderr.lower()
+    assert not out.exists()
+
+
+def test_cli_errors_are_one_line(running_hub: RunningHub, tiny_onnx, tmp_path: Path) -> None:
+    cases = [
+        (("model", "ls"), None, "missing bearer token"),
+        (
+            ("model", "push", str(tmp_path / "missing.onnx"), "--name", "pump"),
+            "default",
+            "no such file",
+        ),
+        (("model", "show", "pump@canary"), "default", "does not exist"),
+        (("model", "show", "bad name"), "default", "invalid model name"),
+        (("token", "create", "--role", "superuser"), "default", "invalid role"),
+    ]
+    text = tmp_path / "model.txt"
+    text.write_text("hello")
+    cases.append((("model", "push", str(text), "--name", "pump"), "default", "not an ONNX"))
+    for args, token, needle in cases:
+        result = running_hub.cli(*args, token=token)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert needle.lower() in result.stderr.lower(), (args, result.stderr)
+    down = subprocess.run(
+        [sys.executable, "-m", "modelfleet", "model", "ls", "--hub", "http://127.0.0.1:1"],
+        capture_output=True, text=True, env={**os.environ, "MODELFLEET_TOKEN": "x"}, timeout=60,
+    )  # fmt: skip
+    assert down.returncode == 1
+    assert "cannot reach the hub" in down.stderr
+
+
+def test_tokens_through_cli(running_hub: RunningHub) -> None:
+    created = json.loads(running_hub.cli("token", "create", "--role", "viewer", "--json").stdout)
+    listing = json.loads(running_hub.cli("token", "ls", "--json").stdout)
+    assert created["id"] in {t["id"] for t in listing}
+    assert running_hub.cli("model", "ls", token=created["token"]).returncode == 0
+    assert running_hub.cli("token", "revoke", created["id"]).returncode == 0
+    refused = running_hub.cli("model", "ls", token=created["token"])
+    assert refused.returncode == 1
+    assert "revoked" in refused.stderr
+
+
+def test_twenty_parallel_pushes_get_consecutive_versions(
+    running_hub: RunningHub, tiny_onnx
+) -> None:
+    files = [tiny_onnx() for _ in range(20)]
+    with (
+        HubClient(running_hub.process.url, running_hub.token) as hc,
+        ThreadPoolExecutor(20) as pool,
+    ):
+        results = list(pool.map(lambda f: hc.push(f, "pump"), files))
+        versions = sorted(r["version"] for r in results)
+        assert versions == list(range(1, 21))
+        assert len({r["digest"] for r in results}) == 20
+        assert hc.show_model("pump")["version_count"] == 20
+
+
+def test_every_command_has_help() -> None:
+    commands = [
+        (), ("hub",), ("hub", "init"), ("hub", "serve"), ("model",), ("model", "push"),
+        ("model", "ls"), ("model", "show"), ("model", "alias"), ("model", "pull"), ("token",),
+        ("token", "create"), ("token", "ls"), ("token", "revoke"), ("audit",), ("demo",),
+    ]  # fmt: skip
+    for command in commands:
+        result = subprocess.run(
+            [sys.executable, "-m", "modelfleet", *command, "--help"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage" in result.stdout

@@ -1,0 +1,88 @@
+"""Fixtures shared by every test package: tiny ONNX models and hubs that clean up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import pytest
+from fastapi.testclient import TestClient
+from onnx import TensorProto, helper
+
+from modelfleet.hub.app import build_context, create_app
+from modelfleet.hub.bootstrap import init_hub
+from modelfleet.hub.context import HubContext
+from modelfleet.settings import HubSettings
+
+
+def write_tiny_onnx(path: Path, offset: float = 1.0, features: int = 4) -> Path:
+    """Y = X + offset on a [batch, features] FP32 input; ``offset`` varies the digest."""
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", features])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", features])
+    const = helper.make_tensor("offset", TensorProto.FLOAT, [1], [offset])
+    node = helper.make_node("Add", ["X", "offset"], ["Y"])
+    graph = helper.make_graph([node], "tiny", [x], [y], initializer=[const])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="modelfleet-tests"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path: Path) -> Callable[..., Path]:
+    counter = iter(range(1_000_000))
+
+    def make(offset: float | None = None, features: int = 4) -> Path:
+        n = next(counter)
+        return write_tiny_onnx(
+            tmp_path / f"tiny-{n}.onnx", offset if offset is not None else float(n + 1), features
+        )
+
+    return make
+
+
+@dataclass
+class InProcessHub:
+    client: TestClient
+    ctx: HubContext
+    admin_token: str
+    data_dir: Path
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.admin_token}"}
+
+    def token(self, role: str) -> str:
+        response = self.client.post(
+            "/api/v1/tokens", json={"name": f"t-{role}", "role": role}, headers=self.headers()
+        )
+        response.raise_for_status()
+        secret: str = response.json()["token"]
+        return secret
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessHub]]:
+    """Factory of in-process hubs (FastAPI TestClient) in fresh data directories."""
+    made: list[InProcessHub] = []
+
+    def make(
+        *, db: str | None = None, artifacts: str | None = None, **settings: object
+    ) -> InProcessHub:
+        root = tmp_path / f"hub-{len(made)}"
+        init = init_hub(root, db=db, artifacts=artifacts)
+        hub_settings = HubSettings(data_dir=root).model_copy(update=settings)
+        ctx = build_context(hub_settings)
+        client = TestClient(create_app(ctx), raise_server_exceptions=False)
+        client.__enter__()
+        hub = InProcessHub(client, ctx, init.admin_token, root)
+        made.append(hub)
+        return hub
+
+    yield make
+    for hub in made:
+        hub.client.__exit__(None, None, None)
