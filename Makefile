@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench clean
+FLOWER_VENV := .venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.installed
+
+.PHONY: test lint typecheck pytest demo bench bench-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +30,23 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(BIN)/modelfleet demo
 
-bench: $(STAMP)
+# Flower (the federated-learning peer) pins versions that clash with ours: its own venv,
+# with modelfleet importable for the shared data split and trainer.
+$(FLOWER_STAMP):
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/pip install --quiet 'flwr[simulation]>=1.42' scikit-learn onnx pydantic pydantic-settings
+	$(FLOWER_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(FLOWER_STAMP)
+
+# wrk drives the serving benchmark (Debian package); MLServer gets its own venv (bench/serve.py).
+bench-tools:
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
+bench: $(STAMP) $(FLOWER_STAMP) bench-tools
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/telemetry_overhead.py
+	$(BIN)/python bench/geo.py
+	FLOWER_PYTHON=$(CURDIR)/$(FLOWER_VENV)/bin/python $(BIN)/python bench/federated.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FLOWER_VENV) .venv-mlserver .mypy_cache .pytest_cache .ruff_cache

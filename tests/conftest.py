@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ import onnx
 import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
+from sqlalchemy import make_url
 
 from modelfleet.hub.app import build_context, create_app
 from modelfleet.hub.bootstrap import init_hub
@@ -86,3 +89,26 @@ def hub_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessHub]]:
     yield make
     for hub in made:
         hub.client.__exit__(None, None, None)
+
+
+POSTGRES_ENV = "MODELFLEET_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL confined to a fresh schema, dropped afterwards (skips without PG)."""
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is not set; PostgreSQL backend not tested")
+    import psycopg
+
+    libpq_url = make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(libpq_url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(libpq_url, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -1,7 +1,8 @@
 """modelfleet: deploy, serve, monitor and improve ML models across many sites.
 
 The public SDK is imported lazily so ``modelfleet --help`` stays fast:
-``modelfleet.HubClient`` and ``modelfleet.export.from_sklearn`` / ``from_torch``.
+``modelfleet.HubClient``, ``modelfleet.Client`` / ``modelfleet.AsyncClient`` (inference routed
+to the best permitted site) and ``modelfleet.export.from_sklearn`` / ``from_torch``.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["HubClient", "__version__"]
+__all__ = ["AsyncClient", "Client", "HubClient", "__version__"]
 
 if TYPE_CHECKING:
     from modelfleet.hub_client import HubClient
+    from modelfleet.routing.client import AsyncClient, Client
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from modelfleet.hub_client import HubClient
 
         return HubClient
+    if name in ("Client", "AsyncClient"):
+        from modelfleet.routing import client
+
+        return getattr(client, name)
     raise AttributeError(f"module 'modelfleet' has no attribute {name!r}")

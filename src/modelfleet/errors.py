@@ -157,18 +157,13 @@ class HubResponseError(HubError):
         self.status = status
 
 
-_BY_CODE: dict[str, type[ModelfleetError]] = {}
-
-
-def _index(cls: type[ModelfleetError]) -> None:
-    _BY_CODE.setdefault(cls.code, cls)
-    for sub in cls.__subclasses__():
-        _index(sub)
-
-
-_index(ModelfleetError)
-
-
 def error_class_for(code: str) -> type[ModelfleetError] | None:
-    """The error class registered for a wire ``code``, if any."""
-    return _BY_CODE.get(code)
+    """The error class for a wire ``code``, searching subclasses defined anywhere (so errors
+    declared in other modules, such as ``TensorError``, are found once imported)."""
+    pending: list[type[ModelfleetError]] = [ModelfleetError]
+    while pending:
+        cls = pending.pop(0)
+        if cls.code == code and "code" in cls.__dict__:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None

@@ -272,3 +272,129 @@ class HubClient:
             params["action"] = action
         result: list[dict[str, Any]] = self._json("GET", "/api/v1/audit", params=params)
         return result
+
+    # --- telemetry and drift ------------------------------------------------------------
+
+    def telemetry_status(self) -> dict[str, Any]:
+        """Every site at a glance: liveness, traffic, latency, drift flags, dropped telemetry."""
+        result: dict[str, Any] = self._json("GET", "/api/v1/telemetry/status")
+        return result
+
+    def drift(
+        self, model: str, *, version: int | None = None, site: str | None = None
+    ) -> dict[str, Any]:
+        """Per-feature drift of ``model`` per site and version (see ``hub/drift.py``)."""
+        params: dict[str, str | int] = {}
+        if version is not None:
+            params["version"] = version
+        if site is not None:
+            params["site"] = site
+        result: dict[str, Any] = self._json(
+            "GET", f"/api/v1/telemetry/drift/{model}", params=params
+        )
+        return result
+
+    def put_reference_profile(
+        self, name: str, version: int, profile: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Store a reference profile (``modelfleet.profiles.DatasetProfile.to_dict()``)."""
+        result: dict[str, Any] = self._json(
+            "PUT", f"/api/v1/models/{name}/versions/{version}/reference-profile", json=profile
+        )
+        return result
+
+    def reference_profile(self, name: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "GET", f"/api/v1/models/{name}/versions/{version}/reference-profile"
+        )
+        return result
+
+    def drift_thresholds(self, model: str) -> dict[str, float]:
+        result: dict[str, float] = self._json("GET", f"/api/v1/models/{model}/drift-thresholds")[
+            "thresholds"
+        ]
+        return result
+
+    def set_drift_thresholds(self, model: str, values: dict[str, float]) -> dict[str, float]:
+        result: dict[str, float] = self._json(
+            "PUT", f"/api/v1/models/{model}/drift-thresholds", json=values
+        )["thresholds"]
+        return result
+
+    # --- deployments, policies, rollouts (issue 6) -----------------------------------------
+
+    def plan_deployment(self, request: dict[str, Any]) -> dict[str, Any]:
+        """What ``deploy`` would do; ``request`` as in :meth:`deploy`. Changes nothing."""
+        result: dict[str, Any] = self._json("POST", "/api/v1/deployments/plan", json=request)
+        return result
+
+    def deploy(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Create or update a deployment: ``{"ref", "selector", "name"?, "strategy"?,
+        "gates"?, "params"?}``; the answer holds the deployment, its rollout and the plan."""
+        result: dict[str, Any] = self._json("POST", "/api/v1/deployments", json=request)
+        return result
+
+    def list_deployments(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/deployments")
+        return result
+
+    def show_deployment(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/v1/deployments/{name}")
+        return result
+
+    def remove_deployment(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/deployments/{name}")
+
+    def pin(self, site: str, ref: str, reason: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "PUT", "/api/v1/overrides", json={"site": site, "ref": ref, "reason": reason}
+        )
+        return result
+
+    def unpin(self, site: str, model: str) -> None:
+        self.request("DELETE", f"/api/v1/overrides/{site}/{model}")
+
+    def list_overrides(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/overrides")
+        return result
+
+    def apply_policies(
+        self, policies: list[dict[str, Any]], *, prune: bool = False
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "PUT", "/api/v1/policies", json={"policies": policies, "prune": prune}
+        )
+        return result
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/policies")
+        return result
+
+    def remove_policy(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/policies/{name}")
+
+    def list_rollouts(self, state: str | None = None) -> list[dict[str, Any]]:
+        params = {"state": state} if state else {}
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/rollouts", params=params)
+        return result
+
+    def rollout(self, rollout_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/v1/rollouts/{rollout_id}")
+        return result
+
+    def rollout_action(self, rollout_id: str, action: str) -> dict[str, Any]:
+        """``pause``, ``resume``, ``promote``, ``abort`` or ``rollback``."""
+        result: dict[str, Any] = self._json("POST", f"/api/v1/rollouts/{rollout_id}/{action}")
+        return result
+
+    def controller_status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/api/v1/controller")
+        return result
+
+    def apply_fleet(
+        self, doc: dict[str, Any], *, prune: bool = False, dry_run: bool = False
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "POST", "/api/v1/apply", json={"doc": doc, "prune": prune, "dry_run": dry_run}
+        )
+        return result

@@ -65,6 +65,19 @@ class HubSettings(BaseSettings):
         default=30.0,
         description="Longest a desired-state long-poll is held open before answering 304.",
     )
+    rollout_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the rollout controller evaluates running rollouts, and how "
+        "often a follower hub tries to take over the controller on PostgreSQL (so a dead "
+        "leader is replaced within about this long).",
+    )
+    rollout_baseline_window_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="For relative p99 gates: how far before a step started the previous "
+        "version's latency is read at the same sites.",
+    )
 
 
 class SiteSettings(BaseSettings):
@@ -98,6 +111,57 @@ class SiteSettings(BaseSettings):
     intra_op_threads: int = Field(
         default=1,
         description="onnxruntime threads per session; 1 suits many small concurrent requests.",
+    )
+    cascade_file: Path | None = Field(
+        default=None,
+        description="Hybrid cloud-edge cascade (YAML): the cloud target, the deadline and per-"
+        "model escalation rules (docs/routing.md). Without it every answer is local.",
+    )
+    config_file: Path | None = Field(
+        default=None,
+        description="The site's own YAML config: local data sets, whether and for which models "
+        "it takes part in federated learning, its limits and custom trainers "
+        "(docs/federated.md). Without it the site never trains.",
+    )
+    fl_poll_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="How long each federated task request waits for a task (long-poll).",
+    )
+    telemetry_enabled: bool = Field(
+        default=True,
+        description="Record telemetry windows (counts, latency, sketches) and ship them to the "
+        "hub. Off only to measure the cost of telemetry; raw rows are never sent either way.",
+    )
+    telemetry_window_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Length of one telemetry window (seconds, aligned to wall-clock multiples "
+        "so windows of different sites line up at the hub).",
+    )
+    telemetry_sample_requests: int = Field(
+        default=256,
+        ge=0,
+        description="Requests per model and window whose input/output rows feed the drift "
+        "sketches (uniform reservoir sample); counts and latency always cover every request.",
+    )
+    spool_max_bytes: int = Field(
+        default=64 * 1024**2,
+        gt=0,
+        description="Cap of the on-disk telemetry outbox; when full, the oldest windows are "
+        "dropped and the drop is counted and reported to the hub.",
+    )
+    telemetry_ship_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the shipper sends closed windows to the hub (back-off after "
+        "failures up to retry_max_s).",
+    )
+    policy_file: Path | None = Field(
+        default=None,
+        description="The site's own governance file (YAML: jurisdiction and accepted training "
+        "regions, docs/deployments.md). The agent re-reads it before every activation and "
+        "refuses a model trained on data from a region it does not accept.",
     )
 
 

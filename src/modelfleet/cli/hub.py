@@ -89,4 +89,11 @@ def serve(
         f"hub on http://{host}:{port}  db={ctx.store.url}  artifacts={ctx.artifacts.url}",
         highlight=False,
     )
-    uvicorn.run(create_app(ctx), host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(
+        create_app(ctx),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=3,  # long-polls must not hold a restart for 30 s
+    )

@@ -7,7 +7,23 @@ import sys
 import typer
 
 from modelfleet import __version__
-from modelfleet.cli import audit, demo, hub, model, site, token
+from modelfleet.cli import apply as apply_cmd
+from modelfleet.cli import (
+    audit,
+    demo,
+    drift,
+    fl,
+    gateway,
+    hub,
+    model,
+    policy,
+    rollout,
+    sim,
+    site,
+    status,
+    token,
+)
+from modelfleet.cli import deploy as deploy_cmd
 from modelfleet.cli.common import err_console
 from modelfleet.errors import ModelfleetError
 
@@ -21,11 +37,24 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(hub.app, name="hub")
+app.add_typer(fl.app, name="fl")
 app.add_typer(model.app, name="model")
 app.add_typer(site.app, name="site")
 app.add_typer(token.app, name="token")
+app.add_typer(gateway.app, name="gateway")
+app.add_typer(sim.app, name="sim")
 app.command("audit")(audit.audit)
 app.command("demo")(demo.demo)
+app.command("status")(status.status)
+app.command("drift")(drift.drift)
+app.add_typer(policy.app, name="policy")
+app.add_typer(rollout.app, name="rollout")
+app.command("deploy")(deploy_cmd.deploy)
+app.command("deployments")(deploy_cmd.deployments)
+app.command("undeploy")(deploy_cmd.undeploy)
+app.command("pin")(deploy_cmd.pin)
+app.command("unpin")(deploy_cmd.unpin)
+app.command("apply")(apply_cmd.apply)
 
 
 def _version(value: bool) -> None:

@@ -59,6 +59,22 @@ def push(
     metrics: Annotated[
         str | None, typer.Option(help="JSON object of numbers, e.g. '{\"accuracy\": 0.97}'.")
     ] = None,
+    reference_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-data",
+            help="Training data CSV (with a header): its sketches are computed here and "
+            "stored with the version as the drift reference; no row is uploaded.",
+        ),
+    ] = None,
+    reference_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reference-column",
+            help="Feature column of --reference-data, in model input order (repeatable; "
+            "default: every column).",
+        ),
+    ] = None,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
@@ -66,6 +82,16 @@ def push(
     """Upload FILE as the next version of a model (validated and signed by the hub)."""
     if not file.is_file():
         raise InvalidInput(f"{file}: no such file")
+    reference = None
+    if reference_data is not None:
+        # Before the upload: a CSV that does not fit the model must not leave a version.
+        from modelfleet.profiles import profile_csv
+        from modelfleet.registry.onnx_info import inspect_onnx
+
+        signature = inspect_onnx(file).io
+        reference = profile_csv(
+            reference_data, columns=reference_column, inputs=signature.get("inputs", [])
+        ).to_dict()
     parsed_tags: dict[str, str] = {}
     for item in tag or []:
         key, sep, value = item.partition("=")
@@ -94,9 +120,17 @@ def push(
             metrics=parsed_metrics,
             progress=adv,
         )
+        if reference is not None:
+            version["reference_profile"] = hc.put_reference_profile(
+                version["model"], version["version"], reference
+            )["columns"]
     if json_out:
         print_json(version)
         return
+    if reference is not None:
+        console.print(
+            f"reference profile: {len(reference['columns'])} feature sketches from {reference_data}"
+        )
     aliases = f" @{', @'.join(version['aliases'])}" if version["aliases"] else ""
     console.print(
         f"pushed [bold]{version['model']}:{version['version']}[/bold]{aliases}  "

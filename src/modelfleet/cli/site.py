@@ -221,30 +221,68 @@ def serve(
         str | None, typer.Option("--enroll", help="One-time enrollment token from `site add`.")
     ] = None,
     state_dir: Annotated[
-        Path, typer.Option(help="Credentials, desired state and model cache live here.")
+        Path,
+        typer.Option(
+            envvar="MODELFLEET_SITE_STATE_DIR",
+            help="Credentials, desired state and model cache live here.",
+        ),
     ] = Path("./site-state"),
-    host: Annotated[str, typer.Option(help="Interface of the inference server.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the inference server.")] = DEFAULT_SITE_PORT,
+    host: Annotated[
+        str, typer.Option(envvar="MODELFLEET_SITE_HOST", help="Interface of the inference server.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar="MODELFLEET_SITE_PORT", help="Port of the inference server.")
+    ] = DEFAULT_SITE_PORT,
     public_url: Annotated[
-        str | None, typer.Option(help="URL clients reach this site at (default http://HOST:PORT).")
+        str | None,
+        typer.Option(
+            envvar="MODELFLEET_SITE_PUBLIC_URL",
+            help="URL clients reach this site at (default http://HOST:PORT).",
+        ),
+    ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MODELFLEET_SITE_POLICY_FILE",
+            help="Local governance file: the agent refuses models whose training regions it "
+            "does not accept (see docs/deployments.md).",
+        ),
+    ] = None,
+    cascade_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MODELFLEET_SITE_CASCADE_FILE",
+            help="Hybrid cloud-edge rules: escalate low-confidence answers to a cloud site "
+            "(see docs/routing.md).",
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="MODELFLEET_SITE_CONFIG_FILE",
+            help="The site's own config: local data sets and federated-learning consent "
+            "(see docs/federated.md).",
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a site agent: enroll once, then serve assigned models (OIP v2 under /v2)."""
-    import uvicorn
-
     from modelfleet.settings import SiteSettings
     from modelfleet.site.agent import SiteAgent
+    from modelfleet.site.listener import serve_http
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    settings = SiteSettings().model_copy(
-        update={
-            "state_dir": state_dir.resolve(),
-            "host": host,
-            "port": port,
-            "public_url": public_url,
-        }
-    )
+    overrides: dict[str, object] = {"state_dir": state_dir.resolve(), "host": host, "port": port}
+    if public_url is not None:
+        overrides["public_url"] = public_url
+    if policy_file is not None:
+        overrides["policy_file"] = policy_file.resolve()
+    if cascade_file is not None:
+        overrides["cascade_file"] = cascade_file.resolve()
+    if config_file is not None:
+        overrides["config_file"] = config_file.resolve()
+    settings = SiteSettings().model_copy(update=overrides)
     agent = SiteAgent(settings, hub_url=hub, enrollment_token=enroll)
     restored = agent.start()
     err_console.print(
@@ -253,6 +291,6 @@ def serve(
         highlight=False,
     )
     try:
-        uvicorn.run(agent.server.app(), host=host, port=port, log_level=log_level, access_log=False)
+        serve_http(agent.server.app(), host=host, port=port, log_level=log_level)
     finally:
         agent.stop()

@@ -10,8 +10,13 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelfleet import __version__
+from modelfleet.federation.coordinator import Coordinator
+from modelfleet.hub.api import deployments as deployments_api
+from modelfleet.hub.api import directory as directory_api
+from modelfleet.hub.api import federation as federation_api
 from modelfleet.hub.api import models as models_api
 from modelfleet.hub.api import sites as sites_api
+from modelfleet.hub.api import telemetry as telemetry_api
 from modelfleet.hub.api import tokens as tokens_api
 from modelfleet.hub.api.errors import install_error_handlers
 from modelfleet.hub.api.schemas import SigningKeyOut
@@ -19,8 +24,11 @@ from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.metrics import HubMetrics
 from modelfleet.hub.registry import Registry
+from modelfleet.hub.rollout.controller import build_rollouts
 from modelfleet.hub.sites import Notifier, Sites
 from modelfleet.hub.store import open_store
+from modelfleet.hub.telemetry import Telemetry
+from modelfleet.hub.telemetry_metrics import register as register_telemetry_metrics
 from modelfleet.registry.artifacts import open_artifact_store
 from modelfleet.registry.signing import load_signing_key
 from modelfleet.settings import HubSettings
@@ -35,22 +43,46 @@ def build_context(settings: HubSettings) -> HubContext:
     store = open_store(db_url)
     artifacts = open_artifact_store(artifacts_url)
     registry = Registry(store, artifacts, key)
+    sites = Sites(store, registry, settings)
+    metrics = HubMetrics()
+    telemetry = Telemetry(store, sites)
+    register_telemetry_metrics(metrics.registry, telemetry)
+    notifier = Notifier()
+    deployments, rollouts = build_rollouts(
+        store, registry, sites, notifier.notify, settings, telemetry
+    )
     return HubContext(
         settings=settings,
         data_dir=data_dir,
         store=store,
         artifacts=artifacts,
         registry=registry,
-        metrics=HubMetrics(),
-        sites=Sites(store, registry, settings),
-        notifier=Notifier(),
+        metrics=metrics,
+        sites=sites,
+        notifier=notifier,
+        telemetry=telemetry,
+        federation=Coordinator(store, registry, sites, tmp_dir=data_dir.tmp_dir / "fl"),
+        deployments=deployments,
+        rollouts=rollouts,
     )
 
 
 def create_app(ctx: HubContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The coordinator loop resumes persisted jobs; on PostgreSQL only the replica
+        # holding its advisory lock runs it (see federation.coordinator.CoordinatorLease).
+        if ctx.federation is not None:
+            ctx.federation.start()
+        # The rollout controller resumes persisted rollouts; on PostgreSQL only the replica
+        # holding its advisory lock moves them (see hub/rollout/leader.py).
+        if ctx.rollouts is not None:
+            ctx.rollouts.start()
         yield
+        if ctx.rollouts is not None:
+            ctx.rollouts.stop()
+        if ctx.federation is not None:
+            ctx.federation.stop()
         ctx.close()
 
     app = FastAPI(
@@ -64,6 +96,10 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(models_api.router)
     app.include_router(tokens_api.router)
     app.include_router(sites_api.router)
+    app.include_router(deployments_api.router)
+    app.include_router(telemetry_api.router)
+    app.include_router(directory_api.router)
+    app.include_router(federation_api.router)
 
     @app.middleware("http")
     async def _measure(

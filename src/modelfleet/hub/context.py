@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelfleet.federation.coordinator import Coordinator
 from modelfleet.hub.datadir import DataDir
+from modelfleet.hub.deployments import Deployments
 from modelfleet.hub.metrics import HubMetrics
 from modelfleet.hub.registry import Registry
+from modelfleet.hub.rollout.controller import RolloutController
 from modelfleet.hub.sites import Notifier, Sites
 from modelfleet.hub.store import Store
+from modelfleet.hub.telemetry import Telemetry
 from modelfleet.registry.artifacts import ArtifactStore
 from modelfleet.settings import HubSettings
 
@@ -23,6 +27,12 @@ class HubContext:
     metrics: HubMetrics
     sites: Sites
     notifier: Notifier
+    telemetry: Telemetry
+    #: The federated-learning coordinator; None on a hub built without it.
+    federation: Coordinator | None = None
+    #: Deployments and the rollout controller (hub/deployments.py, hub/rollout/).
+    deployments: Deployments | None = None
+    rollouts: RolloutController | None = None
 
     def close(self) -> None:
         self.store.close()

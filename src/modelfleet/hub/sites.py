@@ -52,17 +52,36 @@ class Enrolled:
 
 
 class Notifier:
-    """Wakes long-polls of one site when its desired state changes in this process."""
+    """Wakes long-polls of one site when its desired state changes in this process.
+
+    ``notify`` may be called from any thread (API worker threads, the rollout
+    controller): off the event loop it hands the wake-up to the loop, since asyncio
+    events are not thread-safe.
+    """
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def notify(self, site: str) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(self._wake, site)
+                return
+        self._wake(site)
+
+    def _wake(self, site: str) -> None:
         event = self._events.pop(site, None)
         if event is not None:
             event.set()
 
     async def wait(self, site: str, timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
         event = self._events.setdefault(site, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)

@@ -47,6 +47,7 @@ class HubProcess:
     db: str | None = None
     artifacts: str | None = None
     log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,15 +64,62 @@ class HubProcess:
         if self.artifacts:
             cmd += ["--artifacts", self.artifacts]
         log = (self.log_path or self.data_dir / "hub.log").open("ab")
-        self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
-        )
+        env = {**os.environ, **self.extra_env}
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         wait_http(f"{self.url}/healthz", timeout, self.proc)
         return self
 
     def kill(self) -> None:
         """SIGKILL: no clean-up runs, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class SiteProcess:
+    """A ``modelfleet site serve`` child process with its own state directory."""
+
+    state_dir: Path
+    hub_url: str
+    enrollment_token: str | None = None
+    port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0, *, wait_ready: bool = True) -> SiteProcess:
+        cmd = [
+            sys.executable, "-m", "modelfleet", "site", "serve",
+            "--hub", self.hub_url, "--state-dir", str(self.state_dir),
+            "--port", str(self.port), "--log-level", "warning",
+        ]  # fmt: skip
+        if self.enrollment_token:
+            cmd += ["--enroll", self.enrollment_token]
+            self.enrollment_token = None  # single use: later restarts use the state dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_path or self.state_dir.parent / f"{self.state_dir.name}.log").open("ab")
+        env = {**os.environ, "MODELFLEET_SITE_REPORT_INTERVAL_S": "0.5", **self.extra_env}
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        if wait_ready:
+            wait_http(f"{self.url}/v2/health/ready", timeout, self.proc)
+        return self
+
+    def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)

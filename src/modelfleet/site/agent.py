@@ -19,11 +19,16 @@ from modelfleet import __version__
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.settings import SiteSettings
 from modelfleet.site.cache import BlobCache
+from modelfleet.site.cascade import Cascade
+from modelfleet.site.federated import FederatedWorker, SiteConfig
 from modelfleet.site.hub_link import HubLink, enroll
 from modelfleet.site.reconciler import Backoff, Reconciler
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.server import InferenceServer
+from modelfleet.site.spool import HubTelemetrySender, Shipper, Spool
 from modelfleet.site.state import Credentials, SiteState
+from modelfleet.site.telemetry import TelemetryRecorder
+from modelfleet.yamlfile import load_yaml_file
 
 log = logging.getLogger("modelfleet.site")
 
@@ -59,8 +64,36 @@ class SiteAgent:
             download=self.link.download,
             backoff=Backoff(max_s=settings.retry_max_s),
             intra_op_threads=settings.intra_op_threads,
+            policy_file=settings.policy_file,
         )
-        self.server = InferenceServer(self.repository, ready=lambda: self._restored)
+        self.telemetry: TelemetryRecorder | None = None
+        self.shipper: Shipper | None = None
+        if settings.telemetry_enabled:
+            # Windows survive outages and restarts in the outbox; only sketches leave.
+            self.spool = Spool(state_dir / "telemetry.db", max_bytes=settings.spool_max_bytes)
+            self.telemetry = TelemetryRecorder(
+                self.spool.put,
+                window_s=settings.telemetry_window_s,
+                sample_requests=settings.telemetry_sample_requests,
+            )
+            self._sender = HubTelemetrySender(
+                self.credentials.hub_url, self.credentials.site, self.credentials.token
+            )
+            self.shipper = Shipper(
+                self.spool,
+                self._sender,
+                interval_s=settings.telemetry_ship_interval_s,
+                retry_max_s=settings.retry_max_s,
+            )
+        self.server = InferenceServer(
+            self.repository, ready=lambda: self._restored, observer=self.telemetry
+        )
+        if settings.cascade_file is not None:
+            # Counters land in the server's registry, so /metrics shows escalations.
+            self.server.cascade = Cascade.from_config(
+                load_yaml_file(Path(settings.cascade_file), "cascade file"),
+                registry=self.server.stats.registry,
+            )
         self._restored = False
         self._desired: dict[str, Any] | None = None
         self._etag: str | None = None
@@ -68,6 +101,18 @@ class SiteAgent:
         self._stop = threading.Event()
         self.hub_reachable = False
         self._threads: list[threading.Thread] = []
+        # Federated learning only with the site's own config file (consent, data sets).
+        self.federated: FederatedWorker | None = None
+        if settings.config_file is not None:
+            self.federated = FederatedWorker(
+                SiteConfig.load(Path(settings.config_file)),
+                hub_url=self.credentials.hub_url,
+                site=self.credentials.site,
+                token=self.credentials.token,
+                state_dir=state_dir,
+                poll_s=settings.fl_poll_s,
+                retry_max_s=settings.retry_max_s,
+            )
 
     @property
     def site(self) -> str:
@@ -110,14 +155,29 @@ class SiteAgent:
             thread = threading.Thread(target=target, name=target.__name__, daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self.telemetry is not None and self.shipper is not None:
+            self.telemetry.start()
+            self.shipper.start()
+        if self.federated is not None:
+            self.federated.start()
         self._wake.set()
         return restored
 
     def stop(self) -> None:
+        """Stop following the hub. The poller may sit in a long-poll: it is a daemon thread
+        and exits when that returns, so only the worker (which writes state) is joined."""
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
-            thread.join(timeout=2)
+            if thread.name == "_work_loop":
+                thread.join(timeout=5)
+        if self.telemetry is not None and self.shipper is not None:
+            self.telemetry.stop()  # closes the open windows into the outbox
+            self.shipper.stop()
+            self._sender.close()
+            self.spool.close()
+        if self.federated is not None:
+            self.federated.stop()
         self.link.close()
         self.state.close()
 
@@ -140,8 +200,10 @@ class SiteAgent:
             failures = 0
             if not self.hub_reachable:
                 self.hub_reachable = True
+                if self.shipper is not None:
+                    self.shipper.wake()  # deliver the backlog now
                 self._wake.set()  # report at once after an outage
-            if result is not None:
+            if result is not None and not self._stop.is_set():
                 self._etag, self._desired = result
                 self.state.save_desired(*result)
                 self._wake.set()

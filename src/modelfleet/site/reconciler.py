@@ -15,11 +15,14 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modelfleet.errors import ModelfleetError, VerificationError
 from modelfleet.registry.manifest import verify_manifest
+from modelfleet.settings import SiteSettings
 from modelfleet.site.cache import BlobCache
+from modelfleet.site.policy import enforce_site_policy
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.runtime import LoadedModel
 from modelfleet.site.state import SiteState
@@ -71,6 +74,8 @@ class Reconciler:
     intra_op_threads: int = 1
     statuses: dict[str, ModelStatus] = field(default_factory=dict)
     applied_revision: int | None = None
+    # The site's local governance file (SiteSettings.policy_file); see site/policy.py.
+    policy_file: Path | None = field(default_factory=lambda: SiteSettings().policy_file)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- start-up from cache -------------------------------------------------------------
@@ -86,6 +91,8 @@ class Reconciler:
                     self.public_key,
                     blob=self.cache.path(good.digest),
                 )
+                # The local policy may have tightened since: it applies to cached models too.
+                enforce_site_policy(self.policy_file, manifest)
                 self._load_and_swap(good.name, int(manifest["version"]), good.digest, good.params)
             except (ModelfleetError, OSError) as exc:
                 log.warning("cached %s:%s not restored: %s", good.name, good.version, exc)
@@ -148,6 +155,8 @@ class Reconciler:
                 f"manifest describes {manifest['name']}:{manifest['version']}, "
                 f"desired state says {name}:{version}"
             )
+        # Defense in depth: the site's own residency rules, before any byte is fetched.
+        enforce_site_policy(self.policy_file, manifest)
         if not self.cache.has(digest):
             status.state = "downloading"
             self.download(
@@ -166,12 +175,17 @@ class Reconciler:
         log.info("%s:%s active", name, version)
 
     def _load_and_swap(self, name: str, version: int, digest: str, params: dict[str, Any]) -> None:
+        from modelfleet.site.batcher import BatchPolicy  # the server's module; kept local
+
+        # Refuse bad serving parameters before loading: the old version keeps serving.
+        BatchPolicy.from_params(params)
         model = LoadedModel.load(
             self.cache.path(digest),
             name=name,
             version=version,
             digest=digest,
             intra_op_threads=int(params.get("intra_op_threads", self.intra_op_threads)),
+            params=params,
         )
         model.warm_up()
         self.repository.activate(model)

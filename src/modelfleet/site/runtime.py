@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -113,11 +115,14 @@ class LoadedModel:
         name: str,
         version: int,
         digest: str,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = path
         self.name = name
         self.version = version
         self.digest = digest
+        #: Serving parameters of the assignment (e.g. ``max_batch_size``), read-only.
+        self.params: Mapping[str, Any] = MappingProxyType(dict(params or {}))
         self._session = session
         self._inputs = _specs(session.get_inputs())
         self._outputs = _specs(session.get_outputs())
@@ -131,6 +136,9 @@ class LoadedModel:
         self._first_dim_dynamic = bool(self._inputs) and all(
             spec.shape[:1] == (-1,) for spec in self._inputs
         )
+        self._batchable = self._first_dim_dynamic and all(
+            spec.shape[:1] == (-1,) and spec.datatype is not None for spec in self._outputs
+        )
 
     @classmethod
     def load(
@@ -142,6 +150,7 @@ class LoadedModel:
         digest: str,
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
+        params: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
         """Create the session; ``digest`` is recorded, not checked (the caller verified it).
 
@@ -158,7 +167,7 @@ class LoadedModel:
                 f"onnxruntime cannot load {name}:{version}: {_clean_message(exc)}",
                 code="session_error",
             ) from exc
-        return cls(session, path=path, name=name, version=version, digest=digest)
+        return cls(session, path=path, name=name, version=version, digest=digest, params=params)
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -172,6 +181,12 @@ class LoadedModel:
     def first_dim_dynamic(self) -> bool:
         """Every input's first dimension is dynamic, so requests can be stacked into a batch."""
         return self._first_dim_dynamic
+
+    @property
+    def batchable(self) -> bool:
+        """Every input and output is a tensor with a dynamic first dimension: rows of several
+        requests can be concatenated and the outputs split back by row."""
+        return self._batchable
 
     def warm_up(self) -> float:
         """Run once on neutral inputs; seconds taken. A model that cannot run must not serve.

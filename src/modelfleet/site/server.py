@@ -1,16 +1,29 @@
-"""The site's Open Inference Protocol v2 server (REST), a thin adapter over the repository.
+"""The site's Open Inference Protocol v2 server (REST): a raw ASGI app, lean on the hot path.
+
+``/infer`` is the product's hot path, so it bypasses any framework: the ASGI callable
+recognises it with two string tests, looks the model up lock-free, decodes with the
+``oip`` codecs (orjson + numpy), hands validated feeds to the model's :class:`Batcher`
+and writes the encoded answer. Everything per model that a request needs (signature
+checks, metric children, batcher) is computed once per loaded version and found with one
+dictionary lookup. The other endpoints live in :mod:`modelfleet.site.oip_routes`.
 
 Errors follow the protocol: ``{"error": "..."}`` with 400 for a bad request, 404 for an
-unknown model or version, 503 while not ready; nothing a client sends yields a 500.
+unknown model or version, 413 for an oversized body, 503 while not ready; nothing a client
+sends yields a 500 (a 500 means the model itself failed, or a bug, and is logged).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,32 +32,43 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from modelfleet import __version__
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
 from modelfleet.oip.codec import binary_output_names, decode_request, encode_response
 from modelfleet.oip.types import InferOutput, InferRequest, InferResponse
+from modelfleet.site.batcher import DEFAULT_INLINE_BELOW_S, Batcher, BatchPolicy
+from modelfleet.site.cascade import Cascade
+from modelfleet.site.observer import InferenceObserver, NullObserver
+from modelfleet.site.oip_routes import OipRoutes, parse_model_path
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.runtime import LoadedModel, ModelFailure
 
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
-JSON = "application/json"
+__all__ = ["InferenceServer", "SiteMetrics"]
+
+log = logging.getLogger("modelfleet.site.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Largest request body accepted (header + binary tensors); larger ones get 413.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+_JSON = b"application/json"
+_OCTETS = b"application/octet-stream"
+_HEADER_LENGTH = b"inference-header-content-length"
+_INFER_PREFIX = "/v2/models/"
+_INFER_SUFFIX = "/infer"
 
 
-def _json(doc: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type=JSON)
-
-
-def _error(message: str, status: int) -> Response:
-    return _json({"error": message}, status)
+#: Outcomes that answered the client (a cascade's cloud answer or degraded local one too).
+_ANSWERED = frozenset({"ok", "escalated", "degraded"})
 
 
 class SiteMetrics:
+    """Prometheus counters of the server, on a private registry served at ``/metrics``."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -62,168 +86,384 @@ class SiteMetrics:
         )
 
 
-class InferenceServer:
-    """Builds the Starlette app; ``ready`` tells whether start-up restoration is done."""
+class _Served:
+    """What requests to one loaded version need, built once when the version is first hit.
+
+    Holds the model only weakly: the repository decides its lifetime, and a retired version's
+    session must be freed as soon as its last request returns.
+    """
 
     def __init__(
-        self, repository: ModelRepository, *, ready: Callable[[], bool] | None = None
+        self,
+        model: LoadedModel,
+        stats: SiteMetrics,
+        executor: ThreadPoolExecutor,
+        inline_below_s: float,
     ) -> None:
-        self.repository = repository
-        self.stats = SiteMetrics()
-        self._ready = ready or (lambda: True)
+        self.name = model.name
+        self.version = model.version
+        self.version_text = str(model.version)
+        self.inputs = {s.name: (s.datatype, s.shape) for s in model.inputs}
+        self.output_types = {s.name: s.datatype for s in model.outputs if s.datatype is not None}
+        self.default_outputs = tuple(self.output_types)
+        self.policy = BatchPolicy.from_params(model.params)
+        ref = weakref.ref(model)
 
-    def _model(self, request: Request) -> LoadedModel:
-        name = request.path_params["model"]
-        version = request.path_params.get("version")
-        if version is not None and not str(version).isdigit():
-            raise NotFound(f"model {name!r} has no version {version!r}")
-        return self.repository.get(name, int(version) if version is not None else None)
+        def run(
+            feeds: dict[str, npt.NDArray[Any]], names: list[str]
+        ) -> dict[str, npt.NDArray[Any]]:
+            target = ref()
+            if target is None:  # pragma: no cover - a queued request holds its model
+                raise NotFound(f"{self.name}:{self.version} was unloaded")
+            return target.run(feeds, names)
 
-    async def live(self, _: Request) -> Response:
-        return _json({"live": True})
+        self.batcher = Batcher(
+            run, self.policy, executor, batchable=model.batchable, inline_below_s=inline_below_s
+        )
+        self.ok = stats.requests.labels(self.name, self.version_text, "ok")
+        self.bad = stats.requests.labels(self.name, self.version_text, "bad_request")
+        self.failed = stats.requests.labels(self.name, self.version_text, "error")
+        self.latency = stats.latency.labels(self.name, self.version_text)
 
-    async def ready(self, _: Request) -> Response:
-        ok = self._ready()
-        return _json({"ready": ok}, 200 if ok else 503)
+    def prepare(self, req: InferRequest) -> tuple[dict[str, npt.NDArray[Any]], tuple[str, ...]]:
+        """Feeds checked against the signature, and the output names to compute.
 
-    async def server_metadata(self, _: Request) -> Response:
-        return _json({"name": "modelfleet-site", "version": __version__, "extensions": EXTENSIONS})
+        Checking here, before batching, gives the client a precise 400 and guarantees that
+        rows of requests in one batch agree on dtype and trailing dimensions.
+        """
+        specs = self.inputs
+        feeds: dict[str, npt.NDArray[Any]] = {}
+        for tensor in req.inputs:
+            spec = specs.get(tensor.name)
+            if spec is None:
+                raise InvalidInput(
+                    f"model {self.name!r} has no input {tensor.name[:80]!r}; "
+                    f"it takes {sorted(specs)}"
+                )
+            datatype, shape = spec
+            if tensor.datatype != datatype:
+                raise InvalidInput(
+                    f"input {tensor.name!r} expects datatype {datatype}, got {tensor.datatype}"
+                )
+            got = tensor.shape
+            if len(got) != len(shape) or any(
+                want >= 0 and dim != want for dim, want in zip(got, shape, strict=True)
+            ):
+                raise InvalidInput(
+                    f"input {tensor.name!r} expects shape {list(shape)} (-1: any), got {list(got)}"
+                )
+            data = tensor.data
+            if datatype == "BYTES":
+                data = _as_text(data, tensor.name)
+            feeds[tensor.name] = data
+        if len(feeds) != len(specs):
+            missing = sorted(specs.keys() - feeds.keys())
+            raise InvalidInput(f"missing input(s) {missing} for model {self.name!r}")
+        if not req.outputs:
+            return feeds, self.default_outputs
+        names = tuple(o.name for o in req.outputs)
+        for name in names:
+            if name not in self.output_types:
+                raise InvalidInput(
+                    f"model {self.name!r} has no output {name[:80]!r}; "
+                    f"it has {list(self.default_outputs)}"
+                )
+        return feeds, names
 
-    async def model_metadata(self, request: Request) -> Response:
-        try:
-            model = self._model(request)
-        except NotFound as exc:
-            return _error(exc.message, 404)
-        loaded = self.repository.snapshot().get(model.name, {}).get("loaded", [model.version])
-        return _json(
-            {
-                "name": model.name,
-                "versions": [str(v) for v in loaded],
-                "platform": "onnx_onnxv1",
-                "inputs": [_spec(s) for s in model.inputs],
-                "outputs": [_spec(s) for s in model.outputs],
-            }
+    def encode(
+        self, req: InferRequest, names: tuple[str, ...], results: dict[str, npt.NDArray[Any]]
+    ) -> tuple[bytes, int | None]:
+        return encode_response(
+            self.response(req, names, results), binary_outputs=binary_output_names(req, names)
         )
 
-    async def model_ready(self, request: Request) -> Response:
-        try:
-            model = self._model(request)
-        except NotFound as exc:
-            return _json(
-                {"name": request.path_params["model"], "ready": False, "error": exc.message}, 404
-            )
-        return _json({"name": model.name, "version": str(model.version), "ready": True})
-
-    async def repository_index(self, _: Request) -> Response:
-        entries = []
-        for name, info in self.repository.snapshot().items():
-            for version in info["loaded"]:
-                entries.append(
-                    {"name": name, "version": str(version), "state": "READY", "reason": ""}
-                )
-        return _json(entries)
-
-    async def infer(self, request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            model = self._model(request)
-        except NotFound as exc:
-            return _error(exc.message, 404)
-        version = str(model.version)
-        body = await request.body()
-        header = request.headers.get("inference-header-content-length")
-        try:
-            header_length = int(header) if header is not None else None
-        except ValueError:
-            return _error("Inference-Header-Content-Length must be an integer", 400)
-        try:
-            req = decode_request(body, header_length)
-            response_body, response_header = await run_in_threadpool(self._run, model, req)
-        except ModelFailure as exc:
-            self.stats.requests.labels(model.name, version, "error").inc()
-            return _error(exc.message, 400 if exc.status == 400 else 500)
-        except ModelfleetError as exc:
-            self.stats.requests.labels(model.name, version, "bad_request").inc()
-            return _error(exc.message, 400)
-        self.stats.requests.labels(model.name, version, "ok").inc()
-        self.stats.latency.labels(model.name, version).observe(time.perf_counter() - started)
-        headers = {}
-        if response_header is not None:
-            headers["Inference-Header-Content-Length"] = str(response_header)
-            media = "application/octet-stream"
-        else:
-            media = JSON
-        return Response(response_body, media_type=media, headers=headers)
-
-    def _run(self, model: LoadedModel, req: InferRequest) -> tuple[bytes, int | None]:
-        output_names = [o.name for o in model.outputs]
-        requested = [o.name for o in req.outputs] if req.outputs else output_names
-        unknown = [n for n in requested if n not in output_names]
-        if unknown:
-            known = ", ".join(output_names)
-            raise InvalidInput(f"model {model.name!r} has no output {unknown[0]!r} (has {known})")
-        feeds = {inp.name: _feed(inp.data, inp.datatype) for inp in req.inputs}
-        results = model.run(feeds, requested)
-        specs = {s.name: s for s in model.outputs}
-        outputs = []
-        for name in requested:
-            data = results[name]
-            datatype = specs[name].datatype or "BYTES"
-            outputs.append(InferOutput(name, datatype, tuple(data.shape), data))
-        response = InferResponse(
-            model_name=model.name,
-            model_version=str(model.version),
+    def response(
+        self, req: InferRequest, names: tuple[str, ...], results: dict[str, npt.NDArray[Any]]
+    ) -> InferResponse:
+        types = self.output_types
+        outputs = [
+            InferOutput(name, types[name], results[name].shape, results[name]) for name in names
+        ]
+        return InferResponse(
+            model_name=self.name,
+            model_version=self.version_text,
             id=req.id,
             outputs=outputs,
-            parameters=dict(req.parameters),
-        )
-        return encode_response(response, binary_outputs=binary_output_names(req, requested))
-
-    async def prometheus(self, _: Request) -> Response:
-        return Response(generate_latest(self.stats.registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def healthz(self, _: Request) -> Response:
-        return _json({"status": "ok", "models": self.repository.snapshot()})
-
-    def app(self) -> Starlette:
-        routes = [
-            Route("/v2/health/live", self.live),
-            Route("/v2/health/ready", self.ready),
-            Route("/v2", self.server_metadata),
-            Route("/v2/repository/index", self.repository_index, methods=["POST"]),
-            Route("/v2/models/{model}", self.model_metadata),
-            Route("/v2/models/{model}/versions/{version}", self.model_metadata),
-            Route("/v2/models/{model}/ready", self.model_ready),
-            Route("/v2/models/{model}/versions/{version}/ready", self.model_ready),
-            Route("/v2/models/{model}/infer", self.infer, methods=["POST"]),
-            Route("/v2/models/{model}/versions/{version}/infer", self.infer, methods=["POST"]),
-            Route("/metrics", self.prometheus),
-            Route("/healthz", self.healthz),
-        ]
-
-        async def not_found(_: Request, exc: Exception) -> Response:
-            return _error("no such endpoint", 404)
-
-        async def method_not_allowed(_: Request, exc: Exception) -> Response:
-            return _error("method not allowed", 405)
-
-        return Starlette(
-            routes=routes, exception_handlers={404: not_found, 405: method_not_allowed}
+            parameters=req.parameters,
         )
 
 
-def _spec(spec: Any) -> dict[str, Any]:
-    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+def _as_text(data: npt.NDArray[Any], name: str) -> npt.NDArray[Any]:
+    """onnxruntime takes str for string tensors; the binary extension yields bytes."""
+    if not data.size or not isinstance(data.flat[0], bytes):
+        return data
+    out = np.empty(data.shape, dtype=object)
+    flat = out.reshape(-1)
+    try:
+        for index, item in enumerate(data.reshape(-1).tolist()):
+            flat[index] = item.decode() if isinstance(item, bytes) else item
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"input {name!r}: BYTES element is not UTF-8 text: {exc}") from exc
+    return out
 
 
-def _feed(data: np.ndarray[Any, Any], datatype: str) -> np.ndarray[Any, Any]:
-    """onnxruntime wants str for string tensors; the binary extension yields bytes."""
-    if datatype == "BYTES" and data.size and isinstance(data.flat[0], bytes):
+class InferenceServer:
+    """The ASGI app of a site; ``ready`` tells whether start-up restoration is done.
+
+    ``observer`` is called once per answered inference request (telemetry); it must not
+    raise, and if it does the request is answered anyway. ``inline_below_s``: batches whose
+    recent runs took less than this run on the event loop (see :mod:`.batcher`).
+    """
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        *,
+        ready: Callable[[], bool] | None = None,
+        observer: InferenceObserver | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        inference_threads: int | None = None,
+        inline_below_s: float = DEFAULT_INLINE_BELOW_S,
+        cascade: Cascade | None = None,
+    ) -> None:
+        self.repository = repository
+        self.cascade = cascade
+        self.stats = SiteMetrics()
+        self.observer: InferenceObserver = observer or NullObserver()
+        self.max_body_bytes = max_body_bytes
+        self._ready_fn = ready or (lambda: True)
+        self._ready_latched = False
+        self._inline_below_s = inline_below_s
+        self._executor = ThreadPoolExecutor(
+            max_workers=inference_threads or max(2, os.cpu_count() or 2),
+            thread_name_prefix="modelfleet-infer",
+        )
+        self._served: weakref.WeakKeyDictionary[LoadedModel, _Served] = weakref.WeakKeyDictionary()
+        self.routes = OipRoutes(repository, self.is_ready)
+
+    def is_ready(self) -> bool:
+        """Start-up restoration done; latched, so the hot path pays one attribute read."""
+        if not self._ready_latched:
+            self._ready_latched = bool(self._ready_fn())
+        return self._ready_latched
+
+    def app(self) -> ASGIApp:
+        """The ASGI 3 callable; a plain coroutine function, so servers detect ASGI 3."""
+        handle = self.__call__
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await handle(scope, receive, send)
+
+        return app
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def served(self, model: LoadedModel) -> _Served:
+        served = self._served.get(model)
+        if served is None:
+            served = _Served(model, self.stats, self._executor, self._inline_below_s)
+            self._served[model] = served
+        return served
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if method == "POST" and path.endswith(_INFER_SUFFIX) and path.startswith(_INFER_PREFIX):
+            parsed = parse_model_path(path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)])
+            if parsed is not None:
+                await self._infer(scope, receive, send, *parsed)
+                return
+        if path == "/metrics" or path == "/healthz":
+            await self._plain(path, send)
+            return
+        body = b""
+        if method == "POST":
+            read = await _read_body(scope, receive, 1024 * 1024)
+            if read is None:
+                await _respond(send, 413, orjson.dumps({"error": "body too large"}))
+                return
+            body = read
+        status, doc = self.routes.dispatch(method, path, body)
+        await _respond(send, status, orjson.dumps(doc), head=method == "HEAD")
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: int | None
+    ) -> None:
+        started = time.perf_counter()
+        if not self._ready_latched and not self.is_ready():
+            await _error(send, 503, "the site is starting; models are not restored yet")
+            return
         try:
-            decoded: np.ndarray[Any, Any] = np.vectorize(
-                lambda b: b.decode("utf-8"), otypes=[object]
-            )(data)
-            return decoded
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"BYTES input is not UTF-8 text: {exc}") from exc
-    return data
+            model = self.routes.lookup(name, version)
+        except NotFound as exc:
+            await _error(send, 404, exc.message)
+            return
+        served = self._served.get(model) or self.served(model)
+        body = await _read_body(scope, receive, self.max_body_bytes)
+        if body is None:
+            await _error(send, 413, f"request body exceeds {self.max_body_bytes} bytes")
+            return
+        header_length: int | None = None
+        outcome = "ok"
+        feeds: dict[str, npt.NDArray[Any]] | None = None
+        results: dict[str, npt.NDArray[Any]] | None = None
+        try:
+            for key, value in scope["headers"]:
+                if key == _HEADER_LENGTH:
+                    if not value.isdigit() or len(value) > 18:
+                        raise InvalidInput(
+                            "Inference-Header-Content-Length must be a non-negative integer"
+                        )
+                    header_length = int(value)
+            req = decode_request(body, header_length)
+            feeds, names = served.prepare(req)
+            results = await served.batcher.submit(feeds, names)
+            if self.cascade is not None and self.cascade.applies(served.name):
+                # Hybrid cloud-edge: a low-confidence local answer may go to the cloud; if the
+                # cloud is away the local answer comes back marked degraded, never an error.
+                answer = await self.cascade.maybe_escalate(
+                    served.name, req, served.response(req, names, results)
+                )
+                if answer.parameters.get("degraded"):
+                    outcome = "degraded"
+                elif answer.parameters.get("escalated"):
+                    outcome = "escalated"
+                payload, response_header = encode_response(
+                    answer,
+                    binary_outputs=binary_output_names(req, [o.name for o in answer.outputs]),
+                )
+            else:
+                payload, response_header = served.encode(req, names, results)
+        except ModelFailure as exc:
+            status = 400 if exc.status == 400 else 500
+            self._finish(served, started, "bad_request" if status == 400 else "error", feeds)
+            await _error(send, status, exc.message)
+            return
+        except ModelfleetError as exc:
+            self._finish(served, started, "bad_request", feeds)
+            await _error(send, 400, exc.message)
+            return
+        except Exception:  # a bug, not the client's fault; keep serving
+            log.exception("inference on %s:%s failed unexpectedly", served.name, served.version)
+            self._finish(served, started, "error", feeds)
+            await _error(send, 500, "internal error while serving this request")
+            return
+        if response_header is None:
+            await _respond(send, 200, payload)
+        else:
+            await _respond(
+                send,
+                200,
+                payload,
+                content_type=_OCTETS,
+                extra=[(_HEADER_LENGTH, str(response_header).encode())],
+            )
+        self._finish(served, started, outcome, feeds, results)
+
+    def _finish(
+        self,
+        served: _Served,
+        started: float,
+        outcome: str,
+        feeds: dict[str, npt.NDArray[Any]] | None,
+        results: dict[str, npt.NDArray[Any]] | None = None,
+    ) -> None:
+        """Metrics and the telemetry hook; nothing here may fail the request."""
+        latency = time.perf_counter() - started
+        if outcome in _ANSWERED:
+            served.ok.inc()
+            served.latency.observe(latency)
+        elif outcome == "bad_request":
+            served.bad.inc()
+        else:
+            served.failed.inc()
+        rows = 0
+        if feeds:
+            first = next(iter(feeds.values()))
+            rows = int(first.shape[0]) if first.ndim else 1
+        try:
+            self.observer.observe(
+                model=served.name,
+                version=served.version,
+                latency_s=latency,
+                outcome=outcome,
+                batch_size=rows,
+                inputs=feeds,
+                outputs=results,
+            )
+        except Exception:  # telemetry must never break serving
+            log.exception("inference observer failed")
+
+    async def _plain(self, path: str, send: Send) -> None:
+        if path == "/metrics":
+            await _respond(
+                send,
+                200,
+                generate_latest(self.stats.registry),
+                content_type=CONTENT_TYPE_LATEST.encode(),
+            )
+            return
+        doc = {"status": "ok", "ready": self.is_ready(), "models": self.repository.snapshot()}
+        await _respond(send, 200, orjson.dumps(doc))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or ``None`` once it exceeds ``limit`` bytes."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                return None
+            break
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= limit else None
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # client disconnected
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _error(send: Send, status: int, message: str) -> None:
+    await _respond(send, status, orjson.dumps({"error": message}))
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    content_type: bytes = _JSON,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    head: bool = False,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -375,14 +375,9 @@ def test_migrations_match_schema_module(store: Store) -> None:
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
+    from modelfleet.hub.store.sql import head_revision
 
-    from modelfleet.hub.store.sql import MIGRATIONS_DIR
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    assert store.current_revision() == ScriptDirectory.from_config(config).get_current_head()
+    assert store.current_revision() == head_revision()
 
 
 # --- opening: URLs and backend specifics -------------------------------------------------
@@ -434,7 +429,7 @@ def test_sqlite_store_settings(sqlite_url: str, tmp_path: Path) -> None:
         assert pragmas == {
             "journal_mode": "wal",
             "foreign_keys": 1,
-            "busy_timeout": 10000,
+            "busy_timeout": 30000,
             "synchronous": 1,
         }
     finally:

@@ -189,3 +189,11 @@ assignments = Table(
     # Serves sites_with_model and the foreign key check when versions change.
     Index(None, "model_id", "version"),
 )
+
+# Feature tables register themselves on ``metadata`` when imported; importing them here
+# keeps "schema.py describes the whole database" true for the migration consistency test.
+from modelfleet.hub.store import (  # noqa: E402
+    schema_deployments,  # noqa: F401
+    schema_federation,  # noqa: F401
+    schema_telemetry,  # noqa: F401
+)

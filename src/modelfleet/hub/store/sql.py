@@ -36,6 +36,16 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 WRITE_OPTION = "modelfleet_write"
 
 
+def head_revision() -> str | None:
+    """The newest Alembic revision this code knows (what ``migrate()`` upgrades to)."""
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head: str | None = ScriptDirectory.from_config(config).get_current_head()
+    return head
+
+
 def utcnow() -> datetime:
     """The current instant as the store records it (aware UTC, microsecond precision)."""
     return datetime.now(UTC)

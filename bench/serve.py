@@ -1,0 +1,450 @@
+"""Inference serving benchmark: modelfleet site vs MLServer 1.7 vs a hand-written FastAPI app.
+
+The same ONNX file is served by the three servers, one at a time, on loopback, and driven
+by one load generator (wrk, with a Lua script that posts one OIP v2 JSON request) at
+concurrency 1 and 32, for a small tabular model (logistic regression on iris) and a larger
+one (100-tree random forest on digits), both exported with ``modelfleet.export.from_sklearn``.
+
+Run (``make bench`` does): ``.venv/bin/python bench/serve.py``. Needs ``wrk`` on PATH
+(Debian: ``apt-get install -y wrk``) and MLServer in its own venv (``.venv-mlserver``, created
+on first run: MLServer 1.7 pins older FastAPI/Starlette than modelfleet's).
+Prints a table and writes ``bench/results/serve.json``.
+
+Internal entry points (used by the runner, as child processes):
+``serve.py --serve modelfleet|fastapi MODEL.onnx PORT [PARAMS_JSON]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request  # module level: FastAPI resolves the handler's annotations here
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "serve.json"
+MLSERVER_VENV = ROOT / ".venv-mlserver"
+MLSERVER_SPEC = "mlserver==1.7.*"
+#: MLServer 1.7's worker pool calls asyncio.get_event_loop() outside a loop: uvloop >= 0.22
+#: raises there and every model fails to load, so the venv pins uvloop below 0.22.
+MLSERVER_EXTRAS = ["onnxruntime", "uvloop<0.22"]
+MODEL_NAME = "m"
+SERVERS = ("modelfleet", "mlserver", "fastapi")
+#: Also measurable with --servers: modelfleet's server on uvicorn instead of its own listener.
+EXTRA_SERVERS = ("modelfleet-uvicorn",)
+#: Serving parameters given to the modelfleet site, as an assignment would.
+SITE_PARAMS = {"max_batch_size": 32, "max_batch_time_ms": 2}
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build_models(workdir: Path) -> dict[str, dict[str, Any]]:
+    """Train and export the two models; returns name -> {path, body, rows}."""
+    import numpy as np
+    from sklearn.datasets import load_digits, load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from modelfleet.export import from_sklearn
+
+    models: dict[str, dict[str, Any]] = {}
+    specs = [
+        ("logreg-iris", load_iris, LogisticRegression(max_iter=1000)),
+        ("forest100-digits", load_digits, RandomForestClassifier(100, random_state=0)),
+    ]
+    for name, loader, estimator in specs:
+        features, target = loader(return_X_y=True)
+        features = features.astype(np.float32)
+        estimator.fit(features, target)
+        path = from_sklearn(estimator, features[:8], path=workdir / f"{name}.onnx")
+        row = features[7:8]
+        body = {
+            "id": "bench",
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": list(row.shape),
+                    "data": [float(v) for v in row.ravel()],
+                }
+            ],
+        }
+        models[name] = {
+            "path": path,
+            "body": json.dumps(body),
+            "features": int(features.shape[1]),
+            "size_bytes": path.stat().st_size,
+        }
+    return models
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def serve_modelfleet(model: Path, port: int, params: dict[str, Any], engine: str) -> None:
+    """The production path: ModelRepository + LoadedModel + InferenceServer + serve_http."""
+    from modelfleet.site.listener import serve_http
+    from modelfleet.site.repository import ModelRepository
+    from modelfleet.site.runtime import LoadedModel
+    from modelfleet.site.server import InferenceServer
+
+    repository = ModelRepository()
+    loaded = LoadedModel.load(model, name=MODEL_NAME, version=1, digest="bench", params=params)
+    loaded.warm_up()
+    repository.activate(loaded)
+    serve_http(
+        InferenceServer(repository).app(),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        engine="uvicorn" if engine == "uvicorn" else "builtin",
+    )
+
+
+def serve_fastapi(model: Path, port: int) -> None:
+    """What a user would write by hand: FastAPI, uvicorn[standard], onnxruntime, numpy."""
+    import numpy as np
+    import onnxruntime as ort
+    import uvicorn
+    from fastapi import FastAPI
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    output_names = [o.name for o in session.get_outputs()]
+    app = FastAPI()
+
+    @app.get("/v2/health/ready")
+    async def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, request: Request) -> dict[str, Any]:
+        doc = await request.json()
+        feeds = {
+            item["name"]: np.asarray(item["data"], dtype=np.float32).reshape(item["shape"])
+            for item in doc["inputs"]
+        }
+        results = session.run(output_names, feeds)
+        return {
+            "model_name": name,
+            "id": doc.get("id"),
+            "outputs": [
+                {
+                    "name": out_name,
+                    "datatype": "FP32" if out.dtype == np.float32 else "INT64",
+                    "shape": list(out.shape),
+                    "data": out.ravel().tolist(),
+                }
+                for out_name, out in zip(output_names, results, strict=True)
+            ],
+        }
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+MLSERVER_RUNTIME = '''
+import numpy as np
+import onnxruntime as ort
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+
+class OnnxRuntime(MLModel):
+    """The same onnxruntime session settings as the other two servers."""
+
+    async def load(self) -> bool:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            self.settings.parameters.uri, options, providers=["CPUExecutionProvider"]
+        )
+        self._names = [o.name for o in self._session.get_outputs()]
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        feeds = {
+            item.name: NumpyCodec.decode_input(item).astype(np.float32, copy=False)
+            for item in payload.inputs
+        }
+        results = self._session.run(self._names, feeds)
+        return InferenceResponse(
+            model_name=self.name,
+            id=payload.id,
+            outputs=[NumpyCodec.encode_output(n, r) for n, r in zip(self._names, results)],
+        )
+'''
+
+
+def ensure_mlserver() -> Path:
+    """MLServer in its own venv: it pins FastAPI/Starlette versions modelfleet has moved past."""
+    binary = MLSERVER_VENV / "bin" / "mlserver"
+    if not binary.exists():
+        print(f"creating {MLSERVER_VENV} with {MLSERVER_SPEC} (once)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True)
+        subprocess.run(
+            [str(MLSERVER_VENV / "bin" / "pip"), "install", "-q", MLSERVER_SPEC, *MLSERVER_EXTRAS],
+            check=True,
+        )
+    return binary
+
+
+def mlserver_dir(workdir: Path, model: Path, port: int) -> Path:
+    folder = workdir / f"mlserver-{port}"
+    (folder / MODEL_NAME).mkdir(parents=True, exist_ok=True)
+    (folder / "onnx_runtime.py").write_text(MLSERVER_RUNTIME)
+    # Defaults otherwise (as a user would start it); metrics and gRPC get free ports.
+    settings = {
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "host": "127.0.0.1",
+        "debug": False,
+    }
+    (folder / "settings.json").write_text(json.dumps(settings))
+    model_settings = {
+        "name": MODEL_NAME,
+        "implementation": "onnx_runtime.OnnxRuntime",
+        "parameters": {"uri": str(model)},
+    }
+    (folder / MODEL_NAME / "model-settings.json").write_text(json.dumps(model_settings))
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(
+    kind: str, model: Path, workdir: Path, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    if kind == "mlserver":
+        binary = ensure_mlserver()
+        folder = mlserver_dir(workdir, model, port)
+        cmd = [str(binary), "start", str(folder)]
+        ready = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready"
+        cwd: Path | None = folder
+    else:
+        cmd = [sys.executable, __file__, "--serve", kind, str(model), str(port)]
+        if kind.startswith("modelfleet"):
+            cmd.append(json.dumps(SITE_PARAMS))
+        ready = f"http://127.0.0.1:{port}/v2/health/ready"
+        cwd = None
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} exited with {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(ready, timeout=1) as answer:
+                if answer.status == 200:
+                    return proc, f"http://127.0.0.1:{port}"
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    stop_server(proc)
+    raise RuntimeError(f"{kind} not ready after 90 s; see {log}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def check_answer(url: str, body: str) -> list[float]:
+    """One request; the probabilities output, to prove all servers compute the same thing."""
+    request = urllib.request.Request(
+        f"{url}/v2/models/{MODEL_NAME}/infer",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        doc = json.loads(answer.read())
+    for output in doc["outputs"]:
+        if output["name"] == "probabilities":
+            return [round(float(v), 5) for v in output["data"]]
+    raise RuntimeError(f"no probabilities in {doc}")
+
+
+# --------------------------------------------------------------------------- load
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%s]==]
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"socket_errors\\": %%d, "
+    .. "\\"status_errors\\": %%d, \\"p50_us\\": %%d, \\"p90_us\\": %%d, \\"p99_us\\": %%d, "
+    .. "\\"mean_us\\": %%.1f}\\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def run_wrk(url: str, body: str, connections: int, seconds: int, workdir: Path) -> dict[str, Any]:
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT % body)
+    cmd = [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+        "-s", str(script), f"{url}/v2/models/{MODEL_NAME}/infer",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    line = next((s for s in out.stdout.splitlines() if s.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
+    raw = json.loads(line[len("BENCH ") :])
+    seconds_run = raw["duration_us"] / 1e6
+    return {
+        "rps": round(raw["requests"] / seconds_run, 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 3),
+        "p90_ms": round(raw["p90_us"] / 1000, 3),
+        "p99_ms": round(raw["p99_us"] / 1000, 3),
+        "requests": raw["requests"],
+        "errors": raw["socket_errors"] + raw["status_errors"],
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements per cell (median)")
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        kind, model, port = args.serve[0], Path(args.serve[1]), int(args.serve[2])
+        if kind.startswith("modelfleet"):
+            engine = "uvicorn" if kind == "modelfleet-uvicorn" else "builtin"
+            serve_modelfleet(model, port, json.loads(args.serve[3]), engine)
+        else:
+            serve_fastapi(model, port)
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not on PATH: apt-get install -y wrk")
+    servers = [s for s in args.servers.split(",") if s]
+    levels = [int(c) for c in args.concurrency.split(",")]
+    started = time.time()
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="modelfleet-bench-") as tmp:
+        workdir = Path(tmp)
+        models = build_models(workdir)
+        for model_name, model in models.items():
+            answers: dict[str, list[float]] = {}
+            for kind in servers:
+                proc, url = start_server(kind, model["path"], workdir, workdir / f"{kind}.log")
+                try:
+                    answers[kind] = check_answer(url, model["body"])
+                    for connections in levels:
+                        run_wrk(url, model["body"], connections, args.warmup, workdir)
+                        runs = [
+                            run_wrk(url, model["body"], connections, args.seconds, workdir)
+                            for _ in range(args.repeat)
+                        ]
+                        cell = _summarise(runs)
+                        cell.update(model=model_name, server=kind, concurrency=connections)
+                        results.append(cell)
+                        print(
+                            f"{model_name:17} {kind:10} c={connections:<3} "
+                            f"{cell['rps']:>9.0f} req/s  p50 {cell['p50_ms']:.3f} ms  "
+                            f"p99 {cell['p99_ms']:.3f} ms  (rps runs {cell['rps_runs']})",
+                            file=sys.stderr,
+                        )
+                finally:
+                    stop_server(proc)
+            if len({json.dumps(a) for a in answers.values()}) > 1:
+                raise RuntimeError(f"servers disagree on {model_name}: {answers}")
+    doc = {
+        "command": "python bench/serve.py " + " ".join(sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "load_generator": "wrk 4.1 (-t1), one JSON request of one row per call, loopback",
+        "site_params": SITE_PARAMS,
+        "models": {
+            k: {"features": v["features"], "size_bytes": v["size_bytes"]} for k, v in models.items()
+        },
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print_table(results, servers, levels)
+    print(f"\nwritten to {args.out}; command: {doc['command']}")
+
+
+def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of the repeated runs per figure, with the spread of throughput kept."""
+    return {
+        "rps": round(statistics.median(r["rps"] for r in runs), 1),
+        "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
+        "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 3),
+        "rps_runs": [r["rps"] for r in runs],
+        "p99_runs_ms": [r["p99_ms"] for r in runs],
+        "errors": sum(r["errors"] for r in runs),
+    }
+
+
+def print_table(results: list[dict[str, Any]], servers: list[str], levels: list[int]) -> None:
+    print("\n| model | conc | server | req/s | p50 ms | p99 ms | vs mlserver | vs fastapi |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    cells = {(r["model"], r["server"], r["concurrency"]): r for r in results}
+    for model in dict.fromkeys(r["model"] for r in results):
+        for level in levels:
+            for kind in servers:
+                cell = cells.get((model, kind, level))
+                if cell is None:
+                    continue
+                ratios = []
+                for base in ("mlserver", "fastapi"):
+                    other = cells.get((model, base, level))
+                    ratios.append(f"{cell['rps'] / other['rps']:.2f}x" if other else "-")
+                print(
+                    f"| {model} | {level} | {kind} | {cell['rps']:.0f} | {cell['p50_ms']:.3f} | "
+                    f"{cell['p99_ms']:.3f} | {ratios[0]} | {ratios[1]} |"
+                )
+
+
+if __name__ == "__main__":
+    main()

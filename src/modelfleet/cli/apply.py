@@ -1,0 +1,54 @@
+"""``modelfleet apply -f fleet.yaml``: sites, policies, overrides and deployments as code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelfleet.cli.common import (
+    DEFAULT_HUB,
+    HubOpt,
+    JsonOpt,
+    TokenOpt,
+    client,
+    console,
+    print_json,
+)
+from modelfleet.cli.policy import read_yaml
+from modelfleet.errors import InvalidInput
+
+_MARK = {"create": "[green]+[/green]", "update": "[yellow]~[/yellow]", "delete": "[red]-[/red]"}
+
+
+def apply(
+    file: Annotated[Path, typer.Option("-f", "--file", help="fleet.yaml")],
+    prune: Annotated[bool, typer.Option(help="Remove what the file no longer declares.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show the diff only.")] = False,
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make the hub match the file; shows the diff; applying twice changes nothing."""
+    doc = read_yaml(file)
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{file} must hold a mapping (sites, policies, deployments)")
+    with client(hub, token) as hc:
+        result = hc.apply_fleet(doc, prune=prune, dry_run=dry_run)
+    if json_out:
+        print_json(result)
+        return
+    for c in result["changes"]:
+        line = f"{_MARK.get(c['action'], '?')} {c['kind']} {c['name']}"
+        if c.get("detail"):
+            line += f"  {c['detail']}"
+        if c.get("rollout"):
+            line += f"  (rollout {c['rollout']})"
+        console.print(line, highlight=False)
+        if c.get("enrollment_token"):
+            console.print(f"    enrollment token (shown once): {c['enrollment_token']}")
+    if not result["changed"]:
+        console.print("no changes")
+    elif dry_run:
+        console.print("dry run: nothing changed")

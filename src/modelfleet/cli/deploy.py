@@ -1,0 +1,309 @@
+"""``modelfleet deploy``, ``deployments``, ``undeploy``, ``pin`` and ``unpin``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from modelfleet.cli.common import (
+    DEFAULT_HUB,
+    HubOpt,
+    JsonOpt,
+    TokenOpt,
+    client,
+    console,
+    print_json,
+    table,
+)
+from modelfleet.errors import InvalidInput
+
+STRATEGIES = ("all-at-once", "canary", "waves", "percent", "exponential")
+
+
+def _numbers(text: str | None, what: str) -> list[float]:
+    if not text:
+        return []
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise InvalidInput(f"{what} must be comma-separated numbers, e.g. 10,50,100") from exc
+
+
+def build_request(
+    ref: str,
+    to: str,
+    *,
+    name: str | None = None,
+    strategy: str | None = None,
+    canary: str | None = None,
+    then: str | None = None,
+    waves: str | None = None,
+    percent: str | None = None,
+    start: int | None = None,
+    factor: float | None = None,
+    bake: float | None = None,
+    deadline: float | None = None,
+    max_error_rate: float | None = None,
+    max_p99_ms: float | None = None,
+    max_p99_ratio: float | None = None,
+    min_requests: int | None = None,
+    max_drift: float | None = None,
+    params: str | None = None,
+) -> dict[str, Any]:
+    """The API request for the flags given (the kind follows from the flags if omitted)."""
+    kind = strategy or (
+        "canary"
+        if canary or then
+        else "waves"
+        if waves
+        else "percent"
+        if percent
+        else "exponential"
+        if start or factor
+        else "all-at-once"
+    )
+    if kind not in STRATEGIES:
+        raise InvalidInput(f"unknown strategy {kind!r}; use one of {', '.join(STRATEGIES)}")
+    spec: dict[str, Any] = {"kind": kind}
+    if canary:
+        spec["canary"] = canary
+    if then:
+        spec["then"] = _numbers(then, "--then")
+    if waves:
+        label, sep, order = waves.partition("=")
+        if not sep or not order:
+            raise InvalidInput("--waves is LABEL=V1,V2,..., e.g. region=eu-west,us-east,ap-south")
+        spec["label"] = label.strip()
+        spec["order"] = [v.strip() for v in order.split(",") if v.strip()]
+    if percent:
+        spec["percentages"] = _numbers(percent, "--percent")
+    for key, value in (
+        ("start", start),
+        ("factor", factor),
+        ("bake_s", bake),
+        ("progress_deadline_s", deadline),
+    ):
+        if value is not None:
+            spec[key] = value
+    gates = {
+        k: v
+        for k, v in (
+            ("max_error_rate", max_error_rate),
+            ("max_p99_ms", max_p99_ms),
+            ("max_p99_ratio", max_p99_ratio),
+            ("min_requests", min_requests),
+            ("max_drift", max_drift),
+        )
+        if v is not None
+    }
+    parsed: dict[str, Any] = {}
+    if params:
+        try:
+            parsed = json.loads(params)
+        except ValueError as exc:
+            raise InvalidInput(f"--params is not JSON: {exc}") from exc
+    request: dict[str, Any] = {
+        "ref": ref,
+        "selector": to,
+        "strategy": spec,
+        "gates": gates,
+        "params": parsed,
+    }
+    if name:
+        request["name"] = name
+    return request
+
+
+def print_plan(plan: dict[str, Any]) -> None:
+    head = f"{plan['deployment']}: {plan['model']}:{plan['version']} to {plan['selector']}"
+    console.print(f"[bold]plan[/bold] {head} — {plan['strategy_text']}", highlight=False)
+    if plan["from_version"] is not None:
+        console.print(f"  from version {plan['from_version']}", highlight=False)
+    table(
+        "sites that get it",
+        ["site", "now", "gets", "online"],
+        [
+            [t["site"], t["current"], t["version"], "yes" if t["online"] else "no"]
+            for t in plan["targets"]
+        ],
+    )
+    if plan["excluded"]:
+        table(
+            "excluded",
+            ["site", "why", "detail"],
+            [[e["site"], e["reason"], e["detail"]] for e in plan["excluded"]],
+        )
+    if plan["waves"]:
+        table(
+            "waves",
+            ["wave", "sites"],
+            [[i + 1, ", ".join(w)] for i, w in enumerate(plan["waves"])],
+        )
+    for v in plan["violations"]:
+        where = f" site {v['site']}:" if v["site"] else ""
+        console.print(f"[red]policy {v['rule']}[/red]{where} {v['detail']}", highlight=False)
+    for text in plan["conflicts"] + plan["errors"]:
+        console.print(f"[red]refused:[/red] {text}", highlight=False)
+    verdict = "[green]would be accepted[/green]" if plan["ok"] else "[red]would be refused[/red]"
+    console.print(verdict)
+
+
+def deploy(
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME:V.", show_default=False)],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="Site selector, e.g. 'region=eu-west,tier=edge' or 'provider!=aws'."
+        ),
+    ] = "",
+    name: Annotated[str | None, typer.Option(help="Deployment name (default: model).")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help=f"{' | '.join(STRATEGIES)} (default: from the flags below)."),
+    ] = None,
+    canary: Annotated[
+        str | None, typer.Option(help="canary: first a site name or a selector.")
+    ] = None,
+    then: Annotated[
+        str | None, typer.Option(help="canary: cumulative % of the rest, e.g. 50,100.")
+    ] = None,
+    waves: Annotated[
+        str | None, typer.Option(help="waves by label order: region=eu-west,us-east,ap-south.")
+    ] = None,
+    percent: Annotated[
+        str | None, typer.Option(help="cumulative percentages, e.g. 10,50,100.")
+    ] = None,
+    start: Annotated[int | None, typer.Option(help="exponential: sites in step 1.")] = None,
+    factor: Annotated[float | None, typer.Option(help="exponential: growth per step.")] = None,
+    bake: Annotated[float | None, typer.Option(help="Seconds each step bakes (60).")] = None,
+    deadline: Annotated[
+        float | None, typer.Option(help="Seconds to reach a verdict per step (600).")
+    ] = None,
+    max_error_rate: Annotated[float | None, typer.Option(help="Gate, e.g. 0.01.")] = None,
+    max_p99_ms: Annotated[float | None, typer.Option(help="Gate: absolute p99 (ms).")] = None,
+    max_p99_ratio: Annotated[
+        float | None, typer.Option(help="Gate: p99 vs the previous version, e.g. 1.5.")
+    ] = None,
+    min_requests: Annotated[
+        int | None, typer.Option(help="No verdict below this many requests per step.")
+    ] = None,
+    max_drift: Annotated[float | None, typer.Option(help="Gate: largest PSI/JS.")] = None,
+    params: Annotated[str | None, typer.Option(help="Serving parameters as JSON.")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Show what would happen only.")] = False,
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Deploy a model version to the sites a selector picks, progressively and lawfully."""
+    request = build_request(
+        ref,
+        to,
+        name=name,
+        strategy=strategy,
+        canary=canary,
+        then=then,
+        waves=waves,
+        percent=percent,
+        start=start,
+        factor=factor,
+        bake=bake,
+        deadline=deadline,
+        max_error_rate=max_error_rate,
+        max_p99_ms=max_p99_ms,
+        max_p99_ratio=max_p99_ratio,
+        min_requests=min_requests,
+        max_drift=max_drift,
+        params=params,
+    )
+    with client(hub, token) as hc:
+        if plan:
+            planned = hc.plan_deployment(request)
+            if json_out:
+                print_json(planned)
+            else:
+                print_plan(planned)
+            if not planned["ok"]:
+                raise typer.Exit(1)
+            return
+        result = hc.deploy(request)
+    if json_out:
+        print_json(result)
+        return
+    d, rollout = result["deployment"], result["rollout"]
+    console.print(
+        f"deployment {d['name']}: {d['model']}:{d['target_version']} to {d['selector']}",
+        highlight=False,
+    )
+    if rollout:
+        console.print(
+            f"rollout {rollout['id']} started: {rollout['steps']} wave(s), {rollout['strategy']}"
+            f"\nfollow it: modelfleet rollout status {rollout['id']} --watch",
+            highlight=False,
+        )
+    else:
+        console.print("no version change: sites synced, no rollout needed")
+
+
+def deployments(
+    hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = False
+) -> None:
+    """List deployments."""
+    with client(hub, token) as hc:
+        rows = hc.list_deployments()
+    if json_out:
+        print_json(rows)
+        return
+    table(
+        None,
+        ["name", "model", "ref", "selector", "stable", "target", "rollout"],
+        [
+            [
+                d["name"],
+                d["model"],
+                d["ref"],
+                d["selector"],
+                d["stable_version"],
+                d["target_version"],
+                f"{d['rollout']} ({d['rollout_state']})" if d["rollout"] else None,
+            ]
+            for d in rows
+        ],
+    )
+
+
+def undeploy(
+    name: Annotated[str, typer.Argument(help="Deployment name.", show_default=False)],
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+) -> None:
+    """Remove a deployment (its sites stop serving the model unless pinned)."""
+    with client(hub, token) as hc:
+        hc.remove_deployment(name)
+    console.print(f"removed deployment {name}")
+
+
+def pin(
+    site: Annotated[str, typer.Argument(help="Site name.", show_default=False)],
+    ref: Annotated[str, typer.Argument(help="MODEL:V or MODEL@ALIAS.", show_default=False)],
+    reason: Annotated[str, typer.Option(help="Why (kept with the pin).")] = "",
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+) -> None:
+    """Pin a site to a site-specific version; wins over every deployment."""
+    with client(hub, token) as hc:
+        record = hc.pin(site, ref, reason)
+    console.print(f"{site}: {record['model']} pinned to version {record['version']}")
+
+
+def unpin(
+    site: Annotated[str, typer.Argument(help="Site name.", show_default=False)],
+    model: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+) -> None:
+    """Remove a pin: the site follows its deployments again."""
+    with client(hub, token) as hc:
+        hc.unpin(site, model)
+    console.print(f"{site}: {model} follows its deployments again")

@@ -1,0 +1,330 @@
+"""``modelfleet fl init|start|status|ls|abort|simulate``: federated learning."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from modelfleet.cli.common import (
+    DEFAULT_HUB,
+    HubOpt,
+    JsonOpt,
+    TokenOpt,
+    client,
+    console,
+    print_json,
+    table,
+    when,
+)
+from modelfleet.errors import InvalidInput
+
+app = typer.Typer(
+    help="Federated learning: sites train on their own data, the hub aggregates.",
+    no_args_is_help=True,
+)
+
+FINISHED = ("completed", "failed", "aborted")
+
+
+def _params(items: list[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"invalid --param {item!r}: expected key=value")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+    family: Annotated[str, typer.Option(help="softmax, logistic or mlp.")] = "softmax",
+    features: Annotated[int, typer.Option(help="Input width.")] = 1,
+    classes: Annotated[int, typer.Option(help="Number of classes.")] = 2,
+    hidden: Annotated[str, typer.Option(help="MLP hidden sizes, e.g. 64,32.")] = "",
+    activation: Annotated[str, typer.Option(help="relu, tanh or sigmoid.")] = "relu",
+    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+    alias: Annotated[str | None, typer.Option(help="Alias for the new version.")] = None,
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+) -> None:
+    """Register an untrained spec-built model: the starting point of federated jobs."""
+    import onnx
+
+    from modelfleet.federation.specs import ModelSpec, build_onnx, init_weights
+
+    spec = ModelSpec.parse(
+        {
+            "family": family,
+            "features": features,
+            "classes": classes,
+            "hidden": [int(h) for h in hidden.split(",") if h.strip()],
+            "activation": activation,
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save(build_onnx(spec, init_weights(spec, seed)), str(path))
+        with client(hub, token) as hc:
+            version = hc.push(path, name, alias=alias, framework="modelfleet-fl")
+    console.print(f"{version['model']}:{version['version']} {spec.family} ({spec.size()} params)")
+
+
+@app.command()
+def start(
+    model: Annotated[str | None, typer.Option(help="NAME, NAME:V or NAME@ALIAS.")] = None,
+    sites: Annotated[str, typer.Option(help="Site selector, e.g. 'region=eu-west'.")] = "",
+    data: Annotated[str | None, typer.Option(help="Data set name in the sites' config.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Number of rounds.")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="fedavg, fedprox, fedadam, fedyogi, median, trimmed_mean, krum, multikrum."
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Strategy parameter k=v (repeatable).")
+    ] = None,
+    min_sites: Annotated[int | None, typer.Option(help="Fewest updates per round.")] = None,
+    local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Local learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Local batch size.")] = None,
+    round_timeout: Annotated[float | None, typer.Option(help="Round deadline, seconds.")] = None,
+    alias: Annotated[str | None, typer.Option(help="Alias for the result, e.g. candidate.")] = None,
+    job_id: Annotated[str | None, typer.Option("--id", help="Idempotency: a job id.")] = None,
+    file: Annotated[Path | None, typer.Option("-f", "--file", help="Job YAML file.")] = None,
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start a federated job (flags override the values of -f job.yaml)."""
+    body: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidInput(f"cannot read {file}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise InvalidInput(f"{file} must hold a mapping of job fields")
+        body.update(loaded)
+    flags = {
+        "id": job_id,
+        "model": model,
+        "sites": sites or None,
+        "data": data,
+        "rounds": rounds,
+        "strategy": strategy,
+        "min_sites": min_sites,
+        "local_epochs": local_epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "round_timeout_s": round_timeout,
+        "alias": alias,
+    }
+    body.update({k: v for k, v in flags.items() if v is not None})
+    if param:
+        body["strategy_params"] = {**body.get("strategy_params", {}), **_params(param)}
+    for required in ("model", "data", "rounds"):
+        if required not in body:
+            raise InvalidInput(f"--{required} is required (or give it in -f job.yaml)")
+    with client(hub, token) as hc:
+        job = hc.request("POST", "/api/v1/federation/jobs", json=body).json()
+    if json_out:
+        print_json(job)
+        return
+    console.print(
+        f"job [bold]{job['id']}[/bold] {job['state']}: {job['model']}:{job['base_version']}, "
+        f"{job['strategy']}, {job['rounds']} rounds, sites {job['selector']}",
+        highlight=False,
+    )
+    console.print(f"follow it: modelfleet fl status {job['id']} --watch", highlight=False)
+
+
+def _render(job: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]{job['id']}[/bold] {job['state']}  round {job['round']}/{job['rounds']}  "
+        f"{job['strategy']}  model {job['model']}:{job['base_version']}  data {job['data']}"
+        + (f"  -> version {job['result_version']}" if job.get("result_version") else ""),
+        highlight=False,
+    )
+    if job.get("message"):
+        console.print(f"  {job['message']}", highlight=False)
+    left_out = [
+        (name, info["status"], info["reason"])
+        for name, info in sorted(job.get("sites", {}).items())
+        if info.get("status") != "eligible"
+    ]
+    if left_out:
+        table("sites left out", ["SITE", "STATUS", "REASON"], left_out)
+    rows = []
+    for r in job.get("round_details", []):
+        metrics = r["metrics"]
+        parts = [
+            f"{u['site']}:{u['num_examples']}"
+            + (f" loss={u['metrics']['train_loss']:.3f}" if "train_loss" in u["metrics"] else "")
+            + (
+                f" acc={u['metrics']['eval_accuracy']:.3f}"
+                if "eval_accuracy" in u["metrics"]
+                else ""
+            )
+            if u["kind"] == "update"
+            else f"{u['site']}: refused ({u['reason']})"
+            for u in r["updates"]
+        ]
+        parts += [f"{s}: no answer" for s in r["stragglers"]]
+        agg = " ".join(
+            f"{k}={metrics[k]:.4g}"
+            for k in ("train_loss", "eval_loss", "eval_accuracy")
+            if k in metrics
+        )
+        rows.append(
+            (
+                r["round"],
+                f"{r['state']}" + (f" #{r['attempt']}" if r["attempt"] > 1 else ""),
+                "\n".join(parts) or "-",
+                agg or r.get("reason") or "-",
+                f"{r['duration_s']:.2f}s" if r["duration_s"] is not None else "-",
+            )
+        )
+    if rows:
+        table(
+            None, ["ROUND", "STATE", "SITES (examples, loss, local acc)", "AGGREGATE", "TIME"], rows
+        )
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until the job ends.")] = False,
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """A job per round: participating sites, example counts, losses, metrics, duration."""
+    with client(hub, token) as hc:
+        while True:
+            job = hc.request("GET", f"/api/v1/federation/jobs/{job_id}").json()
+            if json_out and not watch:
+                print_json(job)
+                return
+            if not watch or job["state"] in FINISHED:
+                break
+            console.clear()
+            _render(job)
+            time.sleep(1.0)
+    if json_out:
+        print_json(job)
+    else:
+        _render(job)
+
+
+@app.command("ls")
+def list_jobs(hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
+    """Every federated job."""
+    with client(hub, token) as hc:
+        jobs = hc.request("GET", "/api/v1/federation/jobs").json()
+    if json_out:
+        print_json(jobs)
+        return
+    rows = [
+        (
+            j["id"],
+            f"{j['model']}:{j['base_version']}",
+            j["state"],
+            f"{j['round']}/{j['rounds']}",
+            j["strategy"],
+            j["selector"],
+            j["result_version"],
+            when(j["created_at"]),
+        )
+        for j in jobs
+    ]
+    table(None, ["JOB", "MODEL", "STATE", "ROUND", "STRATEGY", "SITES", "RESULT", "CREATED"], rows)
+
+
+@app.command()
+def abort(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    reason: Annotated[str, typer.Option(help="Recorded with the job.")] = "aborted by an operator",
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+) -> None:
+    """Abort a running job; updates still in flight are refused."""
+    with client(hub, token) as hc:
+        job = hc.request(
+            "POST", f"/api/v1/federation/jobs/{job_id}/abort", json={"reason": reason}
+        ).json()
+    console.print(f"job {job['id']} {job['state']}")
+
+
+@app.command()
+def simulate(
+    sites_n: Annotated[int, typer.Option("--sites", help="Virtual sites.")] = 10,
+    rounds: Annotated[int, typer.Option(help="Rounds.")] = 30,
+    strategy: Annotated[str, typer.Option(help="Aggregation strategy.")] = "fedavg",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Strategy parameter k=v (repeatable).")
+    ] = None,
+    iid: Annotated[bool, typer.Option("--iid", help="IID split instead of label shards.")] = False,
+    shards_per_site: Annotated[int, typer.Option(help="Label shards per site (non-IID).")] = 2,
+    poisoned: Annotated[int, typer.Option(help="Sites sending poisoned updates.")] = 0,
+    poison: Annotated[str, typer.Option(help="sign_flip or scale.")] = "sign_flip",
+    poison_factor: Annotated[float, typer.Option(help="Poison magnitude.")] = 4.0,
+    local_epochs: Annotated[int, typer.Option(help="Local epochs.")] = 1,
+    lr: Annotated[float, typer.Option(help="Local learning rate.")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Local batch size.")] = 32,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a job with virtual sites in one process on scikit-learn's digits (softmax)."""
+    from modelfleet.federation.simulation import Poison, digits_sites, simulate
+    from modelfleet.federation.specs import init_weights
+    from modelfleet.federation.strategies import make_strategy
+    from modelfleet.federation.training import TrainConfig
+
+    if poison not in ("sign_flip", "scale"):
+        raise InvalidInput("--poison must be sign_flip or scale")
+    spec, virtual, test = digits_sites(
+        sites_n,
+        non_iid=not iid,
+        shards_per_site=shards_per_site,
+        seed=seed,
+        poisoned=poisoned,
+        poison=Poison("sign_flip" if poison == "sign_flip" else "scale", poison_factor),
+    )
+    result = simulate(
+        spec,
+        init_weights(spec),
+        virtual,
+        make_strategy(strategy, _params(param)),
+        rounds=rounds,
+        train=TrainConfig(local_epochs=local_epochs, lr=lr, batch_size=batch_size),
+        test=test,
+    )
+    if json_out:
+        print_json(result.to_dict())
+        return
+    table(
+        f"{strategy}, {sites_n} virtual sites ({'IID' if iid else 'non-IID'}), {poisoned} poisoned",
+        ["ROUND", "TEST ACC", "TEST LOSS", "TRAIN LOSS", "TIME"],
+        [
+            (
+                r.round,
+                f"{r.test['accuracy']:.4f}",
+                f"{r.test['loss']:.4f}",
+                f"{r.metrics.get('train_loss', float('nan')):.4f}",
+                f"{r.duration_s * 1000:.1f} ms",
+            )
+            for r in result.rounds
+        ],
+    )

@@ -1,0 +1,82 @@
+"""``modelfleet gateway serve``: an OIP endpoint that routes to the best permitted site."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelfleet.cli.common import DEFAULT_HUB, HubOpt, TokenOpt, err_console
+from modelfleet.errors import InvalidInput
+from modelfleet.settings import DEFAULT_GATEWAY_PORT
+
+app = typer.Typer(help="Route Open Inference Protocol requests across sites.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = DEFAULT_GATEWAY_PORT,
+    data_region: Annotated[
+        str | None,
+        typer.Option(
+            "--data-region",
+            help="Data region of requests without an x-modelfleet-data-region header "
+            "(default: such requests are refused).",
+        ),
+    ] = None,
+    residency: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML/JSON residency rules {rules: {UK: [UK, EU]}} (default: data stays in "
+            "its own jurisdiction)."
+        ),
+    ] = None,
+    sites: Annotated[
+        Path | None,
+        typer.Option(
+            help="Static YAML/JSON list of sites [{name, url, labels, models}] instead of "
+            "the hub's directory."
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Directory cache file (default under ~/.cache).")
+    ] = None,
+    deadline: Annotated[float, typer.Option(help="Per-request deadline in seconds.")] = 10.0,
+    no_hedge: Annotated[bool, typer.Option("--no-hedge", help="Disable hedging.")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+) -> None:
+    """Serve /v2 (infer, metadata, ready, health) and route each request to the nearest site
+    allowed to see its data; /metrics and /healthz show the router's view."""
+    import yaml
+
+    from modelfleet.routing.directory import SiteDirectory
+    from modelfleet.routing.gateway import Gateway
+    from modelfleet.routing.gateway import serve as run
+    from modelfleet.routing.residency import ResidencyRules
+    from modelfleet.routing.router import Router, RoutingOptions
+
+    if sites is not None:
+        doc = yaml.safe_load(sites.read_text())
+        items = doc.get("sites") if isinstance(doc, dict) else doc
+        if not isinstance(items, list):
+            raise InvalidInput(f"{sites}: expected a list of sites (or {{sites: [...]}})")
+        directory = SiteDirectory(sites=items)
+    else:
+        directory = SiteDirectory(hub_url=hub, token=token, cache_path=cache)
+    rules = ResidencyRules.from_file(residency) if residency else ResidencyRules()
+    router = Router(
+        directory, rules=rules, options=RoutingOptions(deadline_s=deadline, hedge=not no_hedge)
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    source = f"{len(directory.sites)} static sites" if sites else f"hub {hub}"
+    err_console.print(
+        f"gateway on http://{host}:{port}  routing from {source}  "
+        f"default data region {data_region or '(none: header required)'}",
+        highlight=False,
+    )
+    run(Gateway(router, default_region=data_region), host, port, log_level)

@@ -1,0 +1,99 @@
+"""``modelfleet status``: every site at a glance, optionally refreshed."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from modelfleet.cli.common import (
+    DEFAULT_HUB,
+    HubOpt,
+    JsonOpt,
+    TokenOpt,
+    client,
+    console,
+    print_json,
+    table,
+    when,
+)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.2f}%"
+
+
+def _rows(doc: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for site in doc["sites"]:
+        models = " ".join(f"{m['model']}:{m['version']}" for m in site["models"]) or " ".join(
+            f"{name}:{v}" for name, v in sorted(site["serving"].items())
+        )
+        dropped = site["dropped"]
+        rows.append(
+            [
+                site["site"],
+                "online" if site["online"] else "OFFLINE",
+                when(site["last_seen"]),
+                models or "-",
+                f"{site['requests_per_s']:.1f}",
+                _pct(site["error_rate"]),
+                _ms(site["p99_s"]),
+                ", ".join(site["drift"]) or "-",
+                f"{dropped['windows']} ({dropped['requests']} req)" if dropped["windows"] else "0",
+                site["requests_total"],
+            ]
+        )
+    return rows
+
+
+def _render(doc: dict[str, Any]) -> None:
+    columns = [
+        "SITE", "STATE", "LAST SEEN", "MODELS", "REQ/S", "ERRORS", "P99", "DRIFT",
+        "DROPPED", "TOTAL REQ",
+    ]  # fmt: skip
+    table(f"fleet status (last {doc['recent_s']:.0f} s)", columns, _rows(doc))
+    if doc["fleet"]:
+        fleet = [
+            [
+                f"{f['model']}:{f['version']}",
+                f"{f['requests_per_s']:.1f}",
+                _pct(f["error_rate"]),
+                _ms(f["p50_s"]),
+                _ms(f["p95_s"]),
+                _ms(f["p99_s"]),
+            ]
+            for f in doc["fleet"]
+        ]
+        table("fleet-wide", ["MODEL", "REQ/S", "ERRORS", "P50", "P95", "P99"], fleet)
+
+
+def status(
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Every site at a glance: online, last seen, models, requests/s, errors, p99, drift, drops."""
+    with client(hub, token) as hc:
+        if not watch:
+            doc = hc.telemetry_status()
+            if json_out:
+                print_json(doc)
+            else:
+                _render(doc)
+            return
+        while True:
+            doc = hc.telemetry_status()
+            if json_out:
+                print_json(doc)
+            else:
+                console.clear()
+                _render(doc)
+            time.sleep(interval)

@@ -1,0 +1,731 @@
+"""The hub's federation coordinator: a persisted, idempotent job/round state machine.
+
+Every step reads the job's state from the store and moves it with a compare-and-set, so
+the coordinator holds no state a SIGKILL could lose: a restarted hub calls :meth:`tick`
+and each job continues from its last committed step (an open round keeps collecting
+updates until its deadline; a job killed while registering its result finds the version
+it may already have registered by its ``fl.job`` tag instead of registering it twice).
+
+A job's life::
+
+    running: open round r (select eligible online sites, publish weights, deadline)
+             -> collect updates / refusals
+             -> all answered, or deadline with >= min_sites updates: aggregate, close
+             -> deadline with too few: round attempt failed, reopen (max attempts)
+    finalizing: build ONNX from spec + weights, register with lineage, alias
+    completed | failed | aborted
+
+Steps run from the background loop (deadlines, waiting jobs) and right after the
+request that made progress possible (a job created, the last update posted), so a round
+closes the moment its last site answers. Several hub replicas are safe: every transition
+is conditional, and :class:`CoordinatorLease` lets only one replica run the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from modelfleet.errors import Conflict, InvalidInput, ModelfleetError, NotFound, StoreError
+from modelfleet.federation import wire
+from modelfleet.federation.jobs import Consent, JobConfig, refusal
+from modelfleet.federation.rounds import aggregate_round, default_stages
+from modelfleet.federation.simulation import task_seed
+from modelfleet.federation.specs import ModelSpec, build_onnx, flatten, read_onnx, unflatten
+from modelfleet.federation.strategies import Update, make_strategy
+from modelfleet.federation.strategies.base import State, Vector
+from modelfleet.hub.registry import PushRequest, Registry, Upload
+from modelfleet.hub.selectors import parse_selector
+from modelfleet.hub.sites import Sites
+from modelfleet.hub.store import Store
+from modelfleet.hub.store.sql import SqlStore
+from modelfleet.hub.store.sql_federation import (
+    COORDINATOR_LOCK_KEY,
+    JobRow,
+    NewJob,
+    RoundRow,
+    SqlFederationRepo,
+)
+from modelfleet.refs import parse_ref
+
+log = logging.getLogger("modelfleet.federation")
+
+FINISHED = ("completed", "failed", "aborted")
+MAX_EXAMPLES = 1 << 40
+#: Round weights up to this size are sent inside the task itself.
+INLINE_WEIGHTS_BYTES = 256 * 1024
+#: How long a snapshot of open tasks may serve polls (bounds staleness across replicas).
+SNAPSHOT_TTL_S = 0.5
+
+
+def pack_vector(vector: Vector) -> bytes:
+    return wire.pack({}, {"weights": vector})
+
+
+def unpack_vector(data: bytes) -> Vector:
+    _, arrays = wire.unpack(data)
+    return np.asarray(arrays["weights"], np.float32)
+
+
+def pack_state(state: State) -> bytes:
+    return wire.pack({}, dict(state))
+
+
+def unpack_state(data: bytes | None) -> State:
+    if data is None:
+        return {}
+    _, arrays = wire.unpack(data)
+    return {k: np.asarray(v, np.float64) for k, v in arrays.items()}
+
+
+class TaskBell:
+    """Wakes sites' task long-polls in this process when a round opens.
+
+    Rung from worker threads; waiters live on the event loop, so ringing goes through
+    ``call_soon_threadsafe``. Waiters also re-check on a short timer, which covers rounds
+    opened by another replica.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str, asyncio.Event] = {}
+
+    def ring(self, sites: list[str]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop shutting down
+            loop.call_soon_threadsafe(self._ring, list(sites))
+
+    def _ring(self, sites: list[str]) -> None:
+        for site in sites:
+            event = self._events.pop(site, None)
+            if event is not None:
+                event.set()
+
+    async def wait(self, site: str, timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        event = self._events.setdefault(site, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+
+class CoordinatorLease:
+    """Who runs the coordinator loop: always this process on SQLite (one hub), the holder
+    of a session-level advisory lock on PostgreSQL (one of several replicas)."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self._conn: Any = None
+
+    def acquire(self) -> bool:
+        if self._store.engine.dialect.name != "postgresql":
+            return True
+        if self._conn is not None:
+            return True
+        from sqlalchemy import func, select
+
+        conn = self._store.engine.connect()
+        try:
+            got = bool(
+                conn.execute(select(func.pg_try_advisory_lock(COORDINATOR_LOCK_KEY))).scalar()
+            )
+            conn.commit()
+        except Exception:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()  # closing the session releases the lock
+            self._conn = None
+
+
+class Coordinator:
+    """Federated jobs on top of the store, the registry and the sites service."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        sites: Sites,
+        *,
+        tmp_dir: Path,
+        tick_s: float = 0.25,
+    ) -> None:
+        if not isinstance(store, SqlStore):
+            raise StoreError("the federation coordinator needs a SQL state store")
+        self.repo = SqlFederationRepo(store)
+        self.registry = registry
+        self.sites = sites
+        self.tmp_dir = tmp_dir
+        self.tick_s = tick_s
+        self.bell = TaskBell()
+        self.lease = CoordinatorLease(store)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._waiting_since: dict[str, float] = {}
+        self._cache_lock = threading.Lock()
+        self._specs: dict[str, ModelSpec] = {}
+        self._snapshot: tuple[float, list[tuple[RoundRow, dict[str, Any], set[str]]]] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the loop in a daemon thread (the hub's lifespan calls this)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="fl-coordinator", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.lease.release()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.lease.acquire():
+                    self.tick()
+            except Exception:  # the loop must outlive any one failure
+                log.exception("federation coordinator tick failed")
+            self._stop.wait(self.tick_s)
+
+    def tick(self) -> None:
+        """Advance every active job by whatever steps are due now."""
+        for job in self.repo.list_jobs(("running", "finalizing")):
+            self.advance(job.id)
+
+    def _lock(self, job_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(job_id, threading.Lock())
+
+    # --- operator side ------------------------------------------------------------
+
+    def start_job(self, config: JobConfig, actor: str) -> JobRow:
+        config.check()
+        if config.id is not None:
+            with contextlib.suppress(NotFound):
+                existing = self.repo.get_job(config.id)
+                if existing.config == config.model_dump(mode="json"):
+                    return existing
+                raise Conflict(f"federated job {config.id!r} exists with another configuration")
+        version = self.registry.resolve(parse_ref(config.model))
+        spec, weights = self._base_model(version.digest)
+        parse_selector(config.sites)
+        job_id = config.id or f"fl-{secrets.token_hex(4)}"
+        stored = config.model_copy(update={"id": job_id})
+        job = self.repo.create_job(
+            NewJob(
+                id=job_id,
+                model=version.model,
+                base_version=version.version,
+                spec=spec.model_dump(mode="json"),
+                config=stored.model_dump(mode="json"),
+                weights=pack_vector(flatten(spec, weights)),
+                sites={},
+                created_by=actor,
+            )
+        )
+        self.advance(job.id)
+        return self.repo.get_job(job.id)
+
+    def _base_model(self, digest: str) -> tuple[ModelSpec, dict[str, Any]]:
+        data = b"".join(self.registry.artifacts.read_range(digest, 0, None))
+        try:
+            model = onnx.load_from_string(data)
+        except Exception as exc:
+            raise InvalidInput(f"the model's artifact cannot be read as ONNX: {exc}") from exc
+        return read_onnx(model)
+
+    def abort(self, job_id: str, reason: str = "aborted by an operator") -> JobRow:
+        job = self.repo.get_job(job_id)
+        if job.state in FINISHED:
+            raise Conflict(f"federated job {job_id!r} is already {job.state}")
+        aborted = self.repo.transition(job_id, ("running",), "aborted", message=reason)
+        self._invalidate()
+        if not aborted:
+            raise Conflict(f"federated job {job_id!r} is {self.repo.get_job(job_id).state}")
+        return self.repo.get_job(job_id)
+
+    def view(self, job: JobRow, *, rounds: bool = True) -> dict[str, Any]:
+        """The operator's picture of a job; with ``rounds``, per-round participants."""
+        config = job.config
+        out: dict[str, Any] = {
+            "id": job.id,
+            "model": job.model,
+            "base_version": job.base_version,
+            "state": job.state,
+            "message": job.message,
+            "round": job.current_round,
+            "rounds": config.get("rounds"),
+            "strategy": config.get("strategy"),
+            "selector": config.get("sites") or "(all sites)",
+            "data": config.get("data"),
+            "min_sites": config.get("min_sites"),
+            "result_version": job.result_version,
+            "created_by": job.created_by,
+            "created_at": job.created_at,
+            "updated_at": job.updated_at,
+            "finished_at": job.finished_at,
+            "sites": job.sites,
+            "spec": job.spec,
+            "config": config,
+        }
+        if rounds:
+            updates: dict[int, list[dict[str, Any]]] = {}
+            for u in self.repo.list_updates(job.id):
+                updates.setdefault(u.round, []).append(
+                    {
+                        "site": u.site,
+                        "kind": u.kind,
+                        "num_examples": u.num_examples,
+                        "metrics": u.metrics,
+                        "reason": u.reason,
+                        "received_at": u.received_at,
+                    }
+                )
+            out["round_details"] = [
+                {
+                    "round": r.number,
+                    "attempt": r.attempt,
+                    "state": r.state,
+                    "selected": r.selected,
+                    "opened_at": r.opened_at,
+                    "deadline_at": r.deadline_at,
+                    "closed_at": r.closed_at,
+                    "duration_s": (r.closed_at - r.opened_at).total_seconds()
+                    if r.closed_at
+                    else None,
+                    "metrics": r.metrics,
+                    "stragglers": r.outcome.get("stragglers", []),
+                    "dropped": r.outcome.get("dropped", {}),
+                    "reason": r.outcome.get("reason", ""),
+                    "updates": updates.get(r.number, []),
+                }
+                for r in self.repo.list_rounds(job.id)
+            ]
+        return out
+
+    # --- site side ----------------------------------------------------------------
+
+    def declare(self, site: str, body: dict[str, Any]) -> Consent:
+        consent = Consent.model_validate(body)
+        self.repo.set_consent(site, consent.model_dump(mode="json"))
+        return consent
+
+    def _open_tasks(self) -> list[tuple[RoundRow, dict[str, Any], set[str]]]:
+        """Open rounds with their task body and who answered, shared by every site's poll.
+
+        When a round opens, every selected site asks at once; building the task once and
+        keeping answers in memory turns n x 4 queries into one snapshot. The snapshot is
+        dropped on every change made through this process and expires after a short TTL,
+        which covers changes made through another replica.
+        """
+        with self._cache_lock:
+            if self._snapshot is not None and time.monotonic() < self._snapshot[0]:
+                return self._snapshot[1]
+        snapshot = []
+        for rnd in self.repo.open_rounds():
+            job = self.repo.get_job(rnd.job_id)
+            snapshot.append(
+                (rnd, self._task_body(job, rnd), self.repo.answered(rnd.job_id, rnd.number))
+            )
+        with self._cache_lock:
+            self._snapshot = (time.monotonic() + SNAPSHOT_TTL_S, snapshot)
+        return snapshot
+
+    def _invalidate(self) -> None:
+        with self._cache_lock:
+            self._snapshot = None
+
+    def tasks_for(self, site: str) -> list[dict[str, Any]]:
+        """Open rounds this site was selected for and has not answered: only its own."""
+        return [
+            body | {"seed": task_seed(rnd.job_id, rnd.number, site)}
+            for rnd, body, answered in self._open_tasks()
+            if site in rnd.selected and site not in answered
+        ]
+
+    def _task_body(self, job: JobRow, rnd: RoundRow) -> dict[str, Any]:
+        config = JobConfig.model_validate(job.config)
+        base = f"/api/v1/federation/jobs/{job.id}/rounds/{rnd.number}"
+        weights = self.repo.round_weights(job.id, rnd.number)
+        task: dict[str, Any] = {}
+        if len(weights) <= INLINE_WEIGHTS_BYTES:
+            # Small models ride along with the task: one round trip less per round.
+            task["weights"] = base64.b64encode(weights).decode()
+        return task | {
+            "job": job.id,
+            "round": rnd.number,
+            "attempt": rnd.attempt,
+            "rounds": config.rounds,
+            "model": job.model,
+            "spec": job.spec,
+            "data": config.data,
+            "trainer": config.trainer,
+            "train": config.train_config().model_dump(mode="json"),
+            "deadline_at": rnd.deadline_at.isoformat(),
+            "weights_url": f"{base}/weights",
+            "update_url": f"{base}/updates",
+            "refusal_url": f"{base}/refusals",
+        }
+
+    def weights_for(self, job_id: str, number: int, site: str | None) -> bytes:
+        """Round weights; a site only gets rounds it was selected for."""
+        rnd = self.repo.get_round(job_id, number)
+        if site is not None and site not in rnd.selected:
+            raise NotFound(f"site {site!r} has no task in round {number} of job {job_id!r}")
+        return self.repo.round_weights(job_id, number)
+
+    def submit(self, site: str, job_id: str, number: int, body: bytes) -> dict[str, Any]:
+        """Store a site's update (validated, not yet aggregated); idempotent per site."""
+        meta, arrays = wire.unpack(body)
+        spec = self._spec(job_id)
+        delta = arrays.get("delta")
+        if delta is None or delta.shape != (spec.size(),):
+            raise InvalidInput(f"an update must carry a 'delta' array of {spec.size()} values")
+        examples = meta.get("num_examples")
+        if isinstance(examples, bool) or not isinstance(examples, int):
+            raise InvalidInput("num_examples must be an integer")
+        if not 0 < examples < MAX_EXAMPLES:
+            raise InvalidInput("num_examples must be positive")
+        attempt = _int(meta.get("attempt"), "attempt")
+        metrics = _metrics(meta.get("metrics", {}))
+        payload = wire.pack({}, {"delta": np.asarray(delta, np.float32)})
+        stored, rnd, answered = self.repo.put_update(
+            job_id,
+            number,
+            attempt,
+            site,
+            kind="update",
+            num_examples=examples,
+            metrics=metrics,
+            payload=payload,
+        )
+        return {
+            "job": job_id,
+            "round": number,
+            "site": site,
+            "accepted": True,
+            "new": stored,
+            "round_complete": self._complete(rnd, answered),
+        }
+
+    def _complete(self, rnd: RoundRow, answered: set[str]) -> bool:
+        """Whether every selected site has answered: the round can close right now."""
+        with self._cache_lock:
+            for cached, _, seen in self._snapshot[1] if self._snapshot else []:
+                if (cached.job_id, cached.number) == (rnd.job_id, rnd.number):
+                    seen.update(answered)
+        return answered >= set(rnd.selected)
+
+    def _spec(self, job_id: str) -> ModelSpec:
+        """A job's spec never changes, so it is read once per process."""
+        spec = self._specs.get(job_id)
+        if spec is None:
+            spec = self._specs[job_id] = ModelSpec.parse(self.repo.get_job(job_id).spec)
+        return spec
+
+    def refuse(
+        self, site: str, job_id: str, number: int, attempt: int, reason: str
+    ) -> dict[str, Any]:
+        """A site declines a task; the reason is shown with the round."""
+        stored, rnd, answered = self.repo.put_update(
+            job_id, number, attempt, site, kind="refusal", reason=reason[:2000] or "refused"
+        )
+        return {
+            "job": job_id,
+            "round": number,
+            "site": site,
+            "refused": True,
+            "new": stored,
+            "round_complete": self._complete(rnd, answered),
+        }
+
+    # --- the state machine ------------------------------------------------------------
+
+    def advance(self, job_id: str) -> None:
+        """Take every step due for one job now; safe to call any time, from anywhere."""
+        with self._lock(job_id):
+            for _ in range(4):  # close -> open next in one call; bounded
+                job = self.repo.get_job(job_id)
+                if not self._step(job):
+                    return
+
+    def _step(self, job: JobRow) -> bool:
+        """One transition; True if something changed and another step may be due."""
+        config = JobConfig.model_validate(job.config)
+        if job.state == "finalizing":
+            self._finalize(job, config)
+            return False
+        if job.state != "running":
+            return False
+        if job.current_round >= config.rounds:
+            return self.repo.transition(job.id, ("running",), "finalizing")
+        number = job.current_round + 1
+        try:
+            rnd: RoundRow | None = self.repo.get_round(job.id, number)
+        except NotFound:
+            rnd = None
+        if rnd is None or rnd.state == "failed":
+            return self._open(job, config, number, rnd)
+        if rnd.state == "open":
+            return self._maybe_close(job, config, rnd)
+        return False
+
+    def eligibility(self, job: JobRow, config: JobConfig) -> dict[str, dict[str, Any]]:
+        """Every site the selector matches, with whether it can take part and why not."""
+        selector = parse_selector(config.sites)
+        consents = self.repo.consents()
+        out: dict[str, dict[str, Any]] = {}
+        now = self.repo.now()
+        for site in self.sites.store.sites.list():
+            if not selector.matches(site.labels):
+                continue
+            declared = consents.get(site.name)
+            consent = Consent.model_validate(declared) if declared is not None else None
+            reason = refusal(consent, config, job.model)
+            if reason is not None:
+                out[site.name] = {"status": "refused", "reason": reason}
+            elif site.enrolled_at is None:
+                out[site.name] = {"status": "excluded", "reason": "not enrolled"}
+            elif not self.sites.online(site, now):
+                out[site.name] = {"status": "offline", "reason": "site is offline"}
+            else:
+                out[site.name] = {"status": "eligible", "reason": ""}
+        return out
+
+    def _open(self, job: JobRow, config: JobConfig, number: int, failed: RoundRow | None) -> bool:
+        if failed is not None and failed.attempt >= config.max_round_attempts:
+            return self.repo.transition(
+                job.id,
+                ("running",),
+                "failed",
+                message=f"round {number} failed {failed.attempt} times: "
+                + str(failed.outcome.get("reason", "")),
+            )
+        sites = self.eligibility(job, config)
+        eligible = sorted(s for s, info in sites.items() if info["status"] == "eligible")
+        if len(eligible) < config.min_sites:
+            since = self._waiting_since.setdefault(job.id, time.monotonic())
+            message = f"waiting for sites: {len(eligible)} eligible online, need {config.min_sites}"
+            if time.monotonic() - since > config.wait_for_sites_s:
+                self._waiting_since.pop(job.id, None)
+                return self.repo.transition(
+                    job.id, ("running",), "failed", message=message + " (gave up)", sites=sites
+                )
+            if job.message != message or job.sites != sites:
+                self.repo.set_job_info(job.id, message=message, sites=sites)
+            return False
+        self._waiting_since.pop(job.id, None)
+        weights, _ = self.repo.job_weights(job.id)
+        deadline = self.repo.now() + timedelta(seconds=config.round_timeout_s)
+        opened = self.repo.open_round(
+            job.id, number, selected=eligible, weights=weights, deadline_at=deadline, sites=sites
+        )
+        self._invalidate()
+        if opened is None:
+            return False
+        log.info("job %s round %d open for %s", job.id, number, ", ".join(eligible))
+        self.bell.ring(eligible)
+        return False
+
+    def _maybe_close(self, job: JobRow, config: JobConfig, rnd: RoundRow) -> bool:
+        updates = self.repo.list_updates(job.id, rnd.number)
+        answered = {u.site for u in updates}
+        contributed = [u for u in updates if u.kind == "update"]
+        everyone = answered >= set(rnd.selected)
+        late = self.repo.now() >= rnd.deadline_at
+        if not everyone and not late:
+            return False
+        stragglers = sorted(set(rnd.selected) - answered)
+        refusals = {u.site: u.reason for u in updates if u.kind == "refusal"}
+        outcome: dict[str, Any] = {"stragglers": stragglers, "refusals": refusals}
+        if len(contributed) < config.min_sites:
+            outcome["reason"] = (
+                f"{len(contributed)} update(s) by the {'deadline' if late else 'last answer'}, "
+                f"need {config.min_sites}"
+            )
+            self.repo.close_round(
+                job.id, rnd.number, rnd.attempt, state="failed", metrics={}, outcome=outcome
+            )
+            self._invalidate()
+            return True
+        strategy = make_strategy(config.strategy, config.strategy_params)
+        weights_blob, state_blob = self.repo.job_weights(job.id)
+        vector = unpack_vector(weights_blob)
+        started = time.perf_counter()
+        result = aggregate_round(
+            strategy,
+            vector,
+            unpack_state(state_blob),
+            self._updates(job.id, rnd.number),
+            round_number=rnd.number,
+            stages=default_stages(config.clip_norm),
+        )
+        outcome["dropped"] = result.dropped
+        outcome["aggregation_s"] = time.perf_counter() - started
+        closed = self.repo.close_round(
+            job.id,
+            rnd.number,
+            rnd.attempt,
+            state="closed",
+            metrics=result.metrics,
+            outcome=outcome,
+            weights=pack_vector(result.weights),
+            strategy_state=pack_state(result.state) if result.state else None,
+        )
+        self._invalidate()
+        if closed:
+            log.info("job %s round %d closed: %s", job.id, rnd.number, result.metrics)
+        return closed
+
+    def _updates(self, job_id: str, number: int) -> Iterator[Update]:
+        for row, payload in self.repo.iter_payloads(job_id, number):
+            _, arrays = wire.unpack(payload)
+            yield Update(
+                row.site,
+                np.asarray(arrays["delta"], np.float32),
+                row.num_examples,
+                {k: float(v) for k, v in row.metrics.items()},
+            )
+
+    # --- result -------------------------------------------------------------------
+
+    def _finalize(self, job: JobRow, config: JobConfig) -> None:
+        name = config.result_model or job.model
+        existing = self._registered(name, job.id)
+        if existing is None:
+            try:
+                existing = self._register(job, config, name)
+            except ModelfleetError as exc:
+                self.repo.transition(
+                    job.id, ("finalizing",), "failed", message=f"registering failed: {exc.message}"
+                )
+                return
+        self.repo.transition(
+            job.id,
+            ("finalizing",),
+            "completed",
+            result_version=existing,
+            message=f"registered {name}:{existing}",
+        )
+
+    def _registered(self, name: str, job_id: str) -> int | None:
+        for version in self.registry.store.models.list_versions(name):
+            if version.tags.get("fl.job") == job_id:
+                return version.version
+        return None
+
+    def _register(self, job: JobRow, config: JobConfig, name: str) -> int:
+        spec = ModelSpec.parse(job.spec)
+        rounds = [r for r in self.repo.list_rounds(job.id) if r.state == "closed"]
+        chosen_round = config.rounds
+        weights_blob, _ = self.repo.job_weights(job.id)
+        if config.result == "best":
+            scored = [r for r in rounds if config.best_metric in r.metrics]
+            if scored:
+                best = max(scored, key=lambda r: float(r.metrics[config.best_metric]))
+                # Sites evaluate a round's published weights before training on them.
+                chosen_round = best.number - 1
+                weights_blob = self.repo.round_weights(job.id, best.number)
+        vector = unpack_vector(weights_blob)
+        examples: dict[str, int] = {}
+        for u in self.repo.list_updates(job.id):
+            if u.kind == "update":
+                examples[u.site] = max(examples.get(u.site, 0), u.num_examples)
+        last = rounds[-1].metrics if rounds else {}
+        metrics = {
+            f"fl_{k}": float(v)
+            for k, v in last.items()
+            if isinstance(v, int | float) and np.isfinite(v)
+        }
+        site_labels = {s.name: s.labels for s in self.sites.store.sites.list()}
+        regions = sorted({site_labels.get(s, {}).get("region", "") for s in examples} - {""})
+        lineage = {
+            "federated_job": job.id,
+            "base": f"{job.model}:{job.base_version}",
+            "strategy": config.strategy,
+            "strategy_params": make_strategy(config.strategy, config.strategy_params).params(),
+            "rounds": config.rounds,
+            "registered_round": chosen_round,
+            "sites": examples,
+            "data": config.data,
+            "train": config.train_config().model_dump(mode="json"),
+            "final_metrics": last,
+        }
+        model = build_onnx(spec, unflatten(spec, vector))
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.tmp_dir) as tmp:
+            path = Path(tmp) / "model.onnx"
+            data = model.SerializeToString()
+            path.write_bytes(data)
+            upload = Upload(path=path, digest=hashlib.sha256(data).hexdigest(), size=len(data))
+            record = self.registry.push(
+                PushRequest(
+                    name=name,
+                    training_regions=tuple(regions),
+                    alias=config.alias,
+                    description="federated: " + json.dumps(lineage, sort_keys=True, default=str),
+                    framework="modelfleet-fl",
+                    parent_version=job.base_version if name == job.model else None,
+                    tags={
+                        "fl.job": job.id,
+                        "fl.strategy": config.strategy,
+                        "fl.rounds": str(config.rounds),
+                        "fl.sites": ",".join(sorted(examples)),
+                        "fl.examples": str(sum(examples.values())),
+                    },
+                    metrics=metrics,
+                ),
+                upload,
+                actor=f"federation:{job.id}",
+            )
+        return record.version
+
+
+def _int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{what} must be an integer")
+    return value
+
+
+def _metrics(raw: object) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise InvalidInput("metrics must be an object of numbers")
+    out: dict[str, float] = {}
+    for key, value in list(raw.items())[:64]:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if np.isfinite(value):
+            out[str(key)[:64]] = float(value)
+    return out
+
+
+def utc_iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

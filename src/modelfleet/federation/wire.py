@@ -1,0 +1,75 @@
+"""The binary envelope that carries weights and updates between hub and sites.
+
+``MFT1`` | u32 little-endian header length | JSON header | raw little-endian arrays.
+The header holds free metadata (example count, metrics, ...) and each array's name, dtype
+and shape. Nothing is unpickled and only float32/float64 arrays are accepted, so a
+hostile body can at worst be refused; sizes are checked before any array is built.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from modelfleet.errors import InvalidInput
+
+MAGIC = b"MFT1"
+MEDIA_TYPE = "application/vnd.modelfleet.tensors"
+_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
+_MAX_HEADER = 1 << 20
+
+
+def pack(meta: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[np.generic]]) -> bytes:
+    """Serialise ``meta`` (JSON-able) and named float arrays into one body."""
+    specs = []
+    chunks = []
+    for name, array in arrays.items():
+        arr = np.asarray(array)
+        dtype = "float64" if arr.dtype == np.float64 else "float32"
+        data = np.ascontiguousarray(arr, dtype=_DTYPES[dtype])
+        specs.append({"name": name, "dtype": dtype, "shape": list(data.shape)})
+        chunks.append(data.tobytes())
+    header = json.dumps({"meta": dict(meta), "arrays": specs}, separators=(",", ":")).encode()
+    return b"".join([MAGIC, struct.pack("<I", len(header)), header, *chunks])
+
+
+def unpack(body: bytes) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.generic]]]:
+    """Inverse of :func:`pack`; ``InvalidInput`` on anything malformed."""
+    if len(body) < 8 or body[:4] != MAGIC:
+        raise InvalidInput(f"not a modelfleet tensor envelope (expected {MEDIA_TYPE})")
+    (length,) = struct.unpack("<I", body[4:8])
+    if length > _MAX_HEADER or 8 + length > len(body):
+        raise InvalidInput("tensor envelope header is truncated or too large")
+    try:
+        header = json.loads(body[8 : 8 + length])
+        meta = header["meta"]
+        specs = header["arrays"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"tensor envelope header is not valid: {exc}") from exc
+    if not isinstance(meta, dict) or not isinstance(specs, list):
+        raise InvalidInput("tensor envelope header must hold a meta object and an arrays list")
+    offset = 8 + length
+    arrays: dict[str, npt.NDArray[np.generic]] = {}
+    for spec in specs:
+        try:
+            name = str(spec["name"])
+            dtype = _DTYPES[spec["dtype"]]
+            shape = tuple(int(s) for s in spec["shape"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"bad array description in tensor envelope: {spec!r}") from exc
+        if any(s < 0 for s in shape):
+            raise InvalidInput(f"array {name!r} has a negative dimension")
+        count = int(np.prod(shape, dtype=np.int64))
+        nbytes = count * dtype.itemsize
+        if offset + nbytes > len(body):
+            raise InvalidInput(f"tensor envelope is truncated inside array {name!r}")
+        arrays[name] = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
+        offset += nbytes
+    if offset != len(body):
+        raise InvalidInput("tensor envelope has trailing bytes")
+    return meta, arrays

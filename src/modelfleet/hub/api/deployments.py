@@ -1,0 +1,239 @@
+"""/api/v1/deployments, /overrides, /policies, /rollouts, /apply and /controller."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from modelfleet.errors import StoreError
+from modelfleet.hub.api.deps import Caller, Context, audited, require
+from modelfleet.hub.auth import Permission
+from modelfleet.hub.context import HubContext
+from modelfleet.hub.deployments import Deployments, DeployRequest
+from modelfleet.hub.gitops import ApplyResult, FleetApplier
+from modelfleet.hub.policy import parse_policy_document
+from modelfleet.hub.rollout.controller import RolloutController
+
+router = APIRouter(prefix="/api/v1", tags=["deployments"])
+
+
+def _deployments(ctx: HubContext) -> Deployments:
+    service: Deployments | None = getattr(ctx, "deployments", None)
+    if service is None:
+        raise StoreError("deployments are not available on this hub (needs a SQL store)")
+    return service
+
+
+def _controller(ctx: HubContext) -> RolloutController:
+    service: RolloutController | None = getattr(ctx, "rollouts", None)
+    if service is None:
+        raise StoreError("the rollout controller is not available on this hub")
+    return service
+
+
+class OverrideIn(BaseModel):
+    site: str
+    ref: str = Field(description="NAME:V or NAME@ALIAS (resolved now).")
+    reason: str = ""
+
+
+class PoliciesIn(BaseModel):
+    policies: list[dict[str, Any]]
+    prune: bool = Field(default=False, description="Remove policies not in the document.")
+
+
+class ApplyIn(BaseModel):
+    doc: dict[str, Any]
+    prune: bool = False
+    dry_run: bool = False
+
+
+# --- deployments ---------------------------------------------------------------------------
+
+
+@router.post("/deployments/plan", summary="What a deployment would do (changes nothing)")
+def plan(body: DeployRequest, ctx: Context, caller: Caller) -> dict[str, Any]:
+    caller.require(Permission.SITES_READ)
+    return _deployments(ctx).plan(body).as_dict()
+
+
+@router.post("/deployments", status_code=201, summary="Create or update a deployment")
+def deploy(body: DeployRequest, ctx: Context, caller: Caller) -> dict[str, Any]:
+    obj = body.name or body.ref
+    require(ctx, caller, Permission.DEPLOY_WRITE, "deploy", obj)
+    service = _deployments(ctx)
+    with audited(ctx, caller, "deploy", obj) as detail:
+        record, rollout, planned = service.deploy(body, caller.actor)
+        detail.append(f"{record.model}:{record.target_version} to {record.selector or 'all'}")
+        if rollout is not None:
+            detail.append(f"rollout {rollout.id} ({len(rollout.waves)} waves)")
+    return {
+        "deployment": service.view(record),
+        "rollout": _controller(ctx).view(rollout) if rollout else None,
+        "plan": planned.as_dict(),
+    }
+
+
+@router.get("/deployments", summary="All deployments")
+def list_deployments(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
+    caller.require(Permission.SITES_READ)
+    service = _deployments(ctx)
+    return [service.view(d) for d in service.repo.list_deployments()]
+
+
+@router.get("/deployments/{name}", summary="One deployment")
+def show_deployment(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    caller.require(Permission.SITES_READ)
+    service = _deployments(ctx)
+    return service.view(service.get(name))
+
+
+@router.delete("/deployments/{name}", status_code=204, summary="Remove a deployment")
+def remove_deployment(name: str, ctx: Context, caller: Caller) -> Response:
+    require(ctx, caller, Permission.DEPLOY_WRITE, "deployment.remove", name)
+    with audited(ctx, caller, "deployment.remove", name):
+        _deployments(ctx).remove(name)
+    return Response(status_code=204)
+
+
+# --- overrides -------------------------------------------------------------------------------
+
+
+@router.get("/overrides", summary="Per-site version pins")
+def list_overrides(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
+    caller.require(Permission.SITES_READ)
+    return [o.__dict__ for o in _deployments(ctx).repo.list_overrides()]
+
+
+@router.put("/overrides", summary="Pin a site to a version (wins over deployments)")
+def pin(body: OverrideIn, ctx: Context, caller: Caller) -> dict[str, Any]:
+    obj = f"{body.site}/{body.ref}"
+    require(ctx, caller, Permission.DEPLOY_WRITE, "site.pin", obj)
+    with audited(ctx, caller, "site.pin", obj):
+        record = _deployments(ctx).pin(body.site, body.ref, body.reason)
+    return record.__dict__
+
+
+@router.delete("/overrides/{site}/{model}", status_code=204, summary="Remove a pin")
+def unpin(site: str, model: str, ctx: Context, caller: Caller) -> Response:
+    require(ctx, caller, Permission.DEPLOY_WRITE, "site.unpin", f"{site}/{model}")
+    with audited(ctx, caller, "site.unpin", f"{site}/{model}"):
+        _deployments(ctx).unpin(site, model)
+    return Response(status_code=204)
+
+
+# --- policies --------------------------------------------------------------------------------
+
+
+@router.get("/policies", summary="Residency and spread rules")
+def list_policies(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
+    caller.require(Permission.SITES_READ)
+    return [
+        {"name": p.name, "kind": p.kind, **p.spec, "updated_at": p.updated_at}
+        for p in _deployments(ctx).repo.list_policies()
+    ]
+
+
+@router.put("/policies", summary="Apply a policy document (create or update each rule)")
+def apply_policies(body: PoliciesIn, ctx: Context, caller: Caller) -> dict[str, Any]:
+    require(ctx, caller, Permission.DEPLOY_WRITE, "policy.apply", "policies")
+    repo = _deployments(ctx).repo
+    rules = parse_policy_document({"policies": body.policies})
+    changes = []
+    for rule in rules:
+        with audited(ctx, caller, "policy.apply", rule.name) as detail:
+            _, changed = repo.put_policy(rule.name, rule.kind, rule.spec())
+            detail.append("changed" if changed else "unchanged")
+        if changed:
+            changes.append({"policy": rule.name, "action": "apply"})
+    if body.prune:
+        keep = {r.name for r in rules}
+        for old in repo.list_policies():
+            if old.name not in keep:
+                with audited(ctx, caller, "policy.remove", old.name):
+                    repo.delete_policy(old.name)
+                changes.append({"policy": old.name, "action": "delete"})
+    return {"changed": bool(changes), "changes": changes}
+
+
+@router.delete("/policies/{name}", status_code=204, summary="Remove a policy")
+def remove_policy(name: str, ctx: Context, caller: Caller) -> Response:
+    require(ctx, caller, Permission.DEPLOY_WRITE, "policy.remove", name)
+    with audited(ctx, caller, "policy.remove", name):
+        _deployments(ctx).repo.delete_policy(name)
+    return Response(status_code=204)
+
+
+# --- rollouts --------------------------------------------------------------------------------
+
+
+@router.get("/rollouts", summary="Rollouts, newest first")
+def list_rollouts(
+    ctx: Context,
+    caller: Caller,
+    state: Annotated[str | None, Query(description="Only rollouts in this state.")] = None,
+) -> list[dict[str, Any]]:
+    caller.require(Permission.SITES_READ)
+    controller = _controller(ctx)
+    states = (state,) if state else None
+    return [controller.view(r) for r in controller.repo.list_rollouts(states=states)]
+
+
+@router.get("/rollouts/{rollout_id}", summary="One rollout with per-wave progress")
+def show_rollout(rollout_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    caller.require(Permission.SITES_READ)
+    controller = _controller(ctx)
+    return controller.view(controller.get(rollout_id))
+
+
+@router.post(
+    "/rollouts/{rollout_id}/{action}",
+    summary="pause | resume | promote | abort | rollback",
+)
+async def act(rollout_id: str, action: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    require(ctx, caller, Permission.DEPLOY_WRITE, f"rollout.{action}", rollout_id)
+    controller = _controller(ctx)
+    with audited(ctx, caller, f"rollout.{action}", rollout_id) as detail:
+        moved = await run_in_threadpool(controller.act, rollout_id, action, caller.actor)
+        detail.append(f"now {moved.state} at wave {moved.step + 1}")
+    return await run_in_threadpool(controller.view, moved)
+
+
+@router.get("/controller", summary="Whether this hub process runs the rollout controller")
+def controller_status(ctx: Context, caller: Caller) -> dict[str, Any]:
+    caller.require(Permission.SITES_READ)
+    return _controller(ctx).status()
+
+
+# --- gitops ----------------------------------------------------------------------------------
+
+
+@router.post("/apply", summary="Apply a fleet file: sites, policies, overrides, deployments")
+def apply(body: ApplyIn, ctx: Context, caller: Caller) -> dict[str, Any]:
+    require(ctx, caller, Permission.DEPLOY_WRITE, "apply", "fleet")
+    require(ctx, caller, Permission.SITES_WRITE, "apply", "fleet")
+    applier = FleetApplier(ctx.sites, _deployments(ctx))
+    result = ApplyResult(body.dry_run)
+    try:
+        with audited(ctx, caller, "apply", "fleet") as detail:
+            applier.apply(
+                body.doc, prune=body.prune, dry_run=body.dry_run, actor=caller.actor, into=result
+            )
+            detail.append(f"{len(result.changes)} change(s){' (dry run)' if body.dry_run else ''}")
+    finally:
+        # Every change that was made is audited, also when a later one failed.
+        if not body.dry_run:
+            for change in result.changes:
+                ctx.store.audit.record(
+                    actor=caller.actor,
+                    action=f"apply.{change.kind}.{change.action}",
+                    object=change.name,
+                    outcome="ok",
+                    detail=change.detail,
+                )
+            for site in {c.name for c in result.changes if c.kind == "site"}:
+                ctx.notifier.notify(site)
+    return result.as_dict()

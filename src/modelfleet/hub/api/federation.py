@@ -1,0 +1,196 @@
+"""/api/v1/federation: federated jobs for operators; tasks and updates for sites.
+
+Operators start, list, inspect and abort jobs. Sites dial out as everywhere else: they
+declare their consent, long-poll their own tasks, fetch a round's weights and post an
+update (a binary tensor envelope) or a refusal. A site credential only ever sees the tasks
+and rounds it was selected for. Until a dedicated permission exists, starting and
+aborting a job needs ``models:write`` (it ends in a new model version) and reading needs
+``models:read``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from modelfleet.errors import ArtifactTooLarge, PermissionDenied, StoreError
+from modelfleet.federation import wire
+from modelfleet.federation.coordinator import Coordinator
+from modelfleet.federation.jobs import JobConfig
+from modelfleet.hub.api.deps import Caller, Context, audited, require
+from modelfleet.hub.auth import Permission, Principal, Role
+from modelfleet.hub.context import HubContext
+
+router = APIRouter(prefix="/api/v1/federation", tags=["federation"])
+
+#: Largest update body accepted (a 64M-parameter float32 model and its header).
+MAX_UPDATE_BYTES = 256 * 1024**2
+
+
+class RefusalIn(BaseModel):
+    attempt: int = Field(ge=1)
+    reason: str = Field(max_length=2000)
+
+
+class AbortIn(BaseModel):
+    reason: str = Field(default="aborted by an operator", max_length=2000)
+
+
+def _coordinator(ctx: HubContext) -> Coordinator:
+    coordinator = getattr(ctx, "federation", None)
+    if not isinstance(coordinator, Coordinator):
+        raise StoreError("federated learning is not enabled on this hub")
+    return coordinator
+
+
+def _site_caller(ctx: HubContext, caller: Principal, site: str, action: str) -> None:
+    if caller.role != Role.SITE or caller.site != site:
+        ctx.store.audit.record(actor=caller.actor, action=action, object=site, outcome="forbidden")
+        raise PermissionDenied(f"only the site {site!r} itself may do this")
+
+
+def _own_site(ctx: HubContext, caller: Principal, action: str, obj: str) -> str:
+    if caller.role != Role.SITE or caller.site is None:
+        ctx.store.audit.record(actor=caller.actor, action=action, object=obj, outcome="forbidden")
+        raise PermissionDenied("only a site credential may post federated updates")
+    return caller.site
+
+
+# --- operators ------------------------------------------------------------------------
+
+
+@router.post("/jobs", status_code=201, summary="Start a federated job (idempotent with an id)")
+async def start_job(body: dict[str, Any], ctx: Context, caller: Caller) -> dict[str, Any]:
+    coordinator = _coordinator(ctx)
+    require(ctx, caller, Permission.MODELS_WRITE, "fl.start", str(body.get("model", "-")))
+    with audited(ctx, caller, "fl.start", str(body.get("model", "-"))) as detail:
+        config = JobConfig.parse(body)
+        job = await run_in_threadpool(coordinator.start_job, config, caller.actor)
+        detail.append(f"{job.id} {config.strategy} rounds={config.rounds} sites={config.sites}")
+    return coordinator.view(job, rounds=False)
+
+
+@router.get("/jobs", summary="Federated jobs, oldest first")
+def list_jobs(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
+    caller.require(Permission.MODELS_READ)
+    coordinator = _coordinator(ctx)
+    return [coordinator.view(job, rounds=False) for job in coordinator.repo.list_jobs()]
+
+
+@router.get("/jobs/{job_id}", summary="A job with every round's participants and metrics")
+def show_job(job_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    caller.require(Permission.MODELS_READ)
+    coordinator = _coordinator(ctx)
+    return coordinator.view(coordinator.repo.get_job(job_id))
+
+
+@router.post("/jobs/{job_id}/abort", summary="Abort a running job")
+def abort_job(
+    job_id: str, ctx: Context, caller: Caller, body: AbortIn | None = None
+) -> dict[str, Any]:
+    coordinator = _coordinator(ctx)
+    require(ctx, caller, Permission.MODELS_WRITE, "fl.abort", job_id)
+    with audited(ctx, caller, "fl.abort", job_id):
+        job = coordinator.abort(job_id, (body or AbortIn()).reason)
+    return coordinator.view(job, rounds=False)
+
+
+@router.get("/consent", summary="What each site declared about taking part")
+def consents(ctx: Context, caller: Caller) -> dict[str, dict[str, Any]]:
+    caller.require(Permission.SITES_READ)
+    return _coordinator(ctx).repo.consents()
+
+
+# --- sites ----------------------------------------------------------------------------
+
+
+@router.put("/sites/{site}/consent", summary="A site declares whether and how it takes part")
+async def declare(site: str, body: dict[str, Any], ctx: Context, caller: Caller) -> dict[str, Any]:
+    _site_caller(ctx, caller, site, "fl.consent")
+    consent = await run_in_threadpool(_coordinator(ctx).declare, site, body)
+    return consent.model_dump(mode="json")
+
+
+@router.get("/sites/{site}/tasks", summary="The site's open tasks; long-polls while none")
+async def tasks(
+    site: str,
+    ctx: Context,
+    caller: Caller,
+    wait: Annotated[float, Query(ge=0, le=120, description="Seconds to hold the request.")] = 0,
+) -> dict[str, Any]:
+    _site_caller(ctx, caller, site, "fl.tasks")
+    coordinator = _coordinator(ctx)
+    deadline = time.monotonic() + min(wait, ctx.settings.long_poll_max_s)
+    while True:
+        found = await run_in_threadpool(coordinator.tasks_for, site)
+        remaining = deadline - time.monotonic()
+        if found or remaining <= 0:
+            return {"site": site, "tasks": found}
+        await coordinator.bell.wait(site, min(remaining, 1.0))
+
+
+@router.get(
+    "/jobs/{job_id}/rounds/{number}/weights",
+    summary="A round's global weights (tensor envelope)",
+    response_class=Response,
+)
+async def round_weights(job_id: str, number: int, ctx: Context, caller: Caller) -> Response:
+    coordinator = _coordinator(ctx)
+    if caller.role == Role.SITE:
+        site: str | None = caller.site
+    else:
+        caller.require(Permission.MODELS_READ)
+        site = None
+    data = await run_in_threadpool(coordinator.weights_for, job_id, number, site)
+    return Response(data, media_type=wire.MEDIA_TYPE)
+
+
+@router.post(
+    "/jobs/{job_id}/rounds/{number}/updates",
+    summary="A site posts its update (tensor envelope: delta, num_examples, metrics)",
+)
+async def post_update(
+    job_id: str,
+    number: int,
+    request: Request,
+    ctx: Context,
+    caller: Caller,
+    background: BackgroundTasks,
+) -> dict[str, Any]:
+    coordinator = _coordinator(ctx)
+    site = _own_site(ctx, caller, "fl.update", f"{job_id}/{number}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_UPDATE_BYTES:
+            raise ArtifactTooLarge("update exceeds the hub's limit")
+    result = await run_in_threadpool(coordinator.submit, site, job_id, number, bytes(body))
+    if result["round_complete"]:  # else the deadline (coordinator loop) closes the round
+        background.add_task(coordinator.advance, job_id)
+    return result
+
+
+@router.post(
+    "/jobs/{job_id}/rounds/{number}/refusals",
+    summary="A site declines a task, with the reason operators will see",
+)
+async def post_refusal(
+    job_id: str,
+    number: int,
+    body: RefusalIn,
+    ctx: Context,
+    caller: Caller,
+    background: BackgroundTasks,
+) -> dict[str, Any]:
+    coordinator = _coordinator(ctx)
+    site = _own_site(ctx, caller, "fl.refuse", f"{job_id}/{number}")
+    result = await run_in_threadpool(
+        coordinator.refuse, site, job_id, number, body.attempt, body.reason
+    )
+    if result["round_complete"]:
+        background.add_task(coordinator.advance, job_id)
+    return result

@@ -1,0 +1,173 @@
+"""Telemetry endpoints: site ingest, fleet status and drift for humans, reference profiles.
+
+- ``POST /api/v1/sites/{name}/telemetry`` — a site delivers a batch of its own windows;
+  idempotent by batch id and window id.
+- ``GET /api/v1/telemetry/status`` — every site at a glance (what ``modelfleet status``
+  and the dashboard draw).
+- ``GET /api/v1/telemetry/drift/{model}`` — per-feature drift per site and version.
+- ``PUT|GET /api/v1/models/{name}/versions/{v}/reference-profile`` — the sketches of a
+  version's training data (operators upload; computed on the user's machine).
+- ``PUT|GET /api/v1/models/{name}/drift-thresholds`` — per-model threshold overrides.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, field_validator
+
+from modelfleet.errors import PermissionDenied
+from modelfleet.hub.api.deps import Caller, Context, audited, require
+from modelfleet.hub.auth import Permission, Role
+from modelfleet.hub.telemetry import Telemetry
+
+router = APIRouter(prefix="/api/v1", tags=["telemetry"])
+
+_ID = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class WindowIn(BaseModel):
+    """One closed window (see ``modelfleet.site.telemetry``)."""
+
+    id: str = Field(pattern=_ID)
+    model: str = Field(min_length=1, max_length=255)
+    version: int = Field(ge=1)
+    start: float
+    end: float
+    requests: int = Field(ge=0)
+    rows: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    outcomes: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    latency: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    latency_sum: float = Field(default=0.0, ge=0)
+    batch_sizes: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    sampled_requests: int = Field(default=0, ge=0)
+    inputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("start", "end", "latency_sum")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value) or not 0 <= value < 1e11:
+            raise ValueError("must be a finite epoch time / duration")
+        return value
+
+
+class DroppedIn(BaseModel):
+    windows: int = Field(default=0, ge=0)
+    requests: int = Field(default=0, ge=0)
+
+
+class BatchIn(BaseModel):
+    batch_id: str = Field(pattern=_ID)
+    spool_id: str = Field(pattern=_ID)
+    dropped: DroppedIn = Field(default_factory=DroppedIn)
+    windows: list[WindowIn] = Field(default_factory=list, max_length=10_000)
+
+
+def _service(ctx: Context) -> Telemetry:
+    service: Telemetry = ctx.telemetry
+    return service
+
+
+@router.post(
+    "/sites/{name}/telemetry",
+    summary="A site delivers closed telemetry windows (idempotent by batch and window id)",
+)
+async def ingest(name: str, body: BatchIn, ctx: Context, caller: Caller) -> dict[str, Any]:
+    if caller.role != Role.SITE or caller.site != name:
+        ctx.store.audit.record(
+            actor=caller.actor, action="site.telemetry", object=name, outcome="forbidden"
+        )
+        raise PermissionDenied(f"only the site {name!r} itself may send its telemetry")
+    windows = [w.model_dump() for w in body.windows]
+    result = await run_in_threadpool(
+        _service(ctx).ingest,
+        name,
+        body.batch_id,
+        body.spool_id,
+        (body.dropped.windows, body.dropped.requests),
+        windows,
+    )
+    return {
+        "batch_id": body.batch_id,
+        "duplicate_batch": result.duplicate_batch,
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+    }
+
+
+@router.get("/telemetry/status", summary="Every site at a glance: health, traffic, drift, drops")
+async def status(ctx: Context, caller: Caller) -> dict[str, Any]:
+    caller.require(Permission.SITES_READ)
+    result: dict[str, Any] = await run_in_threadpool(_service(ctx).status)
+    return result
+
+
+@router.get("/telemetry/drift/{model}", summary="Per-feature drift per site and version")
+async def model_drift(
+    model: str,
+    ctx: Context,
+    caller: Caller,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    site: str | None = None,
+) -> dict[str, Any]:
+    caller.require(Permission.MODELS_READ)
+    result: dict[str, Any] = await run_in_threadpool(_service(ctx).drift, model, version, site)
+    return result
+
+
+@router.put(
+    "/models/{name}/versions/{version}/reference-profile",
+    summary="Upload the reference profile (sketches of the training data) of a version",
+)
+async def put_reference(
+    name: str,
+    version: Annotated[int, Path(ge=1)],
+    body: dict[str, Any],
+    ctx: Context,
+    caller: Caller,
+) -> dict[str, Any]:
+    obj = f"{name}:{version}"
+    require(ctx, caller, Permission.MODELS_WRITE, "model.reference", obj)
+    with audited(ctx, caller, "model.reference", obj) as detail:
+        result = await run_in_threadpool(
+            _service(ctx).set_reference, name, version, body, caller.actor
+        )
+        detail.append(f"{len(result['columns'])} columns")
+    return result
+
+
+@router.get(
+    "/models/{name}/versions/{version}/reference-profile",
+    summary="The reference profile of a version",
+)
+async def get_reference(
+    name: str, version: Annotated[int, Path(ge=1)], ctx: Context, caller: Caller
+) -> dict[str, Any]:
+    caller.require(Permission.MODELS_READ)
+    result: dict[str, Any] = await run_in_threadpool(
+        _service(ctx).describe_reference, name, version
+    )
+    return result
+
+
+@router.get("/models/{name}/drift-thresholds", summary="Drift thresholds in force for a model")
+async def get_thresholds(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    caller.require(Permission.MODELS_READ)
+    values = await run_in_threadpool(_service(ctx).thresholds, name)
+    return {"model": name, "thresholds": values}
+
+
+@router.put("/models/{name}/drift-thresholds", summary="Override drift thresholds for a model")
+async def put_thresholds(
+    name: str, body: dict[str, Any], ctx: Context, caller: Caller
+) -> dict[str, Any]:
+    require(ctx, caller, Permission.MODELS_WRITE, "model.drift_thresholds", name)
+    with audited(ctx, caller, "model.drift_thresholds", name) as detail:
+        values = await run_in_threadpool(_service(ctx).set_thresholds, name, body)
+        detail.append(",".join(f"{k}={v:g}" for k, v in sorted(body.items()) if k in values))
+    return {"model": name, "thresholds": values}

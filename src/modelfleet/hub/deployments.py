@@ -1,0 +1,311 @@
+"""Deployments: model reference x site selector x strategy -> desired state per site.
+
+A site's desired state for the models under deployments is *computed*, never edited by
+hand: from the deployments that select the site, the rollout moving each of them, and
+per-site overrides (which win). :meth:`Deployments.sync` writes the result through the
+low-level primitive (``store.assignments``), touching only what differs, so it can run as
+often as wanted — after every rollout transition, at controller start, after a crash —
+and always converges on the same answer. That is what makes the controller restartable:
+a transition is one compare-and-set, and the assignments follow from the state.
+
+A model under any deployment or override is *managed*: its assignments at a site are
+whatever the computation says, including removal. Other models stay as assigned by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelfleet.errors import Conflict, InvalidInput, NotFound
+from modelfleet.hub.plan import Plan, PlanInputs, make_plan
+from modelfleet.hub.policy import (
+    ResidencyRule,
+    SpreadRule,
+    check_residency,
+    refuse,
+    rule_from_record,
+)
+from modelfleet.hub.registry import Registry
+from modelfleet.hub.rollout.gates import parse_gates
+from modelfleet.hub.rollout.strategies import parse_strategy
+from modelfleet.hub.selectors import parse_selector
+from modelfleet.hub.sites import Sites
+from modelfleet.hub.store.records import SiteRecord
+from modelfleet.hub.store.sql import SqlStore
+from modelfleet.hub.store.sql_deployments import (
+    ACTIVE_STATES,
+    DeploymentRecord,
+    OverrideRecord,
+    RolloutRecord,
+    SqlDeploymentRepo,
+)
+from modelfleet.refs import check_name, parse_ref
+
+log = logging.getLogger("modelfleet.hub.deployments")
+
+
+class DeployRequest(BaseModel):
+    """What ``modelfleet deploy`` sends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(description="NAME@ALIAS or NAME:V (resolved now, at deploy time).")
+    selector: str = Field(default="", description="Site selector; empty selects every site.")
+    name: str | None = Field(default=None, description="Deployment name (default: the model).")
+    strategy: dict[str, Any] = Field(default_factory=dict)
+    gates: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="Serving parameters.")
+
+
+@dataclass(frozen=True)
+class Desired:
+    version: int
+    ref: str
+    params: dict[str, Any]
+    source: str  # deployment name, or "override"
+
+
+def desired_for_site(
+    site: SiteRecord,
+    deployments: Iterable[DeploymentRecord],
+    active: dict[str, RolloutRecord],
+    overrides: Iterable[OverrideRecord],
+) -> tuple[dict[str, Desired], list[str]]:
+    """The site's managed models -> version, and conflicts found on the way."""
+    result: dict[str, Desired] = {}
+    conflicts: list[str] = []
+    for d in deployments:
+        if not parse_selector(d.selector).matches(site.labels):
+            continue
+        version = _deployment_version(d, site.name, active.get(d.name))
+        if d.model in result and result[d.model].source != d.name:
+            conflicts.append(
+                f"site {site.name}: model {d.model} selected by {result[d.model].source} "
+                f"and {d.name}; keeping {result[d.model].source}"
+            )
+            continue
+        if version is not None:
+            result[d.model] = Desired(version, f"{d.model}:{version}", d.params, d.name)
+    for o in overrides:
+        if o.site == site.name:
+            result[o.model] = Desired(o.version, f"{o.model}:{o.version}", {}, "override")
+    return result, conflicts
+
+
+def _deployment_version(
+    d: DeploymentRecord, site: str, rollout: RolloutRecord | None
+) -> int | None:
+    if rollout is not None and site in rollout.moved_sites():
+        return rollout.to_version
+    if d.stable_version is not None:
+        return d.stable_version
+    if rollout is not None and rollout.state in ACTIVE_STATES:
+        previous = rollout.plan.get("previous", {}).get(site)
+        return int(previous) if previous is not None else None
+    return None
+
+
+class Deployments:
+    """The deployments service; protocol-free, called from API worker threads."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        registry: Registry,
+        sites: Sites,
+        notify: Callable[[str], None],
+    ) -> None:
+        self.store = store
+        self.repo = SqlDeploymentRepo(store)
+        self.registry = registry
+        self.sites = sites
+        self.notify = notify
+
+    # --- policies ------------------------------------------------------------------------
+
+    def rules(self) -> list[ResidencyRule | SpreadRule]:
+        return [rule_from_record(p.name, p.kind, p.spec) for p in self.repo.list_policies()]
+
+    # --- planning and deploying ----------------------------------------------------------
+
+    def plan(self, request: DeployRequest) -> Plan:
+        version = self.registry.resolve(parse_ref(request.ref))
+        name = check_name(request.name or version.model, "deployment name")
+        strategy = parse_strategy(request.strategy)
+        gates = parse_gates(request.gates)
+        existing = self.repo.get_deployment(name)
+        sites = self.store.sites.list()
+        current: dict[str, int | None] = {}
+        for site in sites:
+            mine = [a for a in self.store.assignments.list(site.name) if a.model == version.model]
+            current[site.name] = mine[0].version if mine else None
+        inputs = PlanInputs(
+            sites=sites,
+            online={s.name for s in sites if self.sites.online(s)},
+            current=current,
+            deployments=self.repo.list_deployments(),
+            overrides=self.repo.list_overrides(),
+            rules=self.rules(),
+        )
+        return make_plan(
+            name=name,
+            ref=request.ref,
+            version=version,
+            selector_text=request.selector,
+            strategy=strategy,
+            gates=gates,
+            existing=existing,
+            inputs=inputs,
+        )
+
+    def deploy(
+        self, request: DeployRequest, actor: str
+    ) -> tuple[DeploymentRecord, RolloutRecord | None, Plan]:
+        """Create or update a deployment; refuses on policy, conflict or an invalid plan."""
+        plan = self.plan(request)
+        subject = f"deployment {plan.deployment} ({plan.model}:{plan.version})"
+        if plan.violations:
+            raise refuse(subject, plan.violations)
+        if plan.conflicts:
+            raise Conflict(f"{subject} conflicts: " + " | ".join(plan.conflicts))
+        if plan.errors:
+            raise InvalidInput(f"{subject}: " + "; ".join(plan.errors))
+        existing = self.repo.get_deployment(plan.deployment)
+        now = self.store.now()
+        record = DeploymentRecord(
+            name=plan.deployment,
+            model=plan.model,
+            ref=request.ref,
+            selector=plan.selector,
+            strategy=plan.strategy.model_dump(),
+            gates=plan.gates.model_dump(),
+            params=request.params,
+            target_version=plan.version,
+            stable_version=plan.from_version,
+            created_at=existing.created_at if existing else now,
+            updated_at=now,
+        )
+        rollout = None
+        if plan.rollout_needed:
+            rollout = RolloutRecord(
+                id=self.repo.new_rollout_id(),
+                deployment=plan.deployment,
+                model=plan.model,
+                from_version=plan.from_version,
+                to_version=plan.version,
+                state="running",
+                step=0,
+                step_started_at=now,
+                plan={
+                    "waves": plan.waves,
+                    "previous": {t.site: t.current for t in plan.targets},
+                    "strategy": plan.strategy.model_dump(),
+                    "gates": plan.gates.model_dump(),
+                },
+                history=[],
+                reason="",
+                seq=1,
+                created_by=actor,
+                created_at=now,
+                updated_at=now,
+            )
+        self.repo.save_deployment(
+            record, rollout, expected_updated_at=existing.updated_at if existing else None
+        )
+        self.sync()
+        return record, rollout, plan
+
+    def get(self, name: str) -> DeploymentRecord:
+        record = self.repo.get_deployment(name)
+        if record is None:
+            raise NotFound(f"deployment {name!r} does not exist (see `modelfleet deployments`)")
+        return record
+
+    def remove(self, name: str) -> None:
+        self.get(name)
+        self.repo.delete_deployment(name)
+        self.sync()
+
+    def pin(self, site: str, ref: str, reason: str = "") -> OverrideRecord:
+        """Pin ``site`` to a version of a model; wins over every deployment."""
+        record = self.sites.get(site)
+        version = self.registry.resolve(parse_ref(ref))
+        violations = check_residency(self.rules(), version.training_regions, [record])
+        if violations:
+            raise refuse(f"override {site} -> {version.model}:{version.version}", violations)
+        self.repo.put_override(record.name, version.model, version.version, reason)
+        self.sync([record.name])
+        return next(o for o in self.repo.list_overrides(record.name) if o.model == version.model)
+
+    def unpin(self, site: str, model: str) -> None:
+        self.repo.delete_override(check_name(site, "site name"), check_name(model, "model name"))
+        self.sync([site])
+
+    # --- desired state -------------------------------------------------------------------
+
+    def active_rollouts(self) -> dict[str, RolloutRecord]:
+        return {r.deployment: r for r in self.repo.list_rollouts(states=ACTIVE_STATES)}
+
+    def sync(self, site_names: Iterable[str] | None = None) -> list[str]:
+        """Write each site's computed desired state through ``store.assignments``.
+
+        Only differences are written (each bumps the site's revision and wakes its
+        long-poll). Returns the sites that changed.
+        """
+        deployments = self.repo.list_deployments()
+        overrides = self.repo.list_overrides()
+        active = self.active_rollouts()
+        managed = {d.model for d in deployments} | {o.model for o in overrides}
+        wanted = set(site_names) if site_names is not None else None
+        changed = []
+        for site in self.store.sites.list():
+            if wanted is not None and site.name not in wanted:
+                continue
+            desired, conflicts = desired_for_site(site, deployments, active, overrides)
+            for text in conflicts:
+                log.warning("desired state conflict: %s", text)
+            current = {a.model: a for a in self.store.assignments.list(site.name)}
+            touched = False
+            for model in sorted(managed | set(desired)):
+                want, have = desired.get(model), current.get(model)
+                if want is None:
+                    if have is not None and model in managed:
+                        self.store.assignments.remove(site.name, model)
+                        touched = True
+                elif have is None or (have.version, have.ref, have.params) != (
+                    want.version,
+                    want.ref,
+                    want.params,
+                ):
+                    self.store.assignments.set(
+                        site.name, model, want.version, want.ref, want.params
+                    )
+                    touched = True
+            if touched:
+                changed.append(site.name)
+                self.notify(site.name)
+        return changed
+
+    def view(self, record: DeploymentRecord) -> dict[str, Any]:
+        active = self.active_rollouts().get(record.name)
+        latest = self.repo.list_rollouts(deployment=record.name)
+        return {
+            "name": record.name,
+            "model": record.model,
+            "ref": record.ref,
+            "selector": record.selector or "(all sites)",
+            "strategy": record.strategy,
+            "gates": record.gates,
+            "params": record.params,
+            "target_version": record.target_version,
+            "stable_version": record.stable_version,
+            "rollout": active.id if active else (latest[0].id if latest else None),
+            "rollout_state": active.state if active else (latest[0].state if latest else None),
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+        }

@@ -1,0 +1,197 @@
+"""``deploy --plan``: what a deployment would do, computed without changing anything.
+
+The same function plans the real deployment, so what the operator reviewed is exactly
+what runs: which sites get which version (and what they run now), which are excluded and
+why (selector, policy, override, offline, conflict), the waves, and every rule broken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelfleet.errors import InvalidInput
+from modelfleet.hub.policy import (
+    ResidencyRule,
+    SpreadRule,
+    Violation,
+    check_residency,
+    check_spread,
+)
+from modelfleet.hub.rollout.gates import Gates
+from modelfleet.hub.rollout.strategies import Strategy, build_waves, describe_strategy
+from modelfleet.hub.selectors import Selector, parse_selector
+from modelfleet.hub.store.records import SiteRecord, VersionRecord
+from modelfleet.hub.store.sql_deployments import DeploymentRecord, OverrideRecord
+
+
+@dataclass(frozen=True)
+class SiteTarget:
+    site: str
+    current: int | None  # the model version the site is assigned now
+    version: int  # the version the deployment gives it
+    online: bool
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    site: str
+    reason: str  # selector | policy | override | offline | conflict
+    detail: str
+
+
+@dataclass
+class Plan:
+    deployment: str
+    model: str
+    ref: str
+    version: int
+    training_regions: list[str]
+    selector: str
+    strategy: Strategy
+    gates: Gates
+    from_version: int | None  # the deployment's stable version before this change
+    targets: list[SiteTarget] = field(default_factory=list)
+    excluded: list[Exclusion] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    waves: list[list[str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rollout_needed(self) -> bool:
+        return self.from_version != self.version
+
+    @property
+    def ok(self) -> bool:
+        return not (self.violations or self.conflicts or self.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "model": self.model,
+            "ref": self.ref,
+            "version": self.version,
+            "training_regions": self.training_regions,
+            "selector": self.selector or "(all sites)",
+            "strategy": self.strategy.model_dump(),
+            "strategy_text": describe_strategy(self.strategy),
+            "gates": self.gates.model_dump(),
+            "from_version": self.from_version,
+            "rollout": self.rollout_needed,
+            "targets": [t.__dict__ for t in self.targets],
+            "excluded": [e.__dict__ for e in self.excluded],
+            "violations": [v.as_dict() for v in self.violations],
+            "conflicts": self.conflicts,
+            "waves": self.waves,
+            "errors": self.errors,
+            "ok": self.ok,
+        }
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything a plan reads, gathered by the caller in one place."""
+
+    sites: list[SiteRecord]
+    online: set[str]
+    current: dict[str, int | None]  # site -> assigned version of the model
+    deployments: list[DeploymentRecord]
+    overrides: list[OverrideRecord]
+    rules: list[ResidencyRule | SpreadRule]
+
+
+def make_plan(
+    *,
+    name: str,
+    ref: str,
+    version: VersionRecord,
+    selector_text: str,
+    strategy: Strategy,
+    gates: Gates,
+    existing: DeploymentRecord | None,
+    inputs: PlanInputs,
+) -> Plan:
+    selector: Selector = parse_selector(selector_text)
+    plan = Plan(
+        deployment=name,
+        model=version.model,
+        ref=ref,
+        version=version.version,
+        training_regions=list(version.training_regions),
+        selector=str(selector) if selector.terms else "",
+        strategy=strategy,
+        gates=gates,
+        from_version=existing.stable_version if existing else None,
+    )
+    if existing is not None and existing.model != version.model:
+        plan.errors.append(
+            f"deployment {name!r} deploys model {existing.model!r}, not {version.model!r}; "
+            "pick another --name"
+        )
+    pinned = {o.site: o for o in inputs.overrides if o.model == version.model}
+    others = [
+        (d, parse_selector(d.selector))
+        for d in inputs.deployments
+        if d.model == version.model and d.name != name
+    ]
+    selected: list[SiteRecord] = []
+    for site in inputs.sites:
+        why = selector.explain(site.labels)
+        if why is not None:
+            plan.excluded.append(Exclusion(site.name, "selector", why))
+            continue
+        if site.name in pinned:
+            o = pinned[site.name]
+            plan.excluded.append(
+                Exclusion(site.name, "override", f"pinned to {o.model}:{o.version} (`unpin`)")
+            )
+            continue
+        clash = [d.name for d, sel in others if sel.matches(site.labels)]
+        if clash:
+            text = (
+                f"site {site.name} is also selected by deployment(s) {', '.join(clash)} for "
+                f"model {version.model}; a site runs one version of a model — narrow a "
+                "selector or pin the site"
+            )
+            plan.conflicts.append(text)
+            plan.excluded.append(Exclusion(site.name, "conflict", text))
+            continue
+        selected.append(site)
+    plan.violations = check_residency(inputs.rules, version.training_regions, selected)
+    plan.violations += check_spread(inputs.rules, version.model, selected)
+    refused = {v.site for v in plan.violations if v.site}
+    movable = []
+    for site in selected:
+        if site.name in refused:
+            detail = "; ".join(
+                f"{v.rule}: {v.detail}" for v in plan.violations if v.site == site.name
+            )
+            plan.excluded.append(Exclusion(site.name, "policy", detail))
+            continue
+        online = site.name in inputs.online
+        plan.targets.append(
+            SiteTarget(
+                site.name, inputs.current.get(site.name), version.version, online, site.labels
+            )
+        )
+        if online:
+            movable.append(site)
+        else:
+            plan.excluded.append(
+                Exclusion(
+                    site.name,
+                    "offline",
+                    "not in the waves; gets the version once the rollout succeeds and the "
+                    "site is back",
+                )
+            )
+    if not selected and not plan.errors:
+        plan.errors.append(f"selector {plan.selector or '(all sites)'!r} selects no site")
+    elif plan.rollout_needed and not plan.violations and not plan.conflicts:
+        try:
+            plan.waves = build_waves(strategy, movable)
+        except InvalidInput as exc:
+            plan.errors.append(exc.message)
+    return plan

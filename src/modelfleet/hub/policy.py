@@ -1,0 +1,179 @@
+"""Governance rules a placement must obey: residency and spread.
+
+* **residency** — a model trained on data from any of ``training_regions`` may only run at
+  sites whose ``label`` (default ``jurisdiction``) is one of ``allowed_jurisdictions``. This
+  is how "models trained on EU data only at EU sites" is written.
+* **spread** — a deployment (of the listed ``models``, default every model) must cover at
+  least ``min_distinct`` values of ``label``, e.g. two providers, so one provider's outage
+  never takes a model down everywhere.
+
+Rules are checked when a deployment is planned or created; a refusal names the rule and
+every offending site, because an operator fixes a placement site by site. The site agent
+checks residency again against its own local policy file (``site/policy.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from modelfleet.errors import InvalidInput, PolicyViolation
+from modelfleet.hub.store.records import SiteRecord
+from modelfleet.refs import check_name
+
+
+class ResidencyRule(BaseModel):
+    """Models trained on data from ``training_regions`` may run only where allowed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["residency"] = "residency"
+    training_regions: list[str] = Field(min_length=1)
+    allowed_jurisdictions: list[str] = Field(min_length=1)
+    label: str = "jurisdiction"
+    description: str = ""
+
+    def spec(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"name", "kind"})
+
+
+class SpreadRule(BaseModel):
+    """A deployment must cover at least ``min_distinct`` values of ``label``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["spread"] = "spread"
+    label: str
+    min_distinct: int = Field(ge=2)
+    models: list[str] = Field(default_factory=list, description="Empty: every model.")
+    description: str = ""
+
+    def spec(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"name", "kind"})
+
+
+Rule = Annotated[ResidencyRule | SpreadRule, Field(discriminator="kind")]
+_RULE = TypeAdapter(Rule)
+
+
+def parse_rule(raw: dict[str, Any]) -> ResidencyRule | SpreadRule:
+    """Validate one rule document; ``InvalidInput`` names the field that is wrong."""
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"a policy must be a mapping, got {type(raw).__name__}")
+    try:
+        rule = _RULE.validate_python(raw)
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid policy {raw.get('name', '?')!r}: {describe(exc)}") from exc
+    check_name(rule.name, "policy name")
+    return rule
+
+
+def rule_from_record(name: str, kind: str, spec: dict[str, Any]) -> ResidencyRule | SpreadRule:
+    return parse_rule({"name": name, "kind": kind, **spec})
+
+
+def parse_policy_document(doc: Any) -> list[ResidencyRule | SpreadRule]:
+    """``{"policies": [...]}`` (or a bare list) -> rules, names unique."""
+    items = doc.get("policies") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise InvalidInput("a policy file holds `policies:` followed by a list of rules")
+    rules = [parse_rule(item) for item in items]
+    names = [r.name for r in rules]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InvalidInput(f"policy names must be unique; repeated: {', '.join(dupes)}")
+    return rules
+
+
+def describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "value"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One rule broken at one site (``site`` is None for a rule about the whole set)."""
+
+    rule: str
+    kind: str
+    site: str | None
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "kind": self.kind, "site": self.site, "detail": self.detail}
+
+
+def check_residency(
+    rules: Sequence[ResidencyRule | SpreadRule],
+    training_regions: Sequence[str],
+    sites: Sequence[SiteRecord],
+) -> list[Violation]:
+    """Every (rule, site) pair where a site may not run a model with these regions."""
+    found = []
+    regions = set(training_regions)
+    for rule in rules:
+        if not isinstance(rule, ResidencyRule) or not regions & set(rule.training_regions):
+            continue
+        allowed = set(rule.allowed_jurisdictions)
+        trained = ",".join(sorted(regions & set(rule.training_regions)))
+        for site in sites:
+            value = site.labels.get(rule.label)
+            if value not in allowed:
+                have = f"{rule.label}={value}" if value else f"no {rule.label} label"
+                found.append(
+                    Violation(
+                        rule.name,
+                        rule.kind,
+                        site.name,
+                        f"trained on {trained} data, allowed only where {rule.label} in "
+                        f"({','.join(sorted(allowed))}); site has {have}",
+                    )
+                )
+    return found
+
+
+def check_spread(
+    rules: Sequence[ResidencyRule | SpreadRule], model: str, sites: Sequence[SiteRecord]
+) -> list[Violation]:
+    found = []
+    for rule in rules:
+        if not isinstance(rule, SpreadRule) or (rule.models and model not in rule.models):
+            continue
+        values = sorted({s.labels[rule.label] for s in sites if rule.label in s.labels})
+        if len(values) < rule.min_distinct:
+            covered = ", ".join(
+                f"{s.name} ({rule.label}={s.labels.get(rule.label)})" for s in sites
+            )
+            found.append(
+                Violation(
+                    rule.name,
+                    rule.kind,
+                    None,
+                    f"needs at least {rule.min_distinct} distinct {rule.label} values, the "
+                    f"deployment covers {len(values)} ({', '.join(values) or 'none'}): "
+                    f"{covered or 'no sites'}",
+                )
+            )
+    return found
+
+
+def refuse(subject: str, violations: Sequence[Violation]) -> PolicyViolation:
+    """One error naming every rule and every offending site."""
+    lines = []
+    for rule in sorted({v.rule for v in violations}):
+        mine = [v for v in violations if v.rule == rule]
+        kind = mine[0].kind
+        if kind == "residency":
+            sites = "; ".join(f"{v.site}: {v.detail}" for v in mine)
+            lines.append(f"residency rule {rule!r} refuses site(s) {sites}")
+        else:
+            lines.append(f"spread rule {rule!r}: {mine[0].detail}")
+    return PolicyViolation(f"{subject} refused by policy — " + " | ".join(lines))

@@ -1,0 +1,1 @@
+"""Progressive rollouts: strategies (waves), gates (health checks) and the controller."""

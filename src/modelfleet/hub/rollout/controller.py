@@ -1,0 +1,388 @@
+"""The rollout controller: a persisted, idempotent state machine.
+
+States::
+
+    running --step passes, more waves--> running (step + 1)
+    running --last step passes--------> succeeded   (deployment's stable version := new)
+    running --a gate fails / a site---> failed      (every moved site back to its version)
+              cannot activate
+    running --no verdict by deadline--> paused      (inconclusive: a human decides)
+    running|paused --pause/resume-----> paused|running
+    running|paused --promote----------> running (step + 1) | succeeded
+    running|paused --abort------------> aborted     (moved sites back)
+    running|paused|succeeded --rollback-> rolled_back
+
+Everything the controller knows lives in the rollout row; nothing is kept in memory
+between ticks. Each transition is one compare-and-set on the row's ``seq`` (with the
+deployment's stable version in the same transaction when it changes), and the sites'
+assignments are *derived* from the rows by :meth:`Deployments.sync`, which is idempotent.
+So a hub killed at any instant resumes exactly where it was: at worst the assignments of
+the last transition were not yet written, and the first sync after the restart writes them.
+A wave's bake time counts from ``step_started_at`` in the row, so it survives restarts too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from modelfleet.errors import Conflict, InvalidInput, NotFound
+from modelfleet.hub.deployments import Deployments
+from modelfleet.hub.rollout.gates import Figures, GateSource, Verdict, evaluate, parse_gates
+from modelfleet.hub.rollout.leader import Leadership
+from modelfleet.hub.rollout.strategies import describe_strategy, parse_strategy
+from modelfleet.hub.store.sql_deployments import ACTIVE_STATES, RolloutChange, RolloutRecord
+
+log = logging.getLogger("modelfleet.hub.rollout")
+
+Action = Literal["pause", "resume", "promote", "abort", "rollback"]
+ACTIONS: tuple[Action, ...] = ("pause", "resume", "promote", "abort", "rollback")
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Literal["success", "fail", "inconclusive"]
+    gate: str | None
+    message: str
+    verdict: Verdict | None = None
+
+    def entry(self, step: int, at: datetime) -> dict[str, Any]:
+        return {
+            "step": step,
+            "outcome": self.outcome,
+            "gate": self.gate,
+            "message": self.message,
+            "figures": self.verdict.figures.as_dict() if self.verdict else None,
+            "baseline_p99_ms": self.verdict.baseline_p99_ms if self.verdict else None,
+            "at": at.isoformat(),
+        }
+
+
+class RolloutController:
+    """Moves running rollouts along; operator actions go through the same CAS."""
+
+    def __init__(
+        self,
+        deployments: Deployments,
+        source: GateSource,
+        leadership: Leadership,
+        *,
+        interval_s: float = 1.0,
+        baseline_window_s: float = 600.0,
+        full_sync_s: float = 10.0,
+    ) -> None:
+        self.deployments = deployments
+        self.repo = deployments.repo
+        self.store = deployments.store
+        self.source = source
+        self.leadership = leadership
+        self.interval_s = interval_s
+        self.baseline_window_s = baseline_window_s
+        self.full_sync_s = full_sync_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="rollout-controller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.leadership.release()
+
+    def _run(self) -> None:
+        was_leader, last_sync = False, 0.0
+        while not self._stop.is_set():
+            try:
+                leader = self.leadership.poll()
+                if leader:
+                    if not was_leader or time.monotonic() - last_sync >= self.full_sync_s:
+                        # On taking over (a restart, a failover) and now and then: make
+                        # every site's assignments match the persisted state.
+                        self.deployments.sync()
+                        last_sync = time.monotonic()
+                    self.tick()
+                was_leader = leader
+            except Exception:  # keep controlling whatever one pass did
+                log.exception("rollout controller pass failed")
+            self._stop.wait(self.interval_s)
+
+    def tick(self, now: datetime | None = None) -> list[RolloutRecord]:
+        """Evaluate every running rollout once; returns those that changed."""
+        changed = []
+        for rollout in self.repo.list_rollouts(states=("running",)):
+            moved = self.advance(rollout, now or self.store.now())
+            if moved is not None:
+                changed.append(moved)
+        return changed
+
+    # --- one evaluation ------------------------------------------------------------------
+
+    def decide(self, r: RolloutRecord, now: datetime) -> Decision | None:
+        """The verdict on the current step, or None while it keeps baking."""
+        strategy = parse_strategy(r.plan.get("strategy"))
+        gates = parse_gates(r.plan.get("gates"))
+        wave = r.waves[r.step]
+        reported = self._reported(r.model)
+        for site in r.moved_sites():
+            state = reported.get(site, {})
+            if state.get("desired_version") == r.to_version and state.get("error"):
+                error = state["error"]
+                return Decision(
+                    "fail",
+                    "activation",
+                    f"site {site} could not activate {r.model}:{r.to_version}: "
+                    f"{error.get('code')}: {error.get('message')}",
+                )
+        elapsed = (now - r.step_started_at).total_seconds()
+        pending = [s for s in wave if reported.get(s, {}).get("active_version") != r.to_version]
+        figures = self.source.figures(
+            r.model, r.to_version, wave, r.step_started_at, drift=gates.max_drift is not None
+        )
+        baseline = None
+        if gates.max_p99_ratio is not None and r.from_version is not None:
+            before = r.step_started_at - timedelta(seconds=self.baseline_window_s)
+            baseline = self.source.figures(
+                r.model, r.from_version, wave, before, r.step_started_at
+            ).p99_ms
+        verdict = evaluate(gates, figures, baseline)
+        if verdict.outcome == "fail":
+            return Decision("fail", verdict.gate, verdict.message, verdict)
+        if not pending and verdict.outcome == "pass" and elapsed >= strategy.bake_s:
+            return Decision("success", None, verdict.message, verdict)
+        if elapsed >= strategy.progress_deadline_s:
+            why = (
+                f"site(s) {', '.join(pending)} not running {r.model}:{r.to_version}"
+                if pending
+                else f"too little traffic: {verdict.message}"
+            )
+            return Decision(
+                "inconclusive",
+                "progress_deadline",
+                f"no verdict within {strategy.progress_deadline_s:g} s: {why}",
+                verdict,
+            )
+        return None
+
+    def advance(self, r: RolloutRecord, now: datetime) -> RolloutRecord | None:
+        decision = self.decide(r, now)
+        if decision is None:
+            return None
+        entry = decision.entry(r.step, now)
+        last = r.step >= len(r.waves) - 1
+        if decision.outcome == "success" and last:
+            change = RolloutChange(
+                state="succeeded",
+                reason="every wave passed its gates",
+                history_entry=entry,
+                deployment_stable=(r.deployment, r.to_version),
+            )
+        elif decision.outcome == "success":
+            change = RolloutChange(step=r.step + 1, step_started_at=now, history_entry=entry)
+        elif decision.outcome == "fail":
+            change = RolloutChange(
+                state="failed",
+                reason=f"wave {r.step + 1} failed gate {decision.gate}: {decision.message}; "
+                "moved sites rolled back",
+                history_entry=entry,
+            )
+        else:
+            change = RolloutChange(
+                state="paused", reason=f"inconclusive: {decision.message}", history_entry=entry
+            )
+        moved = self.repo.transition(r, change)
+        if moved is None:
+            return None  # someone else decided first; the next tick re-reads
+        log.warning("rollout %s: %s", r.id, moved.reason or f"wave {moved.step + 1} started")
+        self.deployments.sync(self._sites(r))
+        return moved
+
+    # --- operator actions ----------------------------------------------------------------
+
+    def act(self, rollout_id: str, action: str, actor: str) -> RolloutRecord:
+        if action not in ACTIONS:
+            raise InvalidInput(f"unknown rollout action {action!r}; use one of {ACTIONS}")
+        for _ in range(5):
+            r = self.get(rollout_id)
+            change = self._change_for(r, action, actor)
+            moved = self.repo.transition(r, change)
+            if moved is not None:
+                self.deployments.sync(self._sites(r) if action != "rollback" else None)
+                return moved
+        raise Conflict(f"rollout {rollout_id} keeps changing under us; try again")
+
+    def _change_for(self, r: RolloutRecord, action: str, actor: str) -> RolloutChange:
+        now = self.store.now()
+        entry = {"step": r.step, "outcome": action, "by": actor, "at": now.isoformat()}
+        if action == "rollback" and r.state == "succeeded":
+            latest = self.repo.list_rollouts(deployment=r.deployment)
+            if latest and latest[0].id != r.id:
+                raise Conflict(
+                    f"rollout {r.id} is not the deployment's latest ({latest[0].id}); "
+                    "roll back that one, or deploy the version you want"
+                )
+            return RolloutChange(
+                state="rolled_back",
+                reason=f"rolled back by {actor} to {_version_text(r.model, r.from_version)}",
+                history_entry=entry,
+                deployment_stable=(r.deployment, r.from_version),
+            )
+        if r.state not in ACTIVE_STATES:
+            raise Conflict(f"rollout {r.id} is {r.state}; {action} applies to a running rollout")
+        if action == "pause":
+            if r.state == "paused":
+                raise Conflict(f"rollout {r.id} is already paused")
+            return RolloutChange(state="paused", reason=f"paused by {actor}", history_entry=entry)
+        if action == "resume":
+            if r.state == "running":
+                raise Conflict(f"rollout {r.id} is already running")
+            return RolloutChange(
+                state="running", reason="", step_started_at=now, history_entry=entry
+            )
+        if action == "promote":
+            if r.step >= len(r.waves) - 1:
+                return RolloutChange(
+                    state="succeeded",
+                    reason=f"promoted by {actor}",
+                    history_entry=entry,
+                    deployment_stable=(r.deployment, r.to_version),
+                )
+            return RolloutChange(
+                state="running",
+                reason="",
+                step=r.step + 1,
+                step_started_at=now,
+                history_entry=entry,
+            )
+        state = "aborted" if action == "abort" else "rolled_back"
+        return RolloutChange(
+            state=state, reason=f"{state.replace('_', ' ')} by {actor}", history_entry=entry
+        )
+
+    def get(self, rollout_id: str) -> RolloutRecord:
+        r = self.repo.get_rollout(rollout_id)
+        if r is None:
+            raise NotFound(f"rollout {rollout_id!r} does not exist (see `modelfleet rollout ls`)")
+        return r
+
+    # --- views ---------------------------------------------------------------------------
+
+    def _reported(self, model: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for site in self.store.sites.list():
+            for m in (site.report or {}).get("models", []):
+                if isinstance(m, dict) and m.get("name") == model:
+                    out[site.name] = m
+        return out
+
+    @staticmethod
+    def _sites(r: RolloutRecord) -> list[str]:
+        return [s for wave in r.waves for s in wave]
+
+    def view(self, r: RolloutRecord) -> dict[str, Any]:
+        reported = self._reported(r.model)
+        previous = r.plan.get("previous", {})
+        waves = []
+        for index, wave in enumerate(r.waves):
+            decided = [h for h in r.history if h.get("step") == index]
+            waves.append(
+                {
+                    "index": index + 1,
+                    "status": _wave_status(r, index),
+                    "sites": [
+                        {
+                            "site": site,
+                            "previous": previous.get(site),
+                            "active_version": reported.get(site, {}).get("active_version"),
+                            "state": reported.get(site, {}).get("state"),
+                            "error": reported.get(site, {}).get("error"),
+                        }
+                        for site in wave
+                    ],
+                    "decision": decided[-1] if decided else None,
+                }
+            )
+        strategy = parse_strategy(r.plan.get("strategy"))
+        return {
+            "id": r.id,
+            "deployment": r.deployment,
+            "model": r.model,
+            "from_version": r.from_version,
+            "to_version": r.to_version,
+            "state": r.state,
+            "step": r.step + 1,
+            "steps": len(r.waves),
+            "step_started_at": r.step_started_at,
+            "strategy": describe_strategy(strategy),
+            "bake_s": strategy.bake_s,
+            "progress_deadline_s": strategy.progress_deadline_s,
+            "gates": r.plan.get("gates", {}),
+            "reason": r.reason,
+            "waves": waves,
+            "history": r.history,
+            "created_by": r.created_by,
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "leader": self.leadership.leader,
+            "leader_since": self.leadership.since,
+            "election": self.leadership.backend,
+            "gate_source": type(self.source).__name__,
+        }
+
+
+def _version_text(model: str, version: int | None) -> str:
+    return f"{model}:{version}" if version is not None else f"no {model}"
+
+
+def _wave_status(r: RolloutRecord, index: int) -> str:
+    if r.state == "succeeded":
+        return "done"
+    if r.state in ("failed", "aborted", "rolled_back"):
+        return "rolled back" if index <= r.step else "never moved"
+    if index < r.step:
+        return "done"
+    if index == r.step:
+        return "baking" if r.state == "running" else "paused"
+    return "pending"
+
+
+__all__ = ["ACTIONS", "Decision", "Figures", "RolloutController"]
+
+
+def build_rollouts(
+    store: Any,
+    registry: Any,
+    sites: Any,
+    notify: Any,
+    settings: Any,
+    telemetry: Any = None,
+    source: GateSource | None = None,
+) -> tuple[Deployments | None, RolloutController | None]:
+    """The deployments service and its controller for one hub process (None without SQL)."""
+    from modelfleet.hub.rollout.sources import TelemetryGateSource
+    from modelfleet.hub.store.sql import SqlStore
+
+    if not isinstance(store, SqlStore):
+        return None, None
+    deployments = Deployments(store, registry, sites, notify)
+    controller = RolloutController(
+        deployments,
+        source if source is not None else TelemetryGateSource(store, telemetry),
+        Leadership(store),
+        interval_s=settings.rollout_interval_s,
+        baseline_window_s=settings.rollout_baseline_window_s,
+    )
+    return deployments, controller

@@ -1,0 +1,28 @@
+"""Routing across sites: the site directory, site selection, the client SDK and the gateway.
+
+See ``docs/routing.md``. Public names: :class:`Client`, :class:`AsyncClient`,
+:class:`ResidencyRules`, :class:`Site`, :class:`RoutingOptions`.
+"""
+
+from __future__ import annotations
+
+from modelfleet.routing.client import AsyncClient, Client, InferResult, SiteError
+from modelfleet.routing.directory import Site, SiteDirectory
+from modelfleet.routing.residency import UNRESTRICTED, ResidencyRules
+from modelfleet.routing.router import DeadlineExceeded, Router, RoutingOptions
+from modelfleet.routing.selection import NoSiteAvailable
+
+__all__ = [
+    "UNRESTRICTED",
+    "AsyncClient",
+    "Client",
+    "DeadlineExceeded",
+    "InferResult",
+    "NoSiteAvailable",
+    "ResidencyRules",
+    "Router",
+    "RoutingOptions",
+    "Site",
+    "SiteDirectory",
+    "SiteError",
+]

@@ -1,0 +1,211 @@
+"""The site directory: which sites exist, where they answer, what they serve.
+
+Clients fetch it from the hub (``GET /api/v1/directory``), keep the last good copy on disk and
+work from that copy when the hub is unreachable: the hub is needed to change the fleet, never
+to keep inference running. A static directory (a list of :class:`Site`) needs no hub at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
+from modelfleet.hub_client import raise_for_response
+from modelfleet.routing.transport import Origin
+
+__all__ = ["Site", "SiteDirectory", "default_cache_path"]
+
+DIRECTORY_PATH = "/api/v1/directory"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One routing target.
+
+    ``models`` maps a model name to the version the site serves (``None`` when the version is
+    not known); ``models=None`` means "unknown, ask the site" (static lists), in which case a
+    404 from the site makes the router skip it for that model.
+    """
+
+    name: str
+    url: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    models: Mapping[str, int | None] | None = None
+    online: bool = True
+
+    def __post_init__(self) -> None:
+        Origin.parse(self.url)  # fail early on a URL the transport cannot dial
+
+    @property
+    def jurisdiction(self) -> str | None:
+        return self.labels.get("jurisdiction")
+
+    def serves(self, model: str, version: int | None = None) -> bool | None:
+        """True/False when the directory knows, None when it does not."""
+        if self.models is None:
+            return None
+        if model not in self.models:
+            return False
+        known = self.models[model]
+        return version is None or known is None or known == version
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Site:
+        try:
+            name, url = str(doc["name"]), str(doc["url"])
+        except KeyError as exc:
+            raise InvalidInput(f"site entry needs 'name' and 'url': {dict(doc)!r}") from exc
+        labels = {str(k): str(v) for k, v in dict(doc.get("labels") or {}).items()}
+        for key in ("jurisdiction", "region", "tier", "provider"):
+            if key in doc and key not in labels:
+                labels[key] = str(doc[key])
+        raw = doc.get("models")
+        models: dict[str, int | None] | None
+        if raw is None:
+            models = None
+        elif isinstance(raw, Mapping):
+            models = {str(k): (int(v) if v is not None else None) for k, v in raw.items()}
+        else:
+            models = {}
+            for item in raw:
+                if isinstance(item, str):
+                    models[item] = None
+                elif item.get("ready", True):
+                    version = item.get("version")
+                    models[str(item["name"])] = int(version) if version is not None else None
+        return cls(name, url, labels, models, bool(doc.get("online", True)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "labels": dict(self.labels),
+            "online": self.online,
+            "models": None
+            if self.models is None
+            else [{"name": k, "version": v, "ready": True} for k, v in self.models.items()],
+        }
+
+
+def default_cache_path(hub_url: str) -> Path:
+    """``$XDG_CACHE_HOME/modelfleet/directory-<hash of hub URL>.json``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    digest = hashlib.sha256(hub_url.rstrip("/").encode()).hexdigest()[:16]
+    return Path(base) / "modelfleet" / f"directory-{digest}.json"
+
+
+class SiteDirectory:
+    """The current list of sites, from the hub (cached on disk) or from a static list."""
+
+    def __init__(
+        self,
+        *,
+        hub_url: str | None = None,
+        token: str | None = None,
+        sites: Iterable[Site | Mapping[str, Any]] | None = None,
+        cache_path: str | Path | None = None,
+        timeout_s: float = 5.0,
+    ) -> None:
+        if (hub_url is None) == (sites is None):
+            raise InvalidInput("give either a hub URL or a static list of sites, not both")
+        self.hub_url = hub_url.rstrip("/") if hub_url else None
+        self.token = token
+        self.timeout_s = timeout_s
+        self.cache_path = (
+            Path(cache_path)
+            if cache_path is not None
+            else (default_cache_path(self.hub_url) if self.hub_url else None)
+        )
+        self.sites: list[Site] = (
+            [s if isinstance(s, Site) else Site.from_dict(s) for s in sites]
+            if sites is not None
+            else []
+        )
+        self.fetched_at: float | None = time.time() if sites is not None else None
+        #: "static", "hub" or "cache": where the current list came from.
+        self.source = "static" if sites is not None else "none"
+        self.last_error: str | None = None
+
+    @property
+    def static(self) -> bool:
+        return self.hub_url is None
+
+    def refresh(self) -> list[Site]:
+        """Fetch from the hub; on failure fall back to the disk cache (or keep what we have).
+
+        Raises :class:`HubUnreachable` only when there is nothing to fall back to.
+        """
+        if self.hub_url is None:
+            return self.sites
+        try:
+            doc = self._fetch()
+        except HubUnreachable as exc:
+            self.last_error = exc.message
+            if self.sites:
+                return self.sites
+            cached = self._load_cache()
+            if cached is None:
+                raise HubUnreachable(
+                    f"{exc.message}; and no cached directory at {self.cache_path}"
+                ) from exc
+            self._apply(cached, "cache")
+            return self.sites
+        self._apply(doc, "hub")
+        self._save_cache(doc)
+        self.last_error = None
+        return self.sites
+
+    def _fetch(self) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = httpx.get(
+                f"{self.hub_url}{DIRECTORY_PATH}", headers=headers, timeout=self.timeout_s
+            )
+        except httpx.TransportError as exc:
+            raise HubUnreachable(f"cannot reach the hub at {self.hub_url}: {exc}") from exc
+        raise_for_response(response)
+        doc: dict[str, Any] = response.json()
+        return doc
+
+    def _apply(self, doc: Mapping[str, Any], source: str) -> None:
+        sites = []
+        for entry in doc.get("sites", []):
+            if not entry.get("url"):
+                continue  # never reported: nowhere to send requests
+            try:
+                sites.append(Site.from_dict(entry))
+            except ModelfleetError:
+                continue  # an unusable URL (e.g. https) must not hide the other sites
+        self.sites = sites
+        self.fetched_at = time.time()
+        self.source = source
+
+    def _save_cache(self, doc: Mapping[str, Any]) -> None:
+        if self.cache_path is None:
+            return
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"hub_url": self.hub_url, "directory": doc}))
+            tmp.replace(self.cache_path)  # atomic: a reader never sees half a file
+        except OSError:
+            pass  # a read-only home must not break inference
+
+    def _load_cache(self) -> dict[str, Any] | None:
+        if self.cache_path is None or not self.cache_path.is_file():
+            return None
+        try:
+            doc = json.loads(self.cache_path.read_text())
+            directory: dict[str, Any] = doc["directory"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return directory

@@ -1,0 +1,108 @@
+"""Residency rules: which site jurisdictions may receive data from which data region.
+
+A request's ``data_region`` says where its data comes from (``EU``, ``US``, ``IN``, ...); a
+site's ``jurisdiction`` label says under whose law it runs. The default rule is the strictest
+one that is still useful: data may only go to a site of the same jurisdiction. Exceptions are
+explicit, one line per data region::
+
+    rules = ResidencyRules({"UK": ["UK", "EU"], "CH": ["CH", "EU"]})
+
+Matching is case-insensitive. A site without a ``jurisdiction`` label receives only data
+marked :data:`UNRESTRICTED` (``"*"``: public or synthetic data, no residency constraint).
+Residency is never relaxed by the router: when no permitted site is available the request
+fails with an error that quotes :meth:`ResidencyRules.describe`.
+
+The governance issue will feed these rules from hub policies: :meth:`from_mapping` accepts the
+plain document (``{"default": "same", "rules": {"UK": ["UK", "EU"]}}``) such a policy will be
+stored as, and :meth:`from_file` reads the same document from YAML or JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelfleet.errors import InvalidInput
+
+__all__ = ["UNRESTRICTED", "ResidencyRules"]
+
+#: The data region of data that carries no residency constraint.
+UNRESTRICTED = "*"
+
+
+class ResidencyRules:
+    """Data region -> the jurisdictions that may receive it (default: the same one)."""
+
+    def __init__(
+        self, rules: Mapping[str, Iterable[str]] | None = None, *, source: str = "explicit"
+    ) -> None:
+        self._rules: dict[str, frozenset[str]] = {}
+        for region, jurisdictions in (rules or {}).items():
+            if isinstance(jurisdictions, str):
+                raise InvalidInput(
+                    f"residency rule for {region!r}: give a list of jurisdictions, "
+                    f"not the string {jurisdictions!r}"
+                )
+            allowed = frozenset(j.strip().upper() for j in jurisdictions)
+            if not allowed:
+                raise InvalidInput(f"residency rule for {region!r} permits no jurisdiction")
+            self._rules[region.strip().upper()] = allowed
+        self.source = source
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any], *, source: str = "mapping") -> ResidencyRules:
+        """``{"default": "same", "rules": {REGION: [JURISDICTION, ...]}}``."""
+        default = doc.get("default", "same")
+        if default != "same":
+            raise InvalidInput(
+                f"residency default {default!r} is not supported: only 'same' (data stays in "
+                "its own jurisdiction unless a rule says otherwise)"
+            )
+        rules = doc.get("rules", {})
+        if not isinstance(rules, Mapping):
+            raise InvalidInput("residency 'rules' must map a data region to a list")
+        return cls(rules, source=source)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ResidencyRules:
+        file = Path(path)
+        try:
+            doc = yaml.safe_load(file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidInput(f"cannot read residency rules from {file}: {exc}") from exc
+        if not isinstance(doc, Mapping):
+            raise InvalidInput(f"{file}: expected a mapping with 'rules'")
+        return cls.from_mapping(doc, source=str(file))
+
+    def allowed(self, data_region: str) -> frozenset[str] | None:
+        """Permitted jurisdictions, or None for unrestricted data (any site)."""
+        region = data_region.strip().upper()
+        if region == UNRESTRICTED:
+            return None
+        return self._rules.get(region, frozenset({region}))
+
+    def permits(self, data_region: str, jurisdiction: str | None) -> bool:
+        allowed = self.allowed(data_region)
+        if allowed is None:
+            return True
+        return jurisdiction is not None and jurisdiction.strip().upper() in allowed
+
+    def describe(self, data_region: str) -> str:
+        """The rule in words, for error messages: which rule applied and where it came from."""
+        region = data_region.strip().upper()
+        allowed = self.allowed(region)
+        if allowed is None:
+            return "data region '*' is unrestricted (any site)"
+        names = ", ".join(sorted(allowed))
+        if region in self._rules:
+            return f"residency rule {region} -> {{{names}}} (from {self.source})"
+        return f"residency rule {region} -> {{{names}}} (default: same jurisdiction only)"
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"default": "same", "rules": {k: sorted(v) for k, v in sorted(self._rules.items())}}
+
+    def __repr__(self) -> str:
+        return f"ResidencyRules({self.to_mapping()['rules']!r})"

@@ -1,0 +1,231 @@
+"""A small keep-alive HTTP/1.1 client on asyncio streams, for the SDK, gateway and cascade.
+
+Why not httpx: the gateway's budget is well under a millisecond of added latency per request
+on loopback, and a general-purpose client spends most of that on machinery the routing layer
+does not need (cookies, redirects, auth flows, per-request config merging). This client does
+one thing: send a request with a body to a known origin over a pooled connection and read a
+``Content-Length`` or chunked response. Cancelling the awaiting task closes the connection,
+which is how a losing hedged request is cancelled: the site sees its client go away.
+
+Errors: :class:`TransportFailure` for anything below HTTP (refused, reset, EOF, timeout
+handled by the caller through cancellation). A pooled connection that the server closed while
+idle is retried once on a fresh connection, transparently, as browsers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from modelfleet.errors import InvalidInput, ModelfleetError
+
+__all__ = ["HttpResponse", "Origin", "Pool", "TransportFailure"]
+
+_MAX_HEAD = 64 * 1024
+_MAX_IDLE_PER_ORIGIN = 64
+
+
+class TransportFailure(ModelfleetError):
+    """The connection failed before a complete HTTP response arrived."""
+
+    code = "transport_failure"
+    status = 502
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """``http://host:port`` plus the path prefix requests are appended to."""
+
+    host: str
+    port: int
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise InvalidInput(
+                f"site URL {url!r} is not supported: use http://HOST:PORT (put TLS in front "
+                "with a terminating proxy)"
+            )
+        return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/"))
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+class _Conn:
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def usable(self) -> bool:
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.transport.abort()
+
+
+class Pool:
+    """Idle connections per origin, bound to the event loop that created them."""
+
+    def __init__(self, *, connect_timeout_s: float = 5.0) -> None:
+        self._idle: dict[tuple[str, int], deque[_Conn]] = {}
+        self.connect_timeout_s = connect_timeout_s
+
+    async def request(
+        self,
+        origin: Origin,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        """One exchange. Cancel the awaiting task to abandon it (the connection is closed)."""
+        head = _head(method, origin, path, body, headers)
+        key = (origin.host, origin.port)
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.usable():
+                conn.close()
+                continue
+            try:
+                return await self._exchange(key, conn, head, body, method)
+            except _Stale:
+                continue  # the server closed it while idle: try another / a fresh one
+        conn = await self._connect(origin)
+        try:
+            return await self._exchange(key, conn, head, body, method)
+        except _Stale as exc:
+            raise TransportFailure(f"{origin.hostport} closed the connection") from exc
+
+    async def _connect(self, origin: Origin) -> _Conn:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(origin.host, origin.port, limit=_MAX_HEAD),
+                self.connect_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise TransportFailure(f"cannot connect to {origin.hostport}: {exc}") from exc
+        return _Conn(reader, writer)
+
+    async def _exchange(
+        self, key: tuple[str, int], conn: _Conn, head: bytes, body: bytes, method: str
+    ) -> HttpResponse:
+        received = False
+        reuse = False
+        try:
+            conn.writer.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                conn.writer.write(body)
+            raw = await conn.reader.readuntil(b"\r\n\r\n")
+            received = True
+            status, headers = _parse_head(raw)
+            data, reuse = await _read_body(conn.reader, headers, method, status)
+        except asyncio.IncompleteReadError as exc:
+            conn.close()
+            if not received and not exc.partial:
+                raise _Stale from exc
+            raise TransportFailure("connection closed mid-response") from exc
+        except (ConnectionError, OSError) as exc:
+            conn.close()
+            if not received:
+                raise _Stale from exc
+            raise TransportFailure(f"connection failed: {exc}") from exc
+        except asyncio.LimitOverrunError as exc:
+            conn.close()
+            raise TransportFailure("response head too large") from exc
+        except BaseException:
+            conn.close()  # cancelled (hedge lost, deadline) or a protocol error
+            raise
+        if reuse and conn.usable():
+            idle = self._idle.setdefault(key, deque())
+            if len(idle) < _MAX_IDLE_PER_ORIGIN:
+                idle.append(conn)
+            else:
+                conn.close()
+        else:
+            conn.close()
+        return HttpResponse(status, headers, data)
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().close()
+        self._idle.clear()
+
+
+class _Stale(Exception):
+    """Nothing came back on a (possibly reused) connection: safe to retry on a new one."""
+
+
+def _head(
+    method: str, origin: Origin, path: str, body: bytes, headers: dict[str, str] | None
+) -> bytes:
+    lines = [f"{method} {origin.prefix}{path} HTTP/1.1", f"host: {origin.hostport}"]
+    if body or method in ("POST", "PUT"):
+        lines.append(f"content-length: {len(body)}")
+    if headers:
+        lines.extend(f"{k}: {v}" for k, v in headers.items())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise TransportFailure(f"not an HTTP/1.x response: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    if parts[0] == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
+        headers.setdefault("connection", "close")
+    return int(parts[1]), headers
+
+
+async def _read_body(
+    reader: asyncio.StreamReader, headers: dict[str, str], method: str, status: int
+) -> tuple[bytes, bool]:
+    """The body and whether the connection may be reused."""
+    keep = headers.get("connection", "").lower() != "close"
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return b"", keep
+    length = headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise TransportFailure(f"bad Content-Length {length!r}")
+        return await reader.readexactly(int(length)), keep
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunks: list[bytes] = []
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            try:
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError as exc:
+                raise TransportFailure("bad chunk size") from exc
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass  # trailers
+                return b"".join(chunks), keep
+            chunks.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    return await reader.read(), False

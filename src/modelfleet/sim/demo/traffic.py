@@ -1,0 +1,139 @@
+"""Each plant's production line: requests through the SDK to its nearest permitted site,
+plus a sample of the same requests sent the centralised way for comparison."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from modelfleet.errors import ModelfleetError
+from modelfleet.routing.client import Client
+from modelfleet.sim.demo.fleet import DATA_REGION, MODEL
+from modelfleet.sim.plant_data import FEATURES
+
+AIR = FEATURES.index("air_temperature_k")
+
+
+@dataclass
+class LineStats:
+    sent: int = 0
+    failed: int = 0
+    served_by: Counter[str] = field(default_factory=Counter)  # answers per site
+    local_ms: list[float] = field(default_factory=list)
+    central_ms: list[float] = field(default_factory=list)
+    central_answers: int = 0
+    failures: list[tuple[float, str]] = field(default_factory=list)
+
+
+class PlantLine(threading.Thread):
+    """Sends one row per request, paced, until stopped. ``sensor_drift_k`` shifts the air
+    temperature sensor (a calibration drift) from the moment it is set."""
+
+    def __init__(
+        self,
+        plant: str,
+        *,
+        hub_url: str,
+        token: str,
+        central_url: str,
+        rows: np.ndarray,
+        cache_dir: Path,
+        pace_s: float,
+        central_every: int = 4,
+    ) -> None:
+        super().__init__(name=f"line-{plant}", daemon=True)
+        self.plant = plant
+        self.rows = rows.astype(np.float32)
+        self.central_url = central_url
+        self.pace_s = pace_s
+        self.central_every = central_every
+        self.stats = LineStats()
+        self.sensor_drift_k = 0.0
+        self._halt = threading.Event()
+        self._client = Client(
+            hub_url,
+            token,
+            data_region=DATA_REGION[plant],
+            cache_path=cache_dir / f"directory-{plant}.json",
+            deadline_s=10.0,
+        )
+        self._http = httpx.Client(timeout=10.0)
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def snapshot(self) -> LineStats:
+        with self._lock:
+            return LineStats(
+                self.stats.sent,
+                self.stats.failed,
+                Counter(self.stats.served_by),
+                list(self.stats.local_ms),
+                list(self.stats.central_ms),
+                self.stats.central_answers,
+                list(self.stats.failures),
+            )
+
+    def run(self) -> None:
+        i = 0
+        try:
+            while not self._halt.is_set():
+                row = self.rows[i % len(self.rows)][None, :].copy()
+                if self.sensor_drift_k:
+                    row[:, AIR] += np.float32(self.sensor_drift_k)
+                self._local(row)
+                if self.central_every and i % self.central_every == 0:
+                    self._central(row)
+                i += 1
+                self._halt.wait(self.pace_s)
+        finally:
+            self._client.close()
+            self._http.close()
+
+    def _local(self, row: np.ndarray) -> None:
+        try:
+            result = self._client.infer_detailed(MODEL, {"X": row})
+        except ModelfleetError as exc:
+            with self._lock:
+                self.stats.sent += 1
+                self.stats.failed += 1
+                self.stats.failures.append((time.time(), exc.message))
+            return
+        with self._lock:
+            self.stats.sent += 1
+            self.stats.served_by[result.site] += 1
+            self.stats.local_ms.append(result.latency_s * 1000)
+
+    def _central(self, row: np.ndarray) -> None:
+        body = {
+            "inputs": [
+                {
+                    "name": "X",
+                    "datatype": "FP32",
+                    "shape": [1, row.shape[1]],
+                    "data": row.ravel().tolist(),
+                }
+            ]
+        }
+        started = time.perf_counter()
+        try:
+            response = self._http.post(f"{self.central_url}/v2/models/{MODEL}/infer", json=body)
+        except httpx.TransportError:
+            return
+        elapsed = (time.perf_counter() - started) * 1000
+        with self._lock:
+            if response.status_code != 404:  # a 404 never reached a model: not in telemetry
+                self.stats.central_answers += 1
+            if response.status_code == 200:
+                self.stats.central_ms.append(elapsed)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None

@@ -1,0 +1,238 @@
+"""Hybrid cloud-edge cascade: a small model answers at the edge, hard cases go to the cloud.
+
+Per model, an :class:`EscalationRule` says when the edge's own answer is not good enough:
+
+- ``threshold``: the maximum class probability of some row of the local answer is below it
+  (the probabilities are the output named ``output``, else the first floating-point output
+  whose last dimension is at least 2);
+- ``always``: every request escalates (a heavy model lives only in the cloud, the edge model
+  is the fallback).
+
+An escalated request is re-sent, unchanged, to ``target`` (a cloud site or a gateway; with a
+gateway, ``data_region`` is sent in ``x-modelfleet-data-region`` so residency still holds),
+optionally to another model name (``target_model``). The cloud's answer is returned with
+``parameters: {"escalated": true}``. When the cloud is unreachable, errs, or does not answer
+within ``deadline_s``, the local answer is returned with ``parameters: {"degraded": true}``:
+the edge never fails because the cloud is away.
+
+A whole request escalates when any of its rows is low-confidence (one round trip, one answer);
+callers that want per-row escalation send rows separately.
+
+**Integration point** (``site/server.py``, after the local model ran and before the response
+is encoded)::
+
+    response = InferResponse(...)                  # the local answer
+    if self.cascade is not None and self.cascade.applies(model.name):
+        response = await self.cascade.maybe_escalate(model.name, req, response)
+    body, header = encode_response(response, binary_outputs=...)
+
+``Cascade.from_config`` reads the site's cascade section (YAML/JSON)::
+
+    target: http://cloud-site:8800          # or the gateway's URL
+    deadline_s: 0.5
+    data_region: EU                         # sent to a gateway target
+    models:
+      defects: {threshold: 0.7, output: probabilities}
+      captioner: {always: true, target_model: captioner-large}
+
+Counters (``escalations``, ``cloud_answers``, ``degraded``, per model) are Prometheus counters
+registered in the registry passed in (the server's), so they appear on the site's
+``/metrics`` and in the telemetry the agent ships.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter
+
+from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.oip.codec import decode_response, encode_request
+from modelfleet.oip.types import InferRequest, InferResponse, RequestedOutput
+from modelfleet.routing.router import REGION_HEADER, REQUEST_ID_HEADER
+from modelfleet.routing.transport import Origin, Pool
+
+__all__ = ["Cascade", "CascadeStats", "EscalationRule"]
+
+CASCADE_HEADER = "x-modelfleet-cascade"
+
+
+@dataclass(frozen=True)
+class EscalationRule:
+    """When a model's local answer escalates; see the module docstring."""
+
+    threshold: float | None = None
+    always: bool = False
+    output: str | None = None
+    target_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.threshold is None and not self.always:
+            raise InvalidInput("an escalation rule needs a threshold or always: true")
+        if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
+            raise InvalidInput(f"escalation threshold {self.threshold} must be in (0, 1]")
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> EscalationRule:
+        unknown = set(doc) - {"threshold", "always", "output", "target_model"}
+        if unknown:
+            raise InvalidInput(f"unknown escalation rule keys: {', '.join(sorted(unknown))}")
+        threshold = doc.get("threshold")
+        return cls(
+            threshold=float(threshold) if threshold is not None else None,
+            always=bool(doc.get("always", False)),
+            output=doc.get("output"),
+            target_model=doc.get("target_model"),
+        )
+
+    def wants(self, local: InferResponse) -> bool:
+        if self.always:
+            return True
+        probs = _probabilities(local, self.output)
+        if probs is None or probs.size == 0 or self.threshold is None:
+            return False
+        rows = probs.reshape(-1, probs.shape[-1])
+        return bool((rows.max(axis=1) < self.threshold).any())
+
+
+@dataclass
+class CascadeStats:
+    """Plain counts, next to the Prometheus counters, for tests and the agent's reports."""
+
+    escalations: dict[str, int] = field(default_factory=dict)
+    cloud_answers: dict[str, int] = field(default_factory=dict)
+    degraded: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def bump(counts: dict[str, int], model: str) -> None:
+        counts[model] = counts.get(model, 0) + 1
+
+
+class Cascade:
+    """Escalation of low-confidence (or heavy-model) requests to a cloud site or gateway."""
+
+    def __init__(
+        self,
+        target: str,
+        rules: Mapping[str, EscalationRule],
+        *,
+        deadline_s: float = 0.5,
+        data_region: str | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.origin = Origin.parse(target)
+        self.target = target
+        self.rules = dict(rules)
+        if deadline_s <= 0:
+            raise InvalidInput("cascade deadline_s must be positive")
+        self.deadline_s = deadline_s
+        self.data_region = data_region
+        self.stats = CascadeStats()
+        self._pool = Pool(connect_timeout_s=deadline_s)
+        registry = registry if registry is not None else CollectorRegistry()
+        self._escalations = Counter(
+            "modelfleet_site_cascade_escalations_total",
+            "Requests escalated to the cloud, by model",
+            ["model"],
+            registry=registry,
+        )
+        self._degraded = Counter(
+            "modelfleet_site_cascade_degraded_total",
+            "Escalations answered locally (cloud unreachable, failing or too slow), by model",
+            ["model"],
+            registry=registry,
+        )
+
+    @classmethod
+    def from_config(
+        cls, doc: Mapping[str, Any], *, registry: CollectorRegistry | None = None
+    ) -> Cascade:
+        target = doc.get("target")
+        if not isinstance(target, str):
+            raise InvalidInput("cascade config needs 'target': the cloud site's or gateway's URL")
+        models = doc.get("models") or {}
+        if not isinstance(models, Mapping):
+            raise InvalidInput("cascade 'models' must map a model name to a rule")
+        rules = {str(k): EscalationRule.from_dict(v) for k, v in models.items()}
+        return cls(
+            target,
+            rules,
+            deadline_s=float(doc.get("deadline_s", 0.5)),
+            data_region=doc.get("data_region"),
+            registry=registry,
+        )
+
+    def applies(self, model: str) -> bool:
+        return model in self.rules
+
+    async def maybe_escalate(
+        self, model: str, request: InferRequest, local: InferResponse
+    ) -> InferResponse:
+        """The cloud's answer when the rule says so and the cloud answers in time; else the
+        local answer (marked ``degraded`` when an escalation failed). Never raises for cloud
+        trouble."""
+        rule = self.rules.get(model)
+        if rule is None or request.parameters.get("cascade") is False or not rule.wants(local):
+            return local
+        self.stats.bump(self.stats.escalations, model)
+        self._escalations.labels(model).inc()
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                answer = await self._forward(rule.target_model or model, request)
+        except (TimeoutError, ModelfleetError, OSError):
+            return self._degrade(model, local)
+        if answer is None:
+            return self._degrade(model, local)
+        self.stats.bump(self.stats.cloud_answers, model)
+        answer.id = local.id
+        answer.parameters = {**answer.parameters, "escalated": True}
+        return answer
+
+    def _degrade(self, model: str, local: InferResponse) -> InferResponse:
+        self.stats.bump(self.stats.degraded, model)
+        self._degraded.labels(model).inc()
+        local.parameters = {**local.parameters, "degraded": True}
+        return local
+
+    async def _forward(self, model: str, request: InferRequest) -> InferResponse | None:
+        outgoing = InferRequest(
+            id=request.id,
+            inputs=request.inputs,
+            outputs=[RequestedOutput(o.name, True, o.parameters) for o in request.outputs]
+            if request.outputs
+            else None,
+            parameters={**request.parameters, "binary_data_output": True, "cascade": False},
+        )
+        body, header_length = encode_request(outgoing, binary=True)
+        headers = {"content-type": "application/octet-stream", CASCADE_HEADER: "1"}
+        if header_length is not None:
+            headers["inference-header-content-length"] = str(header_length)
+        if request.id:
+            headers[REQUEST_ID_HEADER] = request.id
+        if self.data_region:
+            headers[REGION_HEADER] = self.data_region
+        response = await self._pool.request(
+            self.origin, "POST", f"/v2/models/{model}/infer", body, headers
+        )
+        if response.status != 200:
+            return None
+        header = response.headers.get("inference-header-content-length")
+        return decode_response(response.body, int(header) if header else None)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _probabilities(local: InferResponse, name: str | None) -> np.ndarray[Any, Any] | None:
+    for out in local.outputs:
+        if name is not None:
+            if out.name == name:
+                return np.asarray(out.data, dtype=np.float64)
+            continue
+        if out.datatype in ("FP16", "FP32", "FP64") and len(out.shape) >= 1 and out.shape[-1] >= 2:
+            return np.asarray(out.data, dtype=np.float64)
+    return None

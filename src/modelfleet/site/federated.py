@@ -1,0 +1,374 @@
+"""The site's federated-learning worker: consent, task pull, local training, update post.
+
+The site's own config file decides everything: whether the site takes part at all, for
+which models, on which data sets, with which trainers and how many rounds a day. The
+worker declares that to the hub (so a refusing site is never sent a task and operators
+see why), then dials out for tasks like the rest of the agent. Each task is checked
+against the config again before any work — a task the config does not allow is refused
+with a reason the hub shows — then the global weights are fetched, the trainer runs on
+local data, and only the delta, the example count and metrics are posted. Posts are
+retried until the round's deadline (at-least-once; the hub keeps one answer per site).
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
+from modelfleet.federation import wire
+from modelfleet.federation.specs import ModelSpec, flatten, unflatten
+from modelfleet.federation.training import TrainConfig
+from modelfleet.hub_client import raise_for_response
+from modelfleet.site.trainer import (
+    BUILTIN,
+    BuiltinTrainer,
+    DatasetCache,
+    DatasetConfig,
+    Trainer,
+    check_fit,
+    describe_error,
+    load_trainer,
+)
+
+log = logging.getLogger("modelfleet.site.federated")
+
+DAY_S = 86400.0
+
+
+class FederationConfig(BaseModel):
+    """The ``federation:`` section: this site's consent and limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    participate: bool = Field(default=False, description="Take part in federated jobs at all.")
+    reason: str = Field(default="", description="Shown to operators when not participating.")
+    models: list[str] = Field(
+        default_factory=lambda: ["*"], description="Model names (globs) the site may train."
+    )
+    datasets: list[str] | None = Field(
+        default=None, description="Data sets jobs may use; default every configured one."
+    )
+    max_rounds_per_day: int | None = Field(default=None, ge=0)
+
+
+class SiteConfig(BaseModel):
+    """The site's own YAML config file (``MODELFLEET_SITE_CONFIG_FILE``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    trainers: dict[str, str] = Field(
+        default_factory=dict, description="Custom trainers: name -> 'package.module:Object'."
+    )
+
+    @classmethod
+    def load(cls, path: Path) -> SiteConfig:
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidInput(f"cannot read site config {path}: {exc}") from exc
+        try:
+            config = cls.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            raise InvalidInput(f"site config {path}: {where}: {err.get('msg')}") from exc
+        # Relative data paths are relative to the config file, not the working directory.
+        for ds in config.datasets.values():
+            if not ds.path.is_absolute():
+                ds.path = (path.parent / ds.path).resolve()
+        return config
+
+    def allowed_datasets(self) -> list[str]:
+        names = self.federation.datasets
+        return sorted(self.datasets if names is None else [n for n in names if n in self.datasets])
+
+
+class RoundLedger:
+    """Rounds trained in the last 24 h, kept in the state directory across restarts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._times: list[float] = []
+        try:
+            self._times = [float(t) for t in json.loads(path.read_text()).get("rounds", [])]
+        except (OSError, ValueError, AttributeError):
+            self._times = []
+
+    def today(self, now: float | None = None) -> int:
+        now = now or time.time()
+        self._times = [t for t in self._times if now - t < DAY_S]
+        return len(self._times)
+
+    def record(self, now: float | None = None) -> None:
+        self._times.append(now or time.time())
+        self.today()
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"rounds": self._times}))
+        os.replace(tmp, self.path)
+
+
+@dataclass
+class TaskResult:
+    kind: str  # update | refusal | skipped
+    detail: str = ""
+
+
+class FederatedWorker:
+    """One daemon thread that follows the hub's federated tasks for this site."""
+
+    def __init__(
+        self,
+        config: SiteConfig,
+        *,
+        hub_url: str,
+        site: str,
+        token: str,
+        state_dir: Path,
+        poll_s: float = 20.0,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.site = site
+        self.poll_s = poll_s
+        self.retry_max_s = retry_max_s
+        self.ledger = RoundLedger(state_dir / "federated-rounds.json")
+        self.datasets = DatasetCache(config.datasets)
+        self.trainers: dict[str, Trainer] = {BUILTIN: BuiltinTrainer()}
+        self._trainer_errors: dict[str, str] = {}
+        for name, target in config.trainers.items():
+            try:
+                self.trainers[name] = load_trainer(target)
+            except ModelfleetError as exc:
+                self._trainer_errors[name] = exc.message
+                log.warning("custom trainer %s not available: %s", name, exc.message)
+        self._http = httpx.Client(
+            base_url=hub_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(30.0, read=poll_s + 15.0),
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._declared = False
+        self._answered: set[tuple[str, int, int]] = set()
+        self.results: list[tuple[str, int, TaskResult]] = []
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fl-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            # It may sit in a task long-poll; it is a daemon and its only state (the
+            # round ledger) is written atomically, so a short join is enough.
+            self._thread.join(timeout=1)
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise HubUnreachable(f"hub unreachable: {exc}") from exc
+        raise_for_response(response)
+        return response
+
+    # --- consent --------------------------------------------------------------------
+
+    def declaration(self) -> dict[str, Any]:
+        fed = self.config.federation
+        reason = fed.reason
+        if fed.participate and not self.config.allowed_datasets():
+            reason = "no data set configured"
+        return {
+            "participate": fed.participate and bool(self.config.allowed_datasets()),
+            "reason": reason,
+            "models": fed.models,
+            "datasets": self.config.allowed_datasets(),
+            "trainers": sorted(self.trainers),
+            "max_rounds_per_day": fed.max_rounds_per_day,
+            "rounds_today": self.ledger.today(),
+        }
+
+    def declare(self) -> None:
+        self._call("PUT", f"/api/v1/federation/sites/{self.site}/consent", json=self.declaration())
+        self._declared = True
+
+    # --- loop -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if not self._declared:
+                    self.declare()
+                if not self.config.federation.participate:
+                    # Nothing to pull: the declaration is all the hub needs. Re-declare
+                    # now and then in case the hub's database was replaced.
+                    self._stop.wait(60.0)
+                    self._declared = False
+                    continue
+                response = self._call(
+                    "GET",
+                    f"/api/v1/federation/sites/{self.site}/tasks",
+                    params={"wait": self.poll_s},
+                )
+                failures = 0
+                for task in response.json().get("tasks", []):
+                    if self._stop.is_set():
+                        return
+                    self.handle(task)
+            except ModelfleetError as exc:
+                failures += 1
+                self._declared = False  # the hub may have restarted on an empty store
+                log.debug("federated worker: %s", exc.message)
+                ceiling = min(self.retry_max_s, 0.25 * 2 ** min(failures, 8))
+                self._stop.wait(random.uniform(ceiling / 2, ceiling))
+            except Exception:  # keep the thread alive whatever one task does
+                failures += 1
+                log.exception("federated worker failed")
+                self._stop.wait(min(self.retry_max_s, 1.0 * failures))
+
+    def check(self, task: dict[str, Any], spec: ModelSpec) -> str | None:
+        """Why this site's config does not allow ``task``; None if it does."""
+        fed = self.config.federation
+        if not fed.participate:
+            return "site config refuses federated jobs" + (f": {fed.reason}" if fed.reason else "")
+        model = str(task.get("model", ""))
+        if not any(fnmatch.fnmatchcase(model, p) for p in fed.models):
+            return f"site config does not allow training model {model!r}"
+        data = str(task.get("data", ""))
+        if data not in self.config.allowed_datasets():
+            return f"site has no data set {data!r} open to federated jobs"
+        trainer = str(task.get("trainer", BUILTIN))
+        if trainer not in self.trainers:
+            extra = self._trainer_errors.get(trainer)
+            return f"trainer {trainer!r} is not registered at this site" + (
+                f" ({extra})" if extra else ""
+            )
+        if fed.max_rounds_per_day is not None and self.ledger.today() >= fed.max_rounds_per_day:
+            return f"site reached its limit of {fed.max_rounds_per_day} federated rounds per day"
+        try:
+            dataset = self.datasets.get(data)
+        except ModelfleetError as exc:
+            return f"data set {data!r} unusable: {exc.message}"
+        return check_fit(spec, dataset)
+
+    def handle(self, task: dict[str, Any]) -> TaskResult:
+        """Refuse or train one task and deliver the answer (retrying until its deadline)."""
+        key = (str(task["job"]), int(task["round"]), int(task["attempt"]))
+        if key in self._answered:
+            return TaskResult("skipped", "already answered")
+        try:
+            spec = ModelSpec.parse(task["spec"])
+            reason = self.check(task, spec)
+        except ModelfleetError as exc:
+            reason = f"invalid task: {exc.message}"
+        if reason is not None:
+            result = self._deliver(task, key, refusal=reason)
+            if "limit" in reason:
+                self._declared = False  # tell the hub, so it stops selecting this site
+            return result
+        weights = self._fetch_weights(task, spec)
+        dataset = self.datasets.get(str(task["data"]))
+        trainer = self.trainers[str(task.get("trainer", BUILTIN))]
+        train = TrainConfig.model_validate(task.get("train", {}))
+        try:
+            metrics = dict(trainer.evaluate(spec, weights, dataset))
+            fit = trainer.fit(spec, weights, dataset, train, int(task.get("seed", 0)))
+            delta = flatten(spec, fit.weights) - flatten(spec, weights)
+        except Exception as exc:
+            return self._deliver(task, key, refusal=f"local training failed: {describe_error(exc)}")
+        metrics.update(fit.metrics)
+        if not np.isfinite(delta).all():
+            return self._deliver(task, key, refusal="local training diverged (NaN or infinity)")
+        self.ledger.record()
+        body = wire.pack(
+            {
+                "attempt": key[2],
+                "num_examples": int(fit.num_examples),
+                "metrics": {k: float(v) for k, v in metrics.items() if np.isfinite(v)},
+            },
+            {"delta": delta.astype(np.float32)},
+        )
+        return self._deliver(task, key, body=body)
+
+    def _fetch_weights(self, task: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
+        inline = task.get("weights")
+        if isinstance(inline, str):  # small models come with the task
+            _, arrays = wire.unpack(base64.b64decode(inline))
+        else:
+            _, arrays = wire.unpack(self._call("GET", str(task["weights_url"])).content)
+        return unflatten(spec, arrays["weights"])
+
+    def _deliver(
+        self,
+        task: dict[str, Any],
+        key: tuple[str, int, int],
+        *,
+        body: bytes | None = None,
+        refusal: str | None = None,
+    ) -> TaskResult:
+        deadline = _parse_time(task.get("deadline_at"))
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                if body is not None:
+                    self._call(
+                        "POST",
+                        str(task["update_url"]),
+                        content=body,
+                        headers={"Content-Type": wire.MEDIA_TYPE},
+                    )
+                    result = TaskResult("update")
+                else:
+                    self._call(
+                        "POST",
+                        str(task["refusal_url"]),
+                        json={"attempt": key[2], "reason": refusal or "refused"},
+                    )
+                    result = TaskResult("refusal", refusal or "")
+                break
+            except HubUnreachable as exc:
+                attempt += 1
+                if deadline is not None and datetime.now(UTC) >= deadline:
+                    result = TaskResult("skipped", f"deadline passed while hub unreachable: {exc}")
+                    break
+                self._stop.wait(min(self.retry_max_s, 0.25 * 2 ** min(attempt, 6)))
+            except ModelfleetError as exc:  # round closed, not selected: nothing to retry
+                result = TaskResult("skipped", exc.message)
+                break
+        else:
+            return TaskResult("skipped", "stopping")
+        self._answered.add(key)
+        self.results.append((key[0], key[1], result))
+        return result
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,396 @@
+"""The HTTP/1.1 listener a site serves its ASGI app with.
+
+Two engines, one interface (``serve_http``):
+
+- ``builtin`` (default): a small HTTP/1.1 server on uvloop + httptools written for the OIP
+  hot path. The request body is buffered before the app runs (the app needs all of it to
+  decode anyway), and each response goes out in *one* ``write``: status line, headers and
+  body together. uvicorn writes headers and body separately, and on loopback the second
+  syscall with its TCP segment and wake-up of the client was a quarter of the server's CPU
+  time under load (py-spy, docs/benchmarks.md). Keep-alive, pipelining (answered in order),
+  ``Expect: 100-continue``, chunked request bodies (httptools decodes them), body-size limit
+  (413) and malformed requests (400, connection closed) are handled.
+- ``uvicorn``: uvicorn with uvloop + httptools, the general-purpose choice, kept for
+  comparison and as a fallback.
+
+Both run one process: the event loop parses HTTP on one core while onnxruntime computes on
+the other (it releases the GIL). Access logs are off: a log line per request costs more
+than a small model's whole inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Literal, cast
+from urllib.parse import unquote
+
+__all__ = ["Engine", "serve_http", "start_builtin"]
+
+log = logging.getLogger("modelfleet.site.listener")
+
+Engine = Literal["builtin", "uvicorn"]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[Message]],
+        Callable[[Message], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+
+#: Request bodies larger than this are refused with 413 before they are buffered.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+_MAX_QUEUED = 64  # pipelined requests per connection before reading pauses
+#: A connection with no request in flight is closed after this long (keep-alive idle).
+IDLE_TIMEOUT_S = 75.0
+#: A request must arrive whole (headers and body) within this long, or it gets 408 and the
+#: connection closes: a client trickling bytes cannot hold a connection forever.
+REQUEST_TIMEOUT_S = 30.0
+_REASONS = {
+    100: b"Continue",
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Payload Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+
+
+def serve_http(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    engine: Engine = "builtin",
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, then return."""
+    if engine == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            interface="asgi3",
+            backlog=2048,
+        )
+        return
+    import uvloop
+
+    uvloop.run(_serve_forever(app, host, port))
+
+
+async def _serve_forever(app: ASGIApp, host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = await start_builtin(app, host, port)
+    log.info("serving on http://%s:%s", host, port)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 5)
+
+
+async def start_builtin(
+    app: ASGIApp, host: str, port: int, *, max_body_bytes: int = MAX_BODY_BYTES
+) -> asyncio.Server:
+    """Start the builtin engine on the running loop (tests use it directly)."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: _HttpProtocol(app, loop, max_body_bytes, (host, port)),
+        host,
+        port,
+        backlog=2048,
+        reuse_address=True,
+    )
+
+
+class _HttpProtocol(asyncio.Protocol):
+    """One connection: httptools parses, requests run one at a time in arrival order."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        loop: asyncio.AbstractEventLoop,
+        max_body_bytes: int,
+        server: tuple[str, int],
+    ) -> None:
+        import httptools
+
+        self._app = app
+        self._loop = loop
+        self._max_body = max_body_bytes
+        self._server = server
+        self._parser = httptools.HttpRequestParser(self)
+        self._parse_url = httptools.parse_url
+        self._parser_error: type[Exception] = httptools.HttpParserError
+        self._transport: asyncio.Transport | None = None
+        self._client: tuple[str, int] | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+        self._queue: deque[tuple[dict[str, Any], bytes, bool]] = deque()
+        self._running = False
+        self._closed = False
+        self._paused = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _arm(self, delay: float | None, on_expiry: Any = None) -> None:
+        """One timer per connection: idle between requests, or the current request's."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if delay is not None and not self._closed:
+            self._timer = self._loop.call_later(delay, on_expiry)
+
+    def _idle_expired(self) -> None:
+        if self._transport is not None and not self._running and not self._closed:
+            self._closed = True
+            self._transport.close()
+
+    def _request_expired(self) -> None:
+        self._fail(408, b'{"error":"request not received in time"}')
+
+    # --- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCP transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self._client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        self._arm(IDLE_TIMEOUT_S, self._idle_expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._arm(None)
+        self._closed = True
+        self._queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except self._parser_error:
+            self._fail(400, b'{"error":"malformed HTTP request"}')
+        except Exception:  # httptools' upgrade signal and anything else: refuse and close
+            self._fail(400, b'{"error":"unsupported HTTP request"}')
+
+    # --- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._arm(REQUEST_TIMEOUT_S, self._request_expired)
+        self._url = b""
+        self._headers = []
+        self._body = []
+        self._size = 0
+        self._too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        for name, value in self._headers:
+            if name == b"content-length" and value.isdigit() and int(value) > self._max_body:
+                self._too_large = True
+            elif (
+                name == b"expect"
+                and value.lower() == b"100-continue"
+                and not self._too_large
+                and self._transport is not None
+            ):
+                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._too_large:
+            return
+        self._size += len(body)
+        if self._size > self._max_body:
+            self._too_large = True
+            self._body = []
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._arm(None)
+        keep_alive = bool(self._parser.should_keep_alive())
+        if self._too_large:
+            self._fail(413, b'{"error":"request body too large"}')
+            return
+        parsed = self._parse_url(self._url)
+        raw_path: bytes = parsed.path
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        method = self._parser.get_method().decode("ascii", "replace")
+        version = self._parser.get_http_version()
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": version,
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": parsed.query or b"",
+            "root_path": "",
+            "headers": self._headers,
+            "client": self._client,
+            "server": self._server,
+        }
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._queue.append((scope, body, keep_alive))
+        if len(self._queue) > _MAX_QUEUED and self._transport is not None and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+        if not self._running:
+            self._running = True
+            self._loop.create_task(self._drain())
+
+    # --- running requests -----------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue and not self._closed:
+                scope, body, keep_alive = self._queue.popleft()
+                if self._paused and len(self._queue) < _MAX_QUEUED // 2:
+                    self._paused = False
+                    if self._transport is not None:
+                        self._transport.resume_reading()
+                await self._run(scope, body, keep_alive)
+        finally:
+            self._running = False
+            if not self._closed and self._timer is None:
+                self._arm(IDLE_TIMEOUT_S, self._idle_expired)
+
+    async def _run(self, scope: dict[str, Any], body: bytes, keep_alive: bool) -> None:
+        transport = self._transport
+        if transport is None:  # pragma: no cover - requests only arrive once connected
+            return
+        state: dict[str, Any] = {"start": None, "done": False, "chunked": False}
+        delivered = False
+
+        async def receive() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            # The body was delivered: wait until the response is done (or the peer leaves).
+            while not self._closed and not state["done"]:
+                await asyncio.sleep(0.05)
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if self._closed:
+                return
+            kind = message["type"]
+            if kind == "http.response.start":
+                state["start"] = message
+                return
+            if kind != "http.response.body" or state["done"]:
+                return
+            chunk: bytes = message.get("body", b"")
+            more: bool = message.get("more_body", False)
+            start = state["start"]
+            if start is not None:
+                state["start"] = None
+                head, state["chunked"] = _head(start, len(chunk), more, keep_alive)
+                if state["chunked"]:
+                    transport.write(head + _chunk(chunk, more))
+                else:
+                    transport.write(head + chunk if len(chunk) < 65536 else head)
+                    if len(chunk) >= 65536:
+                        transport.write(chunk)
+            elif state["chunked"]:
+                transport.write(_chunk(chunk, more))
+            elif chunk:
+                transport.write(chunk)
+            if not more:
+                state["done"] = True
+
+        try:
+            await self._app(scope, receive, send)
+        except Exception:
+            log.exception("unhandled error in the ASGI app for %s", scope.get("path"))
+            if state["start"] is None and not state["done"]:
+                if not self._closed:
+                    transport.write(
+                        _simple(500, b'{"error":"internal server error"}', keep_alive=False)
+                    )
+                transport.close()
+                return
+        if not state["done"]:
+            # The app returned without finishing its response: the connection is unusable.
+            transport.close()
+            return
+        if not keep_alive:
+            transport.close()
+
+    def _fail(self, status: int, body: bytes) -> None:
+        """Answer a request that cannot be parsed or accepted, then close the connection."""
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        self._closed = True
+        self._queue.clear()
+        transport.write(_simple(status, body, keep_alive=False))
+        transport.close()
+
+
+def _head(start: Message, length: int, more: bool, keep_alive: bool) -> tuple[bytes, bool]:
+    """Status line and headers; chunked only when streaming without a content-length."""
+    status = int(start["status"])
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Status"))]
+    has_length = False
+    for name, value in start.get("headers", ()):
+        if name.lower() == b"content-length":
+            has_length = True
+        parts.append(b"%s: %s\r\n" % (name, value))
+    chunked = False
+    if not has_length:
+        if more:
+            chunked = True
+            parts.append(b"transfer-encoding: chunked\r\n")
+        else:
+            parts.append(b"content-length: %d\r\n" % length)
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), chunked
+
+
+def _chunk(data: bytes, more: bool) -> bytes:
+    out = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+    return out if more else out + b"0\r\n\r\n"
+
+
+def _simple(status: int, body: bytes, *, keep_alive: bool) -> bytes:
+    head, _ = _head(
+        {"status": status, "headers": [(b"content-type", b"application/json")]},
+        len(body),
+        False,
+        keep_alive,
+    )
+    return head + body

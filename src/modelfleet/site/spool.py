@@ -1,0 +1,379 @@
+"""The durable telemetry outbox at a site, and the shipper that empties it into the hub.
+
+Delivery is at-least-once with ids, which gives an exactly-once effect at the hub:
+
+1. A closed window is written to SQLite (``synchronous=FULL``) under its unique id.
+2. The shipper *first* records which windows form the next batch under a fresh batch id,
+   then sends the batch. A crash anywhere after step 2 (even SIGKILL between the hub's
+   acknowledgement and the delete) leaves the same windows under the same batch id, and
+   the next shipper resends exactly that batch.
+3. Only after the hub acknowledges are the batch's windows deleted; the hub ignores a
+   batch id (and a window id) it has already stored.
+
+The outbox has a byte cap. When a new window does not fit, the oldest windows that are
+not part of an in-flight batch are dropped; the drop is counted (windows and the requests
+they held) in the same transaction and the cumulative counters ride along with every
+batch, so the hub always knows what was lost. Space is returned to the file system with
+SQLite's incremental vacuum after each acknowledged batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from modelfleet.errors import HubUnreachable, ModelfleetError, StoreError
+from modelfleet.hub_client import raise_for_response
+
+log = logging.getLogger("modelfleet.site.spool")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS windows ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " id TEXT NOT NULL UNIQUE,"
+    " requests INTEGER NOT NULL,"
+    " size INTEGER NOT NULL,"
+    " body BLOB NOT NULL,"
+    " batch_id TEXT)",
+    "CREATE INDEX IF NOT EXISTS ix_windows_batch ON windows(batch_id)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Windows on their way to the hub, under an id that survives restarts."""
+
+    id: str
+    spool_id: str
+    window_ids: tuple[str, ...]
+    bodies: tuple[bytes, ...]
+    dropped_windows: int
+    dropped_requests: int
+
+    def payload(self) -> bytes:
+        """The JSON body, assembled from the stored bytes without re-encoding them."""
+        head = orjson.dumps(
+            {
+                "batch_id": self.id,
+                "spool_id": self.spool_id,
+                "dropped": {"windows": self.dropped_windows, "requests": self.dropped_requests},
+            }
+        )
+        return head[:-1] + b',"windows":[' + b",".join(self.bodies) + b"]}"
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    windows: int
+    bytes: int
+    in_flight: int
+    dropped_windows: int
+    dropped_requests: int
+    file_bytes: int
+
+
+class Spool:
+    """A SQLite outbox of telemetry windows with a byte cap (thread-safe)."""
+
+    def __init__(self, path: str | Path, *, max_bytes: int = 64 * 1024**2) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # Must precede the first table: it decides how pages are freed.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('spool_id', ?), "
+                "('dropped_windows', '0'), ('dropped_requests', '0')",
+                (uuid.uuid4().hex,),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the telemetry spool {self.path}: {exc}") from exc
+        self.spool_id = self._meta("spool_id")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _meta(self, key: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0])
+
+    def put(self, window: dict[str, Any]) -> int:
+        """Store a closed window; returns how many old windows were dropped to fit it."""
+        body = orjson.dumps(window)
+        requests = int(window.get("requests", 0))
+        dropped = 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                total = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM windows").fetchone()[0]
+                excess = total + len(body) - self.max_bytes
+                if len(body) > self.max_bytes:
+                    # Larger than the whole outbox: this window is the one that cannot be kept.
+                    body = b""
+                    dropped = 1
+                    self._bump_drops(1, requests)
+                elif excess > 0:
+                    # In-flight windows stay: the hub may already have counted them.
+                    victims: list[tuple[int, int]] = []
+                    for seq, size, reqs in self._db.execute(
+                        "SELECT seq, size, requests FROM windows WHERE batch_id IS NULL "
+                        "ORDER BY seq"
+                    ):
+                        if excess <= 0:
+                            break
+                        victims.append((seq, reqs))
+                        excess -= size
+                    self._db.executemany(
+                        "DELETE FROM windows WHERE seq = ?", [(s,) for s, _ in victims]
+                    )
+                    dropped = len(victims)
+                    self._bump_drops(dropped, sum(r for _, r in victims))
+                if body:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO windows(id, requests, size, body) "
+                        "VALUES (?, ?, ?, ?)",
+                        (str(window["id"]), requests, len(body), body),
+                    )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"telemetry spool write failed: {exc}") from exc
+        if dropped:
+            log.warning("telemetry outbox full: dropped %d oldest window(s)", dropped)
+        return dropped
+
+    def _bump_drops(self, windows: int, requests: int) -> None:
+        self._db.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'dropped_windows'",
+            (windows,),
+        )
+        self._db.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'dropped_requests'",
+            (requests,),
+        )
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
+
+    def next_batch(self, max_bytes: int = 1024**2) -> Batch | None:
+        """The in-flight batch if one exists (resend it as it was), else a new one.
+
+        None when there is nothing to send. A batch always holds at least one window.
+        """
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute(
+                    "SELECT batch_id FROM windows WHERE batch_id IS NOT NULL ORDER BY seq LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    chosen: list[int] = []
+                    size = 0
+                    for seq, wsize in self._db.execute(
+                        "SELECT seq, size FROM windows ORDER BY seq"
+                    ):
+                        if chosen and size + wsize > max_bytes:
+                            break
+                        chosen.append(seq)
+                        size += wsize
+                    if not chosen:
+                        self._db.execute("COMMIT")
+                        return None
+                    batch_id = uuid.uuid4().hex
+                    self._db.executemany(
+                        "UPDATE windows SET batch_id = ? WHERE seq = ?",
+                        [(batch_id, s) for s in chosen],
+                    )
+                else:
+                    batch_id = str(row[0])
+                rows = self._db.execute(
+                    "SELECT id, body FROM windows WHERE batch_id = ? ORDER BY seq", (batch_id,)
+                ).fetchall()
+                dropped_windows = int(self._meta("dropped_windows"))
+                dropped_requests = int(self._meta("dropped_requests"))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"telemetry spool read failed: {exc}") from exc
+        return Batch(
+            batch_id,
+            self.spool_id,
+            tuple(str(r[0]) for r in rows),
+            tuple(bytes(r[1]) for r in rows),
+            dropped_windows,
+            dropped_requests,
+        )
+
+    def drops(self) -> tuple[int, int]:
+        """Cumulative ``(windows, requests)`` dropped since the outbox was created."""
+        with self._lock:
+            return int(self._meta("dropped_windows")), int(self._meta("dropped_requests"))
+
+    def ack(self, batch_id: str) -> int:
+        """The hub stored the batch: delete its windows and reclaim the space."""
+        with self._lock:
+            try:
+                deleted = self._db.execute(
+                    "DELETE FROM windows WHERE batch_id = ?", (batch_id,)
+                ).rowcount
+                # Each step of this pragma frees one page; executescript runs it to the end
+                # (a plain execute() stops after the first step).
+                self._db.executescript("PRAGMA incremental_vacuum;")
+            except sqlite3.Error as exc:
+                raise StoreError(f"telemetry spool delete failed: {exc}") from exc
+        return int(deleted)
+
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            count, size, in_flight = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(batch_id) FROM windows"
+            ).fetchone()
+            page_count = self._db.execute("PRAGMA page_count").fetchone()[0]
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            dropped_windows = int(self._meta("dropped_windows"))
+            dropped_requests = int(self._meta("dropped_requests"))
+        return SpoolStats(
+            count, size, in_flight, dropped_windows, dropped_requests, page_count * page_size
+        )
+
+
+#: Sends one batch payload; returns when the hub has acknowledged it, raises otherwise.
+Send = Callable[[Batch], None]
+
+
+class HubTelemetrySender:
+    """Posts batches to ``/api/v1/sites/{site}/telemetry`` with the site's credential."""
+
+    def __init__(self, hub_url: str, site: str, token: str, *, timeout: float = 30.0) -> None:
+        self.site = site
+        self._http = httpx.Client(
+            base_url=hub_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    def __call__(self, batch: Batch) -> None:
+        try:
+            response = self._http.post(
+                f"/api/v1/sites/{self.site}/telemetry",
+                content=batch.payload(),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.TransportError as exc:
+            raise HubUnreachable(f"telemetry not delivered: {exc}") from exc
+        raise_for_response(response)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class Shipper:
+    """Empties the spool into the hub in batches, in the background or on demand.
+
+    ``before_delete`` runs between the hub's acknowledgement and the delete; production
+    code leaves it unset, tests use it to crash at the worst moment.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        send: Send,
+        *,
+        interval_s: float = 5.0,
+        retry_max_s: float = 60.0,
+        max_batch_bytes: int = 1024**2,
+        before_delete: Callable[[Batch], None] | None = None,
+    ) -> None:
+        self.spool = spool
+        self.send = send
+        self.interval_s = interval_s
+        self.retry_max_s = retry_max_s
+        self.max_batch_bytes = max_batch_bytes
+        self.before_delete = before_delete
+        self.acked_drops: tuple[int, int] = (-1, -1)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    def ship_once(self) -> int:
+        """Send batches until the outbox is empty; returns the windows acknowledged.
+
+        Raises the sender's error (e.g. ``HubUnreachable``) when a batch is not taken.
+        """
+        shipped = 0
+        while not self._stop.is_set():
+            batch = self.spool.next_batch(self.max_batch_bytes)
+            if batch is None:
+                drops = self.spool.drops()
+                if drops != self.acked_drops and drops != (0, 0):
+                    # Nothing left to carry the counters: tell the hub with an empty batch.
+                    empty = Batch(uuid.uuid4().hex, self.spool.spool_id, (), (), *drops)
+                    self.send(empty)
+                    self.acked_drops = drops
+                return shipped
+            self.send(batch)
+            if self.before_delete is not None:
+                self.before_delete(batch)
+            self.spool.ack(batch.id)
+            self.acked_drops = (batch.dropped_windows, batch.dropped_requests)
+            shipped += len(batch.window_ids)
+        return shipped
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self.ship_once()
+                failures = 0
+                self.last_error = None
+                wait = self.interval_s
+            except ModelfleetError as exc:
+                failures += 1
+                self.last_error = exc.message
+                log.debug("telemetry shipping failed: %s", exc.message)
+                ceiling = min(self.retry_max_s, self.interval_s * 2 ** min(failures, 10))
+                wait = random.uniform(ceiling / 2, ceiling)
+            except Exception:
+                failures += 1
+                log.exception("telemetry shipper error")
+                wait = min(self.retry_max_s, self.interval_s * 2 ** min(failures, 10))
+            self._wake.wait(max(wait, 0.01))
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Ship now (e.g. when the hub is reachable again)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="telemetry-shipper", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

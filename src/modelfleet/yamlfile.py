@@ -1,0 +1,27 @@
+"""Reading the small YAML files operators write (policies, fleets, site configs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelfleet.errors import InvalidInput
+
+
+def load_yaml_file(path: Path, what: str) -> dict[str, Any]:
+    """A YAML mapping from ``path``; ``InvalidInput`` names the file and the problem."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{what} {path} is not valid YAML: {exc}") from exc
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{what} {path} must be a mapping at the top level")
+    return doc

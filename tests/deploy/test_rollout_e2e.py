@@ -1,0 +1,437 @@
+"""A real hub and three real site agents on loopback, with real telemetry feeding the gates.
+
+One fleet serves every test of the module (each test deploys its own model): residency
+refused at the hub and at the agent, a good canary over three waves, bad versions (errors
+on real inputs, much slower) failing their first wave and rolling back, too little traffic
+pausing until `promote`, a SIGKILLed hub resuming mid-rollout, and `apply -f` twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+from modelfleet.cli.main import app as cli
+from modelfleet.errors import PolicyViolation
+from modelfleet.hub.bootstrap import init_hub
+from modelfleet.hub_client import HubClient
+from modelfleet.sim.launcher import HubProcess, SiteProcess, wait_http
+from tests.conftest import write_tiny_onnx
+
+SITES = {
+    "site-a": {"region": "eu-west", "jurisdiction": "EU", "provider": "aws"},
+    "site-b": {"region": "us-east", "jurisdiction": "US", "provider": "gcp"},
+    "site-c": {"region": "ap-south", "jurisdiction": "IN", "provider": "azure"},
+}
+HUB_ENV = {"MODELFLEET_HUB_ROLLOUT_INTERVAL_S": "0.3"}
+SITE_ENV = {
+    "MODELFLEET_SITE_TELEMETRY_WINDOW_S": "1",
+    "MODELFLEET_SITE_TELEMETRY_SHIP_INTERVAL_S": "0.5",
+}
+CANARY = {"kind": "canary", "canary": "site-a", "then": [50, 100]}
+
+
+def write_failing_onnx(path: Path) -> Path:
+    """Fine on zeros (the agent's warm-up), an error on any non-zero input: the gather
+    index becomes 100 on a 4-wide axis."""
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch"])
+    nodes = [
+        helper.make_node("Abs", ["X"], ["absx"]),
+        helper.make_node("ReduceSum", ["absx"], ["total"], keepdims=0),
+        helper.make_node("Greater", ["total", "zero"], ["nonzero"]),
+        helper.make_node("Cast", ["nonzero"], ["flag"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["flag", "hundred"], ["index"]),
+        helper.make_node("Gather", ["X", "index"], ["Y"], axis=1),
+    ]
+    init = [
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("hundred", TensorProto.INT64, [], [100]),
+    ]
+    return _save(helper.make_graph(nodes, "fails-on-real-input", [x], [y], init), path)
+
+
+def write_slow_onnx(path: Path, layers: int = 150, width: int = 1024) -> Path:
+    """Correct but slow: a chain of ``layers`` width x width matrix products per row."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 1])
+    w0 = (rng.standard_normal((4, width)) / 4).astype(np.float32)
+    w = (rng.standard_normal((width, width)) / width).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["X", "w0"], ["h0"])]
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("ReduceMean", [f"h{layers}"], ["Y"], axes=[1], keepdims=1))
+    init = [onnx.numpy_helper.from_array(w0, "w0"), onnx.numpy_helper.from_array(w, "w")]
+    return _save(helper.make_graph(nodes, "slow", [x], [y], init), path)
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@contextmanager
+def env(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@dataclass
+class Fleet:
+    root: Path
+    hub: HubProcess
+    admin: HubClient
+    token: str
+    sites: dict[str, SiteProcess] = field(default_factory=dict)
+    counter: int = 0
+
+    def model(self, writer: Callable[[Path], Path] | None = None, **kw: Any) -> Path:
+        self.counter += 1
+        path = self.root / f"m{self.counter}.onnx"
+        return writer(path) if writer else write_tiny_onnx(path, **kw)
+
+    def restart_hub(self) -> None:
+        with env(HUB_ENV):
+            self.hub.start()
+
+    def cli(self, *args: str) -> str:
+        result = CliRunner().invoke(
+            cli, [*args, "--hub", self.hub.url, "--token", self.token], catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+        return result.output
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    root = tmp_path_factory.mktemp("fleet")
+    init = init_hub(root / "hub")
+    with env(HUB_ENV):
+        hub = HubProcess(root / "hub").start()
+    admin = HubClient(hub.url, init.admin_token)
+    made = Fleet(root, hub, admin, init.admin_token)
+    policy = root / "site-a-policy.yaml"
+    policy.write_text("jurisdiction: EU\naccepted_training_regions: [EU, global]\n")
+    try:
+        for name, labels in SITES.items():
+            token = admin.add_site(name, labels)["enrollment_token"]
+            extra = {**SITE_ENV}
+            if name == "site-a":
+                extra["MODELFLEET_SITE_POLICY_FILE"] = str(policy)
+            made.sites[name] = SiteProcess(root / name, hub.url, token, extra_env=extra)
+            made.sites[name].start(wait_ready=False)  # the three start in parallel
+        for site in made.sites.values():
+            wait_http(f"{site.url}/v2/health/ready", 60, site.proc)
+        wait_for(lambda: all(s["online"] for s in admin.list_sites()), what="sites online")
+        yield made
+    finally:
+        for site in made.sites.values():
+            site.stop()
+        admin.close()
+        hub.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "it") -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if predicate():
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def reported(fleet: Fleet, site: str, model: str) -> dict[str, Any]:
+    view = fleet.admin.show_site(site)
+    return next((m for m in view["models"] if m["name"] == model), {})
+
+
+@contextmanager
+def traffic(fleet: Fleet, model: str) -> Iterator[dict[str, int]]:
+    """Real requests with non-zero inputs to every site, ~30/s each."""
+    stop = threading.Event()
+    sent = {"ok": 0, "failed": 0}
+    body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+
+    def run(url: str) -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    response = http.post(f"{url}/v2/models/{model}/infer", json=body)
+                    sent["ok" if response.status_code == 200 else "failed"] += 1
+                except httpx.TransportError:
+                    sent["failed"] += 1
+                stop.wait(0.03)
+
+    threads = [threading.Thread(target=run, args=(s.url,)) for s in fleet.sites.values()]
+    for t in threads:
+        t.start()
+    try:
+        yield sent
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+def deploy(fleet: Fleet, ref: str, **kw: Any) -> dict[str, Any]:
+    return fleet.admin.deploy({"ref": ref, "selector": kw.pop("selector", ""), **kw})
+
+
+def settle(fleet: Fleet, rollout_id: str, states: tuple[str, ...], timeout: float = 40) -> dict:
+    wait_for(
+        lambda: fleet.admin.rollout(rollout_id)["state"] in states, timeout, f"rollout {states}"
+    )
+    return fleet.admin.rollout(rollout_id)
+
+
+def baseline(fleet: Fleet, name: str, selector: str = "") -> None:
+    """Version 1 of ``name`` at every selected site, at once."""
+    fleet.admin.push(fleet.model(offset=1.0), name, training_regions=["global"])
+    result = deploy(fleet, f"{name}:1", selector=selector, strategy={"bake_s": 0})
+    settle(fleet, result["rollout"]["id"], ("succeeded",))
+    for site in result["plan"]["waves"][0]:
+        wait_for(lambda s=site: reported(fleet, s, name).get("active_version") == 1, what=site)
+
+
+def test_residency_refused_at_hub_and_at_agent(fleet: Fleet) -> None:
+    fleet.admin.push(fleet.model(offset=1.0), "eu-model", training_regions=["EU"])
+    fleet.admin.apply_policies(
+        [
+            {
+                "name": "eu-data-stays-in-eu",
+                "kind": "residency",
+                "training_regions": ["EU"],
+                "allowed_jurisdictions": ["EU"],
+            }
+        ]
+    )
+    plan = fleet.admin.plan_deployment({"ref": "eu-model:1", "selector": ""})
+    assert plan["ok"] is False
+    assert {(e["site"], e["reason"]) for e in plan["excluded"]} == {
+        ("site-b", "policy"),
+        ("site-c", "policy"),
+    }
+    with pytest.raises(PolicyViolation) as refused:
+        deploy(fleet, "eu-model:1")
+    message = refused.value.message
+    print("hub refusal:", message)
+    assert "eu-data-stays-in-eu" in message
+    assert "site-b" in message
+    assert "site-c" in message
+    assert "site-a" not in message
+    assert fleet.admin.list_rollouts() == []
+    # Defense in depth: the hub is made to send a US-trained model straight to site-a
+    # (the low-level assignment bypasses deployments); the agent's own policy refuses it.
+    fleet.admin.push(fleet.model(offset=2.0), "us-model", training_regions=["US"])
+    fleet.admin.assign("site-a", "us-model:1")
+    wait_for(lambda: reported(fleet, "site-a", "us-model").get("error"), what="agent refusal")
+    state = reported(fleet, "site-a", "us-model")
+    print("agent refusal:", state["error"])
+    assert state["error"]["code"] == "policy_violation"
+    assert "US" in state["error"]["message"]
+    assert state["active_version"] is None
+    fleet.admin.unassign("site-a", "us-model")
+    fleet.admin.remove_policy("eu-data-stays-in-eu")
+
+
+def test_good_canary_completes_three_waves(fleet: Fleet) -> None:
+    baseline(fleet, "good")
+    fleet.admin.push(fleet.model(offset=5.0), "good", training_regions=["global"])
+    with traffic(fleet, "good") as sent:
+        started = time.monotonic()
+        result = deploy(
+            fleet,
+            "good:2",
+            strategy={**CANARY, "bake_s": 2, "progress_deadline_s": 40},
+            gates={"max_error_rate": 0.05, "min_requests": 5},
+        )
+        assert result["rollout"]["waves"][0]["sites"][0]["site"] == "site-a"
+        r = settle(fleet, result["rollout"]["id"], ("succeeded", "failed", "paused"))
+    print(f"good canary: 3 waves in {time.monotonic() - started:.1f} s; requests {sent}")
+    assert r["state"] == "succeeded", r["reason"]
+    assert [w["status"] for w in r["waves"]] == ["done", "done", "done"]
+    assert all(h["figures"]["requests"] >= 5 for h in r["history"])
+    out = fleet.cli("rollout", "status", r["id"])
+    print(out)
+    assert "succeeded" in out
+    assert "site-c: 2" in out
+    assert all(f"\u2502 {i}" in out for i in (1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    ("kind", "gates"),
+    [
+        ("errors", {"max_error_rate": 0.05, "min_requests": 5}),
+        ("slow", {"max_p99_ms": 20.0, "min_requests": 5}),
+    ],
+)
+def test_bad_version_fails_first_wave_and_rolls_back(
+    fleet: Fleet, kind: str, gates: dict[str, Any]
+) -> None:
+    name = f"bad-{kind}"
+    baseline(fleet, name)
+    writer = write_failing_onnx if kind == "errors" else write_slow_onnx
+    with traffic(fleet, name):
+        fleet.admin.push(fleet.model(writer), name, training_regions=["global"])
+        untouched = {s: fleet.admin.show_site(s)["revision"] for s in ("site-b", "site-c")}
+        result = deploy(
+            fleet,
+            f"{name}:2",
+            strategy={**CANARY, "bake_s": 5, "progress_deadline_s": 40},
+            gates=gates,
+        )
+        r = settle(fleet, result["rollout"]["id"], ("failed", "succeeded", "paused"))
+        print(f"{kind}: {r['reason']}")
+        assert r["state"] == "failed", r["reason"]
+        assert r["step"] == 1
+        assert r["history"][-1]["gate"] == next(iter(gates))
+        wait_for(lambda: reported(fleet, "site-a", name).get("active_version") == 1)
+    assert [w["status"] for w in r["waves"]] == ["rolled back", "never moved", "never moved"]
+    # Later waves never received it: their desired state was never even touched.
+    assert {s: fleet.admin.show_site(s)["revision"] for s in untouched} == untouched
+    for site in ("site-b", "site-c"):
+        assert reported(fleet, site, name)["active_version"] == 1
+    assert fleet.admin.show_deployment(name)["stable_version"] == 1
+
+
+def test_too_little_traffic_pauses_until_promote(fleet: Fleet) -> None:
+    baseline(fleet, "quiet")
+    fleet.admin.push(fleet.model(offset=9.0), "quiet", training_regions=["global"])
+    result = deploy(
+        fleet,
+        "quiet:2",
+        strategy={**CANARY, "bake_s": 0.5, "progress_deadline_s": 2},
+        gates={"min_requests": 1000, "max_error_rate": 0.01},
+    )
+    r = settle(fleet, result["rollout"]["id"], ("paused", "failed", "succeeded"))
+    assert r["state"] == "paused"
+    assert r["reason"].startswith("inconclusive")
+    assert "too little traffic" in r["reason"]
+    out = fleet.cli("rollout", "promote", r["id"])
+    assert "running" in out
+    r = fleet.admin.rollout(r["id"])
+    assert r["step"] == 2
+    wait_for(lambda: reported(fleet, "site-b", "quiet").get("active_version") == 2)
+    fleet.cli("rollout", "abort", r["id"])
+    wait_for(lambda: reported(fleet, "site-b", "quiet").get("active_version") == 1)
+
+
+def test_hub_sigkill_mid_rollout_resumes_same_step(fleet: Fleet) -> None:
+    baseline(fleet, "steady", selector="region in (eu-west,us-east)")
+    fleet.admin.push(fleet.model(offset=4.0), "steady", training_regions=["global"])
+    order = ["eu-west", "us-east"]
+    result = deploy(
+        fleet,
+        "steady:2",
+        selector="region in (eu-west,us-east)",
+        strategy={"kind": "waves", "label": "region", "order": order, "bake_s": 6},
+    )
+    rid = result["rollout"]["id"]
+    wait_for(lambda: fleet.admin.rollout(rid)["step"] == 2, timeout=20, what="wave 2")
+    before = fleet.admin.rollout(rid)
+    fleet.hub.kill()
+    fleet.restart_hub()
+    after = fleet.admin.rollout(rid)
+    print(f"after SIGKILL and restart: wave {after['step']}/{after['steps']} {after['state']}")
+    # The same wave, still baking, its bake clock untouched by the crash.
+    assert (after["step"], after["step_started_at"]) == (before["step"], before["step_started_at"])
+    assert after["state"] == "running"
+    r = settle(fleet, rid, ("succeeded", "failed", "paused"))
+    assert r["state"] == "succeeded", r["reason"]
+    assert [h["step"] for h in r["history"]] == [0, 1]  # no step skipped or repeated
+    for site in ("site-a", "site-b"):
+        wait_for(lambda s=site: reported(fleet, s, "steady").get("active_version") == 2)
+
+
+def test_apply_twice_second_reports_no_changes(fleet: Fleet) -> None:
+    fleet.admin.push(fleet.model(offset=6.0), "fleetm", training_regions=["global"])
+    doc = {
+        "sites": [
+            *({"name": n, "labels": labels} for n, labels in SITES.items()),
+            {"name": "site-new", "labels": {"region": "eu-west", "provider": "aws"}},
+        ],
+        "policies": [
+            {"name": "two-providers", "kind": "spread", "label": "provider", "min_distinct": 2}
+        ],
+        "deployments": [
+            {"model": "fleetm:1", "to": "jurisdiction in (EU,US)", "strategy": {"bake_s": 0}}
+        ],
+    }
+    path = fleet.root / "fleet.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    first = fleet.cli("apply", "-f", str(path))
+    print(first)
+    assert "+ site site-new" in first
+    assert "enrollment token" in first
+    assert "+ deployment fleetm" in first
+    assert "+ policy two-providers" in first
+    second = fleet.cli("apply", "-f", str(path))
+    assert second.strip() == "no changes"
+    actions = {a["action"] for a in fleet.admin.audit(limit=50)}
+    assert {"apply.site.create", "apply.deployment.create", "apply.policy.create"} <= actions
+    fleet.admin.remove_site("site-new")
+    fleet.admin.remove_policy("two-providers")
+
+
+def test_two_hubs_on_postgres_one_controller(tmp_path: Path, postgres_url: str) -> None:
+    init_hub(tmp_path / "hub", db=postgres_url)
+    with env(HUB_ENV):
+        hubs = [
+            HubProcess(tmp_path / "hub", db=postgres_url, log_path=tmp_path / f"hub{i}.log").start()
+            for i in range(2)
+        ]
+    try:
+        from modelfleet.hub.auth import hash_token, new_token_secret
+        from modelfleet.hub.store import open_store
+
+        secret = new_token_secret()
+        store = open_store(postgres_url)
+        store.tokens.create(name="t", role="viewer", token_hash=hash_token(secret))
+        store.close()
+        clients = [HubClient(h.url, secret) for h in hubs]
+
+        def leaders() -> list[bool]:
+            return [bool(c.controller_status()["leader"]) for c in clients]
+
+        wait_for(lambda: sum(leaders()) == 1, 15, "one leader")
+        time.sleep(1.0)
+        assert sum(leaders()) == 1
+        first = leaders().index(True)
+        hubs[first].kill()
+        other = clients[1 - first]
+        took = wait_for(lambda: other.controller_status()["leader"], 20, "takeover")
+        print(f"controller failover after SIGKILL of the leader: {took:.2f} s")
+        for c in clients:
+            c.close()
+    finally:
+        for hub in hubs:
+            hub.stop()

@@ -1,0 +1,134 @@
+"""The federation API in process: who sees which task, refusals, bad input, abort."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from modelfleet.federation import wire
+from modelfleet.federation.specs import ModelSpec, build_onnx, init_weights
+
+
+def _setup(hub_factory, tmp_path):
+    hub = hub_factory()
+    spec = ModelSpec(family="softmax", features=4, classes=3)
+    path = tmp_path / "m.onnx"
+    onnx.save(build_onnx(spec, init_weights(spec)), str(path))
+    hub.client.post(
+        "/api/v1/models/iris/versions", content=path.read_bytes(), headers=hub.headers()
+    ).raise_for_status()
+    tokens = {}
+    for name, consent in {
+        "a": {"participate": True, "datasets": ["iris"]},
+        "b": {"participate": True, "datasets": ["iris"]},
+        "c": {"participate": False, "reason": "not this quarter", "datasets": ["iris"]},
+        "d": {"participate": True, "datasets": ["other"]},
+    }.items():
+        _, secret = hub.ctx.sites.add(name, {"tier": "edge"})
+        tokens[name] = hub.ctx.sites.enroll(secret).token
+        h = hub.headers(tokens[name])
+        hub.client.post(f"/api/v1/sites/{name}/report", json={}, headers=h).raise_for_status()
+        r = hub.client.put(f"/api/v1/federation/sites/{name}/consent", json=consent, headers=h)
+        r.raise_for_status()
+    return hub, tokens, spec
+
+
+def test_tasks_consent_updates_and_abort(hub_factory, tmp_path) -> None:
+    hub, tokens, spec = _setup(hub_factory, tmp_path)
+    job = {"model": "iris", "data": "iris", "rounds": 3, "min_sites": 2, "id": "j1"}
+    created = hub.client.post("/api/v1/federation/jobs", json=job, headers=hub.headers())
+    assert created.status_code == 201, created.text
+    sites = created.json()["sites"]
+    assert sites["c"] == {
+        "status": "refused",
+        "reason": "site config refuses federated jobs: not this quarter",
+    }
+    assert sites["d"]["status"] == "refused"
+    assert "no data set 'iris'" in sites["d"]["reason"]
+    # Idempotent with an id; a different body under the same id conflicts.
+    assert (
+        hub.client.post("/api/v1/federation/jobs", json=job, headers=hub.headers()).status_code
+        == 201
+    )
+    other = hub.client.post(
+        "/api/v1/federation/jobs", json={**job, "rounds": 4}, headers=hub.headers()
+    )
+    assert other.status_code == 409
+
+    def tasks(site: str, as_site: str | None = None):
+        return hub.client.get(
+            f"/api/v1/federation/sites/{site}/tasks", headers=hub.headers(tokens[as_site or site])
+        )
+
+    assert [t["round"] for t in tasks("a").json()["tasks"]] == [1]
+    assert tasks("c").json()["tasks"] == []  # never sent a task
+    assert tasks("b", as_site="a").status_code == 403
+    assert (
+        hub.client.get("/api/v1/federation/sites/a/tasks", headers=hub.headers()).status_code == 403
+    )
+
+    task = tasks("a").json()["tasks"][0]
+    h = hub.headers(tokens["a"])
+    weights = hub.client.get(task["weights_url"], headers=h)
+    _, arrays = wire.unpack(weights.content)
+    assert arrays["weights"].shape == (spec.size(),)
+    assert hub.client.get(task["weights_url"], headers=hub.headers(tokens["c"])).status_code == 404
+
+    bad = hub.client.post(task["update_url"], content=b"\x80pickle", headers=h)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_input"
+    wrong = wire.pack({"attempt": 1, "num_examples": 3}, {"delta": np.zeros(2, np.float32)})
+    assert hub.client.post(task["update_url"], content=wrong, headers=h).status_code == 400
+    good = wire.pack(
+        {"attempt": 1, "num_examples": 10, "metrics": {"train_loss": 0.5}},
+        {"delta": np.full(spec.size(), 0.1, np.float32)},
+    )
+    assert hub.client.post(task["update_url"], content=good, headers=h).status_code == 200
+    assert (
+        hub.client.post(task["update_url"], content=good, headers=hub.headers()).status_code == 403
+    )
+    assert tasks("a").json()["tasks"] == []  # answered: no task until the next round
+
+    refusal = {"attempt": 1, "reason": "max rounds per day reached"}
+    b = hub.headers(tokens["b"])
+    assert hub.client.post(task["refusal_url"], json=refusal, headers=b).status_code == 200
+    hub.ctx.federation.advance("j1")
+    status = hub.client.get("/api/v1/federation/jobs/j1", headers=hub.headers()).json()
+    first = status["round_details"][0]
+    # Round 1 had 1 update and 1 refusal with min_sites=2: attempt failed, reopened.
+    assert first["attempt"] == 2
+    assert first["state"] == "open"
+
+    late = hub.client.post(task["update_url"], content=good, headers=h)
+    assert late.status_code == 409
+    assert late.json()["error"]["code"] == "round_closed"
+
+    listed = hub.client.get("/api/v1/federation/jobs", headers=hub.headers()).json()
+    assert [j["id"] for j in listed] == ["j1"]
+    aborted = hub.client.post("/api/v1/federation/jobs/j1/abort", json={}, headers=hub.headers())
+    assert aborted.json()["state"] == "aborted"
+    assert tasks("a").json()["tasks"] == []
+    assert (
+        hub.client.post("/api/v1/federation/jobs/j1/abort", headers=hub.headers()).status_code
+        == 409
+    )
+
+
+def test_bad_jobs_are_refused_with_400(hub_factory, tmp_path) -> None:
+    hub, _, _ = _setup(hub_factory, tmp_path)
+    viewer = hub.token("viewer")
+    for body, code in [
+        ({"model": "iris", "data": "iris"}, 400),
+        ({"model": "iris", "data": "iris", "rounds": 1, "strategy": "magic"}, 400),
+        ({"model": "iris", "data": "iris", "rounds": 1, "strategy": "krum", "min_sites": 2}, 400),
+        ({"model": "nope", "data": "iris", "rounds": 1}, 404),
+        ({"model": "iris", "data": "iris", "rounds": 1, "sites": "tier in ("}, 400),
+    ]:
+        response = hub.client.post("/api/v1/federation/jobs", json=body, headers=hub.headers())
+        assert response.status_code == code, (body, response.text)
+    denied = hub.client.post(
+        "/api/v1/federation/jobs",
+        json={"model": "iris", "data": "iris", "rounds": 1},
+        headers=hub.headers(viewer),
+    )
+    assert denied.status_code == 403

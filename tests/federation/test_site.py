@@ -1,0 +1,122 @@
+"""The site's side: config file, CSV/Parquet data sets, consent checks, custom trainers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from modelfleet.errors import InvalidInput
+from modelfleet.federation.specs import ModelSpec, init_weights
+from modelfleet.federation.training import FitResult, TrainConfig
+from modelfleet.site.federated import FederatedWorker, SiteConfig
+from modelfleet.site.trainer import Dataset, DatasetConfig, load_dataset, load_trainer
+from tests.federation.conftest import write_csv
+
+
+class ConstantTrainer:
+    """A custom trainer as a site operator would register it."""
+
+    def fit(self, spec, weights, data: Dataset, config: TrainConfig, seed: int) -> FitResult:
+        return FitResult({k: v + 1 for k, v in weights.items()}, len(data.y), {"custom": 1.0})
+
+    def evaluate(self, spec, weights, data: Dataset) -> dict[str, float]:
+        return {}
+
+
+def _worker(tmp_path: Path, **federation) -> FederatedWorker:
+    rng = np.random.default_rng(0)
+    write_csv(tmp_path / "d.csv", rng.normal(size=(20, 3)), rng.integers(0, 2, 20))
+    (tmp_path / "site.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {"sensors": {"path": "d.csv", "eval_fraction": 0.25}},
+                "federation": {"participate": True, "models": ["pump-*"], **federation},
+                "trainers": {
+                    "constant": "tests.federation.test_site:ConstantTrainer",
+                    "broken": "no.such.module:Thing",
+                },
+            }
+        )
+    )
+    config = SiteConfig.load(tmp_path / "site.yaml")
+    return FederatedWorker(
+        config, hub_url="http://127.0.0.1:9", site="s", token="t", state_dir=tmp_path
+    )
+
+
+def test_consent_checks_give_reasons(tmp_path: Path) -> None:
+    worker = _worker(tmp_path, max_rounds_per_day=1)
+    spec = ModelSpec(family="logistic", features=3)
+    task = {"model": "pump-a", "data": "sensors", "trainer": "builtin"}
+    assert worker.check(task, spec) is None
+    assert "does not allow training model 'other'" in str(
+        worker.check({**task, "model": "other"}, spec)
+    )
+    assert "no data set 'x'" in str(worker.check({**task, "data": "x"}, spec))
+    assert "No module named" in str(worker.check({**task, "trainer": "broken"}, spec))
+    wide = ModelSpec(family="softmax", features=5, classes=3)
+    assert "has 3 features, the model expects 5" in str(worker.check(task, wide))
+    worker.ledger.record()
+    assert "limit of 1 federated rounds per day" in str(worker.check(task, spec))
+    declared = worker.declaration()
+    assert declared["participate"]
+    assert declared["rounds_today"] == 1
+    assert declared["trainers"] == ["builtin", "constant"]
+    worker.stop()
+
+
+def test_refusing_site_declares_its_reason(tmp_path: Path) -> None:
+    worker = _worker(tmp_path)
+    worker.config.federation.participate = False
+    worker.config.federation.reason = "audit running"
+    assert worker.declaration()["participate"] is False
+    assert worker.check(
+        {"model": "pump-a", "data": "sensors"}, ModelSpec(family="logistic", features=3)
+    ) == ("site config refuses federated jobs: audit running")
+    worker.stop()
+
+
+def test_custom_trainer_protocol(tmp_path: Path) -> None:
+    trainer = load_trainer("tests.federation.test_site:ConstantTrainer")
+    spec = ModelSpec(family="logistic", features=3)
+    data = load_dataset(
+        "d", DatasetConfig(path=write_csv(tmp_path / "x.csv", np.ones((4, 3)), np.zeros(4)))
+    )
+    fit = trainer.fit(spec, init_weights(spec), data, TrainConfig(), 0)
+    assert fit.metrics == {"custom": 1.0}
+    with pytest.raises(InvalidInput, match=r"package\.module:Object"):
+        load_trainer("just_a_name")
+    with pytest.raises(InvalidInput, match="lacks fit"):
+        load_trainer("tests.federation.conftest:write_csv")
+
+
+def test_csv_and_parquet_data_sets(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.arange(30, dtype=np.float64).reshape(10, 3)
+    y = np.arange(10) % 2
+    csv_data = load_dataset(
+        "c", DatasetConfig(path=write_csv(tmp_path / "a.csv", x, y), eval_fraction=0.2)
+    )
+    assert csv_data.x.shape == (8, 3)
+    assert csv_data.x_eval.shape == (2, 3)
+    table = pa.table({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "target": y})
+    pq.write_table(table, tmp_path / "a.parquet")
+    parquet = load_dataset(
+        "p",
+        DatasetConfig(
+            path=tmp_path / "a.parquet", label="target", features=["c", "a"], eval_fraction=0
+        ),
+    )
+    assert parquet.features == ["c", "a"]
+    assert parquet.x.shape == (10, 2)
+    with pytest.raises(InvalidInput, match="labels must be integers"):
+        load_dataset("bad", DatasetConfig(path=write_csv(tmp_path / "b.csv", x, y + 0.5)))
+    with pytest.raises(InvalidInput, match="lacks feature columns"):
+        load_dataset(
+            "bad", DatasetConfig(path=tmp_path / "a.parquet", label="target", features=["zz"])
+        )

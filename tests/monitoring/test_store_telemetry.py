@@ -1,0 +1,106 @@
+"""Telemetry store contract, on SQLite and (when configured) PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from modelfleet.errors import NotFound
+from modelfleet.hub.store import NewVersion, Store
+from modelfleet.hub.store.sql import SqlStore
+from modelfleet.hub.store.sql_telemetry import NewWindow, SqlTelemetryRepo
+
+
+def repo(store: Store) -> SqlTelemetryRepo:
+    assert isinstance(store, SqlStore)
+    return SqlTelemetryRepo(store)
+
+
+def window(wid: str, requests: int, *, minutes_ago: float = 0.0, version: int = 1) -> NewWindow:
+    end = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return NewWindow(
+        window_id=wid, model="pump", version=version, start_at=end - timedelta(seconds=10),
+        end_at=end, requests=requests, errors=1, rows=requests, latency_sum=0.1,
+        outcomes={"ok": requests - 1, "error": 1}, latency={"5": requests}, batch_sizes={"0": 1},
+        profiles={"inputs": {}, "outputs": {}},
+    )  # fmt: skip
+
+
+def push(store: Store) -> None:
+    new = NewVersion(
+        model="pump", digest="a" * 64, size=1, io={}, opset=17, framework=None, description="",
+        metrics={}, tags={}, training_regions=(), parent_version=None, pushed_by="t",
+    )  # fmt: skip
+    store.models.create_version(new, lambda n, at: ("{}", "sig"))
+
+
+def test_ingest_is_idempotent_by_batch_and_window(store: Store) -> None:
+    telemetry = repo(store)
+    first = telemetry.ingest("s1", "b1", "sp", (0, 0), [window("w1", 5), window("w2", 7)])
+    assert (first.duplicate_batch, first.accepted) == (False, 2)
+    again = telemetry.ingest("s1", "b1", "sp", (0, 0), [window("w1", 5), window("w2", 7)])
+    assert (again.duplicate_batch, again.accepted) == (True, 0)
+    # The same window in another batch (e.g. after an outbox reset) is still counted once.
+    other = telemetry.ingest("s1", "b2", "sp", (0, 0), [window("w2", 7), window("w3", 1)])
+    assert (other.accepted, other.duplicates) == (1, 1)
+    # Window ids are per site.
+    telemetry.ingest("s2", "b1", "sp", (0, 0), [window("w1", 100)])
+    totals = {t.site: (t.requests, t.windows, t.errors) for t in telemetry.totals()}
+    assert totals == {"s1": (13, 3, 3), "s2": (100, 1, 1)}
+
+
+def test_concurrent_duplicate_batches_count_once(open_backend) -> None:
+    stores = [open_backend() for _ in range(4)]
+    barrier = threading.Barrier(4)
+    windows = [window(f"w{i}", 2) for i in range(20)]
+
+    def deliver(store: Store) -> None:
+        barrier.wait()
+        with contextlib.suppress(Exception):  # a loser may see a conflict and would retry
+            repo(store).ingest("s1", "same-batch", "sp", (0, 0), windows)
+
+    threads = [threading.Thread(target=deliver, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [t.requests for t in repo(stores[0]).totals()] == [40]
+
+
+def test_drops_keep_the_largest_cumulative_figure_per_outbox(store: Store) -> None:
+    telemetry = repo(store)
+    telemetry.ingest("s1", "b1", "spool-a", (3, 30), [])
+    telemetry.ingest("s1", "b2", "spool-a", (2, 20), [])  # reordered, older figure
+    telemetry.ingest("s1", "b3", "spool-b", (1, 4), [])  # a new outbox after a reset
+    assert telemetry.drops() == {"s1": (4, 34)}
+
+
+def test_windows_since_and_filters(store: Store) -> None:
+    telemetry = repo(store)
+    telemetry.ingest(
+        "s1", "b1", "sp", (0, 0),
+        [window("old", 1, minutes_ago=120), window("new", 2), window("v2", 4, version=2)],
+    )  # fmt: skip
+    recent = telemetry.windows(since=datetime.now(UTC) - timedelta(minutes=5))
+    assert sorted(w.requests for w in recent) == [2, 4]
+    assert [w.requests for w in telemetry.windows(version=1)] == [1, 2]
+    with_profiles = telemetry.windows(site="s1", version=2, with_profiles=True)
+    assert with_profiles[0].profiles == {"inputs": {}, "outputs": {}}
+
+
+def test_reference_profiles_and_thresholds(store: Store) -> None:
+    telemetry = repo(store)
+    with pytest.raises(NotFound):
+        telemetry.set_reference("pump", 1, {"columns": {}}, "alice")
+    push(store)
+    telemetry.set_reference("pump", 1, {"columns": {"a": 1}}, "alice")
+    telemetry.set_reference("pump", 1, {"columns": {"b": 2}}, "bob")
+    assert telemetry.get_reference("pump", 1) == {"columns": {"b": 2}}
+    assert telemetry.get_reference("pump", 2) is None
+    assert telemetry.get_drift_settings("pump") == {}
+    telemetry.set_drift_settings("pump", {"psi": 0.2})
+    telemetry.set_drift_settings("pump", {"psi": 0.25, "js": 0.2})
+    assert telemetry.get_drift_settings("pump") == {"psi": 0.25, "js": 0.2}

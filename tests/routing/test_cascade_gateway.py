@@ -1,0 +1,207 @@
+"""The cascade against real sites (cloud link cut by the WAN emulator), the gateway as a real
+process, and the WAN emulator itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from modelfleet.oip.codec import decode_response, to_numpy_input
+from modelfleet.oip.types import InferRequest, InferResponse
+from modelfleet.sim.launcher import free_port, wait_http
+from modelfleet.sim.wan import WanLink, parse_duration
+from modelfleet.site.cascade import Cascade, EscalationRule
+from tests.routing.conftest import GeoFleet
+
+
+def local_answer(fleet: GeoFleet, x: np.ndarray) -> tuple[InferRequest, InferResponse]:
+    """What the edge site (eu-a, the small clf) answers, as the server would hold it."""
+    body = {
+        "id": "edge-1",
+        "inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 2], "data": x.ravel().tolist()}],
+    }
+    response = httpx.post(f"{fleet.sites['eu-a'].url}/v2/models/clf/infer", json=body)
+    assert response.status_code == 200, response.text
+    request = InferRequest(id="edge-1", inputs=[to_numpy_input(x, "X")])
+    return request, decode_response(response.content, None)
+
+
+def probabilities(response: InferResponse) -> np.ndarray:
+    return next(o.data for o in response.outputs if o.name == "probabilities")
+
+
+def test_cascade_escalates_low_confidence_and_degrades_when_the_cloud_is_cut(
+    geo_fleet: GeoFleet,
+) -> None:
+    cloud = geo_fleet.links["eu-b"]  # eu-b serves the confident clf:2
+    cascade = Cascade(
+        cloud.url, {"clf": EscalationRule(threshold=0.9)}, deadline_s=0.5, data_region="EU"
+    )
+    unsure = np.array([[0.1, 0.0]], np.float32)  # edge: 0.52 / 0.48; cloud: 0.73 / 0.27
+    sure = np.array([[5.0, 0.0]], np.float32)  # edge: 0.99
+
+    async def scenario() -> None:
+        request, local = local_answer(geo_fleet, sure)
+        kept = await cascade.maybe_escalate("clf", request, local)
+        assert kept is local
+        assert "escalated" not in kept.parameters
+
+        request, local = local_answer(geo_fleet, unsure)
+        assert probabilities(local).max() < 0.6
+        answer = await cascade.maybe_escalate("clf", request, local)
+        assert answer.parameters.get("escalated") is True
+        assert answer.model_version == "2"  # the cloud's model answered
+        np.testing.assert_allclose(probabilities(answer)[0], [0.7311, 0.2689], atol=1e-3)
+
+        for mode in ("blackhole", "reset"):
+            cloud.cut(mode)  # type: ignore[arg-type]
+            try:
+                request, local = local_answer(geo_fleet, unsure)
+                started = time.perf_counter()
+                degraded = await cascade.maybe_escalate("clf", request, local)
+                took = time.perf_counter() - started
+            finally:
+                cloud.restore()
+            assert degraded.parameters == {"degraded": True}
+            np.testing.assert_allclose(probabilities(degraded), probabilities(local))
+            print(f"\ncloud {mode}: degraded local answer after {took * 1e3:.0f} ms")
+        cascade.close()
+
+    asyncio.run(scenario())
+    assert cascade.stats.escalations == {"clf": 3}
+    assert cascade.stats.cloud_answers == {"clf": 1}
+    assert cascade.stats.degraded == {"clf": 2}
+
+
+def test_cascade_rules_and_config() -> None:
+    cascade = Cascade.from_config(
+        {
+            "target": "http://127.0.0.1:9",
+            "models": {"heavy": {"always": True, "target_model": "heavy-large"}},
+        }
+    )
+    assert cascade.applies("heavy")
+    assert not cascade.applies("other")
+    with pytest.raises(Exception, match="threshold or always"):
+        EscalationRule.from_dict({})
+
+
+@pytest.fixture
+def gateway(geo_fleet: GeoFleet) -> object:
+    port = free_port()
+    env = {**os.environ, "MODELFLEET_TOKEN": geo_fleet.viewer_token}
+    cmd = [
+        sys.executable, "-m", "modelfleet", "gateway", "serve",
+        "--hub", geo_fleet.hub.url, "--port", str(port), "--data-region", "EU",
+        "--cache", str(geo_fleet.root / "gateway-cache.json"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", 30, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _body(x: np.ndarray) -> dict[str, object]:
+    return {
+        "inputs": [
+            {"name": "X", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+        ]
+    }
+
+
+def test_gateway_routes_oip_by_data_region_header(geo_fleet: GeoFleet, gateway: str) -> None:
+    x = np.zeros((1, 4), np.float32)
+    with httpx.Client(base_url=gateway, timeout=10) as http:
+        response = http.post("/v2/models/pump/infer", json=_body(x))
+        assert response.status_code == 200, response.text
+        assert response.headers["x-modelfleet-site"] in {"eu-a", "eu-b"}
+        assert response.json()["outputs"][0]["data"][0] in (1.0, 2.0)
+        us = http.post(
+            "/v2/models/pump/infer",
+            json=_body(x),
+            headers={"x-modelfleet-data-region": "US", "x-request-id": "abc"},
+        )
+        assert us.headers["x-modelfleet-site"] == "us"
+        assert us.headers["x-request-id"] == "abc"
+        assert us.json()["outputs"][0]["data"][0] == 3.0
+        meta = http.get("/v2/models/gear")
+        assert meta.status_code == 200
+        assert meta.json()["inputs"][0]["name"] == "X"
+        assert http.get("/v2/models/gear/ready").status_code == 200
+        assert http.get("/v2/health/live").json() == {"live": True}
+        assert http.get("/v2/nope").status_code == 404
+        refused = http.post(
+            "/v2/models/pump/infer", json=_body(x), headers={"x-modelfleet-data-region": "IN"}
+        )
+        assert refused.status_code == 503
+        assert "residency rule IN -> {IN}" in refused.json()["error"]
+        assert "modelfleet_gateway_requests_total" in http.get("/metrics").text
+
+        # Added latency over a direct call to the same site through the same link.
+        direct_url = geo_fleet.links["us"].url + "/v2/models/pump/infer"
+        headers = {"x-modelfleet-data-region": "US"}
+        payload = _body(x)
+        direct, routed = [], []
+        for _ in range(200):
+            t0 = time.perf_counter()
+            http.post(direct_url, json=payload)
+            t1 = time.perf_counter()
+            http.post("/v2/models/pump/infer", json=payload, headers=headers)
+            routed.append(time.perf_counter() - t1)
+            direct.append(t1 - t0)
+        added = (statistics.median(routed) - statistics.median(direct)) * 1e3
+        print(
+            f"\ngateway: direct p50 {statistics.median(direct) * 1e3:.3f} ms, via gateway "
+            f"{statistics.median(routed) * 1e3:.3f} ms, added {added:.3f} ms"
+        )
+
+
+def test_wan_link_delays_cuts_and_restores() -> None:
+    assert parse_duration("40ms") == pytest.approx(0.04)
+    assert parse_duration("250us") == pytest.approx(0.00025)
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1024):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        link = await WanLink(("127.0.0.1", port), delay_s=0.02).serve()
+        reader, writer = await asyncio.open_connection(link.host, link.port)
+        t0 = time.perf_counter()
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        first = time.perf_counter() - t0
+        assert first >= 0.08  # handshake (2 x 20 ms) + request/response (2 x 20 ms)
+        link.set(delay_s=0.05)
+        t0 = time.perf_counter()
+        writer.write(b"pong")
+        assert await reader.readexactly(4) == b"pong"
+        assert time.perf_counter() - t0 >= 0.1
+        link.cut()
+        writer.write(b"held")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.readexactly(4), 0.3)
+        link.restore()
+        assert await asyncio.wait_for(reader.readexactly(4), 2) == b"held"
+        link.cut("reset")
+        assert await reader.read() == b""  # connection reset
+        writer.close()
+        await link.aclose()
+        server.close()
+
+    asyncio.run(scenario())

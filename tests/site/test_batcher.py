@@ -1,0 +1,204 @@
+"""Adaptive batching: grouping, splitting, isolation of failures, and 64 concurrent clients."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from modelfleet.errors import InvalidInput
+from modelfleet.site.batcher import Batcher, BatchPolicy
+from modelfleet.site.repository import ModelRepository
+from modelfleet.site.server import InferenceServer
+from tests.site.test_oip_conformance import LiveSite, add_model, load
+
+Feeds = dict[str, np.ndarray[Any, Any]]
+
+
+def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a fresh event loop (the suite has no asyncio plugin)."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+class FakeModel:
+    """Row-wise model (y = x * 2); records batch sizes; can be held to let a queue form."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def run(self, feeds: Feeds, names: list[str]) -> Feeds:
+        self.entered.set()
+        self.gate.wait(5)
+        x = feeds["x"]
+        self.calls.append(x.shape[0])
+        if np.isnan(x).any():
+            raise InvalidInput("NaN in input")
+        return dict.fromkeys(names, x * 2)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(2)
+    yield pool
+    pool.shutdown()
+
+
+def rows(n: int, start: float = 0.0, width: int = 2) -> np.ndarray[Any, Any]:
+    return (np.arange(n * width, dtype=np.float32) + start).reshape(n, width)
+
+
+def test_policy_from_params() -> None:
+    assert BatchPolicy.from_params({}) == BatchPolicy(1, 0.0)
+    assert (
+        BatchPolicy.from_params({"max_batch_size": 8, "max_batch_time_ms": 2}).max_batch_size == 8
+    )
+    for bad in ({"max_batch_size": 0}, {"max_batch_size": "8"}, {"max_batch_time_ms": -1}):
+        with pytest.raises(InvalidInput):
+            BatchPolicy.from_params(bad)
+
+
+@run_async
+async def test_lone_request_runs_at_once(executor: ThreadPoolExecutor) -> None:
+    model = FakeModel()
+    batcher = Batcher(model.run, BatchPolicy(32, 1000.0), executor, batchable=True)
+    # A 1000 ms batching window must not delay a lone request: it completes well before.
+    out = await asyncio.wait_for(batcher.submit({"x": rows(3)}, ("y",)), timeout=0.5)
+    np.testing.assert_array_equal(out["y"], rows(3) * 2)
+    assert model.calls == [3]
+
+
+@run_async
+async def test_queue_forms_while_busy_and_splits_back(executor: ThreadPoolExecutor) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    batcher = Batcher(model.run, BatchPolicy(8, 2.0), executor, batchable=True, inline_below_s=0)
+    first = batcher.submit({"x": rows(1, 100)}, ("y",))
+    await asyncio.sleep(0)
+    await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
+    sizes = [1, 2, 3, 2, 4, 1]  # 13 rows: batches of at most 8 rows
+    futures = [batcher.submit({"x": rows(n, 10.0 * i)}, ("y",)) for i, n in enumerate(sizes)]
+    model.gate.set()
+    await first
+    results = await asyncio.gather(*futures)
+    for i, (n, out) in enumerate(zip(sizes, results, strict=True)):
+        np.testing.assert_array_equal(out["y"], rows(n, 10.0 * i) * 2)
+    assert model.calls[0] == 1
+    assert all(size <= 8 for size in model.calls[1:])
+    assert sum(model.calls[1:]) == 13
+    assert len(model.calls) < 1 + len(sizes)  # some requests did share a call
+
+
+@run_async
+async def test_incompatible_requests_never_share_a_batch(executor: ThreadPoolExecutor) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    batcher = Batcher(model.run, BatchPolicy(64, 2.0), executor, batchable=True, inline_below_s=0)
+    blocker = batcher.submit({"x": rows(1)}, ("y",))
+    await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
+    a = batcher.submit({"x": rows(2, width=2)}, ("y",))
+    b = batcher.submit({"x": rows(2, width=3)}, ("y",))  # other trailing shape
+    c = batcher.submit({"x": rows(2, width=2)}, ("z",))  # other requested outputs
+    d = batcher.submit({"x": rows(2, width=2).astype(np.float64)}, ("y",))  # other dtype
+    model.gate.set()
+    await blocker
+    outs = await asyncio.gather(a, b, c, d)
+    assert set(outs[2]) == {"z"}
+    assert set(outs[0]) == {"y"}
+    assert outs[1]["y"].shape == (2, 3)
+    assert model.calls == [1, 2, 2, 2, 2]
+
+
+@run_async
+async def test_a_bad_request_fails_alone(executor: ThreadPoolExecutor) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    batcher = Batcher(model.run, BatchPolicy(64, 2.0), executor, batchable=True, inline_below_s=0)
+    blocker = batcher.submit({"x": rows(1)}, ("y",))
+    await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
+    bad_rows = rows(2)
+    bad_rows[1, 0] = np.nan
+    good = batcher.submit({"x": rows(2)}, ("y",))
+    bad = batcher.submit({"x": bad_rows}, ("y",))
+    model.gate.set()
+    await blocker
+    np.testing.assert_array_equal((await good)["y"], rows(2) * 2)
+    with pytest.raises(InvalidInput):
+        await bad
+
+
+@run_async
+async def test_non_row_wise_outputs_are_answered_one_by_one(
+    executor: ThreadPoolExecutor,
+) -> None:
+    calls: list[int] = []
+
+    def summing(feeds: Feeds, names: list[str]) -> Feeds:
+        calls.append(feeds["x"].shape[0])
+        return {"y": feeds["x"].sum(axis=0, keepdims=True)}
+
+    batcher = Batcher(summing, BatchPolicy(64, 2.0), executor, batchable=True)
+    a = batcher.submit({"x": rows(2)}, ("y",))
+    b = batcher.submit({"x": rows(3, 50)}, ("y",))
+    out_a, out_b = await asyncio.gather(a, b)
+    np.testing.assert_array_equal(out_a["y"], rows(2).sum(axis=0, keepdims=True))
+    np.testing.assert_array_equal(out_b["y"], rows(3, 50).sum(axis=0, keepdims=True))
+    assert calls == [5, 2, 3]
+
+
+def test_64_concurrent_clients_get_their_own_rows(tmp_path: Path) -> None:
+    """Over real HTTP: each client tags its rows; answers must be exactly its rows + 1."""
+    repository = ModelRepository()
+    model = load(add_model(tmp_path / "add.onnx", 1.0), "add", 1, max_batch_size=32)
+    repository.activate(model)
+    server = InferenceServer(repository)
+    live = LiveSite(server)
+    clients = 64
+
+    async def one_client(index: int, http: httpx.AsyncClient) -> None:
+        for round_ in range(4):
+            n = 1 + (index * 7 + round_) % 40  # some above max_batch_size: they run alone
+            x = np.full((n, 4), index * 1000 + round_, dtype=np.float32)
+            x[:, 1] = np.arange(n)
+            body = {
+                "id": f"c{index}-{round_}",
+                "parameters": {"client": index},
+                "inputs": [
+                    {"name": "X", "datatype": "FP32", "shape": [n, 4], "data": x.ravel().tolist()}
+                ],
+            }
+            answer = await http.post("/v2/models/add/infer", json=body)
+            assert answer.status_code == 200, answer.text
+            doc = answer.json()
+            assert doc["id"] == f"c{index}-{round_}"
+            assert doc["parameters"] == {"client": index}
+            out = np.array(doc["outputs"][0]["data"], dtype=np.float32).reshape(n, 4)
+            np.testing.assert_array_equal(out, x + 1)
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=clients)
+        async with httpx.AsyncClient(base_url=live.url, limits=limits, timeout=30) as http:
+            await asyncio.gather(*(one_client(i, http) for i in range(clients)))
+
+    try:
+        asyncio.run(main())
+        batcher = server.served(model).batcher
+        print(f"{batcher.requests} requests in {batcher.batches} batched calls")
+        assert batcher.requests == clients * 4
+    finally:
+        live.close()
