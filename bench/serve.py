@@ -45,7 +45,7 @@ MLSERVER_EXTRAS = ["onnxruntime", "uvloop<0.22"]
 MODEL_NAME = "m"
 SERVERS = ("modelfleet", "mlserver", "fastapi")
 #: Also measurable with --servers: modelfleet's server on uvicorn instead of its own listener.
-EXTRA_SERVERS = ("modelfleet-uvicorn",)
+EXTRA_SERVERS = ("modelfleet-uvicorn", "modelfleet-notelemetry")
 #: Serving parameters given to the modelfleet site, as an assignment would.
 SITE_PARAMS = {"max_batch_size": 32, "max_batch_time_ms": 2}
 
@@ -96,19 +96,30 @@ def build_models(workdir: Path) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- servers
 
 
-def serve_modelfleet(model: Path, port: int, params: dict[str, Any], engine: str) -> None:
-    """The production path: ModelRepository + LoadedModel + InferenceServer + serve_http."""
+def serve_modelfleet(
+    model: Path, port: int, params: dict[str, Any], engine: str, *, telemetry: bool = True
+) -> None:
+    """The production path: ModelRepository + LoadedModel + InferenceServer + serve_http,
+    with the agent's telemetry (10 s windows, sketches, the on-disk outbox) unless turned
+    off — the "modelfleet-notelemetry" variant measures what telemetry costs."""
     from modelfleet.site.listener import serve_http
     from modelfleet.site.repository import ModelRepository
     from modelfleet.site.runtime import LoadedModel
     from modelfleet.site.server import InferenceServer
+    from modelfleet.site.spool import Spool
+    from modelfleet.site.telemetry import TelemetryRecorder
 
     repository = ModelRepository()
     loaded = LoadedModel.load(model, name=MODEL_NAME, version=1, digest="bench", params=params)
     loaded.warm_up()
     repository.activate(loaded)
+    recorder = None
+    if telemetry:
+        spool = Spool(Path(tempfile.mkdtemp(prefix="modelfleet-bench-spool-")) / "telemetry.db")
+        recorder = TelemetryRecorder(spool.put, window_s=10.0, sample_requests=256)
+        recorder.start()
     serve_http(
-        InferenceServer(repository).app(),
+        InferenceServer(repository, observer=recorder).app(),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -355,7 +366,13 @@ def main() -> None:
         kind, model, port = args.serve[0], Path(args.serve[1]), int(args.serve[2])
         if kind.startswith("modelfleet"):
             engine = "uvicorn" if kind == "modelfleet-uvicorn" else "builtin"
-            serve_modelfleet(model, port, json.loads(args.serve[3]), engine)
+            serve_modelfleet(
+                model,
+                port,
+                json.loads(args.serve[3]),
+                engine,
+                telemetry=kind != "modelfleet-notelemetry",
+            )
         else:
             serve_fastapi(model, port)
         return

@@ -42,7 +42,7 @@ def _backend_errors() -> tuple[type[BaseException], ...]:
     """The exception types a remote filesystem may leak besides OSError."""
     errors: list[type[BaseException]] = [OSError]
     try:
-        from botocore.exceptions import (  # type: ignore[import-untyped]
+        from botocore.exceptions import (
             BotoCoreError,
             ClientError,
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError
 
 from modelfleet.errors import InvalidArtifact, NotFound
 from modelfleet.oip.datatypes import ONNX_ELEM_TO_OIP

@@ -38,8 +38,28 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
     raise ModelfleetError(f"{url} did not come up within {timeout:.0f}s")
 
 
+class _Child:
+    """Stopping a child process: politely (SIGTERM, then SIGKILL after 10 s) or as a crash."""
+
+    proc: subprocess.Popen[bytes] | None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up runs, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
 @dataclass
-class HubProcess:
+class HubProcess(_Child):
     """A ``modelfleet hub serve`` child process."""
 
     data_dir: Path
@@ -70,23 +90,9 @@ class HubProcess:
         wait_http(f"{self.url}/healthz", timeout, self.proc)
         return self
 
-    def kill(self) -> None:
-        """SIGKILL: no clean-up runs, as in a crash."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
 
 @dataclass
-class SiteProcess:
+class SiteProcess(_Child):
     """A ``modelfleet site serve`` child process with its own state directory."""
 
     state_dir: Path
@@ -118,16 +124,3 @@ class SiteProcess:
         if wait_ready:
             wait_http(f"{self.url}/v2/health/ready", timeout, self.proc)
         return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()

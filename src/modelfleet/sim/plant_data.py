@@ -67,11 +67,10 @@ class Plant:
 
 # Differences are real but moderate, as between plants of one manufacturer: enough that each
 # plant's data is its own, not so much that normal operation looks like drift.
-PLANTS: dict[str, Plant] = {
-    "eu-west": Plant("eu-west", "eu-west", "EU", "aws", "edge", 299.6, (0.55, 0.3, 0.15), 39.0, 0.0),
-    "us-east": Plant("us-east", "us-east", "US", "gcp", "cloud", 300.0, (0.45, 0.35, 0.2), 40.5, 20.0),
-    "ap-south": Plant("ap-south", "ap-south", "IN", "azure", "edge", 300.3, (0.5, 0.3, 0.2), 41.5, 60.0),
-}  # fmt: skip
+_EU = Plant("eu-west", "eu-west", "EU", "aws", "edge", 299.6, (0.55, 0.3, 0.15), 39, 0)
+_US = Plant("us-east", "us-east", "US", "gcp", "cloud", 300.0, (0.45, 0.35, 0.2), 40.5, 20)
+_AP = Plant("ap-south", "ap-south", "IN", "azure", "edge", 300.3, (0.5, 0.3, 0.2), 41.5, 60)
+PLANTS: dict[str, Plant] = {p.name: p for p in (_EU, _US, _AP)}
 
 
 def generate(plant: Plant, n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

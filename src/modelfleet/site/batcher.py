@@ -9,7 +9,7 @@ request waits at most for the batch in flight plus its own, and never for a time
 
 Why not wait ``max_batch_time_ms`` to fill batches (MLServer's approach)? Measured on the
 benchmark models, every request pays that wait at low load while the queue that forms anyway
-under load fills batches just as well (see docs/benchmarks-serve.md). ``max_batch_time_ms``
+under load fills batches just as well (see docs/benchmarks.md). ``max_batch_time_ms``
 stays the documented ceiling of the deliberate wait, which this policy keeps at zero.
 
 Soundness rules:

@@ -104,30 +104,34 @@ def run_demo(*, keep: bool = False, fast: bool = False, json_out: bool = False) 
     lines: dict[str, PlantLine] = {}
     console.rule("[bold]modelfleet demo: predictive maintenance in three plants")
     try:
-        _scenario(run, fleet, lines, sizes, workdir)
-    except ModelfleetError as exc:
-        run.check("completed", False, f"the demo stopped: {exc.message}")
-    finally:
-        for line in lines.values():
-            line.stop()
-    summary = _summary(run, fleet, lines, workdir)
-    if json_out:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        render(console, summary)
-    ok = bool(run.checks) and all(run.checks.values())
-    if keep and fleet.hub is not None:
-        console.print(
-            f"\nThe fleet stays up. export MODELFLEET_HUB_URL={fleet.hub.url} "
-            f"MODELFLEET_TOKEN={fleet.token}\nthen try: modelfleet status, modelfleet site ls, "
-            f"modelfleet rollout ls, modelfleet drift {MODEL}, modelfleet fl ls. Ctrl-C stops it."
-        )
         try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-    fleet.close()
+            _scenario(run, fleet, lines, sizes, workdir)
+        except ModelfleetError as exc:
+            run.check("completed", False, f"the demo stopped: {exc.message}")
+        finally:
+            for line in lines.values():
+                line.stop()
+        summary = _summary(run, fleet, lines, workdir)
+        if json_out:
+            print(json.dumps(summary, indent=2, default=str))
+        else:
+            render(console, summary)
+        ok = bool(run.checks) and all(run.checks.values())
+        if keep and fleet.hub is not None:
+            console.print(
+                f"\nThe fleet stays up. export MODELFLEET_HUB_URL={fleet.hub.url} "
+                f"MODELFLEET_TOKEN={fleet.token}\nthen try: modelfleet status, modelfleet site "
+                f"ls, modelfleet rollout ls, modelfleet drift {MODEL}, modelfleet fl ls. "
+                "Ctrl-C stops it."
+            )
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        # Whatever happened (a bug, Ctrl-C), no process of the fleet outlives the demo.
+        fleet.close()
     if ok and not keep:
         shutil.rmtree(workdir, ignore_errors=True)  # kept on failure: logs are in there
     return ok
