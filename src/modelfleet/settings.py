@@ -52,6 +52,11 @@ class HubSettings(BaseSettings):
         description="Largest ONNX upload accepted; bigger uploads are refused with 413 while "
         "streaming, before they fill the disk.",
     )
+    max_body_bytes: int = Field(
+        default=128 * 1024**2,
+        description="Largest request body other than a model upload (JSON documents, "
+        "telemetry batches, federated updates); bigger ones get 413.",
+    )
     enrollment_ttl_s: float = Field(
         default=24 * 3600,
         description="How long a one-time site enrollment token stays valid.",

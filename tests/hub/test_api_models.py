@@ -303,3 +303,32 @@ def test_tampered_blob_fails_verification(hub_factory, tiny_onnx) -> None:
     flipped[len(flipped) // 2] ^= 0x01
     with pytest.raises(DigestMismatch):
         verify_manifest(body["manifest"], body["signature"], key, blob=bytes(flipped))
+
+
+def test_oversized_json_bodies_get_413_but_uploads_have_their_own_limit(
+    hub_factory, tiny_onnx
+) -> None:
+    hub = hub_factory(max_body_bytes=1024)
+    big = {"name": "x" * 4000, "role": "viewer"}
+    declared = hub.client.post("/api/v1/tokens", json=big, headers=hub.headers())
+    assert declared.status_code == 413
+    assert declared.json()["error"]["code"] == "body_too_large"
+
+    def chunks():
+        yield b'{"name": "'
+        for _ in range(10):
+            yield b"x" * 512
+        yield b'", "role": "viewer"}'
+
+    streamed = hub.client.post(
+        "/api/v1/tokens",
+        content=chunks(),
+        headers={**hub.headers(), "Content-Type": "application/json"},
+    )
+    assert streamed.status_code == 413
+    assert [t["name"] for t in hub.client.get("/api/v1/tokens", headers=hub.headers()).json()] == [
+        "admin"
+    ]
+    model = tiny_onnx()
+    assert model.stat().st_size > 0
+    assert push(hub, "pump", model).status_code == 201  # uploads stream under their own limit

@@ -19,6 +19,7 @@ from modelfleet.hub.api import sites as sites_api
 from modelfleet.hub.api import telemetry as telemetry_api
 from modelfleet.hub.api import tokens as tokens_api
 from modelfleet.hub.api.errors import install_error_handlers
+from modelfleet.hub.api.limits import BodyLimit
 from modelfleet.hub.api.schemas import SigningKeyOut
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
@@ -100,6 +101,8 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(telemetry_api.router)
     app.include_router(directory_api.router)
     app.include_router(federation_api.router)
+
+    app.add_middleware(BodyLimit, max_body_bytes=ctx.settings.max_body_bytes)
 
     @app.middleware("http")
     async def _measure(

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from modelfleet.errors import ModelfleetError
@@ -45,5 +46,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ClientDisconnect):  # the client (or the body limit) hung up
+            return _body("client_disconnected", "the client closed the request", 400)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _body("internal", "internal error; the hub log has the details", 500)
