@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from modelfleet.cli.common import (
     DEFAULT_HUB,
@@ -23,6 +22,7 @@ from modelfleet.cli.common import (
     when,
 )
 from modelfleet.errors import InvalidInput
+from modelfleet.yamlfile import load_yaml_file
 
 app = typer.Typer(
     help="Federated learning: sites train on their own data, the hub aggregates.",
@@ -110,13 +110,7 @@ def start(
     """Start a federated job (flags override the values of -f job.yaml)."""
     body: dict[str, Any] = {}
     if file is not None:
-        try:
-            loaded = yaml.safe_load(file.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"cannot read {file}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise InvalidInput(f"{file} must hold a mapping of job fields")
-        body.update(loaded)
+        body.update(load_yaml_file(file, "job file"))
     flags = {
         "id": job_id,
         "model": model,

@@ -52,16 +52,16 @@ def serve(
 ) -> None:
     """Serve /v2 (infer, metadata, ready, health) and route each request to the nearest site
     allowed to see its data; /metrics and /healthz show the router's view."""
-    import yaml
 
     from modelfleet.routing.directory import SiteDirectory
     from modelfleet.routing.gateway import Gateway
     from modelfleet.routing.gateway import serve as run
     from modelfleet.routing.residency import ResidencyRules
     from modelfleet.routing.router import Router, RoutingOptions
+    from modelfleet.yamlfile import load_yaml
 
     if sites is not None:
-        doc = yaml.safe_load(sites.read_text())
+        doc = load_yaml(sites, "site list")
         items = doc.get("sites") if isinstance(doc, dict) else doc
         if not isinstance(items, list):
             raise InvalidInput(f"{sites}: expected a list of sites (or {{sites: [...]}})")

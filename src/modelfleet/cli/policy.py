@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from modelfleet.cli.common import (
     DEFAULT_HUB,
@@ -18,17 +17,14 @@ from modelfleet.cli.common import (
     print_json,
     table,
 )
-from modelfleet.errors import InvalidInput
 from modelfleet.hub.policy import parse_policy_document
+from modelfleet.yamlfile import load_yaml
 
 app = typer.Typer(help="Governance rules: residency and spread.", no_args_is_help=True)
 
 
 def read_yaml(path: Path) -> object:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read {path}: {exc}") from exc
+    return load_yaml(path, "file")
 
 
 @app.command("apply")

@@ -23,7 +23,6 @@ is conditional, and :class:`CoordinatorLease` lets only one replica run the loop
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -61,6 +60,7 @@ from modelfleet.hub.store.sql_federation import (
     RoundRow,
     SqlFederationRepo,
 )
+from modelfleet.hub.wakeups import Notifier
 from modelfleet.refs import parse_ref
 
 log = logging.getLogger("modelfleet.federation")
@@ -91,38 +91,6 @@ def unpack_state(data: bytes | None) -> State:
         return {}
     _, arrays = wire.unpack(data)
     return {k: np.asarray(v, np.float64) for k, v in arrays.items()}
-
-
-class TaskBell:
-    """Wakes sites' task long-polls in this process when a round opens.
-
-    Rung from worker threads; waiters live on the event loop, so ringing goes through
-    ``call_soon_threadsafe``. Waiters also re-check on a short timer, which covers rounds
-    opened by another replica.
-    """
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._events: dict[str, asyncio.Event] = {}
-
-    def ring(self, sites: list[str]) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop shutting down
-            loop.call_soon_threadsafe(self._ring, list(sites))
-
-    def _ring(self, sites: list[str]) -> None:
-        for site in sites:
-            event = self._events.pop(site, None)
-            if event is not None:
-                event.set()
-
-    async def wait(self, site: str, timeout: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        event = self._events.setdefault(site, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
 
 
 class CoordinatorLease:
@@ -181,7 +149,8 @@ class Coordinator:
         self.sites = sites
         self.tmp_dir = tmp_dir
         self.tick_s = tick_s
-        self.bell = TaskBell()
+        # Wakes the sites' task long-polls when a round opens.
+        self.bell = Notifier()
         self.lease = CoordinatorLease(store)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -552,7 +521,7 @@ class Coordinator:
         if opened is None:
             return False
         log.info("job %s round %d open for %s", job.id, number, ", ".join(eligible))
-        self.bell.ring(eligible)
+        self.bell.notify_many(eligible)
         return False
 
     def _maybe_close(self, job: JobRow, config: JobConfig, rnd: RoundRow) -> bool:

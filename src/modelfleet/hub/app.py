@@ -26,10 +26,11 @@ from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.metrics import HubMetrics
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.rollout.controller import build_rollouts
-from modelfleet.hub.sites import Notifier, Sites
+from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import open_store
 from modelfleet.hub.telemetry import Telemetry
 from modelfleet.hub.telemetry_metrics import register as register_telemetry_metrics
+from modelfleet.hub.wakeups import Notifier
 from modelfleet.registry.artifacts import open_artifact_store
 from modelfleet.registry.signing import load_signing_key
 from modelfleet.settings import HubSettings

@@ -10,9 +10,10 @@ from modelfleet.hub.deployments import Deployments
 from modelfleet.hub.metrics import HubMetrics
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.rollout.controller import RolloutController
-from modelfleet.hub.sites import Notifier, Sites
+from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.telemetry import Telemetry
+from modelfleet.hub.wakeups import Notifier
 from modelfleet.registry.artifacts import ArtifactStore
 from modelfleet.settings import HubSettings
 

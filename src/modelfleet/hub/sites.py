@@ -1,15 +1,14 @@
 """Sites on the hub: registration, enrollment, assignments, desired state, reports.
 
 Desired state is versioned by a per-site revision that every assignment change bumps in
-the same transaction; the revision is the ETag sites long-poll on. The :class:`Notifier`
+the same transaction; the revision is the ETag sites long-poll on. The
+:class:`~modelfleet.hub.wakeups.Notifier`
 wakes waiting long-polls in this process at once; waiters also re-read the revision every
 second so a change made through another hub replica is seen too.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,42 +48,6 @@ def _split_label(item: str) -> tuple[str, str]:
 class Enrolled:
     site: SiteRecord
     token: str
-
-
-class Notifier:
-    """Wakes long-polls of one site when its desired state changes in this process.
-
-    ``notify`` may be called from any thread (API worker threads, the rollout
-    controller): off the event loop it hands the wake-up to the loop, since asyncio
-    events are not thread-safe.
-    """
-
-    def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def notify(self, site: str) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is not loop:
-                loop.call_soon_threadsafe(self._wake, site)
-                return
-        self._wake(site)
-
-    def _wake(self, site: str) -> None:
-        event = self._events.pop(site, None)
-        if event is not None:
-            event.set()
-
-    async def wait(self, site: str, timeout: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        event = self._events.setdefault(site, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
 
 
 class Sites:

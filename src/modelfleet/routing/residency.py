@@ -23,9 +23,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from modelfleet.errors import InvalidInput
+from modelfleet.yamlfile import load_yaml_file
 
 __all__ = ["UNRESTRICTED", "ResidencyRules"]
 
@@ -69,13 +68,7 @@ class ResidencyRules:
     @classmethod
     def from_file(cls, path: str | Path) -> ResidencyRules:
         file = Path(path)
-        try:
-            doc = yaml.safe_load(file.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"cannot read residency rules from {file}: {exc}") from exc
-        if not isinstance(doc, Mapping):
-            raise InvalidInput(f"{file}: expected a mapping with 'rules'")
-        return cls.from_mapping(doc, source=str(file))
+        return cls.from_mapping(load_yaml_file(file, "residency rules"), source=str(file))
 
     def allowed(self, data_region: str) -> frozenset[str] | None:
         """Permitted jurisdictions, or None for unrestricted data (any site)."""

@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
@@ -45,6 +44,7 @@ from modelfleet.site.trainer import (
     describe_error,
     load_trainer,
 )
+from modelfleet.yamlfile import load_yaml_file
 
 log = logging.getLogger("modelfleet.site.federated")
 
@@ -80,10 +80,7 @@ class SiteConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> SiteConfig:
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"cannot read site config {path}: {exc}") from exc
+        raw = load_yaml_file(path, "site config")
         try:
             config = cls.model_validate(raw)
         except ValidationError as exc:

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from modelfleet.errors import PolicyViolation
+from modelfleet.errors import InvalidInput, PolicyViolation
+from modelfleet.yamlfile import load_yaml
 
 
 @dataclass(frozen=True)
@@ -58,9 +57,11 @@ class SitePolicy:
 def load_site_policy(path: Path) -> SitePolicy:
     """Read and validate the policy file; a broken file refuses everything (fail closed)."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise PolicyViolation(f"site policy {path} cannot be read, refusing: {exc}") from exc
+        raw = load_yaml(path, "site policy")
+    except InvalidInput as exc:
+        raise PolicyViolation(
+            f"site policy {path} cannot be read, refusing: {exc.message}"
+        ) from exc
     if not isinstance(raw, dict):
         raise PolicyViolation(f"site policy {path} must be a mapping, refusing")
     unknown = set(raw) - {"jurisdiction", "accepted_training_regions", "allow_unknown_regions"}

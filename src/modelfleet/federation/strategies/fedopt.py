@@ -9,6 +9,7 @@ which grows it more cautiously when updates are noisy.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,11 @@ class _ServerOptimizer(Strategy):
     def aggregator(self, size: int) -> Aggregator:
         return WeightedMean(size)
 
+    @abstractmethod
     def _second_moment(
         self, v: npt.NDArray[np.float64], g2: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float64]:
-        raise NotImplementedError
+        """How the second moment moves: the only difference between Adam and Yogi."""
 
     def server_update(
         self,

@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from modelfleet.errors import ModelfleetError
-from modelfleet.hub.auth import Permission, Principal, authenticate
+from modelfleet.errors import ModelfleetError, PermissionDenied
+from modelfleet.hub.auth import Permission, Principal, Role, authenticate
 from modelfleet.hub.context import HubContext
 
 
@@ -38,6 +38,14 @@ def require(
     if not caller.can(permission):
         ctx.store.audit.record(actor=caller.actor, action=action, object=obj, outcome="forbidden")
         caller.require(permission)
+
+
+def require_site(ctx: HubContext, caller: Principal, site: str, action: str, what: str) -> None:
+    """Only the site's own credential may ``what`` (not even an admin acts as a site);
+    a refusal is audited before it is raised."""
+    if caller.role != Role.SITE or caller.site != site:
+        ctx.store.audit.record(actor=caller.actor, action=action, object=site, outcome="forbidden")
+        raise PermissionDenied(f"only the site {site!r} itself may {what}")
 
 
 @contextmanager

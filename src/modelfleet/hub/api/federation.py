@@ -21,7 +21,7 @@ from modelfleet.errors import ArtifactTooLarge, PermissionDenied, StoreError
 from modelfleet.federation import wire
 from modelfleet.federation.coordinator import Coordinator
 from modelfleet.federation.jobs import JobConfig
-from modelfleet.hub.api.deps import Caller, Context, audited, require
+from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
 from modelfleet.hub.auth import Permission, Principal, Role
 from modelfleet.hub.context import HubContext
 
@@ -45,12 +45,6 @@ def _coordinator(ctx: HubContext) -> Coordinator:
     if not isinstance(coordinator, Coordinator):
         raise StoreError("federated learning is not enabled on this hub")
     return coordinator
-
-
-def _site_caller(ctx: HubContext, caller: Principal, site: str, action: str) -> None:
-    if caller.role != Role.SITE or caller.site != site:
-        ctx.store.audit.record(actor=caller.actor, action=action, object=site, outcome="forbidden")
-        raise PermissionDenied(f"only the site {site!r} itself may do this")
 
 
 def _own_site(ctx: HubContext, caller: Principal, action: str, obj: str) -> str:
@@ -110,7 +104,7 @@ def consents(ctx: Context, caller: Caller) -> dict[str, dict[str, Any]]:
 
 @router.put("/sites/{site}/consent", summary="A site declares whether and how it takes part")
 async def declare(site: str, body: dict[str, Any], ctx: Context, caller: Caller) -> dict[str, Any]:
-    _site_caller(ctx, caller, site, "fl.consent")
+    require_site(ctx, caller, site, "fl.consent", "declare its consent")
     consent = await run_in_threadpool(_coordinator(ctx).declare, site, body)
     return consent.model_dump(mode="json")
 
@@ -122,7 +116,7 @@ async def tasks(
     caller: Caller,
     wait: Annotated[float, Query(ge=0, le=120, description="Seconds to hold the request.")] = 0,
 ) -> dict[str, Any]:
-    _site_caller(ctx, caller, site, "fl.tasks")
+    require_site(ctx, caller, site, "fl.tasks", "read its tasks")
     coordinator = _coordinator(ctx)
     deadline = time.monotonic() + min(wait, ctx.settings.long_poll_max_s)
     while True:

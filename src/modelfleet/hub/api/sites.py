@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from modelfleet.errors import PermissionDenied
-from modelfleet.hub.api.deps import Caller, Context, audited, require
+from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
 from modelfleet.hub.auth import Permission, Principal, Role
 
 router = APIRouter(prefix="/api/v1", tags=["sites"])
@@ -203,10 +203,6 @@ async def desired_state(
     "/sites/{name}/report", status_code=204, summary="A site reports its state (heartbeat)"
 )
 async def report(name: str, body: dict[str, Any], ctx: Context, caller: Caller) -> Response:
-    if caller.role != Role.SITE or caller.site != name:
-        ctx.store.audit.record(
-            actor=caller.actor, action="site.report", object=name, outcome="forbidden"
-        )
-        raise PermissionDenied(f"only the site {name!r} itself may report for it")
+    require_site(ctx, caller, name, "site.report", "report for it")
     await run_in_threadpool(ctx.sites.report, name, body)
     return Response(status_code=204)

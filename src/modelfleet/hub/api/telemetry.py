@@ -19,9 +19,8 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, field_validator
 
-from modelfleet.errors import PermissionDenied
-from modelfleet.hub.api.deps import Caller, Context, audited, require
-from modelfleet.hub.auth import Permission, Role
+from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
+from modelfleet.hub.auth import Permission
 from modelfleet.hub.telemetry import Telemetry
 
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
@@ -78,11 +77,7 @@ def _service(ctx: Context) -> Telemetry:
     summary="A site delivers closed telemetry windows (idempotent by batch and window id)",
 )
 async def ingest(name: str, body: BatchIn, ctx: Context, caller: Caller) -> dict[str, Any]:
-    if caller.role != Role.SITE or caller.site != name:
-        ctx.store.audit.record(
-            actor=caller.actor, action="site.telemetry", object=name, outcome="forbidden"
-        )
-        raise PermissionDenied(f"only the site {name!r} itself may send its telemetry")
+    require_site(ctx, caller, name, "site.telemetry", "send its telemetry")
     windows = [w.model_dump() for w in body.windows]
     result = await run_in_threadpool(
         _service(ctx).ingest,
