@@ -15,9 +15,9 @@ import pytest
 from modelfleet.errors import Conflict, PolicyViolation
 from modelfleet.hub.deployments import Deployments, DeployRequest
 from modelfleet.hub.gitops import FleetApplier
+from modelfleet.hub.leader import Leadership
 from modelfleet.hub.rollout.controller import RolloutController
 from modelfleet.hub.rollout.gates import Figures
-from modelfleet.hub.rollout.leader import Leadership
 
 LABELS = {
     "a": {"region": "eu-west", "jurisdiction": "EU", "provider": "aws"},

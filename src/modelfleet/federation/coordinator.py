@@ -18,18 +18,16 @@ A job's life::
 Steps run from the background loop (deadlines, waiting jobs) and right after the
 request that made progress possible (a job created, the last update posted), so a round
 closes the moment its last site answers. Several hub replicas are safe: every transition
-is conditional, and :class:`CoordinatorLease` lets only one replica run the loop.
+is conditional, and a :class:`~modelfleet.hub.leader.Leadership` lets only one replica run
+the loop.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import json
 import logging
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -43,18 +41,20 @@ import onnx
 from modelfleet.errors import Conflict, InvalidInput, ModelfleetError, NotFound, StoreError
 from modelfleet.federation import wire
 from modelfleet.federation.jobs import Consent, JobConfig, refusal
+from modelfleet.federation.registration import register_result, registered_version
 from modelfleet.federation.rounds import aggregate_round, default_stages
 from modelfleet.federation.simulation import task_seed
-from modelfleet.federation.specs import ModelSpec, build_onnx, flatten, read_onnx, unflatten
+from modelfleet.federation.specs import ModelSpec, flatten, read_onnx
 from modelfleet.federation.strategies import Update, make_strategy
-from modelfleet.federation.strategies.base import State, Vector
-from modelfleet.hub.registry import PushRequest, Registry, Upload
+from modelfleet.federation.views import job_view
+from modelfleet.federation.wire import pack_state, pack_vector, unpack_state, unpack_vector
+from modelfleet.hub.leader import Leadership
+from modelfleet.hub.registry import Registry
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.sql import SqlStore
 from modelfleet.hub.store.sql_federation import (
-    COORDINATOR_LOCK_KEY,
     JobRow,
     NewJob,
     RoundRow,
@@ -71,63 +71,6 @@ MAX_EXAMPLES = 1 << 40
 INLINE_WEIGHTS_BYTES = 256 * 1024
 #: How long a snapshot of open tasks may serve polls (bounds staleness across replicas).
 SNAPSHOT_TTL_S = 0.5
-
-
-def pack_vector(vector: Vector) -> bytes:
-    return wire.pack({}, {"weights": vector})
-
-
-def unpack_vector(data: bytes) -> Vector:
-    _, arrays = wire.unpack(data)
-    return np.asarray(arrays["weights"], np.float32)
-
-
-def pack_state(state: State) -> bytes:
-    return wire.pack({}, dict(state))
-
-
-def unpack_state(data: bytes | None) -> State:
-    if data is None:
-        return {}
-    _, arrays = wire.unpack(data)
-    return {k: np.asarray(v, np.float64) for k, v in arrays.items()}
-
-
-class CoordinatorLease:
-    """Who runs the coordinator loop: always this process on SQLite (one hub), the holder
-    of a session-level advisory lock on PostgreSQL (one of several replicas)."""
-
-    def __init__(self, store: SqlStore) -> None:
-        self._store = store
-        self._conn: Any = None
-
-    def acquire(self) -> bool:
-        if self._store.engine.dialect.name != "postgresql":
-            return True
-        if self._conn is not None:
-            return True
-        from sqlalchemy import func, select
-
-        conn = self._store.engine.connect()
-        try:
-            got = bool(
-                conn.execute(select(func.pg_try_advisory_lock(COORDINATOR_LOCK_KEY))).scalar()
-            )
-            conn.commit()
-        except Exception:
-            conn.close()
-            raise
-        if not got:
-            conn.close()
-            return False
-        self._conn = conn
-        return True
-
-    def release(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()  # closing the session releases the lock
-            self._conn = None
 
 
 class Coordinator:
@@ -151,7 +94,7 @@ class Coordinator:
         self.tick_s = tick_s
         # Wakes the sites' task long-polls when a round opens.
         self.bell = Notifier()
-        self.lease = CoordinatorLease(store)
+        self.lease = Leadership(store, role="federated coordinator")
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._waiting_since: dict[str, float] = {}
@@ -178,7 +121,7 @@ class Coordinator:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.lease.acquire():
+                if self.lease.poll():
                     self.tick()
             except Exception:  # the loop must outlive any one failure
                 log.exception("federation coordinator tick failed")
@@ -243,62 +186,7 @@ class Coordinator:
 
     def view(self, job: JobRow, *, rounds: bool = True) -> dict[str, Any]:
         """The operator's picture of a job; with ``rounds``, per-round participants."""
-        config = job.config
-        out: dict[str, Any] = {
-            "id": job.id,
-            "model": job.model,
-            "base_version": job.base_version,
-            "state": job.state,
-            "message": job.message,
-            "round": job.current_round,
-            "rounds": config.get("rounds"),
-            "strategy": config.get("strategy"),
-            "selector": config.get("sites") or "(all sites)",
-            "data": config.get("data"),
-            "min_sites": config.get("min_sites"),
-            "result_version": job.result_version,
-            "created_by": job.created_by,
-            "created_at": job.created_at,
-            "updated_at": job.updated_at,
-            "finished_at": job.finished_at,
-            "sites": job.sites,
-            "spec": job.spec,
-            "config": config,
-        }
-        if rounds:
-            updates: dict[int, list[dict[str, Any]]] = {}
-            for u in self.repo.list_updates(job.id):
-                updates.setdefault(u.round, []).append(
-                    {
-                        "site": u.site,
-                        "kind": u.kind,
-                        "num_examples": u.num_examples,
-                        "metrics": u.metrics,
-                        "reason": u.reason,
-                        "received_at": u.received_at,
-                    }
-                )
-            out["round_details"] = [
-                {
-                    "round": r.number,
-                    "attempt": r.attempt,
-                    "state": r.state,
-                    "selected": r.selected,
-                    "opened_at": r.opened_at,
-                    "deadline_at": r.deadline_at,
-                    "closed_at": r.closed_at,
-                    "duration_s": (r.closed_at - r.opened_at).total_seconds()
-                    if r.closed_at
-                    else None,
-                    "metrics": r.metrics,
-                    "stragglers": r.outcome.get("stragglers", []),
-                    "dropped": r.outcome.get("dropped", {}),
-                    "reason": r.outcome.get("reason", ""),
-                    "updates": updates.get(r.number, []),
-                }
-                for r in self.repo.list_rounds(job.id)
-            ]
-        return out
+        return job_view(self.repo, job, rounds=rounds)
 
     # --- site side ----------------------------------------------------------------
 
@@ -588,10 +476,12 @@ class Coordinator:
 
     def _finalize(self, job: JobRow, config: JobConfig) -> None:
         name = config.result_model or job.model
-        existing = self._registered(name, job.id)
+        existing = registered_version(self.registry, name, job.id)
         if existing is None:
             try:
-                existing = self._register(job, config, name)
+                existing = register_result(
+                    self.repo, self.registry, self.sites, self.tmp_dir, job, config, name
+                )
             except ModelfleetError as exc:
                 self.repo.transition(
                     job.id, ("finalizing",), "failed", message=f"registering failed: {exc.message}"
@@ -604,78 +494,6 @@ class Coordinator:
             result_version=existing,
             message=f"registered {name}:{existing}",
         )
-
-    def _registered(self, name: str, job_id: str) -> int | None:
-        for version in self.registry.store.models.list_versions(name):
-            if version.tags.get("fl.job") == job_id:
-                return version.version
-        return None
-
-    def _register(self, job: JobRow, config: JobConfig, name: str) -> int:
-        spec = ModelSpec.parse(job.spec)
-        rounds = [r for r in self.repo.list_rounds(job.id) if r.state == "closed"]
-        chosen_round = config.rounds
-        weights_blob, _ = self.repo.job_weights(job.id)
-        if config.result == "best":
-            scored = [r for r in rounds if config.best_metric in r.metrics]
-            if scored:
-                best = max(scored, key=lambda r: float(r.metrics[config.best_metric]))
-                # Sites evaluate a round's published weights before training on them.
-                chosen_round = best.number - 1
-                weights_blob = self.repo.round_weights(job.id, best.number)
-        vector = unpack_vector(weights_blob)
-        examples: dict[str, int] = {}
-        for u in self.repo.list_updates(job.id):
-            if u.kind == "update":
-                examples[u.site] = max(examples.get(u.site, 0), u.num_examples)
-        last = rounds[-1].metrics if rounds else {}
-        metrics = {
-            f"fl_{k}": float(v)
-            for k, v in last.items()
-            if isinstance(v, int | float) and np.isfinite(v)
-        }
-        site_labels = {s.name: s.labels for s in self.sites.store.sites.list()}
-        regions = sorted({site_labels.get(s, {}).get("region", "") for s in examples} - {""})
-        lineage = {
-            "federated_job": job.id,
-            "base": f"{job.model}:{job.base_version}",
-            "strategy": config.strategy,
-            "strategy_params": make_strategy(config.strategy, config.strategy_params).params(),
-            "rounds": config.rounds,
-            "registered_round": chosen_round,
-            "sites": examples,
-            "data": config.data,
-            "train": config.train_config().model_dump(mode="json"),
-            "final_metrics": last,
-        }
-        model = build_onnx(spec, unflatten(spec, vector))
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.tmp_dir) as tmp:
-            path = Path(tmp) / "model.onnx"
-            data = model.SerializeToString()
-            path.write_bytes(data)
-            upload = Upload(path=path, digest=hashlib.sha256(data).hexdigest(), size=len(data))
-            record = self.registry.push(
-                PushRequest(
-                    name=name,
-                    training_regions=tuple(regions),
-                    alias=config.alias,
-                    description="federated: " + json.dumps(lineage, sort_keys=True, default=str),
-                    framework="modelfleet-fl",
-                    parent_version=job.base_version if name == job.model else None,
-                    tags={
-                        "fl.job": job.id,
-                        "fl.strategy": config.strategy,
-                        "fl.rounds": str(config.rounds),
-                        "fl.sites": ",".join(sorted(examples)),
-                        "fl.examples": str(sum(examples.values())),
-                    },
-                    metrics=metrics,
-                ),
-                upload,
-                actor=f"federation:{job.id}",
-            )
-        return record.version
 
 
 def _int(value: object, what: str) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modelfleet.errors import InvalidInput
+from modelfleet.federation.strategies.base import State, Vector
 
 MAGIC = b"MFT1"
 MEDIA_TYPE = "application/vnd.modelfleet.tensors"
@@ -73,3 +74,26 @@ def unpack(body: bytes) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.generi
     if offset != len(body):
         raise InvalidInput("tensor envelope has trailing bytes")
     return meta, arrays
+
+
+# --- the coordinator's stored arrays -------------------------------------------------
+
+
+def pack_vector(vector: Vector) -> bytes:
+    return pack({}, {"weights": vector})
+
+
+def unpack_vector(data: bytes) -> Vector:
+    _, arrays = unpack(data)
+    return np.asarray(arrays["weights"], np.float32)
+
+
+def pack_state(state: State) -> bytes:
+    return pack({}, dict(state))
+
+
+def unpack_state(data: bytes | None) -> State:
+    if data is None:
+        return {}
+    _, arrays = unpack(data)
+    return {k: np.asarray(v, np.float64) for k, v in arrays.items()}

@@ -73,11 +73,11 @@ def create_app(ctx: HubContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The coordinator loop resumes persisted jobs; on PostgreSQL only the replica
-        # holding its advisory lock runs it (see federation.coordinator.CoordinatorLease).
+        # holding its advisory lock runs it (see hub/leader.py).
         if ctx.federation is not None:
             ctx.federation.start()
         # The rollout controller resumes persisted rollouts; on PostgreSQL only the replica
-        # holding its advisory lock moves them (see hub/rollout/leader.py).
+        # holding its advisory lock moves them (see hub/leader.py).
         if ctx.rollouts is not None:
             ctx.rollouts.start()
         yield

@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
 from modelfleet.hub.deployments import Deployments
+from modelfleet.hub.leader import Leadership
 from modelfleet.hub.rollout.gates import Figures, GateSource, Verdict, evaluate, parse_gates
-from modelfleet.hub.rollout.leader import Leadership
 from modelfleet.hub.rollout.strategies import describe_strategy, parse_strategy
 from modelfleet.hub.store.sql_deployments import ACTIVE_STATES, RolloutChange, RolloutRecord
 
@@ -381,7 +381,7 @@ def build_rollouts(
     controller = RolloutController(
         deployments,
         source if source is not None else TelemetryGateSource(store, telemetry),
-        Leadership(store),
+        Leadership(store, role="rollout controller"),
         interval_s=settings.rollout_interval_s,
         baseline_window_s=settings.rollout_baseline_window_s,
     )

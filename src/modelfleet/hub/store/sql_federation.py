@@ -22,10 +22,6 @@ from modelfleet.errors import Conflict, InvalidInput, NotFound
 from modelfleet.hub.store.schema_federation import fl_consent, fl_jobs, fl_rounds, fl_updates
 from modelfleet.hub.store.sql import SqlStore
 
-#: Arbitrary but fixed: every hub replica on one PostgreSQL contends for this key, and
-#: the holder alone runs the federation coordinator's loop.
-COORDINATOR_LOCK_KEY = 0x6D66_666C_636F  # "mfflco"
-
 ACTIVE_STATES = ("running", "finalizing")
 
 

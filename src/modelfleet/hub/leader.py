@@ -1,7 +1,8 @@
-"""Which hub process runs the rollout controller.
+"""Which hub process runs a background loop (the rollout controller, the federated
+coordinator).
 
-On PostgreSQL several hub replicas share one database, and exactly one of them must move
-rollouts. Leadership is a *session-level* advisory lock (``pg_try_advisory_lock``) held on a
+On PostgreSQL several hub replicas share one database, and exactly one of them must run
+each loop. Leadership is a *session-level* advisory lock (``pg_try_advisory_lock``) held on a
 dedicated connection: it belongs to that connection, so when the leader dies — even by
 SIGKILL — PostgreSQL ends the session and frees the lock, and the next replica that polls
 takes it. Followers poll every ``interval``; a leader checks its connection on every poll and
@@ -9,9 +10,9 @@ steps down if the connection is gone (the lock went with it).
 
 On SQLite the hub is a single process by design: it is always the leader.
 
-Even so, leadership is an efficiency measure, not the safety net: every rollout transition
-is a compare-and-set, so two controllers running for a moment (a leader on a half-dead
-connection) cannot apply conflicting decisions.
+Even so, leadership is an efficiency measure, not the safety net: every transition of a
+rollout or a federated round is a compare-and-set, so two loops running for a moment (a
+leader on a half-dead connection) cannot apply conflicting decisions.
 """
 
 from __future__ import annotations
@@ -25,21 +26,22 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from modelfleet.hub.store.sql import SqlStore, utcnow
 
-log = logging.getLogger("modelfleet.hub.rollout")
+log = logging.getLogger("modelfleet.hub.leader")
 
 
-def _lock_key(database: str, schema: str) -> int:
-    """A signed 64-bit key per database and schema: hubs of one fleet share it, and
+def _lock_key(role: str, database: str, schema: str) -> int:
+    """A signed 64-bit key per role, database and schema: hubs of one fleet share it, and
     fleets kept apart by schema (as the tests are) do not contend."""
-    digest = hashlib.sha256(f"modelfleet-controller:{database}:{schema}".encode()).digest()
+    digest = hashlib.sha256(f"modelfleet-{role}:{database}:{schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class Leadership:
-    """Polled by the controller loop; ``poll()`` says whether this process leads now."""
+    """Polled by a loop; ``poll()`` says whether this process leads ``role`` now."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, role: str = "rollout controller") -> None:
         self._store = store
+        self.role = role
         self._postgres = store.engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
         self.leader = not self._postgres
@@ -57,7 +59,7 @@ class Leadership:
                 self._conn.execute(select(1))
                 return True
             except SQLAlchemyError as exc:
-                log.warning("lost the controller lock with its connection: %s", exc)
+                log.warning("lost the %s lock with its connection: %s", self.role, exc)
                 self._drop()
         return self._try_acquire()
 
@@ -69,7 +71,7 @@ class Leadership:
             return False
         try:
             row = conn.execute(text("SELECT current_database(), current_schema()")).one()
-            key = _lock_key(str(row[0]), str(row[1]))
+            key = _lock_key(self.role, str(row[0]), str(row[1]))
             got = bool(conn.execute(select(text(f"pg_try_advisory_lock({key})"))).scalar())
         except SQLAlchemyError as exc:
             log.debug("leadership attempt failed: %s", exc)
@@ -81,7 +83,7 @@ class Leadership:
         self._conn = conn
         self.leader = True
         self.since = utcnow()
-        log.warning("this hub now runs the rollout controller")
+        log.warning("this hub now runs the %s", self.role)
         return True
 
     def _drop(self) -> None:
