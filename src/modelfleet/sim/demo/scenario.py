@@ -6,8 +6,6 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from modelfleet.sim.demo.fleet import (
 )
 from modelfleet.sim.demo.fleet import site_name as site_of
 from modelfleet.sim.demo.models import Scores, oversample, score, slow_variant, train_central
+from modelfleet.sim.demo.progress import Run, Sizes
 from modelfleet.sim.demo.report import render
 from modelfleet.sim.demo.traffic import PlantLine, percentile
 from modelfleet.sim.plant_data import FEATURES, PLANTS, generate
@@ -35,70 +34,10 @@ DRIFT_FEATURE = "air_temperature_k"
 DRIFT_K = 4.0  # the sensor reads 4 K high: about two standard deviations
 
 
-@dataclass(frozen=True)
-class Sizes:
-    history: int  # rows per plant pooled centrally for the first model
-    local: int  # rows each plant keeps locally (federated training)
-    holdout: int
-    epochs: int
-    fl_rounds: int
-    outage_s: float
-    drift_s: float
-    window_s: float
-    traffic_s: float
-    pace_s: float
-
-    @classmethod
-    def pick(cls, fast: bool) -> Sizes:
-        if fast:
-            return cls(600, 2000, 1500, 30, 4, 4.0, 6.0, 0.5, 3.0, 0.02)
-        return cls(600, 4000, 3000, 30, 10, 15.0, 12.0, 1.0, 10.0, 0.01)
-
-
-@dataclass
-class Run:
-    console: Console
-    started: float = field(default_factory=time.monotonic)
-    timeline: list[tuple[float, str]] = field(default_factory=list)
-    checks: dict[str, bool] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
-
-    def event(self, text: str) -> None:
-        at = time.monotonic() - self.started
-        self.timeline.append((round(at, 1), text))
-        self.console.print(f"[dim]{at:6.1f}s[/dim] {text}", highlight=False)
-
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.checks[name] = ok
-        mark = "[green]ok[/green]" if ok else "[red]FAILED[/red]"
-        self.console.print(f"        {mark} {detail}", highlight=False)
-
-
-_STATUS: list[Console] = []
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> bool:
-    """Poll ``predicate`` with a live spinner naming what the demo waits for."""
-    deadline = time.monotonic() + timeout
-    started = time.monotonic()
-    console = _STATUS[0] if _STATUS else Console(stderr=True)
-    with console.status(f"waiting for {what}") as status:
-        while time.monotonic() < deadline:
-            try:
-                if predicate():
-                    return True
-            except ModelfleetError:
-                pass
-            status.update(f"waiting for {what} ({time.monotonic() - started:.0f} s)")
-            time.sleep(0.2)
-    return False
-
-
 def run_demo(*, keep: bool = False, fast: bool = False, json_out: bool = False) -> bool:
     console = Console(stderr=json_out)
     sizes = Sizes.pick(fast)
     run = Run(console)
-    _STATUS[:] = [console]
     workdir = Path(tempfile.mkdtemp(prefix="modelfleet-demo-"))
     fleet = DemoFleet(workdir, telemetry_window_s=sizes.window_s)
     lines: dict[str, PlantLine] = {}
@@ -246,12 +185,12 @@ def _scenario(
     )
     rollout = first["rollout"]["id"]
     _start_lines_when_ready(fleet, lines, version=v1["version"], timeout=60)
-    state = _settle(admin, rollout, 120)
+    state = _settle(run, admin, rollout, 120)
     run.event(f"rollout {rollout} of {MODEL}:{v1['version']}: {state['state']}")
     run.check("first_rollout", state["state"] == "succeeded", "canary then the rest, gates held")
 
     # 4. Traffic: local vs what the central deployment would have given.
-    wait_until(lambda: False, sizes.traffic_s, "traffic to measure local vs central latency")
+    run.pause(sizes.traffic_s, "traffic to measure local vs central latency")
     latency = {}
     for name, line in lines.items():
         stats = line.snapshot()
@@ -290,9 +229,9 @@ def _scenario(
                     seen_bad.add(site["name"])
         return admin.rollout(bad_id)["state"] in ("failed", "rolled_back", "succeeded", "paused")
 
-    wait_until(settled_bad, 120, "bad rollout to settle")
+    run.wait(settled_bad, 120, "bad rollout to settle")
     bad_state = admin.rollout(bad_id)
-    back = wait_until(
+    back = run.wait(
         lambda: all(
             m["active_version"] == v1["version"]
             for s in admin.list_sites()
@@ -322,7 +261,7 @@ def _scenario(
     sent_before = sum(line.snapshot().sent for line in lines.values())
     fleet.kill_hub()
     run.event(f"hub killed (SIGKILL) for {sizes.outage_s:.0f} s")
-    wait_until(lambda: False, sizes.outage_s, "the outage to end (plants keep predicting)")
+    run.pause(sizes.outage_s, "the outage to end (plants keep predicting)")
     fleet.restart_hub()
     sent_during = sum(line.snapshot().sent for line in lines.values()) - sent_before
     failed_during = sum(line.snapshot().failed - before[n] for n, line in lines.items())
@@ -352,7 +291,7 @@ def _scenario(
                 flagged[result["site"]] = names
         return site_of(DRIFT_PLANT) in flagged
 
-    wait_until(drift_seen, sizes.drift_s * 3 + 10, "drift flag")
+    run.wait(drift_seen, sizes.drift_s * 3 + 10, "drift flag")
     run.figures["drift_detail"] = {
         r["site"]: {
             (f.get("label") or f["feature"]): {"psi": f.get("psi"), "n": f.get("current_n")}
@@ -389,7 +328,7 @@ def _scenario(
         },
     ).json()
     run.event(f"federated job {job['id']}: {sizes.fl_rounds} rounds, FedAvg")
-    done = wait_until(
+    done = run.wait(
         lambda: (
             admin.request("GET", f"/api/v1/federation/jobs/{job['id']}").json()["state"]
             in ("completed", "failed", "aborted")
@@ -450,7 +389,7 @@ def _scenario(
     fl_rollout = admin.deploy(
         {"ref": f"{MODEL}:{fl_version}", "selector": "", "strategy": strategy, "gates": gates}
     )["rollout"]["id"]
-    fl_state = _settle(admin, fl_rollout, 120)
+    fl_state = _settle(run, admin, fl_rollout, 120)
     run.event(f"rollout {fl_rollout} of {MODEL}:{fl_version}: {fl_state['state']}")
     run.check("federated_rolled_out", fl_state["state"] == "succeeded", "through the canary")
 
@@ -473,7 +412,7 @@ def _scenario(
         totals.update({row["site"]: int(row["requests_total"]) for row in status["sites"]})
         return all(totals.get(s) == n for s, n in answered.items())
 
-    wait_until(complete, 30 + sizes.window_s * 4, "telemetry")
+    run.wait(complete, 30 + sizes.window_s * 4, "telemetry")
     run.figures["telemetry"] = {"answered": answered, "hub_totals": dict(totals)}
     run.check(
         "telemetry_complete",
@@ -504,8 +443,8 @@ def _start_lines_when_ready(
         time.sleep(0.2)
 
 
-def _settle(admin: Any, rollout_id: str, timeout: float) -> dict[str, Any]:
-    wait_until(
+def _settle(run: Run, admin: Any, rollout_id: str, timeout: float) -> dict[str, Any]:
+    run.wait(
         lambda: (
             admin.rollout(rollout_id)["state"]
             in ("succeeded", "failed", "paused", "aborted", "rolled_back")
