@@ -15,12 +15,12 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from modelfleet.errors import ModelfleetError, VerificationError
 from modelfleet.registry.manifest import verify_manifest
-from modelfleet.settings import SiteSettings
 from modelfleet.site.cache import BlobCache
 from modelfleet.site.policy import enforce_site_policy
 from modelfleet.site.repository import ModelRepository
@@ -69,13 +69,13 @@ class Reconciler:
     cache: BlobCache
     repository: ModelRepository
     public_key: str
-    download: Any  # callable(url_path, partial_path, size) -> None
+    download: Callable[[str, Path, int], None]  # (blob URL path, partial file, size)
     backoff: Backoff = field(default_factory=Backoff)
     intra_op_threads: int = 1
     statuses: dict[str, ModelStatus] = field(default_factory=dict)
     applied_revision: int | None = None
     # The site's local governance file (SiteSettings.policy_file); see site/policy.py.
-    policy_file: Path | None = field(default_factory=lambda: SiteSettings().policy_file)
+    policy_file: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- start-up from cache -------------------------------------------------------------
