@@ -57,6 +57,7 @@ class World:
         for offset in (1.0, 2.0, 3.0):
             hub.ctx.registry.push(*self._upload(tiny_onnx(offset=offset)), actor="test")
         self.broken: set[tuple[str, int]] = set()
+        self.broken_code = "warmup_error"
         self.agents_converge()
 
     def _upload(self, path: Any) -> tuple[Any, Any]:
@@ -83,7 +84,7 @@ class World:
                         "desired_version": a.version,
                         "active_version": None if bad else a.version,
                         "state": "failed" if bad else "ready",
-                        "error": {"code": "warmup_error", "message": "boom"} if bad else None,
+                        "error": {"code": self.broken_code, "message": "boom"} if bad else None,
                     }
                 )
             self.store.sites.record_report(site.name, {"models": models}, self.store.now())
@@ -169,6 +170,17 @@ def test_activation_failure_fails_fast(world: World) -> None:
     assert r.history[-1]["gate"] == "activation"
     assert "warmup_error" in r.reason
     assert world.assigned("a") == 1
+
+
+def test_transient_agent_errors_do_not_fail_the_wave(world: World) -> None:
+    """An agent that could not reach the hub (e.g. while it restarted) retries by itself."""
+    first_version(world)
+    world.broken.add(("a", 2))
+    world.broken_code = "hub_unreachable"
+    rid = world.deploy(2, **CANARY)
+    r = world.run(rid, world.controller.get(rid).step_started_at, 0)
+    assert r.state == "running"
+    assert world.assigned("a") == 2
 
 
 def test_too_little_traffic_pauses_then_promote(world: World) -> None:

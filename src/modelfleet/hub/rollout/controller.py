@@ -62,6 +62,11 @@ class Decision:
         }
 
 
+#: Reasons an agent retries on its own (the hub itself was away, e.g. restarting): they mean
+#: "not yet", not "this version cannot run here"; the progress deadline still bounds them.
+TRANSIENT_ERRORS = frozenset({"hub_unreachable", "store_unavailable"})
+
+
 class RolloutController:
     """Moves running rollouts along; operator actions go through the same CAS."""
 
@@ -135,8 +140,12 @@ class RolloutController:
         reported = self._reported(r.model)
         for site in r.moved_sites():
             state = reported.get(site, {})
-            if state.get("desired_version") == r.to_version and state.get("error"):
-                error = state["error"]
+            error = state.get("error") or {}
+            if (
+                state.get("desired_version") == r.to_version
+                and error
+                and error.get("code") not in TRANSIENT_ERRORS
+            ):
                 return Decision(
                     "fail",
                     "activation",
