@@ -147,7 +147,13 @@ class Telemetry:
     ) -> IngestResult:
         self.sites.get(site)
         parsed = [window_from_doc(w) for w in windows]
-        return self.repo.ingest(site, batch_id, spool_id, dropped, parsed)
+        result = self.repo.ingest(site, batch_id, spool_id, dropped, parsed)
+        # Verdicts cached for this site are stale once new windows arrive.
+        keys = {(site, w.model, w.version) for w in parsed}
+        with self._cache_lock:
+            for key in keys:
+                self._cache.pop(key, None)
+        return result
 
     # --- reference profiles and thresholds -----------------------------------------------
 
@@ -157,6 +163,8 @@ class Telemetry:
             raise InvalidInput("the reference profile has no columns")
         doc = parsed.to_dict()
         self.repo.set_reference(model, version, doc, actor)
+        with self._cache_lock:
+            self._cache.clear()
         return self.describe_reference(model, version, doc)
 
     def describe_reference(

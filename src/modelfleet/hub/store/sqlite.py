@@ -10,6 +10,7 @@ on the busy timeout at BEGIN, and version numbers are allocated one writer at a 
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -72,6 +73,25 @@ class SqliteStore(SqlStore):
         event.listen(engine, "begin", _on_begin)
         super().__init__(engine)
         self.path = db_path
+
+    def migrate(self, revision: str = "head") -> None:
+        """Migrate under an exclusive file lock beside the database.
+
+        SQLite answers "database is locked" at once, without waiting, when several fresh
+        connections switch a new file to WAL or upgrade a read lock while another migrates;
+        hubs (or threads) starting together therefore take turns here instead.
+        """
+        lock_path = self.path.with_name(self.path.name + ".migrate.lock")
+        try:
+            handle = lock_path.open("a")
+        except OSError as exc:
+            raise StoreError(f"cannot create {lock_path}: {exc}") from exc
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                super().migrate(revision)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def insert_model_if_absent(self, conn: Connection, name: str, now: datetime) -> None:
         stmt = sqlite_insert(models).values(name=name, created_at=now)
