@@ -16,6 +16,7 @@ Prints the figures and writes bench/results/federated.json. Never run as a test.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from bench_updates import synthetic_updates  # noqa: E402
 
 from modelfleet.federation import wire  # noqa: E402
 from modelfleet.federation.rounds import aggregate_round, default_stages  # noqa: E402
@@ -139,6 +143,8 @@ def run_ours(args: argparse.Namespace) -> dict:
             return {
                 "total_s": total,
                 "round_s": [r["duration_s"] for r in job["round_details"]],
+                "cycle_s": cycle_times(job["round_details"]),
+                "timeline": timeline(job["round_details"]),
                 "history": history,
                 "result_version": job["result_version"],
             }
@@ -147,6 +153,31 @@ def run_ours(args: argparse.Namespace) -> dict:
                 proc.stop()
             admin.close()
             hub.stop()
+
+
+def _t(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def cycle_times(rounds: list[dict]) -> list[float]:
+    """Close-to-close times: what Flower's per-round marks measure (one whole round each)."""
+    closes = [_t(r["closed_at"]) for r in rounds]
+    return [b - a for a, b in itertools.pairwise(closes)]
+
+
+def timeline(rounds: list[dict]) -> dict[str, float]:
+    """Median of each phase of a round, in seconds, from the hub's own timestamps."""
+    phases: dict[str, list[float]] = {"open_to_first_update": [], "first_to_last_update": []}
+    phases |= {"last_update_to_close": [], "close_to_next_open": []}
+    for r, nxt in itertools.zip_longest(rounds, rounds[1:]):
+        received = sorted(_t(u["received_at"]) for u in r["updates"])
+        opened, closed = _t(r["opened_at"]), _t(r["closed_at"])
+        phases["open_to_first_update"].append(received[0] - opened)
+        phases["first_to_last_update"].append(received[-1] - received[0])
+        phases["last_update_to_close"].append(closed - received[-1])
+        if nxt is not None:
+            phases["close_to_next_open"].append(_t(nxt["opened_at"]) - closed)
+    return {k: statistics.median(v) for k, v in phases.items() if v}
 
 
 def run_flower(args: argparse.Namespace) -> dict | None:
@@ -166,12 +197,11 @@ def run_flower(args: argparse.Namespace) -> dict | None:
     return result
 
 
-def bench_aggregation(n: int = 100, size: int = 1_000_000, repeats: int = 3) -> dict:
-    rng = np.random.default_rng(0)
-    deltas = [rng.standard_normal(size, dtype=np.float32) for _ in range(n)]
-    counts = [int(c) for c in rng.integers(50, 500, n)]
+def bench_aggregation(with_flower: bool, repeats: int = 3) -> dict:
+    deltas, counts = synthetic_updates()
+    n, size = len(deltas), deltas[0].size
     base = np.zeros(size, np.float32)
-    ours, theirs = [], []
+    ours = []
     for _ in range(repeats):
         started = time.perf_counter()
         out = aggregate_round(
@@ -183,30 +213,41 @@ def bench_aggregation(n: int = 100, size: int = 1_000_000, repeats: int = 3) -> 
             stages=default_stages(),
         )
         ours.append(time.perf_counter() - started)
-    flower_result = None
-    try:
-        from flwr.server.strategy.aggregate import aggregate
-
-        results = [([d], c) for d, c in zip(deltas, counts, strict=True)]
-        for _ in range(repeats):
-            started = time.perf_counter()
-            flower_result = aggregate(results)
-            theirs.append(time.perf_counter() - started)
-    except ImportError:
-        print("flwr is not importable here: aggregation timed for modelfleet only")
-    if flower_result is not None:
-        np.testing.assert_allclose(out.weights, flower_result[0], rtol=1e-4, atol=1e-5)
+    del deltas  # Flower's process builds its own copy
+    flower_s = flower_aggregation(out.weights) if with_flower else None
     return {
         "updates": n,
         "parameters": size,
         "modelfleet_s": min(ours),
-        "flower_s": min(theirs) if theirs else None,
+        "flower_s": flower_s,
         # float64 total + float32 partial sum + float32 scaling buffer, whatever n is.
         "modelfleet_state_bytes": size * 16,
         "flower_inputs_bytes": n * size * 4,
         "note": "modelfleet folds updates one at a time into running sums (the hub streams "
-        "them from the store); Flower's aggregate needs every update materialised at once.",
+        "them from the store); Flower's aggregate needs every update materialised at once. "
+        "Each side runs in its own process on the same synthetic updates.",
     }
+
+
+def flower_aggregation(ours: np.ndarray) -> float | None:
+    """Flower's ``aggregate`` on the same updates, in Flower's own process and venv."""
+    python = os.environ.get("FLOWER_PYTHON", sys.executable)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "flower.npy"
+        cmd = [
+            python,
+            str(ROOT / "bench" / "federated_flower.py"),
+            "--aggregation-out",
+            str(result),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0 or not result.exists():
+            print("Flower aggregation failed:\n" + done.stderr[-2000:], file=sys.stderr)
+            return None
+        # Same updates, same algorithm: the two results must agree.
+        np.testing.assert_allclose(ours, np.load(result), rtol=1e-4, atol=1e-5)
+        seconds: float = json.loads(done.stdout.splitlines()[-1])["flower_s"]
+        return seconds
 
 
 def main() -> None:
@@ -222,7 +263,7 @@ def main() -> None:
 
     ours = run_ours(args)
     flower = None if args.skip_flower else run_flower(args)
-    aggregation = bench_aggregation()
+    aggregation = bench_aggregation(with_flower=not args.skip_flower)
 
     print(f"\nFedAvg, digits non-IID, {args.sites} sites, {args.rounds} rounds  ({command})")
     print(f"{'round':>5} {'modelfleet acc':>15} {'flower acc':>11}")
@@ -232,6 +273,7 @@ def main() -> None:
     summary = {
         "modelfleet_total_s": ours["total_s"],
         "modelfleet_median_round_s": statistics.median(ours["round_s"]),
+        "modelfleet_median_cycle_s": statistics.median(ours["cycle_s"]),
         "modelfleet_final_accuracy": ours["history"][-1]["accuracy"],
     }
     if flower:
@@ -249,6 +291,8 @@ def main() -> None:
         }
     for key, value in summary.items():
         print(f"{key:>32}: {value:.4f}")
+    for key, value in ours["timeline"].items():
+        print(f"{'median ' + key.replace('_', ' '):>32}: {value * 1000:.1f} ms")
     print(
         f"aggregation of {aggregation['updates']} x {aggregation['parameters']:,} float32: "
         f"modelfleet {aggregation['modelfleet_s'] * 1000:.0f} ms, "

@@ -41,7 +41,16 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--job", default="bench-fedavg", help="Seeds local shuffles as ours.")
+    parser.add_argument(
+        "--aggregation-out",
+        type=Path,
+        help="Instead of the job: time Flower's aggregate on bench/federated.py's synthetic "
+        "updates and save its result here (.npy) for the caller to compare.",
+    )
     args = parser.parse_args()
+    if args.aggregation_out is not None:
+        time_aggregation(args.aggregation_out)
+        return
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
     spec, sites, (x_test, y_test) = digits_sites(args.sites, non_iid=True)
@@ -94,6 +103,22 @@ def main() -> None:
     total = time.perf_counter() - started
     rounds = [b - a for a, b in itertools.pairwise(marks)]
     print(json.dumps({"total_s": total, "round_s": rounds, "history": history}))
+
+
+def time_aggregation(out: Path, repeats: int = 3) -> None:
+    import numpy as np
+    from bench_updates import synthetic_updates
+    from flwr.server.strategy.aggregate import aggregate
+
+    deltas, counts = synthetic_updates()
+    results = [([d], c) for d, c in zip(deltas, counts, strict=True)]
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        aggregated = aggregate(results)
+        times.append(time.perf_counter() - started)
+    np.save(out, aggregated[0])
+    print(json.dumps({"flower_s": min(times)}))
 
 
 if __name__ == "__main__":

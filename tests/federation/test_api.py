@@ -9,8 +9,8 @@ from modelfleet.federation import wire
 from modelfleet.federation.specs import ModelSpec, build_onnx, init_weights
 
 
-def _setup(hub_factory, tmp_path):
-    hub = hub_factory()
+def _setup(hub_factory, tmp_path, **settings):
+    hub = hub_factory(**settings)
     spec = ModelSpec(family="softmax", features=4, classes=3)
     path = tmp_path / "m.onnx"
     onnx.save(build_onnx(spec, init_weights(spec)), str(path))
@@ -112,6 +112,56 @@ def test_tasks_consent_updates_and_abort(hub_factory, tmp_path) -> None:
         hub.client.post("/api/v1/federation/jobs/j1/abort", headers=hub.headers()).status_code
         == 409
     )
+
+
+def test_an_update_post_carries_the_sites_next_task(hub_factory, tmp_path) -> None:
+    hub, tokens, spec = _setup(hub_factory, tmp_path, max_body_bytes=64 * 1024)
+    job = {"model": "iris", "data": "iris", "rounds": 3, "min_sites": 2, "id": "j2"}
+    hub.client.post("/api/v1/federation/jobs", json=job, headers=hub.headers()).raise_for_status()
+    task = hub.client.get(
+        "/api/v1/federation/sites/a/tasks", headers=hub.headers(tokens["a"])
+    ).json()["tasks"][0]
+    update = wire.pack(
+        {"attempt": 1, "num_examples": 10, "metrics": {}},
+        {"delta": np.full(spec.size(), 0.1, np.float32)},
+    )
+
+    def post(site: str, query: str = "", body: bytes = update, **headers: str):
+        return hub.client.post(
+            task["update_url"] + query,
+            content=body,
+            headers={**hub.headers(tokens[site]), **headers},
+        )
+
+    first = post("a")
+    assert first.status_code == 200
+    assert "tasks" not in first.json()  # no wait asked: a plain acknowledgement
+    # The last update closes round 1 before answering, so the answer carries round 2.
+    last = post("b", "?wait=5")
+    assert last.status_code == 200, last.text
+    assert last.json()["round_complete"]
+    assert [(t["job"], t["round"]) for t in last.json()["tasks"]] == [("j2", 2)]
+    metrics = hub.client.get("/metrics").text
+    assert (
+        'modelfleet_hub_requests_total{method="POST",'
+        'route="/api/v1/federation/jobs/{job_id}/rounds/{number}/updates",status="200"} 2.0'
+    ) in metrics
+
+    for query, fragment in [("?wait=soon", "not a number"), ("?wait=500", "between 0 and")]:
+        bad = post("a", query)
+        assert bad.status_code == 400
+        assert bad.json()["error"]["code"] == "invalid_input"
+        assert fragment in bad.json()["error"]["message"]
+    anonymous = hub.client.post(task["update_url"], content=update)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    too_big = post("a", body=b"x" * (65 * 1024))
+    assert too_big.status_code == 413
+    assert too_big.json()["error"]["code"] == "artifact_too_large"
+    as_admin = hub.client.post(task["update_url"], content=update, headers=hub.headers())
+    assert as_admin.status_code == 403
+    refusals = hub.client.get("/api/v1/audit", headers=hub.headers()).json()
+    assert any(r["action"] == "fl.update" and r["outcome"] == "forbidden" for r in refusals)
 
 
 def test_bad_jobs_are_refused_with_400(hub_factory, tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import yaml
 from modelfleet.errors import InvalidInput
 from modelfleet.federation.specs import ModelSpec, init_weights
 from modelfleet.federation.training import FitResult, TrainConfig
-from modelfleet.site.federated import FederatedWorker, SiteConfig
+from modelfleet.site.federated import DAY_S, FederatedWorker, RoundLedger, SiteConfig
 from modelfleet.site.trainer import Dataset, DatasetConfig, load_dataset, load_trainer
 from tests.federation.conftest import write_csv
 
@@ -68,6 +69,21 @@ def test_consent_checks_give_reasons(tmp_path: Path) -> None:
     worker.stop()
 
 
+def test_round_ledger_survives_restarts_torn_lines_and_old_rounds(tmp_path: Path) -> None:
+    path = tmp_path / "rounds.log"
+    ledger = RoundLedger(path)
+    now = time.time()
+    ledger.record(now - DAY_S - 5)  # older than a day
+    ledger.record(now - 10)
+    ledger.record(now - 1)
+    with path.open("a") as log_file:
+        log_file.write(f"{now:.3f}"[:6])  # a crash mid-append leaves a torn line
+    reopened = RoundLedger(path)
+    assert reopened.today() == 2
+    # Opening compacted the log to the rounds that still count.
+    assert [float(line) for line in path.read_text().splitlines()] == [now - 10, now - 1]
+
+
 def test_refusing_site_declares_its_reason(tmp_path: Path) -> None:
     worker = _worker(tmp_path)
     worker.config.federation.participate = False
@@ -104,6 +120,10 @@ def test_csv_and_parquet_data_sets(tmp_path: Path) -> None:
     )
     assert csv_data.x.shape == (8, 3)
     assert csv_data.x_eval.shape == (2, 3)
+    # A random hold-out, but both parts keep the file's order: the trainer's own seeded
+    # shuffle then sees the same rows as any other run on the same file (e.g. Flower's).
+    assert np.all(np.diff(csv_data.x[:, 0]) > 0) and np.all(np.diff(csv_data.x_eval[:, 0]) > 0)
+    assert sorted([*csv_data.x[:, 0], *csv_data.x_eval[:, 0]]) == list(x[:, 0])
     table = pa.table({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "target": y})
     pq.write_table(table, tmp_path / "a.parquet")
     parquet = load_dataset(
@@ -114,6 +134,7 @@ def test_csv_and_parquet_data_sets(tmp_path: Path) -> None:
     )
     assert parquet.features == ["c", "a"]
     assert parquet.x.shape == (10, 2)
+    np.testing.assert_array_equal(parquet.x, x[:, [2, 0]])
     with pytest.raises(InvalidInput, match="labels must be integers"):
         load_dataset("bad", DatasetConfig(path=write_csv(tmp_path / "b.csv", x, y + 0.5)))
     with pytest.raises(InvalidInput, match="lacks feature columns"):

@@ -99,6 +99,7 @@ class Coordinator:
         self._locks_guard = threading.Lock()
         self._waiting_since: dict[str, float] = {}
         self._cache_lock = threading.Lock()
+        self._build_lock = threading.Lock()
         self._specs: dict[str, ModelSpec] = {}
         self._snapshot: tuple[float, list[tuple[RoundRow, dict[str, Any], set[str]]]] | None = None
         self._stop = threading.Event()
@@ -206,15 +207,18 @@ class Coordinator:
         with self._cache_lock:
             if self._snapshot is not None and time.monotonic() < self._snapshot[0]:
                 return self._snapshot[1]
-        snapshot = []
-        for rnd in self.repo.open_rounds():
-            job = self.repo.get_job(rnd.job_id)
-            snapshot.append(
-                (rnd, self._task_body(job, rnd), self.repo.answered(rnd.job_id, rnd.number))
-            )
-        with self._cache_lock:
-            self._snapshot = (time.monotonic() + SNAPSHOT_TTL_S, snapshot)
-        return snapshot
+        with self._build_lock:  # one thread builds; the rest of the burst reuses its work
+            with self._cache_lock:
+                if self._snapshot is not None and time.monotonic() < self._snapshot[0]:
+                    return self._snapshot[1]
+            snapshot = []
+            for rnd in self.repo.open_rounds():
+                job = self.repo.get_job(rnd.job_id)
+                answered = self.repo.answered(rnd.job_id, rnd.number)
+                snapshot.append((rnd, self._task_body(job, rnd), answered))
+            with self._cache_lock:
+                self._snapshot = (time.monotonic() + SNAPSHOT_TTL_S, snapshot)
+            return snapshot
 
     def _invalidate(self) -> None:
         with self._cache_lock:
@@ -222,11 +226,16 @@ class Coordinator:
 
     def tasks_for(self, site: str) -> list[dict[str, Any]]:
         """Open rounds this site was selected for and has not answered: only its own."""
-        return [
-            body | {"seed": task_seed(rnd.job_id, rnd.number, site)}
-            for rnd, body, answered in self._open_tasks()
-            if site in rnd.selected and site not in answered
-        ]
+        return _tasks_of(site, self._open_tasks())
+
+    def cached_tasks_for(self, site: str) -> list[dict[str, Any]] | None:
+        """:meth:`tasks_for` from a fresh snapshot without touching the store (cheap
+        enough for the event loop); None when the snapshot must be rebuilt first."""
+        with self._cache_lock:
+            if self._snapshot is None or time.monotonic() >= self._snapshot[0]:
+                return None
+            snapshot = self._snapshot[1]
+            return _tasks_of(site, snapshot)
 
     def _task_body(self, job: JobRow, rnd: RoundRow) -> dict[str, Any]:
         config = JobConfig.model_validate(job.config)
@@ -409,6 +418,7 @@ class Coordinator:
         if opened is None:
             return False
         log.info("job %s round %d open for %s", job.id, number, ", ".join(eligible))
+        self._open_tasks()  # built before the wake-up, not by the first poll it wakes
         self.bell.notify_many(eligible)
         return False
 
@@ -494,6 +504,16 @@ class Coordinator:
             result_version=existing,
             message=f"registered {name}:{existing}",
         )
+
+
+def _tasks_of(
+    site: str, snapshot: list[tuple[RoundRow, dict[str, Any], set[str]]]
+) -> list[dict[str, Any]]:
+    return [
+        body | {"seed": task_seed(rnd.job_id, rnd.number, site)}
+        for rnd, body, answered in snapshot
+        if site in rnd.selected and site not in answered
+    ]
 
 
 def _int(value: object, what: str) -> int:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelfleet import __version__
@@ -19,11 +18,12 @@ from modelfleet.hub.api import sites as sites_api
 from modelfleet.hub.api import telemetry as telemetry_api
 from modelfleet.hub.api import tokens as tokens_api
 from modelfleet.hub.api.errors import install_error_handlers
+from modelfleet.hub.api.fastpath import SiteFastPath
 from modelfleet.hub.api.limits import BodyLimit
 from modelfleet.hub.api.schemas import SigningKeyOut
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
-from modelfleet.hub.metrics import HubMetrics
+from modelfleet.hub.metrics import HubMetrics, MeasureRequests
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.rollout.controller import build_rollouts
 from modelfleet.hub.sites import Sites
@@ -104,18 +104,8 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(federation_api.router)
 
     app.add_middleware(BodyLimit, max_body_bytes=ctx.settings.max_body_bytes)
-
-    @app.middleware("http")
-    async def _measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        ctx.metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        ctx.metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(MeasureRequests, metrics=ctx.metrics)
+    app.add_middleware(SiteFastPath, ctx=ctx)  # outermost: skips every layer above
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     def healthz() -> dict[str, str]:

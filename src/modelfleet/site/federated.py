@@ -8,13 +8,14 @@ against the config again before any work — a task the config does not allow is
 with a reason the hub shows — then the global weights are fetched, the trainer runs on
 local data, and only the delta, the example count and metrics are posted. Posts are
 retried until the round's deadline (at-least-once; the hub keeps one answer per site).
+The hub holds an update post until the site's next task exists and answers with it, so
+a busy site needs one request per round, not a post and a poll.
 """
 
 from __future__ import annotations
 
 import base64
 import fnmatch
-import json
 import logging
 import os
 import random
@@ -99,15 +100,28 @@ class SiteConfig(BaseModel):
 
 
 class RoundLedger:
-    """Rounds trained in the last 24 h, kept in the state directory across restarts."""
+    """Rounds trained in the last 24 h, kept in the state directory across restarts.
+
+    One line per round appended to a log (a round costs a short append, not a rewrite
+    of the day's history); a torn last line after a crash is ignored, and the log is
+    compacted to the last day's rounds when it is opened.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._times: list[float] = []
         try:
-            self._times = [float(t) for t in json.loads(path.read_text()).get("rounds", [])]
-        except (OSError, ValueError, AttributeError):
-            self._times = []
+            text = path.read_text()
+        except OSError:
+            text = ""
+        complete = text[: text.rfind("\n") + 1]  # a crash mid-append leaves a torn tail
+        for line in complete.splitlines():
+            try:
+                self._times.append(float(line))
+            except ValueError:
+                continue
+        if self.today() != len(text.splitlines()):
+            self._rewrite()
 
     def today(self, now: float | None = None) -> int:
         now = now or time.time()
@@ -115,10 +129,14 @@ class RoundLedger:
         return len(self._times)
 
     def record(self, now: float | None = None) -> None:
-        self._times.append(now or time.time())
-        self.today()
+        stamp = now or time.time()
+        self._times.append(stamp)
+        with self.path.open("a") as log_file:
+            log_file.write(f"{stamp!r}\n")
+
+    def _rewrite(self) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"rounds": self._times}))
+        tmp.write_text("".join(f"{t!r}\n" for t in self._times))
         os.replace(tmp, self.path)
 
 
@@ -146,7 +164,7 @@ class FederatedWorker:
         self.site = site
         self.poll_s = poll_s
         self.retry_max_s = retry_max_s
-        self.ledger = RoundLedger(state_dir / "federated-rounds.json")
+        self.ledger = RoundLedger(state_dir / "federated-rounds.log")
         self.datasets = DatasetCache(config.datasets)
         self.trainers: dict[str, Trainer] = {BUILTIN: BuiltinTrainer()}
         self._trainer_errors: dict[str, str] = {}
@@ -165,6 +183,9 @@ class FederatedWorker:
         self._thread: threading.Thread | None = None
         self._declared = False
         self._answered: set[tuple[str, int, int]] = set()
+        # Tasks the hub sent back with the last update (it holds the post until the
+        # next round opens); None: ask with a task poll.
+        self._next_tasks: list[dict[str, Any]] | None = None
         self.results: list[tuple[str, int, TaskResult]] = []
 
     # --- lifecycle ------------------------------------------------------------------
@@ -224,13 +245,17 @@ class FederatedWorker:
                     self._stop.wait(60.0)
                     self._declared = False
                     continue
-                response = self._call(
-                    "GET",
-                    f"/api/v1/federation/sites/{self.site}/tasks",
-                    params={"wait": self.poll_s},
-                )
+                tasks = self._next_tasks
+                self._next_tasks = None
+                if tasks is None:
+                    response = self._call(
+                        "GET",
+                        f"/api/v1/federation/sites/{self.site}/tasks",
+                        params={"wait": self.poll_s},
+                    )
+                    tasks = response.json().get("tasks", [])
                 failures = 0
-                for task in response.json().get("tasks", []):
+                for task in tasks:
                     if self._stop.is_set():
                         return
                     self.handle(task)
@@ -330,12 +355,15 @@ class FederatedWorker:
         while not self._stop.is_set():
             try:
                 if body is not None:
-                    self._call(
+                    answer = self._call(
                         "POST",
                         str(task["update_url"]),
+                        params={"wait": self.poll_s},
                         content=body,
                         headers={"Content-Type": wire.MEDIA_TYPE},
-                    )
+                    ).json()
+                    if isinstance(answer.get("tasks"), list) and answer["tasks"]:
+                        self._next_tasks = answer["tasks"]
                     result = TaskResult("update")
                 else:
                     self._call(

@@ -149,9 +149,11 @@ def load_dataset(name: str, config: DatasetConfig) -> Dataset:
     ):
         raise InvalidInput(f"data set {name!r}: labels must be integers 0..K-1")
     y = labels.astype(np.int64)
+    # A random evaluation hold-out; both parts keep the file's row order (the trainer
+    # shuffles by its own seed, so the same rows train the same way anywhere).
     order = np.random.default_rng(config.seed).permutation(len(y))
     n_eval = round(config.eval_fraction * len(y))
-    ev, tr = order[:n_eval], order[n_eval:]
+    ev, tr = np.sort(order[:n_eval]), np.sort(order[n_eval:])
     return Dataset(name, features, x[tr], y[tr], x[ev], y[ev])
 
 

@@ -10,8 +10,11 @@ aborting a job needs ``models:write`` (it ends in a new model version) and readi
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -25,7 +28,19 @@ from modelfleet.hub.api.deps import Caller, Context, audited, require, require_s
 from modelfleet.hub.auth import Permission, Principal, Role
 from modelfleet.hub.context import HubContext
 
+T = TypeVar("T")
+
 router = APIRouter(prefix="/api/v1/federation", tags=["federation"])
+
+#: Threads for the per-round calls of sites (store reads and writes). A plain executor:
+#: AnyIO's ``to_thread`` bookkeeping cost more than the work on this path.
+_ROUND_IO = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fl-round-io")
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call of a site's round path off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_ROUND_IO, fn, *args)
+
 
 #: Largest update body accepted (a 64M-parameter float32 model and its header).
 MAX_UPDATE_BYTES = 256 * 1024**2
@@ -109,22 +124,59 @@ async def declare(site: str, body: dict[str, Any], ctx: Context, caller: Caller)
     return consent.model_dump(mode="json")
 
 
-@router.get("/sites/{site}/tasks", summary="The site's open tasks; long-polls while none")
-async def tasks(
-    site: str,
-    ctx: Context,
-    caller: Caller,
-    wait: Annotated[float, Query(ge=0, le=120, description="Seconds to hold the request.")] = 0,
-) -> dict[str, Any]:
-    require_site(ctx, caller, site, "fl.tasks", "read its tasks")
-    coordinator = _coordinator(ctx)
+#: How long a site may ask the hub to hold a task poll (or an update post) open.
+WaitSeconds = Annotated[
+    float, Query(ge=0, le=120, description="Seconds to hold the request while no task is open.")
+]
+
+
+async def _next_tasks(
+    ctx: HubContext, coordinator: Coordinator, site: str, wait: float
+) -> list[dict[str, Any]]:
+    """The site's open tasks, waiting up to ``wait`` seconds for one to appear."""
     deadline = time.monotonic() + min(wait, ctx.settings.long_poll_max_s)
     while True:
-        found = await run_in_threadpool(coordinator.tasks_for, site)
+        found = coordinator.cached_tasks_for(site)
+        if found is None:  # no fresh snapshot: build it off the event loop
+            found = await off_loop(coordinator.tasks_for, site)
         remaining = deadline - time.monotonic()
         if found or remaining <= 0:
-            return {"site": site, "tasks": found}
+            return found
         await coordinator.bell.wait(site, min(remaining, 1.0))
+
+
+async def site_tasks(ctx: HubContext, caller: Principal, site: str, wait: float) -> dict[str, Any]:
+    """A site's task poll (shared by the route below and the hub's fast path)."""
+    if caller.role != Role.SITE or caller.site != site:  # audited refusal, off the loop
+        await off_loop(require_site, ctx, caller, site, "fl.tasks", "read its tasks")
+    coordinator = _coordinator(ctx)
+    return {"site": site, "tasks": await _next_tasks(ctx, coordinator, site, wait)}
+
+
+async def site_update(
+    ctx: HubContext, caller: Principal, job_id: str, number: int, body: bytes, wait: float
+) -> dict[str, Any]:
+    """A site's update (shared by the route below and the hub's fast path).
+
+    The post that completes a round closes it (and opens the next) before answering; with
+    ``wait`` the answer also carries the site's next tasks, held like a task poll, so a
+    site needs one request per round instead of a post and a poll.
+    """
+    coordinator = _coordinator(ctx)
+    if caller.role != Role.SITE or caller.site is None:
+        await off_loop(_own_site, ctx, caller, "fl.update", f"{job_id}/{number}")
+    site = str(caller.site)
+    result = await off_loop(coordinator.submit, site, job_id, number, body)
+    if result["round_complete"]:  # else the deadline (coordinator loop) closes the round
+        await off_loop(coordinator.advance, job_id)
+    if not wait:
+        return result
+    return result | {"tasks": await _next_tasks(ctx, coordinator, site, wait)}
+
+
+@router.get("/sites/{site}/tasks", summary="The site's open tasks; long-polls while none")
+async def tasks(site: str, ctx: Context, caller: Caller, wait: WaitSeconds = 0) -> dict[str, Any]:
+    return await site_tasks(ctx, caller, site, wait)
 
 
 @router.get(
@@ -153,19 +205,15 @@ async def post_update(
     request: Request,
     ctx: Context,
     caller: Caller,
-    background: BackgroundTasks,
+    wait: WaitSeconds = 0,
 ) -> dict[str, Any]:
-    coordinator = _coordinator(ctx)
-    site = _own_site(ctx, caller, "fl.update", f"{job_id}/{number}")
+    """With ``wait``, the answer also carries the site's next tasks (see ``site_update``)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_UPDATE_BYTES:
             raise ArtifactTooLarge("update exceeds the hub's limit")
-    result = await run_in_threadpool(coordinator.submit, site, job_id, number, bytes(body))
-    if result["round_complete"]:  # else the deadline (coordinator loop) closes the round
-        background.add_task(coordinator.advance, job_id)
-    return result
+    return await site_update(ctx, caller, job_id, number, bytes(body), wait)
 
 
 @router.post(

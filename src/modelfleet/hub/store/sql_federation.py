@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
@@ -417,17 +417,9 @@ class SqlFederationRepo:
                     f"site {site!r} was not selected for round {number} of job {job_id!r}",
                     code="not_selected",
                 )
-            exists = conn.execute(
-                select(func.count())
-                .select_from(fl_updates)
-                .where(
-                    fl_updates.c.job_id == job_id,
-                    fl_updates.c.round == number,
-                    fl_updates.c.site == site,
-                )
-            ).scalar_one()
-            if exists:
-                return False, current, self._answered(conn, job_id, number)
+            answered = self._answered(conn, job_id, number)
+            if site in answered:
+                return False, current, answered
             conn.execute(
                 insert(fl_updates).values(
                     job_id=job_id,
@@ -442,7 +434,7 @@ class SqlFederationRepo:
                     received_at=self._store.now(),
                 )
             )
-            return True, current, self._answered(conn, job_id, number)
+            return True, current, answered | {site}
 
     def list_updates(self, job_id: str, number: int | None = None) -> list[UpdateRow]:
         query = select(*_UPDATE_COLUMNS).where(fl_updates.c.job_id == job_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,11 @@ from modelfleet.hub.store.schema import tokens
 
 if TYPE_CHECKING:
     from modelfleet.hub.store.sql import SqlStore
+
+#: How long a token lookup may be answered from memory. Every request authenticates, and
+#: sites call the hub several times a second during federated rounds; a revocation made
+#: through this process is seen at once, one made through another replica within this.
+LOOKUP_TTL_S = 1.0
 
 
 def _to_token(row: Row[Any]) -> TokenRecord:
@@ -48,6 +55,12 @@ class SqlTokenRepo(TokenRepo):
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
+        self._lookups: dict[str, tuple[float, TokenRecord]] = {}
+        self._lookups_lock = threading.Lock()
+
+    def _forget_lookups(self) -> None:
+        with self._lookups_lock:
+            self._lookups.clear()
 
     def create(
         self,
@@ -78,13 +91,26 @@ class SqlTokenRepo(TokenRepo):
             except IntegrityError as exc:
                 raise Conflict("a token with this hash already exists") from exc
             row = conn.execute(select(*_columns()).where(tokens.c.id == token_id)).one()
+        self._forget_lookups()
         return _to_token(row)
 
     def find_by_hash(self, token_hash: str) -> TokenRecord | None:
+        now = time.monotonic()
+        with self._lookups_lock:
+            cached = self._lookups.get(token_hash)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         query = select(*_columns()).where(tokens.c.token_hash == token_hash)
         with self._store.read() as conn:
             row = conn.execute(query).one_or_none()
-        return None if row is None else _to_token(row)
+        if row is None:  # not remembered: a token created through another replica works at once
+            return None
+        record = _to_token(row)
+        with self._lookups_lock:
+            if len(self._lookups) >= 10_000:
+                self._lookups.clear()
+            self._lookups[token_hash] = (now + LOOKUP_TTL_S, record)
+        return record
 
     def get(self, token_id: str) -> TokenRecord | None:
         query = select(*_columns()).where(tokens.c.id == token_id)
@@ -104,4 +130,6 @@ class SqlTokenRepo(TokenRepo):
             .values(revoked_at=self._store.now())
         )
         with self._store.write() as conn:
-            return conn.execute(stmt).rowcount == 1
+            revoked: bool = conn.execute(stmt).rowcount == 1
+        self._forget_lookups()
+        return revoked
