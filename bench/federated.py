@@ -99,15 +99,13 @@ def run_ours(args: argparse.Namespace) -> dict:
             onnx.save(build_onnx(spec, init_weights(spec)), str(model))
             admin.push(model, "digits")
             deadline = time.monotonic() + 60
-            while len(admin.request("GET", "/api/v1/federation/consent").json()) < args.sites:
+            while len(admin.federation_consents()) < args.sites:
                 if time.monotonic() > deadline:
                     raise RuntimeError("sites did not declare consent")
                 time.sleep(0.2)
             started = time.perf_counter()
-            admin.request(
-                "POST",
-                "/api/v1/federation/jobs",
-                json={
+            admin.start_federated_job(
+                {
                     "id": JOB,
                     "model": "digits",
                     "data": "digits",
@@ -116,23 +114,21 @@ def run_ours(args: argparse.Namespace) -> dict:
                     "local_epochs": args.local_epochs,
                     "lr": args.lr,
                     "batch_size": args.batch_size,
-                },
+                }
             )
             while True:  # the light listing, so polling does not load the hub
-                listed = admin.request("GET", "/api/v1/federation/jobs").json()
+                listed = admin.list_federated_jobs()
                 if listed[0]["state"] in ("completed", "failed", "aborted"):
                     break
                 time.sleep(0.1)
             total = time.perf_counter() - started
-            job = admin.request("GET", f"/api/v1/federation/jobs/{JOB}").json()
+            job = admin.federated_job(JOB)
             if job["state"] != "completed":
                 raise RuntimeError(f"job ended {job['state']}: {job['message']}")
             history = []
             for r in job["round_details"]:
                 if r["round"] < args.rounds:
-                    blob = admin.request(
-                        "GET", f"/api/v1/federation/jobs/{JOB}/rounds/{r['round'] + 1}/weights"
-                    ).content
+                    blob = admin.federated_round_weights(JOB, r["round"] + 1)
                     _, arrays = wire.unpack(blob)
                     weights = unflatten(spec, arrays["weights"])
                 else:

@@ -398,3 +398,39 @@ class HubClient:
             "POST", "/api/v1/apply", json={"doc": doc, "prune": prune, "dry_run": dry_run}
         )
         return result
+
+    # --- federated learning -----------------------------------------------------------
+
+    def start_federated_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Start a job (the ``fl start`` fields: model, data, rounds, sites, strategy...);
+        idempotent when ``job`` carries an ``id``."""
+        result: dict[str, Any] = self._json("POST", "/api/v1/federation/jobs", json=job)
+        return result
+
+    def federated_job(self, job_id: str) -> dict[str, Any]:
+        """A job with every round's participants, metrics and duration."""
+        result: dict[str, Any] = self._json("GET", f"/api/v1/federation/jobs/{job_id}")
+        return result
+
+    def list_federated_jobs(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/federation/jobs")
+        return result
+
+    def abort_federated_job(
+        self, job_id: str, reason: str = "aborted by an operator"
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "POST", f"/api/v1/federation/jobs/{job_id}/abort", json={"reason": reason}
+        )
+        return result
+
+    def federated_round_weights(self, job_id: str, number: int) -> bytes:
+        """The global weights a round started from (a tensor envelope, see ``wire``)."""
+        return self.request(
+            "GET", f"/api/v1/federation/jobs/{job_id}/rounds/{number}/weights"
+        ).content
+
+    def federation_consents(self) -> dict[str, dict[str, Any]]:
+        """What each site declared about taking part in federated jobs."""
+        result: dict[str, dict[str, Any]] = self._json("GET", "/api/v1/federation/consent")
+        return result

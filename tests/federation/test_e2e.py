@@ -89,21 +89,18 @@ def _push_spec_model(admin: HubClient, tmp_path: Path) -> None:
 
 
 def _job(admin: HubClient, job_id: str) -> dict:
-    return admin.request("GET", f"/api/v1/federation/jobs/{job_id}").json()
+    return admin.federated_job(job_id)
 
 
 def test_federated_job_across_site_processes_with_faults(fleet, tmp_path: Path) -> None:
     hub, admin, sites = fleet
     _push_spec_model(admin, tmp_path)
-    consent = lambda: admin.request("GET", "/api/v1/federation/consent").json()  # noqa: E731
-    wait_for(lambda: len(consent()) == 4, 20, "every site's consent declaration")
+    wait_for(lambda: len(admin.federation_consents()) == 4, 20, "every site's consent declaration")
     wait_for(lambda: all(s["online"] for s in admin.list_sites()), 20, "all sites online")
 
     started = time.monotonic()
-    job = admin.request(
-        "POST",
-        "/api/v1/federation/jobs",
-        json={
+    job = admin.start_federated_job(
+        {
             "id": "digits-e2e",
             "model": "digits",
             "sites": "region=eu-west",
@@ -114,8 +111,8 @@ def test_federated_job_across_site_processes_with_faults(fleet, tmp_path: Path) 
             "lr": 0.5,
             "round_timeout_s": 3,
             "alias": "candidate",
-        },
-    ).json()
+        }
+    )
     assert job["sites"]["clinic"] == {
         "status": "refused",
         "reason": "site config refuses federated jobs: ethics board approval pending",

@@ -122,7 +122,8 @@ def test_csv_and_parquet_data_sets(tmp_path: Path) -> None:
     assert csv_data.x_eval.shape == (2, 3)
     # A random hold-out, but both parts keep the file's order: the trainer's own seeded
     # shuffle then sees the same rows as any other run on the same file (e.g. Flower's).
-    assert np.all(np.diff(csv_data.x[:, 0]) > 0) and np.all(np.diff(csv_data.x_eval[:, 0]) > 0)
+    assert np.all(np.diff(csv_data.x[:, 0]) > 0)
+    assert np.all(np.diff(csv_data.x_eval[:, 0]) > 0)
     assert sorted([*csv_data.x[:, 0], *csv_data.x_eval[:, 0]]) == list(x[:, 0])
     table = pa.table({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "target": y})
     pq.write_table(table, tmp_path / "a.parquet")

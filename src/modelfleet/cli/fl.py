@@ -132,7 +132,7 @@ def start(
         if required not in body:
             raise InvalidInput(f"--{required} is required (or give it in -f job.yaml)")
     with client(hub, token) as hc:
-        job = hc.request("POST", "/api/v1/federation/jobs", json=body).json()
+        job = hc.start_federated_job(body)
     if json_out:
         print_json(job)
         return
@@ -207,7 +207,7 @@ def status(
     """A job per round: participating sites, example counts, losses, metrics, duration."""
     with client(hub, token) as hc:
         while True:
-            job = hc.request("GET", f"/api/v1/federation/jobs/{job_id}").json()
+            job = hc.federated_job(job_id)
             if json_out and not watch:
                 print_json(job)
                 return
@@ -226,7 +226,7 @@ def status(
 def list_jobs(hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
     """Every federated job."""
     with client(hub, token) as hc:
-        jobs = hc.request("GET", "/api/v1/federation/jobs").json()
+        jobs = hc.list_federated_jobs()
     if json_out:
         print_json(jobs)
         return
@@ -255,9 +255,7 @@ def abort(
 ) -> None:
     """Abort a running job; updates still in flight are refused."""
     with client(hub, token) as hc:
-        job = hc.request(
-            "POST", f"/api/v1/federation/jobs/{job_id}/abort", json={"reason": reason}
-        ).json()
+        job = hc.abort_federated_job(job_id, reason)
     console.print(f"job {job['id']} {job['state']}")
 
 

@@ -310,10 +310,8 @@ def _scenario(
     )
 
     # 8. Federated improvement: plants train on local data that never leaves them.
-    job = admin.request(
-        "POST",
-        "/api/v1/federation/jobs",
-        json={
+    job = admin.start_federated_job(
+        {
             "model": f"{MODEL}@production",
             "data": "maintenance",
             "rounds": sizes.fl_rounds,
@@ -325,19 +323,16 @@ def _scenario(
             "round_timeout_s": 60,
             "wait_for_sites_s": 60,
             "alias": "candidate",
-        },
-    ).json()
+        }
+    )
     run.event(f"federated job {job['id']}: {sizes.fl_rounds} rounds, FedAvg")
     done = run.wait(
-        lambda: (
-            admin.request("GET", f"/api/v1/federation/jobs/{job['id']}").json()["state"]
-            in ("completed", "failed", "aborted")
-        ),
+        lambda: admin.federated_job(job["id"])["state"] in ("completed", "failed", "aborted"),
         240,
         "federated job",
     )
-    view = admin.request("GET", f"/api/v1/federation/jobs/{job['id']}").json()
-    consent = admin.request("GET", "/api/v1/federation/consent").json()
+    view = admin.federated_job(job["id"])
+    consent = admin.federation_consents()
     rounds = [
         {
             "round": r["round"],
