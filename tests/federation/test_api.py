@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 
 from modelfleet.federation import wire
-from modelfleet.federation.specs import ModelSpec, build_onnx, init_weights
+from modelfleet.federation.specs import ModelSpec, build_onnx, flatten, init_weights, read_onnx
+from modelfleet.refs import parse_ref
 
 
 def _setup(hub_factory, tmp_path, **settings):
@@ -182,3 +183,66 @@ def test_bad_jobs_are_refused_with_400(hub_factory, tmp_path) -> None:
         headers=hub.headers(viewer),
     )
     assert denied.status_code == 403
+
+
+def test_personalization_registers_a_variant_per_site(hub_factory, tmp_path) -> None:
+    hub, tokens, spec = _setup(hub_factory, tmp_path)
+    job = {
+        "model": "iris",
+        "data": "iris",
+        "rounds": 1,
+        "min_sites": 2,
+        "id": "j3",
+        "strategy": "fedprox",
+        "personalize_epochs": 3,
+    }
+    hub.client.post("/api/v1/federation/jobs", json=job, headers=hub.headers()).raise_for_status()
+
+    def post(site: str, number: int, delta: float):
+        update = wire.pack(
+            {"attempt": 1, "num_examples": 10, "metrics": {"train_loss": 0.5}},
+            {"delta": np.full(spec.size(), delta, np.float32)},
+        )
+        url = f"/api/v1/federation/jobs/j3/rounds/{number}/updates?wait=5"
+        answer = hub.client.post(url, content=update, headers=hub.headers(tokens[site]))
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    post("a", 1, 0.1)
+    (personal,) = post("b", 1, 0.2)["tasks"]
+    assert (personal["round"], personal["kind"]) == (2, "personalize")
+    # Plain fine-tuning for the asked epochs: no FedProx pull towards the global model.
+    assert personal["train"]["local_epochs"] == 3
+    assert personal["train"]["proximal_mu"] == 0
+    post("a", 2, 1.0)
+    refused = hub.client.post(
+        personal["refusal_url"],
+        json={"attempt": 1, "reason": "no time today"},
+        headers=hub.headers(tokens["b"]),
+    )
+    assert refused.status_code == 200
+    hub.ctx.federation.advance("j3")
+
+    done = hub.client.get("/api/v1/federation/jobs/j3", headers=hub.headers()).json()
+    assert done["state"] == "completed", done["message"]
+    assert done["result_version"] == 2
+    assert done["variants"] == {"a": 3}
+    assert "site variants: a=iris:3" in done["message"]
+    assert done["round_details"][1]["updates"][1]["reason"] == "no time today"
+
+    def weights(version: int) -> np.ndarray:
+        record = hub.ctx.registry.resolve(parse_ref(f"iris:{version}"))
+        data = b"".join(hub.ctx.registry.artifacts.read_range(record.digest, 0, None))
+        return flatten(spec, read_onnx(onnx.load_from_string(data))[1])
+
+    base = flatten(spec, init_weights(spec))
+    np.testing.assert_allclose(weights(2), base + 0.15, atol=1e-6)  # the global result
+    np.testing.assert_allclose(weights(3), base + 1.15, atol=1e-6)  # a's fine-tuned variant
+    variant = hub.ctx.registry.resolve(parse_ref("iris:3"))
+    assert variant.tags["fl.site"] == "a"
+    assert variant.parent_version == 2
+    pinned = hub.client.put(
+        "/api/v1/overrides", json={"site": "a", "ref": "iris:3"}, headers=hub.headers()
+    )
+    assert pinned.status_code == 200, pinned.text
+    assert pinned.json()["version"] == 3

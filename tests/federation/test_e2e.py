@@ -116,6 +116,7 @@ def test_federated_job_across_site_processes_with_faults(fleet, tmp_path: Path) 
             "lr": 0.5,
             "round_timeout_s": 3,
             "alias": "candidate",
+            "personalize_epochs": 2,
         }
     )
     assert job["sites"]["clinic"] == {
@@ -141,7 +142,8 @@ def test_federated_job_across_site_processes_with_faults(fleet, tmp_path: Path) 
     print(f"{ROUNDS}-round job, hub restart, site crash: {time.monotonic() - started:.1f} s")
 
     final = _job(admin, "digits-e2e")
-    rounds = final["round_details"]
+    *rounds, personalization = final["round_details"]
+    assert personalization["round"] == ROUNDS + 1
     assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
     assert all(r["state"] == "closed" for r in rounds)
     assert all("clinic" not in r["selected"] for r in rounds)
@@ -184,7 +186,7 @@ def test_federated_job_across_site_processes_with_faults(fleet, tmp_path: Path) 
     admin.assign("plant-a", "digits@candidate")
     x = digits_sites(3, non_iid=False)[2][0][:5]
 
-    def served() -> bool:
+    def served(site: str) -> bool:
         body = {
             "inputs": [
                 {
@@ -196,17 +198,37 @@ def test_federated_job_across_site_processes_with_faults(fleet, tmp_path: Path) 
             ],
             "outputs": [{"name": "probabilities"}],
         }
-        response = httpx.post(f"{sites['plant-a'].url}/v2/models/digits/infer", json=body)
+        response = httpx.post(f"{sites[site].url}/v2/models/digits/infer", json=body)
         if response.status_code != 200:
             return False
         served.out = np.asarray(response.json()["outputs"][0]["data"], np.float32)  # type: ignore[attr-defined]
         return True
 
-    wait_for(served, 30, "the federated result served at plant-a")
+    wait_for(lambda: served("plant-a"), 30, "the federated result served at plant-a")
     import onnx
 
-    pulled = tmp_path / "result.onnx"
-    admin.pull("digits@candidate", pulled)
-    spec, weights = read_onnx(onnx.load(str(pulled)))
-    expected = predict_proba(spec, weights, x)
-    np.testing.assert_allclose(served.out.reshape(5, 10), expected, atol=1e-5)  # type: ignore[attr-defined]
+    def predictions(ref: str) -> np.ndarray:
+        pulled = tmp_path / f"{ref.replace('@', '-').replace(':', '-')}.onnx"
+        admin.pull(ref, pulled)
+        spec, weights = read_onnx(onnx.load(str(pulled)))
+        return predict_proba(spec, weights, x)
+
+    np.testing.assert_allclose(
+        served.out.reshape(5, 10), predictions("digits@candidate"), atol=1e-5
+    )  # type: ignore[attr-defined]
+
+    # Personalization: every site that fine-tuned has its own variant; a per-site pin
+    # deploys plant-b's to plant-b, where it serves that variant's predictions.
+    variants = final["variants"]
+    assert {"plant-a", "plant-b"} <= set(variants) <= {"plant-a", "plant-b", "plant-c"}
+    assert sorted(variants.values()) == list(range(3, 3 + len(variants)))
+    variant = f"digits:{variants['plant-b']}"
+    assert admin.resolve(variant)["tags"]["fl.site"] == "plant-b"
+    admin.pin("plant-b", variant, "personalized by digits-e2e")
+    expected = predictions(variant)
+    wait_for(
+        lambda: served("plant-b") and np.allclose(served.out.reshape(5, 10), expected, atol=1e-5),  # type: ignore[attr-defined]
+        30,
+        "plant-b serving its personalized variant",
+    )
+    assert not np.allclose(expected, predictions("digits@candidate"), atol=1e-3)

@@ -101,6 +101,13 @@ def start(
     batch_size: Annotated[int | None, typer.Option(help="Local batch size.")] = None,
     round_timeout: Annotated[float | None, typer.Option(help="Round deadline, seconds.")] = None,
     alias: Annotated[str | None, typer.Option(help="Alias for the result, e.g. candidate.")] = None,
+    personalize_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="After the last round each site fine-tunes the result this many epochs on "
+            "its own data; each is registered as that site's variant (deploy: modelfleet pin).",
+        ),
+    ] = None,
     job_id: Annotated[str | None, typer.Option("--id", help="Idempotency: a job id.")] = None,
     file: Annotated[Path | None, typer.Option("-f", "--file", help="Job YAML file.")] = None,
     hub: HubOpt = DEFAULT_HUB,
@@ -124,6 +131,7 @@ def start(
         "batch_size": batch_size,
         "round_timeout_s": round_timeout,
         "alias": alias,
+        "personalize_epochs": personalize_epochs,
     }
     body.update({k: v for k, v in flags.items() if v is not None})
     if param:
@@ -153,6 +161,10 @@ def _render(job: dict[str, Any]) -> None:
     )
     if job.get("message"):
         console.print(f"  {job['message']}", highlight=False)
+    result_model = job.get("config", {}).get("result_model") or job["model"]
+    for site, version in sorted(job.get("variants", {}).items()):
+        ref = f"{result_model}:{version}"
+        console.print(f"  variant for {site}: {ref}  (deploy: modelfleet pin {site} {ref})")
     left_out = [
         (name, info["status"], info["reason"])
         for name, info in sorted(job.get("sites", {}).items())

@@ -41,6 +41,7 @@ import onnx
 from modelfleet.errors import Conflict, InvalidInput, ModelfleetError, NotFound, StoreError
 from modelfleet.federation import wire
 from modelfleet.federation.jobs import Consent, JobConfig, refusal
+from modelfleet.federation.personalization import register_variants, registered_variants
 from modelfleet.federation.registration import register_result, registered_version
 from modelfleet.federation.rounds import aggregate_round, default_stages
 from modelfleet.federation.simulation import task_seed
@@ -187,7 +188,11 @@ class Coordinator:
 
     def view(self, job: JobRow, *, rounds: bool = True) -> dict[str, Any]:
         """The operator's picture of a job; with ``rounds``, per-round participants."""
-        return job_view(self.repo, job, rounds=rounds)
+        out = job_view(self.repo, job, rounds=rounds)
+        if rounds and job.config.get("personalize_epochs"):
+            name = job.config.get("result_model") or job.model
+            out["variants"] = registered_variants(self.registry, name, job.id)
+        return out
 
     # --- site side ----------------------------------------------------------------
 
@@ -254,7 +259,8 @@ class Coordinator:
             "spec": job.spec,
             "data": config.data,
             "trainer": config.trainer,
-            "train": config.train_config().model_dump(mode="json"),
+            "kind": "personalize" if config.personalizes(rnd.number) else "train",
+            "train": config.round_train_config(rnd.number).model_dump(mode="json"),
             "deadline_at": rnd.deadline_at.isoformat(),
             "weights_url": f"{base}/weights",
             "update_url": f"{base}/updates",
@@ -351,7 +357,7 @@ class Coordinator:
             return False
         if job.state != "running":
             return False
-        if job.current_round >= config.rounds:
+        if job.current_round >= config.total_rounds():
             return self.repo.transition(job.id, ("running",), "finalizing")
         number = job.current_round + 1
         try:
@@ -433,6 +439,20 @@ class Coordinator:
         stragglers = sorted(set(rnd.selected) - answered)
         refusals = {u.site: u.reason for u in updates if u.kind == "refusal"}
         outcome: dict[str, Any] = {"stragglers": stragglers, "refusals": refusals}
+        if config.personalizes(rnd.number):  # nothing to aggregate: variants at finalize
+            weights_blob, state_blob = self.repo.job_weights(job.id)
+            closed = self.repo.close_round(
+                job.id,
+                rnd.number,
+                rnd.attempt,
+                state="closed",
+                metrics={"num_sites": len(contributed)},
+                outcome=outcome,
+                weights=weights_blob,
+                strategy_state=state_blob,
+            )
+            self._invalidate()
+            return closed
         if len(contributed) < config.min_sites:
             outcome["reason"] = (
                 f"{len(contributed)} update(s) by the {'deadline' if late else 'last answer'}, "
@@ -487,22 +507,28 @@ class Coordinator:
     def _finalize(self, job: JobRow, config: JobConfig) -> None:
         name = config.result_model or job.model
         existing = registered_version(self.registry, name, job.id)
-        if existing is None:
-            try:
+        variants: dict[str, int] = {}
+        try:
+            if existing is None:
                 existing = register_result(
                     self.repo, self.registry, self.sites, self.tmp_dir, job, config, name
                 )
-            except ModelfleetError as exc:
-                self.repo.transition(
-                    job.id, ("finalizing",), "failed", message=f"registering failed: {exc.message}"
+            if config.personalize_epochs:
+                variants = register_variants(
+                    self.repo, self.registry, self.sites, self.tmp_dir, job, config, name, existing
                 )
-                return
+        except ModelfleetError as exc:
+            self.repo.transition(
+                job.id, ("finalizing",), "failed", message=f"registering failed: {exc.message}"
+            )
+            return
+        message = f"registered {name}:{existing}"
+        if variants:
+            message += "; site variants: " + ", ".join(
+                f"{site}={name}:{version}" for site, version in sorted(variants.items())
+            )
         self.repo.transition(
-            job.id,
-            ("finalizing",),
-            "completed",
-            result_version=existing,
-            message=f"registered {name}:{existing}",
+            job.id, ("finalizing",), "completed", result_version=existing, message=message
         )
 
 

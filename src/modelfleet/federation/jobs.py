@@ -58,6 +58,14 @@ class JobConfig(BaseModel):
     best_metric: str = Field(default="eval_accuracy", description="For result=best; higher wins.")
     alias: str | None = Field(default=None, description="Alias to set on the result.")
     result_model: str | None = Field(default=None, description="Register under this name.")
+    personalize_epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="After the last round, every site fine-tunes the final global model "
+        "this many epochs on its own data; each result is registered as that site's "
+        "variant (tag fl.site), for a per-site override (`modelfleet pin`) to deploy.",
+    )
 
     @field_validator("id")
     @classmethod
@@ -92,6 +100,26 @@ class JobConfig(BaseModel):
                 f"strategy {strategy.name} with {strategy.params()} needs at least "
                 f"{strategy.min_updates()} updates per round; raise --min-sites"
             )
+
+    def total_rounds(self) -> int:
+        """Training rounds plus the personalization round, if asked for."""
+        return self.rounds + (1 if self.personalize_epochs else 0)
+
+    def personalizes(self, number: int) -> bool:
+        """Whether round ``number`` is the personalization round (after the last one)."""
+        return self.personalize_epochs is not None and number > self.rounds
+
+    def round_train_config(self, number: int) -> TrainConfig:
+        """What sites train with in round ``number``: plain fine-tuning (no proximal
+        term or other strategy pull towards the global model) when personalizing."""
+        if self.personalizes(number) and self.personalize_epochs is not None:
+            return TrainConfig(
+                local_epochs=self.personalize_epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                l2=self.l2,
+            )
+        return self.train_config()
 
     def train_config(self) -> TrainConfig:
         site_params = make_strategy(self.strategy, self.strategy_params).site_params()

@@ -19,12 +19,32 @@ from modelfleet.hub.store.sql_federation import JobRow, SqlFederationRepo
 
 
 def registered_version(registry: Registry, name: str, job_id: str) -> int | None:
-    """The version a job already registered (found by its ``fl.job`` tag), if any: a hub
-    killed while registering must not register a second one."""
+    """The global version a job already registered (found by its ``fl.job`` tag), if
+    any: a hub killed while registering must not register a second one."""
     for version in registry.store.models.list_versions(name):
-        if version.tags.get("fl.job") == job_id:
+        if version.tags.get("fl.job") == job_id and "fl.site" not in version.tags:
             return version.version
     return None
+
+
+def push_weights(
+    registry: Registry,
+    tmp_dir: Path,
+    spec: ModelSpec,
+    vector: np.ndarray,
+    request: PushRequest,
+    actor: str,
+) -> int:
+    """Build the ONNX graph of ``spec`` with these weights and push it as a signed
+    version; returns its number."""
+    model = build_onnx(spec, unflatten(spec, vector))
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
+        path = Path(tmp) / "model.onnx"
+        data = model.SerializeToString()
+        path.write_bytes(data)
+        upload = Upload(path=path, digest=hashlib.sha256(data).hexdigest(), size=len(data))
+        return registry.push(request, upload, actor=actor).version
 
 
 def register_result(
@@ -39,7 +59,11 @@ def register_result(
     """Build the ONNX graph from the spec and the final (or best) weights and push it as a
     signed version with the job's lineage; returns the version number."""
     spec = ModelSpec.parse(job.spec)
-    rounds = [r for r in repo.list_rounds(job.id) if r.state == "closed"]
+    rounds = [
+        r
+        for r in repo.list_rounds(job.id)
+        if r.state == "closed" and not config.personalizes(r.number)
+    ]
     chosen_round = config.rounds
     weights_blob, _ = repo.job_weights(job.id)
     if config.result == "best":
@@ -52,7 +76,7 @@ def register_result(
     vector = unpack_vector(weights_blob)
     examples: dict[str, int] = {}
     for u in repo.list_updates(job.id):
-        if u.kind == "update":
+        if u.kind == "update" and not config.personalizes(u.round):
             examples[u.site] = max(examples.get(u.site, 0), u.num_examples)
     last = rounds[-1].metrics if rounds else {}
     metrics = {
@@ -74,31 +98,26 @@ def register_result(
         "train": config.train_config().model_dump(mode="json"),
         "final_metrics": last,
     }
-    model = build_onnx(spec, unflatten(spec, vector))
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
-        path = Path(tmp) / "model.onnx"
-        data = model.SerializeToString()
-        path.write_bytes(data)
-        upload = Upload(path=path, digest=hashlib.sha256(data).hexdigest(), size=len(data))
-        record = registry.push(
-            PushRequest(
-                name=name,
-                training_regions=tuple(regions),
-                alias=config.alias,
-                description="federated: " + json.dumps(lineage, sort_keys=True, default=str),
-                framework="modelfleet-fl",
-                parent_version=job.base_version if name == job.model else None,
-                tags={
-                    "fl.job": job.id,
-                    "fl.strategy": config.strategy,
-                    "fl.rounds": str(config.rounds),
-                    "fl.sites": ",".join(sorted(examples)),
-                    "fl.examples": str(sum(examples.values())),
-                },
-                metrics=metrics,
-            ),
-            upload,
-            actor=f"federation:{job.id}",
-        )
-    return record.version
+    return push_weights(
+        registry,
+        tmp_dir,
+        spec,
+        vector,
+        PushRequest(
+            name=name,
+            training_regions=tuple(regions),
+            alias=config.alias,
+            description="federated: " + json.dumps(lineage, sort_keys=True, default=str),
+            framework="modelfleet-fl",
+            parent_version=job.base_version if name == job.model else None,
+            tags={
+                "fl.job": job.id,
+                "fl.strategy": config.strategy,
+                "fl.rounds": str(config.rounds),
+                "fl.sites": ",".join(sorted(examples)),
+                "fl.examples": str(sum(examples.values())),
+            },
+            metrics=metrics,
+        ),
+        actor=f"federation:{job.id}",
+    )
