@@ -24,7 +24,6 @@ the loop.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import secrets
@@ -44,9 +43,9 @@ from modelfleet.federation.jobs import Consent, JobConfig, refusal
 from modelfleet.federation.personalization import register_variants, registered_variants
 from modelfleet.federation.registration import register_result, registered_version
 from modelfleet.federation.rounds import aggregate_round, default_stages
-from modelfleet.federation.simulation import task_seed
 from modelfleet.federation.specs import ModelSpec, flatten, read_onnx
 from modelfleet.federation.strategies import Update, make_strategy
+from modelfleet.federation.taskboard import TaskBoard
 from modelfleet.federation.views import job_view
 from modelfleet.federation.wire import pack_state, pack_vector, unpack_state, unpack_vector
 from modelfleet.hub.leader import Leadership
@@ -68,10 +67,6 @@ log = logging.getLogger("modelfleet.federation")
 
 FINISHED = ("completed", "failed", "aborted")
 MAX_EXAMPLES = 1 << 40
-#: Round weights up to this size are sent inside the task itself.
-INLINE_WEIGHTS_BYTES = 256 * 1024
-#: How long a snapshot of open tasks may serve polls (bounds staleness across replicas).
-SNAPSHOT_TTL_S = 0.5
 
 
 class Coordinator:
@@ -99,10 +94,8 @@ class Coordinator:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._waiting_since: dict[str, float] = {}
-        self._cache_lock = threading.Lock()
-        self._build_lock = threading.Lock()
         self._specs: dict[str, ModelSpec] = {}
-        self._snapshot: tuple[float, list[tuple[RoundRow, dict[str, Any], set[str]]]] | None = None
+        self.board = TaskBoard(self.repo)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -181,7 +174,7 @@ class Coordinator:
         if job.state in FINISHED:
             raise Conflict(f"federated job {job_id!r} is already {job.state}")
         aborted = self.repo.transition(job_id, ("running",), "aborted", message=reason)
-        self._invalidate()
+        self.board.invalidate()
         if not aborted:
             raise Conflict(f"federated job {job_id!r} is {self.repo.get_job(job_id).state}")
         return self.repo.get_job(job_id)
@@ -201,71 +194,14 @@ class Coordinator:
         self.repo.set_consent(site, consent.model_dump(mode="json"))
         return consent
 
-    def _open_tasks(self) -> list[tuple[RoundRow, dict[str, Any], set[str]]]:
-        """Open rounds with their task body and who answered, shared by every site's poll.
-
-        When a round opens, every selected site asks at once; building the task once and
-        keeping answers in memory turns n x 4 queries into one snapshot. The snapshot is
-        dropped on every change made through this process and expires after a short TTL,
-        which covers changes made through another replica.
-        """
-        with self._cache_lock:
-            if self._snapshot is not None and time.monotonic() < self._snapshot[0]:
-                return self._snapshot[1]
-        with self._build_lock:  # one thread builds; the rest of the burst reuses its work
-            with self._cache_lock:
-                if self._snapshot is not None and time.monotonic() < self._snapshot[0]:
-                    return self._snapshot[1]
-            snapshot = []
-            for rnd in self.repo.open_rounds():
-                job = self.repo.get_job(rnd.job_id)
-                answered = self.repo.answered(rnd.job_id, rnd.number)
-                snapshot.append((rnd, self._task_body(job, rnd), answered))
-            with self._cache_lock:
-                self._snapshot = (time.monotonic() + SNAPSHOT_TTL_S, snapshot)
-            return snapshot
-
-    def _invalidate(self) -> None:
-        with self._cache_lock:
-            self._snapshot = None
-
     def tasks_for(self, site: str) -> list[dict[str, Any]]:
         """Open rounds this site was selected for and has not answered: only its own."""
-        return _tasks_of(site, self._open_tasks())
+        return self.board.tasks_for(site)
 
     def cached_tasks_for(self, site: str) -> list[dict[str, Any]] | None:
-        """:meth:`tasks_for` from a fresh snapshot without touching the store (cheap
-        enough for the event loop); None when the snapshot must be rebuilt first."""
-        with self._cache_lock:
-            if self._snapshot is None or time.monotonic() >= self._snapshot[0]:
-                return None
-            snapshot = self._snapshot[1]
-            return _tasks_of(site, snapshot)
-
-    def _task_body(self, job: JobRow, rnd: RoundRow) -> dict[str, Any]:
-        config = JobConfig.model_validate(job.config)
-        base = f"/api/v1/federation/jobs/{job.id}/rounds/{rnd.number}"
-        weights = self.repo.round_weights(job.id, rnd.number)
-        task: dict[str, Any] = {}
-        if len(weights) <= INLINE_WEIGHTS_BYTES:
-            # Small models ride along with the task: one round trip less per round.
-            task["weights"] = base64.b64encode(weights).decode()
-        return task | {
-            "job": job.id,
-            "round": rnd.number,
-            "attempt": rnd.attempt,
-            "rounds": config.rounds,
-            "model": job.model,
-            "spec": job.spec,
-            "data": config.data,
-            "trainer": config.trainer,
-            "kind": "personalize" if config.personalizes(rnd.number) else "train",
-            "train": config.round_train_config(rnd.number).model_dump(mode="json"),
-            "deadline_at": rnd.deadline_at.isoformat(),
-            "weights_url": f"{base}/weights",
-            "update_url": f"{base}/updates",
-            "refusal_url": f"{base}/refusals",
-        }
+        """:meth:`tasks_for` without touching the store (cheap enough for the event
+        loop); None when the open-task snapshot must be rebuilt first."""
+        return self.board.cached_tasks_for(site)
 
     def weights_for(self, job_id: str, number: int, site: str | None) -> bytes:
         """Round weights; a site only gets rounds it was selected for."""
@@ -310,10 +246,7 @@ class Coordinator:
 
     def _complete(self, rnd: RoundRow, answered: set[str]) -> bool:
         """Whether every selected site has answered: the round can close right now."""
-        with self._cache_lock:
-            for cached, _, seen in self._snapshot[1] if self._snapshot else []:
-                if (cached.job_id, cached.number) == (rnd.job_id, rnd.number):
-                    seen.update(answered)
+        self.board.mark_answered(rnd, answered)
         return answered >= set(rnd.selected)
 
     def _spec(self, job_id: str) -> ModelSpec:
@@ -420,11 +353,11 @@ class Coordinator:
         opened = self.repo.open_round(
             job.id, number, selected=eligible, weights=weights, deadline_at=deadline, sites=sites
         )
-        self._invalidate()
+        self.board.invalidate()
         if opened is None:
             return False
         log.info("job %s round %d open for %s", job.id, number, ", ".join(eligible))
-        self._open_tasks()  # built before the wake-up, not by the first poll it wakes
+        self.board.open_tasks()  # built before the wake-up, not by the first poll it wakes
         self.bell.notify_many(eligible)
         return False
 
@@ -451,7 +384,7 @@ class Coordinator:
                 weights=weights_blob,
                 strategy_state=state_blob,
             )
-            self._invalidate()
+            self.board.invalidate()
             return closed
         if len(contributed) < config.min_sites:
             outcome["reason"] = (
@@ -461,7 +394,7 @@ class Coordinator:
             self.repo.close_round(
                 job.id, rnd.number, rnd.attempt, state="failed", metrics={}, outcome=outcome
             )
-            self._invalidate()
+            self.board.invalidate()
             return True
         strategy = make_strategy(config.strategy, config.strategy_params)
         weights_blob, state_blob = self.repo.job_weights(job.id)
@@ -487,7 +420,7 @@ class Coordinator:
             weights=pack_vector(result.weights),
             strategy_state=pack_state(result.state) if result.state else None,
         )
-        self._invalidate()
+        self.board.invalidate()
         if closed:
             log.info("job %s round %d closed: %s", job.id, rnd.number, result.metrics)
         return closed
@@ -530,16 +463,6 @@ class Coordinator:
         self.repo.transition(
             job.id, ("finalizing",), "completed", result_version=existing, message=message
         )
-
-
-def _tasks_of(
-    site: str, snapshot: list[tuple[RoundRow, dict[str, Any], set[str]]]
-) -> list[dict[str, Any]]:
-    return [
-        body | {"seed": task_seed(rnd.job_id, rnd.number, site)}
-        for rnd, body, answered in snapshot
-        if site in rnd.selected and site not in answered
-    ]
 
 
 def _int(value: object, what: str) -> int:
