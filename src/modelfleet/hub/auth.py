@@ -85,19 +85,33 @@ class Principal:
             )
 
 
-def authenticate(store: Store, authorization: str | None) -> Principal:
-    """Resolve an ``Authorization: Bearer ...`` header to a principal or raise 401."""
+def _token_hash(authorization: str | None) -> str:
     if not authorization:
         raise Unauthenticated("missing bearer token: set MODELFLEET_TOKEN or pass --token")
     scheme, _, secret = authorization.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-    record = store.tokens.find_by_hash(hash_token(secret.strip()))
+    return hash_token(secret.strip())
+
+
+def _principal(record: TokenRecord | None) -> Principal:
     if record is None:
         raise Unauthenticated("unknown token")
     if not record.active(datetime.now(UTC)):
         raise Unauthenticated(f"token {record.name!r} is revoked or expired")
     return principal_for(record)
+
+
+def authenticate(store: Store, authorization: str | None) -> Principal:
+    """Resolve an ``Authorization: Bearer ...`` header to a principal or raise 401."""
+    return _principal(store.tokens.find_by_hash(_token_hash(authorization)))
+
+
+def authenticate_from_memory(store: Store, authorization: str | None) -> Principal | None:
+    """:func:`authenticate` when the token's lookup is cached (no I/O, fit for the event
+    loop); None when the database must be asked."""
+    record = store.tokens.find_cached(_token_hash(authorization))
+    return None if record is None else _principal(record)
 
 
 def principal_for(record: TokenRecord) -> Principal:

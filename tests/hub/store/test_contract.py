@@ -222,7 +222,11 @@ def test_token_revoke(store: Store) -> None:
     token = store.tokens.create(name="ci", role="operator", token_hash="h")
     now = datetime.now(UTC)
     assert token.active(now)
+    # Lookups may be remembered briefly, but never past a revocation made here.
+    assert store.tokens.find_by_hash("h") == token
+    assert store.tokens.find_cached("h") in (token, None)
     assert store.tokens.revoke(token.id) is True
+    assert store.tokens.find_cached("h") is None
     assert store.tokens.revoke(token.id) is False
     assert store.tokens.revoke("missing") is False
     revoked = store.tokens.find_by_hash("h")

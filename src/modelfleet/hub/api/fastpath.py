@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelfleet.errors import ArtifactTooLarge, InvalidInput, ModelfleetError
 from modelfleet.hub.api.federation import MAX_UPDATE_BYTES, off_loop, site_tasks, site_update
-from modelfleet.hub.auth import Principal, authenticate
+from modelfleet.hub.auth import Principal, authenticate, authenticate_from_memory
 from modelfleet.hub.context import HubContext
 
 log = logging.getLogger("modelfleet.hub")
@@ -64,7 +64,9 @@ class SiteFastPath:
         try:
             wait = _wait(scope)
             header = _header(scope, b"authorization")
-            caller = await off_loop(authenticate, self.ctx.store, header)
+            caller = authenticate_from_memory(self.ctx.store, header)
+            if caller is None:
+                caller = await off_loop(authenticate, self.ctx.store, header)
             if route == _UPDATE_ROUTE:
                 body = await _read_body(scope, receive, self._body_limit())
                 job_id, number = match.group(1), int(match.group(2))

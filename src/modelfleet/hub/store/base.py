@@ -90,6 +90,11 @@ class TokenRepo(ABC):
     @abstractmethod
     def find_by_hash(self, token_hash: str) -> TokenRecord | None: ...
 
+    def find_cached(self, token_hash: str) -> TokenRecord | None:
+        """``find_by_hash`` answered from memory only, None when that needs the database:
+        lets the event loop authenticate a frequent caller without a thread hop."""
+        return None
+
     @abstractmethod
     def get(self, token_id: str) -> TokenRecord | None: ...
 

@@ -94,12 +94,18 @@ class SqlTokenRepo(TokenRepo):
         self._forget_lookups()
         return _to_token(row)
 
-    def find_by_hash(self, token_hash: str) -> TokenRecord | None:
-        now = time.monotonic()
+    def find_cached(self, token_hash: str) -> TokenRecord | None:
         with self._lookups_lock:
             cached = self._lookups.get(token_hash)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        return None
+
+    def find_by_hash(self, token_hash: str) -> TokenRecord | None:
+        now = time.monotonic()
+        cached = self.find_cached(token_hash)
+        if cached is not None:
+            return cached
         query = select(*_columns()).where(tokens.c.token_hash == token_hash)
         with self._store.read() as conn:
             row = conn.execute(query).one_or_none()
