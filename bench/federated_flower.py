@@ -42,6 +42,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--job", default="bench-fedavg", help="Seeds local shuffles as ours.")
     parser.add_argument(
+        "--client-cpus",
+        type=float,
+        default=1.0,
+        help="Ray CPUs per virtual client (how many clients Flower runs at once).",
+    )
+    parser.add_argument(
         "--aggregation-out",
         type=Path,
         help="Instead of the job: time Flower's aggregate on bench/federated.py's synthetic "
@@ -98,7 +104,7 @@ def main() -> None:
         server_app=ServerApp(server_fn=server_fn),
         client_app=ClientApp(client_fn=client_fn),
         num_supernodes=args.sites,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+        backend_config={"client_resources": {"num_cpus": args.client_cpus, "num_gpus": 0.0}},
     )
     total = time.perf_counter() - started
     rounds = [b - a for a, b in itertools.pairwise(marks)]
