@@ -50,6 +50,7 @@ from modelfleet.yamlfile import load_yaml_file
 log = logging.getLogger("modelfleet.site.federated")
 
 DAY_S = 86400.0
+ALREADY_ANSWERED = "already answered"
 
 
 class FederationConfig(BaseModel):
@@ -255,10 +256,15 @@ class FederatedWorker:
                     )
                     tasks = response.json().get("tasks", [])
                 failures = 0
+                fresh = False
                 for task in tasks:
                     if self._stop.is_set():
                         return
-                    self.handle(task)
+                    fresh |= self.handle(task).detail != ALREADY_ANSWERED
+                if tasks and not fresh:
+                    # Only tasks this site answered: the hub's view of open tasks lags
+                    # by up to its snapshot's lifetime; do not poll in a tight loop.
+                    self._stop.wait(0.25)
             except ModelfleetError as exc:
                 failures += 1
                 self._declared = False  # the hub may have restarted on an empty store
@@ -299,7 +305,7 @@ class FederatedWorker:
         """Refuse or train one task and deliver the answer (retrying until its deadline)."""
         key = (str(task["job"]), int(task["round"]), int(task["attempt"]))
         if key in self._answered:
-            return TaskResult("skipped", "already answered")
+            return TaskResult("skipped", ALREADY_ANSWERED)
         try:
             spec = ModelSpec.parse(task["spec"])
             reason = self.check(task, spec)

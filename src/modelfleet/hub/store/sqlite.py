@@ -87,8 +87,14 @@ class SqliteStore(SqlStore):
         its time asleep; a Python lock hands over the moment the previous writer commits.
         Writers in other processes still queue on the busy timeout.
         """
-        with self._write_turn, super().write() as conn:
-            yield conn
+        # Bounded like the busy timeout: a stuck writer gives an error, never a hang.
+        if not self._write_turn.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+            raise StoreError(f"database is locked: no write turn within {BUSY_TIMEOUT_MS} ms")
+        try:
+            with super().write() as conn:
+                yield conn
+        finally:
+            self._write_turn.release()
 
     def migrate(self, revision: str = "head") -> None:
         """Migrate under an exclusive file lock beside the database.
