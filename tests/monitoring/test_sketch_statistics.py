@@ -7,15 +7,13 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 
+from modelfleet.histograms import LATENCY_BOUNDS, histogram_quantile, latency_bucket
 from modelfleet.hub import drift
 from modelfleet.profiles import (
-    LATENCY_BOUNDS,
     OTHER,
     DatasetProfile,
     NumericProfile,
     generalise,
-    histogram_quantile,
-    latency_bucket,
     profile_array,
     profile_csv,
 )

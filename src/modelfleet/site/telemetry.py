@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.profiles import (
+from modelfleet.histograms import (
     BATCH_BOUNDS,
     LATENCY_BOUNDS,
-    DatasetProfile,
     batch_bucket,
     latency_bucket,
     sparse,
 )
+from modelfleet.profiles import DatasetProfile
 
 log = logging.getLogger("modelfleet.site.telemetry")
 

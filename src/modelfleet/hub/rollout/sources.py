@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from modelfleet.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 from modelfleet.hub.rollout.gates import Figures
 from modelfleet.hub.store.sql import SqlStore
-from modelfleet.profiles import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 
 if TYPE_CHECKING:
     from modelfleet.hub.telemetry import Telemetry
