@@ -9,7 +9,10 @@ second so a change made through another hub replica is seen too.
 
 from __future__ import annotations
 
+import math
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +53,11 @@ class Enrolled:
     token: str
 
 
+#: How old a revision a long-poll's periodic re-check may see (changes made through this
+#: process wake the poll at once and are read exactly).
+REVISIONS_MAX_AGE_S = 0.5
+
+
 class Sites:
     """The sites service (protocol-free; the API calls it from worker threads)."""
 
@@ -57,6 +65,9 @@ class Sites:
         self.store = store
         self.registry = registry
         self.settings = settings
+        # Every site's revision from one query, shared by all long-polls of this process.
+        self._revisions: tuple[float, dict[str, int]] = (-math.inf, {})
+        self._revisions_lock = threading.Lock()
 
     def get(self, name: str) -> SiteRecord:
         record = self.store.sites.get(check_name(name, "site name"))
@@ -132,8 +143,31 @@ class Sites:
             resolved.append((version.model, version.version, ref, params))
         return self.store.assignments.replace(site.name, resolved)
 
-    def revision(self, name: str) -> int:
+    def revision(self, name: str, *, recent: bool = False) -> int:
+        """The site's desired-state revision; with ``recent``, possibly up to
+        :data:`REVISIONS_MAX_AGE_S` old, from one table-wide read shared by every caller
+        (a long-poll re-checking for changes made through another replica)."""
+        if recent:
+            known = self.known_revision(name)
+            if known is not None:
+                return known
+            with self._revisions_lock:  # one caller refreshes; the rest find it fresh
+                known = self.known_revision(name)
+                if known is not None:
+                    return known
+                table = self.store.assignments.all_revisions()
+                self._revisions = (time.monotonic(), table)
+            if name in table:
+                return table[name]
         return self.store.assignments.revision(self.get(name).name)
+
+    def known_revision(self, name: str) -> int | None:
+        """The revision from a table-wide read at most :data:`REVISIONS_MAX_AGE_S` old,
+        without any I/O; None when there is none."""
+        read_at, table = self._revisions
+        if time.monotonic() - read_at > REVISIONS_MAX_AGE_S:
+            return None
+        return table.get(name)
 
     def desired_state(self, name: str) -> dict[str, Any]:
         """What the site should run, with each version's signed manifest."""

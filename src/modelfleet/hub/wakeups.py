@@ -40,8 +40,11 @@ class Notifier:
         if event is not None:
             event.set()
 
-    async def wait(self, site: str, timeout: float) -> None:
+    async def wait(self, site: str, timeout: float) -> bool:
+        """Wait for a notification about ``site``: True if one came, False on timeout."""
         self._loop = asyncio.get_running_loop()
         event = self._events.setdefault(site, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
+            return True
+        return False

@@ -224,6 +224,7 @@ def test_set_assignment_bumps_revision(store: Store) -> None:
     )
     assert moved.assigned_at >= first.assigned_at
     assert store.assignments.revision("berlin") == 3
+    assert store.assignments.all_revisions() == {"berlin": 3}
     site = store.sites.get("berlin")
     assert site is not None
     assert site.revision == 3

@@ -203,6 +203,10 @@ class AssignmentRepo(ABC):
         """The site's current desired-state revision. ``NotFound`` if absent."""
 
     @abstractmethod
+    def all_revisions(self) -> dict[str, int]:
+        """Every site's desired-state revision, in one query."""
+
+    @abstractmethod
     def site_has_digest(self, site: str, digest: str) -> bool:
         """True if a version assigned to ``site`` has this blob: a site may only
         download what it has been given."""

@@ -333,6 +333,11 @@ class SqlAssignmentRepo(AssignmentRepo):
             raise NotFound(f"site {site!r} does not exist")
         return revision
 
+    def all_revisions(self) -> dict[str, int]:
+        with self._store.read() as conn:
+            rows = conn.execute(select(sites.c.name, sites.c.revision))
+            return {row.name: int(row.revision) for row in rows}
+
     def site_has_digest(self, site: str, digest: str) -> bool:
         query = _assignment_query().where(sites.c.name == site, versions.c.digest == digest)
         with self._store.read() as conn:

@@ -1,0 +1,65 @@
+"""The desired-state long-poll: changes made here wake it; changes made elsewhere are found
+by its periodic re-check, which every waiting site shares."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from modelfleet.errors import NotFound
+from modelfleet.hub import sites as sites_module
+
+
+def test_poll_sees_changes_made_through_another_replica(hub_factory, tiny_onnx) -> None:
+    hub = hub_factory()
+    for _ in range(2):
+        hub.client.post(
+            "/api/v1/models/pump/versions", content=tiny_onnx().read_bytes(), headers=hub.headers()
+        ).raise_for_status()
+    _, secret = hub.ctx.sites.add("plant-a", {"region": "eu-west"})
+    headers = hub.headers(hub.ctx.sites.enroll(secret).token)
+    url = "/api/v1/sites/plant-a/desired-state"
+    first = hub.client.get(url, headers=headers)
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+
+    # Unchanged: the poll holds, then answers 304 with the same ETag.
+    unchanged = hub.client.get(
+        url, params={"wait": 1.2}, headers={**headers, "If-None-Match": etag}
+    )
+    assert unchanged.status_code == 304
+    assert unchanged.headers["etag"] == etag
+
+    # A change written straight to the store, as another hub replica would: no wake-up
+    # here, so only the shared periodic re-check can find it within the wait.
+    hub.ctx.store.assignments.set("plant-a", "pump", 2, "pump:2", {})
+    changed = hub.client.get(url, params={"wait": 10}, headers={**headers, "If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] != etag
+    assert [m["version"] for m in changed.json()["models"]] == [2]
+
+
+def test_recent_revisions_come_from_one_shared_read(hub_factory, monkeypatch) -> None:
+    hub = hub_factory()
+    sites = hub.ctx.sites
+    sites.add("a", {})
+    sites.add("b", {})
+    reads = []
+    bulk = hub.ctx.store.assignments.all_revisions
+    monkeypatch.setattr(
+        hub.ctx.store.assignments, "all_revisions", lambda: reads.append(1) or bulk()
+    )
+    monkeypatch.setattr(sites_module, "REVISIONS_MAX_AGE_S", 60.0)
+    assert sites.known_revision("a") is None  # nothing read yet
+    assert sites.revision("a", recent=True) == sites.revision("a")
+    assert sites.revision("b", recent=True) == sites.revision("b")
+    assert sites.known_revision("b") == sites.revision("b")
+    assert len(reads) == 1  # one table-wide read served both sites
+    with pytest.raises(NotFound):
+        sites.revision("nowhere", recent=True)
+    monkeypatch.setattr(sites_module, "REVISIONS_MAX_AGE_S", 0.01)
+    time.sleep(0.05)
+    assert sites.known_revision("a") is None  # too old to serve
+    sites.revision("a", recent=True)
+    assert len(reads) == 3  # re-read: once for "nowhere" (not in the table), once now
