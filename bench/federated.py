@@ -6,7 +6,10 @@
    the same local trainer (modelfleet's numpy SGD, same seeds) in its Ray-based
    simulation engine. Both are scored per round on the same held-out test set.
 2. Aggregating 100 updates of 1,000,000 float32: modelfleet's streaming FedAvg path
-   (``aggregate_round``, the code the hub runs) vs Flower's ``aggregate``.
+   (``aggregate_round``, the code the hub runs) vs Flower's ``aggregate``, each in its own
+   process (Flower's in ``FLOWER_PYTHON``) on the same synthetic updates; results compared.
+
+Also prints where a modelfleet round's time goes (medians from the hub's timestamps).
 
     .venv/bin/python bench/federated.py [--rounds 30] [--sites 10] [--skip-flower]
 
