@@ -6,46 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
-from modelfleet.sim.launcher import HubProcess
-
-
-@dataclass
-class RunningHub:
-    process: HubProcess
-    token: str
-
-    def cli(self, *args: str, token: str | None = "default", cwd: Path | None = None):
-        env = {**os.environ, "MODELFLEET_HUB_URL": self.process.url, "COLUMNS": "160"}
-        env.pop("MODELFLEET_TOKEN", None)
-        if token is not None:
-            env["MODELFLEET_TOKEN"] = self.token if token == "default" else token
-        return subprocess.run(
-            [sys.executable, "-m", "modelfleet", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=cwd,
-            timeout=120,
-        )
-
-
-@pytest.fixture
-def running_hub(tmp_path: Path) -> Iterator[RunningHub]:
-    init = init_hub(tmp_path / "hub")
-    process = HubProcess(tmp_path / "hub").start()
-    try:
-        yield RunningHub(process, init.admin_token)
-    finally:
-        process.stop()
+from tests.cli.conftest import RunningHub
 
 
 def test_push_ls_show_alias_pull(running_hub: RunningHub, tiny_onnx, tmp_path: Path) -> None:

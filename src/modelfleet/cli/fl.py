@@ -193,9 +193,12 @@ def _render(job: dict[str, Any]) -> None:
             for k in ("train_loss", "eval_loss", "eval_accuracy")
             if k in metrics
         )
+        personal = bool(job.get("config", {}).get("personalize_epochs"))
         rows.append(
             (
-                r["round"],
+                f"{r['round']} personalize"
+                if personal and r["round"] > job["rounds"]
+                else r["round"],
                 f"{r['state']}" + (f" #{r['attempt']}" if r["attempt"] > 1 else ""),
                 "\n".join(parts) or "-",
                 agg or r.get("reason") or "-",
