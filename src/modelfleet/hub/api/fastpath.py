@@ -108,10 +108,16 @@ def _wait(scope: Scope) -> float:
     return wait
 
 
+def _too_large(limit: int) -> ArtifactTooLarge:
+    # The code and message every other capped body gets (hub/api/limits.py).
+    message = f"request body exceeds the hub's limit of {limit} bytes"
+    return ArtifactTooLarge(message, code="body_too_large")
+
+
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     declared = _header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ArtifactTooLarge(f"update exceeds the hub's limit of {limit} bytes")
+        raise _too_large(limit)
     body = bytearray()
     while True:
         message = await receive()
@@ -119,7 +125,7 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             raise InvalidInput("the client closed the request before its body arrived")
         body += message.get("body", b"")
         if len(body) > limit:
-            raise ArtifactTooLarge(f"update exceeds the hub's limit of {limit} bytes")
+            raise _too_large(limit)
         if not message.get("more_body", False):
             return bytes(body)
 
