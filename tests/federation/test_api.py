@@ -159,6 +159,11 @@ def test_an_update_post_carries_the_sites_next_task(hub_factory, tmp_path) -> No
     too_big = post("a", body=b"x" * (65 * 1024))
     assert too_big.status_code == 413
     assert too_big.json()["error"]["code"] == "body_too_large"
+    streamed = hub.client.post(  # chunked, no declared length: counted as it arrives
+        task["update_url"], content=iter([b"x" * 40_000] * 2), headers=hub.headers(tokens["a"])
+    )
+    assert streamed.status_code == 413
+    assert streamed.json()["error"]["code"] == "body_too_large"
     as_admin = hub.client.post(task["update_url"], content=update, headers=hub.headers())
     assert as_admin.status_code == 403
     refusals = hub.client.get("/api/v1/audit", headers=hub.headers()).json()
