@@ -142,6 +142,10 @@ def test_an_update_post_carries_the_sites_next_task(hub_factory, tmp_path) -> No
     assert last.status_code == 200, last.text
     assert last.json()["round_complete"]
     assert [(t["job"], t["round"]) for t in last.json()["tasks"]] == [("j2", 2)]
+    # Aggregated updates are dropped with the round's close; counts and metrics stay.
+    repo = hub.ctx.federation.repo
+    assert list(repo.iter_payloads("j2", 1)) == []
+    assert [u.num_examples for u in repo.list_updates("j2", 1)] == [10, 10]
     metrics = hub.client.get("/metrics").text
     assert (
         'modelfleet_hub_requests_total{method="POST",'
@@ -232,6 +236,10 @@ def test_personalization_registers_a_variant_per_site(hub_factory, tmp_path) -> 
     assert done["state"] == "completed", done["message"]
     assert done["result_version"] == 2
     assert done["variants"] == {"a": 3}
+    # The personalization round's updates were kept until their variants existed; now
+    # the job is over no site's own update remains at the hub.
+    repo = hub.ctx.federation.repo
+    assert [list(repo.iter_payloads("j3", n)) for n in (1, 2)] == [[], []]
     assert "site variants: a=iris:3" in done["message"]
     assert done["round_details"][1]["updates"][1]["reason"] == "no time today"
 

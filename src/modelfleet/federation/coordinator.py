@@ -383,6 +383,7 @@ class Coordinator:
                 outcome=outcome,
                 weights=weights_blob,
                 strategy_state=state_blob,
+                keep_payloads=True,  # each becomes a site's variant at finalize
             )
             self.board.invalidate()
             return closed

@@ -87,6 +87,15 @@ _ROUND_COLUMNS = tuple(c for c in fl_rounds.c if c.name != "weights")
 _UPDATE_COLUMNS = tuple(c for c in fl_updates.c if c.name != "payload")
 
 
+def _drop_payloads(conn: Connection, job_id: str, number: int | None = None) -> None:
+    stmt = update(fl_updates).where(
+        fl_updates.c.job_id == job_id, fl_updates.c.payload.is_not(None)
+    )
+    if number is not None:
+        stmt = stmt.where(fl_updates.c.round == number)
+    conn.execute(stmt.values(payload=None))
+
+
 def _job(row: Any) -> JobRow:
     return JobRow(
         id=row.id,
@@ -216,7 +225,10 @@ class SqlFederationRepo:
             .values(state=state, updated_at=now, **extra)
         )
         with self._store.write() as conn:
-            return conn.execute(stmt).rowcount == 1
+            moved: bool = conn.execute(stmt).rowcount == 1
+            if moved and state in ("completed", "failed", "aborted"):
+                _drop_payloads(conn, job_id)  # no site's own update outlives its job
+            return moved
 
     def set_job_info(self, job_id: str, *, message: str, sites: dict[str, Any]) -> None:
         """Refresh what operators read about a running job (no state change)."""
@@ -344,10 +356,16 @@ class SqlFederationRepo:
         outcome: dict[str, Any],
         weights: bytes | None = None,
         strategy_state: bytes | None = None,
+        keep_payloads: bool = False,
     ) -> bool:
         """Close an open round as ``closed`` (advancing the job's weights and round) or
         ``failed`` (too few updates; the job stays on this round). False if the round was
-        not open at this attempt any more."""
+        not open at this attempt any more.
+
+        Closing drops the round's update payloads (each site's delta) in the same
+        transaction unless ``keep_payloads``: once aggregated they are not needed, and
+        individual updates say more about a site's data than the aggregate does. Counts
+        and metrics stay for the job's history."""
         now = self._store.now()
         with self._store.write() as conn:
             changed = conn.execute(
@@ -375,6 +393,8 @@ class SqlFederationRepo:
                         updated_at=now,
                     )
                 )
+                if not keep_payloads:
+                    _drop_payloads(conn, job_id, number)
             return True
 
     # --- updates ------------------------------------------------------------------
