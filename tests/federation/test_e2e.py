@@ -66,6 +66,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[HubProcess, HubClient, dict[str, Sit
                     "MODELFLEET_SITE_RETRY_MAX_S": "1",
                     "MODELFLEET_SITE_FL_POLL_S": "5",
                 },
+                log_level="info",
             ).start(wait_ready=False)
         for site in sites.values():
             wait_http(f"{site.url}/v2/health/ready", 60, site.proc)
@@ -162,6 +163,10 @@ def test_federated_job_across_site_processes_with_faults(fleet, tmp_path: Path) 
     assert rejoined, "plant-c never rejoined"
     print(f"plant-c missed up to round {last_missed}, contributed again from {rejoined[0]}")
     assert rounds[-1]["metrics"]["eval_accuracy"] > rounds[0]["metrics"]["eval_accuracy"]
+    # The site's own log says what left it each round: counts, metrics, one delta.
+    site_log = (tmp_path / "site-plant-a.log").read_text()
+    assert "federated job digits-e2e round 1: sent " in site_log
+    assert "examples of 'digits' -> a delta of 650 values" in site_log
     # A late update for a closed round is refused.
     from modelfleet.site.state import SiteState
 

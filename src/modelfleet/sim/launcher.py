@@ -101,6 +101,8 @@ class SiteProcess(_Child):
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Quiet by default: simulations run many sites.
+    log_level: str = "warning"
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,7 +113,7 @@ class SiteProcess(_Child):
         cmd = [
             sys.executable, "-m", "modelfleet", "site", "serve",
             "--hub", self.hub_url, "--state-dir", str(self.state_dir),
-            "--port", str(self.port), "--log-level", "warning",
+            "--port", str(self.port), "--log-level", self.log_level,
         ]  # fmt: skip
         if self.enrollment_token:
             cmd += ["--enroll", self.enrollment_token]

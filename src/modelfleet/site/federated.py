@@ -21,6 +21,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +51,8 @@ from modelfleet.yamlfile import load_yaml_file
 log = logging.getLogger("modelfleet.site.federated")
 
 DAY_S = 86400.0
+#: How many answered tasks the worker remembers (to skip repeats) and keeps results of.
+REMEMBERED_TASKS = 4096
 ALREADY_ANSWERED = "already answered"
 
 
@@ -183,11 +186,12 @@ class FederatedWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._declared = False
-        self._answered: set[tuple[str, int, int]] = set()
+        # Tasks answered lately (an ordered set, bounded: a long-lived site answers many).
+        self._answered: dict[tuple[str, int, int], None] = {}
         # Tasks the hub sent back with the last update (it holds the post until the
         # next round opens); None: ask with a task poll.
         self._next_tasks: list[dict[str, Any]] | None = None
-        self.results: list[tuple[str, int, TaskResult]] = []
+        self.results: deque[tuple[str, int, TaskResult]] = deque(maxlen=REMEMBERED_TASKS)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -338,7 +342,12 @@ class FederatedWorker:
             },
             {"delta": delta.astype(np.float32)},
         )
-        return self._deliver(task, key, body=body)
+        # What left the site, for its operator's log: counts, metrics, one delta.
+        sent = (
+            f"{fit.num_examples} examples of {task['data']!r} -> a delta of {delta.size} values "
+            f"({len(body)} bytes) and metrics {', '.join(sorted(metrics))}"
+        )
+        return self._deliver(task, key, body=body, sent=sent)
 
     def _fetch_weights(self, task: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
         inline = task.get("weights")
@@ -355,7 +364,10 @@ class FederatedWorker:
         *,
         body: bytes | None = None,
         refusal: str | None = None,
+        sent: str = "",
     ) -> TaskResult:
+        """Post the update (``body``, described by ``sent`` for the site's log) or the
+        refusal, retrying while the hub is unreachable until the round's deadline."""
         deadline = _parse_time(task.get("deadline_at"))
         attempt = 0
         while not self._stop.is_set():
@@ -390,8 +402,17 @@ class FederatedWorker:
                 break
         else:
             return TaskResult("skipped", "stopping")
-        self._answered.add(key)
+        self._answered[key] = None
+        if len(self._answered) > REMEMBERED_TASKS:
+            del self._answered[next(iter(self._answered))]
         self.results.append((key[0], key[1], result))
+        where = f"federated job {key[0]} round {key[1]}"
+        if result.kind == "update":
+            log.info("%s: sent %s", where, sent)
+        elif result.kind == "refusal":
+            log.info("%s: refused: %s", where, result.detail)
+        else:
+            log.warning("%s: no answer delivered: %s", where, result.detail)
         return result
 
 
