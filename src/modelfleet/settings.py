@@ -83,6 +83,18 @@ class HubSettings(BaseSettings):
         description="For relative p99 gates: how far before a step started the previous "
         "version's latency is read at the same sites.",
     )
+    telemetry_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Telemetry windows older than this are folded into per-site totals and "
+        "deleted (status totals stay exact; drift, gates and recent figures read only recent "
+        "windows), so the hub's database does not grow without bound.",
+    )
+    telemetry_compact_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often the hub folds and deletes telemetry windows past retention.",
+    )
 
 
 class SiteSettings(BaseSettings):

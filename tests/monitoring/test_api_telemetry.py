@@ -83,3 +83,26 @@ def test_reference_profile_upload_needs_an_operator(hub_factory, tiny_onnx) -> N
         "/api/v1/models/pump/drift-thresholds", json={"nope": 1}, headers=hub.headers()
     )
     assert wrong.status_code == 400
+
+
+def test_retention_folds_old_windows_and_status_totals_stay(hub_factory) -> None:
+    hub = hub_factory(telemetry_retention_days=30)
+    eu = enrolled_site(hub, "plant-eu")
+    url = "/api/v1/sites/plant-eu/telemetry"
+    for requests in (3, 4):  # windows from 2023: long past retention
+        posted = hub.client.post(url, json=batch(requests=requests), headers=hub.headers(eu))
+        assert posted.status_code == 200
+
+    def totals() -> list[tuple[str, int, int]]:
+        status = hub.client.get("/api/v1/telemetry/status", headers=hub.headers()).json()
+        return [
+            (m["model"], m["requests_total"], m["windows"])
+            for site in status["sites"]
+            for m in site["models"]
+        ]
+
+    assert totals() == [("pump", 7, 2)]
+    assert hub.ctx.retention is not None
+    assert hub.ctx.retention.compact_now() == 2
+    assert hub.ctx.telemetry.repo.windows() == []
+    assert totals() == [("pump", 7, 2)]  # exact, from the roll-up

@@ -91,6 +91,47 @@ def test_windows_since_and_filters(store: Store) -> None:
     assert with_profiles[0].profiles == {"inputs": {}, "outputs": {}}
 
 
+def test_compaction_keeps_totals_exact_and_drops_old_windows(store: Store) -> None:
+    telemetry = repo(store)
+    day = 24 * 60
+    telemetry.ingest(
+        "s1", "b1", "sp", (0, 0),
+        [window("a", 3, minutes_ago=40 * day), window("b", 5, minutes_ago=35 * day),
+         window("c", 7, minutes_ago=1), window("d", 11, minutes_ago=31 * day, version=2)],
+    )  # fmt: skip
+    telemetry.ingest("s2", "b1", "sp", (0, 0), [window("a", 13, minutes_ago=32 * day)])
+    before = {(t.site, t.version): t for t in telemetry.totals()}
+    horizon = datetime.now(UTC) - timedelta(days=30)
+
+    assert telemetry.compact(horizon, chunk=2) == 4  # several chunks
+    assert [w.requests for w in telemetry.windows()] == [7]  # only the recent one is kept
+    assert {(t.site, t.version): t for t in telemetry.totals()} == before
+    assert telemetry.compact(horizon) == 0  # idempotent
+    assert {(t.site, t.version): t for t in telemetry.totals()} == before
+    # A window that arrives late (a site offline for weeks) is counted once, then folded in.
+    late = telemetry.ingest("s1", "b9", "sp", (0, 0), [window("e", 17, minutes_ago=33 * day)])
+    assert late.accepted == 1
+    assert telemetry.compact(horizon) == 1
+    after = {(t.site, t.version): t for t in telemetry.totals()}
+    assert after[("s1", 1)].requests == before[("s1", 1)].requests + 17
+    assert after[("s1", 1)].windows == before[("s1", 1)].windows + 1
+    assert after[("s1", 1)].first_start == before[("s1", 1)].first_start
+    assert after[("s1", 1)].last_end == before[("s1", 1)].last_end  # "c" is still the newest
+    assert [t.requests for t in telemetry.totals(site="s2")] == [13]
+
+
+def test_compaction_forgets_batch_ids_past_retention(store: Store, monkeypatch) -> None:
+    telemetry = repo(store)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    with monkeypatch.context() as clock:
+        clock.setattr(store, "now", lambda: long_ago)
+        telemetry.ingest("s1", "old", "sp", (0, 0), [])
+    telemetry.ingest("s1", "new", "sp", (0, 0), [])
+    telemetry.compact(datetime.now(UTC) - timedelta(days=30))
+    assert telemetry.ingest("s1", "old", "sp", (0, 0), []).duplicate_batch is False
+    assert telemetry.ingest("s1", "new", "sp", (0, 0), []).duplicate_batch is True
+
+
 def test_reference_profiles_and_thresholds(store: Store) -> None:
     telemetry = repo(store)
     with pytest.raises(NotFound):

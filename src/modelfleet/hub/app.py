@@ -25,6 +25,7 @@ from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.metrics import HubMetrics, MeasureRequests
 from modelfleet.hub.registry import Registry
+from modelfleet.hub.retention import TelemetryRetention
 from modelfleet.hub.rollout.controller import build_rollouts
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import open_store
@@ -66,6 +67,11 @@ def build_context(settings: HubSettings) -> HubContext:
         federation=Coordinator(store, registry, sites, tmp_dir=data_dir.tmp_dir / "fl"),
         deployments=deployments,
         rollouts=rollouts,
+        retention=TelemetryRetention(
+            telemetry.repo,
+            retention_days=settings.telemetry_retention_days,
+            interval_s=settings.telemetry_compact_interval_s,
+        ),
     )
 
 
@@ -80,7 +86,11 @@ def create_app(ctx: HubContext) -> FastAPI:
         # holding its advisory lock moves them (see hub/leader.py).
         if ctx.rollouts is not None:
             ctx.rollouts.start()
+        if ctx.retention is not None:
+            ctx.retention.start()
         yield
+        if ctx.retention is not None:
+            ctx.retention.stop()
         if ctx.rollouts is not None:
             ctx.rollouts.stop()
         if ctx.federation is not None:

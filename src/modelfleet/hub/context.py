@@ -9,6 +9,7 @@ from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.deployments import Deployments
 from modelfleet.hub.metrics import HubMetrics
 from modelfleet.hub.registry import Registry
+from modelfleet.hub.retention import TelemetryRetention
 from modelfleet.hub.rollout.controller import RolloutController
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
@@ -34,6 +35,8 @@ class HubContext:
     #: Deployments and the rollout controller (hub/deployments.py, hub/rollout/).
     deployments: Deployments | None = None
     rollouts: RolloutController | None = None
+    #: Folds telemetry windows past retention into totals (hub/retention.py).
+    retention: TelemetryRetention | None = None
 
     def close(self) -> None:
         self.store.close()

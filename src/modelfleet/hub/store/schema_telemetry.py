@@ -9,6 +9,9 @@ matching Alembic revision lives in migrations/versions.
   outcomes, latency and batch-size histograms (sparse JSON) and the input/output
   sketches (JSON of base64). Telemetry rows name the site rather than reference it, so
   history outlives a site's removal.
+- ``telemetry_rollups``: per (site, model, version), the counts of windows older than
+  the retention period, folded in when those windows are deleted: totals stay exact
+  while the window table holds only recent history.
 - ``telemetry_drops``: cumulative windows and requests a site's outbox dropped, per
   outbox (``spool_id``); the hub keeps the largest figure it was told.
 - ``reference_profiles``: the sketches of a version's training data.
@@ -40,6 +43,7 @@ __all__ = [
     "reference_profiles",
     "telemetry_batches",
     "telemetry_drops",
+    "telemetry_rollups",
     "telemetry_windows",
 ]
 
@@ -51,6 +55,7 @@ telemetry_batches = Table(
     Column("received_at", UtcDateTime, nullable=False),
     Column("windows", Integer, nullable=False),
     PrimaryKeyConstraint("site", "batch_id"),
+    Index(None, "received_at"),
 )
 
 telemetry_windows = Table(
@@ -76,6 +81,21 @@ telemetry_windows = Table(
     UniqueConstraint("site", "window_id"),
     Index(None, "site", "model", "version", "end_at"),
     Index(None, "model", "version", "end_at"),
+    Index(None, "end_at"),
+)
+
+telemetry_rollups = Table(
+    "telemetry_rollups",
+    metadata,
+    Column("site", String(NAME_LEN), nullable=False),
+    Column("model", String(NAME_LEN), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("windows", BigInteger, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("first_start", UtcDateTime, nullable=False),
+    Column("last_end", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("site", "model", "version"),
 )
 
 telemetry_drops = Table(

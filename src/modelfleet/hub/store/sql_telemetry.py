@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Insert, Table, and_, func, select, update
+from sqlalchemy import Connection, Insert, Table, and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -25,6 +25,7 @@ from modelfleet.hub.store.schema_telemetry import (
     reference_profiles,
     telemetry_batches,
     telemetry_drops,
+    telemetry_rollups,
     telemetry_windows,
 )
 
@@ -85,6 +86,19 @@ class Totals:
     errors: int
     first_start: datetime
     last_end: datetime
+
+
+def _add_totals(a: Totals, b: Totals) -> Totals:
+    return Totals(
+        a.site,
+        a.model,
+        a.version,
+        a.windows + b.windows,
+        a.requests + b.requests,
+        a.errors + b.errors,
+        min(a.first_start, b.first_start),
+        max(a.last_end, b.last_end),
+    )
 
 
 def _insert_ignore(conn: Connection, table: Table, keys: Sequence[str]) -> Insert:
@@ -184,8 +198,10 @@ class SqlTelemetryRepo:
         )
 
     def totals(self, site: str | None = None) -> list[Totals]:
-        w = telemetry_windows.c
-        query = select(
+        """Per (site, model, version): everything ever reported, exactly (the recent
+        windows plus the roll-ups of deleted ones)."""
+        w, r = telemetry_windows.c, telemetry_rollups.c
+        live = select(
             w.site,
             w.model,
             w.version,
@@ -195,23 +211,100 @@ class SqlTelemetryRepo:
             func.min(w.start_at).label("first_start"),
             func.max(w.end_at).label("last_end"),
         ).group_by(w.site, w.model, w.version)
+        rolled = select(
+            r.site, r.model, r.version, r.windows, r.requests, r.errors, r.first_start, r.last_end
+        )
         if site is not None:
-            query = query.where(w.site == site)
+            live, rolled = live.where(w.site == site), rolled.where(r.site == site)
+        merged: dict[tuple[str, str, int], Totals] = {}
         with self._store.read() as conn:
-            rows = conn.execute(query.order_by(w.site, w.model, w.version)).all()
-        return [
-            Totals(
-                r.site,
-                r.model,
-                r.version,
-                int(r.windows),
-                int(r.requests or 0),
-                int(r.errors or 0),
-                r.first_start,
-                r.last_end,
+            for row in [*conn.execute(rolled), *conn.execute(live)]:
+                key = (row.site, row.model, int(row.version))
+                part = Totals(
+                    row.site,
+                    row.model,
+                    int(row.version),
+                    int(row.windows),
+                    int(row.requests or 0),
+                    int(row.errors or 0),
+                    row.first_start,
+                    row.last_end,
+                )
+                merged[key] = _add_totals(merged[key], part) if key in merged else part
+        return [merged[key] for key in sorted(merged)]
+
+    def compact(self, before: datetime, *, chunk: int = 5000) -> int:
+        """Fold windows that ended before ``before`` into the roll-ups and delete them,
+        with batch ids received before it; returns how many windows were folded.
+
+        Each chunk is one transaction that deletes the windows it counts (``DELETE ...
+        RETURNING``): a window is counted exactly once even if another replica compacts
+        at the same time or a late window arrives meanwhile.
+        """
+        w = telemetry_windows.c
+        folded = 0
+        while True:
+            with self._store.write() as conn:
+                ids = select(w.id).where(w.end_at < before).order_by(w.id).limit(chunk)
+                gone = conn.execute(
+                    delete(telemetry_windows)
+                    .where(w.id.in_(ids.scalar_subquery()))
+                    .returning(
+                        w.site, w.model, w.version, w.requests, w.errors, w.start_at, w.end_at
+                    )
+                ).all()
+                groups: dict[tuple[str, str, int], Totals] = {}
+                for row in gone:
+                    key = (row.site, row.model, int(row.version))
+                    part = Totals(
+                        *key, 1, int(row.requests), int(row.errors), row.start_at, row.end_at
+                    )
+                    groups[key] = _add_totals(groups[key], part) if key in groups else part
+                for part in groups.values():
+                    self._add_rollup(conn, part)
+                if len(gone) < chunk:
+                    conn.execute(
+                        delete(telemetry_batches).where(telemetry_batches.c.received_at < before)
+                    )
+            folded += len(gone)
+            if len(gone) < chunk:
+                return folded
+
+    @staticmethod
+    def _add_rollup(conn: Connection, part: Totals) -> None:
+        r = telemetry_rollups.c
+        conn.execute(
+            _insert_ignore(conn, telemetry_rollups, ["site", "model", "version"]).values(
+                site=part.site,
+                model=part.model,
+                version=part.version,
+                windows=0,
+                requests=0,
+                errors=0,
+                first_start=part.first_start,
+                last_end=part.last_end,
             )
-            for r in rows
-        ]
+        )
+        key = and_(r.site == part.site, r.model == part.model, r.version == part.version)
+        conn.execute(
+            update(telemetry_rollups)
+            .where(key)
+            .values(
+                windows=r.windows + part.windows,
+                requests=r.requests + part.requests,
+                errors=r.errors + part.errors,
+            )
+        )
+        conn.execute(
+            update(telemetry_rollups)
+            .where(key, r.first_start > part.first_start)
+            .values(first_start=part.first_start)
+        )
+        conn.execute(
+            update(telemetry_rollups)
+            .where(key, r.last_end < part.last_end)
+            .values(last_end=part.last_end)
+        )
 
     def windows(
         self,

@@ -1,0 +1,62 @@
+"""Telemetry retention: a background loop that folds old windows into per-site totals.
+
+Every window a site sends is kept with its sketches, which is what drift, gates and
+recent figures need; kept forever they would grow the hub's database by every site x
+model x window. Past ``telemetry_retention_days`` a window's counts go into a roll-up row
+and the window is deleted (``SqlTelemetryRepo.compact``), so lifetime totals stay exact.
+Compaction is idempotent and safe on every replica at once, so no leadership is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+from modelfleet.errors import ModelfleetError
+from modelfleet.hub.store.sql_telemetry import SqlTelemetryRepo
+
+log = logging.getLogger("modelfleet.hub.retention")
+
+FIRST_RUN_DELAY_S = 60.0
+
+
+class TelemetryRetention:
+    """Runs :meth:`compact_now` soon after start, then every ``interval_s``, in a daemon
+    thread."""
+
+    def __init__(self, repo: SqlTelemetryRepo, *, retention_days: float, interval_s: float) -> None:
+        self.repo = repo
+        self.retention = timedelta(days=retention_days)
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def compact_now(self, now: datetime | None = None) -> int:
+        """Fold and delete every window that ended before the retention horizon."""
+        folded = self.repo.compact((now or datetime.now(UTC)) - self.retention)
+        if folded:
+            log.info("telemetry retention: folded %d windows into per-site totals", folded)
+        return folded
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="telemetry-retention", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        # Not at once: a starting hub first serves the sites reconnecting to it.
+        self._stop.wait(min(self.interval_s, FIRST_RUN_DELAY_S))
+        while not self._stop.is_set():
+            try:
+                self.compact_now()
+            except ModelfleetError as exc:  # e.g. the database is briefly unreachable
+                log.warning("telemetry retention: %s", exc.message)
+            except Exception:  # the loop must outlive any one failure
+                log.exception("telemetry retention failed")
+            self._stop.wait(self.interval_s)
