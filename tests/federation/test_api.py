@@ -159,6 +159,7 @@ def test_an_update_post_carries_the_sites_next_task(hub_factory, tmp_path) -> No
         assert fragment in bad.json()["error"]["message"]
     anonymous = hub.client.post(task["update_url"], content=update)
     assert anonymous.status_code == 401
+    assert hub.client.post(task["update_url"] + "?wait=soon", content=update).status_code == 401
     assert anonymous.headers["www-authenticate"] == "Bearer"
     too_big = post("a", body=b"x" * (65 * 1024))
     assert too_big.status_code == 413

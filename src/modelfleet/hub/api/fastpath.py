@@ -17,8 +17,6 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -26,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelfleet.errors import ArtifactTooLarge, InvalidInput, ModelfleetError
 from modelfleet.hub.api.federation import MAX_UPDATE_BYTES, off_loop, site_tasks, site_update
-from modelfleet.hub.auth import Principal, authenticate, authenticate_from_memory
+from modelfleet.hub.auth import authenticate, authenticate_from_memory
 from modelfleet.hub.context import HubContext
 
 log = logging.getLogger("modelfleet.hub")
@@ -37,8 +35,6 @@ _TASKS = re.compile(r"^/api/v1/federation/sites/([^/]+)/tasks$")
 _UPDATE_ROUTE = "/api/v1/federation/jobs/{job_id}/rounds/{number}/updates"
 _TASKS_ROUTE = "/api/v1/federation/sites/{site}/tasks"
 MAX_WAIT_S = 120.0
-
-Handler = Callable[[Principal], Awaitable[dict[str, Any]]]
 
 
 class SiteFastPath:
@@ -62,11 +58,11 @@ class SiteFastPath:
             return
         started = time.perf_counter()
         try:
-            wait = _wait(scope)
             header = _header(scope, b"authorization")
             caller = authenticate_from_memory(self.ctx.store, header)
             if caller is None:
                 caller = await off_loop(authenticate, self.ctx.store, header)
+            wait = _wait(scope)  # after authentication: strangers learn nothing
             if route == _UPDATE_ROUTE:
                 body = await _read_body(scope, receive, self._body_limit())
                 job_id, number = match.group(1), int(match.group(2))
