@@ -175,6 +175,34 @@ def test_an_update_post_carries_the_sites_next_task(hub_factory, tmp_path) -> No
     assert any(r["action"] == "fl.update" and r["outcome"] == "forbidden" for r in refusals)
 
 
+def test_a_failing_close_does_not_fail_the_stored_update(
+    hub_factory, tmp_path, monkeypatch
+) -> None:
+    hub, tokens, spec = _setup(hub_factory, tmp_path)
+    job = {"model": "iris", "data": "iris", "rounds": 2, "min_sites": 1, "id": "j4"}
+    hub.client.post("/api/v1/federation/jobs", json=job, headers=hub.headers()).raise_for_status()
+    coordinator = hub.ctx.federation
+    advance = coordinator.advance
+
+    def broken(job_id: str) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(coordinator, "advance", broken)
+    update = wire.pack(
+        {"attempt": 1, "num_examples": 10, "metrics": {}},
+        {"delta": np.full(spec.size(), 0.1, np.float32)},
+    )
+    url = "/api/v1/federation/jobs/j4/rounds/1/updates"
+    for site in ("a", "b"):
+        posted = hub.client.post(url, content=update, headers=hub.headers(tokens[site]))
+        assert posted.status_code == 200, posted.text
+    assert posted.json()["round_complete"]
+    monkeypatch.setattr(coordinator, "advance", advance)
+    advance("j4")  # what the coordinator loop does next
+    status = hub.client.get("/api/v1/federation/jobs/j4", headers=hub.headers()).json()
+    assert status["round_details"][0]["state"] == "closed"
+
+
 def test_bad_jobs_are_refused_with_400(hub_factory, tmp_path) -> None:
     hub, _, _ = _setup(hub_factory, tmp_path)
     viewer = hub.token("viewer")

@@ -11,6 +11,7 @@ aborting a job needs ``models:write`` (it ends in a new model version) and readi
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from modelfleet.hub.auth import Permission, Principal, Role
 from modelfleet.hub.context import HubContext
 
 T = TypeVar("T")
+log = logging.getLogger("modelfleet.federation")
 
 router = APIRouter(prefix="/api/v1/federation", tags=["federation"])
 
@@ -168,7 +170,10 @@ async def site_update(
     site = str(caller.site)
     result = await off_loop(coordinator.submit, site, job_id, number, body)
     if result["round_complete"]:  # else the deadline (coordinator loop) closes the round
-        await off_loop(coordinator.advance, job_id)
+        try:
+            await off_loop(coordinator.advance, job_id)
+        except Exception:  # the update is stored: answer it; the coordinator loop retries
+            log.exception("closing round %d of federated job %s failed", number, job_id)
     if not wait:
         return result
     return result | {"tasks": await _next_tasks(ctx, coordinator, site, wait)}
