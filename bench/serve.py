@@ -276,7 +276,7 @@ def start_server(
                 if answer.status == 200:
                     return proc, f"http://127.0.0.1:{port}"
         except (urllib.error.URLError, OSError):
-            pass
+            pass  # not up yet: ask again
         time.sleep(0.2)
     stop_server(proc)
     raise RuntimeError(f"{kind} not ready after 90 s; see {log}")

@@ -35,7 +35,7 @@ def raise_for_response(response: httpx.Response) -> None:
         code = str(body["error"]["code"])
         message = str(body["error"]["message"])
     except (ValueError, KeyError, TypeError):
-        pass
+        pass  # not the hub's error format (a proxy, say): keep the status and text
     cls = error_class_for(code)
     if cls is not None and cls.status == response.status_code:
         raise cls(message, code=code)

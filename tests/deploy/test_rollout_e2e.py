@@ -166,7 +166,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "i
             if predicate():
                 return time.monotonic() - started
         except httpx.TransportError:
-            pass
+            pass  # the site is restarting: ask again
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 

@@ -9,8 +9,9 @@ import pytest
 
 from modelfleet.errors import Conflict, NotFound
 from modelfleet.hub.store import Store
+from modelfleet.hub.store.records_federation import NewJob
 from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sql_federation import NewJob, SqlFederationRepo
+from modelfleet.hub.store.sql_federation import SqlFederationRepo
 
 
 def _repo(store: Store) -> SqlFederationRepo:

@@ -84,7 +84,7 @@ class RecordingProxy:
                         self.sent += data
                 dst.sendall(data)
         except OSError:
-            pass
+            pass  # either side closed: the relay ends
         finally:
             for sock in (src, dst):
                 with contextlib.suppress(OSError):

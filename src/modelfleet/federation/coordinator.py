@@ -53,13 +53,9 @@ from modelfleet.hub.registry import Registry
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
+from modelfleet.hub.store.records_federation import JobRow, NewJob, RoundRow
 from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sql_federation import (
-    JobRow,
-    NewJob,
-    RoundRow,
-    SqlFederationRepo,
-)
+from modelfleet.hub.store.sql_federation import SqlFederationRepo
 from modelfleet.hub.wakeups import Notifier
 from modelfleet.refs import parse_ref
 

@@ -22,7 +22,8 @@ from modelfleet.federation.specs import ModelSpec
 from modelfleet.federation.wire import unpack_vector
 from modelfleet.hub.registry import PushRequest, Registry
 from modelfleet.hub.sites import Sites
-from modelfleet.hub.store.sql_federation import JobRow, SqlFederationRepo
+from modelfleet.hub.store.records_federation import JobRow
+from modelfleet.hub.store.sql_federation import SqlFederationRepo
 
 
 def registered_variants(registry: Registry, name: str, job_id: str) -> dict[str, int]:

@@ -16,7 +16,8 @@ from typing import Any
 
 from modelfleet.federation.jobs import JobConfig
 from modelfleet.federation.simulation import task_seed
-from modelfleet.hub.store.sql_federation import JobRow, RoundRow, SqlFederationRepo
+from modelfleet.hub.store.records_federation import JobRow, RoundRow
+from modelfleet.hub.store.sql_federation import SqlFederationRepo
 
 #: Round weights up to this size are sent inside the task itself.
 INLINE_WEIGHTS_BYTES = 256 * 1024

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelfleet.hub.store.sql_federation import JobRow, SqlFederationRepo
+from modelfleet.hub.store.records_federation import JobRow
+from modelfleet.hub.store.sql_federation import SqlFederationRepo
 
 
 def job_view(repo: SqlFederationRepo, job: JobRow, *, rounds: bool = True) -> dict[str, Any]:

@@ -193,7 +193,7 @@ def _fsync_dir(directory: Path) -> None:
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        pass  # some filesystems refuse fsync on a directory; the rename still happened
     finally:
         os.close(fd)
 

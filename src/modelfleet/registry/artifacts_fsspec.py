@@ -49,13 +49,13 @@ def _backend_errors() -> tuple[type[BaseException], ...]:
 
         errors += [BotoCoreError, ClientError]
     except ImportError:
-        pass
+        pass  # no S3 support installed: nothing of it to catch
     try:
         from aiohttp import ClientError as HttpClientError
 
         errors.append(HttpClientError)
     except ImportError:
-        pass
+        pass  # no HTTP filesystem support installed
     return tuple(errors)
 
 
@@ -132,9 +132,9 @@ class FsspecArtifactStore(ArtifactStore):
         try:
             self._fs.rm_file(key)
         except FileNotFoundError:
-            pass
+            pass  # already gone
         except _BACKEND_ERRORS:
-            pass
+            pass  # left for the sweep (see docstring)
 
     def exists(self, digest: str) -> bool:
         key = self._key(digest)

@@ -33,7 +33,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.TransportError:
-            pass
+            pass  # not listening yet: ask again
         time.sleep(0.05)
     raise ModelfleetError(f"{url} did not come up within {timeout:.0f}s")
 

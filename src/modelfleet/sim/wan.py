@@ -411,7 +411,7 @@ class WanLink:
                 queue.append((due, data))
                 wake.set()
         except (ConnectionError, OSError):
-            pass
+            pass  # the sender hung up: end the stream like a clean EOF
         finally:
             eof = True
             wake.set()

@@ -33,6 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from modelfleet.asgi import read_body
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
 from modelfleet.oip.codec import binary_output_names, decode_request, encode_response
 from modelfleet.oip.types import InferOutput, InferRequest, InferResponse
@@ -284,7 +285,7 @@ class InferenceServer:
             return
         body = b""
         if method == "POST":
-            read = await _read_body(scope, receive, 1024 * 1024)
+            read = await read_body(scope, receive, 1024 * 1024)
             if read is None:
                 await _respond(send, 413, orjson.dumps({"error": "body too large"}))
                 return
@@ -305,7 +306,7 @@ class InferenceServer:
             await _error(send, 404, exc.message)
             return
         served = self._served.get(model) or self.served(model)
-        body = await _read_body(scope, receive, self.max_body_bytes)
+        body = await read_body(scope, receive, self.max_body_bytes)
         if body is None:
             await _error(send, 413, f"request body exceeds {self.max_body_bytes} bytes")
             return
@@ -421,32 +422,6 @@ class InferenceServer:
                 self.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or ``None`` once it exceeds ``limit`` bytes."""
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            if value.isdigit() and int(value) > limit:
-                return None
-            break
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body if len(body) <= limit else None
-    chunks = [body]
-    size = len(body)
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # client disconnected
-            return b""
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def _error(send: Send, status: int, message: str) -> None:

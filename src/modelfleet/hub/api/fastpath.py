@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modelfleet.asgi import header, read_body
 from modelfleet.errors import ArtifactTooLarge, InvalidInput, ModelfleetError
 from modelfleet.hub.api.federation import MAX_UPDATE_BYTES, off_loop, site_tasks, site_update
 from modelfleet.hub.auth import authenticate, authenticate_from_memory
@@ -58,13 +59,16 @@ class SiteFastPath:
             return
         started = time.perf_counter()
         try:
-            header = _header(scope, b"authorization")
-            caller = authenticate_from_memory(self.ctx.store, header)
+            bearer = header(scope, b"authorization")
+            caller = authenticate_from_memory(self.ctx.store, bearer)
             if caller is None:
-                caller = await off_loop(authenticate, self.ctx.store, header)
+                caller = await off_loop(authenticate, self.ctx.store, bearer)
             wait = _wait(scope)  # after authentication: strangers learn nothing
             if route == _UPDATE_ROUTE:
-                body = await _read_body(scope, receive, self._body_limit())
+                limit = self._body_limit()
+                body = await read_body(scope, receive, limit)
+                if body is None:
+                    raise _too_large(limit)
                 job_id, number = match.group(1), int(match.group(2))
                 answer = await site_update(self.ctx, caller, job_id, number, body, wait)
             else:
@@ -84,13 +88,6 @@ class SiteFastPath:
         return min(MAX_UPDATE_BYTES, self.ctx.settings.max_body_bytes)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 def _wait(scope: Scope) -> float:
     raw = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get("wait")
     if not raw:
@@ -108,22 +105,6 @@ def _too_large(limit: int) -> ArtifactTooLarge:
     # The code and message every other capped body gets (hub/api/limits.py).
     message = f"request body exceeds the hub's limit of {limit} bytes"
     return ArtifactTooLarge(message, code="body_too_large")
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    declared = _header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise InvalidInput("the client closed the request before its body arrived")
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise _too_large(limit)
-        if not message.get("more_body", False):
-            return bytes(body)
 
 
 async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:

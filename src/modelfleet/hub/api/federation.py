@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -155,6 +155,18 @@ async def site_tasks(ctx: HubContext, caller: Principal, site: str, wait: float)
     return {"site": site, "tasks": await _next_tasks(ctx, coordinator, site, wait)}
 
 
+async def _close_if_complete(coordinator: Coordinator, answer: dict[str, Any]) -> None:
+    """After the answer that completes a round, close it (and open the next) now; else
+    its deadline closes it. A failure here still answers the stored update: the
+    coordinator loop retries the step."""
+    if not answer["round_complete"]:
+        return
+    try:
+        await off_loop(coordinator.advance, answer["job"])
+    except Exception:
+        log.exception("closing round %d of federated job %s failed", answer["round"], answer["job"])
+
+
 async def site_update(
     ctx: HubContext, caller: Principal, job_id: str, number: int, body: bytes, wait: float
 ) -> dict[str, Any]:
@@ -169,11 +181,7 @@ async def site_update(
         await off_loop(_own_site, ctx, caller, "fl.update", f"{job_id}/{number}")
     site = str(caller.site)
     result = await off_loop(coordinator.submit, site, job_id, number, body)
-    if result["round_complete"]:  # else the deadline (coordinator loop) closes the round
-        try:
-            await off_loop(coordinator.advance, job_id)
-        except Exception:  # the update is stored: answer it; the coordinator loop retries
-            log.exception("closing round %d of federated job %s failed", number, job_id)
+    await _close_if_complete(coordinator, result)
     if not wait:
         return result
     return result | {"tasks": await _next_tasks(ctx, coordinator, site, wait)}
@@ -231,13 +239,9 @@ async def post_refusal(
     body: RefusalIn,
     ctx: Context,
     caller: Caller,
-    background: BackgroundTasks,
 ) -> dict[str, Any]:
     coordinator = _coordinator(ctx)
     site = _own_site(ctx, caller, "fl.refuse", f"{job_id}/{number}")
-    result = await run_in_threadpool(
-        coordinator.refuse, site, job_id, number, body.attempt, body.reason
-    )
-    if result["round_complete"]:
-        background.add_task(coordinator.advance, job_id)
+    result = await off_loop(coordinator.refuse, site, job_id, number, body.attempt, body.reason)
+    await _close_if_complete(coordinator, result)
     return result

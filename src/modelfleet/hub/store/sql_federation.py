@@ -11,7 +11,6 @@ into exactly-once effect.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,67 +18,11 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
+from modelfleet.hub.store.records_federation import JobRow, NewJob, RoundRow, UpdateRow
 from modelfleet.hub.store.schema_federation import fl_consent, fl_jobs, fl_rounds, fl_updates
 from modelfleet.hub.store.sql import SqlStore
 
 ACTIVE_STATES = ("running", "finalizing")
-
-
-@dataclass(frozen=True)
-class JobRow:
-    id: str
-    model: str
-    base_version: int
-    spec: dict[str, Any]
-    config: dict[str, Any]
-    state: str
-    current_round: int
-    sites: dict[str, Any]
-    message: str
-    result_version: int | None
-    created_by: str
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True)
-class RoundRow:
-    job_id: str
-    number: int
-    attempt: int
-    state: str  # open | closed | failed
-    selected: list[str]
-    opened_at: datetime
-    deadline_at: datetime
-    closed_at: datetime | None
-    metrics: dict[str, Any]
-    outcome: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class UpdateRow:
-    job_id: str
-    round: int
-    site: str
-    attempt: int
-    kind: str  # update | refusal
-    num_examples: int
-    metrics: dict[str, Any]
-    reason: str
-    received_at: datetime
-
-
-@dataclass(frozen=True)
-class NewJob:
-    id: str
-    model: str
-    base_version: int
-    spec: dict[str, Any]
-    config: dict[str, Any]
-    weights: bytes
-    sites: dict[str, Any]
-    created_by: str
 
 
 _JOB_COLUMNS = tuple(c for c in fl_jobs.c if c.name not in ("weights", "strategy_state"))

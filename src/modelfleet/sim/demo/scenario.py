@@ -67,7 +67,7 @@ def run_demo(*, keep: bool = False, fast: bool = False, json_out: bool = False) 
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
-                pass
+                pass  # Ctrl-C ends --keep; the fleet is closed below
     finally:
         # Whatever happened (a bug, Ctrl-C), no process of the fleet outlives the demo.
         fleet.close()
