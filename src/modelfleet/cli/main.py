@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from modelfleet import __version__
 from modelfleet.cli import apply as apply_cmd
@@ -35,6 +36,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Usage errors as click prints them: "Usage: ...", a hint, "Error: <one line>" (exit 2);
+    # no panel to wrap or cut, and the same whichever copy of click typer carries.
+    rich_markup_mode=None,
 )
 app.add_typer(hub.app, name="hub")
 app.add_typer(fl.app, name="fl")
@@ -73,23 +77,14 @@ def _root(
 
 
 def main() -> None:
+    """Run the CLI. Click (whichever copy the installed typer carries) handles usage errors
+    itself in standalone mode: a usage message and exit 2, never a traceback. Our own
+    refusals surface as :class:`ModelfleetError` and become one line and exit 1."""
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=True)
     except ModelfleetError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(1)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
