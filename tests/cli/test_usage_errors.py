@@ -34,7 +34,8 @@ def test_usage_error_is_a_message_not_a_traceback(args: tuple[str, ...], message
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and errors[0].startswith(message), result.stderr
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(message), result.stderr
     if args[-1] != "--hub":  # click names the option alone when its value is missing
         assert result.stderr.startswith("Usage: modelfleet"), result.stderr
 

@@ -42,6 +42,19 @@ class FakeSource:
     ) -> Figures:
         return self.by_version.get(version, Figures())
 
+    def baseline(
+        self,
+        model: str,
+        version: int,
+        sites: Sequence[str],
+        before: datetime,
+        *,
+        span_s: float,
+        min_requests: int,
+        lookback_s: float,
+    ) -> Figures:
+        return self.by_version.get(version, Figures())
+
 
 class World:
     """A hub's services plus agents that do whatever the desired state says."""
@@ -211,13 +224,15 @@ def test_restarted_controller_resumes_at_the_same_step(world: World) -> None:
     start = world.controller.get(rid).step_started_at
     r = world.run(rid, start + timedelta(seconds=5), 0)
     assert r.step == 1
+    wave_started = r.step_started_at
     # A crash after the transition, before the assignments were written.
     world.store.assignments.set("b", "pump", 1, "pump:1", {})
     world.controller = world.new_controller()  # "restart": no memory but the rows
     world.deployments.sync()
     assert world.assigned("b") == 2
     r = world.controller.get(rid)
-    assert (r.step, r.step_started_at) == (1, world.controller.get(rid).step_started_at)
+    # The same wave, and its bake still counts from when it began, not from the restart.
+    assert (r.step, r.step_started_at) == (1, wave_started)
     r = world.run(rid, r.step_started_at + timedelta(seconds=5), 6, step=5)
     assert r.state == "succeeded"
     assert [h["step"] for h in r.history] == [0, 1, 2]

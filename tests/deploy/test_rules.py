@@ -81,9 +81,9 @@ def test_gates() -> None:
     assert (failed.outcome, failed.gate) == ("fail", "max_error_rate")
     assert evaluate(gates, Figures(100, 0, 80.0), None).gate == "max_p99_ms"
     relative = parse_gates({"max_p99_ratio": 2, "min_requests": 1})
-    slow = evaluate(relative, Figures(10, 0, 30.0), baseline_p99_ms=10.0)
+    slow = evaluate(relative, Figures(10, 0, 30.0), Figures(10, 0, 10.0))
     assert slow.gate == "max_p99_ratio"
-    assert evaluate(relative, Figures(10, 0, 15.0), baseline_p99_ms=10.0).outcome == "pass"
+    assert evaluate(relative, Figures(10, 0, 15.0), Figures(10, 0, 10.0)).outcome == "pass"
     drift = parse_gates({"max_drift": 0.2})
     assert evaluate(drift, Figures(10, 0, None, 0.5), None).gate == "max_drift"
     # No gate at all: nothing to wait for.
@@ -91,6 +91,31 @@ def test_gates() -> None:
     for bad in ({"max_error_rate": 2}, {"min_requests": -1}, {"max_p99_ms": 0}, {"p99": 1}):
         with pytest.raises(InvalidInput):
             parse_gates(bad)
+
+
+def test_relative_gate_needs_traffic_on_both_sides_and_explains_itself() -> None:
+    gates = parse_gates({"max_p99_ratio": 3, "min_requests": 50})
+    # Too few baseline requests: no verdict either way, and the reason says so.
+    thin = evaluate(gates, Figures(60, 0, 500.0), Figures(49, 0, 2.0))
+    assert (thin.outcome, thin.gate) == ("wait", "max_p99_ratio")
+    assert "49 request(s)" in thin.message
+    assert "50 needed" in thin.message
+    slow = evaluate(gates, Figures(60, 0, 500.0), Figures(400, 0, 2.0))
+    assert (slow.outcome, slow.gate) == ("fail", "max_p99_ratio")
+    assert "p99 500.0 ms" in slow.message
+    assert "2.0 ms" in slow.message
+    assert "250.0x > 3x" in slow.message
+    assert "60 vs 400 requests" in slow.message
+    assert slow.as_dict()["baseline"]["p99_ms"] == 2.0
+    # Within the noise allowance (10 ms by default) a 5x ratio on a 1 ms model is jitter...
+    assert evaluate(gates, Figures(60, 0, 5.0), Figures(400, 0, 1.0)).outcome == "pass"
+    # ...unless the operator says differences that small matter.
+    strict = parse_gates({"max_p99_ratio": 3, "min_requests": 50, "p99_noise_ms": 0})
+    assert evaluate(strict, Figures(60, 0, 5.0), Figures(400, 0, 1.0)).outcome == "fail"
+    held = evaluate(gates, Figures(60, 0, 4.0), Figures(400, 0, 2.0))
+    assert held.outcome == "pass"
+    assert "4.0 ms" in held.message
+    assert "2.0 ms" in held.message
 
 
 def test_policies_name_rule_and_sites() -> None:

@@ -145,3 +145,44 @@ def test_reference_profiles_and_thresholds(store: Store) -> None:
     telemetry.set_drift_settings("pump", {"psi": 0.2})
     telemetry.set_drift_settings("pump", {"psi": 0.25, "js": 0.2})
     assert telemetry.get_drift_settings("pump") == {"psi": 0.25, "js": 0.2}
+
+
+def test_gate_baseline_is_the_latest_comparable_stretch_before_the_step(store: Store) -> None:
+    """The relative gate's baseline: the newest windows that began before the step, just
+    enough to span the new version's observation and hold the minimum requests."""
+    from modelfleet.histograms import LATENCY_BOUNDS
+    from modelfleet.hub.rollout.sources import TelemetryGateSource
+
+    telemetry = repo(store)
+    push(store)
+    slow_bucket, fast_bucket = str(len(LATENCY_BOUNDS) - 2), "3"
+
+    def at(wid: str, minutes_ago: float, requests: int, bucket: str) -> NewWindow:
+        base = window(wid, requests, minutes_ago=minutes_ago)
+        return NewWindow(**{**base.__dict__, "latency": {bucket: requests}})
+
+    telemetry.ingest("s1", "b1", "sp", (0, 0), [
+        at("old", 8, 500, slow_bucket),  # a slow spell long before: not comparable
+        at("w1", 2.0, 20, fast_bucket),
+        at("w2", 1.5, 20, fast_bucket),
+        at("w3", 1.0, 20, fast_bucket),
+        at("after", -1.0, 999, slow_bucket),  # began after the step: not the baseline
+    ])  # fmt: skip
+    telemetry.ingest("s2", "b1", "sp", (0, 0), [at("other-site", 1.0, 999, slow_bucket)])
+    source = TelemetryGateSource(store)
+    before = datetime.now(UTC)
+
+    def baseline(span_s: float, min_requests: int):
+        return source.baseline(
+            "pump", 1, ["s1"], before, span_s=span_s, min_requests=min_requests, lookback_s=600
+        )
+
+    recent = baseline(span_s=30, min_requests=40)
+    assert recent.requests == 40  # w3 and w2 only
+    assert recent.p99_ms is not None
+    assert recent.p99_ms < LATENCY_BOUNDS[4] * 1000
+    assert baseline(span_s=30, min_requests=60).requests == 60  # w1 too
+    # Not enough in the recent stretch: it reaches back, within the look-back only.
+    assert baseline(span_s=30, min_requests=1000).requests == 560
+    short = source.baseline("pump", 1, ["s1"], before, span_s=30, min_requests=1000, lookback_s=150)
+    assert short.requests == 60

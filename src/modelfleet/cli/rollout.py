@@ -54,17 +54,22 @@ def render(r: dict[str, Any]) -> Group:
             verdict = f"{decision.get('outcome')}: {decision.get('message') or ''}".strip()
             figures = decision.get("figures")
             if figures:
-                p99 = figures.get("p99_ms")
-                verdict += (
-                    f" (requests {figures['requests']}, errors {figures['errors']}"
-                    + (f", p99 {p99:.1f} ms" if p99 is not None else "")
-                    + ")"
-                )
+                verdict += f" ({_figures_text(figures)}"
+                baseline = decision.get("baseline")
+                if baseline:
+                    verdict += f"; previous version {_figures_text(baseline)}"
+                verdict += ")"
         grid.add_row(str(wave["index"]), wave["status"], "\n".join(sites), verdict or "-")
     parts: list[Any] = [head, grid]
     if r.get("reason"):
         parts.append(Text(f"reason: {r['reason']}"))
     return Group(*parts)
+
+
+def _figures_text(figures: dict[str, Any]) -> str:
+    p99 = figures.get("p99_ms")
+    text = f"requests {figures['requests']}, errors {figures['errors']}"
+    return text + (f", p99 {p99:.1f} ms" if p99 is not None else "")
 
 
 @app.command("ls")

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
@@ -57,6 +57,9 @@ class Decision:
             "gate": self.gate,
             "message": self.message,
             "figures": self.verdict.figures.as_dict() if self.verdict else None,
+            "baseline": (
+                self.verdict.baseline.as_dict() if self.verdict and self.verdict.baseline else None
+            ),
             "baseline_p99_ms": self.verdict.baseline_p99_ms if self.verdict else None,
             "at": at.isoformat(),
         }
@@ -159,10 +162,15 @@ class RolloutController:
         )
         baseline = None
         if gates.max_p99_ratio is not None and r.from_version is not None:
-            before = r.step_started_at - timedelta(seconds=self.baseline_window_s)
-            baseline = self.source.figures(
-                r.model, r.from_version, wave, before, r.step_started_at
-            ).p99_ms
+            baseline = self.source.baseline(
+                r.model,
+                r.from_version,
+                wave,
+                r.step_started_at,
+                span_s=max(elapsed, 1.0),
+                min_requests=max(gates.min_requests, 1),
+                lookback_s=self.baseline_window_s,
+            )
         verdict = evaluate(gates, figures, baseline)
         if verdict.outcome == "fail":
             return Decision("fail", verdict.gate, verdict.message, verdict)

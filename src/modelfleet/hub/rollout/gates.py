@@ -4,6 +4,13 @@ A step is judged on the new version's monitoring data at the step's sites since 
 started: error rate, p99 latency (absolute, or relative to the previous version at the same
 sites), a minimum request count below which nothing is concluded, and optionally drift.
 
+The relative gate compares like with like: the baseline is the previous version at the same
+sites over the latest windows before the step started that span at least as long as the new
+version has been observed and hold at least ``min_requests`` requests (looking back no further
+than the hub's ``rollout_baseline_window_s``). It waits while either side has too few
+requests, and a p99 within ``p99_noise_ms`` of the baseline never fails it, so a busy CPU's
+jitter on a sub-millisecond model is not read as a regression.
+
 Verdicts: ``pass`` (enough traffic, every gate holds), ``fail`` (enough traffic and a gate
 is broken — decided at once, without waiting for the bake time to end) and ``wait`` (too
 little traffic so far). The controller turns a ``wait`` that outlives the progress deadline
@@ -32,12 +39,29 @@ class Gates(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_error_rate: float | None = Field(default=None, ge=0, le=1)
-    max_p99_ms: float | None = Field(default=None, gt=0)
+    max_p99_ms: float | None = Field(default=None, gt=0, le=3_600_000)
     max_p99_ratio: float | None = Field(
-        default=None, gt=0, description="p99 at most this times the previous version's."
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="p99 at most this times the previous version's p99 at the same sites, "
+        "read over a comparable window just before the step started.",
     )
-    min_requests: int = Field(default=0, ge=0)
-    max_drift: float | None = Field(default=None, ge=0)
+    p99_noise_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=3_600_000,
+        description="The relative gate fails only when the p99 also exceeds the baseline by "
+        "more than this: differences of a few ms are scheduling noise, not a regression.",
+    )
+    min_requests: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="Requests the new version must have served at the step's sites before "
+        "any verdict; the relative gate needs as many for the previous version too.",
+    )
+    max_drift: float | None = Field(default=None, ge=0, le=1_000_000)
 
 
 def parse_gates(raw: dict[str, Any] | None) -> Gates:
@@ -81,6 +105,22 @@ class GateSource(Protocol):
         drift statistic only when ``drift`` is asked for (it costs sketch merges)."""
         ...
 
+    def baseline(
+        self,
+        model: str,
+        version: int,
+        sites: Sequence[str],
+        before: datetime,
+        *,
+        span_s: float,
+        min_requests: int,
+        lookback_s: float,
+    ) -> Figures:
+        """The figures of ``model:version`` at ``sites`` over the latest windows that began
+        before ``before``: enough of them to span ``span_s`` seconds and hold
+        ``min_requests`` requests, none older than ``lookback_s`` before ``before``."""
+        ...
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -88,7 +128,11 @@ class Verdict:
     gate: str | None
     message: str
     figures: Figures
-    baseline_p99_ms: float | None = None
+    baseline: Figures | None = None  # the previous version's, for the relative p99 gate
+
+    @property
+    def baseline_p99_ms(self) -> float | None:
+        return self.baseline.p99_ms if self.baseline is not None else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -96,15 +140,18 @@ class Verdict:
             "gate": self.gate,
             "message": self.message,
             "figures": self.figures.as_dict(),
+            "baseline": self.baseline.as_dict() if self.baseline is not None else None,
             "baseline_p99_ms": self.baseline_p99_ms,
         }
 
 
-def evaluate(gates: Gates, figures: Figures, baseline_p99_ms: float | None) -> Verdict:
-    """Judge ``figures`` against ``gates``; ``baseline_p99_ms`` feeds the relative p99 gate."""
+def evaluate(gates: Gates, figures: Figures, baseline: Figures | None) -> Verdict:
+    """Judge ``figures`` against ``gates``; ``baseline`` (the previous version's figures at
+    the same sites) feeds the relative p99 gate, which waits until the baseline holds
+    ``min_requests`` requests too: a ratio against a handful of requests is a coin toss."""
 
     def verdict(outcome: Literal["pass", "fail", "wait"], gate: str | None, msg: str) -> Verdict:
-        return Verdict(outcome, gate, msg, figures, baseline_p99_ms)
+        return Verdict(outcome, gate, msg, figures, baseline)
 
     needed = max(gates.min_requests, 1 if _needs_traffic(gates) else 0)
     if figures.requests < needed:
@@ -122,16 +169,40 @@ def evaluate(gates: Gates, figures: Figures, baseline_p99_ms: float | None) -> V
     if limit_ms is not None and p99 is not None and p99 > limit_ms:
         return verdict("fail", "max_p99_ms", f"p99 {p99:.1f} ms > {limit_ms:g} ms")
     ratio = gates.max_p99_ratio
-    if ratio is not None and p99 is not None and baseline_p99_ms and p99 > ratio * baseline_p99_ms:
-        return verdict(
-            "fail",
-            "max_p99_ratio",
-            f"p99 {p99:.1f} ms > {ratio:g} x previous version's {baseline_p99_ms:.1f} ms",
-        )
+    if ratio is not None and baseline is not None:
+        if baseline.requests < needed:
+            return verdict(
+                "wait",
+                "max_p99_ratio",
+                f"baseline: the previous version served {baseline.requests} request(s) at "
+                f"these sites before the step, {needed} needed to compare p99",
+            )
+        base = baseline.p99_ms
+        if p99 is not None and base is not None:
+            limit = max(ratio * base, base + gates.p99_noise_ms)
+            if p99 > limit:
+                return verdict(
+                    "fail",
+                    "max_p99_ratio",
+                    f"p99 {p99:.1f} ms vs the previous version's {base:.1f} ms at the same "
+                    f"sites: {p99 / base if base else float('inf'):.1f}x > {ratio:g}x "
+                    f"({figures.requests} vs {baseline.requests} requests)",
+                )
     drift, max_drift = figures.drift, gates.max_drift
     if max_drift is not None and drift is not None and drift > max_drift:
         return verdict("fail", "max_drift", f"drift {drift:.3f} > {max_drift:g}")
-    return verdict("pass", None, "all gates hold")
+    return verdict("pass", None, _passed(gates, figures, baseline))
+
+
+def _passed(gates: Gates, figures: Figures, baseline: Figures | None) -> str:
+    """'all gates hold', with the relative gate's two figures when it was judged."""
+    base = baseline.p99_ms if baseline is not None else None
+    if gates.max_p99_ratio is None or base is None or figures.p99_ms is None:
+        return "all gates hold"
+    return (
+        f"all gates hold (p99 {figures.p99_ms:.1f} ms vs the previous version's {base:.1f} ms: "
+        f"{figures.p99_ms / base if base else float('inf'):.1f}x <= {gates.max_p99_ratio:g}x)"
+    )
 
 
 def _needs_traffic(gates: Gates) -> bool:

@@ -15,12 +15,14 @@ with such gates ends inconclusive at its progress deadline rather than passing b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from modelfleet.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 from modelfleet.hub.rollout.gates import Figures
 from modelfleet.hub.store.sql import SqlStore
+from modelfleet.hub.store.sql_telemetry import WindowRecord
 
 if TYPE_CHECKING:
     from modelfleet.hub.telemetry import Telemetry
@@ -28,6 +30,19 @@ if TYPE_CHECKING:
 
 class NullGateSource:
     """No monitoring data at all."""
+
+    def baseline(
+        self,
+        model: str,
+        version: int,
+        sites: Sequence[str],
+        before: datetime,
+        *,
+        span_s: float,
+        min_requests: int,
+        lookback_s: float,
+    ) -> Figures:
+        return Figures()
 
     def figures(
         self,
@@ -62,21 +77,45 @@ class TelemetryGateSource:
         drift: bool = False,
     ) -> Figures:
         wanted = set(sites)
-        requests = errors = 0
-        merged: list[int] = []
-        for window in self._repo.windows(model=model, version=version, since=since):
-            if window.site not in wanted or (until is not None and window.start_at >= until):
-                continue
+        windows = [
+            w
+            for w in self._repo.windows(model=model, version=version, since=since)
+            if w.site in wanted and (until is None or w.start_at < until)
+        ]
+        merged = _merge(windows)
+        if drift:
+            merged = replace(merged, drift=self._drift(model, version, wanted))
+        return merged
+
+    def baseline(
+        self,
+        model: str,
+        version: int,
+        sites: Sequence[str],
+        before: datetime,
+        *,
+        span_s: float,
+        min_requests: int,
+        lookback_s: float,
+    ) -> Figures:
+        wanted = set(sites)
+        since = before - timedelta(seconds=lookback_s)
+        candidates = [
+            w
+            for w in self._repo.windows(model=model, version=version, since=since)
+            if w.site in wanted and w.start_at < before
+        ]
+        taken: list[WindowRecord] = []
+        requests = 0
+        # Newest first, until the windows taken cover as long as the new version has been
+        # watched and hold enough requests: the baseline is what ran just before.
+        for window in sorted(candidates, key=lambda w: w.start_at, reverse=True):
+            taken.append(window)
             requests += window.requests
-            errors += window.errors
-            merge_counts(merged, dense(window.latency, len(LATENCY_BOUNDS) + 1))
-        p99 = histogram_quantile(merged, 0.99, LATENCY_BOUNDS) if merged else None
-        return Figures(
-            requests=requests,
-            errors=errors,
-            p99_ms=None if p99 is None else p99 * 1000.0,
-            drift=self._drift(model, version, wanted) if drift else None,
-        )
+            spanned = (before - window.start_at).total_seconds()
+            if spanned >= span_s and requests >= min_requests:
+                break
+        return _merge(taken)
 
     def _drift(self, model: str, version: int, sites: set[str]) -> float | None:
         if self._telemetry is None:
@@ -92,3 +131,15 @@ class TelemetryGateSource:
                     if value is not None and (worst is None or value > worst):
                         worst = float(value)
         return worst
+
+
+def _merge(windows: Sequence[WindowRecord]) -> Figures:
+    """Counts add up; latency histograms merge bucket by bucket; p99 read from the merge."""
+    requests = errors = 0
+    merged: list[int] = []
+    for window in windows:
+        requests += window.requests
+        errors += window.errors
+        merge_counts(merged, dense(window.latency, len(LATENCY_BOUNDS) + 1))
+    p99 = histogram_quantile(merged, 0.99, LATENCY_BOUNDS) if merged else None
+    return Figures(requests=requests, errors=errors, p99_ms=None if p99 is None else p99 * 1e3)

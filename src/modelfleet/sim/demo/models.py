@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,46 @@ def slow_variant(source: Path, path: Path, *, layers: int = 600, width: int = 20
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+@dataclass(frozen=True)
+class Regression:
+    """A regressed release built for this machine, and what it was built against."""
+
+    path: Path
+    layers: int
+    row_ms: float  # its time for one row, in this process, one thread, as a site runs it
+    target_ms: float
+
+
+def row_ms(path: Path, features: int, *, runs: int = 5) -> float:
+    """Median time of one single-row inference, one intra-op thread (the site's default)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    row = np.zeros((1, features), np.float32)
+    session.run(None, {"X": row})  # the first run pays for allocation
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run(None, {"X": row})
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.median(times))
+
+
+def calibrated_slow_variant(
+    source: Path, path: Path, *, features: int, target_ms: float, max_layers: int = 20_000
+) -> Regression:
+    """A regressed release whose own compute per row is at least ``target_ms`` on *this*
+    machine, now: the cost of one layer is measured, then the layer count is set from it,
+    so the regression is as large relative to v1 on a fast machine as on a slow one."""
+    probe_layers = 20
+    slow_variant(source, path, layers=probe_layers)
+    per_layer = max(row_ms(path, features) / probe_layers, 1e-3)
+    layers = min(max_layers, max(probe_layers, int(np.ceil(1.25 * target_ms / per_layer))))
+    slow_variant(source, path, layers=layers)
+    return Regression(path, layers, row_ms(path, features), target_ms)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,15 @@ def render(console: Console, summary: dict[str, Any]) -> None:
             + (", ".join(f"{s} ({r})" for s, r in fed["declined"].items()) or "none"),
             highlight=False,
         )
+    bad = summary.get("bad_release")
+    if bad:
+        console.print(
+            f"bad release {bad['version']}: {bad['state']} at wave {bad['failed_at_wave']} on "
+            f"{bad['gate']}: canary p99 {_ms(bad['canary_p99_ms'])} ms vs the previous "
+            f"version's {_ms(bad['baseline_p99_ms'])} ms ({bad['ratio']}x); ran it: "
+            + (", ".join(bad["sites_that_ran_it"]) or "none"),
+            highlight=False,
+        )
     telemetry = summary.get("telemetry")
     if telemetry:
         console.print(
