@@ -54,7 +54,14 @@ sys.path.insert(0, str(ROOT / "src"))
 import modelfleet  # noqa: E402
 from modelfleet.hub.bootstrap import init_hub  # noqa: E402
 from modelfleet.hub_client import HubClient  # noqa: E402
-from modelfleet.sim.launcher import HubProcess, SiteProcess, free_port, wait_http  # noqa: E402
+from modelfleet.sim.launcher import (  # noqa: E402
+    GatewayProcess,
+    HubProcess,
+    PortReservation,
+    SiteProcess,
+    reserve_port,
+    wait_http,
+)
 
 REGIONS = {"eu": ("EU", 0.030), "us": ("US", 0.080), "in": ("IN", 0.150)}
 LOCAL_DELAY_S = 0.0005
@@ -84,12 +91,21 @@ class Procs:
 
     def __init__(self) -> None:
         self.items: list[subprocess.Popen[bytes]] = []
+        self.gateways: list[GatewayProcess] = []
+        self.ports: list[PortReservation] = []
 
     def add(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
         self.items.append(proc)
         return proc
 
+    def reserve(self) -> int:
+        """A port held until close(), for a child to listen on (see sim/launcher.py)."""
+        self.ports.append(reserve_port())
+        return self.ports[-1].port
+
     def close(self) -> None:
+        for gw in reversed(self.gateways):
+            gw.stop()
         for proc in reversed(self.items):
             if proc.poll() is None:
                 proc.terminate()
@@ -97,10 +113,12 @@ class Procs:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        for reservation in self.ports:
+            reservation.close()
 
 
 def wan(procs: Procs, upstream_port: int, delay_s: float) -> str:
-    port = free_port()
+    port = procs.reserve()
     cmd = [
         sys.executable, "-m", "modelfleet", "sim", "wan",
         "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
@@ -111,16 +129,11 @@ def wan(procs: Procs, upstream_port: int, delay_s: float) -> str:
 
 
 def gateway(procs: Procs, root: Path, name: str, sites: list[dict[str, Any]], region: str) -> str:
-    port = free_port()
     sites_file = root / f"gateway-{name}.json"
     sites_file.write_text(json.dumps(sites))
-    cmd = [
-        sys.executable, "-m", "modelfleet", "gateway", "serve", "--sites",
-        str(sites_file), "--port", str(port), "--data-region", region,
-    ]  # fmt: skip
-    proc = procs.add(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    wait_http(f"http://127.0.0.1:{port}/v2/health/live", 30, proc)
-    return f"http://127.0.0.1:{port}"
+    gw = GatewayProcess(["--sites", str(sites_file), "--data-region", region])
+    procs.gateways.append(gw)
+    return gw.start().url
 
 
 class Plain:

@@ -9,9 +9,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from tests.cli.conftest import RunningHub
+from tests.recording_proxy import RecordingProxy
 
 
 def test_push_ls_show_alias_pull(running_hub: RunningHub, tiny_onnx, tmp_path: Path) -> None:
@@ -50,15 +55,55 @@ def test_push_ls_show_alias_pull(running_hub: RunningHub, tiny_onnx, tmp_path: P
     assert {"model.push", "model.alias"} <= {a["action"] for a in audit}
 
 
-def test_pull_resumes_partial_download(running_hub: RunningHub, tiny_onnx, tmp_path: Path) -> None:
-    model = tiny_onnx()
-    running_hub.cli("model", "push", str(model), "--name", "pump")
-    dest = tmp_path / "resume.onnx"
+def write_wide_onnx(path: Path, width: int = 200_000) -> Path:
+    """Y = X @ W with W [4, width]: a valid model of a few MB, several 1 MiB download chunks."""
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", width])
+    weights = numpy_helper.from_array(
+        np.random.default_rng(0).normal(size=(4, width)).astype(np.float32), "W"
+    )
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"])], "wide", [x], [y], initializer=[weights]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_pull_resumes_an_interrupted_download_with_range(
+    running_hub: RunningHub, tmp_path: Path
+) -> None:
+    """A real download cut mid-body (by a proxy in front of the hub) keeps its partial file;
+    the same command again asks for exactly the missing bytes and ends with the whole."""
+    model = write_wide_onnx(tmp_path / "wide.onnx")
     data = model.read_bytes()
-    dest.with_name("resume.onnx.part").write_bytes(data[:20])
     with HubClient(running_hub.process.url, running_hub.token) as hc:
-        hc.pull("pump:1", dest)
+        hc.push(model, "pump")
+    dest = tmp_path / "resume.onnx"
+    partial = dest.with_name("resume.onnx.part")
+    proxy = RecordingProxy(running_hub.process.port)
+    try:
+        proxy.cut_response(b"/artifact", after_bytes=len(data) // 2)
+        cut = running_hub.cli("model", "pull", "pump:1", "-o", str(dest), "--hub", proxy.url)
+        assert cut.returncode == 1, (cut.stdout, cut.stderr)
+        assert "run the same command again to resume" in cut.stderr
+        assert proxy.response_cut.is_set()
+        have = partial.stat().st_size
+        assert 0 < have < len(data)
+        assert partial.read_bytes() == data[:have]
+        assert not dest.exists()
+
+        again = running_hub.cli("model", "pull", "pump:1", "-o", str(dest), "--hub", proxy.url)
+        assert again.returncode == 0, again.stderr
+        assert "verified" in again.stdout
+        first, resumed = proxy.requests_with(b"/artifact")
+    finally:
+        proxy.close()
+    assert b"range:" not in first.lower()
+    assert f"range: bytes={have}-\r\n".encode() in resumed.lower()  # the right offset
     assert dest.read_bytes() == data
+    assert not partial.exists()
 
 
 def test_pull_refuses_wrong_pinned_key(running_hub: RunningHub, tiny_onnx, tmp_path: Path) -> None:

@@ -231,6 +231,26 @@ def baseline(fleet: Fleet, name: str, selector: str = "") -> None:
         wait_for(lambda s=site: reported(fleet, s, name).get("active_version") == 1, what=site)
 
 
+def served(fleet: Fleet, site: str, name: str, version: int) -> int:
+    """Requests of ``name:version`` at ``site`` that the hub's telemetry has counted."""
+    for row in fleet.admin.telemetry_status()["sites"]:
+        if row["site"] == site:
+            for m in row.get("models", []):
+                if (m["model"], m["version"]) == (name, version):
+                    return int(m["requests_total"])
+    return 0
+
+
+def wait_served(fleet: Fleet, name: str, version: int, count: int, sites: tuple[str, ...]) -> None:
+    """Until the hub has counted ``count`` requests of ``name:version`` at each of ``sites``:
+    a relative gate needs the previous version's figures before the step starts."""
+    wait_for(
+        lambda: all(served(fleet, s, name, version) >= count for s in sites),
+        timeout=120,
+        what=f"{count} requests of {name}:{version} at {sites}",
+    )
+
+
 def test_residency_refused_at_hub_and_at_agent(fleet: Fleet) -> None:
     fleet.admin.push(fleet.model(offset=1.0), "eu-model", training_regions=["EU"])
     fleet.admin.apply_policies(
@@ -310,6 +330,7 @@ def test_bad_version_fails_first_wave_and_rolls_back(
     baseline(fleet, name)
     writer = write_failing_onnx if kind == "errors" else write_slow_onnx
     with traffic(fleet, name):
+        wait_served(fleet, name, 1, 2 * gates["min_requests"], ("site-a",))
         fleet.admin.push(fleet.model(writer), name, training_regions=["global"])
         untouched = {s: fleet.admin.show_site(s)["revision"] for s in ("site-b", "site-c")}
         result = deploy(
@@ -353,7 +374,8 @@ def test_relative_p99_gate_under_cpu_contention(fleet: Fleet) -> None:
     strategy = {**CANARY, "bake_s": 2, "progress_deadline_s": 120}
     baseline(fleet, name)
     with busy_cpus(), traffic(fleet, name):
-        time.sleep(2)  # v1 serves under contention too: the baseline is comparable
+        # v1 serves under contention too, enough for a baseline at every site.
+        wait_served(fleet, name, 1, 2 * gates["min_requests"], tuple(SITES))
         fleet.admin.push(fleet.model(offset=7.0), name, training_regions=["global"])
         good = settle(
             fleet,

@@ -31,13 +31,16 @@ def write_site_config(
     *,
     participate: bool = True,
     reason: str = "",
+    trainers: dict[str, str] | None = None,
     **federation: object,
 ) -> Path:
     data = write_csv(root / f"{name}.csv", x, y)
-    config = {
+    config: dict[str, object] = {
         "datasets": {"digits": {"path": str(data), "label": "label", "eval_fraction": 0.2}},
         "federation": {"participate": participate, "reason": reason, **federation},
     }
+    if trainers:
+        config["trainers"] = trainers
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +14,7 @@ import pytest
 
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
-from modelfleet.sim.launcher import HubProcess, SiteProcess, free_port
+from modelfleet.sim.launcher import HubProcess, SiteProcess
 
 # The store contract fixtures (SQLite always, PostgreSQL when the env var is set).
 # (postgres_url lives in tests/conftest.py and is visible everywhere.)
@@ -26,86 +24,13 @@ from tests.hub.store.conftest import (  # noqa: F401
     sqlite_url,
     store,
 )
+from tests.recording_proxy import RecordingProxy
 
 FAST_TELEMETRY = {
     "MODELFLEET_SITE_TELEMETRY_WINDOW_S": "0.2",
     "MODELFLEET_SITE_TELEMETRY_SHIP_INTERVAL_S": "0.2",
     "MODELFLEET_SITE_RETRY_MAX_S": "1",
 }
-
-
-class RecordingProxy:
-    """A TCP proxy on loopback that records every byte the client sends and can cut the
-    link (refusing and resetting connections) to simulate an outage."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self.sent = bytearray()
-        self._lock = threading.Lock()
-        self._down = threading.Event()
-        self._closed = threading.Event()
-        self._conns: list[socket.socket] = []
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        self._server.settimeout(0.2)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if self._down.is_set():
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if record:
-                    with self._lock:
-                        self.sent += data
-                dst.sendall(data)
-        except OSError:
-            pass  # either side closed: the relay ends
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        self._down.set()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for sock in conns:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def restore(self) -> None:
-        self._down.clear()
-
-    def close(self) -> None:
-        self._closed.set()
-        self.cut()
-        self._server.close()
 
 
 @dataclass
@@ -175,7 +100,7 @@ def send_requests(url: str, model: str, batches: list[np.ndarray]) -> int:
     return ok
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -190,3 +115,17 @@ def serving(site: SiteProcess, model: str, version: int = 1) -> bool:
     except httpx.TransportError:
         return False
     return response.status_code == 200 and response.json().get("version") == str(version)
+
+
+def spooled(site: SiteProcess) -> tuple[int, int]:
+    """(windows waiting in the site's telemetry outbox, windows it dropped), read from its
+    spool file (SQLite, WAL: readable while the site writes it)."""
+    db = sqlite3.connect(f"file:{site.state_dir / 'telemetry.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        (windows,) = db.execute("SELECT count(*) FROM windows").fetchone()
+        (dropped,) = db.execute("SELECT value FROM meta WHERE key = 'dropped_windows'").fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        return 0, 0
+    finally:
+        db.close()
+    return int(windows), int(dropped)

@@ -13,7 +13,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from modelfleet.cli.main import app
-from tests.monitoring.conftest import Fleet, send_requests, serving, wait_for
+from tests.monitoring.conftest import Fleet, send_requests, serving, spooled, wait_for
 
 SENTINEL = np.float32(1234.5678)  # used only in the inputs, never a real feature value
 
@@ -66,15 +66,21 @@ def test_outage_exact_totals_and_no_raw_values(fleet: Fleet, tiny_onnx) -> None:
     wait_for(lambda: fleet.site_total("plant-eu") == sent, what="first windows at the hub")
 
     proxy.cut()
-    started = time.monotonic()
-    while time.monotonic() - started < 3:  # ~15 windows close and spool during the outage
+    # Traffic goes on through the outage until several windows wait in the outbox (counted
+    # in the site's spool, not assumed from how long the loop ran).
+    deadline = time.monotonic() + 120
+    while spooled(site)[0] < 5:
+        assert time.monotonic() < deadline, f"outbox never held 5 windows: {spooled(site)}"
         sent += send_requests(site.url, "pump", batches(10))
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert fleet.site_total("plant-eu") < sent
     proxy.restore()
 
-    wait_for(lambda: fleet.site_total("plant-eu") == sent, timeout=30, what="backlog shipped")
-    time.sleep(1.0)  # a late duplicate would show up now
+    wait_for(lambda: fleet.site_total("plant-eu") == sent, timeout=60, what="backlog shipped")
+    # The outbox ships oldest first: once traffic sent after the backlog is counted too, a
+    # duplicate of a backlog window would have been counted before it.
+    sent += send_requests(site.url, "pump", batches(5))
+    wait_for(lambda: fleet.site_total("plant-eu") >= sent, timeout=60, what="later traffic")
     assert fleet.site_total("plant-eu") == sent
     status = fleet.admin.telemetry_status()
     row = next(r for r in status["sites"] if r["site"] == "plant-eu")
@@ -105,8 +111,11 @@ def test_full_outbox_drops_oldest_and_hub_shows_it(fleet: Fleet, tiny_onnx) -> N
     fleet.hub.stop()
     x = np.ones((2, 4), np.float32)
     sent = 0
-    started = time.monotonic()
-    while time.monotonic() - started < 3:
+    # Traffic while the hub is away until the 20 kB outbox has dropped windows (read from
+    # the site's spool), then a few more windows' worth.
+    deadline = time.monotonic() + 120
+    while spooled(site)[1] < 3:
+        assert time.monotonic() < deadline, f"the outbox never overflowed: {spooled(site)}"
         sent += send_requests(site.url, "pump", [x] * 5)
         time.sleep(0.05)
     fleet.hub.start()
@@ -117,7 +126,7 @@ def test_full_outbox_drops_oldest_and_hub_shows_it(fleet: Fleet, tiny_onnx) -> N
         )
         return row is not None and row["requests_total"] + row["dropped"]["requests"] == sent
 
-    wait_for(settled, timeout=30, what="counted + dropped == sent")
+    wait_for(settled, timeout=60, what="counted + dropped == sent")
     row = next(r for r in fleet.admin.telemetry_status()["sites"] if r["site"] == "plant-us")
     assert row["dropped"]["windows"] > 0
     assert 0 < row["requests_total"] < sent

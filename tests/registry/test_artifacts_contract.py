@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +19,7 @@ import pytest
 
 from modelfleet.errors import DigestMismatch, InvalidInput, NotFound, StoreError
 from modelfleet.registry.artifacts import (
+    COPY_CHUNK,
     ArtifactStore,
     LocalArtifactStore,
     mask_url,
@@ -218,6 +223,69 @@ def _plant_temporary(store: ArtifactStore) -> None:
 
 
 # --- local specifics -------------------------------------------------------------------
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from modelfleet.registry.artifacts import open_artifact_store
+    # Reads a FIFO the test keeps open: the upload stays in progress until the kill.
+    open_artifact_store(sys.argv[1]).put_file(Path(sys.argv[2]), sys.argv[3])
+    """
+)
+
+
+def test_writer_sigkilled_mid_upload_leaves_only_a_swept_temporary(
+    tmp_path: Path, make_blob: MakeBlob
+) -> None:
+    """A real writer process killed mid-upload (not a planted file): no blob appears, the
+    listing ignores its temporary, and the sweep removes it once old enough."""
+    root = tmp_path / "a"
+    store = open_artifact_store(str(root))
+    path, digest = make_blob(DATA)
+    store.put_file(path, digest)
+    fifo = tmp_path / "upload.fifo"
+    os.mkfifo(fifo)
+    unfinished = "ab" * 32
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(root), str(fifo), unfinished]
+    )
+    deadline = time.monotonic() + 60
+
+    def waiting(what: str) -> None:
+        assert writer.poll() is None, f"the writer ended before it was killed ({what})"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+    try:
+        while True:  # non-blocking open: fails (ENXIO) until the writer opens its end
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                waiting("the writer to open its source")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "wb") as feed:
+            feed.write(b"x" * (3 * COPY_CHUNK))
+            feed.flush()
+            while not any(p.stat().st_size > 0 for p in (root / "tmp").iterdir()):
+                waiting("the upload's temporary")
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(30)
+    finally:
+        writer.kill()
+        writer.wait(30)
+    assert writer.returncode == -signal.SIGKILL
+    (leftover,) = (root / "tmp").iterdir()
+    assert not store.exists(unfinished)
+    assert store.list_digests() == [digest]
+    assert store.cleanup_temporaries(older_than_s=3600) == 0  # may still be an upload
+    hour_ago = time.time() - 3601
+    os.utime(leftover, (hour_ago, hour_ago))
+    assert store.cleanup_temporaries(older_than_s=3600) == 1
+    assert list((root / "tmp").iterdir()) == []
+    assert store.list_digests() == [digest]
 
 
 def test_local_layout_and_file_url(tmp_path: Path, make_blob: MakeBlob) -> None:

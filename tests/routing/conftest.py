@@ -13,9 +13,6 @@ back before they return.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,36 +29,6 @@ from modelfleet.sim.wan import WanLink
 from tests.conftest import write_tiny_onnx
 
 PUMP_OFFSET = {"eu-a": 1.0, "eu-b": 2.0, "us": 3.0}
-
-
-@dataclass
-class ProxiedSite(SiteProcess):
-    """A site agent that reports ``public_url`` (its WAN link) as its URL to the hub.
-
-    ``site serve --public-url`` exists but ``SiteProcess`` cannot pass it, and the CLI's
-    default overrides ``MODELFLEET_SITE_PUBLIC_URL``; so this starts the command itself.
-    """
-
-    public_url: str = ""
-
-    def start(self, timeout: float = 30.0, *, wait_ready: bool = True) -> ProxiedSite:
-        cmd = [
-            sys.executable, "-m", "modelfleet", "site", "serve",
-            "--hub", self.hub_url, "--state-dir", str(self.state_dir),
-            "--port", str(self.port), "--log-level", "warning",
-            "--public-url", self.public_url,
-        ]  # fmt: skip
-        if self.enrollment_token:
-            cmd += ["--enroll", self.enrollment_token]
-            self.enrollment_token = None
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.state_dir.parent / f"{self.state_dir.name}.log").open("ab")
-        env = {**os.environ, "MODELFLEET_SITE_REPORT_INTERVAL_S": "0.5"}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
-        if wait_ready:
-            wait_http(f"{self.url}/v2/health/ready", timeout, self.proc)
-        return self
 
 
 def write_softmax_onnx(path: Path, scale: float) -> Path:
@@ -131,9 +98,9 @@ def geo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoFleet]:
         for name, (labels, refs) in plan.items():
             created = admin.add_site(name, labels)
             admin.set_assignments(name, refs)
-            site = ProxiedSite(root / f"site-{name}", hub.url, created["enrollment_token"])
+            site = SiteProcess(root / f"site-{name}", hub.url, created["enrollment_token"])
             link = WanLink(("127.0.0.1", site.port)).start()
-            site.public_url = link.url
+            site.extra_env["MODELFLEET_SITE_PUBLIC_URL"] = link.url  # what the hub lists
             site.start(wait_ready=False)
             fleet.sites[name], fleet.links[name], fleet.labels[name] = site, link, labels
         for name, site in fleet.sites.items():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.registry.manifest import canonical_json
 from modelfleet.sim.launcher import HubProcess, SiteProcess
+from tests.recording_proxy import RecordingProxy
 
 
 @dataclass
@@ -28,13 +31,31 @@ class Fleet:
     admin: HubClient
     sites: list[SiteProcess] = field(default_factory=list)
 
-    def add_site(self, name: str, **labels: str) -> SiteProcess:
+    proxies: list[RecordingProxy] = field(default_factory=list)
+
+    def add_site(
+        self,
+        name: str,
+        *,
+        via: RecordingProxy | None = None,
+        env: dict[str, str] | None = None,
+        **labels: str,
+    ) -> SiteProcess:
         created = self.admin.add_site(name, {"region": "eu-west", **labels})
         site = SiteProcess(
-            self.root / f"site-{name}", self.hub.url, created["enrollment_token"]
-        ).start()
+            self.root / f"site-{name}",
+            via.url if via else self.hub.url,
+            created["enrollment_token"],
+            extra_env=env or {},
+        ).start(timeout=60)
         self.sites.append(site)
         return site
+
+    def proxy(self) -> RecordingProxy:
+        """A recording proxy in front of the hub (for a site to reach the hub through)."""
+        made = RecordingProxy(self.hub.port)
+        self.proxies.append(made)
+        return made
 
 
 @pytest.fixture
@@ -48,6 +69,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     finally:
         for site in made.sites:
             site.stop()
+        for proxy in made.proxies:
+            proxy.close()
         admin.close()
         hub.stop()
 
@@ -64,7 +87,7 @@ def infer(url: str, model: str, x: np.ndarray, version: int | None = None) -> ht
 
 
 def wait_for(
-    predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
+    predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
 ) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -148,18 +171,23 @@ def test_swap_under_load_has_zero_failures(fleet: Fleet, tiny_onnx) -> None:
                 out = response.json()
                 seen.append((out["model_version"], out["outputs"][0]["data"][0]))
 
+    def answered_by(version: str) -> int:
+        return sum(v == version for v, _ in list(seen))
+
     workers = [threading.Thread(target=load) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    time.sleep(0.5)
-    fleet.admin.assign("plant-eu", "pump:2")
-    wait_for(lambda: any(v == "2" for v, _ in seen[-20:]), what="responses from version 2")
-    time.sleep(0.5)
-    stop.set()
-    for worker in workers:
-        worker.join()
+    try:
+        for worker in workers:
+            worker.start()
+        # Counted, not slept for: load flows before the swap, and goes on well after it.
+        wait_for(lambda: answered_by("1") >= 30, what="30 answers from version 1")
+        fleet.admin.assign("plant-eu", "pump:2")
+        wait_for(lambda: answered_by("2") >= 30, what="30 answers from version 2")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
     assert failures == []
-    assert len(seen) > 50
+    assert len(seen) >= 60
     versions = [v for v, _ in seen]
     assert versions[0] == "1"
     assert versions[-1] == "2"
@@ -234,12 +262,14 @@ def _resign_with_other_key(fleet: Fleet, model: str, version: int) -> None:
 )
 def test_tampering_refused_previous_keeps_serving(fleet: Fleet, tiny_onnx, tamper, code) -> None:
     fleet.admin.push(tiny_onnx(offset=1.0), "pump")
-    site = fleet.add_site("plant-eu")
+    proxy = fleet.proxy()  # the site reaches the hub through it: every request is on record
+    site = fleet.add_site("plant-eu", via=proxy)
     fleet.admin.assign("plant-eu", "pump:1")
     wait_for(lambda: active_version(site, "pump") == 1)
     second = fleet.admin.push(tiny_onnx(offset=5.0), "pump")
+    digest = second["digest"].removeprefix("sha256:")
     if tamper == "blob":
-        _tamper_blob(fleet, second["digest"])
+        _tamper_blob(fleet, digest)
     elif tamper == "manifest":
         _tamper_manifest(fleet, "pump", 2)
     else:
@@ -249,11 +279,20 @@ def test_tampering_refused_previous_keeps_serving(fleet: Fleet, tiny_onnx, tampe
         lambda: reported(fleet, "plant-eu", "pump").get("state") == "failed", what="failure report"
     )
     state = reported(fleet, "plant-eu", "pump")
-    assert state["error"]["code"] in {code, "verification_failed"}, state
+    assert state["error"]["code"] == code, state
     assert state["active_version"] == 1
     assert active_version(site, "pump") == 1
     x = np.zeros((1, 4), np.float32)
     assert infer(site.url, "pump", x).json()["outputs"][0]["data"] == [1.0] * 4
+    # What the site fetched: the tampered blob was downloaded, hashed and discarded; a
+    # manifest whose signature fails is refused before a single byte of its blob is asked for.
+    fetched = proxy.requests_with(f"/api/v1/blobs/{digest}".encode())
+    if tamper == "blob":
+        assert fetched, "the blob was never downloaded"
+    else:
+        assert fetched == [], fetched
+    assert not _cached_blob(site, digest).exists()
+    assert not (site.state_dir / "cache" / "partial" / digest).exists()
 
 
 def test_hub_killed_site_restarts_from_cache(fleet: Fleet, tiny_onnx) -> None:
@@ -270,16 +309,19 @@ def test_hub_killed_site_restarts_from_cache(fleet: Fleet, tiny_onnx) -> None:
     site.kill()
     started = time.monotonic()
     site.start(wait_ready=False)
-    wait_for(lambda: active_version(site, "pump") == 1, timeout=10, what="restart from cache")
-    restart_s = time.monotonic() - started
-    assert restart_s < 10  # the 2 s figure is measured and printed, not asserted (shared machine)
-    print(f"site restart to serving from cache with the hub down: {restart_s:.2f} s")
+    wait_for(lambda: active_version(site, "pump") == 1, what="restart from cache")
+    # Measured and printed, never asserted: how fast depends on the machine.
+    print(
+        f"site restart to serving from cache with the hub down: {time.monotonic() - started:.2f} s"
+    )
+    assert fleet.hub.proc is not None
+    assert fleet.hub.proc.poll() is not None  # the hub really was down all along
     assert infer(site.url, "pump", x).json()["outputs"][0]["data"] == [3.0] * 8
 
     fleet.hub.start()
     fleet.admin.push(tiny_onnx(offset=7.0), "pump")
     fleet.admin.assign("plant-eu", "pump:2")
-    wait_for(lambda: active_version(site, "pump") == 2, timeout=30, what="convergence after outage")
+    wait_for(lambda: active_version(site, "pump") == 2, what="convergence after outage")
     wait_for(lambda: fleet.admin.show_site("plant-eu")["online"], what="site online again")
 
 
@@ -322,3 +364,75 @@ def test_enrollment_token_single_use_and_expiry(fleet: Fleet) -> None:
         enroll(fleet.hub.url, short["enrollment_token"])
     reissued = fleet.admin.reissue_enrollment("plant-us")
     assert enroll(fleet.hub.url, reissued["enrollment_token"]).site == "plant-us"
+
+
+def _cached_blob(site: SiteProcess, digest: str) -> Path:
+    return site.state_dir / "cache" / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+
+def _site_log(site: SiteProcess) -> str:
+    return (site.state_dir.parent / f"{site.state_dir.name}.log").read_text(errors="replace")
+
+
+def test_restart_from_a_tampered_cache_refuses_the_blob(fleet: Fleet, tiny_onnx) -> None:
+    """A cached blob altered on disk while the site was down (still a valid model, other
+    answers) is refused at restart, with the hub down and after it is back: the site never
+    serves it, and serves the genuine version again once it can fetch it."""
+    fleet.admin.push(tiny_onnx(offset=3.0), "pump")
+    site = fleet.add_site("plant-eu", env={"MODELFLEET_SITE_RETRY_MAX_S": "1"})
+    fleet.admin.assign("plant-eu", "pump:1")
+    wait_for(lambda: active_version(site, "pump") == 1, what="pump:1 active")
+    x = np.zeros((1, 4), np.float32)
+    genuine = [3.0] * 4
+    assert infer(site.url, "pump", x).json()["outputs"][0]["data"] == genuine
+    digest = fleet.admin.resolve("pump:1")["digest"].removeprefix("sha256:")
+    cached = _cached_blob(site, digest)
+    assert cached.is_file()
+
+    site.kill()
+    fleet.hub.kill()
+    data = cached.read_bytes()
+    three, four = struct.pack("<f", 3.0), struct.pack("<f", 4.0)
+    assert data.count(three) == 1
+    cached.chmod(0o644)
+    cached.write_bytes(data.replace(three, four))
+    tampered = ort.InferenceSession(str(cached)).run(None, {"X": x})[0]
+    assert tampered.ravel().tolist() == [4.0] * 4  # a working model: serving it would show
+
+    answers: list[tuple[int, object]] = []
+
+    def observe() -> None:
+        try:
+            response = infer(site.url, "pump", x)
+        except httpx.TransportError:
+            return
+        body = response.json() if response.status_code == 200 else None
+        answers.append((response.status_code, body["outputs"][0]["data"] if body else None))
+
+    def refused_offline() -> bool:
+        observe()
+        assert all(status != 200 for status, _ in answers), f"served a tampered blob: {answers}"
+        log = _site_log(site)
+        # Refused at restore, then again when the saved desired state is applied (which
+        # would need the hub to fetch the genuine blob).
+        return "cached pump:1 not restored" in log and "pump:1 not activated" in log
+
+    site.start(wait_ready=False)
+    wait_for(refused_offline, what="the tampered cache refused with the hub down")
+    assert active_version(site, "pump") is None
+    assert not cached.exists()  # the damaged copy is gone, not kept for next time
+    assert all(status != 200 for status, _ in answers), answers
+
+    fleet.hub.start()
+
+    def serving_genuine() -> bool:
+        observe()
+        return active_version(site, "pump") == 1
+
+    wait_for(serving_genuine, what="the genuine pump:1 fetched again and served")
+    observe()
+    assert answers[-1] == (200, genuine)
+    served = [data for status, data in answers if status == 200]
+    assert served
+    assert all(data == genuine for data in served), answers
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == digest

@@ -44,7 +44,7 @@ class FakeModel:
 
     def run(self, feeds: Feeds, names: list[str]) -> Feeds:
         self.entered.set()
-        self.gate.wait(5)
+        assert self.gate.wait(60), "the test never opened the gate"
         x = feeds["x"]
         self.calls.append(x.shape[0])
         if np.isnan(x).any():
@@ -73,14 +73,30 @@ def test_policy_from_params() -> None:
             BatchPolicy.from_params(bad)
 
 
+#: A batching window no test could wait out: a lone request that waited for it would hang.
+HOUR_MS = 3_600_000.0
+
+
 @run_async
 async def test_lone_request_runs_at_once(executor: ThreadPoolExecutor) -> None:
     model = FakeModel()
-    batcher = Batcher(model.run, BatchPolicy(32, 1000.0), executor, batchable=True)
-    # A 1000 ms batching window must not delay a lone request: it completes well before.
-    out = await asyncio.wait_for(batcher.submit({"x": rows(3)}, ("y",)), timeout=0.5)
-    np.testing.assert_array_equal(out["y"], rows(3) * 2)
+    batcher = Batcher(model.run, BatchPolicy(32, HOUR_MS), executor, batchable=True)
+    # Cheap batches run inline: the lone request is answered within the loop turn that
+    # flushes it, however long the window and however slow the machine.
+    future = batcher.submit({"x": rows(3)}, ("y",))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert future.done()
+    np.testing.assert_array_equal(future.result()["y"], rows(3) * 2)
     assert model.calls == [3]
+    # On a worker thread (no inline runs), it starts at once too: an hour-long window would
+    # outlast the (generous) deadline 60 times.
+    threaded = Batcher(
+        model.run, BatchPolicy(32, HOUR_MS), executor, batchable=True, inline_below_s=0
+    )
+    out = await asyncio.wait_for(threaded.submit({"x": rows(2)}, ("y",)), timeout=60)
+    np.testing.assert_array_equal(out["y"], rows(2) * 2)
+    assert model.calls == [3, 2]
 
 
 @run_async
@@ -90,7 +106,7 @@ async def test_queue_forms_while_busy_and_splits_back(executor: ThreadPoolExecut
     batcher = Batcher(model.run, BatchPolicy(8, 2.0), executor, batchable=True, inline_below_s=0)
     first = batcher.submit({"x": rows(1, 100)}, ("y",))
     await asyncio.sleep(0)
-    await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
+    assert await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 60)
     sizes = [1, 2, 3, 2, 4, 1]  # 13 rows: batches of at most 8 rows
     futures = [batcher.submit({"x": rows(n, 10.0 * i)}, ("y",)) for i, n in enumerate(sizes)]
     model.gate.set()
@@ -110,7 +126,7 @@ async def test_incompatible_requests_never_share_a_batch(executor: ThreadPoolExe
     model.gate.clear()
     batcher = Batcher(model.run, BatchPolicy(64, 2.0), executor, batchable=True, inline_below_s=0)
     blocker = batcher.submit({"x": rows(1)}, ("y",))
-    await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
+    assert await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 60)
     a = batcher.submit({"x": rows(2, width=2)}, ("y",))
     b = batcher.submit({"x": rows(2, width=3)}, ("y",))  # other trailing shape
     c = batcher.submit({"x": rows(2, width=2)}, ("z",))  # other requested outputs
@@ -130,7 +146,7 @@ async def test_a_bad_request_fails_alone(executor: ThreadPoolExecutor) -> None:
     model.gate.clear()
     batcher = Batcher(model.run, BatchPolicy(64, 2.0), executor, batchable=True, inline_below_s=0)
     blocker = batcher.submit({"x": rows(1)}, ("y",))
-    await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 5)
+    assert await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 60)
     bad_rows = rows(2)
     bad_rows[1, 0] = np.nan
     good = batcher.submit({"x": rows(2)}, ("y",))

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from modelfleet.errors import DigestMismatch, InvalidInput, NotFound
+from modelfleet.errors import DigestMismatch, HubUnreachable, InvalidInput, NotFound
 from modelfleet.site.cache import BlobCache
+from modelfleet.site.hub_link import HubLink
 
 
 def digest_of(data: bytes) -> str:
@@ -53,6 +58,24 @@ def test_commit_tampered_leaves_nothing(cache: BlobCache) -> None:
     assert cache.size_bytes() == 0
 
 
+def test_a_blob_damaged_after_commit_is_not_intact_and_is_discarded(cache: BlobCache) -> None:
+    data = b"model bytes" * 1000
+    digest = download(cache, data)
+    path = cache.commit(digest, len(data))
+    assert cache.intact(digest, len(data))
+    assert not cache.intact(digest, len(data) + 1)  # the size is part of what is promised
+    assert not cache.has(digest)  # ...and a blob that breaks a promise is gone
+    cache.commit(download(cache, data), len(data))
+    path.chmod(0o644)
+    damaged = bytearray(data)
+    damaged[123] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    assert cache.has(digest)  # a file is there, but it is not the blob
+    assert not cache.intact(digest, len(data))
+    assert not cache.has(digest)
+    assert not cache.intact(digest, len(data))  # absent: not intact either
+
+
 def test_commit_wrong_size(cache: BlobCache) -> None:
     data = b"abc"
     digest = download(cache, data)
@@ -66,14 +89,73 @@ def test_commit_without_partial(cache: BlobCache) -> None:
         cache.commit(digest_of(b"x"), 1)
 
 
-def test_resume_appends_to_partial(cache: BlobCache) -> None:
-    data = b"0123456789" * 500
+class BlobServer:
+    """Serves one blob as the hub does (``Range: bytes=N-`` answered 206), records the Range
+    header of every request, and cuts the first response after ``cut_at`` bytes of body."""
+
+    def __init__(self, data: bytes, cut_at: int) -> None:
+        self.data = data
+        self.cut_at: int | None = cut_at
+        self.ranges: list[str | None] = []
+        blob = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                wanted = self.headers.get("Range")
+                blob.ranges.append(wanted)
+                start = 0
+                if wanted is not None:
+                    start = int(wanted.removeprefix("bytes=").removesuffix("-"))
+                body = blob.data[start:]
+                self.send_response(206 if wanted else 200)
+                self.send_header("Content-Length", str(len(body)))
+                if wanted:
+                    total = len(blob.data)
+                    self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
+                self.end_headers()
+                cut, blob.cut_at = blob.cut_at, None
+                if cut is None:
+                    self.wfile.write(body)
+                    return
+                self.wfile.write(body[:cut])  # then the connection dies mid-body
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # port 0, read back
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_interrupted_download_resumes_with_a_range_request(cache: BlobCache) -> None:
+    """A real download (HubLink, as the agent uses it) cut mid-body leaves a partial file;
+    the next attempt asks for exactly the missing bytes, and the commit verifies the whole."""
+    data = os.urandom(3 * (1 << 20) + 12345)  # several of HubLink's 1 MiB write chunks
     digest = digest_of(data)
+    server = BlobServer(data, cut_at=len(data) // 2 + 777)
+    link = HubLink(server.url, "plant-eu", "token")
     partial = cache.partial_path(digest)
-    partial.write_bytes(data[:1234])  # a download cut short
-    assert partial.stat().st_size == 1234  # the Range offset to resume from
-    with partial.open("ab") as handle:
-        handle.write(data[partial.stat().st_size :])
+    url = f"/api/v1/blobs/{digest[7:]}"
+    try:
+        with pytest.raises(HubUnreachable, match="interrupted"):
+            link.download(url, partial, len(data))
+        have = partial.stat().st_size
+        assert 0 < have < len(data)
+        assert partial.read_bytes() == data[:have]
+        link.download(url, partial, len(data))
+    finally:
+        link.close()
+        server.close()
+    assert server.ranges == [None, f"bytes={have}-"]  # the resumed request, at the right offset
     assert cache.commit(digest, len(data)).read_bytes() == data
 
 

@@ -103,28 +103,22 @@ class Recorder:
         self.calls.append(kwargs)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class LiveSite:
     """An InferenceServer on the builtin listener, in a thread with its own event loop."""
 
     def __init__(self, server: InferenceServer) -> None:
         self.server = server
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        # Port 0: the listener binds a free port itself; read back what it got.
         future = asyncio.run_coroutine_threadsafe(
-            start_builtin(server.app(), "127.0.0.1", self.port), self.loop
+            start_builtin(server.app(), "127.0.0.1", 0), self.loop
         )
-        self._listener = future.result(10)
-        self.client = httpx.Client(base_url=self.url, timeout=10)
+        self._listener = future.result(60)
+        self.port: int = self._listener.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def close(self) -> None:
         self.client.close()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import sqlite3
 import stat
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -111,23 +116,106 @@ def test_concurrent_writers(db: Path) -> None:
     state.close()
 
 
+_KILLED_AT_COMMIT = textwrap.dedent(
+    """
+    import os, signal, sqlite3, sys
+    from pathlib import Path
+
+    armed = False
+
+    class KilledAtCommit(sqlite3.Connection):
+        # SQLite's own seam, not the state's: the process dies as COMMIT is about to run.
+        def execute(self, sql, *args):
+            if armed and sql == "COMMIT":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().execute(sql, *args)
+
+    connect = sqlite3.connect
+    sqlite3.connect = lambda *a, **k: connect(*a, factory=KilledAtCommit, **k)
+
+    from modelfleet.site.state import SiteState
+
+    state = SiteState(Path(sys.argv[1]))
+    state.set("k", "committed")
+    armed = True
+    state.save_desired("e2", {"v": 2})  # written, never committed: the process dies first
+    """
+)
+
+_WRITING_UNTIL_KILLED = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from modelfleet.site.state import SiteState
+    state = SiteState(Path(sys.argv[1]))
+    i = 0
+    while True:
+        i += 1
+        state.set("counter", str(i))
+        state.save_desired(f"e{i}", {"i": i, "pad": "x" * 4000})
+        if i == 20:
+            print("writing", flush=True)
+    """
+)
+
+
+def _run_until_killed(script: str, db: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", script, str(db)], capture_output=True, text=True, timeout=120
+    )
+
+
+def _integrity(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        (result,) = conn.execute("PRAGMA integrity_check").fetchone()
+    finally:
+        conn.close()
+    return str(result)
+
+
 def test_interrupted_write_keeps_previous_value(db: Path) -> None:
+    """A process SIGKILLed inside a write (its row written, the COMMIT not yet run) leaves
+    the old value: what SQLite's journal recovers, not an exception handler's rollback."""
     with SiteState(db) as state:
         state.set("k", "old")
         state.save_desired("e1", {"v": 1})
-
-        def crash_mid_transaction() -> None:
-            with state._transaction() as tx:
-                tx.execute("UPDATE kv SET value = 'new' WHERE key = 'k'")
-                tx.execute("UPDATE desired SET etag = 'e2'")
-                raise RuntimeError("crash mid-transaction")
-
-        with pytest.raises(RuntimeError, match="crash"):
-            crash_mid_transaction()
-        assert state.get("k") == "old"
-        assert state.load_desired() == ("e1", {"v": 1})
+    killed = _run_until_killed(_KILLED_AT_COMMIT, db)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     with SiteState(db) as state:
-        assert state.get("k") == "old"
+        assert state.get("k") == "committed"  # the write before it is there...
+        assert state.load_desired() == ("e1", {"v": 1})  # ...the interrupted one is not
+    assert _integrity(db) == "ok"
+
+
+def test_sigkill_at_any_moment_leaves_whole_values(db: Path) -> None:
+    """A writer killed from outside at an arbitrary moment, through the public interface:
+    every value is one that was written whole, and the file is sound."""
+    SiteState(db).close()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITING_UNTIL_KILLED, str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "writing\n"  # 20 writes of each done, more going
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait(30)
+    assert writer.returncode == -signal.SIGKILL
+    with SiteState(db) as state:
+        counter = state.get("counter")
+        saved = state.load_desired()
+    assert counter is not None
+    assert int(counter) >= 20
+    assert saved is not None
+    etag, doc = saved
+    assert etag == f"e{doc['i']}"  # the row is one write's, not a mix of two
+    assert doc["pad"] == "x" * 4000
+    assert int(counter) - 1 <= doc["i"] <= int(counter)  # written in that order
+    assert _integrity(db) == "ok"
 
 
 def test_unserialisable_params_leave_previous_good(db: Path) -> None:

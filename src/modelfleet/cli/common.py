@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -46,6 +47,15 @@ TokenOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ReadyFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ready-file",
+        help='Once listening, write {"pid": ..., "port": ...} to this file (for launchers; '
+        "with --port 0 it is how they learn the port the kernel chose).",
+        show_default=False,
+    ),
+]
 
 DEFAULT_HUB = DEFAULT_HUB_URL
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from modelfleet.cli.common import DEFAULT_HUB, HubOpt, TokenOpt, err_console
+from modelfleet.cli.common import DEFAULT_HUB, HubOpt, ReadyFileOpt, TokenOpt, err_console
 from modelfleet.errors import InvalidInput
 from modelfleet.settings import DEFAULT_GATEWAY_PORT
 
@@ -20,7 +20,7 @@ def serve(
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = DEFAULT_GATEWAY_PORT,
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = DEFAULT_GATEWAY_PORT,
     data_region: Annotated[
         str | None,
         typer.Option(
@@ -49,16 +49,21 @@ def serve(
     deadline: Annotated[float, typer.Option(help="Per-request deadline in seconds.")] = 10.0,
     no_hedge: Annotated[bool, typer.Option("--no-hedge", help="Disable hedging.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    ready_file: ReadyFileOpt = None,
 ) -> None:
     """Serve /v2 (infer, metadata, ready, health) and route each request to the nearest site
     allowed to see its data; /metrics and /healthz show the router's view."""
 
+    from modelfleet.listen import bind, bound_port, report_ready
     from modelfleet.routing.directory import SiteDirectory
     from modelfleet.routing.gateway import Gateway
     from modelfleet.routing.gateway import serve as run
     from modelfleet.routing.residency import ResidencyRules
     from modelfleet.routing.router import Router, RoutingOptions
     from modelfleet.yamlfile import load_yaml
+
+    sock = bind(host, port)  # first: a taken port fails fast; port 0 picks a free one
+    port = bound_port(sock)
 
     if sites is not None:
         doc = load_yaml(sites, "site list")
@@ -79,4 +84,5 @@ def serve(
         f"default data region {data_region or '(none: header required)'}",
         highlight=False,
     )
-    run(Gateway(router, default_region=data_region), host, port, log_level)
+    report_ready(sock, ready_file)
+    run(Gateway(router, default_region=data_region), host, port, log_level, sock=sock)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from modelfleet.cli.common import console, err_console
+from modelfleet.cli.common import ReadyFileOpt, console, err_console
 from modelfleet.settings import DEFAULT_HUB_PORT, HubSettings, default_data_dir
 
 app = typer.Typer(help="Create and run the hub (the control plane).", no_args_is_help=True)
@@ -67,14 +67,18 @@ def serve(
         str | None, typer.Option(help="Override the artifact store recorded by `hub init`.")
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = DEFAULT_HUB_PORT,
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = DEFAULT_HUB_PORT,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    ready_file: ReadyFileOpt = None,
 ) -> None:
     """Run the hub's HTTP API (OpenAPI at /docs, Prometheus at /metrics)."""
     import uvicorn
 
     from modelfleet.hub.app import build_context, create_app
+    from modelfleet.listen import bind, bound_port, report_ready
 
+    sock = bind(host, port)  # before anything else: a taken port fails fast
+    port = bound_port(sock)
     overrides: dict[str, object] = {"host": host, "port": port}
     if data_dir is not None:
         overrides["data_dir"] = data_dir.expanduser().resolve()
@@ -89,11 +93,14 @@ def serve(
         f"hub on http://{host}:{port}  db={ctx.store.url}  artifacts={ctx.artifacts.url}",
         highlight=False,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(ctx),
-        host=host,
-        port=port,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=3,  # long-polls must not hold a restart for 30 s
     )
+    report_ready(sock, ready_file)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn.run: the app failed to start

@@ -13,6 +13,7 @@ from modelfleet.cli.common import (
     DEFAULT_HUB,
     HubOpt,
     JsonOpt,
+    ReadyFileOpt,
     TokenOpt,
     client,
     console,
@@ -231,7 +232,10 @@ def serve(
         str, typer.Option(envvar="MODELFLEET_SITE_HOST", help="Interface of the inference server.")
     ] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option(envvar="MODELFLEET_SITE_PORT", help="Port of the inference server.")
+        int,
+        typer.Option(
+            envvar="MODELFLEET_SITE_PORT", help="Port of the inference server (0: any free port)."
+        ),
     ] = DEFAULT_SITE_PORT,
     public_url: Annotated[
         str | None,
@@ -266,13 +270,19 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    ready_file: ReadyFileOpt = None,
 ) -> None:
     """Run a site agent: enroll once, then serve assigned models (OIP v2 under /v2)."""
+    from modelfleet.listen import bind, bound_port, report_ready
     from modelfleet.settings import SiteSettings
     from modelfleet.site.agent import SiteAgent
     from modelfleet.site.listener import serve_http
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    # Bound first (refusing connections until it listens): a taken port fails before the
+    # agent enrolls, and with port 0 the agent reports the port the kernel chose.
+    sock = bind(host, port)
+    port = bound_port(sock)
     overrides: dict[str, object] = {"state_dir": state_dir.resolve(), "host": host, "port": port}
     if public_url is not None:
         overrides["public_url"] = public_url
@@ -291,6 +301,7 @@ def serve(
         highlight=False,
     )
     try:
-        serve_http(agent.server.app(), host=host, port=port, log_level=log_level)
+        report_ready(sock, ready_file)
+        serve_http(agent.server.app(), host=host, port=port, log_level=log_level, sock=sock)
     finally:
         agent.stop()

@@ -16,6 +16,7 @@ Answers carry ``x-modelfleet-site`` (who served) and ``x-request-id``.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -201,11 +202,19 @@ async def _reply(send: Send, status: int, doc: Any) -> None:
     await _raw(send, status, orjson.dumps(doc), _JSON)
 
 
-def serve(gateway: Gateway, host: str, port: int, log_level: str = "warning") -> None:
-    """Run the gateway with uvicorn (uvloop and httptools when installed)."""
+def serve(
+    gateway: Gateway,
+    host: str,
+    port: int,
+    log_level: str = "warning",
+    *,
+    sock: socket.socket | None = None,
+) -> None:
+    """Run the gateway with uvicorn (uvloop and httptools when installed); on ``sock`` when
+    given (already bound, see :mod:`modelfleet.listen`), else on ``host:port``."""
     import uvicorn
 
-    uvicorn.run(
+    config = uvicorn.Config(
         gateway,
         host=host,
         port=port,
@@ -218,3 +227,7 @@ def serve(gateway: Gateway, host: str, port: int, log_level: str = "warning") ->
         # reconnect (one more round trip) after every pause.
         timeout_keep_alive=75,
     )
+    server = uvicorn.Server(config)
+    server.run(sockets=None if sock is None else [sock])
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: the app failed to start

@@ -1,36 +1,126 @@
-"""Start and stop real hub processes on loopback (used by the demo and integration tests)."""
+"""Start and stop real hub, site and gateway processes on loopback (the demo, tests, benchmarks).
+
+Ports. Each process object holds its port *reserved* for as long as the object lives: a
+socket bound to ``127.0.0.1:<port>`` with ``SO_REUSEADDR`` that never listens. While it is
+held, the kernel gives that port to no one else (``bind`` to port 0 and outgoing
+connections skip it), yet the child can bind it too (``SO_REUSEADDR`` on both sides, only
+one of them listening) and listen. So the port is known before the child starts (a WAN link
+can be put in front of it first), a child restarted "on the same port" never races another
+process for it, and while no child runs, connecting to the port is refused, as with any
+process that is down. Finding a free port by binding and releasing it instead lets anyone
+take it in between. (These are Linux's rules for ``SO_REUSEADDR``, where the tests, the demo
+and CI run.)
+
+Readiness. Each child is told ``--ready-file``: once listening, it writes its pid and port
+there (:mod:`modelfleet.listen`). :func:`wait_http` waits for that report before it
+believes an HTTP 200: the answer then comes from the process that was started, on the port it
+reported, not from whatever else might be listening there.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
 from modelfleet.errors import ModelfleetError
+from modelfleet.listen import read_ready_file
+
+__all__ = [
+    "GatewayProcess",
+    "HubProcess",
+    "PortReservation",
+    "SiteProcess",
+    "reserve_port",
+    "wait_http",
+]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class PortReservation:
+    """A loopback port nobody else gets while this object lives (see the module docstring).
+
+    A child process may listen on it, provided it binds with ``SO_REUSEADDR`` (the modelfleet
+    servers, uvicorn and asyncio servers all do).
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, 0))
+        except OSError:
+            sock.close()
+            raise
+        self.host = host
+        self.port: int = sock.getsockname()[1]
+        self._sock = sock
+        self._finalizer = weakref.finalize(self, sock.close)
+
+    def close(self) -> None:
+        """Give the port back."""
+        self._finalizer()
+
+
+def reserve_port(host: str = "127.0.0.1") -> PortReservation:
+    """Reserve a free port on ``host`` for a child process to listen on."""
+    return PortReservation(host)
+
+
+#: The ready file each launched child writes (read by :func:`wait_http`).
+_READY_FILES: weakref.WeakKeyDictionary[subprocess.Popen[bytes], Path] = weakref.WeakKeyDictionary()
+
+
+def _url_port(url: str) -> int:
+    parts = urlsplit(url)
+    if parts.port is not None:
+        return parts.port
+    return 443 if parts.scheme == "https" else 80
+
+
+def _check_alive(proc: subprocess.Popen[bytes] | None, url: str) -> None:
+    if proc is not None and proc.poll() is not None:
+        raise ModelfleetError(f"process exited with code {proc.returncode} before {url} was up")
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
+    """Poll ``url`` until it answers 200; fail early if ``proc`` exits.
+
+    With a ``proc`` started by this module, an answer counts only once ``proc`` has reported
+    (in its ready file) that it listens on ``url``'s port, and while it is alive: then the 200
+    is its own. Without ``proc`` (a URL through a proxy, say) any 200 counts.
+    """
     deadline = time.monotonic() + timeout
+    ready_file = _READY_FILES.get(proc) if proc is not None else None
+    if proc is not None and ready_file is not None:
+        while True:
+            _check_alive(proc, url)
+            report = read_ready_file(ready_file)
+            if report is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise ModelfleetError(f"{url}: the process did not report ready in {timeout:.0f}s")
+            time.sleep(0.02)
+        if report.pid != proc.pid or report.port != _url_port(url):
+            raise ModelfleetError(
+                f"{url} is not served by process {proc.pid}: it reported pid {report.pid} "
+                f"listening on port {report.port}"
+            )
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise ModelfleetError(f"process exited with code {proc.returncode} before {url} was up")
+        _check_alive(proc, url)
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
+                _check_alive(proc, url)  # the answer came while it was alive
                 return
         except httpx.TransportError:
             pass  # not listening yet: ask again
@@ -39,9 +129,45 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
 
 
 class _Child:
-    """Stopping a child process: politely (SIGTERM, then SIGKILL after 10 s) or as a crash."""
+    """A server child process on a reserved port; stopping it politely or as a crash."""
 
     proc: subprocess.Popen[bytes] | None
+    port: int
+    _reservation: PortReservation | None
+    _ready_dir: Path
+
+    def _reserve(self) -> None:
+        """Called by the dataclasses' ``__post_init__``: port 0 means "reserve one"."""
+        self._reservation = None
+        if self.port == 0:
+            self._reservation = reserve_port()
+            self.port = self._reservation.port
+        self._ready_dir = Path(tempfile.mkdtemp(prefix="modelfleet-ready-"))
+        weakref.finalize(self, shutil.rmtree, self._ready_dir, True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ready_file(self) -> Path:
+        """Where the current child reports its pid and port once it listens."""
+        return self._ready_dir / "ready.json"
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.ready_file.unlink(missing_ok=True)  # a previous child's report
+        log = log_path.open("ab")
+        try:
+            proc = subprocess.Popen(
+                [*cmd, "--ready-file", str(self.ready_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        finally:
+            log.close()
+        _READY_FILES[proc] = self.ready_file
+        self.proc = proc
 
     def kill(self) -> None:
         """SIGKILL: no clean-up runs, as in a crash."""
@@ -50,6 +176,7 @@ class _Child:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s. The port stays reserved for a restart."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -60,19 +187,18 @@ class _Child:
 
 @dataclass
 class HubProcess(_Child):
-    """A ``modelfleet hub serve`` child process."""
+    """A ``modelfleet hub serve`` child process (port 0: a reserved free port)."""
 
     data_dir: Path
-    port: int = field(default_factory=free_port)
+    port: int = 0
     db: str | None = None
     artifacts: str | None = None
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __post_init__(self) -> None:
+        self._reserve()
 
     def start(self, timeout: float = 30.0) -> HubProcess:
         cmd = [
@@ -83,10 +209,8 @@ class HubProcess(_Child):
             cmd += ["--db", self.db]
         if self.artifacts:
             cmd += ["--artifacts", self.artifacts]
-        log = (self.log_path or self.data_dir / "hub.log").open("ab")
         env = {**os.environ, **self.extra_env}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
+        self._spawn(cmd, env, self.log_path or self.data_dir / "hub.log")
         wait_http(f"{self.url}/healthz", timeout, self.proc)
         return self
 
@@ -98,16 +222,15 @@ class SiteProcess(_Child):
     state_dir: Path
     hub_url: str
     enrollment_token: str | None = None
-    port: int = field(default_factory=free_port)
+    port: int = 0
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     #: Quiet by default: simulations run many sites.
     log_level: str = "warning"
     proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __post_init__(self) -> None:
+        self._reserve()
 
     def start(self, timeout: float = 30.0, *, wait_ready: bool = True) -> SiteProcess:
         cmd = [
@@ -119,10 +242,32 @@ class SiteProcess(_Child):
             cmd += ["--enroll", self.enrollment_token]
             self.enrollment_token = None  # single use: later restarts use the state dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_path or self.state_dir.parent / f"{self.state_dir.name}.log").open("ab")
         env = {**os.environ, "MODELFLEET_SITE_REPORT_INTERVAL_S": "0.5", **self.extra_env}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
+        self._spawn(cmd, env, self.log_path or self.state_dir.parent / f"{self.state_dir.name}.log")
         if wait_ready:
             wait_http(f"{self.url}/v2/health/ready", timeout, self.proc)
+        return self
+
+
+@dataclass
+class GatewayProcess(_Child):
+    """A ``modelfleet gateway serve`` child process; ``args`` are its other options."""
+
+    args: list[str] = field(default_factory=list)
+    port: int = 0
+    log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self._reserve()
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        cmd = [
+            sys.executable, "-m", "modelfleet", "gateway", "serve",
+            "--port", str(self.port), *self.args,
+        ]  # fmt: skip
+        env = {**os.environ, **self.extra_env}
+        self._spawn(cmd, env, self.log_path or Path(os.devnull))
+        wait_http(f"{self.url}/v2/health/live", timeout, self.proc)
         return self

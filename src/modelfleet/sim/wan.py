@@ -35,6 +35,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -136,7 +137,13 @@ class WanLink:
         rto_s: float = 0.2,
         handshake: bool = True,
         seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
+        """``clock`` and ``sleep`` are the link's sense of time (tests inject a virtual one,
+        so what the link holds back is checked exactly, whatever the machine's speed)."""
+        self._clock = clock
+        self._sleep = sleep
         self.upstream = parse_hostport(upstream) if isinstance(upstream, str) else upstream
         self._listen = parse_hostport(listen) if isinstance(listen, str) else listen
         self.settings = LinkSettings(delay_s, jitter_s, loss, loss_mode, rto_s, handshake).check()
@@ -309,7 +316,7 @@ class WanLink:
                 transport.abort()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if self._cut == "reset":
             client_w.transport.abort()
             return
@@ -340,7 +347,7 @@ class WanLink:
 
     def _due(self, not_before: float, last: float) -> tuple[float, bool]:
         s = self.settings
-        due = time.monotonic() + s.delay_s
+        due = self._clock() + s.delay_s
         if s.jitter_s:
             due += self._rng.uniform(0.0, s.jitter_s)
         lost = bool(s.loss) and self._rng.random() < s.loss
@@ -373,19 +380,19 @@ class WanLink:
                     wake.clear()
                     await wake.wait()
                 due, data = queue[0]
-                delay = due - time.monotonic()
+                delay = due - self._clock()
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    await self._sleep(delay)
                 while self._cut == "blackhole" and self._restored is not None:
                     await self._restored.wait()
                 queue.popleft()
                 writer.write(data)
                 if up:
                     self.stats.bytes_up += len(data)
-                    conn.last_up = time.monotonic()
+                    conn.last_up = self._clock()
                 else:
                     self.stats.bytes_down += len(data)
-                    conn.last_down = time.monotonic()
+                    conn.last_down = self._clock()
                 await writer.drain()
 
         sender = asyncio.ensure_future(deliver())
@@ -400,7 +407,7 @@ class WanLink:
                         self.stats.aborted += 1
                     break
                 if up:
-                    conn.last_up = max(conn.last_up, time.monotonic())
+                    conn.last_up = max(conn.last_up, self._clock())
                 due, lost = self._due(not_before, last)
                 if lost:
                     self.stats.losses += 1

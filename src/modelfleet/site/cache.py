@@ -2,8 +2,10 @@
 
 A blob's file name is its sha256, and a file only ever appears under ``blobs/`` through
 :meth:`BlobCache.commit`, which hashes it first and renames it into place atomically. So a
-blob that exists is complete and correct; a crash mid-download leaves at most a partial
-file, which the next attempt resumes with an HTTP Range request or ``gc`` removes.
+blob that exists was complete and correct when committed; a crash mid-download leaves at
+most a partial file, which the next attempt resumes with an HTTP Range request or ``gc``
+removes. What happens to a file after it was committed is not the cache's to trust: the
+reconciler checks a cached blob (:meth:`BlobCache.intact`) before it loads it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,26 @@ class BlobCache:
 
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
+
+    def intact(self, digest: str, expected_size: int) -> bool:
+        """Whether the committed blob still has ``expected_size`` bytes hashing to ``digest``.
+
+        A blob is correct when committed; this checks it has not changed since (a damaged
+        disk, someone editing the cache). A damaged blob is deleted, so that the next
+        download fetches it again, and False is returned, as for a blob that is absent.
+        """
+        path = self.path(digest)
+        try:
+            actual, size = sha256_file(path)
+        except NotFound:
+            return False
+        if actual == _hex(digest) and size == expected_size:
+            return True
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot delete the damaged blob {path}: {exc}") from exc
+        return False
 
     def partial_path(self, digest: str) -> Path:
         """Where a download in progress is written; its size is the offset to resume from."""

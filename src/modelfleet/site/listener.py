@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal, cast
@@ -73,12 +74,17 @@ def serve_http(
     port: int,
     log_level: str = "info",
     engine: Engine = "builtin",
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM, then return."""
+    """Serve ``app`` until SIGINT/SIGTERM, then return.
+
+    With ``sock`` (already bound, see :mod:`modelfleet.listen`), serve on it; ``host`` and
+    ``port`` then only describe it.
+    """
     if engine == "uvicorn":
         import uvicorn
 
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
             host=host,
             port=port,
@@ -90,18 +96,24 @@ def serve_http(
             interface="asgi3",
             backlog=2048,
         )
+        server = uvicorn.Server(config)
+        server.run(sockets=None if sock is None else [sock])
+        if not server.started:
+            raise SystemExit(3)  # as uvicorn.run: the app failed to start
         return
     import uvloop
 
-    uvloop.run(_serve_forever(app, host, port))
+    uvloop.run(_serve_forever(app, host, port, sock))
 
 
-async def _serve_forever(app: ASGIApp, host: str, port: int) -> None:
+async def _serve_forever(
+    app: ASGIApp, host: str, port: int, sock: socket.socket | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    server = await start_builtin(app, host, port)
+    server = await start_builtin(app, host, port, sock=sock)
     log.info("serving on http://%s:%s", host, port)
     try:
         await stop.wait()
@@ -112,17 +124,32 @@ async def _serve_forever(app: ASGIApp, host: str, port: int) -> None:
 
 
 async def start_builtin(
-    app: ASGIApp, host: str, port: int, *, max_body_bytes: int = MAX_BODY_BYTES
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
-    """Start the builtin engine on the running loop (tests use it directly)."""
+    """Start the builtin engine on the running loop (tests use it directly).
+
+    Listens on ``host:port`` (``port`` 0: any free port; read it back from the returned
+    server's ``sockets``), or on ``sock`` when given (already bound; ``port`` is then
+    ignored).
+    """
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: _HttpProtocol(app, loop, max_body_bytes, (host, port)),
-        host,
-        port,
-        backlog=2048,
-        reuse_address=True,
-    )
+    # The scope's "server" (host, port): the bound port once known, not the 0 asked for.
+    address = (host, port)
+
+    def protocol() -> _HttpProtocol:
+        return _HttpProtocol(app, loop, max_body_bytes, address)
+
+    if sock is not None:
+        address = (host, int(sock.getsockname()[1]))
+        return await loop.create_server(protocol, sock=sock, backlog=2048)
+    server = await loop.create_server(protocol, host, port, backlog=2048, reuse_address=True)
+    address = (host, int(server.sockets[0].getsockname()[1]))
+    return server
 
 
 class _HttpProtocol(asyncio.Protocol):

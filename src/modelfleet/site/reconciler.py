@@ -1,11 +1,12 @@
 """Converge what a site serves towards its desired state, safely.
 
 For each model to (re)activate: check the manifest's signature against the pinned hub key,
-download the blob (resuming), check its sha256 against the manifest *before* anything reads
-it as a model, create the onnxruntime session, warm it up, then swap atomically. Any
-failure leaves the current version serving, is reported with a reason code, and is retried
-with exponential back-off and jitter. The hub is needed to change things, never to keep
-serving: the last good models are restored from the local cache at start-up.
+download the blob (resuming) unless an intact copy is cached, check its sha256 against the
+manifest *before* anything reads it as a model, create the onnxruntime session, warm it up,
+then swap atomically. Any failure leaves the current version serving, is reported with a
+reason code, and is retried with exponential back-off and jitter. The hub is needed to
+change things, never to keep serving: the last good models are restored from the local cache
+at start-up.
 """
 
 from __future__ import annotations
@@ -157,12 +158,17 @@ class Reconciler:
             )
         # Defense in depth: the site's own residency rules, before any byte is fetched.
         enforce_site_policy(self.policy_file, manifest)
+        size = int(manifest["size"])
+        # A cached blob is hashed again before it is loaded: the file may have changed on
+        # disk since it was committed (restore() refuses such a blob; this refuses it too).
+        if self.cache.has(digest) and not self.cache.intact(digest, size):
+            log.warning(
+                "cached blob of %s:%s is damaged: discarded, fetching it again", name, version
+            )
         if not self.cache.has(digest):
             status.state = "downloading"
-            self.download(
-                f"/api/v1/blobs/{digest}", self.cache.partial_path(digest), int(manifest["size"])
-            )
-            self.cache.commit(digest, int(manifest["size"]))  # DigestMismatch on bad bytes
+            self.download(f"/api/v1/blobs/{digest}", self.cache.partial_path(digest), size)
+            self.cache.commit(digest, size)  # DigestMismatch on bad bytes
         status.state = "loading"
         self._load_and_swap(name, version, digest, item.get("params") or {})
         self.state.record_good(
