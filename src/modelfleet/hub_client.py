@@ -283,7 +283,7 @@ class HubClient:
     def drift(
         self, model: str, *, version: int | None = None, site: str | None = None
     ) -> dict[str, Any]:
-        """Per-feature drift of ``model`` per site and version (see ``hub/drift.py``)."""
+        """Per-feature drift of ``model`` per site and version (see ``monitoring/drift.py``)."""
         params: dict[str, str | int] = {}
         if version is not None:
             params["version"] = version
@@ -297,7 +297,7 @@ class HubClient:
     def put_reference_profile(
         self, name: str, version: int, profile: dict[str, Any]
     ) -> dict[str, Any]:
-        """Store a reference profile (``modelfleet.profiles.DatasetProfile.to_dict()``)."""
+        """Store a reference profile (``monitoring.profiles.DatasetProfile.to_dict()``)."""
         result: dict[str, Any] = self._json(
             "PUT", f"/api/v1/models/{name}/versions/{version}/reference-profile", json=profile
         )

@@ -6,7 +6,7 @@ import uuid
 
 import numpy as np
 
-from modelfleet.profiles import profile_array
+from modelfleet.monitoring.profiles import profile_array
 
 
 def enrolled_site(hub, name: str) -> str:

@@ -7,9 +7,9 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 
-from modelfleet.histograms import LATENCY_BOUNDS, histogram_quantile, latency_bucket
-from modelfleet.hub import drift
-from modelfleet.profiles import (
+from modelfleet.monitoring import drift
+from modelfleet.monitoring.histograms import LATENCY_BOUNDS, histogram_quantile, latency_bucket
+from modelfleet.monitoring.profiles import (
     OTHER,
     DatasetProfile,
     NumericProfile,

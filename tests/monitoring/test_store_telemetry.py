@@ -150,8 +150,8 @@ def test_reference_profiles_and_thresholds(store: Store) -> None:
 def test_gate_baseline_is_the_latest_comparable_stretch_before_the_step(store: Store) -> None:
     """The relative gate's baseline: the newest windows that began before the step, just
     enough to span the new version's observation and hold the minimum requests."""
-    from modelfleet.histograms import LATENCY_BOUNDS
     from modelfleet.hub.rollout.sources import TelemetryGateSource
+    from modelfleet.monitoring.histograms import LATENCY_BOUNDS
 
     telemetry = repo(store)
     push(store)

@@ -85,7 +85,7 @@ def push(
     reference = None
     if reference_data is not None:
         # Before the upload: a CSV that does not fit the model must not leave a version.
-        from modelfleet.profiles import profile_csv
+        from modelfleet.monitoring.profiles import profile_csv
         from modelfleet.registry.onnx_info import inspect_onnx
 
         signature = inspect_onnx(file).io

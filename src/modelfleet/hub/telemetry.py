@@ -22,8 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelfleet.errors import InvalidInput, NotFound, StoreError
-from modelfleet.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
-from modelfleet.hub import drift
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.sql import SqlStore
@@ -33,7 +31,9 @@ from modelfleet.hub.store.sql_telemetry import (
     SqlTelemetryRepo,
     WindowRecord,
 )
-from modelfleet.profiles import DatasetProfile
+from modelfleet.monitoring import drift
+from modelfleet.monitoring.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
+from modelfleet.monitoring.profiles import DatasetProfile
 from modelfleet.refs import check_name
 
 #: Seconds of recent windows behind requests/s, error rate and percentiles.

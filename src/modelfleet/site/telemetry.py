@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.histograms import (
+from modelfleet.monitoring.histograms import (
     BATCH_BOUNDS,
     LATENCY_BOUNDS,
     batch_bucket,
     latency_bucket,
     sparse,
 )
-from modelfleet.profiles import DatasetProfile
+from modelfleet.monitoring.profiles import DatasetProfile
 
 log = logging.getLogger("modelfleet.site.telemetry")
 

@@ -19,10 +19,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from modelfleet.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 from modelfleet.hub.rollout.gates import Figures
 from modelfleet.hub.store.sql import SqlStore
 from modelfleet.hub.store.sql_telemetry import WindowRecord
+from modelfleet.monitoring.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 
 if TYPE_CHECKING:
     from modelfleet.hub.telemetry import Telemetry

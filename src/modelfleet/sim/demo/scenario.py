@@ -13,7 +13,7 @@ import numpy as np
 from rich.console import Console
 
 from modelfleet.errors import ModelfleetError
-from modelfleet.profiles import profile_array
+from modelfleet.monitoring.profiles import profile_array
 from modelfleet.sim.demo.fleet import (
     CENTRAL_DELAY_S,
     FL_REFUSAL,

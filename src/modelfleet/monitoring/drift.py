@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from modelfleet.errors import InvalidInput
-from modelfleet.profiles import (
+from modelfleet.monitoring.profiles import (
     CategoricalProfile,
     ColumnProfile,
     DatasetProfile,

@@ -19,7 +19,7 @@ fewer than :data:`MIN_CATEGORY_COUNT` times in a profile are folded into one
 :data:`OTHER` bucket when it is serialised (a k-anonymity style threshold).
 
 The fixed latency and batch-size histograms sites and the hub share are in
-:mod:`modelfleet.histograms`.
+:mod:`modelfleet.monitoring.histograms`.
 """
 
 from __future__ import annotations
