@@ -1,0 +1,78 @@
+"""TLS contexts for every server and client in the fleet, built in one place.
+
+Servers (hub, site, gateway) present a certificate from the fleet CA and *ask* for a client
+certificate (``CERT_OPTIONAL``): a site or gateway proves who it is with its certificate,
+an operator or a program with a bearer token over the same port, so one port serves both.
+Clients verify the server's chain against the fleet CA and its host name against the URL,
+and our own clients also check the identity the certificate names (:mod:`.identity`).
+
+TLS 1.2 is the floor (TLS 1.3 is preferred when both ends speak it): older versions have
+known weaknesses and every client a user might bring speaks 1.2.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+
+from modelfleet.errors import InvalidInput
+from modelfleet.pki.identity import Identity, identity_of
+
+__all__ = ["client_context", "peer_certificate", "peer_identity", "server_context"]
+
+
+def server_context(
+    cert_file: Path, key_file: Path, *, client_ca_file: Path | None = None
+) -> ssl.SSLContext:
+    """A server context presenting ``cert_file``; with ``client_ca_file``, client
+    certificates signed by that CA are asked for and verified (not required)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file))
+        if client_ca_file is not None:
+            context.load_verify_locations(cafile=str(client_ca_file))
+            context.verify_mode = ssl.CERT_OPTIONAL
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(f"cannot use the certificate {cert_file} / key {key_file}: {exc}") from (
+            exc
+        )
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def client_context(
+    ca_file: Path | None,
+    *,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+) -> ssl.SSLContext:
+    """A client context trusting ``ca_file`` (the fleet CA; None: the system's roots), with
+    a client certificate when this client has one (a site, a gateway)."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if cert_file is not None:
+            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(f"cannot use the client certificate {cert_file}: {exc}") from exc
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.Certificate | None:
+    """The verified certificate the other end presented, or None (none, or no TLS)."""
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    return x509.load_der_x509_certificate(der)
+
+
+def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Identity | None:
+    """Who the other end's verified certificate names, or None."""
+    cert = peer_certificate(ssl_object)
+    return identity_of(cert) if cert is not None else None
