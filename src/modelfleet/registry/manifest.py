@@ -29,6 +29,7 @@ from modelfleet.errors import (
     StoreError,
     VerificationError,
 )
+from modelfleet.registry.keyset import KeySet
 from modelfleet.registry.signing import key_id as compute_key_id
 from modelfleet.registry.signing import load_public_key
 
@@ -169,24 +170,31 @@ def _reject_constant(token: str) -> Any:
 def verify_manifest(
     manifest_text: str,
     signature: str,
-    public_key: Ed25519PublicKey | str,
+    public_key: Ed25519PublicKey | str | KeySet,
     *,
     blob: Path | bytes | None = None,
 ) -> dict[str, Any]:
     """The parsed manifest, only if every check passes; raises a VerificationError otherwise.
 
+    ``public_key`` is one key or the set of keys the verifier trusts (any of them may have
+    signed it: versions signed before a key rotation keep verifying).
+
     Order: signature over the exact text, canonical form, schema, key id, then the blob's
     size and sha256 when given. The signature comes first so untrusted text is not
     interpreted before it is authenticated.
     """
-    key = load_public_key(public_key) if isinstance(public_key, str) else public_key
-    raw_signature = _decode_signature(signature)
-    try:
-        key.verify(raw_signature, manifest_text.encode("utf-8"))
-    except (InvalidSignature, UnicodeEncodeError) as exc:
-        raise SignatureInvalid(
-            f"manifest signature does not verify against key {compute_key_id(key)}"
-        ) from exc
+    if isinstance(public_key, KeySet):
+        signer = public_key.verify(manifest_text, signature)
+    else:
+        key = load_public_key(public_key) if isinstance(public_key, str) else public_key
+        raw_signature = _decode_signature(signature)
+        try:
+            key.verify(raw_signature, manifest_text.encode("utf-8"))
+        except (InvalidSignature, UnicodeEncodeError) as exc:
+            raise SignatureInvalid(
+                f"manifest signature does not verify against key {compute_key_id(key)}"
+            ) from exc
+        signer = compute_key_id(key)
     try:
         parsed = json.loads(manifest_text, parse_constant=_reject_constant)
     except ValueError as exc:
@@ -204,7 +212,7 @@ def verify_manifest(
             f"unsupported manifest schema {parsed.get('schema')!r} (expected {SCHEMA!r})"
         )
     stated = parsed.get("key_id")
-    if stated is not None and stated != compute_key_id(key):
+    if stated is not None and stated != signer:
         raise VerificationError(f"manifest names key {stated!r} but was signed by another key")
     if blob is not None:
         _verify_blob(parsed, blob)
