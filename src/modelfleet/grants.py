@@ -1,0 +1,172 @@
+"""Inference grants: which bearer tokens may call which models, checked offline.
+
+A site (and a gateway) must keep authorising requests while the hub is away, so it cannot
+ask the hub about each token. Instead the hub signs a *grant list* for each holder: the
+hashes of the ``infer`` tokens valid there, each with the models it may call (all, or a
+list) and its expiry. The holder caches the last list it verified (signature by a trusted
+hub key, bound to its own name, not older than the one it holds) and checks every request
+against it in memory. A revoked or expired token stops working at a site when the site next
+hears from the hub (its desired-state long-poll: well under a second while connected) or,
+for expiry, at once; a site cut off from the hub keeps the last list it had, by design.
+
+Only hashes travel: a stolen grant list lets nobody call a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from modelfleet.errors import PermissionDenied, Unauthenticated, VerificationError
+from modelfleet.registry.keyset import KeySet, sign_text
+
+__all__ = ["GRANTS_SCHEMA", "Grant", "GrantList", "hash_secret", "sign_grants"]
+
+GRANTS_SCHEMA = "modelfleet.grants/v1"
+#: Grants one list may carry, and its largest size: bounds what a holder parses.
+MAX_GRANTS = 10_000
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+
+
+def hash_secret(secret: str) -> str:
+    """How tokens are stored and listed: sha256 of the secret (256-bit random, no KDF)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(text: Any) -> datetime:
+    if not isinstance(text, str):
+        raise ValueError("time must be text")
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One token's right to call models here."""
+
+    token_id: str
+    name: str
+    token_hash: str
+    models: tuple[str, ...] | None = None  # None: every model
+    expires_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token_id": self.token_id,
+            "name": self.name,
+            "hash": self.token_hash,
+            "models": list(self.models) if self.models is not None else None,
+            "expires_at": _time(self.expires_at) if self.expires_at else None,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Grant:
+        models = doc.get("models")
+        if models is not None and not (
+            isinstance(models, list) and all(isinstance(m, str) for m in models)
+        ):
+            raise ValueError("models must be a list of names")
+        token_hash = doc["hash"]
+        if not isinstance(token_hash, str) or len(token_hash) != 64:
+            raise ValueError("hash must be 64 hex characters")
+        expires = doc.get("expires_at")
+        return cls(
+            token_id=str(doc["token_id"]),
+            name=str(doc["name"]),
+            token_hash=token_hash,
+            models=tuple(models) if models is not None else None,
+            expires_at=_parse_time(expires) if expires is not None else None,
+        )
+
+
+def sign_grants(
+    holder: str,
+    grants: Iterable[Grant],
+    key: Ed25519PrivateKey,
+    *,
+    issued_at: datetime,
+) -> tuple[str, str]:
+    """The grant list for ``holder`` (a site or gateway name) and its signature."""
+    doc = {
+        "schema": GRANTS_SCHEMA,
+        "holder": holder,
+        "issued_at": _time(issued_at),
+        "grants": [g.to_dict() for g in sorted(grants, key=lambda g: g.token_id)],
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return text, sign_text(text, key)
+
+
+@dataclass(frozen=True)
+class GrantList:
+    """A verified grant list, indexed by token hash."""
+
+    holder: str
+    issued_at: datetime
+    by_hash: Mapping[str, Grant]
+
+    @classmethod
+    def empty(cls, holder: str) -> GrantList:
+        """Before any list arrived: nobody may call anything."""
+        return cls(holder, datetime.min.replace(tzinfo=UTC), {})
+
+    @classmethod
+    def verify(
+        cls, text: str, signature: str, keys: KeySet, *, holder: str, newer_than: datetime
+    ) -> GrantList:
+        """The list in ``text`` if a trusted key signed it, it is ``holder``'s, and it was
+        issued at or after ``newer_than`` (a replayed older list could revive a revoked
+        token); :class:`VerificationError` otherwise."""
+        if len(text) > MAX_DOCUMENT_BYTES:
+            raise VerificationError("grant list too large")
+        keys.verify(text, signature)
+        try:
+            doc = json.loads(text)
+            if doc.get("schema") != GRANTS_SCHEMA:
+                raise ValueError("not a grant list")
+            raw = doc["grants"]
+            if not isinstance(raw, list) or len(raw) > MAX_GRANTS:
+                raise ValueError(f"grants must be a list of at most {MAX_GRANTS}")
+            grants = [Grant.from_dict(g) for g in raw]
+            issued_at = _parse_time(doc["issued_at"])
+            stated_holder = doc["holder"]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise VerificationError(f"malformed grant list: {exc}") from exc
+        if stated_holder != holder:
+            raise VerificationError(
+                f"grant list is for {stated_holder!r}, not for {holder!r}; refusing it"
+            )
+        if issued_at < newer_than:
+            raise VerificationError("grant list is older than the one held; refusing it")
+        return cls(holder, issued_at, {g.token_hash: g for g in grants})
+
+    def authorize(self, authorization: str | None, model: str | None, now: datetime) -> Grant:
+        """The grant behind an ``Authorization: Bearer`` header, for ``model`` (None: an
+        endpoint that names no model, such as ``/metrics``); 401 for a missing, unknown or
+        expired token, 403 for a model the token may not call."""
+        if not authorization:
+            raise Unauthenticated("missing bearer token (an infer token from the hub)")
+        scheme, _, secret = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+        wanted = hash_secret(secret.strip())
+        grant = self.by_hash.get(wanted)
+        # The dict lookup is by hash of a 256-bit secret; compare_digest keeps the final
+        # equality check constant-time as well.
+        if grant is None or not hmac.compare_digest(grant.token_hash, wanted):
+            raise Unauthenticated(f"token not valid at {self.holder}")
+        if grant.expires_at is not None and grant.expires_at <= now:
+            raise Unauthenticated(f"token {grant.name!r} has expired")
+        if model is not None and grant.models is not None and model not in grant.models:
+            raise PermissionDenied(f"token {grant.name!r} may not call model {model!r}")
+        return grant
