@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from modelfleet.federation.jobs import JobConfig
-from modelfleet.federation.simulation import task_seed
+from modelfleet.federation.training import task_seed
 from modelfleet.hub.store.records_federation import JobRow, RoundRow
 from modelfleet.hub.store.sql_federation import SqlFederationRepo
 
