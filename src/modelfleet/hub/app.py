@@ -9,7 +9,6 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelfleet import __version__
-from modelfleet.federation.coordinator import Coordinator
 from modelfleet.hub.api import deployments as deployments_api
 from modelfleet.hub.api import directory as directory_api
 from modelfleet.hub.api import federation as federation_api
@@ -23,6 +22,7 @@ from modelfleet.hub.api.limits import BodyLimit
 from modelfleet.hub.api.schemas import SigningKeyOut
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
+from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics, MeasureRequests
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention

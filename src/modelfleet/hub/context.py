@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelfleet.federation.coordinator import Coordinator
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.deployments import Deployments
+from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention

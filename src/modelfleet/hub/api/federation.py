@@ -23,11 +23,11 @@ from pydantic import BaseModel, Field
 
 from modelfleet.errors import ArtifactTooLarge, PermissionDenied, StoreError
 from modelfleet.federation import wire
-from modelfleet.federation.coordinator import Coordinator
 from modelfleet.federation.jobs import JobConfig
 from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
 from modelfleet.hub.auth import Permission, Principal, Role
 from modelfleet.hub.context import HubContext
+from modelfleet.hub.federation.coordinator import Coordinator
 
 T = TypeVar("T")
 log = logging.getLogger("modelfleet.federation")

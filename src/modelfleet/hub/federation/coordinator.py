@@ -40,14 +40,14 @@ import onnx
 from modelfleet.errors import Conflict, InvalidInput, ModelfleetError, NotFound, StoreError
 from modelfleet.federation import wire
 from modelfleet.federation.jobs import Consent, JobConfig, refusal
-from modelfleet.federation.personalization import register_variants, registered_variants
-from modelfleet.federation.registration import register_result, registered_version
 from modelfleet.federation.rounds import aggregate_round, default_stages
 from modelfleet.federation.specs import ModelSpec, flatten, read_onnx
 from modelfleet.federation.strategies import Update, make_strategy
-from modelfleet.federation.taskboard import TaskBoard
-from modelfleet.federation.views import job_view
 from modelfleet.federation.wire import pack_state, pack_vector, unpack_state, unpack_vector
+from modelfleet.hub.federation.personalization import register_variants, registered_variants
+from modelfleet.hub.federation.registration import register_result, registered_version
+from modelfleet.hub.federation.taskboard import TaskBoard
+from modelfleet.hub.federation.views import job_view
 from modelfleet.hub.leader import Leadership
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.selectors import parse_selector

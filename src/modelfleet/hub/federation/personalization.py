@@ -17,9 +17,9 @@ import numpy as np
 
 from modelfleet.federation import wire
 from modelfleet.federation.jobs import JobConfig
-from modelfleet.federation.registration import push_weights
 from modelfleet.federation.specs import ModelSpec
 from modelfleet.federation.wire import unpack_vector
+from modelfleet.hub.federation.registration import push_weights
 from modelfleet.hub.registry import PushRequest, Registry
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store.records_federation import JobRow
