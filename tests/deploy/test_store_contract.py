@@ -8,17 +8,12 @@ from dataclasses import replace
 import pytest
 
 from modelfleet.errors import Conflict, NotFound
-from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sql_deployments import (
-    DeploymentRecord,
-    RolloutChange,
-    RolloutRecord,
-    SqlDeploymentRepo,
-)
+from modelfleet.hub.store import DeploymentRepo, Store
+from modelfleet.hub.store.records import DeploymentRecord, RolloutChange, RolloutRecord
 from tests.hub.store.conftest import OpenBackend
 
 
-def records(repo: SqlDeploymentRepo, store: SqlStore) -> tuple[DeploymentRecord, RolloutRecord]:
+def records(repo: DeploymentRepo, store: Store) -> tuple[DeploymentRecord, RolloutRecord]:
     now = store.now()
     d = DeploymentRecord("pump", "pump", "pump@prod", "", {}, {}, {}, 2, 1, now, now)
     r = RolloutRecord(
@@ -30,8 +25,7 @@ def records(repo: SqlDeploymentRepo, store: SqlStore) -> tuple[DeploymentRecord,
 
 def test_transitions_are_compare_and_set(open_backend: OpenBackend) -> None:
     store = open_backend()
-    assert isinstance(store, SqlStore)
-    repo = SqlDeploymentRepo(store)
+    repo = store.deployments
     d, r = records(repo, store)
     repo.save_deployment(d, r, expected_updated_at=None)
     with pytest.raises(Conflict, match="in progress"):
@@ -63,8 +57,7 @@ def test_transitions_are_compare_and_set(open_backend: OpenBackend) -> None:
 
 def test_policies_and_overrides_round_trip(open_backend: OpenBackend) -> None:
     store = open_backend()
-    assert isinstance(store, SqlStore)
-    repo = SqlDeploymentRepo(store)
+    repo = store.deployments
     spec = {"label": "provider", "min_distinct": 2, "models": [], "description": ""}
     assert repo.put_policy("spread", "spread", spec)[1] is True
     assert repo.put_policy("spread", "spread", spec)[1] is False

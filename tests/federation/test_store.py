@@ -8,18 +8,15 @@ from datetime import timedelta
 import pytest
 
 from modelfleet.errors import Conflict, NotFound
-from modelfleet.hub.store import Store
-from modelfleet.hub.store.records_federation import NewJob
-from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sql_federation import SqlFederationRepo
+from modelfleet.hub.store import FederationRepo, Store
+from modelfleet.hub.store.records import NewJob
 
 
-def _repo(store: Store) -> SqlFederationRepo:
-    assert isinstance(store, SqlStore)
-    return SqlFederationRepo(store)
+def _repo(store: Store) -> FederationRepo:
+    return store.federation
 
 
-def _job(repo: SqlFederationRepo, job_id: str = "job-1") -> None:
+def _job(repo: FederationRepo, job_id: str = "job-1") -> None:
     repo.create_job(
         NewJob(
             id=job_id, model="m", base_version=1, spec={"family": "softmax"},

@@ -9,14 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from modelfleet.errors import NotFound
-from modelfleet.hub.store import NewVersion, Store
-from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sql_telemetry import NewWindow, SqlTelemetryRepo
+from modelfleet.hub.store import NewVersion, Store, TelemetryRepo
+from modelfleet.hub.store.records import NewWindow
 
 
-def repo(store: Store) -> SqlTelemetryRepo:
-    assert isinstance(store, SqlStore)
-    return SqlTelemetryRepo(store)
+def repo(store: Store) -> TelemetryRepo:
+    return store.telemetry
 
 
 def window(wid: str, requests: int, *, minutes_ago: float = 0.0, version: int = 1) -> NewWindow:

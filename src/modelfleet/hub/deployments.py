@@ -35,14 +35,13 @@ from modelfleet.hub.rollout.gates import parse_gates
 from modelfleet.hub.rollout.strategies import parse_strategy
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites
-from modelfleet.hub.store.records import SiteRecord
-from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sql_deployments import (
+from modelfleet.hub.store import Store
+from modelfleet.hub.store.records import (
     ACTIVE_STATES,
     DeploymentRecord,
     OverrideRecord,
     RolloutRecord,
-    SqlDeploymentRepo,
+    SiteRecord,
 )
 from modelfleet.refs import check_name, parse_ref
 
@@ -115,13 +114,13 @@ class Deployments:
 
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         registry: Registry,
         sites: Sites,
         notify: Callable[[str], None],
     ) -> None:
         self.store = store
-        self.repo = SqlDeploymentRepo(store)
+        self.repo = store.deployments
         self.registry = registry
         self.sites = sites
         self.notify = notify

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from modelfleet.hub.store import Store, open_store
+from modelfleet.hub.store import open_sql_store
+from modelfleet.hub.store.sql.store import SqlStore
 
-#: Opens (and migrates) another store on the test's database; closed after the test.
-OpenBackend = Callable[[], Store]
+#: Opens (and migrates) another store on the test's database; closed after the test. The
+#: stores are typed as the SQL store they are, so the migration tests reach the engine.
+OpenBackend = Callable[[], SqlStore]
 
 
 @pytest.fixture
@@ -31,10 +33,10 @@ def backend_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def open_backend(backend_url: str) -> Iterator[OpenBackend]:
-    opened: list[Store] = []
+    opened: list[SqlStore] = []
 
-    def _open() -> Store:
-        store = open_store(backend_url)
+    def _open() -> SqlStore:
+        store = open_sql_store(backend_url)
         opened.append(store)
         return store
 
@@ -44,5 +46,5 @@ def open_backend(backend_url: str) -> Iterator[OpenBackend]:
 
 
 @pytest.fixture
-def store(open_backend: OpenBackend) -> Store:
+def store(open_backend: OpenBackend) -> SqlStore:
     return open_backend()

@@ -14,10 +14,10 @@ from alembic.runtime.migration import MigrationContext
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound, StoreError
 from modelfleet.hub.store import ModelRepo, NewVersion, Store, open_store
-from modelfleet.hub.store.postgres import PostgresStore
 from modelfleet.hub.store.schema import metadata
-from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sqlite import SqliteStore
+from modelfleet.hub.store.sql.postgres import PostgresStore
+from modelfleet.hub.store.sql.sqlite import SqliteStore
+from modelfleet.hub.store.sql.store import SqlStore
 
 OpenBackend = Callable[[], Store]
 
@@ -373,13 +373,12 @@ def test_concurrent_open_store(backend_url: str) -> None:
             s.close()
 
 
-def test_migrations_match_schema_module(store: Store) -> None:
-    """schema.py and the Alembic revisions must describe the same tables."""
-    assert isinstance(store, SqlStore)
+def test_migrations_match_schema_module(store: SqlStore) -> None:
+    """The schema package and the Alembic revisions must describe the same tables."""
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
-    from modelfleet.hub.store.sql import head_revision
+    from modelfleet.hub.store.sql.store import head_revision
 
     assert store.current_revision() == head_revision()
 

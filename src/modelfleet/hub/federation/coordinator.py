@@ -18,7 +18,7 @@ A job's life::
 Steps run from the background loop (deadlines, waiting jobs) and right after the
 request that made progress possible (a job created, the last update posted), so a round
 closes the moment its last site answers. Several hub replicas are safe: every transition
-is conditional, and a :class:`~modelfleet.hub.leader.Leadership` lets only one replica run
+is conditional, and a :class:`~modelfleet.hub.store.Leadership` lets only one replica run
 the loop.
 """
 
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from modelfleet.errors import Conflict, InvalidInput, ModelfleetError, NotFound, StoreError
+from modelfleet.errors import Conflict, InvalidInput, ModelfleetError, NotFound
 from modelfleet.federation import wire
 from modelfleet.federation.jobs import Consent, JobConfig, refusal
 from modelfleet.federation.rounds import aggregate_round, default_stages
@@ -48,14 +48,11 @@ from modelfleet.hub.federation.personalization import register_variants, registe
 from modelfleet.hub.federation.registration import register_result, registered_version
 from modelfleet.hub.federation.taskboard import TaskBoard
 from modelfleet.hub.federation.views import job_view
-from modelfleet.hub.leader import Leadership
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
-from modelfleet.hub.store.records_federation import JobRow, NewJob, RoundRow
-from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sql_federation import SqlFederationRepo
+from modelfleet.hub.store.records import JobRow, NewJob, RoundRow
 from modelfleet.hub.wakeups import Notifier
 from modelfleet.refs import parse_ref
 
@@ -77,16 +74,14 @@ class Coordinator:
         tmp_dir: Path,
         tick_s: float = 0.25,
     ) -> None:
-        if not isinstance(store, SqlStore):
-            raise StoreError("the federation coordinator needs a SQL state store")
-        self.repo = SqlFederationRepo(store)
+        self.repo = store.federation
         self.registry = registry
         self.sites = sites
         self.tmp_dir = tmp_dir
         self.tick_s = tick_s
         # Wakes the sites' task long-polls when a round opens.
         self.bell = Notifier()
-        self.lease = Leadership(store, role="federated coordinator")
+        self.lease = store.leadership("federated coordinator")
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._waiting_since: dict[str, float] = {}

@@ -22,8 +22,8 @@ from modelfleet.federation.wire import unpack_vector
 from modelfleet.hub.federation.registration import push_weights
 from modelfleet.hub.registry import PushRequest, Registry
 from modelfleet.hub.sites import Sites
-from modelfleet.hub.store.records_federation import JobRow
-from modelfleet.hub.store.sql_federation import SqlFederationRepo
+from modelfleet.hub.store import FederationRepo
+from modelfleet.hub.store.records import JobRow
 
 
 def registered_variants(registry: Registry, name: str, job_id: str) -> dict[str, int]:
@@ -36,7 +36,7 @@ def registered_variants(registry: Registry, name: str, job_id: str) -> dict[str,
 
 
 def register_variants(
-    repo: SqlFederationRepo,
+    repo: FederationRepo,
     registry: Registry,
     sites: Sites,
     tmp_dir: Path,

@@ -15,8 +15,8 @@ from modelfleet.federation.strategies import make_strategy
 from modelfleet.federation.wire import unpack_vector
 from modelfleet.hub.registry import PushRequest, Registry, Upload
 from modelfleet.hub.sites import Sites
-from modelfleet.hub.store.records_federation import JobRow
-from modelfleet.hub.store.sql_federation import SqlFederationRepo
+from modelfleet.hub.store import FederationRepo
+from modelfleet.hub.store.records import JobRow
 
 
 def registered_version(registry: Registry, name: str, job_id: str) -> int | None:
@@ -49,7 +49,7 @@ def push_weights(
 
 
 def register_result(
-    repo: SqlFederationRepo,
+    repo: FederationRepo,
     registry: Registry,
     sites: Sites,
     tmp_dir: Path,

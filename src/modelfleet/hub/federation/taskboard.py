@@ -16,8 +16,8 @@ from typing import Any
 
 from modelfleet.federation.jobs import JobConfig
 from modelfleet.federation.training import task_seed
-from modelfleet.hub.store.records_federation import JobRow, RoundRow
-from modelfleet.hub.store.sql_federation import SqlFederationRepo
+from modelfleet.hub.store import FederationRepo
+from modelfleet.hub.store.records import JobRow, RoundRow
 
 #: Round weights up to this size are sent inside the task itself.
 INLINE_WEIGHTS_BYTES = 256 * 1024
@@ -30,7 +30,7 @@ Snapshot = list[tuple[RoundRow, dict[str, Any], set[str]]]
 class TaskBoard:
     """The open rounds with their task bodies and the sites that answered each."""
 
-    def __init__(self, repo: SqlFederationRepo) -> None:
+    def __init__(self, repo: FederationRepo) -> None:
         self.repo = repo
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()

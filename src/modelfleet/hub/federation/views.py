@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelfleet.hub.store.records_federation import JobRow
-from modelfleet.hub.store.sql_federation import SqlFederationRepo
+from modelfleet.hub.store import FederationRepo
+from modelfleet.hub.store.records import JobRow
 
 
-def job_view(repo: SqlFederationRepo, job: JobRow, *, rounds: bool = True) -> dict[str, Any]:
+def job_view(repo: FederationRepo, job: JobRow, *, rounds: bool = True) -> dict[str, Any]:
     """The operator's picture of a job; with ``rounds``, per-round participants."""
     config = job.config
     out: dict[str, Any] = {

@@ -26,16 +26,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
 from modelfleet.hub.deployments import Deployments
-from modelfleet.hub.leader import Leadership
+from modelfleet.hub.registry import Registry
 from modelfleet.hub.rollout.gates import Figures, GateSource, Verdict, evaluate, parse_gates
+from modelfleet.hub.rollout.sources import TelemetryGateSource
 from modelfleet.hub.rollout.strategies import describe_strategy, parse_strategy
-from modelfleet.hub.store.sql_deployments import ACTIVE_STATES, RolloutChange, RolloutRecord
+from modelfleet.hub.sites import Sites
+from modelfleet.hub.store import Leadership, Store
+from modelfleet.hub.store.records import ACTIVE_STATES, RolloutChange, RolloutRecord
+from modelfleet.hub.telemetry import Telemetry
+from modelfleet.settings import HubSettings
 
 log = logging.getLogger("modelfleet.hub.rollout")
 
@@ -380,25 +386,21 @@ __all__ = ["ACTIONS", "Decision", "Figures", "RolloutController"]
 
 
 def build_rollouts(
-    store: Any,
-    registry: Any,
-    sites: Any,
-    notify: Any,
-    settings: Any,
-    telemetry: Any = None,
+    store: Store,
+    registry: Registry,
+    sites: Sites,
+    notify: Callable[[str], None],
+    settings: HubSettings,
+    telemetry: Telemetry,
     source: GateSource | None = None,
-) -> tuple[Deployments | None, RolloutController | None]:
-    """The deployments service and its controller for one hub process (None without SQL)."""
-    from modelfleet.hub.rollout.sources import TelemetryGateSource
-    from modelfleet.hub.store.sql import SqlStore
-
-    if not isinstance(store, SqlStore):
-        return None, None
+) -> tuple[Deployments, RolloutController]:
+    """The deployments service and its controller for one hub process; gates read the
+    telemetry unless another ``source`` is given."""
     deployments = Deployments(store, registry, sites, notify)
     controller = RolloutController(
         deployments,
         source if source is not None else TelemetryGateSource(store, telemetry),
-        Leadership(store, role="rollout controller"),
+        store.leadership("rollout controller"),
         interval_s=settings.rollout_interval_s,
         baseline_window_s=settings.rollout_baseline_window_s,
     )

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Row, Select, delete, exists, func, insert, select, update
 
 from modelfleet.errors import NotFound
-from modelfleet.hub.store.base import ModelRepo, Sealer
-from modelfleet.hub.store.records import ModelRecord, NewVersion, VersionRecord
-from modelfleet.hub.store.schema import aliases, models, versions
+from modelfleet.hub.store.records.models import ModelRecord, NewVersion, VersionRecord
+from modelfleet.hub.store.repos.models import ModelRepo, Sealer
+from modelfleet.hub.store.schema.models import aliases, models, versions
 
 if TYPE_CHECKING:
-    from modelfleet.hub.store.sql import SqlStore
+    from modelfleet.hub.store.sql.store import SqlStore
 
 
 def _version_query() -> Select[Any]:

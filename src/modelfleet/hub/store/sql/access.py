@@ -1,4 +1,9 @@
-"""Bearer tokens in SQL: only hashes are stored, so a leaked database yields no secrets."""
+"""Bearer tokens and the audit log in SQL.
+
+Only token hashes are stored, so a leaked database yields no secrets; token rows are never
+deleted (revocation keeps them for the audit trail). The audit log is append-only and read
+newest first.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,12 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput
-from modelfleet.hub.store.base import TokenRepo
-from modelfleet.hub.store.records import TokenRecord
-from modelfleet.hub.store.schema import tokens
+from modelfleet.hub.store.records.access import AuditRecord, TokenRecord
+from modelfleet.hub.store.repos.access import AuditRepo, TokenRepo
+from modelfleet.hub.store.schema.access import audit, tokens
 
 if TYPE_CHECKING:
-    from modelfleet.hub.store.sql import SqlStore
+    from modelfleet.hub.store.sql.store import SqlStore
 
 #: How long a token lookup may be answered from memory. Every request authenticates, and
 #: sites call the hub several times a second during federated rounds; a revocation made
@@ -139,3 +144,48 @@ class SqlTokenRepo(TokenRepo):
             revoked: bool = conn.execute(stmt).rowcount == 1
         self._forget_lookups()
         return revoked
+
+
+class SqlAuditRepo(AuditRepo):
+    """Ordered by the autoincrement id, which, unlike ``at``, never ties."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def record(
+        self, *, actor: str, action: str, object: str, outcome: str, detail: str = ""
+    ) -> None:
+        stmt = insert(audit).values(
+            at=self._store.now(),
+            actor=actor,
+            action=action,
+            object=object,
+            outcome=outcome,
+            detail=detail,
+        )
+        with self._store.write() as conn:
+            conn.execute(stmt)
+
+    def list(
+        self, *, limit: int = 100, actor: str | None = None, action: str | None = None
+    ) -> list[AuditRecord]:
+        if limit < 0:
+            raise InvalidInput(f"limit must be >= 0, got {limit}")
+        query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+        if actor is not None:
+            query = query.where(audit.c.actor == actor)
+        if action is not None:
+            query = query.where(audit.c.action == action)
+        with self._store.read() as conn:
+            return [
+                AuditRecord(
+                    id=row.id,
+                    at=row.at,
+                    actor=row.actor,
+                    action=row.action,
+                    object=row.object,
+                    outcome=row.outcome,
+                    detail=row.detail,
+                )
+                for row in conn.execute(query)
+            ]

@@ -1,5 +1,5 @@
-"""Which hub process runs a background loop (the rollout controller, the federated
-coordinator).
+"""Leader election on the store's database: which hub process runs a background loop
+(the rollout controller, the federated coordinator).
 
 On PostgreSQL several hub replicas share one database, and exactly one of them must run
 each loop. Leadership is a *session-level* advisory lock (``pg_try_advisory_lock``) held on a
@@ -12,19 +12,23 @@ On SQLite the hub is a single process by design: it is always the leader.
 
 Even so, leadership is an efficiency measure, not the safety net: every transition of a
 rollout or a federated round is a compare-and-set, so two loops running for a moment (a
-leader on a half-dead connection) cannot apply conflicting decisions.
+leader on a half-dead connection) cannot apply conflicting decisions. Services get one
+from :meth:`Store.leadership <modelfleet.hub.store.base.Store.leadership>`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from modelfleet.hub.store.sql import SqlStore, utcnow
+from modelfleet.hub.store.base import Leadership
+
+if TYPE_CHECKING:
+    from modelfleet.hub.store.sql.store import SqlStore
 
 log = logging.getLogger("modelfleet.hub.leader")
 
@@ -36,16 +40,16 @@ def _lock_key(role: str, database: str, schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class Leadership:
-    """Polled by a loop; ``poll()`` says whether this process leads ``role`` now."""
+class SqlLeadership(Leadership):
+    """A session-level advisory lock on PostgreSQL; always the leader on SQLite."""
 
-    def __init__(self, store: SqlStore, role: str = "rollout controller") -> None:
+    def __init__(self, store: SqlStore, role: str) -> None:
         self._store = store
         self.role = role
         self._postgres = store.engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
         self.leader = not self._postgres
-        self.since: datetime | None = utcnow() if self.leader else None
+        self.since = self._store.now() if self.leader else None
 
     @property
     def backend(self) -> str:
@@ -82,7 +86,7 @@ class Leadership:
             return False
         self._conn = conn
         self.leader = True
-        self.since = utcnow()
+        self.since = self._store.now()
         log.warning("this hub now runs the %s", self.role)
         return True
 

@@ -15,8 +15,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import ArgumentError
 
 from modelfleet.errors import InvalidInput, StoreError
-from modelfleet.hub.store.schema import models
-from modelfleet.hub.store.sql import SqlStore
+from modelfleet.hub.store.schema.models import models
+from modelfleet.hub.store.sql.store import SqlStore
 
 #: Arbitrary but fixed: every modelfleet hub on a database contends for the same key.
 MIGRATION_LOCK_KEY = 0x6D66_6D69_6772  # "mfmigr"

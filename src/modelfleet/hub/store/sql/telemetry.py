@@ -10,7 +10,6 @@ primary key: the loser inserts nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +18,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from modelfleet.errors import NotFound
-from modelfleet.hub.store.schema import models, versions
-from modelfleet.hub.store.schema_telemetry import (
+from modelfleet.hub.store.records.telemetry import IngestResult, NewWindow, Totals, WindowRecord
+from modelfleet.hub.store.repos.telemetry import TelemetryRepo
+from modelfleet.hub.store.schema.models import models, versions
+from modelfleet.hub.store.schema.telemetry import (
     drift_settings,
     reference_profiles,
     telemetry_batches,
@@ -30,62 +31,7 @@ from modelfleet.hub.store.schema_telemetry import (
 )
 
 if TYPE_CHECKING:
-    from modelfleet.hub.store.sql import SqlStore
-
-
-@dataclass(frozen=True)
-class NewWindow:
-    """One window as a site sent it, validated by the API layer."""
-
-    window_id: str
-    model: str
-    version: int
-    start_at: datetime
-    end_at: datetime
-    requests: int
-    errors: int
-    rows: int
-    latency_sum: float
-    outcomes: dict[str, int]
-    latency: dict[str, int]
-    batch_sizes: dict[str, int]
-    profiles: dict[str, Any]  # {"inputs": {...}, "outputs": {...}}
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    duplicate_batch: bool
-    accepted: int
-    duplicates: int
-
-
-@dataclass(frozen=True)
-class WindowRecord:
-    site: str
-    model: str
-    version: int
-    start_at: datetime
-    end_at: datetime
-    requests: int
-    errors: int
-    rows: int
-    outcomes: dict[str, int]
-    latency: dict[str, int]
-    profiles: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Everything a site ever reported for one model version."""
-
-    site: str
-    model: str
-    version: int
-    windows: int
-    requests: int
-    errors: int
-    first_start: datetime
-    last_end: datetime
+    from modelfleet.hub.store.sql.store import SqlStore
 
 
 def _add_totals(a: Totals, b: Totals) -> Totals:
@@ -120,7 +66,7 @@ def _model_id(conn: Connection, model: str, version: int | None = None) -> int:
     return model_id
 
 
-class SqlTelemetryRepo:
+class SqlTelemetryRepo(TelemetryRepo):
     """Queries of the telemetry feature, on a :class:`SqlStore`'s transactions."""
 
     def __init__(self, store: SqlStore) -> None:

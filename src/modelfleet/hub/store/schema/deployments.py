@@ -1,4 +1,4 @@
-"""Tables of the deployments feature, on the shared metadata (see schema.py).
+"""Tables of the deployments feature, on the shared metadata (see base.py).
 
 Kept in their own module so features evolve without editing each other's files; the
 matching Alembic revision lives in migrations/versions (0005).
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Column, Index, Integer, PrimaryKeyConstraint, String, Table, Text
 
-from modelfleet.hub.store.schema import NAME_LEN, UtcDateTime, metadata
+from modelfleet.hub.store.schema.base import NAME_LEN, UtcDateTime, metadata
 
 __all__ = ["deployments", "metadata", "overrides", "policies", "rollouts"]
 

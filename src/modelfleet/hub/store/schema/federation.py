@@ -1,4 +1,4 @@
-"""Tables of the federation feature, on the shared metadata (see schema.py).
+"""Tables of the federation feature, on the shared metadata (see base.py).
 
 Kept in their own module so features evolve without editing each other's files; the
 matching Alembic revision lives in migrations/versions.
@@ -29,7 +29,7 @@ from sqlalchemy import (
     Text,
 )
 
-from modelfleet.hub.store.schema import NAME_LEN, UtcDateTime, metadata
+from modelfleet.hub.store.schema.base import NAME_LEN, UtcDateTime, metadata
 
 fl_jobs = Table(
     "fl_jobs",

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
-from modelfleet.hub.store.records_federation import JobRow, NewJob, RoundRow, UpdateRow
-from modelfleet.hub.store.schema_federation import fl_consent, fl_jobs, fl_rounds, fl_updates
-from modelfleet.hub.store.sql import SqlStore
+from modelfleet.hub.store.records.federation import JobRow, NewJob, RoundRow, UpdateRow
+from modelfleet.hub.store.repos.federation import FederationRepo
+from modelfleet.hub.store.schema.federation import fl_consent, fl_jobs, fl_rounds, fl_updates
 
-ACTIVE_STATES = ("running", "finalizing")
-
+if TYPE_CHECKING:
+    from modelfleet.hub.store.sql.store import SqlStore
 
 _JOB_COLUMNS = tuple(c for c in fl_jobs.c if c.name not in ("weights", "strategy_state"))
 _ROUND_COLUMNS = tuple(c for c in fl_rounds.c if c.name != "weights")
@@ -87,15 +87,11 @@ def _update(row: Any) -> UpdateRow:
     )
 
 
-class SqlFederationRepo:
+class SqlFederationRepo(FederationRepo):
     """The federation feature's persistence, over any :class:`SqlStore`."""
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
-
-    @property
-    def dialect(self) -> str:
-        return self._store.engine.dialect.name
 
     def now(self) -> datetime:
         return self._store.now()

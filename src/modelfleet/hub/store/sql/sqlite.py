@@ -23,8 +23,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from modelfleet.errors import StoreError
-from modelfleet.hub.store.schema import models
-from modelfleet.hub.store.sql import WRITE_OPTION, SqlStore
+from modelfleet.hub.store.schema.models import models
+from modelfleet.hub.store.sql.store import WRITE_OPTION, SqlStore
 
 BUSY_TIMEOUT_MS = 30_000
 

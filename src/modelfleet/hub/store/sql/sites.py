@@ -16,12 +16,13 @@ from sqlalchemy import Connection, Row, Select, and_, delete, exists, insert, se
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
-from modelfleet.hub.store.base import AssignmentItem, AssignmentRepo, SiteRepo
-from modelfleet.hub.store.records import Assignment, SiteRecord
-from modelfleet.hub.store.schema import assignments, models, sites, versions
+from modelfleet.hub.store.records.sites import Assignment, SiteRecord
+from modelfleet.hub.store.repos.sites import AssignmentItem, AssignmentRepo, SiteRepo
+from modelfleet.hub.store.schema.models import models, versions
+from modelfleet.hub.store.schema.sites import assignments, sites
 
 if TYPE_CHECKING:
-    from modelfleet.hub.store.sql import SqlStore
+    from modelfleet.hub.store.sql.store import SqlStore
 
 
 def _aware(what: str, value: datetime) -> datetime:

@@ -1,4 +1,9 @@
-"""What the federation store reads and writes: jobs, rounds and site answers as records."""
+"""Records of federated learning: jobs, rounds and what each site answered.
+
+Weights, optimizer state and update payloads are bytes read on their own
+(``job_weights``, ``round_weights``, ``iter_payloads``), never carried in these records:
+listing jobs or showing a round must not load a model's worth of data per row.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class JobRow:
+    """A federated training campaign: its configuration and where its state machine is."""
+
     id: str
     model: str
     base_version: int
@@ -27,6 +34,8 @@ class JobRow:
 
 @dataclass(frozen=True)
 class RoundRow:
+    """One attempt at one round: who was selected, until when, and how it ended."""
+
     job_id: str
     number: int
     attempt: int
@@ -41,6 +50,8 @@ class RoundRow:
 
 @dataclass(frozen=True)
 class UpdateRow:
+    """A site's answer to a round: an update (counts and metrics) or a refusal."""
+
     job_id: str
     round: int
     site: str
@@ -54,6 +65,8 @@ class UpdateRow:
 
 @dataclass(frozen=True)
 class NewJob:
+    """Everything a job starts with, including the base model's packed weights."""
+
     id: str
     model: str
     base_version: int

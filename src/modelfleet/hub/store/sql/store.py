@@ -1,10 +1,11 @@
 """What the SQL-backed stores share: the engine, transactions, error translation, migrations.
 
-The repositories (``sql_models``, ``sql_tokens``, ``sql_audit``, ``sql_sites``) hold the
-Core queries and are the same for every backend. A backend subclass only supplies the
-engine and the few statements whose locking differs (creating a model row under
-concurrency, guarding migrations), so the contract suite exercises one body of query code
-on both databases.
+The repositories (``models``, ``access``, ``sites``, ``deployments``, ``telemetry``,
+``federation`` beside this module) hold the Core queries and are the same for every
+backend; :class:`SqlStore` builds them all, once, on its engine. A backend subclass only
+supplies the engine and the few statements whose locking differs (creating a model row
+under concurrency, guarding migrations), so the contract suite exercises one body of
+query code on both databases.
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from modelfleet.errors import Conflict, StoreError
-from modelfleet.hub.store.base import Store
-from modelfleet.hub.store.sql_audit import SqlAuditRepo
-from modelfleet.hub.store.sql_models import SqlModelRepo
-from modelfleet.hub.store.sql_sites import SqlAssignmentRepo, SqlSiteRepo
-from modelfleet.hub.store.sql_tokens import SqlTokenRepo
+from modelfleet.hub.store.base import Leadership, Store
+from modelfleet.hub.store.sql.access import SqlAuditRepo, SqlTokenRepo
+from modelfleet.hub.store.sql.deployments import SqlDeploymentRepo
+from modelfleet.hub.store.sql.federation import SqlFederationRepo
+from modelfleet.hub.store.sql.leadership import SqlLeadership
+from modelfleet.hub.store.sql.models import SqlModelRepo
+from modelfleet.hub.store.sql.sites import SqlAssignmentRepo, SqlSiteRepo
+from modelfleet.hub.store.sql.telemetry import SqlTelemetryRepo
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+#: The Alembic revisions, packaged beside the store (``hub/store/migrations``).
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 #: Execution option marking a connection whose transaction will write; SQLite uses it to
 #: take the write lock at BEGIN instead of failing to upgrade a read lock mid-transaction.
@@ -93,6 +98,9 @@ class SqlStore(Store):
         self.audit = SqlAuditRepo(self)
         self.sites = SqlSiteRepo(self)
         self.assignments = SqlAssignmentRepo(self)
+        self.deployments = SqlDeploymentRepo(self)
+        self.telemetry = SqlTelemetryRepo(self)
+        self.federation = SqlFederationRepo(self)
 
     @property
     def engine(self) -> Engine:
@@ -106,8 +114,10 @@ class SqlStore(Store):
         self._engine.dispose()
 
     def now(self) -> datetime:
-        """The timestamp for rows written now; one place to change for a fake clock."""
         return utcnow()
+
+    def leadership(self, role: str) -> Leadership:
+        return SqlLeadership(self, role)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

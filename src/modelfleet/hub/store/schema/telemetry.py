@@ -1,4 +1,4 @@
-"""Tables of the telemetry feature, on the shared metadata (see schema.py).
+"""Tables of the telemetry feature, on the shared metadata (see base.py).
 
 Kept in their own module so features evolve without editing each other's files; the
 matching Alembic revision lives in migrations/versions.
@@ -35,7 +35,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from modelfleet.hub.store.schema import NAME_LEN, UtcDateTime, metadata
+from modelfleet.hub.store.schema.base import NAME_LEN, UtcDateTime, metadata
 
 __all__ = [
     "drift_settings",

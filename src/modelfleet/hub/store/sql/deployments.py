@@ -9,96 +9,25 @@ decision made on stale state: the loser sees ``False`` and re-reads.
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, delete, insert, select, update
 
 from modelfleet.errors import Conflict, NotFound
-from modelfleet.hub.store.schema_deployments import deployments, overrides, policies, rollouts
+from modelfleet.hub.store.records.deployments import (
+    ACTIVE_STATES,
+    DeploymentRecord,
+    OverrideRecord,
+    PolicyRecord,
+    RolloutChange,
+    RolloutRecord,
+)
+from modelfleet.hub.store.repos.deployments import DeploymentRepo
+from modelfleet.hub.store.schema.deployments import deployments, overrides, policies, rollouts
 
 if TYPE_CHECKING:
-    from modelfleet.hub.store.sql import SqlStore
-
-#: Rollout states in which the controller still has work to do (or a human has to act).
-ACTIVE_STATES = ("running", "paused")
-
-
-@dataclass(frozen=True)
-class PolicyRecord:
-    name: str
-    kind: str  # residency | spread
-    spec: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class DeploymentRecord:
-    name: str
-    model: str
-    ref: str  # as the operator wrote it, e.g. pump@production
-    selector: str
-    strategy: dict[str, Any]
-    gates: dict[str, Any]
-    params: dict[str, Any]
-    target_version: int
-    stable_version: int | None
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class OverrideRecord:
-    site: str
-    model: str
-    version: int
-    reason: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class RolloutRecord:
-    id: str
-    deployment: str
-    model: str
-    from_version: int | None
-    to_version: int
-    state: str  # running | paused | succeeded | failed | aborted | rolled_back
-    step: int
-    step_started_at: datetime
-    plan: dict[str, Any]
-    history: list[dict[str, Any]]
-    reason: str
-    seq: int
-    created_by: str
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def waves(self) -> list[list[str]]:
-        return [list(w) for w in self.plan.get("waves", [])]
-
-    def moved_sites(self) -> list[str]:
-        """Sites told to run ``to_version`` by this rollout right now."""
-        if self.state not in ACTIVE_STATES:
-            return []
-        return [s for wave in self.waves[: self.step + 1] for s in wave]
-
-
-@dataclass
-class RolloutChange:
-    """The fields a transition sets; ``None`` leaves a field as it is."""
-
-    state: str | None = None
-    step: int | None = None
-    step_started_at: datetime | None = None
-    reason: str | None = None
-    history_entry: dict[str, Any] | None = None
-    deployment_stable: tuple[str, int | None] | None = None  # (deployment, stable_version)
-    extra: dict[str, Any] = field(default_factory=dict)
+    from modelfleet.hub.store.sql.store import SqlStore
 
 
 def _policy(row: Row[Any]) -> PolicyRecord:
@@ -141,7 +70,7 @@ def _rollout(row: Row[Any]) -> RolloutRecord:
     )
 
 
-class SqlDeploymentRepo:
+class SqlDeploymentRepo(DeploymentRepo):
     """The deployments feature's queries, on an existing :class:`SqlStore`."""
 
     def __init__(self, store: SqlStore) -> None:
@@ -315,10 +244,6 @@ class SqlDeploymentRepo:
             ]
 
     # --- rollouts ----------------------------------------------------------------------
-
-    @staticmethod
-    def new_rollout_id() -> str:
-        return "r-" + secrets.token_hex(4)
 
     def get_rollout(self, rollout_id: str) -> RolloutRecord | None:
         with self._store.read() as conn:
