@@ -179,7 +179,7 @@ class Sites:
         site = self.get(name)
         models = []
         for item in self.store.assignments.list(site.name):
-            version = self.store.models.get_version(item.model, item.version)
+            version = self.registry.version(item.model, item.version)
             if version is None:  # pragma: no cover - prevented by a foreign key
                 continue
             models.append(

@@ -64,7 +64,7 @@ def deploy(body: DeployRequest, ctx: Context, caller: Caller) -> dict[str, Any]:
 def list_deployments(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
     service = ctx.deployments
-    return [service.view(d) for d in service.repo.list_deployments()]
+    return [service.view(d) for d in service.list()]
 
 
 @router.get("/deployments/{name}", summary="One deployment")
@@ -88,7 +88,7 @@ def remove_deployment(name: str, ctx: Context, caller: Caller) -> Response:
 @router.get("/overrides", summary="Per-site version pins")
 def list_overrides(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
-    return [o.__dict__ for o in ctx.deployments.repo.list_overrides()]
+    return [o.__dict__ for o in ctx.deployments.overrides()]
 
 
 @router.put("/overrides", summary="Pin a site to a version (wins over deployments)")
@@ -116,28 +116,28 @@ def list_policies(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
     return [
         {"name": p.name, "kind": p.kind, **p.spec, "updated_at": p.updated_at}
-        for p in ctx.deployments.repo.list_policies()
+        for p in ctx.deployments.policies()
     ]
 
 
 @router.put("/policies", summary="Apply a policy document (create or update each rule)")
 def apply_policies(body: PoliciesIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.DEPLOY_WRITE, "policy.apply", "policies")
-    repo = ctx.deployments.repo
+    service = ctx.deployments
     rules = parse_policy_document({"policies": body.policies})
     changes = []
     for rule in rules:
         with audited(ctx, caller, "policy.apply", rule.name) as detail:
-            _, changed = repo.put_policy(rule.name, rule.kind, rule.spec())
+            _, changed = service.put_policy(rule.name, rule.kind, rule.spec())
             detail.append("changed" if changed else "unchanged")
         if changed:
             changes.append({"policy": rule.name, "action": "apply"})
     if body.prune:
         keep = {r.name for r in rules}
-        for old in repo.list_policies():
+        for old in service.policies():
             if old.name not in keep:
                 with audited(ctx, caller, "policy.remove", old.name):
-                    repo.delete_policy(old.name)
+                    service.remove_policy(old.name)
                 changes.append({"policy": old.name, "action": "delete"})
     return {"changed": bool(changes), "changes": changes}
 
@@ -146,7 +146,7 @@ def apply_policies(body: PoliciesIn, ctx: Context, caller: Caller) -> dict[str, 
 def remove_policy(name: str, ctx: Context, caller: Caller) -> Response:
     require(ctx, caller, Permission.DEPLOY_WRITE, "policy.remove", name)
     with audited(ctx, caller, "policy.remove", name):
-        ctx.deployments.repo.delete_policy(name)
+        ctx.deployments.remove_policy(name)
     return Response(status_code=204)
 
 
@@ -162,7 +162,7 @@ def list_rollouts(
     caller.require(Permission.SITES_READ)
     controller = ctx.rollouts
     states = (state,) if state else None
-    return [controller.view(r) for r in controller.repo.list_rollouts(states=states)]
+    return [controller.view(r) for r in controller.list(states)]
 
 
 @router.get("/rollouts/{rollout_id}", summary="One rollout with per-wave progress")

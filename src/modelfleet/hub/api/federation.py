@@ -82,14 +82,14 @@ async def start_job(body: dict[str, Any], ctx: Context, caller: Caller) -> dict[
 def list_jobs(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.MODELS_READ)
     coordinator = ctx.federation
-    return [coordinator.view(job, rounds=False) for job in coordinator.repo.list_jobs()]
+    return [coordinator.view(job, rounds=False) for job in coordinator.jobs()]
 
 
 @router.get("/jobs/{job_id}", summary="A job with every round's participants and metrics")
 def show_job(job_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.MODELS_READ)
     coordinator = ctx.federation
-    return coordinator.view(coordinator.repo.get_job(job_id))
+    return coordinator.view(coordinator.job(job_id))
 
 
 @router.post("/jobs/{job_id}/abort", summary="Abort a running job")
@@ -106,7 +106,7 @@ def abort_job(
 @router.get("/consent", summary="What each site declared about taking part")
 def consents(ctx: Context, caller: Caller) -> dict[str, dict[str, Any]]:
     caller.require(Permission.SITES_READ)
-    return ctx.federation.repo.consents()
+    return ctx.federation.consents()
 
 
 # --- sites ----------------------------------------------------------------------------

@@ -153,7 +153,7 @@ class Coordinator:
         return self.repo.get_job(job.id)
 
     def _base_model(self, digest: str) -> tuple[ModelSpec, dict[str, Any]]:
-        data = b"".join(self.registry.artifacts.read_range(digest, 0, None))
+        data = self.registry.read_artifact(digest)
         try:
             model = onnx.load_from_string(data)
         except Exception as exc:
@@ -169,6 +169,18 @@ class Coordinator:
         if not aborted:
             raise Conflict(f"federated job {job_id!r} is {self.repo.get_job(job_id).state}")
         return self.repo.get_job(job_id)
+
+    def jobs(self) -> list[JobRow]:
+        """Every federated job, oldest first."""
+        return self.repo.list_jobs()
+
+    def job(self, job_id: str) -> JobRow:
+        """One job; ``NotFound`` (pointing at ``fl ls``) if there is none."""
+        return self.repo.get_job(job_id)
+
+    def consents(self) -> dict[str, dict[str, Any]]:
+        """What each site declared about taking part."""
+        return self.repo.consents()
 
     def view(self, job: JobRow, *, rounds: bool = True) -> dict[str, Any]:
         """The operator's picture of a job; with ``rounds``, per-round participants."""
@@ -300,7 +312,7 @@ class Coordinator:
         consents = self.repo.consents()
         out: dict[str, dict[str, Any]] = {}
         now = self.repo.now()
-        for site in self.sites.store.sites.list():
+        for site in self.sites.list():
             if not selector.matches(site.labels):
                 continue
             declared = consents.get(site.name)

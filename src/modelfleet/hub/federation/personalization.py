@@ -30,7 +30,7 @@ def registered_variants(registry: Registry, name: str, job_id: str) -> dict[str,
     """The per-site variants a job registered so far: ``{site: version}``."""
     return {
         v.tags["fl.site"]: v.version
-        for v in registry.store.models.list_versions(name)
+        for v in registry.versions(name)
         if v.tags.get("fl.job") == job_id and "fl.site" in v.tags
     }
 
@@ -51,7 +51,7 @@ def register_variants(
     done = registered_variants(registry, name, job.id)
     spec = ModelSpec.parse(job.spec)
     base = unpack_vector(repo.round_weights(job.id, number))
-    labels = {s.name: s.labels for s in sites.store.sites.list()}
+    labels = {s.name: s.labels for s in sites.list()}
     for row, payload in repo.iter_payloads(job.id, number):
         if row.site in done:
             continue

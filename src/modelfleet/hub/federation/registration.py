@@ -22,7 +22,7 @@ from modelfleet.hub.store.records import JobRow
 def registered_version(registry: Registry, name: str, job_id: str) -> int | None:
     """The global version a job already registered (found by its ``fl.job`` tag), if
     any: a hub killed while registering must not register a second one."""
-    for version in registry.store.models.list_versions(name):
+    for version in registry.versions(name):
         if version.tags.get("fl.job") == job_id and "fl.site" not in version.tags:
             return version.version
     return None
@@ -85,7 +85,7 @@ def register_result(
         for k, v in last.items()
         if isinstance(v, int | float) and np.isfinite(v)
     }
-    site_labels = {s.name: s.labels for s in sites.store.sites.list()}
+    site_labels = {s.name: s.labels for s in sites.list()}
     regions = sorted({site_labels.get(s, {}).get("region", "") for s in examples} - {""})
     lineage = {
         "federated_job": job.id,

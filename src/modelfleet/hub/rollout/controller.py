@@ -23,6 +23,7 @@ A wave's bake time counts from ``step_started_at`` in the row, so it survives re
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
@@ -89,9 +90,10 @@ class RolloutController:
         baseline_window_s: float = 600.0,
         full_sync_s: float = 10.0,
     ) -> None:
+        # Rollout rows belong to the deployments service: the controller reads and moves
+        # them through its methods, and reads sites' reports from the sites service.
         self.deployments = deployments
-        self.repo = deployments.repo
-        self.store = deployments.store
+        self.sites = deployments.sites
         self.source = source
         self.leadership = leadership
         self.interval_s = interval_s
@@ -133,8 +135,8 @@ class RolloutController:
     def tick(self, now: datetime | None = None) -> list[RolloutRecord]:
         """Evaluate every running rollout once; returns those that changed."""
         changed = []
-        for rollout in self.repo.list_rollouts(states=("running",)):
-            moved = self.advance(rollout, now or self.store.now())
+        for rollout in self.deployments.rollouts(states=("running",)):
+            moved = self.advance(rollout, now or self.deployments.now())
             if moved is not None:
                 changed.append(moved)
         return changed
@@ -222,7 +224,7 @@ class RolloutController:
             change = RolloutChange(
                 state="paused", reason=f"inconclusive: {decision.message}", history_entry=entry
             )
-        moved = self.repo.transition(r, change)
+        moved = self.deployments.transition(r, change)
         if moved is None:
             return None  # someone else decided first; the next tick re-reads
         log.warning("rollout %s: %s", r.id, moved.reason or f"wave {moved.step + 1} started")
@@ -237,17 +239,17 @@ class RolloutController:
         for _ in range(5):
             r = self.get(rollout_id)
             change = self._change_for(r, action, actor)
-            moved = self.repo.transition(r, change)
+            moved = self.deployments.transition(r, change)
             if moved is not None:
                 self.deployments.sync(self._sites(r) if action != "rollback" else None)
                 return moved
         raise Conflict(f"rollout {rollout_id} keeps changing under us; try again")
 
     def _change_for(self, r: RolloutRecord, action: str, actor: str) -> RolloutChange:
-        now = self.store.now()
+        now = self.deployments.now()
         entry = {"step": r.step, "outcome": action, "by": actor, "at": now.isoformat()}
         if action == "rollback" and r.state == "succeeded":
-            latest = self.repo.list_rollouts(deployment=r.deployment)
+            latest = self.deployments.rollouts(deployment=r.deployment)
             if latest and latest[0].id != r.id:
                 raise Conflict(
                     f"rollout {r.id} is not the deployment's latest ({latest[0].id}); "
@@ -291,8 +293,12 @@ class RolloutController:
             state=state, reason=f"{state.replace('_', ' ')} by {actor}", history_entry=entry
         )
 
+    def list(self, states: tuple[str, ...] | None = None) -> list[RolloutRecord]:
+        """Rollouts newest first, optionally only those in ``states``."""
+        return self.deployments.rollouts(states=states)
+
     def get(self, rollout_id: str) -> RolloutRecord:
-        r = self.repo.get_rollout(rollout_id)
+        r = self.deployments.rollout(rollout_id)
         if r is None:
             raise NotFound(f"rollout {rollout_id!r} does not exist (see `modelfleet rollout ls`)")
         return r
@@ -301,14 +307,14 @@ class RolloutController:
 
     def _reported(self, model: str) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for site in self.store.sites.list():
+        for site in self.sites.list():
             for m in (site.report or {}).get("models", []):
                 if isinstance(m, dict) and m.get("name") == model:
                     out[site.name] = m
         return out
 
     @staticmethod
-    def _sites(r: RolloutRecord) -> list[str]:
+    def _sites(r: RolloutRecord) -> builtins.list[str]:
         return [s for wave in r.waves for s in wave]
 
     def view(self, r: RolloutRecord) -> dict[str, Any]:

@@ -6,7 +6,8 @@ the store and takes the repositories it owns from it, never constructing one its
 Which service owns which repository:
 
 - ``models``: the registry (``hub/registry.py``);
-- ``tokens``, ``audit``: authentication and the tokens API; every router audits;
+- ``tokens``, ``audit``: authentication, the tokens API and site enrollment (which
+  issues and revokes a site's token); every router writes the audit log;
 - ``sites``, ``assignments``: the sites service; the deployments service writes
   ``assignments`` too, the low-level primitive desired state is derived into;
 - ``deployments``: the deployments service and the rollout controller;
