@@ -1,8 +1,11 @@
-"""Backends for the store contract suite.
+"""Backends for the store contract suite: the one conftest of every file beside it.
 
-Every test taking ``open_backend`` or ``store`` runs once per backend. PostgreSQL runs
-when ``MODELFLEET_TEST_POSTGRES_URL`` is set; each test gets its own schema (via the
-connection's ``search_path``) so parallel runs on one server never see each other.
+The suite has one file per domain of the store (``test_contract.py`` for models, tokens,
+audit and opening; ``_sites``, ``_deployments``, ``_telemetry``, ``_federation``), and
+every test taking ``open_backend`` or ``store`` runs once per backend. PostgreSQL runs
+when ``MODELFLEET_TEST_POSTGRES_URL`` is set (``postgres_url`` is in ``tests/conftest.py``);
+each test gets its own schema (via the connection's ``search_path``) so parallel runs on
+one server never see each other.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from modelfleet.hub.store import NewVersion, Store
 from modelfleet.hub.store.schema import metadata
 from modelfleet.hub.store.schema.models import models, versions
 from modelfleet.hub.store.sql.store import SqlStore, alembic_config, head_revision
+from tests.hub.store.conftest import OpenBackend
 
-OpenBackend = Callable[[], Store]
 T = TypeVar("T")
 
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
