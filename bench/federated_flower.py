@@ -28,9 +28,9 @@ from flwr.server.strategy import FedAvg
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
-from modelfleet.federation.simulation import digits_sites, task_seed
+from modelfleet.federation.simulation import digits_sites
 from modelfleet.federation.specs import evaluate, init_weights
-from modelfleet.federation.training import TrainConfig, sgd_fit
+from modelfleet.federation.training import TrainConfig, sgd_fit, task_seed
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ import pytest
 from modelfleet.errors import Conflict, PolicyViolation
 from modelfleet.hub.deployments import Deployments, DeployRequest
 from modelfleet.hub.gitops import FleetApplier
-from modelfleet.hub.leader import Leadership
 from modelfleet.hub.rollout.controller import RolloutController
 from modelfleet.hub.rollout.gates import Figures
 
@@ -83,7 +82,9 @@ class World:
         return PushRequest(name="pump", training_regions=("global",)), upload
 
     def new_controller(self) -> RolloutController:
-        return RolloutController(self.deployments, self.source, Leadership(self.store))
+        return RolloutController(
+            self.deployments, self.source, self.store.leadership("rollout controller")
+        )
 
     def agents_converge(self) -> None:
         """Every site reports what it was told, failing on versions marked broken."""

@@ -7,14 +7,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-# The store contract's backend fixtures (SQLite, and PostgreSQL when configured).
-from tests.hub.store.conftest import (  # noqa: F401
-    backend_url,
-    open_backend,
-    sqlite_url,
-    store,
-)
-
 
 def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     header = ",".join([f"f{i}" for i in range(x.shape[1])] + ["label"])

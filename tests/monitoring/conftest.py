@@ -15,15 +15,6 @@ import pytest
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess
-
-# The store contract fixtures (SQLite always, PostgreSQL when the env var is set).
-# (postgres_url lives in tests/conftest.py and is visible everywhere.)
-from tests.hub.store.conftest import (  # noqa: F401
-    backend_url,
-    open_backend,
-    sqlite_url,
-    store,
-)
 from tests.recording_proxy import RecordingProxy
 
 FAST_TELEMETRY = {

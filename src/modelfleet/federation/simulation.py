@@ -10,7 +10,6 @@ arrived over HTTP; only transport and persistence are left out. Used by
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,15 +22,10 @@ from modelfleet.federation.rounds import aggregate_round, default_stages
 from modelfleet.federation.specs import ModelSpec, Weights, evaluate, flatten, unflatten
 from modelfleet.federation.strategies import Strategy, Update
 from modelfleet.federation.strategies.base import State
-from modelfleet.federation.training import TrainConfig, eval_metrics, sgd_fit
+from modelfleet.federation.training import TrainConfig, eval_metrics, sgd_fit, task_seed
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
-
-
-def task_seed(job: str, round_number: int, site: str) -> int:
-    """The local-training seed of one site in one round, the same in simulation and real."""
-    return zlib.crc32(f"{job}/{round_number}/{site}".encode())
 
 
 def partition_non_iid(

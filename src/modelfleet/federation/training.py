@@ -7,6 +7,7 @@ same data and seed produce the same updates.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,15 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelfleet.federation.specs import Array, ModelSpec, Weights, evaluate, loss_and_grad
+
+
+def task_seed(job: str, round_number: int, site: str) -> int:
+    """The local-training seed of one site in one round, the same in simulation and real.
+
+    Here, beside the trainer it seeds, so the hub's task board and the simulation share it
+    without the runtime importing the simulation.
+    """
+    return zlib.crc32(f"{job}/{round_number}/{site}".encode())
 
 
 class TrainConfig(BaseModel):

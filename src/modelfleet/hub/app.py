@@ -9,7 +9,6 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelfleet import __version__
-from modelfleet.federation.coordinator import Coordinator
 from modelfleet.hub.api import deployments as deployments_api
 from modelfleet.hub.api import directory as directory_api
 from modelfleet.hub.api import federation as federation_api
@@ -23,6 +22,7 @@ from modelfleet.hub.api.limits import BodyLimit
 from modelfleet.hub.api.schemas import SigningKeyOut
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
+from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics, MeasureRequests
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention
@@ -68,7 +68,7 @@ def build_context(settings: HubSettings) -> HubContext:
         deployments=deployments,
         rollouts=rollouts,
         retention=TelemetryRetention(
-            telemetry.repo,
+            store.telemetry,
             retention_days=settings.telemetry_retention_days,
             interval_s=settings.telemetry_compact_interval_s,
         ),
@@ -79,22 +79,16 @@ def create_app(ctx: HubContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The coordinator loop resumes persisted jobs; on PostgreSQL only the replica
-        # holding its advisory lock runs it (see hub/leader.py).
-        if ctx.federation is not None:
-            ctx.federation.start()
+        # holding its advisory lock runs it (see hub/store/sql/leadership.py).
+        ctx.federation.start()
         # The rollout controller resumes persisted rollouts; on PostgreSQL only the replica
-        # holding its advisory lock moves them (see hub/leader.py).
-        if ctx.rollouts is not None:
-            ctx.rollouts.start()
-        if ctx.retention is not None:
-            ctx.retention.start()
+        # holding its advisory lock moves them (same lock, another role).
+        ctx.rollouts.start()
+        ctx.retention.start()
         yield
-        if ctx.retention is not None:
-            ctx.retention.stop()
-        if ctx.rollouts is not None:
-            ctx.rollouts.stop()
-        if ctx.federation is not None:
-            ctx.federation.stop()
+        ctx.retention.stop()
+        ctx.rollouts.stop()
+        ctx.federation.stop()
         ctx.close()
 
     app = FastAPI(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelfleet.federation.coordinator import Coordinator
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.deployments import Deployments
+from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention
@@ -21,6 +21,9 @@ from modelfleet.settings import HubSettings
 
 @dataclass
 class HubContext:
+    """Every service of one hub, each built once by :func:`~modelfleet.hub.app.build_context`
+    on the one :class:`Store`; none is optional, so routers never check for one."""
+
     settings: HubSettings
     data_dir: DataDir
     store: Store
@@ -30,13 +33,13 @@ class HubContext:
     sites: Sites
     notifier: Notifier
     telemetry: Telemetry
-    #: The federated-learning coordinator; None on a hub built without it.
-    federation: Coordinator | None = None
+    #: The federated-learning coordinator (hub/federation/).
+    federation: Coordinator
     #: Deployments and the rollout controller (hub/deployments.py, hub/rollout/).
-    deployments: Deployments | None = None
-    rollouts: RolloutController | None = None
+    deployments: Deployments
+    rollouts: RolloutController
     #: Folds telemetry windows past retention into totals (hub/retention.py).
-    retention: TelemetryRetention | None = None
+    retention: TelemetryRetention
 
     def close(self) -> None:
         self.store.close()

@@ -14,9 +14,11 @@ whatever the computation says, including removal. Other models stay as assigned 
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,14 +37,16 @@ from modelfleet.hub.rollout.gates import parse_gates
 from modelfleet.hub.rollout.strategies import parse_strategy
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites
-from modelfleet.hub.store.records import SiteRecord
-from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sql_deployments import (
+from modelfleet.hub.store import Store
+from modelfleet.hub.store.records import (
     ACTIVE_STATES,
     DeploymentRecord,
     OverrideRecord,
+    PolicyRecord,
+    RolloutChange,
     RolloutRecord,
-    SqlDeploymentRepo,
+    SiteRecord,
+    VersionRecord,
 )
 from modelfleet.refs import check_name, parse_ref
 
@@ -115,21 +119,42 @@ class Deployments:
 
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         registry: Registry,
         sites: Sites,
         notify: Callable[[str], None],
     ) -> None:
         self.store = store
-        self.repo = SqlDeploymentRepo(store)
+        self.repo = store.deployments
         self.registry = registry
         self.sites = sites
         self.notify = notify
 
+    def now(self) -> datetime:
+        """The store's clock: what deployment and rollout timestamps are written with."""
+        return self.store.now()
+
+    def resolve(self, ref: str) -> VersionRecord:
+        """The version ``ref`` names now, as :meth:`deploy` and :meth:`pin` resolve it."""
+        return self.registry.resolve(parse_ref(ref))
+
     # --- policies ------------------------------------------------------------------------
 
+    def policies(self) -> list[PolicyRecord]:
+        """Every residency and spread rule as stored, ordered by name."""
+        return self.repo.list_policies()
+
+    def put_policy(self, name: str, kind: str, spec: dict[str, Any]) -> tuple[PolicyRecord, bool]:
+        """Create or replace a rule; the flag says whether anything changed. Rules are
+        checked when a deployment is planned or a site pinned, not against what runs."""
+        return self.repo.put_policy(name, kind, spec)
+
+    def remove_policy(self, name: str) -> None:
+        """Remove a rule; ``NotFound`` if there is none by that name."""
+        self.repo.delete_policy(name)
+
     def rules(self) -> list[ResidencyRule | SpreadRule]:
-        return [rule_from_record(p.name, p.kind, p.spec) for p in self.repo.list_policies()]
+        return [rule_from_record(p.name, p.kind, p.spec) for p in self.policies()]
 
     # --- planning and deploying ----------------------------------------------------------
 
@@ -139,7 +164,7 @@ class Deployments:
         strategy = parse_strategy(request.strategy)
         gates = parse_gates(request.gates)
         existing = self.repo.get_deployment(name)
-        sites = self.store.sites.list()
+        sites = self.sites.list()
         current: dict[str, int | None] = {}
         for site in sites:
             mine = [a for a in self.store.assignments.list(site.name) if a.model == version.model]
@@ -176,7 +201,7 @@ class Deployments:
         if plan.errors:
             raise InvalidInput(f"{subject}: " + "; ".join(plan.errors))
         existing = self.repo.get_deployment(plan.deployment)
-        now = self.store.now()
+        now = self.now()
         record = DeploymentRecord(
             name=plan.deployment,
             model=plan.model,
@@ -220,6 +245,14 @@ class Deployments:
         self.sync()
         return record, rollout, plan
 
+    def list(self) -> list[DeploymentRecord]:
+        """Every deployment, ordered by name."""
+        return self.repo.list_deployments()
+
+    def find(self, name: str) -> DeploymentRecord | None:
+        """The deployment of that name, or None: for callers to whom absence is no error."""
+        return self.repo.get_deployment(name)
+
     def get(self, name: str) -> DeploymentRecord:
         record = self.repo.get_deployment(name)
         if record is None:
@@ -242,16 +275,34 @@ class Deployments:
         self.sync([record.name])
         return next(o for o in self.repo.list_overrides(record.name) if o.model == version.model)
 
+    def overrides(self, site: str | None = None) -> builtins.list[OverrideRecord]:
+        """Per-site pins ordered by site and model; only ``site``'s when given."""
+        return self.repo.list_overrides(site)
+
     def unpin(self, site: str, model: str) -> None:
         self.repo.delete_override(check_name(site, "site name"), check_name(model, "model name"))
         self.sync([site])
 
     # --- desired state -------------------------------------------------------------------
 
-    def active_rollouts(self) -> dict[str, RolloutRecord]:
-        return {r.deployment: r for r in self.repo.list_rollouts(states=ACTIVE_STATES)}
+    def rollouts(
+        self, *, states: tuple[str, ...] | None = None, deployment: str | None = None
+    ) -> builtins.list[RolloutRecord]:
+        """Rollouts newest first, optionally only in ``states`` or of one deployment."""
+        return self.repo.list_rollouts(states=states, deployment=deployment)
 
-    def sync(self, site_names: Iterable[str] | None = None) -> list[str]:
+    def rollout(self, rollout_id: str) -> RolloutRecord | None:
+        return self.repo.get_rollout(rollout_id)
+
+    def transition(self, rollout: RolloutRecord, change: RolloutChange) -> RolloutRecord | None:
+        """The rollout controller's one way to move a rollout: a compare-and-set on the
+        row's ``seq`` (None when someone else moved it first). The caller syncs."""
+        return self.repo.transition(rollout, change)
+
+    def active_rollouts(self) -> dict[str, RolloutRecord]:
+        return {r.deployment: r for r in self.rollouts(states=ACTIVE_STATES)}
+
+    def sync(self, site_names: Iterable[str] | None = None) -> builtins.list[str]:
         """Write each site's computed desired state through ``store.assignments``.
 
         Only differences are written (each bumps the site's revision and wakes its
@@ -263,7 +314,7 @@ class Deployments:
         managed = {d.model for d in deployments} | {o.model for o in overrides}
         wanted = set(site_names) if site_names is not None else None
         changed = []
-        for site in self.store.sites.list():
+        for site in self.sites.list():
             if wanted is not None and site.name not in wanted:
                 continue
             desired, conflicts = desired_for_site(site, deployments, active, overrides)
@@ -293,7 +344,7 @@ class Deployments:
 
     def view(self, record: DeploymentRecord) -> dict[str, Any]:
         active = self.active_rollouts().get(record.name)
-        latest = self.repo.list_rollouts(deployment=record.name)
+        latest = self.rollouts(deployment=record.name)
         return {
             "name": record.name,
             "model": record.model,

@@ -126,25 +126,25 @@ class FleetApplier:
             parse_gates(planned.gates)
             parse_selector(planned.to)
         result = into if into is not None else ApplyResult(dry_run)
-        repo = self.deployments.repo
+        deployments = self.deployments
         changes = result.changes
 
         # Removals that free the way first: deployments and overrides no longer declared.
         if prune:
             declared = {d.name or parse_ref(d.model).name for d in doc.deployments}
-            for d in repo.list_deployments():
+            for d in deployments.list():
                 if d.name not in declared:
                     if not dry_run:
                         self.deployments.remove(d.name)
                     changes.append(Change("deployment", d.name, "delete", f"model {d.model}"))
             pinned = {(o.site, parse_ref(o.model).name) for o in doc.overrides}
-            for o in repo.list_overrides():
+            for o in deployments.overrides():
                 if (o.site, o.model) not in pinned:
                     if not dry_run:
                         self.deployments.unpin(o.site, o.model)
                     changes.append(Change("override", f"{o.site}/{o.model}", "delete"))
 
-        existing_sites = {s.name: s for s in self.sites.store.sites.list()}
+        existing_sites = {s.name: s for s in self.sites.list()}
         for site in doc.sites:
             labels = parse_labels(site.labels)
             have = existing_sites.get(site.name)
@@ -165,23 +165,23 @@ class FleetApplier:
                     )
                 )
 
-        current_rules = {p.name: p for p in repo.list_policies()}
+        current_rules = {p.name: p for p in deployments.policies()}
         for rule in rules:
             old_rule = current_rules.get(rule.name)
             if old_rule is None or (old_rule.kind, old_rule.spec) != (rule.kind, rule.spec()):
                 if not dry_run:
-                    repo.put_policy(rule.name, rule.kind, rule.spec())
+                    deployments.put_policy(rule.name, rule.kind, rule.spec())
                 action = "create" if old_rule is None else "update"
                 changes.append(Change("policy", rule.name, action, rule.kind))
         if prune:
             for name in sorted(set(current_rules) - {r.name for r in rules}):
                 if not dry_run:
-                    repo.delete_policy(name)
+                    deployments.remove_policy(name)
                 changes.append(Change("policy", name, "delete"))
 
-        current_pins = {(o.site, o.model): o for o in repo.list_overrides()}
+        current_pins = {(o.site, o.model): o for o in deployments.overrides()}
         for pin in doc.overrides:
-            version = self.deployments.registry.resolve(parse_ref(pin.model))
+            version = deployments.resolve(pin.model)
             old_pin = current_pins.get((pin.site, version.model))
             if old_pin is None or (old_pin.version, old_pin.reason) != (
                 version.version,
@@ -208,7 +208,7 @@ class FleetApplier:
                 params=decl.params,
             )
             plan = self.deployments.plan(request)
-            old = repo.get_deployment(plan.deployment)
+            old = deployments.find(plan.deployment)
             same = old is not None and (
                 old.model,
                 old.target_version,

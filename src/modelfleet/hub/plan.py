@@ -21,8 +21,12 @@ from modelfleet.hub.policy import (
 from modelfleet.hub.rollout.gates import Gates
 from modelfleet.hub.rollout.strategies import Strategy, build_waves, describe_strategy
 from modelfleet.hub.selectors import Selector, parse_selector
-from modelfleet.hub.store.records import SiteRecord, VersionRecord
-from modelfleet.hub.store.sql_deployments import DeploymentRecord, OverrideRecord
+from modelfleet.hub.store.records import (
+    DeploymentRecord,
+    OverrideRecord,
+    SiteRecord,
+    VersionRecord,
+)
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,19 @@ class Registry:
             raise NotFound(f"model {name!r} does not exist")
         return record
 
+    def versions(self, name: str) -> list[VersionRecord]:
+        """Every version of a model, ascending; empty if the model does not exist."""
+        return self.store.models.list_versions(name)
+
+    def version(self, name: str, number: int) -> VersionRecord | None:
+        """One version exactly as numbered (no alias, no "latest"); None if absent."""
+        return self.store.models.get_version(name, number)
+
+    def read_artifact(self, digest: str) -> bytes:
+        """A blob's whole content, for the hub's own use of a model it holds (the
+        federation coordinator reads a base model's weights); downloads stream instead."""
+        return b"".join(self.artifacts.read_range(digest, 0, None))
+
     def resolve(self, ref: ModelRef) -> VersionRecord:
         """The version a reference names; the latest when it names neither."""
         model = self.model(ref.name)

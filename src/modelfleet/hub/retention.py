@@ -3,7 +3,7 @@
 Every window a site sends is kept with its sketches, which is what drift, gates and
 recent figures need; kept forever they would grow the hub's database by every site x
 model x window. Past ``telemetry_retention_days`` a window's counts go into a roll-up row
-and the window is deleted (``SqlTelemetryRepo.compact``), so lifetime totals stay exact.
+and the window is deleted (``TelemetryRepo.compact``), so lifetime totals stay exact.
 Compaction is idempotent and safe on every replica at once, so no leadership is needed.
 """
 
@@ -14,7 +14,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from modelfleet.errors import ModelfleetError
-from modelfleet.hub.store.sql_telemetry import SqlTelemetryRepo
+from modelfleet.hub.store import TelemetryRepo
 
 log = logging.getLogger("modelfleet.hub.retention")
 
@@ -25,7 +25,7 @@ class TelemetryRetention:
     """Runs :meth:`compact_now` soon after start, then every ``interval_s``, in a daemon
     thread."""
 
-    def __init__(self, repo: SqlTelemetryRepo, *, retention_days: float, interval_s: float) -> None:
+    def __init__(self, repo: TelemetryRepo, *, retention_days: float, interval_s: float) -> None:
         self.repo = repo
         self.retention = timedelta(days=retention_days)
         self.interval_s = interval_s

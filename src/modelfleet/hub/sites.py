@@ -9,6 +9,7 @@ second so a change made through another hub replica is seen too.
 
 from __future__ import annotations
 
+import builtins
 import math
 import secrets
 import threading
@@ -68,6 +69,10 @@ class Sites:
         # Every site's revision from one query, shared by all long-polls of this process.
         self._revisions: tuple[float, dict[str, int]] = (-math.inf, {})
         self._revisions_lock = threading.Lock()
+
+    def list(self) -> list[SiteRecord]:
+        """Every registered site, ordered by name."""
+        return self.store.sites.list()
 
     def get(self, name: str) -> SiteRecord:
         record = self.store.sites.get(check_name(name, "site name"))
@@ -131,7 +136,7 @@ class Sites:
             raise NotFound(f"site {name!r} has no assignment for model {model!r}")
         self.store.assignments.remove(site.name, model)
 
-    def replace(self, name: str, items: list[tuple[str, dict[str, Any]]]) -> int:
+    def replace(self, name: str, items: builtins.list[tuple[str, dict[str, Any]]]) -> int:
         site = self.get(name)
         resolved = []
         seen: set[str] = set()
@@ -174,7 +179,7 @@ class Sites:
         site = self.get(name)
         models = []
         for item in self.store.assignments.list(site.name):
-            version = self.store.models.get_version(item.model, item.version)
+            version = self.registry.version(item.model, item.version)
             if version is None:  # pragma: no cover - prevented by a foreign key
                 continue
             models.append(

@@ -21,16 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelfleet.errors import InvalidInput, NotFound, StoreError
+from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
-from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sql_telemetry import (
-    IngestResult,
-    NewWindow,
-    SqlTelemetryRepo,
-    WindowRecord,
-)
+from modelfleet.hub.store.records import IngestResult, NewWindow, WindowRecord
 from modelfleet.monitoring import drift
 from modelfleet.monitoring.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 from modelfleet.monitoring.profiles import DatasetProfile
@@ -122,11 +116,8 @@ class Telemetry:
     """The telemetry service (protocol-free; routers call it from worker threads)."""
 
     def __init__(self, store: Store, sites: Sites) -> None:
-        if not isinstance(store, SqlStore):
-            raise StoreError("telemetry needs a SQL store")
-        self.store = store
         self.sites = sites
-        self.repo = SqlTelemetryRepo(store)
+        self.repo = store.telemetry
         self._cache: dict[tuple[str, str, int], tuple[float, dict[str, Any]]] = {}
         self._cache_lock = threading.Lock()
 
@@ -297,7 +288,7 @@ class Telemetry:
                 }
             )
         sites = []
-        for record in self.store.sites.list():
+        for record in self.sites.list():
             view = self.sites.view(record)
             models = by_site.pop(record.name, [])
             sites.append(self._site_row(view, models, drops.get(record.name, (0, 0))))

@@ -1,8 +1,11 @@
-"""Backends for the store contract suite.
+"""Backends for the store contract suite: the one conftest of every file beside it.
 
-Every test taking ``open_backend`` or ``store`` runs once per backend. PostgreSQL runs
-when ``MODELFLEET_TEST_POSTGRES_URL`` is set; each test gets its own schema (via the
-connection's ``search_path``) so parallel runs on one server never see each other.
+The suite has one file per domain of the store (``test_contract.py`` for models, tokens,
+audit and opening; ``_sites``, ``_deployments``, ``_telemetry``, ``_federation``), and
+every test taking ``open_backend`` or ``store`` runs once per backend. PostgreSQL runs
+when ``MODELFLEET_TEST_POSTGRES_URL`` is set (``postgres_url`` is in ``tests/conftest.py``);
+each test gets its own schema (via the connection's ``search_path``) so parallel runs on
+one server never see each other.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from modelfleet.hub.store import Store, open_store
+from modelfleet.hub.store import open_sql_store
+from modelfleet.hub.store.sql.store import SqlStore
 
-#: Opens (and migrates) another store on the test's database; closed after the test.
-OpenBackend = Callable[[], Store]
+#: Opens (and migrates) another store on the test's database; closed after the test. The
+#: stores are typed as the SQL store they are, so the migration tests reach the engine.
+OpenBackend = Callable[[], SqlStore]
 
 
 @pytest.fixture
@@ -31,10 +36,10 @@ def backend_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def open_backend(backend_url: str) -> Iterator[OpenBackend]:
-    opened: list[Store] = []
+    opened: list[SqlStore] = []
 
-    def _open() -> Store:
-        store = open_store(backend_url)
+    def _open() -> SqlStore:
+        store = open_sql_store(backend_url)
         opened.append(store)
         return store
 
@@ -44,5 +49,5 @@ def open_backend(backend_url: str) -> Iterator[OpenBackend]:
 
 
 @pytest.fixture
-def store(open_backend: OpenBackend) -> Store:
+def store(open_backend: OpenBackend) -> SqlStore:
     return open_backend()

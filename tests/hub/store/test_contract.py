@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,13 +12,25 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound, StoreError
-from modelfleet.hub.store import ModelRepo, NewVersion, Store, open_store
-from modelfleet.hub.store.postgres import PostgresStore
+from modelfleet.hub.store import (
+    AssignmentRepo,
+    AuditRepo,
+    DeploymentRepo,
+    FederationRepo,
+    Leadership,
+    ModelRepo,
+    NewVersion,
+    SiteRepo,
+    Store,
+    TelemetryRepo,
+    TokenRepo,
+    open_store,
+)
 from modelfleet.hub.store.schema import metadata
-from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sqlite import SqliteStore
-
-OpenBackend = Callable[[], Store]
+from modelfleet.hub.store.sql.postgres import PostgresStore
+from modelfleet.hub.store.sql.sqlite import SqliteStore
+from modelfleet.hub.store.sql.store import SqlStore
+from tests.hub.store.conftest import OpenBackend
 
 
 def digest_of(text: str) -> str:
@@ -297,6 +308,31 @@ def test_audit_newest_first_with_filters(store: Store) -> None:
     assert store.audit.list(limit=0) == []
 
 
+# --- the one interface ------------------------------------------------------------------
+
+
+def test_store_holds_every_repository(store: Store) -> None:
+    """One Store builds every repository behind its interface: services only take them."""
+    interfaces = {
+        "models": ModelRepo,
+        "tokens": TokenRepo,
+        "audit": AuditRepo,
+        "sites": SiteRepo,
+        "assignments": AssignmentRepo,
+        "deployments": DeploymentRepo,
+        "telemetry": TelemetryRepo,
+        "federation": FederationRepo,
+    }
+    for name, interface in interfaces.items():
+        assert isinstance(getattr(store, name), interface), name
+    leadership = store.leadership("contract test")
+    try:
+        assert isinstance(leadership, Leadership)
+        assert leadership.role == "contract test"
+    finally:
+        leadership.release()
+
+
 # --- concurrency and lifecycle ----------------------------------------------------------
 
 
@@ -373,13 +409,12 @@ def test_concurrent_open_store(backend_url: str) -> None:
             s.close()
 
 
-def test_migrations_match_schema_module(store: Store) -> None:
-    """schema.py and the Alembic revisions must describe the same tables."""
-    assert isinstance(store, SqlStore)
+def test_migrations_match_schema_module(store: SqlStore) -> None:
+    """The schema package and the Alembic revisions must describe the same tables."""
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
-    from modelfleet.hub.store.sql import head_revision
+    from modelfleet.hub.store.sql.store import head_revision
 
     assert store.current_revision() == head_revision()
 

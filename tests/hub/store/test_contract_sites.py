@@ -16,10 +16,11 @@ from sqlalchemy import and_, delete, inspect, select
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from modelfleet.hub.store import NewVersion, Store
-from modelfleet.hub.store.schema import metadata, models, versions
-from modelfleet.hub.store.sql import SqlStore, alembic_config, head_revision
+from modelfleet.hub.store.schema import metadata
+from modelfleet.hub.store.schema.models import models, versions
+from modelfleet.hub.store.sql.store import SqlStore, alembic_config, head_revision
+from tests.hub.store.conftest import OpenBackend
 
-OpenBackend = Callable[[], Store]
 T = TypeVar("T")
 
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
@@ -344,9 +345,8 @@ def test_delete_site_cascades_to_assignments(store: Store) -> None:
     assert store.assignments.list("berlin") == []
 
 
-def test_assigned_version_cannot_be_deleted(store: Store) -> None:
+def test_assigned_version_cannot_be_deleted(store: SqlStore) -> None:
     """Whatever deletes versions later, the database refuses to orphan an assignment."""
-    assert isinstance(store, SqlStore)
     add_site(store)
     push(store)
     store.assignments.set("berlin", "pump", 1, "pump:1", {})
@@ -378,15 +378,13 @@ def test_concurrent_sets_get_distinct_revisions(open_backend: OpenBackend) -> No
 # --- migrations -------------------------------------------------------------------------
 
 
-def test_migrations_match_schema_module_with_sites(store: Store) -> None:
-    assert isinstance(store, SqlStore)
+def test_migrations_match_schema_module_with_sites(store: SqlStore) -> None:
     with store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     assert store.current_revision() == head_revision()
 
 
-def test_sites_migration_downgrades_and_upgrades(store: Store) -> None:
-    assert isinstance(store, SqlStore)
+def test_sites_migration_downgrades_and_upgrades(store: SqlStore) -> None:
     push(store)
     add_site(store)
     with store.write() as conn:

@@ -8,30 +8,13 @@ from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from modelfleet.errors import StoreError
 from modelfleet.hub.api.deps import Caller, Context, audited, require
 from modelfleet.hub.auth import Permission
-from modelfleet.hub.context import HubContext
-from modelfleet.hub.deployments import Deployments, DeployRequest
+from modelfleet.hub.deployments import DeployRequest
 from modelfleet.hub.gitops import ApplyResult, FleetApplier
 from modelfleet.hub.policy import parse_policy_document
-from modelfleet.hub.rollout.controller import RolloutController
 
 router = APIRouter(prefix="/api/v1", tags=["deployments"])
-
-
-def _deployments(ctx: HubContext) -> Deployments:
-    service: Deployments | None = getattr(ctx, "deployments", None)
-    if service is None:
-        raise StoreError("deployments are not available on this hub (needs a SQL store)")
-    return service
-
-
-def _controller(ctx: HubContext) -> RolloutController:
-    service: RolloutController | None = getattr(ctx, "rollouts", None)
-    if service is None:
-        raise StoreError("the rollout controller is not available on this hub")
-    return service
 
 
 class OverrideIn(BaseModel):
@@ -57,14 +40,14 @@ class ApplyIn(BaseModel):
 @router.post("/deployments/plan", summary="What a deployment would do (changes nothing)")
 def plan(body: DeployRequest, ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.SITES_READ)
-    return _deployments(ctx).plan(body).as_dict()
+    return ctx.deployments.plan(body).as_dict()
 
 
 @router.post("/deployments", status_code=201, summary="Create or update a deployment")
 def deploy(body: DeployRequest, ctx: Context, caller: Caller) -> dict[str, Any]:
     obj = body.name or body.ref
     require(ctx, caller, Permission.DEPLOY_WRITE, "deploy", obj)
-    service = _deployments(ctx)
+    service = ctx.deployments
     with audited(ctx, caller, "deploy", obj) as detail:
         record, rollout, planned = service.deploy(body, caller.actor)
         detail.append(f"{record.model}:{record.target_version} to {record.selector or 'all'}")
@@ -72,7 +55,7 @@ def deploy(body: DeployRequest, ctx: Context, caller: Caller) -> dict[str, Any]:
             detail.append(f"rollout {rollout.id} ({len(rollout.waves)} waves)")
     return {
         "deployment": service.view(record),
-        "rollout": _controller(ctx).view(rollout) if rollout else None,
+        "rollout": ctx.rollouts.view(rollout) if rollout else None,
         "plan": planned.as_dict(),
     }
 
@@ -80,14 +63,14 @@ def deploy(body: DeployRequest, ctx: Context, caller: Caller) -> dict[str, Any]:
 @router.get("/deployments", summary="All deployments")
 def list_deployments(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
-    service = _deployments(ctx)
-    return [service.view(d) for d in service.repo.list_deployments()]
+    service = ctx.deployments
+    return [service.view(d) for d in service.list()]
 
 
 @router.get("/deployments/{name}", summary="One deployment")
 def show_deployment(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.SITES_READ)
-    service = _deployments(ctx)
+    service = ctx.deployments
     return service.view(service.get(name))
 
 
@@ -95,7 +78,7 @@ def show_deployment(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
 def remove_deployment(name: str, ctx: Context, caller: Caller) -> Response:
     require(ctx, caller, Permission.DEPLOY_WRITE, "deployment.remove", name)
     with audited(ctx, caller, "deployment.remove", name):
-        _deployments(ctx).remove(name)
+        ctx.deployments.remove(name)
     return Response(status_code=204)
 
 
@@ -105,7 +88,7 @@ def remove_deployment(name: str, ctx: Context, caller: Caller) -> Response:
 @router.get("/overrides", summary="Per-site version pins")
 def list_overrides(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
-    return [o.__dict__ for o in _deployments(ctx).repo.list_overrides()]
+    return [o.__dict__ for o in ctx.deployments.overrides()]
 
 
 @router.put("/overrides", summary="Pin a site to a version (wins over deployments)")
@@ -113,7 +96,7 @@ def pin(body: OverrideIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     obj = f"{body.site}/{body.ref}"
     require(ctx, caller, Permission.DEPLOY_WRITE, "site.pin", obj)
     with audited(ctx, caller, "site.pin", obj):
-        record = _deployments(ctx).pin(body.site, body.ref, body.reason)
+        record = ctx.deployments.pin(body.site, body.ref, body.reason)
     return record.__dict__
 
 
@@ -121,7 +104,7 @@ def pin(body: OverrideIn, ctx: Context, caller: Caller) -> dict[str, Any]:
 def unpin(site: str, model: str, ctx: Context, caller: Caller) -> Response:
     require(ctx, caller, Permission.DEPLOY_WRITE, "site.unpin", f"{site}/{model}")
     with audited(ctx, caller, "site.unpin", f"{site}/{model}"):
-        _deployments(ctx).unpin(site, model)
+        ctx.deployments.unpin(site, model)
     return Response(status_code=204)
 
 
@@ -133,28 +116,28 @@ def list_policies(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
     return [
         {"name": p.name, "kind": p.kind, **p.spec, "updated_at": p.updated_at}
-        for p in _deployments(ctx).repo.list_policies()
+        for p in ctx.deployments.policies()
     ]
 
 
 @router.put("/policies", summary="Apply a policy document (create or update each rule)")
 def apply_policies(body: PoliciesIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.DEPLOY_WRITE, "policy.apply", "policies")
-    repo = _deployments(ctx).repo
+    service = ctx.deployments
     rules = parse_policy_document({"policies": body.policies})
     changes = []
     for rule in rules:
         with audited(ctx, caller, "policy.apply", rule.name) as detail:
-            _, changed = repo.put_policy(rule.name, rule.kind, rule.spec())
+            _, changed = service.put_policy(rule.name, rule.kind, rule.spec())
             detail.append("changed" if changed else "unchanged")
         if changed:
             changes.append({"policy": rule.name, "action": "apply"})
     if body.prune:
         keep = {r.name for r in rules}
-        for old in repo.list_policies():
+        for old in service.policies():
             if old.name not in keep:
                 with audited(ctx, caller, "policy.remove", old.name):
-                    repo.delete_policy(old.name)
+                    service.remove_policy(old.name)
                 changes.append({"policy": old.name, "action": "delete"})
     return {"changed": bool(changes), "changes": changes}
 
@@ -163,7 +146,7 @@ def apply_policies(body: PoliciesIn, ctx: Context, caller: Caller) -> dict[str, 
 def remove_policy(name: str, ctx: Context, caller: Caller) -> Response:
     require(ctx, caller, Permission.DEPLOY_WRITE, "policy.remove", name)
     with audited(ctx, caller, "policy.remove", name):
-        _deployments(ctx).repo.delete_policy(name)
+        ctx.deployments.remove_policy(name)
     return Response(status_code=204)
 
 
@@ -177,15 +160,15 @@ def list_rollouts(
     state: Annotated[str | None, Query(description="Only rollouts in this state.")] = None,
 ) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
-    controller = _controller(ctx)
+    controller = ctx.rollouts
     states = (state,) if state else None
-    return [controller.view(r) for r in controller.repo.list_rollouts(states=states)]
+    return [controller.view(r) for r in controller.list(states)]
 
 
 @router.get("/rollouts/{rollout_id}", summary="One rollout with per-wave progress")
 def show_rollout(rollout_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.SITES_READ)
-    controller = _controller(ctx)
+    controller = ctx.rollouts
     return controller.view(controller.get(rollout_id))
 
 
@@ -195,7 +178,7 @@ def show_rollout(rollout_id: str, ctx: Context, caller: Caller) -> dict[str, Any
 )
 async def act(rollout_id: str, action: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.DEPLOY_WRITE, f"rollout.{action}", rollout_id)
-    controller = _controller(ctx)
+    controller = ctx.rollouts
     with audited(ctx, caller, f"rollout.{action}", rollout_id) as detail:
         moved = await run_in_threadpool(controller.act, rollout_id, action, caller.actor)
         detail.append(f"now {moved.state} at wave {moved.step + 1}")
@@ -205,7 +188,7 @@ async def act(rollout_id: str, action: str, ctx: Context, caller: Caller) -> dic
 @router.get("/controller", summary="Whether this hub process runs the rollout controller")
 def controller_status(ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.SITES_READ)
-    return _controller(ctx).status()
+    return ctx.rollouts.status()
 
 
 # --- gitops ----------------------------------------------------------------------------------
@@ -215,7 +198,7 @@ def controller_status(ctx: Context, caller: Caller) -> dict[str, Any]:
 def apply(body: ApplyIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.DEPLOY_WRITE, "apply", "fleet")
     require(ctx, caller, Permission.SITES_WRITE, "apply", "fleet")
-    applier = FleetApplier(ctx.sites, _deployments(ctx))
+    applier = FleetApplier(ctx.sites, ctx.deployments)
     result = ApplyResult(body.dry_run)
     try:
         with audited(ctx, caller, "apply", "fleet") as detail:

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/v1", tags=["routing"])
 
 def directory(ctx: HubContext) -> dict[str, Any]:
     sites = []
-    for record in ctx.store.sites.list():
+    for record in ctx.sites.list():
         view = ctx.sites.view(record)
         models = [
             {

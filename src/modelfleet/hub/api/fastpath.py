@@ -7,8 +7,8 @@ layers, around well under a millisecond of real work. This ASGI layer recognises
 those two requests and serves them through the same functions the FastAPI routes call
 (:func:`~modelfleet.hub.api.federation.site_update`, ``site_tasks``): the same
 authentication, checks, JSON and error format, body limit and request metrics. Every other
-request, and these too when federation is off, goes to the app. The FastAPI routes stay:
-they document the endpoints in ``/docs``.
+request goes to the app. The FastAPI routes stay: they document the endpoints in
+``/docs``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class SiteFastPath:
         self.ctx = ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.ctx.federation is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]

@@ -21,13 +21,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from modelfleet.errors import ArtifactTooLarge, PermissionDenied, StoreError
+from modelfleet.errors import ArtifactTooLarge, PermissionDenied
 from modelfleet.federation import wire
-from modelfleet.federation.coordinator import Coordinator
 from modelfleet.federation.jobs import JobConfig
 from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
 from modelfleet.hub.auth import Permission, Principal, Role
 from modelfleet.hub.context import HubContext
+from modelfleet.hub.federation.coordinator import Coordinator
 
 T = TypeVar("T")
 log = logging.getLogger("modelfleet.federation")
@@ -57,13 +57,6 @@ class AbortIn(BaseModel):
     reason: str = Field(default="aborted by an operator", max_length=2000)
 
 
-def _coordinator(ctx: HubContext) -> Coordinator:
-    coordinator = getattr(ctx, "federation", None)
-    if not isinstance(coordinator, Coordinator):
-        raise StoreError("federated learning is not enabled on this hub")
-    return coordinator
-
-
 def _own_site(ctx: HubContext, caller: Principal, action: str, obj: str) -> str:
     if caller.role != Role.SITE or caller.site is None:
         ctx.store.audit.record(actor=caller.actor, action=action, object=obj, outcome="forbidden")
@@ -76,7 +69,7 @@ def _own_site(ctx: HubContext, caller: Principal, action: str, obj: str) -> str:
 
 @router.post("/jobs", status_code=201, summary="Start a federated job (idempotent with an id)")
 async def start_job(body: dict[str, Any], ctx: Context, caller: Caller) -> dict[str, Any]:
-    coordinator = _coordinator(ctx)
+    coordinator = ctx.federation
     require(ctx, caller, Permission.MODELS_WRITE, "fl.start", str(body.get("model", "-")))
     with audited(ctx, caller, "fl.start", str(body.get("model", "-"))) as detail:
         config = JobConfig.parse(body)
@@ -88,22 +81,22 @@ async def start_job(body: dict[str, Any], ctx: Context, caller: Caller) -> dict[
 @router.get("/jobs", summary="Federated jobs, oldest first")
 def list_jobs(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.MODELS_READ)
-    coordinator = _coordinator(ctx)
-    return [coordinator.view(job, rounds=False) for job in coordinator.repo.list_jobs()]
+    coordinator = ctx.federation
+    return [coordinator.view(job, rounds=False) for job in coordinator.jobs()]
 
 
 @router.get("/jobs/{job_id}", summary="A job with every round's participants and metrics")
 def show_job(job_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.MODELS_READ)
-    coordinator = _coordinator(ctx)
-    return coordinator.view(coordinator.repo.get_job(job_id))
+    coordinator = ctx.federation
+    return coordinator.view(coordinator.job(job_id))
 
 
 @router.post("/jobs/{job_id}/abort", summary="Abort a running job")
 def abort_job(
     job_id: str, ctx: Context, caller: Caller, body: AbortIn | None = None
 ) -> dict[str, Any]:
-    coordinator = _coordinator(ctx)
+    coordinator = ctx.federation
     require(ctx, caller, Permission.MODELS_WRITE, "fl.abort", job_id)
     with audited(ctx, caller, "fl.abort", job_id):
         job = coordinator.abort(job_id, (body or AbortIn()).reason)
@@ -113,7 +106,7 @@ def abort_job(
 @router.get("/consent", summary="What each site declared about taking part")
 def consents(ctx: Context, caller: Caller) -> dict[str, dict[str, Any]]:
     caller.require(Permission.SITES_READ)
-    return _coordinator(ctx).repo.consents()
+    return ctx.federation.consents()
 
 
 # --- sites ----------------------------------------------------------------------------
@@ -122,7 +115,7 @@ def consents(ctx: Context, caller: Caller) -> dict[str, dict[str, Any]]:
 @router.put("/sites/{site}/consent", summary="A site declares whether and how it takes part")
 async def declare(site: str, body: dict[str, Any], ctx: Context, caller: Caller) -> dict[str, Any]:
     require_site(ctx, caller, site, "fl.consent", "declare its consent")
-    consent = await run_in_threadpool(_coordinator(ctx).declare, site, body)
+    consent = await run_in_threadpool(ctx.federation.declare, site, body)
     return consent.model_dump(mode="json")
 
 
@@ -151,7 +144,7 @@ async def site_tasks(ctx: HubContext, caller: Principal, site: str, wait: float)
     """A site's task poll (shared by the route below and the hub's fast path)."""
     if caller.role != Role.SITE or caller.site != site:  # audited refusal, off the loop
         await off_loop(require_site, ctx, caller, site, "fl.tasks", "read its tasks")
-    coordinator = _coordinator(ctx)
+    coordinator = ctx.federation
     return {"site": site, "tasks": await _next_tasks(ctx, coordinator, site, wait)}
 
 
@@ -176,7 +169,7 @@ async def site_update(
     ``wait`` the answer also carries the site's next tasks, held like a task poll, so a
     site needs one request per round instead of a post and a poll.
     """
-    coordinator = _coordinator(ctx)
+    coordinator = ctx.federation
     if caller.role != Role.SITE or caller.site is None:
         await off_loop(_own_site, ctx, caller, "fl.update", f"{job_id}/{number}")
     site = str(caller.site)
@@ -198,7 +191,7 @@ async def tasks(site: str, ctx: Context, caller: Caller, wait: WaitSeconds = 0) 
     response_class=Response,
 )
 async def round_weights(job_id: str, number: int, ctx: Context, caller: Caller) -> Response:
-    coordinator = _coordinator(ctx)
+    coordinator = ctx.federation
     if caller.role == Role.SITE:
         site: str | None = caller.site
     else:
@@ -240,7 +233,7 @@ async def post_refusal(
     ctx: Context,
     caller: Caller,
 ) -> dict[str, Any]:
-    coordinator = _coordinator(ctx)
+    coordinator = ctx.federation
     site = _own_site(ctx, caller, "fl.refuse", f"{job_id}/{number}")
     result = await off_loop(coordinator.refuse, site, job_id, number, body.attempt, body.reason)
     await _close_if_complete(coordinator, result)

@@ -90,7 +90,7 @@ def list_models(ctx: Context, caller: Caller) -> list[ModelOut]:
 def show_model(name: str, ctx: Context, caller: Caller) -> ModelDetailOut:
     caller.require(Permission.MODELS_READ)
     model = ctx.registry.model(name)
-    versions = [VersionOut.of(v, model.aliases) for v in ctx.store.models.list_versions(name)]
+    versions = [VersionOut.of(v, model.aliases) for v in ctx.registry.versions(name)]
     return ModelDetailOut(**ModelOut.of(model).model_dump(), versions=versions)
 
 

@@ -81,7 +81,7 @@ def reissue(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
 @router.get("/sites", summary="All sites with liveness and reported models")
 def list_sites(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
-    return [ctx.sites.view(s) for s in ctx.store.sites.list()]
+    return [ctx.sites.view(s) for s in ctx.sites.list()]
 
 
 @router.get("/sites/{name}", summary="One site")

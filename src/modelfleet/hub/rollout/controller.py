@@ -23,19 +23,26 @@ A wave's bake time counts from ``step_started_at`` in the row, so it survives re
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
 from modelfleet.hub.deployments import Deployments
-from modelfleet.hub.leader import Leadership
+from modelfleet.hub.registry import Registry
 from modelfleet.hub.rollout.gates import Figures, GateSource, Verdict, evaluate, parse_gates
+from modelfleet.hub.rollout.sources import TelemetryGateSource
 from modelfleet.hub.rollout.strategies import describe_strategy, parse_strategy
-from modelfleet.hub.store.sql_deployments import ACTIVE_STATES, RolloutChange, RolloutRecord
+from modelfleet.hub.sites import Sites
+from modelfleet.hub.store import Leadership, Store
+from modelfleet.hub.store.records import ACTIVE_STATES, RolloutChange, RolloutRecord
+from modelfleet.hub.telemetry import Telemetry
+from modelfleet.settings import HubSettings
 
 log = logging.getLogger("modelfleet.hub.rollout")
 
@@ -83,9 +90,10 @@ class RolloutController:
         baseline_window_s: float = 600.0,
         full_sync_s: float = 10.0,
     ) -> None:
+        # Rollout rows belong to the deployments service: the controller reads and moves
+        # them through its methods, and reads sites' reports from the sites service.
         self.deployments = deployments
-        self.repo = deployments.repo
-        self.store = deployments.store
+        self.sites = deployments.sites
         self.source = source
         self.leadership = leadership
         self.interval_s = interval_s
@@ -127,8 +135,8 @@ class RolloutController:
     def tick(self, now: datetime | None = None) -> list[RolloutRecord]:
         """Evaluate every running rollout once; returns those that changed."""
         changed = []
-        for rollout in self.repo.list_rollouts(states=("running",)):
-            moved = self.advance(rollout, now or self.store.now())
+        for rollout in self.deployments.rollouts(states=("running",)):
+            moved = self.advance(rollout, now or self.deployments.now())
             if moved is not None:
                 changed.append(moved)
         return changed
@@ -216,7 +224,7 @@ class RolloutController:
             change = RolloutChange(
                 state="paused", reason=f"inconclusive: {decision.message}", history_entry=entry
             )
-        moved = self.repo.transition(r, change)
+        moved = self.deployments.transition(r, change)
         if moved is None:
             return None  # someone else decided first; the next tick re-reads
         log.warning("rollout %s: %s", r.id, moved.reason or f"wave {moved.step + 1} started")
@@ -231,17 +239,17 @@ class RolloutController:
         for _ in range(5):
             r = self.get(rollout_id)
             change = self._change_for(r, action, actor)
-            moved = self.repo.transition(r, change)
+            moved = self.deployments.transition(r, change)
             if moved is not None:
                 self.deployments.sync(self._sites(r) if action != "rollback" else None)
                 return moved
         raise Conflict(f"rollout {rollout_id} keeps changing under us; try again")
 
     def _change_for(self, r: RolloutRecord, action: str, actor: str) -> RolloutChange:
-        now = self.store.now()
+        now = self.deployments.now()
         entry = {"step": r.step, "outcome": action, "by": actor, "at": now.isoformat()}
         if action == "rollback" and r.state == "succeeded":
-            latest = self.repo.list_rollouts(deployment=r.deployment)
+            latest = self.deployments.rollouts(deployment=r.deployment)
             if latest and latest[0].id != r.id:
                 raise Conflict(
                     f"rollout {r.id} is not the deployment's latest ({latest[0].id}); "
@@ -285,8 +293,12 @@ class RolloutController:
             state=state, reason=f"{state.replace('_', ' ')} by {actor}", history_entry=entry
         )
 
+    def list(self, states: tuple[str, ...] | None = None) -> list[RolloutRecord]:
+        """Rollouts newest first, optionally only those in ``states``."""
+        return self.deployments.rollouts(states=states)
+
     def get(self, rollout_id: str) -> RolloutRecord:
-        r = self.repo.get_rollout(rollout_id)
+        r = self.deployments.rollout(rollout_id)
         if r is None:
             raise NotFound(f"rollout {rollout_id!r} does not exist (see `modelfleet rollout ls`)")
         return r
@@ -295,14 +307,14 @@ class RolloutController:
 
     def _reported(self, model: str) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for site in self.store.sites.list():
+        for site in self.sites.list():
             for m in (site.report or {}).get("models", []):
                 if isinstance(m, dict) and m.get("name") == model:
                     out[site.name] = m
         return out
 
     @staticmethod
-    def _sites(r: RolloutRecord) -> list[str]:
+    def _sites(r: RolloutRecord) -> builtins.list[str]:
         return [s for wave in r.waves for s in wave]
 
     def view(self, r: RolloutRecord) -> dict[str, Any]:
@@ -380,25 +392,21 @@ __all__ = ["ACTIONS", "Decision", "Figures", "RolloutController"]
 
 
 def build_rollouts(
-    store: Any,
-    registry: Any,
-    sites: Any,
-    notify: Any,
-    settings: Any,
-    telemetry: Any = None,
+    store: Store,
+    registry: Registry,
+    sites: Sites,
+    notify: Callable[[str], None],
+    settings: HubSettings,
+    telemetry: Telemetry,
     source: GateSource | None = None,
-) -> tuple[Deployments | None, RolloutController | None]:
-    """The deployments service and its controller for one hub process (None without SQL)."""
-    from modelfleet.hub.rollout.sources import TelemetryGateSource
-    from modelfleet.hub.store.sql import SqlStore
-
-    if not isinstance(store, SqlStore):
-        return None, None
+) -> tuple[Deployments, RolloutController]:
+    """The deployments service and its controller for one hub process; gates read the
+    telemetry unless another ``source`` is given."""
     deployments = Deployments(store, registry, sites, notify)
     controller = RolloutController(
         deployments,
         source if source is not None else TelemetryGateSource(store, telemetry),
-        Leadership(store, role="rollout controller"),
+        store.leadership("rollout controller"),
         interval_s=settings.rollout_interval_s,
         baseline_window_s=settings.rollout_baseline_window_s,
     )

@@ -1,7 +1,7 @@
 """Gate sources: where a rollout's health figures come from.
 
-:class:`TelemetryGateSource` reads the windows the sites ship to the hub (the telemetry
-feature, ``hub/telemetry.py`` and ``hub/store/sql_telemetry.py``) and merges them: request
+:class:`TelemetryGateSource` reads the windows the sites ship to the hub (the store's
+``telemetry`` repository, which ``hub/telemetry.py`` fills) and merges them: request
 and error counts add up, the fixed-bucket latency histograms merge by adding counts, and
 the p99 is read from the merged histogram (within one bucket, ~19 %, of the exact value).
 The drift figure is the largest per-feature statistic (PSI for numeric inputs, Jensen-
@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from modelfleet.hub.rollout.gates import Figures
-from modelfleet.hub.store.sql import SqlStore
-from modelfleet.hub.store.sql_telemetry import WindowRecord
+from modelfleet.hub.store import Store
+from modelfleet.hub.store.records import WindowRecord
 from modelfleet.monitoring.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 
 if TYPE_CHECKING:
@@ -58,12 +58,11 @@ class NullGateSource:
 
 
 class TelemetryGateSource:
-    """Figures merged from the telemetry windows stored on the hub."""
+    """Figures merged from the telemetry windows stored on the hub; drift verdicts from
+    the telemetry service when there is one (without it, the drift figure is unknown)."""
 
-    def __init__(self, store: SqlStore, telemetry: Telemetry | None = None) -> None:
-        from modelfleet.hub.store.sql_telemetry import SqlTelemetryRepo
-
-        self._repo = telemetry.repo if telemetry is not None else SqlTelemetryRepo(store)
+    def __init__(self, store: Store, telemetry: Telemetry | None = None) -> None:
+        self._repo = store.telemetry
         self._telemetry = telemetry
 
     def figures(

@@ -1,8 +1,10 @@
 """The hub's state store: pick a backend from a URL and have its schema up to date.
 
-Callers depend on :class:`Store` and the records only; :func:`open_store` is the one place
-that knows which URL means which backend, so the hub's ``--db`` flag is the whole of the
-configuration.
+Callers depend on :class:`Store` (``base``), the repository interfaces (``repos/``) and the
+records (``records/``) only; the SQL implementation is in ``sql/``, the tables in
+``schema/`` and the Alembic revisions in ``migrations/``. :func:`open_store` is the one
+place that knows which URL means which backend, so the hub's ``--db`` flag is the whole of
+the configuration.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from modelfleet.errors import InvalidInput
-from modelfleet.hub.store.base import AuditRepo, ModelRepo, Sealer, Store, TokenRepo
+from modelfleet.hub.store.base import Leadership, Store
 from modelfleet.hub.store.records import (
     AuditRecord,
     ModelRecord,
@@ -19,19 +21,37 @@ from modelfleet.hub.store.records import (
     TokenRecord,
     VersionRecord,
 )
-from modelfleet.hub.store.sql import SqlStore
+from modelfleet.hub.store.repos import (
+    AssignmentRepo,
+    AuditRepo,
+    DeploymentRepo,
+    FederationRepo,
+    ModelRepo,
+    Sealer,
+    SiteRepo,
+    TelemetryRepo,
+    TokenRepo,
+)
+from modelfleet.hub.store.sql.store import SqlStore
 
 __all__ = [
+    "AssignmentRepo",
     "AuditRecord",
     "AuditRepo",
+    "DeploymentRepo",
+    "FederationRepo",
+    "Leadership",
     "ModelRecord",
     "ModelRepo",
     "NewVersion",
     "Sealer",
+    "SiteRepo",
     "Store",
+    "TelemetryRepo",
     "TokenRecord",
     "TokenRepo",
     "VersionRecord",
+    "open_sql_store",
     "open_store",
 ]
 
@@ -49,11 +69,11 @@ def _create(url: str) -> SqlStore:
         if not database or database == ":memory:" or database.startswith("file:"):
             # An in-memory database would be private to each pooled connection.
             raise InvalidInput(f"SQLite needs a file path; expected {_SUPPORTED}")
-        from modelfleet.hub.store.sqlite import SqliteStore
+        from modelfleet.hub.store.sql.sqlite import SqliteStore
 
         return SqliteStore(database)
     if parsed.drivername in ("postgresql", "postgresql+psycopg"):
-        from modelfleet.hub.store.postgres import PostgresStore
+        from modelfleet.hub.store.sql.postgres import PostgresStore
 
         return PostgresStore(parsed)
     raise InvalidInput(
@@ -67,6 +87,12 @@ def open_store(url: str) -> Store:
     Several processes may call this at once on the same database: migrations are
     serialised (SQLite's write lock, a PostgreSQL advisory lock) and idempotent.
     """
+    return open_sql_store(url)
+
+
+def open_sql_store(url: str) -> SqlStore:
+    """:func:`open_store` typed as the SQL store it returns, for the few callers that
+    reach below the interface (the contract suite's migration and locking tests)."""
     store = _create(url)
     try:
         store.migrate()

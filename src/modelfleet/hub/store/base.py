@@ -1,238 +1,92 @@
-"""The state store interface.
+"""The state store interface: one :class:`Store` holding every repository.
 
-One :class:`Store` groups small repositories, one per kind of object, so no single
-interface grows dozens of methods. Implementations: :class:`~.sqlite.SqliteStore`
-(embedded default) and :class:`~.postgres.PostgresStore` (scale-out); both pass the same
-contract suite in ``tests/hub/store/``. All datetimes are timezone-aware UTC.
+The store groups small repositories, one per kind of object (``repos/``), so no single
+interface grows dozens of methods, and builds them all in one place: a service is handed
+the store and takes the repositories it owns from it, never constructing one itself.
+Which service owns which repository:
+
+- ``models``: the registry (``hub/registry.py``);
+- ``tokens``, ``audit``: authentication, the tokens API and site enrollment (which
+  issues and revokes a site's token); every router writes the audit log;
+- ``sites``, ``assignments``: the sites service; the deployments service writes
+  ``assignments`` too, the low-level primitive desired state is derived into;
+- ``deployments``: the deployments service and the rollout controller;
+- ``telemetry``: the telemetry service, the rollout gate source and retention;
+- ``federation``: the federation coordinator (``hub/federation/``).
+
+Another service's data is asked for through that service's methods
+(``Sites.list()``, ``Registry.versions(name)``), never through its ``.store``.
+
+Implementations: :class:`~.sql.sqlite.SqliteStore` (embedded default) and
+:class:`~.sql.postgres.PostgresStore` (scale-out); both pass the same contract suite in
+``tests/hub/store/``. All datetimes are timezone-aware UTC.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
-from modelfleet.hub.store.records import (
-    Assignment,
-    AuditRecord,
-    ModelRecord,
-    NewVersion,
-    SiteRecord,
-    TokenRecord,
-    VersionRecord,
-)
-
-#: Called inside the version-allocating transaction with the assigned number and
-#: timestamp; returns ``(manifest_text, signature)`` to store with the row.
-Sealer = Callable[[int, datetime], tuple[str, str]]
-
-#: One entry of a site's full desired state: ``(model, version, ref, params)``.
-AssignmentItem = tuple[str, int, str, dict[str, Any]]
+from modelfleet.hub.store.repos.access import AuditRepo, TokenRepo
+from modelfleet.hub.store.repos.deployments import DeploymentRepo
+from modelfleet.hub.store.repos.federation import FederationRepo
+from modelfleet.hub.store.repos.models import ModelRepo
+from modelfleet.hub.store.repos.sites import AssignmentRepo, SiteRepo
+from modelfleet.hub.store.repos.telemetry import TelemetryRepo
 
 
-class ModelRepo(ABC):
-    """Models, their immutable versions and movable aliases."""
+class Leadership(ABC):
+    """Which hub process runs a background loop (the rollout controller, the federated
+    coordinator): polled by that loop, ``poll()`` says whether this process leads now.
 
-    @abstractmethod
-    def create_version(self, new: NewVersion, seal: Sealer) -> VersionRecord:
-        """Create the model if needed and add the next version (max + 1), atomically.
-
-        Concurrent callers for the same model get distinct consecutive numbers. If
-        ``seal`` raises, nothing is written and the exception propagates.
-        Raises ``NotFound`` if ``new.parent_version`` does not exist for the model.
-        """
-
-    @abstractmethod
-    def get_model(self, name: str) -> ModelRecord | None: ...
-
-    @abstractmethod
-    def list_models(self) -> list[ModelRecord]:
-        """All models, ordered by name."""
-
-    @abstractmethod
-    def get_version(self, name: str, version: int) -> VersionRecord | None: ...
-
-    @abstractmethod
-    def list_versions(self, name: str) -> list[VersionRecord]:
-        """Versions of one model, ascending; empty if the model does not exist."""
-
-    @abstractmethod
-    def set_alias(self, name: str, alias: str, version: int) -> None:
-        """Point ``alias`` at ``version`` (creating or moving it). ``NotFound`` if absent."""
-
-    @abstractmethod
-    def delete_alias(self, name: str, alias: str) -> bool:
-        """Remove an alias; False if it did not exist."""
-
-    @abstractmethod
-    def resolve_alias(self, name: str, alias: str) -> int | None: ...
-
-    @abstractmethod
-    def digest_referenced(self, digest: str) -> bool:
-        """True if any version of any model refers to this blob."""
-
-
-class TokenRepo(ABC):
-    """Bearer tokens, stored by hash."""
-
-    @abstractmethod
-    def create(
-        self,
-        *,
-        name: str,
-        role: str,
-        token_hash: str,
-        site: str | None = None,
-        expires_at: datetime | None = None,
-    ) -> TokenRecord: ...
-
-    @abstractmethod
-    def find_by_hash(self, token_hash: str) -> TokenRecord | None: ...
-
-    def find_cached(self, token_hash: str) -> TokenRecord | None:
-        """``find_by_hash`` answered from memory only, None when that needs the database:
-        lets the event loop authenticate a frequent caller without a thread hop."""
-        return None
-
-    @abstractmethod
-    def get(self, token_id: str) -> TokenRecord | None: ...
-
-    @abstractmethod
-    def list(self) -> list[TokenRecord]:
-        """All tokens, oldest first, revoked ones included."""
-
-    @abstractmethod
-    def revoke(self, token_id: str) -> bool:
-        """Mark revoked; False if unknown or already revoked."""
-
-
-class AuditRepo(ABC):
-    """Append-only log of every mutating call."""
-
-    @abstractmethod
-    def record(
-        self, *, actor: str, action: str, object: str, outcome: str, detail: str = ""
-    ) -> None: ...
-
-    @abstractmethod
-    def list(
-        self, *, limit: int = 100, actor: str | None = None, action: str | None = None
-    ) -> list[AuditRecord]:
-        """Newest first."""
-
-
-class SiteRepo(ABC):
-    """Sites, their one-time enrollment tokens (stored by hash) and last reports."""
-
-    @abstractmethod
-    def create(
-        self,
-        name: str,
-        labels: dict[str, str],
-        enrollment_hash: str,
-        enrollment_expires_at: datetime,
-    ) -> SiteRecord:
-        """Register a site awaiting enrollment. ``Conflict`` if the name is taken."""
-
-    @abstractmethod
-    def get(self, name: str) -> SiteRecord | None: ...
-
-    @abstractmethod
-    def delete(self, name: str) -> bool:
-        """Remove the site and its assignments; False if it did not exist.
-
-        Tokens bound to the site are left to the caller, which revokes them so the
-        audit trail keeps them.
-        """
-
-    @abstractmethod
-    def set_labels(self, name: str, labels: dict[str, str]) -> SiteRecord:
-        """Replace all labels. ``NotFound`` if the site does not exist."""
-
-    @abstractmethod
-    def reissue_enrollment(self, name: str, enrollment_hash: str, expires_at: datetime) -> None:
-        """Replace the enrollment token with a fresh unused one. ``NotFound`` if absent."""
-
-    @abstractmethod
-    def consume_enrollment(self, enrollment_hash: str, now: datetime) -> SiteRecord:
-        """Redeem a one-time enrollment token, atomically: of concurrent callers with
-        the same token exactly one succeeds.
-
-        Raises ``Unauthenticated`` for an unknown, already used or expired token; the
-        message says which, and how to get a new one.
-        """
-
-    @abstractmethod
-    def record_report(self, name: str, report: dict[str, Any], now: datetime) -> None:
-        """Keep the agent's latest report and mark the site seen. ``NotFound`` if absent."""
-
-    @abstractmethod
-    def list(self) -> list[SiteRecord]:
-        """All sites, ordered by name."""
-
-
-class AssignmentRepo(ABC):
-    """Each site's desired state: which model versions it should serve.
-
-    Every change bumps the site's revision in the same transaction, so an agent
-    long-polling with the revision as ETag never misses a change nor sees half of one.
+    Leadership is an efficiency measure, not the safety net: every transition of a
+    rollout or a federated round is a compare-and-set, so two loops running for a
+    moment cannot apply conflicting decisions.
     """
 
+    role: str
+    #: Whether this process led at the last poll, and since when.
+    leader: bool
+    since: datetime | None
+
+    @property
     @abstractmethod
-    def set(self, site: str, model: str, version: int, ref: str, params: dict[str, Any]) -> int:
-        """Assign (or reassign) ``model`` at ``site``; returns the new revision.
-
-        ``NotFound`` if the site or the model version does not exist.
-        """
-
-    @abstractmethod
-    def remove(self, site: str, model: str) -> int:
-        """Unassign ``model``; returns the new revision. ``NotFound`` if not assigned."""
-
-    @abstractmethod
-    def replace(self, site: str, items: Sequence[AssignmentItem]) -> int:
-        """Make ``items`` the site's whole desired state with one revision bump.
-
-        ``InvalidInput`` if a model appears twice; ``NotFound`` for an unknown site or
-        model version, in which case nothing changes.
-        """
+    def backend(self) -> str:
+        """How leaders are elected, for the operator (e.g. an advisory lock)."""
 
     @abstractmethod
-    def revision(self, site: str) -> int:
-        """The site's current desired-state revision. ``NotFound`` if absent."""
+    def poll(self) -> bool:
+        """True if this process leads ``role`` now (taking the lead when it is free)."""
 
     @abstractmethod
-    def all_revisions(self) -> dict[str, int]:
-        """Every site's desired-state revision, in one query."""
-
-    @abstractmethod
-    def site_has_digest(self, site: str, digest: str) -> bool:
-        """True if a version assigned to ``site`` has this blob: a site may only
-        download what it has been given."""
-
-    @abstractmethod
-    def sites_with_model(self, model: str) -> list[str]:
-        """Names of the sites with any version of ``model`` assigned, ordered."""
-
-    @abstractmethod
-    def list(self, site: str) -> list[Assignment]:
-        """The site's assignments ordered by model name; empty for an unknown site."""
+    def release(self) -> None:
+        """Give leadership up (at shutdown), so another process takes it at once."""
 
 
 class Store(ABC):
-    """The hub's persistent state."""
+    """The hub's persistent state: every repository, built together on one database."""
 
     models: ModelRepo
     tokens: TokenRepo
     audit: AuditRepo
     sites: SiteRepo
     assignments: AssignmentRepo
+    deployments: DeploymentRepo
+    telemetry: TelemetryRepo
+    federation: FederationRepo
 
     @property
     @abstractmethod
     def url(self) -> str:
         """The database URL with any password masked."""
+
+    @abstractmethod
+    def now(self) -> datetime:
+        """The timestamp for rows written now; one place to change for a fake clock."""
+
+    @abstractmethod
+    def leadership(self, role: str) -> Leadership:
+        """A fresh leadership contender for ``role`` among the hubs on this database."""
 
     @abstractmethod
     def close(self) -> None: ...

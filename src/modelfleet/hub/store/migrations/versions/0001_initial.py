@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2025-01-01
 
-Written by hand and frozen: it must not import ``schema.py``, because that module moves
+Written by hand and frozen: it must not import the ``schema`` package, because that moves
 on with later revisions while this one has to keep producing the original tables.
 Timestamps are ``timestamptz`` on PostgreSQL and UTC text on SQLite.
 """

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2025-01-02
 
-Written by hand and frozen, like 0001: it does not import ``schema.py``.
+Written by hand and frozen, like 0001: it does not import the ``schema`` package.
 """
 
 from __future__ import annotations

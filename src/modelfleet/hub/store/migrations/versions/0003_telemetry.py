@@ -1,4 +1,4 @@
-"""Tables of the telemetry feature (see schema_telemetry.py).
+"""Tables of the telemetry feature (see schema/telemetry.py).
 
 Revision ID: 0003
 Revises: 0002

@@ -1,4 +1,4 @@
-"""Tables of the federation feature (see schema_federation.py).
+"""Tables of the federation feature (see schema/federation.py).
 
 Revision ID: 0004
 Revises: 0003

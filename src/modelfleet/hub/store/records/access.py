@@ -1,0 +1,38 @@
+"""Records of access control: bearer tokens (by hash) and the audit log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A bearer token as stored: only its hash is kept, never the secret."""
+
+    id: str
+    name: str
+    role: str  # admin | operator | viewer | site
+    site: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def active(self, now: datetime) -> bool:
+        """True when the token is neither revoked nor expired at ``now``."""
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One line of the audit log: who did what to which object, and how it ended."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    object: str
+    outcome: str  # "ok" or an error code such as "forbidden"
+    detail: str

@@ -1,0 +1,34 @@
+"""Records of sites and their desired state (one assignment per model a site should serve)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    """A registered site; the enrollment secret's hash stays in the store, never here."""
+
+    name: str
+    labels: dict[str, str]
+    created_at: datetime
+    enrolled_at: datetime | None  # the last successful enrollment, None until the first
+    enrollment_expires_at: datetime | None
+    last_seen: datetime | None  # when the agent last reported
+    report: dict[str, Any]  # the agent's last report verbatim; {} before any
+    revision: int  # desired-state revision: the agent's long-poll ETag, starts at 1
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One model version a site should be serving, as part of its desired state."""
+
+    site: str
+    model: str
+    version: int
+    ref: str  # what the operator asked for, e.g. "pump@production", kept for display
+    params: dict[str, Any]  # serving settings such as batching, passed to the agent as-is
+    digest: str  # the version's blob, so the agent can fetch and verify it
+    assigned_at: datetime

@@ -1,0 +1,57 @@
+"""Repositories of access control: bearer tokens and the audit log."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+
+from modelfleet.hub.store.records.access import AuditRecord, TokenRecord
+
+
+class TokenRepo(ABC):
+    """Bearer tokens, stored by hash."""
+
+    @abstractmethod
+    def create(
+        self,
+        *,
+        name: str,
+        role: str,
+        token_hash: str,
+        site: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> TokenRecord: ...
+
+    @abstractmethod
+    def find_by_hash(self, token_hash: str) -> TokenRecord | None: ...
+
+    def find_cached(self, token_hash: str) -> TokenRecord | None:
+        """``find_by_hash`` answered from memory only, None when that needs the database:
+        lets the event loop authenticate a frequent caller without a thread hop."""
+        return None
+
+    @abstractmethod
+    def get(self, token_id: str) -> TokenRecord | None: ...
+
+    @abstractmethod
+    def list(self) -> list[TokenRecord]:
+        """All tokens, oldest first, revoked ones included."""
+
+    @abstractmethod
+    def revoke(self, token_id: str) -> bool:
+        """Mark revoked; False if unknown or already revoked."""
+
+
+class AuditRepo(ABC):
+    """Append-only log of every mutating call."""
+
+    @abstractmethod
+    def record(
+        self, *, actor: str, action: str, object: str, outcome: str, detail: str = ""
+    ) -> None: ...
+
+    @abstractmethod
+    def list(
+        self, *, limit: int = 100, actor: str | None = None, action: str | None = None
+    ) -> list[AuditRecord]:
+        """Newest first."""

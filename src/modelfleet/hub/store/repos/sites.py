@@ -1,0 +1,111 @@
+"""Repositories of sites: registration and enrollment, and each site's desired state."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from modelfleet.hub.store.records.sites import Assignment, SiteRecord
+
+#: One entry of a site's full desired state: ``(model, version, ref, params)``.
+AssignmentItem = tuple[str, int, str, dict[str, Any]]
+
+
+class SiteRepo(ABC):
+    """Sites, their one-time enrollment tokens (stored by hash) and last reports."""
+
+    @abstractmethod
+    def create(
+        self,
+        name: str,
+        labels: dict[str, str],
+        enrollment_hash: str,
+        enrollment_expires_at: datetime,
+    ) -> SiteRecord:
+        """Register a site awaiting enrollment. ``Conflict`` if the name is taken."""
+
+    @abstractmethod
+    def get(self, name: str) -> SiteRecord | None: ...
+
+    @abstractmethod
+    def delete(self, name: str) -> bool:
+        """Remove the site and its assignments; False if it did not exist.
+
+        Tokens bound to the site are left to the caller, which revokes them so the
+        audit trail keeps them.
+        """
+
+    @abstractmethod
+    def set_labels(self, name: str, labels: dict[str, str]) -> SiteRecord:
+        """Replace all labels. ``NotFound`` if the site does not exist."""
+
+    @abstractmethod
+    def reissue_enrollment(self, name: str, enrollment_hash: str, expires_at: datetime) -> None:
+        """Replace the enrollment token with a fresh unused one. ``NotFound`` if absent."""
+
+    @abstractmethod
+    def consume_enrollment(self, enrollment_hash: str, now: datetime) -> SiteRecord:
+        """Redeem a one-time enrollment token, atomically: of concurrent callers with
+        the same token exactly one succeeds.
+
+        Raises ``Unauthenticated`` for an unknown, already used or expired token; the
+        message says which, and how to get a new one.
+        """
+
+    @abstractmethod
+    def record_report(self, name: str, report: dict[str, Any], now: datetime) -> None:
+        """Keep the agent's latest report and mark the site seen. ``NotFound`` if absent."""
+
+    @abstractmethod
+    def list(self) -> list[SiteRecord]:
+        """All sites, ordered by name."""
+
+
+class AssignmentRepo(ABC):
+    """Each site's desired state: which model versions it should serve.
+
+    Every change bumps the site's revision in the same transaction, so an agent
+    long-polling with the revision as ETag never misses a change nor sees half of one.
+    """
+
+    @abstractmethod
+    def set(self, site: str, model: str, version: int, ref: str, params: dict[str, Any]) -> int:
+        """Assign (or reassign) ``model`` at ``site``; returns the new revision.
+
+        ``NotFound`` if the site or the model version does not exist.
+        """
+
+    @abstractmethod
+    def remove(self, site: str, model: str) -> int:
+        """Unassign ``model``; returns the new revision. ``NotFound`` if not assigned."""
+
+    @abstractmethod
+    def replace(self, site: str, items: Sequence[AssignmentItem]) -> int:
+        """Make ``items`` the site's whole desired state with one revision bump.
+
+        ``InvalidInput`` if a model appears twice; ``NotFound`` for an unknown site or
+        model version, in which case nothing changes.
+        """
+
+    @abstractmethod
+    def revision(self, site: str) -> int:
+        """The site's current desired-state revision. ``NotFound`` if absent."""
+
+    @abstractmethod
+    def all_revisions(self) -> dict[str, int]:
+        """Every site's desired-state revision, in one query."""
+
+    @abstractmethod
+    def site_has_digest(self, site: str, digest: str) -> bool:
+        """True if a version assigned to ``site`` has this blob: a site may only
+        download what it has been given."""
+
+    @abstractmethod
+    def sites_with_model(self, model: str) -> list[str]:
+        """Names of the sites with any version of ``model`` assigned, ordered."""
+
+    @abstractmethod
+    def list(self, site: str) -> list[Assignment]:
+        """The site's assignments ordered by model name; empty for an unknown site."""

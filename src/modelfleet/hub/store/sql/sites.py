@@ -1,0 +1,372 @@
+"""Sites, enrollment and per-site assignments in SQL: the query code both backends share.
+
+The site row is the unit of locking. Enrollment redeems a token under a lock on its row,
+and every assignment change takes the same lock before bumping the site's revision, so
+concurrent writers to one site are serialised (``FOR UPDATE`` on PostgreSQL, the
+``BEGIN IMMEDIATE`` database lock on SQLite) while different sites proceed in parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Row, Select, and_, delete, exists, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from modelfleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from modelfleet.hub.store.records.sites import Assignment, SiteRecord
+from modelfleet.hub.store.repos.sites import AssignmentItem, AssignmentRepo, SiteRepo
+from modelfleet.hub.store.schema.models import models, versions
+from modelfleet.hub.store.schema.sites import assignments, sites
+
+if TYPE_CHECKING:
+    from modelfleet.hub.store.sql.store import SqlStore
+
+
+def _aware(what: str, value: datetime) -> datetime:
+    # Checked up front: the column type would reject it too, but as a StoreError.
+    if value.utcoffset() is None:
+        raise InvalidInput(f"{what} must be timezone-aware")
+    return value
+
+
+def _reissue_hint(name: str) -> str:
+    return f"issue a new one with `modelfleet site add --reissue {name}`"
+
+
+def _site_columns() -> tuple[Any, ...]:
+    # Everything but the enrollment hash and its used mark: records never carry them.
+    return (
+        sites.c.name,
+        sites.c.labels,
+        sites.c.created_at,
+        sites.c.enrolled_at,
+        sites.c.enrollment_expires_at,
+        sites.c.last_seen,
+        sites.c.report,
+        sites.c.revision,
+    )
+
+
+def _to_site(row: Row[Any]) -> SiteRecord:
+    return SiteRecord(
+        name=row.name,
+        labels=dict(row.labels),
+        created_at=row.created_at,
+        enrolled_at=row.enrolled_at,
+        enrollment_expires_at=row.enrollment_expires_at,
+        last_seen=row.last_seen,
+        report=dict(row.report),
+        revision=row.revision,
+    )
+
+
+def _load_site(conn: Connection, name: str) -> SiteRecord:
+    row = conn.execute(select(*_site_columns()).where(sites.c.name == name)).one_or_none()
+    if row is None:
+        raise NotFound(f"site {name!r} does not exist")
+    return _to_site(row)
+
+
+def _locked_site(conn: Connection, name: str) -> tuple[int, int]:
+    """The site's ``(id, revision)`` under a row lock, for a change to its desired state."""
+    query = select(sites.c.id, sites.c.revision).where(sites.c.name == name).with_for_update()
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        raise NotFound(f"site {name!r} does not exist")
+    return int(row.id), int(row.revision)
+
+
+def _bump(conn: Connection, site_id: int, revision: int) -> int:
+    # Safe as read-modify-write: the caller holds the site row lock.
+    conn.execute(update(sites).where(sites.c.id == site_id).values(revision=revision + 1))
+    return revision + 1
+
+
+def _model_version_id(conn: Connection, model: str, version: int) -> int:
+    query = (
+        select(models.c.id)
+        .join(versions, versions.c.model_id == models.c.id)
+        .where(models.c.name == model, versions.c.version == version)
+    )
+    model_id: int | None = conn.execute(query).scalar_one_or_none()
+    if model_id is None:
+        raise NotFound(f"version {model}:{version} does not exist")
+    return model_id
+
+
+def _assignment_query() -> Select[Any]:
+    return (
+        select(
+            sites.c.name.label("site"),
+            models.c.name.label("model"),
+            assignments.c.version,
+            assignments.c.ref,
+            assignments.c.params,
+            versions.c.digest,
+            assignments.c.assigned_at,
+        )
+        .select_from(assignments)
+        .join(sites, sites.c.id == assignments.c.site_id)
+        .join(models, models.c.id == assignments.c.model_id)
+        .join(
+            versions,
+            and_(
+                versions.c.model_id == assignments.c.model_id,
+                versions.c.version == assignments.c.version,
+            ),
+        )
+    )
+
+
+class SqlSiteRepo(SiteRepo):
+    """Enrollment tokens are stored by hash only and kept after use to explain replays."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def create(
+        self,
+        name: str,
+        labels: dict[str, str],
+        enrollment_hash: str,
+        enrollment_expires_at: datetime,
+    ) -> SiteRecord:
+        _aware("enrollment_expires_at", enrollment_expires_at)
+        with self._store.write() as conn:
+            if conn.execute(select(exists().where(sites.c.name == name))).scalar():
+                raise Conflict(f"site {name!r} already exists")
+            try:
+                conn.execute(
+                    insert(sites).values(
+                        name=name,
+                        labels=labels,
+                        created_at=self._store.now(),
+                        enrollment_hash=enrollment_hash,
+                        enrollment_expires_at=enrollment_expires_at,
+                        enrollment_used_at=None,
+                        enrolled_at=None,
+                        last_seen=None,
+                        report={},
+                        revision=1,
+                    )
+                )
+            except IntegrityError as exc:
+                # A concurrent create of the same name, or a reused enrollment hash.
+                raise Conflict(
+                    f"site {name!r} already exists or its enrollment token is not unique"
+                ) from exc
+            return _load_site(conn, name)
+
+    def get(self, name: str) -> SiteRecord | None:
+        with self._store.read() as conn:
+            row = conn.execute(select(*_site_columns()).where(sites.c.name == name)).one_or_none()
+        return None if row is None else _to_site(row)
+
+    def delete(self, name: str) -> bool:
+        with self._store.write() as conn:
+            site_id = conn.execute(
+                select(sites.c.id).where(sites.c.name == name).with_for_update()
+            ).scalar_one_or_none()
+            if site_id is None:
+                return False
+            conn.execute(delete(assignments).where(assignments.c.site_id == site_id))
+            conn.execute(delete(sites).where(sites.c.id == site_id))
+            return True
+
+    def set_labels(self, name: str, labels: dict[str, str]) -> SiteRecord:
+        with self._store.write() as conn:
+            changed = conn.execute(update(sites).where(sites.c.name == name).values(labels=labels))
+            if changed.rowcount == 0:
+                raise NotFound(f"site {name!r} does not exist")
+            return _load_site(conn, name)
+
+    def reissue_enrollment(self, name: str, enrollment_hash: str, expires_at: datetime) -> None:
+        _aware("expires_at", expires_at)
+        stmt = (
+            update(sites)
+            .where(sites.c.name == name)
+            .values(
+                enrollment_hash=enrollment_hash,
+                enrollment_expires_at=expires_at,
+                enrollment_used_at=None,
+            )
+        )
+        with self._store.write() as conn:
+            try:
+                changed = conn.execute(stmt)
+            except IntegrityError as exc:
+                raise Conflict("an enrollment token with this hash already exists") from exc
+            if changed.rowcount == 0:
+                raise NotFound(f"site {name!r} does not exist")
+
+    def consume_enrollment(self, enrollment_hash: str, now: datetime) -> SiteRecord:
+        _aware("now", now)
+        query = (
+            select(
+                sites.c.id,
+                sites.c.name,
+                sites.c.enrollment_expires_at,
+                sites.c.enrollment_used_at,
+            )
+            .where(sites.c.enrollment_hash == enrollment_hash)
+            .with_for_update()
+        )
+        with self._store.write() as conn:
+            # A second redeemer blocks on the row lock and then sees the used mark.
+            row = conn.execute(query).one_or_none()
+            if row is None:
+                raise Unauthenticated("unknown enrollment token")
+            hint = _reissue_hint(row.name)
+            if row.enrollment_used_at is not None:
+                raise Unauthenticated(
+                    f"enrollment token already used at {row.enrollment_used_at.isoformat()}; {hint}"
+                )
+            expires: datetime | None = row.enrollment_expires_at
+            if expires is not None and now >= expires:
+                raise Unauthenticated(f"enrollment token expired at {expires.isoformat()}; {hint}")
+            conn.execute(
+                update(sites)
+                .where(sites.c.id == row.id)
+                .values(enrolled_at=now, enrollment_used_at=now)
+            )
+            return _load_site(conn, row.name)
+
+    def record_report(self, name: str, report: dict[str, Any], now: datetime) -> None:
+        _aware("now", now)
+        stmt = update(sites).where(sites.c.name == name).values(report=report, last_seen=now)
+        with self._store.write() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                raise NotFound(f"site {name!r} does not exist")
+
+    def list(self) -> list[SiteRecord]:
+        query = select(*_site_columns()).order_by(sites.c.name)
+        with self._store.read() as conn:
+            return [_to_site(row) for row in conn.execute(query)]
+
+
+class SqlAssignmentRepo(AssignmentRepo):
+    """One row per (site, model): a site serves at most one version of each model."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def set(self, site: str, model: str, version: int, ref: str, params: dict[str, Any]) -> int:
+        with self._store.write() as conn:
+            site_id, revision = _locked_site(conn, site)
+            model_id = _model_version_id(conn, model, version)
+            values = {
+                "version": version,
+                "ref": ref,
+                "params": params,
+                "assigned_at": self._store.now(),
+            }
+            # The site row lock makes update-then-insert race free.
+            moved = conn.execute(
+                update(assignments)
+                .where(assignments.c.site_id == site_id, assignments.c.model_id == model_id)
+                .values(**values)
+            )
+            if moved.rowcount == 0:
+                conn.execute(
+                    insert(assignments).values(site_id=site_id, model_id=model_id, **values)
+                )
+            return _bump(conn, site_id, revision)
+
+    def remove(self, site: str, model: str) -> int:
+        model_ids = select(models.c.id).where(models.c.name == model).scalar_subquery()
+        with self._store.write() as conn:
+            site_id, revision = _locked_site(conn, site)
+            removed = conn.execute(
+                delete(assignments).where(
+                    assignments.c.site_id == site_id, assignments.c.model_id == model_ids
+                )
+            )
+            if removed.rowcount == 0:
+                raise NotFound(f"model {model!r} is not assigned to site {site!r}")
+            return _bump(conn, site_id, revision)
+
+    def replace(self, site: str, items: Sequence[AssignmentItem]) -> int:
+        models_seen = [model for model, _, _, _ in items]
+        duplicates = sorted({m for m in models_seen if models_seen.count(m) > 1})
+        if duplicates:
+            raise InvalidInput(f"models assigned more than once: {', '.join(duplicates)}")
+        with self._store.write() as conn:
+            site_id, revision = _locked_site(conn, site)
+            now = self._store.now()
+            current = {
+                row.model_id: row
+                for row in conn.execute(select(assignments).where(assignments.c.site_id == site_id))
+            }
+            rows = []
+            for model, version, ref, params in items:
+                model_id = _model_version_id(conn, model, version)
+                old = current.get(model_id)
+                unchanged = old is not None and (old.version, old.ref, old.params) == (
+                    version,
+                    ref,
+                    params,
+                )
+                rows.append(
+                    {
+                        "site_id": site_id,
+                        "model_id": model_id,
+                        "version": version,
+                        "ref": ref,
+                        "params": params,
+                        # An untouched assignment keeps the time it was really made.
+                        "assigned_at": old.assigned_at if old is not None and unchanged else now,
+                    }
+                )
+            conn.execute(delete(assignments).where(assignments.c.site_id == site_id))
+            if rows:
+                conn.execute(insert(assignments), rows)
+            return _bump(conn, site_id, revision)
+
+    def revision(self, site: str) -> int:
+        with self._store.read() as conn:
+            revision: int | None = conn.execute(
+                select(sites.c.revision).where(sites.c.name == site)
+            ).scalar_one_or_none()
+        if revision is None:
+            raise NotFound(f"site {site!r} does not exist")
+        return revision
+
+    def all_revisions(self) -> dict[str, int]:
+        with self._store.read() as conn:
+            rows = conn.execute(select(sites.c.name, sites.c.revision))
+            return {row.name: int(row.revision) for row in rows}
+
+    def site_has_digest(self, site: str, digest: str) -> bool:
+        query = _assignment_query().where(sites.c.name == site, versions.c.digest == digest)
+        with self._store.read() as conn:
+            return bool(conn.execute(select(query.exists())).scalar())
+
+    def sites_with_model(self, model: str) -> list[str]:
+        query = (
+            select(sites.c.name)
+            .join(assignments, assignments.c.site_id == sites.c.id)
+            .join(models, models.c.id == assignments.c.model_id)
+            .where(models.c.name == model)
+            .order_by(sites.c.name)
+        )
+        with self._store.read() as conn:
+            return [name for (name,) in conn.execute(query)]
+
+    def list(self, site: str) -> list[Assignment]:
+        query = _assignment_query().where(sites.c.name == site).order_by(models.c.name)
+        with self._store.read() as conn:
+            return [
+                Assignment(
+                    site=row.site,
+                    model=row.model,
+                    version=row.version,
+                    ref=row.ref,
+                    params=dict(row.params),
+                    digest=row.digest,
+                    assigned_at=row.assigned_at,
+                )
+                for row in conn.execute(query)
+            ]
