@@ -33,7 +33,6 @@ from modelfleet.hub.telemetry import Telemetry
 from modelfleet.hub.telemetry_metrics import register as register_telemetry_metrics
 from modelfleet.hub.wakeups import Notifier
 from modelfleet.registry.artifacts import open_artifact_store
-from modelfleet.registry.signing import load_signing_key
 from modelfleet.settings import HubSettings
 
 
@@ -42,10 +41,10 @@ def build_context(settings: HubSettings) -> HubContext:
     data_dir = DataDir(settings.data_dir)
     data_dir.read_config()  # fails clearly when `hub init` was never run
     db_url, artifacts_url = data_dir.resolve_backends(settings.db, settings.artifacts)
-    key = load_signing_key(data_dir.key_path)
+    keys = data_dir.keys()
     store = open_store(db_url)
     artifacts = open_artifact_store(artifacts_url)
-    registry = Registry(store, artifacts, key)
+    registry = Registry(store, artifacts, keys)
     sites = Sites(store, registry, settings)
     metrics = HubMetrics()
     telemetry = Telemetry(store, sites)

@@ -1,4 +1,4 @@
-"""The hub's data directory: signing key, recorded backends, and first-run initialisation.
+"""The hub's data directory: signing keys, TLS material, recorded backends, first-run set-up.
 
 ``hub init`` records the database and artifact URLs in ``hub.json`` so ``hub serve``
 needs only ``--data-dir``; flags and env vars still override them at serve time.
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelfleet.errors import Conflict, InvalidInput
+from modelfleet.hub.keys import KEYS_DIR, KEYSET_FILE, LEGACY_KEY_FILE, HubKeys
+from modelfleet.hub.tls import HubTls
 
 CONFIG_FILE = "hub.json"
-KEY_FILE = "signing_key.pem"
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,20 @@ class DataDir:
     def config_path(self) -> Path:
         return self.root / CONFIG_FILE
 
+    def has_keys(self) -> bool:
+        """Signing keys exist (the key set, or a single key from before key sets)."""
+        return (self.root / KEYS_DIR / KEYSET_FILE).exists() or (
+            self.root / LEGACY_KEY_FILE
+        ).exists()
+
+    def keys(self) -> HubKeys:
+        """The signing key set (see :mod:`modelfleet.hub.keys`)."""
+        return HubKeys(self.root)
+
     @property
-    def key_path(self) -> Path:
-        return self.root / KEY_FILE
+    def tls(self) -> HubTls:
+        """The fleet CA and the hub's certificate (see :mod:`modelfleet.hub.tls`)."""
+        return HubTls(self.root)
 
     @property
     def tmp_dir(self) -> Path:
@@ -43,7 +55,7 @@ class DataDir:
         return str((self.root / "artifacts").resolve())
 
     def initialised(self) -> bool:
-        return self.config_path.exists() and self.key_path.exists()
+        return self.config_path.exists() and self.has_keys()
 
     def read_config(self) -> dict[str, str]:
         if not self.config_path.exists():

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from modelfleet.errors import InvalidInput, NotFound
+from modelfleet.hub.keys import HubKeys
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import ModelRecord, NewVersion, VersionRecord
 from modelfleet.refs import ModelRef, check_alias, check_name
@@ -80,12 +79,19 @@ def parse_metrics(text: str | None) -> dict[str, float]:
 class Registry:
     """Models and versions on top of a state store and an artifact store."""
 
-    def __init__(self, store: Store, artifacts: ArtifactStore, key: Ed25519PrivateKey) -> None:
+    def __init__(self, store: Store, artifacts: ArtifactStore, keys: HubKeys) -> None:
         self.store = store
         self.artifacts = artifacts
-        self._key = key
-        self.public_key = public_key_text(key.public_key())
-        self.key_id = key_id(key.public_key())
+        self.keys = keys
+
+    @property
+    def public_key(self) -> str:
+        """The current signing key's public half (base64 raw bytes)."""
+        return public_key_text(self.keys.current.public_key())
+
+    @property
+    def key_id(self) -> str:
+        return self.keys.current_id
 
     def push(self, request: PushRequest, upload: Upload, actor: str) -> VersionRecord:
         name = check_name(request.name, "model name")
@@ -99,6 +105,8 @@ class Registry:
         info = inspect_onnx(upload.path)
         framework = request.framework or info.framework
 
+        signing_key = self.keys.current  # one key for the whole version, even mid-rotation
+
         def seal(version: int, created_at: datetime) -> tuple[str, str]:
             manifest = build_manifest(
                 name=name,
@@ -111,10 +119,10 @@ class Registry:
                 training_regions=list(regions),
                 parent_version=request.parent_version,
                 created_at=created_at,
-                key_id=self.key_id,
+                key_id=key_id(signing_key),
                 metrics=request.metrics or None,
             )
-            return sign_manifest(manifest, self._key)
+            return sign_manifest(manifest, signing_key)
 
         created = self.artifacts.put_file(upload.path, upload.digest)
         try:
