@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -25,17 +24,12 @@ import orjson
 from modelfleet import __version__
 from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.routing.router import REGION_HEADER, REQUEST_ID_HEADER, Router
+from modelfleet.transport.asgi import Receive, Scope, Send, respond
 
 __all__ = ["Gateway", "serve"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-_JSON = b"application/json"
 _FORWARD = (b"content-type", b"inference-header-content-length")
 _BACK = ("content-type", "inference-header-content-length")
 
@@ -71,7 +65,7 @@ class Gateway:
                 {"name": "modelfleet-gateway", "version": __version__, "extensions": []},
             )
         elif path == "/metrics":
-            await _raw(send, 200, self._metrics(), b"text/plain; version=0.0.4")
+            await respond(send, 200, self._metrics(), content_type=b"text/plain; version=0.0.4")
         elif path == "/healthz":
             await _reply(
                 send,
@@ -192,14 +186,8 @@ async def _body(receive: Receive) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _raw(send: Send, status: int, body: bytes, media: bytes) -> None:
-    headers = [(b"content-type", media), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _reply(send: Send, status: int, doc: Any) -> None:
-    await _raw(send, status, orjson.dumps(doc), _JSON)
+    await respond(send, status, orjson.dumps(doc))
 
 
 def serve(

@@ -26,24 +26,16 @@ import logging
 import signal
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal, cast
 from urllib.parse import unquote
+
+from modelfleet.transport.asgi import ASGIApp, Message
 
 __all__ = ["Engine", "serve_http", "start_builtin"]
 
 log = logging.getLogger("modelfleet.site.listener")
 
 Engine = Literal["builtin", "uvicorn"]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [
-        MutableMapping[str, Any],
-        Callable[[], Awaitable[Message]],
-        Callable[[Message], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
 
 #: Request bodies larger than this are refused with 413 before they are buffered.
 MAX_BODY_BYTES = 64 * 1024 * 1024

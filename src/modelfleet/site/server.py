@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,7 +33,6 @@ from prometheus_client import (
     generate_latest,
 )
 
-from modelfleet.asgi import read_body
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
 from modelfleet.oip.codec import binary_output_names, decode_request, encode_response
 from modelfleet.oip.types import InferOutput, InferRequest, InferResponse
@@ -43,20 +42,14 @@ from modelfleet.site.observer import InferenceObserver, NullObserver
 from modelfleet.site.oip_routes import OipRoutes, parse_model_path
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.runtime import LoadedModel, ModelFailure
+from modelfleet.transport.asgi import ASGIApp, Receive, Scope, Send, read_body, respond
 
 __all__ = ["InferenceServer", "SiteMetrics"]
 
 log = logging.getLogger("modelfleet.site.server")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 #: Largest request body accepted (header + binary tensors); larger ones get 413.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-_JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 _HEADER_LENGTH = b"inference-header-content-length"
 _INFER_PREFIX = "/v2/models/"
@@ -287,11 +280,11 @@ class InferenceServer:
         if method == "POST":
             read = await read_body(scope, receive, 1024 * 1024)
             if read is None:
-                await _respond(send, 413, orjson.dumps({"error": "body too large"}))
+                await respond(send, 413, orjson.dumps({"error": "body too large"}))
                 return
             body = read
         status, doc = self.routes.dispatch(method, path, body)
-        await _respond(send, status, orjson.dumps(doc), head=method == "HEAD")
+        await respond(send, status, orjson.dumps(doc), head=method == "HEAD")
 
     async def _infer(
         self, scope: Scope, receive: Receive, send: Send, name: str, version: int | None
@@ -356,14 +349,14 @@ class InferenceServer:
             await _error(send, 500, "internal error while serving this request")
             return
         if response_header is None:
-            await _respond(send, 200, payload)
+            await respond(send, 200, payload)
         else:
-            await _respond(
+            await respond(
                 send,
                 200,
                 payload,
                 content_type=_OCTETS,
-                extra=[(_HEADER_LENGTH, str(response_header).encode())],
+                headers=[(_HEADER_LENGTH, str(response_header).encode())],
             )
         self._finish(served, started, outcome, feeds, results)
 
@@ -403,7 +396,7 @@ class InferenceServer:
 
     async def _plain(self, path: str, send: Send) -> None:
         if path == "/metrics":
-            await _respond(
+            await respond(
                 send,
                 200,
                 generate_latest(self.stats.registry),
@@ -411,7 +404,7 @@ class InferenceServer:
             )
             return
         doc = {"status": "ok", "ready": self.is_ready(), "models": self.repository.snapshot()}
-        await _respond(send, 200, orjson.dumps(doc))
+        await respond(send, 200, orjson.dumps(doc))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -425,20 +418,4 @@ class InferenceServer:
 
 
 async def _error(send: Send, status: int, message: str) -> None:
-    await _respond(send, status, orjson.dumps({"error": message}))
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    *,
-    content_type: bytes = _JSON,
-    extra: list[tuple[bytes, bytes]] | None = None,
-    head: bool = False,
-) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await respond(send, status, orjson.dumps({"error": message}))
