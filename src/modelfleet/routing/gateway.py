@@ -199,7 +199,7 @@ def serve(
     sock: socket.socket | None = None,
 ) -> None:
     """Run the gateway with uvicorn (uvloop and httptools when installed); on ``sock`` when
-    given (already bound, see :mod:`modelfleet.listen`), else on ``host:port``."""
+    given (already bound, see :mod:`modelfleet.transport.listen`), else on ``host:port``."""
     import uvicorn
 
     config = uvicorn.Config(

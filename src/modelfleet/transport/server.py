@@ -1,4 +1,4 @@
-"""The HTTP/1.1 listener a site serves its ASGI app with.
+"""The HTTP/1.1 server the site agent (and anything else serving plain ASGI) runs on.
 
 Two engines, one interface (``serve_http``):
 
@@ -33,7 +33,7 @@ from modelfleet.transport.asgi import ASGIApp, Message
 
 __all__ = ["Engine", "serve_http", "start_builtin"]
 
-log = logging.getLogger("modelfleet.site.listener")
+log = logging.getLogger("modelfleet.transport.server")
 
 Engine = Literal["builtin", "uvicorn"]
 
@@ -70,7 +70,7 @@ def serve_http(
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, then return.
 
-    With ``sock`` (already bound, see :mod:`modelfleet.listen`), serve on it; ``host`` and
+    With ``sock`` (already bound, see :mod:`modelfleet.transport.listen`), serve on it; ``host`` and
     ``port`` then only describe it.
     """
     if engine == "uvicorn":

@@ -1,4 +1,4 @@
-"""The site's HTTP/1.1 listener closes connections that idle or trickle."""
+"""The builtin HTTP/1.1 server closes connections that idle or trickle."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from modelfleet.site import listener
+from modelfleet.transport import server as listener
 
 
 async def _app(scope: Any, receive: Any, send: Any) -> None:
