@@ -20,7 +20,7 @@ import httpx
 
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.hub_client import raise_for_response
-from modelfleet.routing.transport import Origin
+from modelfleet.transport.client import Origin
 
 __all__ = ["Site", "SiteDirectory", "default_cache_path"]
 

@@ -34,7 +34,7 @@ from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.residency import ResidencyRules
 from modelfleet.routing.selection import NoSiteAvailable, Ranking, Selector
-from modelfleet.routing.transport import HttpResponse, Origin, Pool, TransportFailure
+from modelfleet.transport.client import HttpResponse, Origin, Pool, TransportFailure
 
 __all__ = [
     "DeadlineExceeded",

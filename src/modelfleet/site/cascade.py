@@ -54,7 +54,7 @@ from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.oip.codec import decode_response, encode_request
 from modelfleet.oip.types import InferRequest, InferResponse, RequestedOutput
 from modelfleet.routing.router import REGION_HEADER, REQUEST_ID_HEADER
-from modelfleet.routing.transport import Origin, Pool
+from modelfleet.transport.client import Origin, Pool
 
 __all__ = ["Cascade", "CascadeStats", "EscalationRule"]
 
