@@ -23,23 +23,42 @@ import orjson
 
 from modelfleet import __version__
 from modelfleet.errors import InvalidInput, ModelfleetError
-from modelfleet.routing.router import REGION_HEADER, REQUEST_ID_HEADER, Router
-from modelfleet.transport.asgi import Receive, Scope, Send, respond
+from modelfleet.oip.headers import (
+    INFERENCE_HEADER_LENGTH,
+    REGION_HEADER,
+    REQUEST_ID_HEADER,
+    SITE_HEADER,
+)
+from modelfleet.oip.paths import MODELS_PREFIX, parse_model_path
+from modelfleet.routing.router import Router
+from modelfleet.transport.asgi import Receive, Scope, Send, read_body, respond
 
 __all__ = ["Gateway", "serve"]
 
 log = logging.getLogger(__name__)
 
-_FORWARD = (b"content-type", b"inference-header-content-length")
-_BACK = ("content-type", "inference-header-content-length")
+_FORWARD = (b"content-type", INFERENCE_HEADER_LENGTH.encode())
+_BACK = ("content-type", INFERENCE_HEADER_LENGTH)
+_REGION = REGION_HEADER.encode()
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
+_SITE = SITE_HEADER.encode()
+#: Largest request body forwarded (a site refuses larger ones anyway); larger ones get 413.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class Gateway:
     """ASGI app; ``default_region`` applies when a request has no region header."""
 
-    def __init__(self, router: Router, *, default_region: str | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        default_region: str | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
         self.router = router
         self.default_region = default_region
+        self.max_body_bytes = max_body_bytes
         self.errors = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -50,9 +69,8 @@ class Gateway:
         if kind != "http":
             return
         path: str = scope["path"]
-        method: str = scope["method"]
-        if path.startswith("/v2/models/"):
-            await self._model(scope, receive, send, path, method)
+        if path.startswith(MODELS_PREFIX):
+            await self._model(scope, receive, send, path)
         elif path == "/v2/health/live":
             await _reply(send, 200, {"live": True})
         elif path == "/v2/health/ready":
@@ -95,24 +113,19 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _model(
-        self, scope: Scope, receive: Receive, send: Send, path: str, method: str
-    ) -> None:
-        parts = path[len("/v2/models/") :].split("/")
-        model = parts[0]
-        rest = parts[1:]
-        version: int | None = None
-        if len(rest) >= 2 and rest[0] == "versions":
-            if not rest[1].isdigit():
-                await _reply(send, 404, {"error": f"model {model!r} has no version {rest[1]!r}"})
-                return
-            version = int(rest[1])
-            rest = rest[2:]
-        action = rest[0] if rest else ""
-        if len(rest) > 1 or action not in ("", "infer", "ready") or not model:
+    async def _model(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        target = parse_model_path(path)
+        if target is None:
             await _reply(send, 404, {"error": "no such endpoint"})
             return
-        if (action == "infer") != (method == "POST"):
+        model, version = target.name, target.version
+        if version == -1:
+            await _reply(
+                send, 404, {"error": f"model {model!r} has no such version (versions are integers)"}
+            )
+            return
+        method: str = scope["method"]
+        if (target.action == "infer") != (method == "POST"):
             await _reply(send, 405, {"error": "method not allowed"})
             return
         headers: dict[str, str] = {}
@@ -121,11 +134,19 @@ class Gateway:
         for name, value in scope["headers"]:
             if name in _FORWARD:
                 headers[name.decode("latin-1")] = value.decode("latin-1")
-            elif name == b"x-modelfleet-data-region":
+            elif name == _REGION:
                 region = value.decode("latin-1")
-            elif name == b"x-request-id":
+            elif name == _REQUEST_ID:
                 request_id = value.decode("latin-1")
-        body = await _body(receive) if method == "POST" else b""
+        body = b""
+        if method == "POST":
+            read = await read_body(scope, receive, self.max_body_bytes)
+            if read is None:
+                await _reply(
+                    send, 413, {"error": f"request body exceeds {self.max_body_bytes} bytes"}
+                )
+                return
+            body = read
         try:
             if not region:
                 raise InvalidInput(
@@ -153,8 +174,8 @@ class Gateway:
             if name in response.headers
         ]
         out.append((b"content-length", str(len(response.body)).encode()))
-        out.append((b"x-modelfleet-site", routed.site.name.encode()))
-        out.append((REQUEST_ID_HEADER.encode(), routed.request_id.encode()))
+        out.append((_SITE, routed.site.name.encode()))
+        out.append((_REQUEST_ID, routed.request_id.encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         await send({"type": "http.response.body", "body": response.body})
 
@@ -174,16 +195,6 @@ class Gateway:
                     f"{seconds:.6f}"
                 )
         return ("\n".join(lines) + "\n").encode()
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _reply(send: Send, status: int, doc: Any) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.oip.headers import ATTEMPT_HEADER, HEDGE_HEADER, REQUEST_ID_HEADER
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.residency import ResidencyRules
 from modelfleet.routing.selection import NoSiteAvailable, Ranking, Selector
@@ -46,11 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-REQUEST_ID_HEADER = "x-request-id"
-ATTEMPT_HEADER = "x-modelfleet-attempt"
-HEDGE_HEADER = "x-modelfleet-hedge"
-REGION_HEADER = "x-modelfleet-data-region"
 
 
 class DeadlineExceeded(ModelfleetError):

@@ -35,11 +35,13 @@ from prometheus_client import (
 
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
 from modelfleet.oip.codec import binary_output_names, decode_request, encode_response
+from modelfleet.oip.headers import INFERENCE_HEADER_LENGTH
+from modelfleet.oip.paths import parse_model_path
 from modelfleet.oip.types import InferOutput, InferRequest, InferResponse
 from modelfleet.site.batcher import DEFAULT_INLINE_BELOW_S, Batcher, BatchPolicy
 from modelfleet.site.cascade import Cascade
 from modelfleet.site.observer import InferenceObserver, NullObserver
-from modelfleet.site.oip_routes import OipRoutes, parse_model_path
+from modelfleet.site.oip_routes import OipRoutes
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.runtime import LoadedModel, ModelFailure
 from modelfleet.transport.asgi import ASGIApp, Receive, Scope, Send, read_body, respond
@@ -51,8 +53,7 @@ log = logging.getLogger("modelfleet.site.server")
 #: Largest request body accepted (header + binary tensors); larger ones get 413.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 _OCTETS = b"application/octet-stream"
-_HEADER_LENGTH = b"inference-header-content-length"
-_INFER_PREFIX = "/v2/models/"
+_HEADER_LENGTH = INFERENCE_HEADER_LENGTH.encode()
 _INFER_SUFFIX = "/infer"
 
 
@@ -268,10 +269,10 @@ class InferenceServer:
             return
         path: str = scope["path"]
         method: str = scope["method"]
-        if method == "POST" and path.endswith(_INFER_SUFFIX) and path.startswith(_INFER_PREFIX):
-            parsed = parse_model_path(path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)])
-            if parsed is not None:
-                await self._infer(scope, receive, send, *parsed)
+        if method == "POST" and path.endswith(_INFER_SUFFIX):
+            target = parse_model_path(path)
+            if target is not None and target.action == "infer":
+                await self._infer(scope, receive, send, target.name, target.version)
                 return
         if path == "/metrics" or path == "/healthz":
             await self._plain(path, send)
