@@ -177,6 +177,7 @@ class Router:
                 await future
         self._tasks.clear()
         self.pool.close()
+        self.directory.close()
         self._started = False
 
     @property
