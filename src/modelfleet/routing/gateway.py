@@ -32,6 +32,7 @@ from modelfleet.oip.headers import (
 from modelfleet.oip.paths import MODELS_PREFIX, parse_model_path
 from modelfleet.routing.router import Router
 from modelfleet.transport.asgi import Receive, Scope, Send, read_body, respond
+from modelfleet.transport.server import Engine, serve_http
 
 __all__ = ["Gateway", "serve"]
 
@@ -208,25 +209,12 @@ def serve(
     log_level: str = "warning",
     *,
     sock: socket.socket | None = None,
+    engine: Engine = "builtin",
 ) -> None:
-    """Run the gateway with uvicorn (uvloop and httptools when installed); on ``sock`` when
-    given (already bound, see :mod:`modelfleet.transport.listen`), else on ``host:port``."""
-    import uvicorn
+    """Run the gateway on the builtin HTTP/1.1 server (or uvicorn); on ``sock`` when given
+    (already bound, see :mod:`modelfleet.transport.listen`), else on ``host:port``.
 
-    config = uvicorn.Config(
-        gateway,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        # Clients of a gateway keep connections for long; uvicorn's 5 s would make them
-        # reconnect (one more round trip) after every pause.
-        timeout_keep_alive=75,
-    )
-    server = uvicorn.Server(config)
-    server.run(sockets=None if sock is None else [sock])
-    if not server.started:
-        raise SystemExit(3)  # as uvicorn.run: the app failed to start
+    The builtin server adds less latency per request than uvicorn (one write per
+    response; ``bench/gateway_clients.py``), and it is the one the sites run on.
+    """
+    serve_http(gateway, host=host, port=port, log_level=log_level, engine=engine, sock=sock)

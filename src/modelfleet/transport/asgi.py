@@ -10,12 +10,16 @@ without a framework import on the site.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 __all__ = [
     "JSON",
     "ASGIApp",
+    "Lifespan",
+    "LifespanFailed",
     "Message",
     "Receive",
     "Scope",
@@ -32,6 +36,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = b"application/json"
+
+log = logging.getLogger("modelfleet.transport")
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -92,3 +98,58 @@ async def respond(
         out.extend(headers)
     await send({"type": "http.response.start", "status": status, "headers": out})
     await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+class LifespanFailed(Exception):
+    """The app answered ``lifespan.startup.failed``: the server must not start."""
+
+
+class Lifespan:
+    """The ASGI lifespan protocol, for a server that runs it itself (the builtin one).
+
+    The gateway starts its router (directory, probes) on ``lifespan.startup`` and closes
+    its connections on ``lifespan.shutdown``; the site server shuts its inference threads.
+    As uvicorn's default ("auto"): an app that raises instead of answering does not speak
+    the protocol and is served anyway; one that answers ``startup.failed`` is not.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._incoming: asyncio.Queue[Message] = asyncio.Queue()
+        self._replies: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+
+    async def _run(self) -> None:
+        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        try:
+            await self.app(scope, self._incoming.get, self._replies.put)
+        except Exception as exc:
+            log.debug("the app does not speak the lifespan protocol: %r", exc)
+        await self._replies.put({"type": "lifespan.ended"})
+
+    async def startup(self) -> None:
+        """Start the app; :class:`LifespanFailed` if it refuses."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        await self._incoming.put({"type": "lifespan.startup"})
+        reply = await self._replies.get()
+        if reply["type"] == "lifespan.startup.failed":
+            raise LifespanFailed(str(reply.get("message") or "application startup failed"))
+        self._running = reply["type"] == "lifespan.startup.complete"
+
+    async def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Stop the app (waiting at most ``timeout_s``); nothing if it never started."""
+        if not self._running:
+            return
+        self._running = False
+        await self._incoming.put({"type": "lifespan.shutdown"})
+        try:
+            async with asyncio.timeout(timeout_s):
+                while (await self._replies.get())["type"] not in (
+                    "lifespan.shutdown.complete",
+                    "lifespan.shutdown.failed",
+                    "lifespan.ended",
+                ):
+                    pass
+        except TimeoutError:
+            log.warning("the app did not finish its shutdown within %.0f s", timeout_s)

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 server the site agent (and anything else serving plain ASGI) runs on.
+"""The HTTP/1.1 server the site's OIP server and the gateway run on.
 
 Two engines, one interface (``serve_http``):
 
@@ -15,7 +15,13 @@ Two engines, one interface (``serve_http``):
 
 Both run one process: the event loop parses HTTP on one core while onnxruntime computes on
 the other (it releases the GIL). Access logs are off: a log line per request costs more
-than a small model's whole inference.
+than a small model's whole inference. Both run the app's ASGI lifespan (start-up and
+shutdown) around serving, and keep idle connections ``IDLE_TIMEOUT_S``: callers of a site
+or a gateway keep their connections for long, and a reconnect is one more round trip.
+
+TLS (the next step) slots in at :func:`start_builtin` (``loop.create_server`` takes an
+``ssl.SSLContext``; the scope's ``scheme`` then says ``https``) and uvicorn's ``ssl_*``
+options, both reached through :func:`serve_http`.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from collections import deque
 from typing import Any, Literal, cast
 from urllib.parse import unquote
 
-from modelfleet.transport.asgi import ASGIApp, Message
+from modelfleet.transport.asgi import ASGIApp, Lifespan, LifespanFailed, Message
 
 __all__ = ["Engine", "serve_http", "start_builtin"]
 
@@ -68,10 +74,10 @@ def serve_http(
     engine: Engine = "builtin",
     sock: socket.socket | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM, then return.
+    """Serve ``app`` until SIGINT/SIGTERM, then return; exit 3 if its start-up fails.
 
-    With ``sock`` (already bound, see :mod:`modelfleet.transport.listen`), serve on it; ``host`` and
-    ``port`` then only describe it.
+    With ``sock`` (already bound, see :mod:`modelfleet.transport.listen`), serve on it;
+    ``host`` and ``port`` then only describe it.
     """
     if engine == "uvicorn":
         import uvicorn
@@ -87,6 +93,7 @@ def serve_http(
             lifespan="on",
             interface="asgi3",
             backlog=2048,
+            timeout_keep_alive=int(IDLE_TIMEOUT_S),
         )
         server = uvicorn.Server(config)
         server.run(sockets=None if sock is None else [sock])
@@ -95,7 +102,11 @@ def serve_http(
         return
     import uvloop
 
-    uvloop.run(_serve_forever(app, host, port, sock))
+    try:
+        uvloop.run(_serve_forever(app, host, port, sock))
+    except LifespanFailed as exc:
+        log.error("application start-up failed: %s", exc)
+        raise SystemExit(3) from None  # as uvicorn does
 
 
 async def _serve_forever(
@@ -105,6 +116,8 @@ async def _serve_forever(
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    lifespan = Lifespan(app)
+    await lifespan.startup()
     server = await start_builtin(app, host, port, sock=sock)
     log.info("serving on http://%s:%s", host, port)
     try:
@@ -113,6 +126,7 @@ async def _serve_forever(
         server.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 5)
+        await lifespan.shutdown()
 
 
 async def start_builtin(
