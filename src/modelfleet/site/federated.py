@@ -168,7 +168,7 @@ class FederatedWorker:
         """``session``: the agent's shared hub session; or ``hub_url`` and ``token`` for a
         worker on its own (a session it owns and closes on :meth:`stop`)."""
         if (session is None) == (hub_url is None):
-            raise InvalidInput("give the worker a hub session or a hub URL, not both")
+            raise InvalidInput("give the worker either a hub session or a hub URL")
         self._owns_session = session is None
         self.session = session if session is not None else HubSession(str(hub_url), token)
         # Task polls and update posts are held by the hub up to poll_s (long-polls).

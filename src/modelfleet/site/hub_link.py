@@ -48,10 +48,6 @@ class HubLink:
         # Every call may wait as long as the long-poll (as before: one client, one timeout).
         self._timeout = poll_timeout(long_poll_s, connect_s=CONNECT_TIMEOUT_S)
 
-    @property
-    def hub_url(self) -> str:
-        return self.session.url
-
     def desired_state(
         self, etag: str | None, *, wait: float | None = None
     ) -> tuple[str, dict[str, Any]] | None:
