@@ -46,6 +46,7 @@ bench: $(STAMP) $(FLOWER_STAMP) bench-tools
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/telemetry_overhead.py
 	$(BIN)/python bench/geo.py
+	$(BIN)/python bench/gateway_clients.py
 	FLOWER_PYTHON=$(CURDIR)/$(FLOWER_VENV)/bin/python $(BIN)/python bench/federated.py
 
 clean:

@@ -102,12 +102,12 @@ def serve_modelfleet(
     """The production path: ModelRepository + LoadedModel + InferenceServer + serve_http,
     with the agent's telemetry (10 s windows, sketches, the on-disk outbox) unless turned
     off — the "modelfleet-notelemetry" variant measures what telemetry costs."""
-    from modelfleet.site.listener import serve_http
     from modelfleet.site.repository import ModelRepository
     from modelfleet.site.runtime import LoadedModel
     from modelfleet.site.server import InferenceServer
     from modelfleet.site.spool import Spool
     from modelfleet.site.telemetry import TelemetryRecorder
+    from modelfleet.transport.server import serve_http
 
     repository = ModelRepository()
     loaded = LoadedModel.load(model, name=MODEL_NAME, version=1, digest="bench", params=params)

@@ -10,40 +10,18 @@ from typing import Any
 
 import httpx
 
-from modelfleet.errors import (
-    HubResponseError,
-    HubUnreachable,
-    InvalidInput,
-    ModelfleetError,
-    error_class_for,
-)
+from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.refs import parse_ref
 from modelfleet.registry.manifest import verify_manifest
 from modelfleet.settings import ClientSettings
+from modelfleet.transport.session import HubSession
 
 Progress = Callable[[int], None]
 _CHUNK = 1 << 20
 
 
-def raise_for_response(response: httpx.Response) -> None:
-    """Turn a hub error body into the matching ``ModelfleetError`` subclass."""
-    if response.is_success:
-        return
-    code, message = "http_error", response.text[:500] or response.reason_phrase
-    try:
-        body = response.json()
-        code = str(body["error"]["code"])
-        message = str(body["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        pass  # not the hub's error format (a proxy, say): keep the status and text
-    cls = error_class_for(code)
-    if cls is not None and cls.status == response.status_code:
-        raise cls(message, code=code)
-    raise HubResponseError(message, code=code, status=response.status_code)
-
-
 class HubClient:
-    """Synchronous client of the hub's ``/api/v1``; thread-safe like ``httpx.Client``."""
+    """Synchronous client of the hub's ``/api/v1``; thread-safe (one :class:`HubSession`)."""
 
     def __init__(
         self, url: str | None = None, token: str | None = None, *, timeout: float = 60.0
@@ -51,11 +29,10 @@ class HubClient:
         env = ClientSettings()
         self.url = (url or env.hub_url).rstrip("/")
         self.token = token if token is not None else env.token
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._session = HubSession(self.url, self.token, timeout=timeout)
 
     def close(self) -> None:
-        self._http.close()
+        self._session.close()
 
     def __enter__(self) -> HubClient:
         return self
@@ -64,12 +41,8 @@ class HubClient:
         self.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise HubUnreachable(f"cannot reach the hub at {self.url}: {exc}") from exc
-        raise_for_response(response)
-        return response
+        """Any hub request (``kwargs`` as :meth:`HubSession.request`); errors raised."""
+        return self._session.request(method, path, **kwargs)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
@@ -165,30 +138,11 @@ class HubClient:
         version = self.resolve(ref)
         target = Path(dest)
         partial = target.with_name(target.name + ".part")
-        have = partial.stat().st_size if partial.exists() else 0
-        if have > version["size"]:
-            partial.unlink()
-            have = 0
-        if have < version["size"]:
-            headers = {"Range": f"bytes={have}-"} if have else {}
-            url = f"/api/v1/models/{version['model']}/versions/{version['version']}/artifact"
-            try:
-                with self._http.stream("GET", url, headers=headers) as response:
-                    if not response.is_success:
-                        response.read()
-                        raise_for_response(response)
-                    mode = "ab" if response.status_code == 206 else "wb"
-                    if progress and mode == "ab":
-                        progress(have)
-                    with partial.open(mode) as out:
-                        for chunk in response.iter_bytes(_CHUNK):
-                            out.write(chunk)
-                            if progress:
-                                progress(len(chunk))
-            except httpx.TransportError as exc:
-                raise HubUnreachable(
-                    f"download interrupted ({exc}); run the same command again to resume"
-                ) from exc
+        url = f"/api/v1/models/{version['model']}/versions/{version['version']}/artifact"
+        try:
+            self._session.download(url, partial, version["size"], progress=progress)
+        except HubUnreachable as exc:
+            raise HubUnreachable(f"{exc.message}; run the same command again to resume") from exc
         key = public_key or self.signing_key()["public_key"]
         try:
             verify_manifest(version["manifest"], version["signature"], key, blob=partial)

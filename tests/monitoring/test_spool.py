@@ -15,6 +15,7 @@ from modelfleet.errors import HubUnreachable
 from modelfleet.site.hub_link import enroll
 from modelfleet.site.spool import Batch, HubTelemetrySender, Shipper, Spool
 from modelfleet.site.telemetry import TelemetryRecorder
+from modelfleet.transport.session import HubSession
 from tests.monitoring.conftest import Fleet
 
 
@@ -107,8 +108,9 @@ _KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from modelfleet.site.spool import HubTelemetrySender, Shipper, Spool
+    from modelfleet.transport.session import HubSession
     spool = Spool(sys.argv[1])
-    sender = HubTelemetrySender(sys.argv[2], sys.argv[3], sys.argv[4])
+    sender = HubTelemetrySender(HubSession(sys.argv[2], sys.argv[4]), sys.argv[3])
     def crash(batch):
         # The hub has acknowledged this batch; die before the windows are deleted.
         os.kill(os.getpid(), signal.SIGKILL)
@@ -149,11 +151,11 @@ def test_sigkill_between_ack_and_delete_counts_each_window_once(
     spool = Spool(db)
     in_flight = spool.stats().in_flight
     assert in_flight > 0  # the acknowledged batch is still on disk
-    sender = HubTelemetrySender(fleet.hub.url, "plant-eu", credential.token)
+    session = HubSession(fleet.hub.url, credential.token)
     try:
-        Shipper(spool, sender, max_batch_bytes=3000).ship_once()
+        Shipper(spool, HubTelemetrySender(session, "plant-eu"), max_batch_bytes=3000).ship_once()
     finally:
-        sender.close()
+        session.close()
     assert spool.stats().windows == 0
     spool.close()
     assert fleet.site_total("plant-eu") == sent

@@ -2,8 +2,8 @@
 
 ``python -m tests.site.serve_models DIR READY_FILE`` builds the models in DIR, listens on a
 free port (port 0) and writes ``{"pid", "port"}`` to READY_FILE once it listens
-(:mod:`modelfleet.listen`), then serves until SIGTERM. Measurements of that process (its own
-memory, say) are then about the server alone, not about the test runner.
+(:mod:`modelfleet.transport.listen`), then serves until SIGTERM. Measurements of that process
+(its own memory, say) are then about the server alone, not about the test runner.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from modelfleet.listen import bind, bound_port, report_ready
-from modelfleet.site.listener import serve_http
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.server import InferenceServer
+from modelfleet.transport.listen import bind, bound_port, report_ready
+from modelfleet.transport.server import serve_http
 from tests.site.test_oip_conformance import add_model, identity_model, load
 
 #: Identity models served next to "add", by datatype.

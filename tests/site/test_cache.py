@@ -14,6 +14,7 @@ import pytest
 from modelfleet.errors import DigestMismatch, HubUnreachable, InvalidInput, NotFound
 from modelfleet.site.cache import BlobCache
 from modelfleet.site.hub_link import HubLink
+from modelfleet.transport.session import HubSession
 
 
 def digest_of(data: bytes) -> str:
@@ -142,7 +143,8 @@ def test_interrupted_download_resumes_with_a_range_request(cache: BlobCache) -> 
     data = os.urandom(3 * (1 << 20) + 12345)  # several of HubLink's 1 MiB write chunks
     digest = digest_of(data)
     server = BlobServer(data, cut_at=len(data) // 2 + 777)
-    link = HubLink(server.url, "plant-eu", "token")
+    session = HubSession(server.url, "token")
+    link = HubLink(session, "plant-eu")
     partial = cache.partial_path(digest)
     url = f"/api/v1/blobs/{digest[7:]}"
     try:
@@ -153,7 +155,7 @@ def test_interrupted_download_resumes_with_a_range_request(cache: BlobCache) -> 
         assert partial.read_bytes() == data[:have]
         link.download(url, partial, len(data))
     finally:
-        link.close()
+        session.close()
         server.close()
     assert server.ranges == [None, f"bytes={have}-"]  # the resumed request, at the right offset
     assert cache.commit(digest, len(data)).read_bytes() == data

@@ -24,10 +24,10 @@ from onnx import TensorProto, helper
 from modelfleet.oip.codec import decode_response, encode_request
 from modelfleet.oip.datatypes import OIP_TO_NUMPY
 from modelfleet.oip.types import InferInput, InferRequest, RequestedOutput
-from modelfleet.site.listener import start_builtin
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.runtime import LoadedModel
 from modelfleet.site.server import InferenceServer
+from modelfleet.transport.server import start_builtin
 
 ONNX_TYPES = {
     "BOOL": TensorProto.BOOL,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelfleet.listen import read_ready_file
 from modelfleet.sim.launcher import wait_http
+from modelfleet.transport.listen import read_ready_file
 from tests.site.test_oip_conformance import DATATYPES
 
 MODELS = ["add", "id_bytes", "id_int64", "id_bool", "id_fp16"]

@@ -54,12 +54,12 @@ def serve(
     """Serve /v2 (infer, metadata, ready, health) and route each request to the nearest site
     allowed to see its data; /metrics and /healthz show the router's view."""
 
-    from modelfleet.listen import bind, bound_port, report_ready
     from modelfleet.routing.directory import SiteDirectory
     from modelfleet.routing.gateway import Gateway
     from modelfleet.routing.gateway import serve as run
     from modelfleet.routing.residency import ResidencyRules
     from modelfleet.routing.router import Router, RoutingOptions
+    from modelfleet.transport.listen import bind, bound_port, report_ready
     from modelfleet.yamlfile import load_yaml
 
     sock = bind(host, port)  # first: a taken port fails fast; port 0 picks a free one

@@ -75,7 +75,7 @@ def serve(
     import uvicorn
 
     from modelfleet.hub.app import build_context, create_app
-    from modelfleet.listen import bind, bound_port, report_ready
+    from modelfleet.transport.listen import bind, bound_port, report_ready
 
     sock = bind(host, port)  # before anything else: a taken port fails fast
     port = bound_port(sock)

@@ -273,10 +273,10 @@ def serve(
     ready_file: ReadyFileOpt = None,
 ) -> None:
     """Run a site agent: enroll once, then serve assigned models (OIP v2 under /v2)."""
-    from modelfleet.listen import bind, bound_port, report_ready
     from modelfleet.settings import SiteSettings
     from modelfleet.site.agent import SiteAgent
-    from modelfleet.site.listener import serve_http
+    from modelfleet.transport.listen import bind, bound_port, report_ready
+    from modelfleet.transport.server import serve_http
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     # Bound first (refusing connections until it listens): a taken port fails before the

@@ -31,6 +31,7 @@ import orjson
 
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
 from modelfleet.oip.codec import decode_response, encode_request, to_numpy_input
+from modelfleet.oip.headers import INFERENCE_HEADER_LENGTH
 from modelfleet.oip.types import InferInput, InferRequest, RequestedOutput, TensorError
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.residency import ResidencyRules
@@ -163,7 +164,7 @@ class AsyncClient:
             raise InvalidInput(exc.message) from exc
         headers = {"content-type": "application/octet-stream"}
         if header_length is not None:
-            headers["inference-header-content-length"] = str(header_length)
+            headers[INFERENCE_HEADER_LENGTH] = str(header_length)
         routed = await self.router.send(
             model,
             _path(model, version, "infer"),
@@ -177,7 +178,7 @@ class AsyncClient:
         response = routed.response
         if response.status != 200:
             raise _site_error(response.status, response.body, routed.site.name)
-        header = response.headers.get("inference-header-content-length")
+        header = response.headers.get(INFERENCE_HEADER_LENGTH)
         decoded = decode_response(response.body, int(header) if header else None)
         return InferResult(
             outputs={o.name: o.data for o in decoded.outputs},

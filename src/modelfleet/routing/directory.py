@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
-from modelfleet.hub_client import raise_for_response
-from modelfleet.routing.transport import Origin
+from modelfleet.transport.client import Origin
+from modelfleet.transport.session import HubSession
 
 __all__ = ["Site", "SiteDirectory", "default_cache_path"]
 
@@ -120,6 +118,7 @@ class SiteDirectory:
         self.hub_url = hub_url.rstrip("/") if hub_url else None
         self.token = token
         self.timeout_s = timeout_s
+        self._session = HubSession(hub_url, token, timeout=timeout_s) if hub_url else None
         self.cache_path = (
             Path(cache_path)
             if cache_path is not None
@@ -164,16 +163,14 @@ class SiteDirectory:
         self.last_error = None
         return self.sites
 
+    def close(self) -> None:
+        """Release the connection to the hub (a later refresh opens a new one)."""
+        if self._session is not None:
+            self._session.close()
+
     def _fetch(self) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            response = httpx.get(
-                f"{self.hub_url}{DIRECTORY_PATH}", headers=headers, timeout=self.timeout_s
-            )
-        except httpx.TransportError as exc:
-            raise HubUnreachable(f"cannot reach the hub at {self.hub_url}: {exc}") from exc
-        raise_for_response(response)
-        doc: dict[str, Any] = response.json()
+        assert self._session is not None  # only called with a hub
+        doc: dict[str, Any] = self._session.request("GET", DIRECTORY_PATH).json()
         return doc
 
     def _apply(self, doc: Mapping[str, Any], source: str) -> None:

@@ -17,35 +17,49 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
 from modelfleet import __version__
 from modelfleet.errors import InvalidInput, ModelfleetError
-from modelfleet.routing.router import REGION_HEADER, REQUEST_ID_HEADER, Router
+from modelfleet.oip.headers import (
+    INFERENCE_HEADER_LENGTH,
+    REGION_HEADER,
+    REQUEST_ID_HEADER,
+    SITE_HEADER,
+)
+from modelfleet.oip.paths import MODELS_PREFIX, parse_model_path
+from modelfleet.routing.router import Router
+from modelfleet.transport.asgi import Receive, Scope, Send, read_body, respond
+from modelfleet.transport.server import Engine, serve_http
 
 __all__ = ["Gateway", "serve"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-_JSON = b"application/json"
-_FORWARD = (b"content-type", b"inference-header-content-length")
-_BACK = ("content-type", "inference-header-content-length")
+_FORWARD = (b"content-type", INFERENCE_HEADER_LENGTH.encode())
+_BACK = ("content-type", INFERENCE_HEADER_LENGTH)
+_REGION = REGION_HEADER.encode()
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
+_SITE = SITE_HEADER.encode()
+#: Largest request body forwarded (a site refuses larger ones anyway); larger ones get 413.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class Gateway:
     """ASGI app; ``default_region`` applies when a request has no region header."""
 
-    def __init__(self, router: Router, *, default_region: str | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        default_region: str | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
         self.router = router
         self.default_region = default_region
+        self.max_body_bytes = max_body_bytes
         self.errors = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -56,9 +70,8 @@ class Gateway:
         if kind != "http":
             return
         path: str = scope["path"]
-        method: str = scope["method"]
-        if path.startswith("/v2/models/"):
-            await self._model(scope, receive, send, path, method)
+        if path.startswith(MODELS_PREFIX):
+            await self._model(scope, receive, send, path)
         elif path == "/v2/health/live":
             await _reply(send, 200, {"live": True})
         elif path == "/v2/health/ready":
@@ -71,7 +84,7 @@ class Gateway:
                 {"name": "modelfleet-gateway", "version": __version__, "extensions": []},
             )
         elif path == "/metrics":
-            await _raw(send, 200, self._metrics(), b"text/plain; version=0.0.4")
+            await respond(send, 200, self._metrics(), content_type=b"text/plain; version=0.0.4")
         elif path == "/healthz":
             await _reply(
                 send,
@@ -101,24 +114,19 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _model(
-        self, scope: Scope, receive: Receive, send: Send, path: str, method: str
-    ) -> None:
-        parts = path[len("/v2/models/") :].split("/")
-        model = parts[0]
-        rest = parts[1:]
-        version: int | None = None
-        if len(rest) >= 2 and rest[0] == "versions":
-            if not rest[1].isdigit():
-                await _reply(send, 404, {"error": f"model {model!r} has no version {rest[1]!r}"})
-                return
-            version = int(rest[1])
-            rest = rest[2:]
-        action = rest[0] if rest else ""
-        if len(rest) > 1 or action not in ("", "infer", "ready") or not model:
+    async def _model(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        target = parse_model_path(path)
+        if target is None:
             await _reply(send, 404, {"error": "no such endpoint"})
             return
-        if (action == "infer") != (method == "POST"):
+        model, version = target.name, target.version
+        if version == -1:
+            await _reply(
+                send, 404, {"error": f"model {model!r} has no such version (versions are integers)"}
+            )
+            return
+        method: str = scope["method"]
+        if (target.action == "infer") != (method == "POST"):
             await _reply(send, 405, {"error": "method not allowed"})
             return
         headers: dict[str, str] = {}
@@ -127,11 +135,19 @@ class Gateway:
         for name, value in scope["headers"]:
             if name in _FORWARD:
                 headers[name.decode("latin-1")] = value.decode("latin-1")
-            elif name == b"x-modelfleet-data-region":
+            elif name == _REGION:
                 region = value.decode("latin-1")
-            elif name == b"x-request-id":
+            elif name == _REQUEST_ID:
                 request_id = value.decode("latin-1")
-        body = await _body(receive) if method == "POST" else b""
+        body = b""
+        if method == "POST":
+            read = await read_body(scope, receive, self.max_body_bytes)
+            if read is None:
+                await _reply(
+                    send, 413, {"error": f"request body exceeds {self.max_body_bytes} bytes"}
+                )
+                return
+            body = read
         try:
             if not region:
                 raise InvalidInput(
@@ -159,8 +175,8 @@ class Gateway:
             if name in response.headers
         ]
         out.append((b"content-length", str(len(response.body)).encode()))
-        out.append((b"x-modelfleet-site", routed.site.name.encode()))
-        out.append((REQUEST_ID_HEADER.encode(), routed.request_id.encode()))
+        out.append((_SITE, routed.site.name.encode()))
+        out.append((_REQUEST_ID, routed.request_id.encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         await send({"type": "http.response.body", "body": response.body})
 
@@ -182,24 +198,8 @@ class Gateway:
         return ("\n".join(lines) + "\n").encode()
 
 
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _raw(send: Send, status: int, body: bytes, media: bytes) -> None:
-    headers = [(b"content-type", media), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _reply(send: Send, status: int, doc: Any) -> None:
-    await _raw(send, status, orjson.dumps(doc), _JSON)
+    await respond(send, status, orjson.dumps(doc))
 
 
 def serve(
@@ -209,25 +209,12 @@ def serve(
     log_level: str = "warning",
     *,
     sock: socket.socket | None = None,
+    engine: Engine = "builtin",
 ) -> None:
-    """Run the gateway with uvicorn (uvloop and httptools when installed); on ``sock`` when
-    given (already bound, see :mod:`modelfleet.listen`), else on ``host:port``."""
-    import uvicorn
+    """Run the gateway on the builtin HTTP/1.1 server (or uvicorn); on ``sock`` when given
+    (already bound, see :mod:`modelfleet.transport.listen`), else on ``host:port``.
 
-    config = uvicorn.Config(
-        gateway,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        # Clients of a gateway keep connections for long; uvicorn's 5 s would make them
-        # reconnect (one more round trip) after every pause.
-        timeout_keep_alive=75,
-    )
-    server = uvicorn.Server(config)
-    server.run(sockets=None if sock is None else [sock])
-    if not server.started:
-        raise SystemExit(3)  # as uvicorn.run: the app failed to start
+    The builtin server adds less latency per request than uvicorn (one write per
+    response; ``bench/gateway_clients.py``), and it is the one the sites run on.
+    """
+    serve_http(gateway, host=host, port=port, log_level=log_level, engine=engine, sock=sock)

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.oip.headers import ATTEMPT_HEADER, HEDGE_HEADER, REQUEST_ID_HEADER
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.residency import ResidencyRules
 from modelfleet.routing.selection import NoSiteAvailable, Ranking, Selector
-from modelfleet.routing.transport import HttpResponse, Origin, Pool, TransportFailure
+from modelfleet.transport.client import HttpResponse, Origin, Pool, TransportFailure
 
 __all__ = [
     "DeadlineExceeded",
@@ -46,11 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-REQUEST_ID_HEADER = "x-request-id"
-ATTEMPT_HEADER = "x-modelfleet-attempt"
-HEDGE_HEADER = "x-modelfleet-hedge"
-REGION_HEADER = "x-modelfleet-data-region"
 
 
 class DeadlineExceeded(ModelfleetError):
@@ -181,6 +177,7 @@ class Router:
                 await future
         self._tasks.clear()
         self.pool.close()
+        self.directory.close()
         self._started = False
 
     @property

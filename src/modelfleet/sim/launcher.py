@@ -12,7 +12,7 @@ take it in between. (These are Linux's rules for ``SO_REUSEADDR``, where the tes
 and CI run.)
 
 Readiness. Each child is told ``--ready-file``: once listening, it writes its pid and port
-there (:mod:`modelfleet.listen`). :func:`wait_http` waits for that report before it
+there (:mod:`modelfleet.transport.listen`). :func:`wait_http` waits for that report before it
 believes an HTTP 200: the answer then comes from the process that was started, on the port it
 reported, not from whatever else might be listening there.
 """
@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from modelfleet.errors import ModelfleetError
-from modelfleet.listen import read_ready_file
+from modelfleet.transport.listen import read_ready_file
 
 __all__ = [
     "GatewayProcess",

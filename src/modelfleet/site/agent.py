@@ -4,6 +4,10 @@ Start-up order matters for autonomy: credentials and the last good models come f
 state directory first, so the server answers from cache before the hub is even contacted.
 Two background threads then follow the hub: one long-polls the desired state, the other
 converges towards it, retries failures with back-off and sends heartbeats.
+
+Everything the agent says to the hub (desired state, blobs, reports, telemetry, federated
+tasks) goes through one :class:`HubSession` built here, once the credential is known: one
+connection pool and one place for the hub's address, credential and (with TLS) certificates.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from modelfleet.site.server import InferenceServer
 from modelfleet.site.spool import HubTelemetrySender, Shipper, Spool
 from modelfleet.site.state import Credentials, SiteState
 from modelfleet.site.telemetry import TelemetryRecorder
+from modelfleet.transport.session import HubSession
 from modelfleet.yamlfile import load_yaml_file
 
 log = logging.getLogger("modelfleet.site")
@@ -50,12 +55,8 @@ class SiteAgent:
         self.credentials = self._credentials(hub_url, enrollment_token)
         self.cache = BlobCache(state_dir / "cache")
         self.repository = ModelRepository()
-        self.link = HubLink(
-            self.credentials.hub_url,
-            self.credentials.site,
-            self.credentials.token,
-            long_poll_s=settings.long_poll_s,
-        )
+        self.session = HubSession(self.credentials.hub_url, self.credentials.token)
+        self.link = HubLink(self.session, self.credentials.site, long_poll_s=settings.long_poll_s)
         self.reconciler = Reconciler(
             state=self.state,
             cache=self.cache,
@@ -76,9 +77,7 @@ class SiteAgent:
                 window_s=settings.telemetry_window_s,
                 sample_requests=settings.telemetry_sample_requests,
             )
-            self._sender = HubTelemetrySender(
-                self.credentials.hub_url, self.credentials.site, self.credentials.token
-            )
+            self._sender = HubTelemetrySender(self.session, self.credentials.site)
             self.shipper = Shipper(
                 self.spool,
                 self._sender,
@@ -106,9 +105,8 @@ class SiteAgent:
         if settings.config_file is not None:
             self.federated = FederatedWorker(
                 SiteConfig.load(Path(settings.config_file)),
-                hub_url=self.credentials.hub_url,
+                session=self.session,
                 site=self.credentials.site,
-                token=self.credentials.token,
                 state_dir=state_dir,
                 poll_s=settings.fl_poll_s,
                 retry_max_s=settings.retry_max_s,
@@ -174,11 +172,10 @@ class SiteAgent:
         if self.telemetry is not None and self.shipper is not None:
             self.telemetry.stop()  # closes the open windows into the outbox
             self.shipper.stop()
-            self._sender.close()
             self.spool.close()
         if self.federated is not None:
             self.federated.stop()
-        self.link.close()
+        self.session.close()
         self.state.close()
 
     def _poll_loop(self) -> None:

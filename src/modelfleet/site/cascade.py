@@ -52,13 +52,16 @@ from prometheus_client import CollectorRegistry, Counter
 
 from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.oip.codec import decode_response, encode_request
+from modelfleet.oip.headers import (
+    CASCADE_HEADER,
+    INFERENCE_HEADER_LENGTH,
+    REGION_HEADER,
+    REQUEST_ID_HEADER,
+)
 from modelfleet.oip.types import InferRequest, InferResponse, RequestedOutput
-from modelfleet.routing.router import REGION_HEADER, REQUEST_ID_HEADER
-from modelfleet.routing.transport import Origin, Pool
+from modelfleet.transport.client import Origin, Pool
 
 __all__ = ["Cascade", "CascadeStats", "EscalationRule"]
-
-CASCADE_HEADER = "x-modelfleet-cascade"
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ class Cascade:
         body, header_length = encode_request(outgoing, binary=True)
         headers = {"content-type": "application/octet-stream", CASCADE_HEADER: "1"}
         if header_length is not None:
-            headers["inference-header-content-length"] = str(header_length)
+            headers[INFERENCE_HEADER_LENGTH] = str(header_length)
         if request.id:
             headers[REQUEST_ID_HEADER] = request.id
         if self.data_region:
@@ -220,7 +223,7 @@ class Cascade:
         )
         if response.status != 200:
             return None
-        header = response.headers.get("inference-header-content-length")
+        header = response.headers.get(INFERENCE_HEADER_LENGTH)
         return decode_response(response.body, int(header) if header else None)
 
     def close(self) -> None:

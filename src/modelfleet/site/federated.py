@@ -35,7 +35,6 @@ from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.federation import wire
 from modelfleet.federation.specs import ModelSpec, flatten, unflatten
 from modelfleet.federation.training import TrainConfig
-from modelfleet.hub_client import raise_for_response
 from modelfleet.site.trainer import (
     BUILTIN,
     BuiltinTrainer,
@@ -46,6 +45,7 @@ from modelfleet.site.trainer import (
     describe_error,
     load_trainer,
 )
+from modelfleet.transport.session import HubSession, poll_timeout
 from modelfleet.yamlfile import load_yaml_file
 
 log = logging.getLogger("modelfleet.site.federated")
@@ -157,13 +157,22 @@ class FederatedWorker:
         self,
         config: SiteConfig,
         *,
-        hub_url: str,
         site: str,
-        token: str,
         state_dir: Path,
+        session: HubSession | None = None,
+        hub_url: str | None = None,
+        token: str | None = None,
         poll_s: float = 20.0,
         retry_max_s: float = 30.0,
     ) -> None:
+        """``session``: the agent's shared hub session; or ``hub_url`` and ``token`` for a
+        worker on its own (a session it owns and closes on :meth:`stop`)."""
+        if (session is None) == (hub_url is None):
+            raise InvalidInput("give the worker either a hub session or a hub URL")
+        self._owns_session = session is None
+        self.session = session if session is not None else HubSession(str(hub_url), token)
+        # Task polls and update posts are held by the hub up to poll_s (long-polls).
+        self._timeout = poll_timeout(poll_s, connect_s=30.0)
         self.config = config
         self.site = site
         self.poll_s = poll_s
@@ -178,11 +187,6 @@ class FederatedWorker:
             except ModelfleetError as exc:
                 self._trainer_errors[name] = exc.message
                 log.warning("custom trainer %s not available: %s", name, exc.message)
-        self._http = httpx.Client(
-            base_url=hub_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(30.0, read=poll_s + 15.0),
-        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._declared = False
@@ -205,15 +209,11 @@ class FederatedWorker:
             # It may sit in a task long-poll; it is a daemon and its only state (the
             # round ledger) is written atomically, so a short join is enough.
             self._thread.join(timeout=1)
-        self._http.close()
+        if self._owns_session:
+            self.session.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise HubUnreachable(f"hub unreachable: {exc}") from exc
-        raise_for_response(response)
-        return response
+        return self.session.request(method, path, timeout=self._timeout, **kwargs)
 
     # --- consent --------------------------------------------------------------------
 

@@ -1,4 +1,9 @@
-"""The site's only connection: outbound HTTP to the hub (sites dial out, never listen to it)."""
+"""What the site agent asks of the hub (sites dial out; the hub never connects to them):
+enrollment once, then desired-state long-polls, blob downloads and reports.
+
+Every request goes through the agent's one :class:`HubSession` (shared with the telemetry
+shipper and the federated worker); this module only knows the paths and the timeouts.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from modelfleet.transport.session import HubSession, poll_timeout
 
-from modelfleet.errors import HubUnreachable
-from modelfleet.hub_client import raise_for_response
-
-_CHUNK = 1 << 20
+#: Connecting to the hub (and sending a request) must not take longer than this.
+CONNECT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -23,17 +26,13 @@ class Enrollment:
 
 
 def enroll(hub_url: str, enrollment_token: str, *, timeout: float = 30.0) -> Enrollment:
-    """Exchange a one-time enrollment token for the site credential and the hub's key."""
-    try:
-        response = httpx.post(
-            f"{hub_url.rstrip('/')}/api/v1/enroll",
-            json={"token": enrollment_token},
-            timeout=timeout,
-        )
-    except httpx.TransportError as exc:
-        raise HubUnreachable(f"cannot reach the hub at {hub_url} to enroll: {exc}") from exc
-    raise_for_response(response)
-    body = response.json()
+    """Exchange a one-time enrollment token for the site credential and the hub's key.
+
+    A session of its own: nothing is known about the hub yet (no credential; with TLS, no
+    pinned CA either, only the fingerprint the token carries), and it is used once.
+    """
+    with HubSession(hub_url, timeout=timeout) as session:
+        body = session.request("POST", "/api/v1/enroll", json={"token": enrollment_token}).json()
     return Enrollment(
         site=body["site"], token=body["token"], public_key=body["public_key"], labels=body["labels"]
     )
@@ -42,63 +41,35 @@ def enroll(hub_url: str, enrollment_token: str, *, timeout: float = 30.0) -> Enr
 class HubLink:
     """Long-poll desired state, download blobs with resume, post reports."""
 
-    def __init__(self, hub_url: str, site: str, token: str, *, long_poll_s: float = 30.0) -> None:
-        self.hub_url = hub_url.rstrip("/")
+    def __init__(self, session: HubSession, site: str, *, long_poll_s: float = 30.0) -> None:
+        self.session = session
         self.site = site
         self.long_poll_s = long_poll_s
-        self._http = httpx.Client(
-            base_url=self.hub_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(10.0, read=long_poll_s + 15.0),
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise HubUnreachable(f"hub {self.hub_url} unreachable: {exc}") from exc
+        # Every call may wait as long as the long-poll (as before: one client, one timeout).
+        self._timeout = poll_timeout(long_poll_s, connect_s=CONNECT_TIMEOUT_S)
 
     def desired_state(
         self, etag: str | None, *, wait: float | None = None
     ) -> tuple[str, dict[str, Any]] | None:
         """The new (etag, document), or None when unchanged within the wait."""
         headers = {"If-None-Match": etag} if etag else {}
-        response = self._call(
+        response = self.session.request(
             "GET",
             f"/api/v1/sites/{self.site}/desired-state",
             params={"wait": self.long_poll_s if wait is None else wait},
             headers=headers,
+            timeout=self._timeout,
+            accept=(304,),
         )
         if response.status_code == 304:
             return None
-        raise_for_response(response)
         return response.headers.get("etag", ""), response.json()
 
     def download(self, url_path: str, partial: Path, size: int) -> None:
         """Fetch into ``partial``, resuming from what is already there (HTTP Range)."""
-        have = partial.stat().st_size if partial.exists() else 0
-        if have > size:
-            partial.unlink()
-            have = 0
-        if have == size:
-            return
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with self._http.stream("GET", url_path, headers=headers) as response:
-                if not response.is_success:
-                    response.read()
-                    raise_for_response(response)
-                mode = "ab" if response.status_code == 206 else "wb"
-                with partial.open(mode) as out:
-                    for chunk in response.iter_bytes(_CHUNK):
-                        out.write(chunk)
-        except httpx.TransportError as exc:
-            raise HubUnreachable(f"download of {url_path} interrupted: {exc}") from exc
+        self.session.download(url_path, partial, size, timeout=self._timeout)
 
     def report(self, body: dict[str, Any]) -> None:
-        response = self._call("POST", f"/api/v1/sites/{self.site}/report", json=body)
-        raise_for_response(response)
+        self.session.request(
+            "POST", f"/api/v1/sites/{self.site}/report", json=body, timeout=self._timeout
+        )

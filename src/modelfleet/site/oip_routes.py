@@ -15,10 +15,11 @@ import orjson
 
 from modelfleet import __version__
 from modelfleet.errors import NotFound
+from modelfleet.oip.paths import parse_model_path
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.runtime import LoadedModel, TensorSpec
 
-__all__ = ["EXTENSIONS", "PLATFORM", "Answer", "OipRoutes", "parse_model_path"]
+__all__ = ["EXTENSIONS", "PLATFORM", "Answer", "OipRoutes"]
 
 #: Extensions this server implements (Triton's names, which KServe's clients also read).
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -27,21 +28,6 @@ SERVER_NAME = "modelfleet-site"
 
 #: (HTTP status, JSON document)
 Answer = tuple[int, Any]
-
-
-def parse_model_path(rest: str) -> tuple[str, int | None] | None:
-    """``m`` or ``m/versions/v`` (the part after ``/v2/models/``) -> name and version.
-
-    ``None`` for a path that is not a model path. A version that is not a decimal integer
-    yields version -1, which no model has, so the caller answers 404 naming it.
-    """
-    parts = rest.split("/")
-    if len(parts) == 1 and parts[0]:
-        return parts[0], None
-    if len(parts) == 3 and parts[0] and parts[1] == "versions":
-        text = parts[2]
-        return parts[0], int(text) if text.isdigit() and len(text) < 19 else -1
-    return None
 
 
 def _spec(spec: TensorSpec) -> dict[str, Any]:
@@ -74,20 +60,15 @@ class OipRoutes:
             return (200 if ok else 503), {"ready": ok}
         if path == "/v2/repository/index":
             return self._only(method, "POST") or self.repository_index(body)
-        if path.startswith("/v2/models/"):
-            rest = path[len("/v2/models/") :]
-            is_ready = rest.endswith("/ready")
-            if is_ready:
-                rest = rest[: -len("/ready")]
-            parsed = parse_model_path(rest)
-            if parsed is not None:
-                if wrong := self._only(method, "GET"):
-                    return wrong
-                if is_ready:
-                    return self.model_ready(*parsed)
-                return self.model_metadata(*parsed)
-            if rest.endswith("/infer") and parse_model_path(rest[: -len("/infer")]):
+        target = parse_model_path(path)
+        if target is not None:
+            if target.action == "infer":  # a POST never gets here: the server runs it
                 return 405, {"error": "inference takes POST"}
+            if wrong := self._only(method, "GET"):
+                return wrong
+            if target.action == "ready":
+                return self.model_ready(target.name, target.version)
+            return self.model_metadata(target.name, target.version)
         return 404, {"error": f"no such endpoint: {path[:200]}"}
 
     @staticmethod

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,33 +33,27 @@ from prometheus_client import (
     generate_latest,
 )
 
-from modelfleet.asgi import read_body
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
 from modelfleet.oip.codec import binary_output_names, decode_request, encode_response
+from modelfleet.oip.headers import INFERENCE_HEADER_LENGTH
+from modelfleet.oip.paths import parse_model_path
 from modelfleet.oip.types import InferOutput, InferRequest, InferResponse
 from modelfleet.site.batcher import DEFAULT_INLINE_BELOW_S, Batcher, BatchPolicy
 from modelfleet.site.cascade import Cascade
 from modelfleet.site.observer import InferenceObserver, NullObserver
-from modelfleet.site.oip_routes import OipRoutes, parse_model_path
+from modelfleet.site.oip_routes import OipRoutes
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.runtime import LoadedModel, ModelFailure
+from modelfleet.transport.asgi import ASGIApp, Receive, Scope, Send, read_body, respond
 
 __all__ = ["InferenceServer", "SiteMetrics"]
 
 log = logging.getLogger("modelfleet.site.server")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 #: Largest request body accepted (header + binary tensors); larger ones get 413.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-_JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
-_HEADER_LENGTH = b"inference-header-content-length"
-_INFER_PREFIX = "/v2/models/"
+_HEADER_LENGTH = INFERENCE_HEADER_LENGTH.encode()
 _INFER_SUFFIX = "/infer"
 
 
@@ -275,10 +269,10 @@ class InferenceServer:
             return
         path: str = scope["path"]
         method: str = scope["method"]
-        if method == "POST" and path.endswith(_INFER_SUFFIX) and path.startswith(_INFER_PREFIX):
-            parsed = parse_model_path(path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)])
-            if parsed is not None:
-                await self._infer(scope, receive, send, *parsed)
+        if method == "POST" and path.endswith(_INFER_SUFFIX):
+            target = parse_model_path(path)
+            if target is not None and target.action == "infer":
+                await self._infer(scope, receive, send, target.name, target.version)
                 return
         if path == "/metrics" or path == "/healthz":
             await self._plain(path, send)
@@ -287,11 +281,11 @@ class InferenceServer:
         if method == "POST":
             read = await read_body(scope, receive, 1024 * 1024)
             if read is None:
-                await _respond(send, 413, orjson.dumps({"error": "body too large"}))
+                await respond(send, 413, orjson.dumps({"error": "body too large"}))
                 return
             body = read
         status, doc = self.routes.dispatch(method, path, body)
-        await _respond(send, status, orjson.dumps(doc), head=method == "HEAD")
+        await respond(send, status, orjson.dumps(doc), head=method == "HEAD")
 
     async def _infer(
         self, scope: Scope, receive: Receive, send: Send, name: str, version: int | None
@@ -356,14 +350,14 @@ class InferenceServer:
             await _error(send, 500, "internal error while serving this request")
             return
         if response_header is None:
-            await _respond(send, 200, payload)
+            await respond(send, 200, payload)
         else:
-            await _respond(
+            await respond(
                 send,
                 200,
                 payload,
                 content_type=_OCTETS,
-                extra=[(_HEADER_LENGTH, str(response_header).encode())],
+                headers=[(_HEADER_LENGTH, str(response_header).encode())],
             )
         self._finish(served, started, outcome, feeds, results)
 
@@ -403,7 +397,7 @@ class InferenceServer:
 
     async def _plain(self, path: str, send: Send) -> None:
         if path == "/metrics":
-            await _respond(
+            await respond(
                 send,
                 200,
                 generate_latest(self.stats.registry),
@@ -411,7 +405,7 @@ class InferenceServer:
             )
             return
         doc = {"status": "ok", "ready": self.is_ready(), "models": self.repository.snapshot()}
-        await _respond(send, 200, orjson.dumps(doc))
+        await respond(send, 200, orjson.dumps(doc))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -425,20 +419,4 @@ class InferenceServer:
 
 
 async def _error(send: Send, status: int, message: str) -> None:
-    await _respond(send, status, orjson.dumps({"error": message}))
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    *,
-    content_type: bytes = _JSON,
-    extra: list[tuple[bytes, bytes]] | None = None,
-    head: bool = False,
-) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await respond(send, status, orjson.dumps({"error": message}))

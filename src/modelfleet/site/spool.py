@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
-from modelfleet.errors import HubUnreachable, ModelfleetError, StoreError
-from modelfleet.hub_client import raise_for_response
+from modelfleet.errors import ModelfleetError, StoreError
+from modelfleet.transport.session import HubSession
 
 log = logging.getLogger("modelfleet.site.spool")
 
@@ -264,29 +263,21 @@ Send = Callable[[Batch], None]
 
 
 class HubTelemetrySender:
-    """Posts batches to ``/api/v1/sites/{site}/telemetry`` with the site's credential."""
+    """Posts batches to ``/api/v1/sites/{site}/telemetry`` through the agent's hub session."""
 
-    def __init__(self, hub_url: str, site: str, token: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, session: HubSession, site: str, *, timeout: float = 30.0) -> None:
+        self.session = session
         self.site = site
-        self._http = httpx.Client(
-            base_url=hub_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
+        self.timeout = timeout
 
     def __call__(self, batch: Batch) -> None:
-        try:
-            response = self._http.post(
-                f"/api/v1/sites/{self.site}/telemetry",
-                content=batch.payload(),
-                headers={"Content-Type": "application/json"},
-            )
-        except httpx.TransportError as exc:
-            raise HubUnreachable(f"telemetry not delivered: {exc}") from exc
-        raise_for_response(response)
-
-    def close(self) -> None:
-        self._http.close()
+        self.session.request(
+            "POST",
+            f"/api/v1/sites/{self.site}/telemetry",
+            content=batch.payload(),
+            headers={"Content-Type": "application/json"},
+            timeout=self.timeout,
+        )
 
 
 class Shipper:

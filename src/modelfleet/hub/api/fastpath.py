@@ -22,11 +22,11 @@ from urllib.parse import parse_qs
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelfleet.asgi import header, read_body
 from modelfleet.errors import ArtifactTooLarge, InvalidInput, ModelfleetError
 from modelfleet.hub.api.federation import MAX_UPDATE_BYTES, off_loop, site_tasks, site_update
 from modelfleet.hub.auth import authenticate, authenticate_from_memory
 from modelfleet.hub.context import HubContext
+from modelfleet.transport.asgi import header, read_body
 
 log = logging.getLogger("modelfleet.hub")
 

@@ -2,14 +2,21 @@
 
 Why not httpx: the gateway's budget is well under a millisecond of added latency per request
 on loopback, and a general-purpose client spends most of that on machinery the routing layer
-does not need (cookies, redirects, auth flows, per-request config merging). This client does
-one thing: send a request with a body to a known origin over a pooled connection and read a
-``Content-Length`` or chunked response. Cancelling the awaiting task closes the connection,
-which is how a losing hedged request is cancelled: the site sees its client go away.
+does not need (cookies, redirects, auth flows, per-request config merging): measured side by
+side in ``bench/gateway_clients.py`` (docs/benchmarks.md). This client does one thing: send
+a request with a body to a known origin over a pooled connection and read a
+``Content-Length``, chunked or read-until-close response of at most ``max_body_bytes``.
+Cancelling the awaiting task closes the connection, which is how a losing hedged request is
+cancelled: the site sees its client go away.
 
-Errors: :class:`TransportFailure` for anything below HTTP (refused, reset, EOF, timeout
-handled by the caller through cancellation). A pooled connection that the server closed while
-idle is retried once on a fresh connection, transparently, as browsers do.
+Errors: :class:`TransportFailure` for anything below HTTP (refused, reset, EOF, a malformed
+or oversized response; timeouts are the caller's, through cancellation). A pooled connection
+that the server closed while idle is retried once on a fresh connection, transparently, as
+browsers do: only when nothing at all came back on it, so no answer is ever read twice.
+
+TLS (the next step) slots in at :meth:`Pool._connect`: asyncio's ``open_connection`` takes
+an ``ssl.SSLContext`` and ``server_hostname``, and the peer certificate is then at
+``writer.get_extra_info("ssl_object")`` for checking which site answered.
 """
 
 from __future__ import annotations
@@ -22,10 +29,14 @@ from urllib.parse import urlsplit
 
 from modelfleet.errors import InvalidInput, ModelfleetError
 
-__all__ = ["HttpResponse", "Origin", "Pool", "TransportFailure"]
+__all__ = ["MAX_RESPONSE_BYTES", "HttpResponse", "Origin", "Pool", "TransportFailure"]
 
 _MAX_HEAD = 64 * 1024
 _MAX_IDLE_PER_ORIGIN = 64
+#: Largest response body read (the same bound as the site's request bodies): a broken or
+#: hostile peer cannot make a client buffer without limit.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_READ = 64 * 1024
 
 
 class TransportFailure(ModelfleetError):
@@ -83,9 +94,12 @@ class _Conn:
 class Pool:
     """Idle connections per origin, bound to the event loop that created them."""
 
-    def __init__(self, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, *, connect_timeout_s: float = 5.0, max_body_bytes: int = MAX_RESPONSE_BYTES
+    ) -> None:
         self._idle: dict[tuple[str, int], deque[_Conn]] = {}
         self.connect_timeout_s = connect_timeout_s
+        self.max_body_bytes = max_body_bytes
 
     async def request(
         self,
@@ -136,7 +150,9 @@ class Pool:
             raw = await conn.reader.readuntil(b"\r\n\r\n")
             received = True
             status, headers = _parse_head(raw)
-            data, reuse = await _read_body(conn.reader, headers, method, status)
+            data, reuse = await _read_body(
+                conn.reader, headers, method, status, self.max_body_bytes
+            )
         except asyncio.IncompleteReadError as exc:
             conn.close()
             if not received and not exc.partial:
@@ -203,29 +219,48 @@ def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
 
 
 async def _read_body(
-    reader: asyncio.StreamReader, headers: dict[str, str], method: str, status: int
+    reader: asyncio.StreamReader, headers: dict[str, str], method: str, status: int, limit: int
 ) -> tuple[bytes, bool]:
-    """The body and whether the connection may be reused."""
+    """The body (at most ``limit`` bytes) and whether the connection may be reused."""
     keep = headers.get("connection", "").lower() != "close"
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         return b"", keep
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return await _read_chunked(reader, limit), keep
     length = headers.get("content-length")
     if length is not None:
         if not length.isdigit():
             raise TransportFailure(f"bad Content-Length {length!r}")
+        if int(length) > limit:
+            raise TransportFailure(f"response body of {length} bytes exceeds {limit}")
         return await reader.readexactly(int(length)), keep
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks: list[bytes] = []
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError as exc:
-                raise TransportFailure("bad chunk size") from exc
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass  # trailers
-                return b"".join(chunks), keep
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    return await reader.read(), False
+    # Neither: the body runs until the server closes (HTTP/1.0 style), so no reuse.
+    chunks: list[bytes] = []
+    size = 0
+    while data := await reader.read(_READ):
+        size += len(data)
+        if size > limit:
+            raise TransportFailure(f"response body exceeds {limit} bytes")
+        chunks.append(data)
+    return b"".join(chunks), False
+
+
+async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        try:
+            chunk_size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError as exc:
+            raise TransportFailure("bad chunk size") from exc
+        if chunk_size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass  # trailers
+            return b"".join(chunks)
+        size += chunk_size
+        if size > limit:
+            raise TransportFailure(f"response body exceeds {limit} bytes")
+        chunks.append(await reader.readexactly(chunk_size))
+        if await reader.readexactly(2) != b"\r\n":
+            raise TransportFailure("bad chunk framing")

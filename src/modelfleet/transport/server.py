@@ -1,4 +1,4 @@
-"""The HTTP/1.1 listener a site serves its ASGI app with.
+"""The HTTP/1.1 server the site's OIP server and the gateway run on.
 
 Two engines, one interface (``serve_http``):
 
@@ -15,7 +15,13 @@ Two engines, one interface (``serve_http``):
 
 Both run one process: the event loop parses HTTP on one core while onnxruntime computes on
 the other (it releases the GIL). Access logs are off: a log line per request costs more
-than a small model's whole inference.
+than a small model's whole inference. Both run the app's ASGI lifespan (start-up and
+shutdown) around serving, and keep idle connections ``IDLE_TIMEOUT_S``: callers of a site
+or a gateway keep their connections for long, and a reconnect is one more round trip.
+
+TLS (the next step) slots in at :func:`start_builtin` (``loop.create_server`` takes an
+``ssl.SSLContext``; the scope's ``scheme`` then says ``https``) and uvicorn's ``ssl_*``
+options, both reached through :func:`serve_http`.
 """
 
 from __future__ import annotations
@@ -26,24 +32,16 @@ import logging
 import signal
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal, cast
 from urllib.parse import unquote
 
+from modelfleet.transport.asgi import ASGIApp, Lifespan, LifespanFailed, Message
+
 __all__ = ["Engine", "serve_http", "start_builtin"]
 
-log = logging.getLogger("modelfleet.site.listener")
+log = logging.getLogger("modelfleet.transport.server")
 
 Engine = Literal["builtin", "uvicorn"]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [
-        MutableMapping[str, Any],
-        Callable[[], Awaitable[Message]],
-        Callable[[Message], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
 
 #: Request bodies larger than this are refused with 413 before they are buffered.
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -76,10 +74,10 @@ def serve_http(
     engine: Engine = "builtin",
     sock: socket.socket | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM, then return.
+    """Serve ``app`` until SIGINT/SIGTERM, then return; exit 3 if its start-up fails.
 
-    With ``sock`` (already bound, see :mod:`modelfleet.listen`), serve on it; ``host`` and
-    ``port`` then only describe it.
+    With ``sock`` (already bound, see :mod:`modelfleet.transport.listen`), serve on it;
+    ``host`` and ``port`` then only describe it.
     """
     if engine == "uvicorn":
         import uvicorn
@@ -95,6 +93,7 @@ def serve_http(
             lifespan="on",
             interface="asgi3",
             backlog=2048,
+            timeout_keep_alive=int(IDLE_TIMEOUT_S),
         )
         server = uvicorn.Server(config)
         server.run(sockets=None if sock is None else [sock])
@@ -103,7 +102,11 @@ def serve_http(
         return
     import uvloop
 
-    uvloop.run(_serve_forever(app, host, port, sock))
+    try:
+        uvloop.run(_serve_forever(app, host, port, sock))
+    except LifespanFailed as exc:
+        log.error("application start-up failed: %s", exc)
+        raise SystemExit(3) from None  # as uvicorn does
 
 
 async def _serve_forever(
@@ -113,6 +116,8 @@ async def _serve_forever(
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    lifespan = Lifespan(app)
+    await lifespan.startup()
     server = await start_builtin(app, host, port, sock=sock)
     log.info("serving on http://%s:%s", host, port)
     try:
@@ -121,6 +126,7 @@ async def _serve_forever(
         server.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 5)
+        await lifespan.shutdown()
 
 
 async def start_builtin(

@@ -1,0 +1,180 @@
+"""One HTTP session to the hub, behind every caller of the hub's API.
+
+The SDK and CLI (:class:`~modelfleet.hub_client.HubClient`), the site agent (desired-state
+long-polls, blob downloads, reports, telemetry batches, federated tasks) and the routing
+directory all talk to the hub through :class:`HubSession`, so three things exist once:
+
+- **the connection**: one ``httpx.Client`` (one pool, thread-safe) per session; a site agent
+  builds one session at start-up and shares it between its threads, instead of one pool per
+  component. :meth:`HubSession._build` is the only place a hub connection is configured:
+  TLS verification against the fleet CA and the site's client certificate go there, and
+  every caller gets them.
+- **the credential**: the bearer token, sent with every request.
+- **the error mapping**: below HTTP (refused, reset, timeout) is :class:`HubUnreachable`,
+  which callers treat as "retry later, keep running on what you have"; a hub error body
+  ``{"error": {"code", "message"}}`` becomes the matching :class:`ModelfleetError` subclass
+  (:func:`raise_for_response`), so a refusal reads the same wherever it surfaces.
+
+Timeouts are the session's default unless a request passes its own: a long-poll that may
+legitimately be held for ``wait`` seconds passes :func:`poll_timeout`, so only its read
+waits long while connecting still fails fast.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelfleet.errors import HubResponseError, HubUnreachable, error_class_for
+
+__all__ = ["POLL_MARGIN_S", "HubSession", "Timeout", "poll_timeout", "raise_for_response"]
+
+#: A request's timeouts: seconds for every phase, or an ``httpx.Timeout`` per phase.
+Timeout = float | httpx.Timeout
+#: How much longer than its ``wait`` a long-poll's read may take (the hub answers at the
+#: end of the wait; the margin covers a busy hub and the network).
+POLL_MARGIN_S = 15.0
+_CHUNK = 1 << 20
+#: Query parameters as httpx takes them (a mapping, or pairs for repeated keys).
+Params = Mapping[str, Any] | list[tuple[str, Any]]
+
+
+def poll_timeout(wait_s: float, *, connect_s: float) -> httpx.Timeout:
+    """Timeouts for a request the hub may hold up to ``wait_s`` before answering."""
+    return httpx.Timeout(connect_s, read=wait_s + POLL_MARGIN_S)
+
+
+def raise_for_response(response: httpx.Response) -> None:
+    """Turn a hub error body into the matching ``ModelfleetError`` subclass."""
+    if response.is_success:
+        return
+    code, message = "http_error", response.text[:500] or response.reason_phrase
+    try:
+        body = response.json()
+        code = str(body["error"]["code"])
+        message = str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        pass  # not the hub's error format (a proxy, say): keep the status and text
+    cls = error_class_for(code)
+    if cls is not None and cls.status == response.status_code:
+        raise cls(message, code=code)
+    raise HubResponseError(message, code=code, status=response.status_code)
+
+
+class HubSession:
+    """Requests to one hub with one credential; thread-safe, shared by its users.
+
+    :meth:`close` releases the connections; a later request opens new ones, so an owner
+    that restarts (the routing engine) can close it on every stop.
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: Timeout = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._http: httpx.Client | None = None
+
+    def _build(self) -> httpx.Client:
+        """The hub connection's configuration, for every request of every caller."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout)
+
+    def _client(self) -> httpx.Client:
+        http = self._http
+        if http is None:
+            with self._lock:
+                if self._http is None:
+                    self._http = self._build()
+                http = self._http
+        return http
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        content: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeout | None = None,
+        accept: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        """One request; a success or a status in ``accept`` (e.g. 304) is returned, any
+        other answer raises its error class, a transport failure :class:`HubUnreachable`.
+
+        ``content`` is bytes or an iterator of bytes (streamed uploads); ``timeout`` None
+        means the session's.
+        """
+        try:
+            response = self._client().request(
+                method,
+                path,
+                params=params,
+                json=json,
+                content=content,
+                headers=headers,
+                timeout=self.timeout if timeout is None else timeout,
+            )
+        except httpx.TransportError as exc:
+            raise HubUnreachable(f"cannot reach the hub at {self.url}: {exc}") from exc
+        if response.status_code not in accept:
+            raise_for_response(response)
+        return response
+
+    def download(
+        self,
+        path: str,
+        partial: Path,
+        size: int,
+        *,
+        progress: Callable[[int], None] | None = None,
+        timeout: Timeout | None = None,
+    ) -> None:
+        """Fetch ``path`` into ``partial`` until it holds ``size`` bytes, resuming with an
+        HTTP Range from what it already holds (an interrupted download keeps its bytes).
+
+        ``progress`` gets the bytes already held when resuming, then each chunk's size.
+        Verifying what arrived is the caller's (against a signed manifest).
+        """
+        have = partial.stat().st_size if partial.exists() else 0
+        if have > size:
+            partial.unlink()
+            have = 0
+        if have == size:
+            return
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        wait = self.timeout if timeout is None else timeout
+        try:
+            with self._client().stream("GET", path, headers=headers, timeout=wait) as response:
+                if not response.is_success:
+                    response.read()
+                    raise_for_response(response)
+                mode = "ab" if response.status_code == 206 else "wb"
+                if progress and mode == "ab":
+                    progress(have)
+                with partial.open(mode) as out:
+                    for chunk in response.iter_bytes(_CHUNK):
+                        out.write(chunk)
+                        if progress:
+                            progress(len(chunk))
+        except httpx.TransportError as exc:
+            raise HubUnreachable(f"download of {path} from {self.url} interrupted: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            http, self._http = self._http, None
+        if http is not None:
+            http.close()
+
+    def __enter__(self) -> HubSession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
