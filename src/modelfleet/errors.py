@@ -24,6 +24,7 @@ with ``raise ... from exc`` so callers only ever catch ours.
     ├── StoreError                       503 store_unavailable
     └── HubError                         (client side)
         ├── HubUnreachable               503 hub_unreachable
+        ├── TlsError                     502 tls_failed
         └── HubResponseError             status and code echoed from the hub
 """
 
@@ -147,6 +148,14 @@ class HubUnreachable(HubError):
 
     code = "hub_unreachable"
     status = 503
+
+
+class TlsError(HubError):
+    """TLS with a peer failed in a way a retry will not fix: its certificate does not verify
+    against the fleet CA, or one side speaks plain HTTP to the other's TLS port."""
+
+    code = "tls_failed"
+    status = 502
 
 
 class HubResponseError(HubError):

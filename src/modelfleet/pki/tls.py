@@ -13,14 +13,51 @@ known weaknesses and every client a user might bring speaks 1.2.
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from modelfleet.errors import InvalidInput
 from modelfleet.pki.identity import Identity, identity_of
 
-__all__ = ["client_context", "peer_certificate", "peer_identity", "server_context"]
+__all__ = [
+    "PEER_EXTENSION",
+    "ServerTlsFiles",
+    "TlsFiles",
+    "client_context",
+    "peer_certificate",
+    "peer_identity",
+    "server_context",
+    "tls_extensions",
+]
+
+#: The ASGI scope extension our servers add: who the verified client certificate names.
+PEER_EXTENSION = "modelfleet.peer"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Where a client's TLS material lives: the CA it trusts (None: the system's roots, for
+    a hub behind a public certificate) and its own certificate and key, if it has them."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ServerTlsFiles:
+    """A server's certificate and key, and the CA whose client certificates it accepts."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        return server_context(self.cert_file, self.key_file, client_ca_file=self.client_ca_file)
 
 
 def server_context(
@@ -76,3 +113,17 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Identity 
     """Who the other end's verified certificate names, or None."""
     cert = peer_certificate(ssl_object)
     return identity_of(cert) if cert is not None else None
+
+
+def tls_extensions(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any]:
+    """The ASGI scope extensions for one TLS connection, computed once per connection:
+    the standard ``tls`` extension (the client's certificate as PEM, the TLS version) and
+    :data:`PEER_EXTENSION`, the :class:`Identity` that certificate names (or None)."""
+    if ssl_object is None:
+        return {}
+    cert = peer_certificate(ssl_object)
+    chain = [cert.public_bytes(serialization.Encoding.PEM).decode()] if cert else []
+    return {
+        "tls": {"client_cert_chain": chain, "tls_version": ssl_object.version()},
+        PEER_EXTENSION: identity_of(cert) if cert is not None else None,
+    }

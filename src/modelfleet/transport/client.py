@@ -14,22 +14,40 @@ or oversized response; timeouts are the caller's, through cancellation). A poole
 that the server closed while idle is retried once on a fresh connection, transparently, as
 browsers do: only when nothing at all came back on it, so no answer is ever read twice.
 
-TLS (the next step) slots in at :meth:`Pool._connect`: asyncio's ``open_connection`` takes
-an ``ssl.SSLContext`` and ``server_hostname``, and the peer certificate is then at
-``writer.get_extra_info("ssl_object")`` for checking which site answered.
+TLS: an ``https://`` origin is dialled with the pool's client context (the fleet CA, and the
+caller's own certificate when it has one: a gateway's, a site's for its cascade); the host
+name is checked as any client checks it. An origin may also name the *identity* it expects
+(:class:`~modelfleet.pki.Identity`, e.g. site ``plant-in``): the certificate must name
+exactly that site, or the connection is closed before a byte of the request is written and
+:class:`PeerMismatch` is raised. So a URL that now leads to another site's port (a site that
+crashed after registering, a port reused) never gets a request meant for the site chosen.
+
+Headers are written in one place (:func:`_head`), which refuses names and values holding
+CR, LF or characters outside latin-1: nothing a caller passes can add a header line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import ssl
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.pki.identity import Identity
+from modelfleet.pki.tls import TlsFiles, client_context, peer_identity
 
-__all__ = ["MAX_RESPONSE_BYTES", "HttpResponse", "Origin", "Pool", "TransportFailure"]
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "HttpResponse",
+    "Origin",
+    "PeerMismatch",
+    "Pool",
+    "TransportFailure",
+]
 
 _MAX_HEAD = 64 * 1024
 _MAX_IDLE_PER_ORIGIN = 64
@@ -46,27 +64,43 @@ class TransportFailure(ModelfleetError):
     status = 502
 
 
+class PeerMismatch(TransportFailure):
+    """The server's certificate does not name the site (or gateway) the caller chose."""
+
+    code = "peer_mismatch"
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """``http://host:port`` plus the path prefix requests are appended to."""
+    """``http(s)://host:port`` plus the path prefix requests are appended to, and for TLS
+    the identity the server's certificate must name (None: any fleet certificate)."""
 
     host: str
     port: int
     prefix: str = ""
+    tls: bool = False
+    identity: Identity | None = None
 
     @classmethod
-    def parse(cls, url: str) -> Origin:
+    def parse(cls, url: str, identity: Identity | None = None) -> Origin:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise InvalidInput(
-                f"site URL {url!r} is not supported: use http://HOST:PORT (put TLS in front "
-                "with a terminating proxy)"
-            )
-        return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidInput(f"site URL {url!r} is not supported: use https://HOST:PORT")
+        tls = parts.scheme == "https"
+        try:
+            port = parts.port or (443 if tls else 80)
+        except ValueError as exc:
+            raise InvalidInput(f"site URL {url!r} has an invalid port") from exc
+        return cls(parts.hostname, port, parts.path.rstrip("/"), tls, identity)
 
     @property
     def hostport(self) -> str:
-        return f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.hostport}{self.prefix}"
 
 
 @dataclass(slots=True)
@@ -95,11 +129,24 @@ class Pool:
     """Idle connections per origin, bound to the event loop that created them."""
 
     def __init__(
-        self, *, connect_timeout_s: float = 5.0, max_body_bytes: int = MAX_RESPONSE_BYTES
+        self,
+        *,
+        connect_timeout_s: float = 5.0,
+        max_body_bytes: int = MAX_RESPONSE_BYTES,
+        tls: TlsFiles | None = None,
     ) -> None:
-        self._idle: dict[tuple[str, int], deque[_Conn]] = {}
+        self._idle: dict[_Key, deque[_Conn]] = {}
         self.connect_timeout_s = connect_timeout_s
         self.max_body_bytes = max_body_bytes
+        self.tls = tls or TlsFiles()
+        self._context: ssl.SSLContext | None = None
+
+    def _ssl(self) -> ssl.SSLContext:
+        if self._context is None:
+            self._context = client_context(
+                self.tls.ca_file, cert_file=self.tls.cert_file, key_file=self.tls.key_file
+            )
+        return self._context
 
     async def request(
         self,
@@ -111,7 +158,7 @@ class Pool:
     ) -> HttpResponse:
         """One exchange. Cancel the awaiting task to abandon it (the connection is closed)."""
         head = _head(method, origin, path, body, headers)
-        key = (origin.host, origin.port)
+        key = (origin.host, origin.port, origin.tls, origin.identity)
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -129,17 +176,39 @@ class Pool:
             raise TransportFailure(f"{origin.hostport} closed the connection") from exc
 
     async def _connect(self, origin: Origin) -> _Conn:
+        context = self._ssl() if origin.tls else None
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(origin.host, origin.port, limit=_MAX_HEAD),
+                asyncio.open_connection(
+                    origin.host,
+                    origin.port,
+                    limit=_MAX_HEAD,
+                    ssl=context,
+                    server_hostname=origin.host if context is not None else None,
+                ),
                 self.connect_timeout_s,
             )
+        except ssl.SSLCertVerificationError as exc:
+            raise TransportFailure(
+                f"{origin.url} presented a certificate that does not verify against the "
+                f"fleet CA: {exc.verify_message or exc}"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise TransportFailure(f"TLS with {origin.url} failed: {exc}") from exc
         except (OSError, TimeoutError) as exc:
             raise TransportFailure(f"cannot connect to {origin.hostport}: {exc}") from exc
+        if origin.identity is not None:
+            named = peer_identity(writer.get_extra_info("ssl_object"))
+            if named != origin.identity:
+                writer.close()
+                raise PeerMismatch(
+                    f"{origin.url} is not {origin.identity}: its certificate names "
+                    f"{named or 'no fleet identity'}; nothing was sent to it"
+                )
         return _Conn(reader, writer)
 
     async def _exchange(
-        self, key: tuple[str, int], conn: _Conn, head: bytes, body: bytes, method: str
+        self, key: _Key, conn: _Conn, head: bytes, body: bytes, method: str
     ) -> HttpResponse:
         received = False
         reuse = False
@@ -186,6 +255,9 @@ class Pool:
         self._idle.clear()
 
 
+_Key = tuple[str, int, bool, Identity | None]
+
+
 class _Stale(Exception):
     """Nothing came back on a (possibly reused) connection: safe to retry on a new one."""
 
@@ -193,12 +265,28 @@ class _Stale(Exception):
 def _head(
     method: str, origin: Origin, path: str, body: bytes, headers: dict[str, str] | None
 ) -> bytes:
-    lines = [f"{method} {origin.prefix}{path} HTTP/1.1", f"host: {origin.hostport}"]
+    target = f"{origin.prefix}{path}"
+    if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
+        raise InvalidInput(f"refusing to send {method!r} {target!r}: not a valid request line")
+    lines = [f"{method} {target} HTTP/1.1", f"host: {origin.hostport}"]
     if body or method in ("POST", "PUT"):
         lines.append(f"content-length: {len(body)}")
     if headers:
-        lines.extend(f"{k}: {v}" for k, v in headers.items())
+        for name, value in headers.items():
+            if not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+                raise InvalidInput(
+                    f"refusing to send header {name!r}: names must be HTTP tokens and values "
+                    "may not hold CR, LF or characters outside latin-1"
+                )
+            lines.append(f"{name}: {value}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+#: RFC 9110 tokens (methods, header names), field values (visible latin-1, spaces and tabs
+#: inside), request targets (no spaces or control characters).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_TARGET = re.compile(r"[\x21-\x7e]+")
 
 
 def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:

@@ -19,9 +19,11 @@ than a small model's whole inference. Both run the app's ASGI lifespan (start-up
 shutdown) around serving, and keep idle connections ``IDLE_TIMEOUT_S``: callers of a site
 or a gateway keep their connections for long, and a reconnect is one more round trip.
 
-TLS (the next step) slots in at :func:`start_builtin` (``loop.create_server`` takes an
-``ssl.SSLContext``; the scope's ``scheme`` then says ``https``) and uvicorn's ``ssl_*``
-options, both reached through :func:`serve_http`.
+TLS: given :class:`~modelfleet.pki.tls.ServerTlsFiles`, both engines serve HTTPS and ask
+for (do not require) a client certificate from the fleet CA. Each connection's scope then
+says ``https`` and carries the ``tls`` extension and ``modelfleet.peer``, the identity the
+verified client certificate names (:func:`~modelfleet.pki.tls.tls_extensions`), computed
+once per connection rather than once per request.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ import logging
 import signal
 import socket
 from collections import deque
+from ssl import SSLContext
 from typing import Any, Literal, cast
 from urllib.parse import unquote
 
+from modelfleet.pki.tls import ServerTlsFiles, tls_extensions
 from modelfleet.transport.asgi import ASGIApp, Lifespan, LifespanFailed, Message
 
 __all__ = ["Engine", "serve_http", "start_builtin"]
@@ -73,14 +77,17 @@ def serve_http(
     log_level: str = "info",
     engine: Engine = "builtin",
     sock: socket.socket | None = None,
+    tls: ServerTlsFiles | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, then return; exit 3 if its start-up fails.
 
     With ``sock`` (already bound, see :mod:`modelfleet.transport.listen`), serve on it;
-    ``host`` and ``port`` then only describe it.
+    ``host`` and ``port`` then only describe it. With ``tls``, serve HTTPS.
     """
     if engine == "uvicorn":
         import uvicorn
+
+        from modelfleet.transport.uvicorn_tls import uvicorn_tls_options
 
         config = uvicorn.Config(
             app,
@@ -89,11 +96,11 @@ def serve_http(
             log_level=log_level,
             access_log=False,
             loop="uvloop",
-            http="httptools",
             lifespan="on",
             interface="asgi3",
             backlog=2048,
             timeout_keep_alive=int(IDLE_TIMEOUT_S),
+            **uvicorn_tls_options(tls),
         )
         server = uvicorn.Server(config)
         server.run(sockets=None if sock is None else [sock])
@@ -103,14 +110,18 @@ def serve_http(
     import uvloop
 
     try:
-        uvloop.run(_serve_forever(app, host, port, sock))
+        uvloop.run(_serve_forever(app, host, port, sock, tls))
     except LifespanFailed as exc:
         log.error("application start-up failed: %s", exc)
         raise SystemExit(3) from None  # as uvicorn does
 
 
 async def _serve_forever(
-    app: ASGIApp, host: str, port: int, sock: socket.socket | None = None
+    app: ASGIApp,
+    host: str,
+    port: int,
+    sock: socket.socket | None = None,
+    tls: ServerTlsFiles | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -118,8 +129,10 @@ async def _serve_forever(
         loop.add_signal_handler(signum, stop.set)
     lifespan = Lifespan(app)
     await lifespan.startup()
-    server = await start_builtin(app, host, port, sock=sock)
-    log.info("serving on http://%s:%s", host, port)
+    server = await start_builtin(
+        app, host, port, sock=sock, ssl=tls.context() if tls is not None else None
+    )
+    log.info("serving on %s://%s:%s", "https" if tls else "http", host, port)
     try:
         await stop.wait()
     finally:
@@ -136,12 +149,13 @@ async def start_builtin(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     sock: socket.socket | None = None,
+    ssl: SSLContext | None = None,
 ) -> asyncio.Server:
     """Start the builtin engine on the running loop (tests use it directly).
 
     Listens on ``host:port`` (``port`` 0: any free port; read it back from the returned
     server's ``sockets``), or on ``sock`` when given (already bound; ``port`` is then
-    ignored).
+    ignored); with ``ssl``, speaks HTTPS.
     """
     loop = asyncio.get_running_loop()
     # The scope's "server" (host, port): the bound port once known, not the 0 asked for.
@@ -152,8 +166,10 @@ async def start_builtin(
 
     if sock is not None:
         address = (host, int(sock.getsockname()[1]))
-        return await loop.create_server(protocol, sock=sock, backlog=2048)
-    server = await loop.create_server(protocol, host, port, backlog=2048, reuse_address=True)
+        return await loop.create_server(protocol, sock=sock, backlog=2048, ssl=ssl)
+    server = await loop.create_server(
+        protocol, host, port, backlog=2048, reuse_address=True, ssl=ssl
+    )
     address = (host, int(server.sockets[0].getsockname()[1]))
     return server
 
@@ -179,6 +195,8 @@ class _HttpProtocol(asyncio.Protocol):
         self._parser_error: type[Exception] = httptools.HttpParserError
         self._transport: asyncio.Transport | None = None
         self._client: tuple[str, int] | None = None
+        self._extensions: dict[str, Any] = {}
+        self._scheme = "http"
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -213,6 +231,10 @@ class _HttpProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self._client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        # An SSL transport reaches the protocol only once its handshake is done, so the
+        # client certificate (if any) is known and verified here.
+        self._extensions = tls_extensions(transport.get_extra_info("ssl_object"))
+        self._scheme = "https" if self._extensions else "http"
         self._arm(IDLE_TIMEOUT_S, self._idle_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -284,7 +306,7 @@ class _HttpProtocol(asyncio.Protocol):
             "asgi": _ASGI,
             "http_version": version,
             "method": method,
-            "scheme": "http",
+            "scheme": self._scheme,
             "path": path,
             "raw_path": raw_path,
             "query_string": parsed.query or b"",
@@ -292,6 +314,7 @@ class _HttpProtocol(asyncio.Protocol):
             "headers": self._headers,
             "client": self._client,
             "server": self._server,
+            "extensions": self._extensions,
         }
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._queue.append((scope, body, keep_alive))

@@ -22,6 +22,7 @@ waits long while connecting still fails fast.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,9 +30,24 @@ from typing import Any
 
 import httpx
 
-from modelfleet.errors import HubResponseError, HubUnreachable, error_class_for
+from modelfleet.errors import (
+    DigestMismatch,
+    HubResponseError,
+    HubUnreachable,
+    TlsError,
+    error_class_for,
+)
+from modelfleet.pki.tls import TlsFiles, client_context
 
-__all__ = ["POLL_MARGIN_S", "HubSession", "Timeout", "poll_timeout", "raise_for_response"]
+__all__ = [
+    "POLL_MARGIN_S",
+    "HubSession",
+    "Timeout",
+    "TlsFiles",
+    "poll_timeout",
+    "raise_for_response",
+    "transport_error",
+]
 
 #: A request's timeouts: seconds for every phase, or an ``httpx.Timeout`` per phase.
 Timeout = float | httpx.Timeout
@@ -46,6 +62,39 @@ Params = Mapping[str, Any] | list[tuple[str, Any]]
 def poll_timeout(wait_s: float, *, connect_s: float) -> httpx.Timeout:
     """Timeouts for a request the hub may hold up to ``wait_s`` before answering."""
     return httpx.Timeout(connect_s, read=wait_s + POLL_MARGIN_S)
+
+
+def transport_error(url: str, exc: httpx.TransportError, doing: str = "") -> Exception:
+    """What a failure below HTTP means to the caller.
+
+    A certificate that does not verify, or a plain-HTTP client at a TLS port (or the
+    reverse), will fail the same way on every retry: :class:`TlsError`, naming the fix.
+    Anything else (refused, reset, timeout) is :class:`HubUnreachable`: retry later.
+    """
+    text = str(exc)
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return TlsError(
+                f"the hub at {url} presented a certificate that does not verify against "
+                f"the fleet CA ({cause.verify_message or cause}); set MODELFLEET_CA_FILE to "
+                "the fleet's ca.pem (printed by `modelfleet hub init`)"
+            )
+        if isinstance(cause, ssl.SSLError):
+            hint = (
+                "it does not speak TLS: use http:// only for a hub started with --insecure-http"
+                if "WRONG_VERSION_NUMBER" in str(cause) or "record layer" in str(cause)
+                else str(cause)
+            )
+            return TlsError(f"TLS with the hub at {url} failed: {hint}")
+        cause = cause.__cause__ or cause.__context__
+    if url.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError):
+        return TlsError(
+            f"the hub at {url} did not answer plain HTTP ({text}); it probably serves "
+            "HTTPS: use https://"
+        )
+    what = f"{doing} " if doing else ""
+    return HubUnreachable(f"{what}cannot reach the hub at {url}: {text}".strip())
 
 
 def raise_for_response(response: httpx.Response) -> None:
@@ -72,17 +121,44 @@ class HubSession:
     that restarts (the routing engine) can close it on every stop.
     """
 
-    def __init__(self, url: str, token: str | None = None, *, timeout: Timeout = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        tls: TlsFiles | None = None,
+        timeout: Timeout = 30.0,
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self.tls = tls or TlsFiles()
         self.timeout = timeout
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
 
     def _build(self) -> httpx.Client:
-        """The hub connection's configuration, for every request of every caller."""
+        """The hub connection's configuration, for every request of every caller: the
+        bearer token if any, and for ``https://`` the fleet CA to verify the hub against
+        and this caller's client certificate (a site's) if it has one."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout)
+        verify: ssl.SSLContext | bool = False
+        if self.url.startswith("https://"):
+            verify = client_context(
+                self.tls.ca_file, cert_file=self.tls.cert_file, key_file=self.tls.key_file
+            )
+        return httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout, verify=verify)
+
+    def reload(self, *, token: str | None = None, tls: TlsFiles | None = None) -> None:
+        """Use a new credential from the next request on (a renewed site certificate):
+        the pool is closed, so no connection made with the old one is reused."""
+        with self._lock:
+            if token is not None:
+                self.token = token
+            if tls is not None:
+                self.tls = tls
+            http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
     def _client(self) -> httpx.Client:
         http = self._http
@@ -122,7 +198,7 @@ class HubSession:
                 timeout=self.timeout if timeout is None else timeout,
             )
         except httpx.TransportError as exc:
-            raise HubUnreachable(f"cannot reach the hub at {self.url}: {exc}") from exc
+            raise transport_error(self.url, exc) from exc
         if response.status_code not in accept:
             raise_for_response(response)
         return response
@@ -157,15 +233,26 @@ class HubSession:
                     response.read()
                     raise_for_response(response)
                 mode = "ab" if response.status_code == 206 else "wb"
+                held = have if mode == "ab" else 0
                 if progress and mode == "ab":
                     progress(have)
                 with partial.open(mode) as out:
                     for chunk in response.iter_bytes(_CHUNK):
+                        held += len(chunk)
+                        if held > size:
+                            # Never hold more than the manifest promised: a hostile or
+                            # broken server cannot fill the disk through one download.
+                            out.close()
+                            partial.unlink(missing_ok=True)
+                            raise DigestMismatch(
+                                f"{path} sent more than the {size} bytes its manifest "
+                                "declares; discarded"
+                            )
                         out.write(chunk)
                         if progress:
                             progress(len(chunk))
         except httpx.TransportError as exc:
-            raise HubUnreachable(f"download of {path} from {self.url} interrupted: {exc}") from exc
+            raise transport_error(self.url, exc, f"download of {path} interrupted:") from exc
 
     def close(self) -> None:
         with self._lock:
