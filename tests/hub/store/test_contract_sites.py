@@ -399,3 +399,35 @@ def test_sites_migration_downgrades_and_upgrades(store: SqlStore) -> None:
     assert store.sites.list() == []
     add_site(store)
     assert store.assignments.set("berlin", "pump", 1, "pump:1", {}) == 2
+
+
+def test_enrollment_records_the_certificate_and_revokes_the_previous_ones(store: SqlStore) -> None:
+    add_site(store, token="t1")
+    now = datetime.now(UTC)
+    site = store.sites.enroll("t1", now, "aa01", now + timedelta(days=7))
+    assert site.enrolled_at is not None
+    first = store.sites.certificate("aa01")
+    assert first is not None
+    assert (first.site, first.valid(now)) == ("berlin", True)
+    # A renewal adds a certificate; the earlier one stays valid until it expires.
+    store.sites.add_certificate("berlin", "bb02", now + timedelta(days=7))
+    assert [valid(store, s, now) for s in ("aa01", "bb02")] == [True, True]
+    # Re-enrollment (a new token) revokes every certificate held before, atomically.
+    store.sites.reissue_enrollment("berlin", "t2", LATER)
+    store.sites.enroll("t2", now, "cc03", now + timedelta(days=7))
+    assert [valid(store, s, now) for s in ("aa01", "bb02", "cc03")] == [False, False, True]
+    # A used token enrolls nothing and records nothing.
+    with pytest.raises(Unauthenticated, match="already used"):
+        store.sites.enroll("t2", now, "dd04", now + timedelta(days=7))
+    assert store.sites.certificate("dd04") is None
+    assert store.sites.revoke_certificates("berlin") == 1
+    assert valid(store, "cc03", now) is False
+    store.sites.delete("berlin")
+    assert store.sites.certificate("cc03") is None
+    with pytest.raises(NotFound):
+        store.sites.add_certificate("berlin", "ee05", now)
+
+
+def valid(store: SqlStore, serial: str, now: datetime) -> bool | None:
+    record = store.sites.certificate(serial)
+    return None if record is None else record.valid(now)

@@ -32,3 +32,17 @@ class Assignment:
     params: dict[str, Any]  # serving settings such as batching, passed to the agent as-is
     digest: str  # the version's blob, so the agent can fetch and verify it
     assigned_at: datetime
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    """A certificate the fleet CA issued to a site (its serial in hex)."""
+
+    serial: str
+    site: str
+    issued_at: datetime
+    not_after: datetime
+    revoked_at: datetime | None
+
+    def valid(self, now: datetime) -> bool:
+        return self.revoked_at is None and now < self.not_after

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from modelfleet.hub.store.records.sites import Assignment, SiteRecord
+from modelfleet.hub.store.records.sites import Assignment, CertificateRecord, SiteRecord
 
 #: One entry of a site's full desired state: ``(model, version, ref, params)``.
 AssignmentItem = tuple[str, int, str, dict[str, Any]]
@@ -31,7 +31,7 @@ class SiteRepo(ABC):
 
     @abstractmethod
     def delete(self, name: str) -> bool:
-        """Remove the site and its assignments; False if it did not exist.
+        """Remove the site, its assignments and certificates; False if it did not exist.
 
         Tokens bound to the site are left to the caller, which revokes them so the
         audit trail keeps them.
@@ -53,6 +53,27 @@ class SiteRepo(ABC):
         Raises ``Unauthenticated`` for an unknown, already used or expired token; the
         message says which, and how to get a new one.
         """
+
+    @abstractmethod
+    def enroll(
+        self, enrollment_hash: str, now: datetime, serial: str, not_after: datetime
+    ) -> SiteRecord:
+        """:meth:`consume_enrollment`, revoke every certificate the site held and record
+        the one just issued (``serial``), all in one transaction: a crash leaves either
+        the old credentials or the new ones, never a used token without a certificate."""
+
+    @abstractmethod
+    def add_certificate(self, site: str, serial: str, not_after: datetime) -> CertificateRecord:
+        """Record a renewal's certificate; the site's earlier ones stay valid until they
+        expire (the agent swaps over when it has the new one). ``NotFound`` if absent."""
+
+    @abstractmethod
+    def certificate(self, serial: str) -> CertificateRecord | None:
+        """The certificate with this serial, or None if the CA never issued it to a site."""
+
+    @abstractmethod
+    def revoke_certificates(self, site: str) -> int:
+        """Revoke every certificate of the site; how many were still unrevoked."""
 
     @abstractmethod
     def record_report(self, name: str, report: dict[str, Any], now: datetime) -> None:

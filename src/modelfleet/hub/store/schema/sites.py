@@ -56,3 +56,18 @@ assignments = Table(
     # Serves sites_with_model and the foreign key check when versions change.
     Index(None, "model_id", "version"),
 )
+
+#: Certificates the fleet CA issued to each site (enrollment, renewals). The hub accepts a
+#: site's client certificate only while its serial is here, unrevoked: re-enrolling or
+#: removing a site revokes every certificate it held, on every replica at once.
+site_certificates = Table(
+    "site_certificates",
+    metadata,
+    Column("serial", String(40), nullable=False),
+    Column("site_id", Integer, ForeignKey("sites.id"), nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("not_after", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    PrimaryKeyConstraint("serial"),
+    Index(None, "site_id"),
+)

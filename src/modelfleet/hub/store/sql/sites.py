@@ -16,10 +16,10 @@ from sqlalchemy import Connection, Row, Select, and_, delete, exists, insert, se
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
-from modelfleet.hub.store.records.sites import Assignment, SiteRecord
+from modelfleet.hub.store.records.sites import Assignment, CertificateRecord, SiteRecord
 from modelfleet.hub.store.repos.sites import AssignmentItem, AssignmentRepo, SiteRepo
 from modelfleet.hub.store.schema.models import models, versions
-from modelfleet.hub.store.schema.sites import assignments, sites
+from modelfleet.hub.store.schema.sites import assignments, site_certificates, sites
 
 if TYPE_CHECKING:
     from modelfleet.hub.store.sql.store import SqlStore
@@ -60,6 +60,41 @@ def _to_site(row: Row[Any]) -> SiteRecord:
         last_seen=row.last_seen,
         report=dict(row.report),
         revision=row.revision,
+    )
+
+
+def _consume(conn: Connection, enrollment_hash: str, now: datetime) -> tuple[int, str]:
+    """Mark a one-time enrollment token used, under its row's lock; ``(site id, name)``.
+
+    A second redeemer blocks on the row lock and then sees the used mark."""
+    query = (
+        select(sites.c.id, sites.c.name, sites.c.enrollment_expires_at, sites.c.enrollment_used_at)
+        .where(sites.c.enrollment_hash == enrollment_hash)
+        .with_for_update()
+    )
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        raise Unauthenticated("unknown enrollment token")
+    hint = _reissue_hint(row.name)
+    if row.enrollment_used_at is not None:
+        raise Unauthenticated(
+            f"enrollment token already used at {row.enrollment_used_at.isoformat()}; {hint}"
+        )
+    expires: datetime | None = row.enrollment_expires_at
+    if expires is not None and now >= expires:
+        raise Unauthenticated(f"enrollment token expired at {expires.isoformat()}; {hint}")
+    conn.execute(
+        update(sites).where(sites.c.id == row.id).values(enrolled_at=now, enrollment_used_at=now)
+    )
+    return int(row.id), str(row.name)
+
+
+def _revoke_all(site_id: int, now: datetime) -> Any:
+    live = site_certificates.c
+    return (
+        update(site_certificates)
+        .where(live.site_id == site_id, live.revoked_at.is_(None))
+        .values(revoked_at=now)
     )
 
 
@@ -173,6 +208,7 @@ class SqlSiteRepo(SiteRepo):
             if site_id is None:
                 return False
             conn.execute(delete(assignments).where(assignments.c.site_id == site_id))
+            conn.execute(delete(site_certificates).where(site_certificates.c.site_id == site_id))
             conn.execute(delete(sites).where(sites.c.id == site_id))
             return True
 
@@ -204,35 +240,65 @@ class SqlSiteRepo(SiteRepo):
 
     def consume_enrollment(self, enrollment_hash: str, now: datetime) -> SiteRecord:
         _aware("now", now)
-        query = (
-            select(
-                sites.c.id,
-                sites.c.name,
-                sites.c.enrollment_expires_at,
-                sites.c.enrollment_used_at,
-            )
-            .where(sites.c.enrollment_hash == enrollment_hash)
-            .with_for_update()
-        )
         with self._store.write() as conn:
-            # A second redeemer blocks on the row lock and then sees the used mark.
-            row = conn.execute(query).one_or_none()
-            if row is None:
-                raise Unauthenticated("unknown enrollment token")
-            hint = _reissue_hint(row.name)
-            if row.enrollment_used_at is not None:
-                raise Unauthenticated(
-                    f"enrollment token already used at {row.enrollment_used_at.isoformat()}; {hint}"
-                )
-            expires: datetime | None = row.enrollment_expires_at
-            if expires is not None and now >= expires:
-                raise Unauthenticated(f"enrollment token expired at {expires.isoformat()}; {hint}")
+            return _load_site(conn, _consume(conn, enrollment_hash, now)[1])
+
+    def enroll(
+        self, enrollment_hash: str, now: datetime, serial: str, not_after: datetime
+    ) -> SiteRecord:
+        _aware("now", now)
+        _aware("not_after", not_after)
+        with self._store.write() as conn:
+            site_id, name = _consume(conn, enrollment_hash, now)
             conn.execute(
-                update(sites)
-                .where(sites.c.id == row.id)
-                .values(enrolled_at=now, enrollment_used_at=now)
+                update(site_certificates)
+                .where(
+                    site_certificates.c.site_id == site_id, site_certificates.c.revoked_at.is_(None)
+                )
+                .values(revoked_at=now)
             )
-            return _load_site(conn, row.name)
+            conn.execute(
+                insert(site_certificates).values(
+                    serial=serial, site_id=site_id, issued_at=now, not_after=not_after
+                )
+            )
+            return _load_site(conn, name)
+
+    def add_certificate(self, site: str, serial: str, not_after: datetime) -> CertificateRecord:
+        _aware("not_after", not_after)
+        now = self._store.now()
+        with self._store.write() as conn:
+            site_id, _ = _locked_site(conn, site)
+            conn.execute(
+                insert(site_certificates).values(
+                    serial=serial, site_id=site_id, issued_at=now, not_after=not_after
+                )
+            )
+        return CertificateRecord(serial, site, now, not_after, None)
+
+    def certificate(self, serial: str) -> CertificateRecord | None:
+        query = (
+            select(site_certificates, sites.c.name)
+            .join(sites, sites.c.id == site_certificates.c.site_id)
+            .where(site_certificates.c.serial == serial)
+        )
+        with self._store.read() as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            return None
+        return CertificateRecord(row.serial, row.name, row.issued_at, row.not_after, row.revoked_at)
+
+    def revoke_certificates(self, site: str) -> int:
+        with self._store.write() as conn:
+            site_id, _ = _locked_site(conn, site)
+            result = conn.execute(
+                update(site_certificates)
+                .where(
+                    site_certificates.c.site_id == site_id, site_certificates.c.revoked_at.is_(None)
+                )
+                .values(revoked_at=self._store.now())
+            )
+            return int(result.rowcount)
 
     def record_report(self, name: str, report: dict[str, Any], now: datetime) -> None:
         _aware("now", now)
