@@ -404,7 +404,11 @@ def test_sites_migration_downgrades_and_upgrades(store: SqlStore) -> None:
 def test_enrollment_records_the_certificate_and_revokes_the_previous_ones(store: SqlStore) -> None:
     add_site(store, token="t1")
     now = datetime.now(UTC)
-    site = store.sites.enroll("t1", now, "aa01", now + timedelta(days=7))
+
+    def cert(serial: str) -> Callable[[str], tuple[str, datetime]]:
+        return lambda site: (serial, now + timedelta(days=7))
+
+    site = store.sites.enroll("t1", now, cert("aa01"))
     assert site.enrolled_at is not None
     first = store.sites.certificate("aa01")
     assert first is not None
@@ -414,16 +418,30 @@ def test_enrollment_records_the_certificate_and_revokes_the_previous_ones(store:
     assert [valid(store, s, now) for s in ("aa01", "bb02")] == [True, True]
     # Re-enrollment (a new token) revokes every certificate held before, atomically.
     store.sites.reissue_enrollment("berlin", "t2", LATER)
-    store.sites.enroll("t2", now, "cc03", now + timedelta(days=7))
+    store.sites.enroll("t2", now, cert("cc03"))
     assert [valid(store, s, now) for s in ("aa01", "bb02", "cc03")] == [False, False, True]
     # A used token enrolls nothing and records nothing.
     with pytest.raises(Unauthenticated, match="already used"):
-        store.sites.enroll("t2", now, "dd04", now + timedelta(days=7))
+        store.sites.enroll("t2", now, cert("dd04"))
     assert store.sites.certificate("dd04") is None
-    assert store.sites.revoke_certificates("berlin") == 1
+    # An issuer that fails (a bad CSR) leaves the token unused and nothing recorded.
+    store.sites.reissue_enrollment("berlin", "t3", LATER)
+
+    def refuse(site: str) -> tuple[str, datetime]:
+        raise InvalidInput("bad csr")
+
+    with pytest.raises(InvalidInput):
+        store.sites.enroll("t3", now, refuse)
+    assert valid(store, "cc03", now) is True
+    store.sites.enroll("t3", now, cert("cc04"))
+    store.sites.revoke_certificates("berlin")
+    store.sites.reissue_enrollment("berlin", "t4", LATER)
+    store.sites.enroll("t4", now, cert("cc03b"))
     assert valid(store, "cc03", now) is False
+    assert store.sites.revoke_certificates("berlin") == 1
+    assert valid(store, "cc03b", now) is False
     store.sites.delete("berlin")
-    assert store.sites.certificate("cc03") is None
+    assert store.sites.certificate("cc03b") is None
     with pytest.raises(NotFound):
         store.sites.add_certificate("berlin", "ee05", now)
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from modelfleet.hub.store.records.sites import Assignment, CertificateRecord, SiteRecord
+
+#: Called inside the enrollment transaction with the site's name; issues its certificate and
+#: returns ``(serial, not_after)`` to record.
+CertificateIssuer = Callable[[str], tuple[str, datetime]]
 
 #: One entry of a site's full desired state: ``(model, version, ref, params)``.
 AssignmentItem = tuple[str, int, str, dict[str, Any]]
@@ -55,12 +59,11 @@ class SiteRepo(ABC):
         """
 
     @abstractmethod
-    def enroll(
-        self, enrollment_hash: str, now: datetime, serial: str, not_after: datetime
-    ) -> SiteRecord:
-        """:meth:`consume_enrollment`, revoke every certificate the site held and record
-        the one just issued (``serial``), all in one transaction: a crash leaves either
-        the old credentials or the new ones, never a used token without a certificate."""
+    def enroll(self, enrollment_hash: str, now: datetime, issue: CertificateIssuer) -> SiteRecord:
+        """:meth:`consume_enrollment`, revoke every certificate the site held, and record
+        the one ``issue(site name)`` returns ``(serial, not_after)`` for, all in one
+        transaction: a crash leaves either the old credentials or the new ones, never a
+        used token without a certificate. If ``issue`` raises, nothing is written."""
 
     @abstractmethod
     def add_certificate(self, site: str, serial: str, not_after: datetime) -> CertificateRecord:

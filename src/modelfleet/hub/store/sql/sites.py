@@ -17,7 +17,12 @@ from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from modelfleet.hub.store.records.sites import Assignment, CertificateRecord, SiteRecord
-from modelfleet.hub.store.repos.sites import AssignmentItem, AssignmentRepo, SiteRepo
+from modelfleet.hub.store.repos.sites import (
+    AssignmentItem,
+    AssignmentRepo,
+    CertificateIssuer,
+    SiteRepo,
+)
 from modelfleet.hub.store.schema.models import models, versions
 from modelfleet.hub.store.schema.sites import assignments, site_certificates, sites
 
@@ -243,13 +248,12 @@ class SqlSiteRepo(SiteRepo):
         with self._store.write() as conn:
             return _load_site(conn, _consume(conn, enrollment_hash, now)[1])
 
-    def enroll(
-        self, enrollment_hash: str, now: datetime, serial: str, not_after: datetime
-    ) -> SiteRecord:
+    def enroll(self, enrollment_hash: str, now: datetime, issue: CertificateIssuer) -> SiteRecord:
         _aware("now", now)
-        _aware("not_after", not_after)
         with self._store.write() as conn:
             site_id, name = _consume(conn, enrollment_hash, now)
+            serial, not_after = issue(name)
+            _aware("not_after", not_after)
             conn.execute(
                 update(site_certificates)
                 .where(
