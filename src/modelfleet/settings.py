@@ -59,7 +59,17 @@ class HubSettings(BaseSettings):
     )
     enrollment_ttl_s: float = Field(
         default=24 * 3600,
-        description="How long a one-time site enrollment token stays valid.",
+        gt=0,
+        le=30 * 24 * 3600,
+        description="How long a one-time site enrollment token stays valid (at most 30 days).",
+    )
+    site_certificate_days: float = Field(
+        default=7.0,
+        gt=0,
+        le=397,
+        description="Lifetime of the certificate a site gets at enrollment and each renewal; "
+        "agents renew when two thirds of it has passed, so a site may be cut off from the hub "
+        "for about a third of it and still renew over mTLS (after that, with its token).",
     )
     offline_after_s: float = Field(
         default=30.0,

@@ -25,7 +25,7 @@ async def whoami(scope: Any, receive: Any, send: Any) -> None:
     """Answers with the scheme and the identity the client certificate names."""
     await receive()
     peer = scope["extensions"].get(PEER_EXTENSION)
-    body = json.dumps({"scheme": scope["scheme"], "peer": str(peer) if peer else None})
+    body = json.dumps({"scheme": scope["scheme"], "peer": str(peer.identity) if peer else None})
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body.encode()})
 

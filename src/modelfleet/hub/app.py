@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,6 +21,7 @@ from modelfleet.hub.api.errors import install_error_handlers
 from modelfleet.hub.api.fastpath import SiteFastPath
 from modelfleet.hub.api.limits import BodyLimit
 from modelfleet.hub.api.schemas import SigningKeyOut
+from modelfleet.hub.certificates import SiteCertificates
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.federation.coordinator import Coordinator
@@ -31,6 +33,7 @@ from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import open_store
 from modelfleet.hub.telemetry import Telemetry
 from modelfleet.hub.telemetry_metrics import register as register_telemetry_metrics
+from modelfleet.hub.tls import HubTls
 from modelfleet.hub.wakeups import Notifier
 from modelfleet.registry.artifacts import open_artifact_store
 from modelfleet.settings import HubSettings
@@ -45,7 +48,12 @@ def build_context(settings: HubSettings) -> HubContext:
     store = open_store(db_url)
     artifacts = open_artifact_store(artifacts_url)
     registry = Registry(store, artifacts, keys)
-    sites = Sites(store, registry, settings)
+    tls = data_dir.tls
+    if not tls.exists():  # a data directory from before TLS: its CA is made on first start
+        tls = HubTls.create(data_dir.root)
+    tls.ensure_server_certificate()
+    certificates = SiteCertificates(store, tls, timedelta(days=settings.site_certificate_days))
+    sites = Sites(store, registry, settings, certificates)
     metrics = HubMetrics()
     telemetry = Telemetry(store, sites)
     register_telemetry_metrics(metrics.registry, telemetry)

@@ -114,5 +114,10 @@ def authenticate_from_memory(store: Store, authorization: str | None) -> Princip
     return None if record is None else _principal(record)
 
 
+def site_principal(site: str, serial: str) -> Principal:
+    """A site authenticated by its client certificate (``serial``, hex)."""
+    return Principal(token_id=f"cert:{serial}", name=f"site-{site}", role=Role.SITE, site=site)
+
+
 def principal_for(record: TokenRecord) -> Principal:
     return Principal(token_id=record.id, name=record.name, role=Role(record.role), site=record.site)

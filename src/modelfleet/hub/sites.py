@@ -20,6 +20,7 @@ from typing import Any
 
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.hub.auth import Role, hash_token, new_token_secret
+from modelfleet.hub.certificates import SiteCertificates, split_enrollment_token
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import Assignment, SiteRecord
@@ -52,6 +53,7 @@ def _split_label(item: str) -> tuple[str, str]:
 class Enrolled:
     site: SiteRecord
     token: str
+    certificate: bytes | None = None  # PEM, when the agent sent a CSR
 
 
 #: How old a revision a long-poll's periodic re-check may see (changes made through this
@@ -62,10 +64,17 @@ REVISIONS_MAX_AGE_S = 0.5
 class Sites:
     """The sites service (protocol-free; the API calls it from worker threads)."""
 
-    def __init__(self, store: Store, registry: Registry, settings: HubSettings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        settings: HubSettings,
+        certificates: SiteCertificates,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
+        self.certificates = certificates
         # Every site's revision from one query, shared by all long-polls of this process.
         self._revisions: tuple[float, dict[str, int]] = (-math.inf, {})
         self._revisions_lock = threading.Lock()
@@ -87,20 +96,27 @@ class Sites:
         secret = ENROLLMENT_PREFIX + secrets.token_urlsafe(24)
         expires = datetime.now(UTC) + timedelta(seconds=ttl_s or self.settings.enrollment_ttl_s)
         record = self.store.sites.create(name, parse_labels(labels), hash_token(secret), expires)
-        return record, secret
+        return record, self.certificates.enrollment_token(secret)
 
     def reissue(self, name: str, ttl_s: float | None = None) -> tuple[SiteRecord, str]:
         site = self.get(name)
         secret = ENROLLMENT_PREFIX + secrets.token_urlsafe(24)
         expires = datetime.now(UTC) + timedelta(seconds=ttl_s or self.settings.enrollment_ttl_s)
         self.store.sites.reissue_enrollment(site.name, hash_token(secret), expires)
-        return self.get(name), secret
+        return self.get(name), self.certificates.enrollment_token(secret)
 
-    def enroll(self, enrollment_token: str) -> Enrolled:
-        """Exchange a one-time enrollment token for a long-lived site credential."""
-        if not enrollment_token.startswith(ENROLLMENT_PREFIX):
+    def enroll(self, enrollment_token: str, csr: bytes | None = None) -> Enrolled:
+        """Exchange a one-time enrollment token (and the agent's CSR) for the site's
+        certificate and bearer credential."""
+        secret, _ = split_enrollment_token(enrollment_token)
+        if not secret.startswith(ENROLLMENT_PREFIX):
             raise InvalidInput("that is not an enrollment token (they start with 'mfe_')")
-        site = self.store.sites.consume_enrollment(hash_token(enrollment_token), datetime.now(UTC))
+        certificate: bytes | None = None
+        if csr is not None:
+            enrolled = self.certificates.enroll(hash_token(secret), csr)
+            site, certificate = enrolled.site, enrolled.certificate.pem
+        else:
+            site = self.store.sites.consume_enrollment(hash_token(secret), datetime.now(UTC))
         # Re-enrolment replaces the site's credential: the old one stops working.
         for token in self.store.tokens.list():
             if token.site == site.name and token.revoked_at is None:
@@ -112,14 +128,15 @@ class Sites:
             token_hash=hash_token(secret),
             site=site.name,
         )
-        return Enrolled(site=site, token=secret)
+        return Enrolled(site=site, token=secret, certificate=certificate)
 
     def remove(self, name: str) -> None:
         site = self.get(name)
         for token in self.store.tokens.list():
             if token.site == site.name and token.revoked_at is None:
                 self.store.tokens.revoke(token.id)
-        self.store.sites.delete(site.name)
+        self.store.sites.delete(site.name)  # its certificates with it
+        self.certificates.forget()
 
     def set_labels(self, name: str, labels: dict[str, str]) -> SiteRecord:
         return self.store.sites.set_labels(self.get(name).name, parse_labels(labels))

@@ -25,6 +25,7 @@ from modelfleet.pki.identity import Identity, identity_of
 
 __all__ = [
     "PEER_EXTENSION",
+    "Peer",
     "ServerTlsFiles",
     "TlsFiles",
     "client_context",
@@ -34,8 +35,16 @@ __all__ = [
     "tls_extensions",
 ]
 
-#: The ASGI scope extension our servers add: who the verified client certificate names.
+#: The ASGI scope extension our servers add: the verified client certificate's holder.
 PEER_EXTENSION = "modelfleet.peer"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who a verified client certificate names, and its serial (hex) for revocation."""
+
+    identity: Identity | None
+    serial: str
 
 
 @dataclass(frozen=True)
@@ -118,12 +127,13 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Identity 
 def tls_extensions(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any]:
     """The ASGI scope extensions for one TLS connection, computed once per connection:
     the standard ``tls`` extension (the client's certificate as PEM, the TLS version) and
-    :data:`PEER_EXTENSION`, the :class:`Identity` that certificate names (or None)."""
+    :data:`PEER_EXTENSION`, the :class:`Peer` that certificate names (None without one)."""
     if ssl_object is None:
         return {}
     cert = peer_certificate(ssl_object)
     chain = [cert.public_bytes(serialization.Encoding.PEM).decode()] if cert else []
+    peer = Peer(identity_of(cert), format(cert.serial_number, "x")) if cert else None
     return {
         "tls": {"client_cert_chain": chain, "tls_version": ssl_object.version()},
-        PEER_EXTENSION: identity_of(cert) if cert is not None else None,
+        PEER_EXTENSION: peer,
     }

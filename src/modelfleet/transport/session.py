@@ -88,7 +88,8 @@ def transport_error(url: str, exc: httpx.TransportError, doing: str = "") -> Exc
             )
             return TlsError(f"TLS with the hub at {url} failed: {hint}")
         cause = cause.__cause__ or cause.__context__
-    if url.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError):
+    no_http_answer = "without sending a response" in text or "illegal status line" in text
+    if url.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError) and no_http_answer:
         return TlsError(
             f"the hub at {url} did not answer plain HTTP ({text}); it probably serves "
             "HTTPS: use https://"

@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from modelfleet.errors import ModelfleetError, PermissionDenied
-from modelfleet.hub.auth import Permission, Principal, Role, authenticate
+from modelfleet.hub.auth import Permission, Principal, Role, authenticate, site_principal
 from modelfleet.hub.context import HubContext
+from modelfleet.pki.tls import PEER_EXTENSION, Peer
 
 
 def get_context(request: Request) -> HubContext:
@@ -22,9 +23,16 @@ Context = Annotated[HubContext, Depends(get_context)]
 
 
 def get_principal(
+    request: Request,
     ctx: Context,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
+    """A site's verified client certificate (mTLS) or a bearer token; 401 otherwise."""
+    peer = (request.scope.get("extensions") or {}).get(PEER_EXTENSION)
+    if isinstance(peer, Peer):
+        site = ctx.sites.certificates.check(peer.identity, peer.serial)
+        if site is not None:
+            return site_principal(site, peer.serial)
     return authenticate(ctx.store, authorization)
 
 

@@ -25,7 +25,17 @@ class SiteIn(BaseModel):
 
 
 class EnrollIn(BaseModel):
-    token: str
+    token: str = Field(max_length=512, description="The one-time enrollment token.")
+    csr: str | None = Field(
+        default=None,
+        max_length=16 * 1024,
+        description="PEM certificate signing request of the key the site made for itself; "
+        "the hub answers with the site's certificate (its key never leaves the site).",
+    )
+
+
+class CsrIn(BaseModel):
+    csr: str = Field(max_length=16 * 1024, description="PEM certificate signing request.")
 
 
 class AssignIn(BaseModel):
@@ -107,10 +117,18 @@ def set_labels(name: str, body: LabelsIn, ctx: Context, caller: Caller) -> dict[
     return ctx.sites.view(record)
 
 
+@router.get(
+    "/enroll/ca",
+    summary="The fleet CA (public; an enrolling site checks it against its token's fingerprint)",
+)
+def fleet_ca(ctx: Context) -> dict[str, str]:
+    return {"ca": ctx.sites.certificates.ca_pem.decode()}
+
+
 @router.post("/enroll", summary="Exchange a one-time enrollment token for a site credential")
 def enroll(body: EnrollIn, ctx: Context) -> dict[str, Any]:
     try:
-        enrolled = ctx.sites.enroll(body.token)
+        enrolled = ctx.sites.enroll(body.token, body.csr.encode() if body.csr else None)
     except Exception as exc:
         ctx.store.audit.record(
             actor="anonymous",
@@ -126,12 +144,32 @@ def enroll(body: EnrollIn, ctx: Context) -> dict[str, Any]:
         object=enrolled.site.name,
         outcome="ok",
     )
+    keyset = ctx.registry.keys.signed()
     return {
         "site": enrolled.site.name,
         "labels": enrolled.site.labels,
         "token": enrolled.token,
         "public_key": ctx.registry.public_key,
         "key_id": ctx.registry.key_id,
+        "keyset": {"text": keyset.text, "signature": keyset.signature},
+        "ca": ctx.sites.certificates.ca_pem.decode(),
+        "certificate": enrolled.certificate.decode() if enrolled.certificate else None,
+    }
+
+
+@router.post(
+    "/sites/{name}/certificate",
+    summary="Renew the site's certificate from a new CSR (the site itself only)",
+)
+async def renew_certificate(name: str, body: CsrIn, ctx: Context, caller: Caller) -> dict[str, Any]:
+    require_site(ctx, caller, name, "site.certificate", "renew its certificate")
+    with audited(ctx, caller, "site.certificate", name) as detail:
+        issued = await run_in_threadpool(ctx.sites.certificates.renew, name, body.csr.encode())
+        detail.append(f"serial {issued.serial}, until {issued.not_after.isoformat()}")
+    return {
+        "certificate": issued.pem.decode(),
+        "ca": ctx.sites.certificates.ca_pem.decode(),
+        "not_after": issued.not_after,
     }
 
 
