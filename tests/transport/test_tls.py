@@ -118,3 +118,34 @@ def test_header_injection_is_refused_where_headers_are_written() -> None:
             await pool.request(origin, "GET", "/a b")
 
     asyncio.run(scenario())
+
+
+def test_a_site_certificate_cannot_pass_for_the_hub(pki: Pki) -> None:
+    """A fleet certificate that names a site, serving where the hub should be, is refused
+    by every hub client, though its chain and host name verify."""
+    import threading
+
+    from modelfleet.errors import TlsError
+    from modelfleet.transport.session import HubSession
+
+    impostor = pki.holder("plant-x")
+    ready = threading.Event()
+    port: list[int] = []
+    loop = asyncio.new_event_loop()
+    done = asyncio.Event()
+
+    async def run() -> None:
+        server = await serve(impostor, None)
+        port.append(server.sockets[0].getsockname()[1])
+        ready.set()
+        await done.wait()
+        server.close()
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(run()), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    session = HubSession(f"https://127.0.0.1:{port[0]}", tls=TlsFiles(pki.root / "ca.pem"))
+    with session, pytest.raises(TlsError, match="names site plant-x, not the hub"):
+        session.request("GET", "/healthz")
+    loop.call_soon_threadsafe(done.set)
+    thread.join(10)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from modelfleet.cli.common import ReadyFileOpt, console, err_console
+from modelfleet.errors import InvalidInput
 from modelfleet.settings import DEFAULT_HUB_PORT, HubSettings, default_data_dir
 
 app = typer.Typer(help="Create and run the hub (the control plane).", no_args_is_help=True)
@@ -23,6 +24,29 @@ DataDirOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def check_plain_http(host: str, insecure_http: bool, allow_remote: bool) -> None:
+    """Plain HTTP only when asked for, and on loopback unless asked for twice."""
+    if allow_remote and not insecure_http:
+        raise InvalidInput("--insecure-http-allow-remote only makes sense with --insecure-http")
+    if insecure_http and not allow_remote and not is_loopback(host):
+        raise InvalidInput(
+            f"refusing plain HTTP on {host}: tokens and models would cross the network in "
+            "clear; drop --insecure-http (HTTPS is the default), or add "
+            "--insecure-http-allow-remote if something else encrypts the link"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command()
@@ -70,13 +94,40 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = DEFAULT_HUB_PORT,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ready_file: ReadyFileOpt = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="Serve plain HTTP instead of HTTPS (tokens and models travel in clear). "
+            "Refused on a non-loopback --host unless --insecure-http-allow-remote.",
+        ),
+    ] = False,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http-allow-remote",
+            help="With --insecure-http: allow it on a non-loopback interface too.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the hub's HTTP API (OpenAPI at /docs, Prometheus at /metrics)."""
+    """Run the hub's API over HTTPS (OpenAPI at /docs, Prometheus at /metrics).
+
+    The certificate comes from the fleet CA in the data directory (renewed here when due);
+    sites authenticate with their client certificates on the same port.
+
+    Examples:
+
+      modelfleet hub serve --data-dir ./hub-data
+
+      modelfleet hub serve --data-dir ./hub-data --host 0.0.0.0 --port 8700
+    """
     import uvicorn
 
     from modelfleet.hub.app import build_context, create_app
     from modelfleet.transport.listen import bind, bound_port, report_ready
+    from modelfleet.transport.uvicorn_tls import uvicorn_tls_options
 
+    check_plain_http(host, insecure_http, allow_remote)
     sock = bind(host, port)  # before anything else: a taken port fails fast
     port = bound_port(sock)
     overrides: dict[str, object] = {"host": host, "port": port}
@@ -89,15 +140,21 @@ def serve(
     settings = HubSettings().model_copy(update=overrides)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     ctx = build_context(settings)
+    scheme = "http" if insecure_http else "https"
+    tls = None if insecure_http else ctx.data_dir.tls.server_files()
     err_console.print(
-        f"hub on http://{host}:{port}  db={ctx.store.url}  artifacts={ctx.artifacts.url}",
+        f"hub on {scheme}://{host}:{port}  db={ctx.store.url}  artifacts={ctx.artifacts.url}"
+        + ("" if tls else "  (PLAIN HTTP: --insecure-http)"),
         highlight=False,
     )
+    if tls is not None:
+        err_console.print(f"fleet CA: {ctx.data_dir.tls.ca_file}", highlight=False)
     config = uvicorn.Config(
         create_app(ctx),
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=3,  # long-polls must not hold a restart for 30 s
+        **uvicorn_tls_options(tls),
     )
     report_ready(sock, ready_file)
     server = uvicorn.Server(config)

@@ -28,6 +28,7 @@ from modelfleet.pki.ca import CA_CERT_FILE, load_certificate
 from modelfleet.pki.files import write_public_file
 from modelfleet.pki.identity import host_names
 from modelfleet.pki.keys import load_private_key, save_private_key
+from modelfleet.pki.tls import ServerTlsFiles
 
 __all__ = ["DEFAULT_HOSTS", "HubTls"]
 
@@ -74,6 +75,10 @@ class HubTls:
 
     def exists(self) -> bool:
         return self.ca_file.exists()
+
+    def server_files(self) -> ServerTlsFiles:
+        """For ``hub serve``: its certificate, and client certificates from the fleet CA."""
+        return ServerTlsFiles(self.cert_file, self.key_file, self.ca_file)
 
     def ca(self) -> FleetCA:
         return FleetCA.load(self.dir)

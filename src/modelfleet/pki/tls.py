@@ -55,6 +55,8 @@ class TlsFiles:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    #: False only for the one request that fetches a CA to compare with a fingerprint.
+    verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.C
     """The verified certificate the other end presented, or None (none, or no TLS)."""
     if ssl_object is None:
         return None
-    der = ssl_object.getpeercert(binary_form=True)
+    der = ssl_object.getpeercert(True)  # positional: httpcore hands out _ssl._SSLSocket
     if not der:
         return None
     return x509.load_der_x509_certificate(der)

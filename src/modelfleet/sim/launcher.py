@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -93,7 +94,13 @@ def _check_alive(proc: subprocess.Popen[bytes] | None, url: str) -> None:
         raise ModelfleetError(f"process exited with code {proc.returncode} before {url} was up")
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(
+    url: str,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    *,
+    ca_file: Path | None = None,
+) -> None:
     """Poll ``url`` until it answers 200; fail early if ``proc`` exits.
 
     With a ``proc`` started by this module, an answer counts only once ``proc`` has reported
@@ -119,7 +126,10 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
     while time.monotonic() < deadline:
         _check_alive(proc, url)
         try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
+            verify: ssl.SSLContext | bool = (
+                ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+            )
+            if httpx.get(url, timeout=1.0, verify=verify).status_code == 200:
                 _check_alive(proc, url)  # the answer came while it was alive
                 return
         except httpx.TransportError:
@@ -196,22 +206,37 @@ class HubProcess(_Child):
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    #: HTTPS with the data directory's fleet CA (False: ``--insecure-http``).
+    tls: bool = False
 
     def __post_init__(self) -> None:
         self._reserve()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The fleet CA clients of this hub verify it against."""
+        return self.data_dir / "tls" / "ca.pem"
 
     def start(self, timeout: float = 30.0) -> HubProcess:
         cmd = [
             sys.executable, "-m", "modelfleet", "hub", "serve",
             "--data-dir", str(self.data_dir), "--port", str(self.port), "--log-level", "warning",
         ]  # fmt: skip
+        if not self.tls:
+            cmd.append("--insecure-http")
         if self.db:
             cmd += ["--db", self.db]
         if self.artifacts:
             cmd += ["--artifacts", self.artifacts]
         env = {**os.environ, **self.extra_env}
         self._spawn(cmd, env, self.log_path or self.data_dir / "hub.log")
-        wait_http(f"{self.url}/healthz", timeout, self.proc)
+        wait_http(
+            f"{self.url}/healthz", timeout, self.proc, ca_file=self.ca_file if self.tls else None
+        )
         return self
 
 

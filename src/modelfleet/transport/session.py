@@ -37,7 +37,8 @@ from modelfleet.errors import (
     TlsError,
     error_class_for,
 )
-from modelfleet.pki.tls import TlsFiles, client_context
+from modelfleet.pki.identity import hub_identity
+from modelfleet.pki.tls import TlsFiles, client_context, peer_identity
 
 __all__ = [
     "POLL_MARGIN_S",
@@ -136,6 +137,7 @@ class HubSession:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
+        self._verified: set[int] = set()  # id() of connections whose peer is the hub
 
     def _build(self) -> httpx.Client:
         """The hub connection's configuration, for every request of every caller: the
@@ -143,11 +145,37 @@ class HubSession:
         and this caller's client certificate (a site's) if it has one."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         verify: ssl.SSLContext | bool = False
-        if self.url.startswith("https://"):
+        if self.url.startswith("https://") and self.tls.verify:
             verify = client_context(
                 self.tls.ca_file, cert_file=self.tls.cert_file, key_file=self.tls.key_file
             )
-        return httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout, verify=verify)
+        hooks = {"response": [self._check_hub]} if verify is not False else {}
+        return httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=self.timeout,
+            verify=verify,
+            event_hooks=hooks,
+        )
+
+    def _check_hub(self, response: httpx.Response) -> None:
+        """The server answering must hold the *hub's* certificate, not merely one from the
+        fleet CA (a site's names its own identity): checked once per connection."""
+        stream = response.extensions.get("network_stream")
+        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+        if ssl_object is None or id(ssl_object) in self._verified:
+            return
+        named = peer_identity(ssl_object)
+        if named != hub_identity():
+            response.close()
+            raise TlsError(
+                f"the server at {self.url} holds a fleet certificate that names "
+                f"{named or 'no identity'}, not the hub; refusing to talk to it"
+            )
+        with self._lock:
+            if len(self._verified) >= 256:
+                self._verified.clear()
+            self._verified.add(id(ssl_object))
 
     def reload(self, *, token: str | None = None, tls: TlsFiles | None = None) -> None:
         """Use a new credential from the next request on (a renewed site certificate):
