@@ -60,19 +60,37 @@ def init(
         str | None,
         typer.Option(help="Artifact store: a directory or fsspec URL such as s3://bucket/prefix."),
     ] = None,
+    san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hostname",
+            "--san",
+            help="A name or address sites and clients reach the hub at (repeatable); its "
+            "certificate carries them besides loopback and this machine's host name.",
+        ),
+    ] = None,
 ) -> None:
-    """Create the data directory, the Ed25519 signing key and the first admin token.
+    """Create the data directory, the signing key set, the fleet CA with the hub's TLS
+    certificate, and the first admin token.
 
     The admin token is printed once and never stored in clear: keep it safe.
+
+    Example: modelfleet hub init --data-dir /var/lib/modelfleet/hub --hostname hub.example.com
     """
     from modelfleet.hub.bootstrap import init_hub
 
     root = (data_dir or default_data_dir()).expanduser().resolve()
-    result = init_hub(root, db=db, artifacts=artifacts)
+    result = init_hub(root, db=db, artifacts=artifacts, hosts=tuple(san or ()))
     console.print(f"[green]hub initialised[/green] in {result.data_dir}")
     console.print(f"  database   {result.db_url}")
     console.print(f"  artifacts  {result.artifacts_url}")
     console.print(f"  signing key id {result.key_id}")
+    console.print(f"  fleet CA   {result.ca_file}", soft_wrap=True)
+    console.print(f"             fingerprint {result.ca_fingerprint}", soft_wrap=True)
+    console.print(
+        f"             clients verify the hub with it: export MODELFLEET_CA_FILE={result.ca_file}",
+        soft_wrap=True,
+    )
     console.print("\nAdmin token (shown once, only its hash is stored):\n")
     typer.echo(result.admin_token)
     console.print(

@@ -16,6 +16,7 @@ from modelfleet.cli import (
     fl,
     gateway,
     hub,
+    hub_keys,
     model,
     policy,
     rollout,
@@ -41,6 +42,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(hub.app, name="hub")
+hub.app.add_typer(hub_keys.app, name="key")
 app.add_typer(fl.app, name="fl")
 app.add_typer(model.app, name="model")
 app.add_typer(site.app, name="site")

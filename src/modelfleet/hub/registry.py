@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from modelfleet.errors import InvalidInput, NotFound
-from modelfleet.hub.keys import HubKeys
+from modelfleet.hub.keys import HubKeys, SignedKeySet
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import ModelRecord, NewVersion, VersionRecord
 from modelfleet.refs import ModelRef, check_alias, check_name
@@ -22,6 +23,9 @@ from modelfleet.registry.artifacts import ArtifactStore
 from modelfleet.registry.manifest import build_manifest, sign_manifest
 from modelfleet.registry.onnx_info import inspect_onnx
 from modelfleet.registry.signing import key_id, public_key_text
+
+#: How often a running hub looks for a key set changed by another process.
+KEYSET_RECHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,20 @@ class Registry:
         self.store = store
         self.artifacts = artifacts
         self.keys = keys
+        self._keys_checked = 0.0
+
+    def _fresh_keys(self) -> HubKeys:
+        """The key set, re-read at most once a second if ``hub key rotate`` (another
+        process, or another replica on a shared data directory) changed it."""
+        now = time.monotonic()
+        if now - self._keys_checked >= KEYSET_RECHECK_S:
+            self._keys_checked = now
+            self.keys.refresh()
+        return self.keys
+
+    def signed_keyset(self) -> SignedKeySet:
+        """The signing key set as sites receive it with their desired state."""
+        return self._fresh_keys().signed()
 
     @property
     def public_key(self) -> str:
@@ -105,7 +123,10 @@ class Registry:
         info = inspect_onnx(upload.path)
         framework = request.framework or info.framework
 
-        signing_key = self.keys.current  # one key for the whole version, even mid-rotation
+        # Always the newest key (one stat): a version pushed right after `hub key rotate` is
+        # signed with the new key. One key for the whole version, even mid-rotation.
+        self.keys.refresh()
+        signing_key = self.keys.current
 
         def seal(version: int, created_at: datetime) -> tuple[str, str]:
             manifest = build_manifest(

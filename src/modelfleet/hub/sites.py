@@ -212,12 +212,24 @@ class Sites:
                     "params": item.params,
                 }
             )
+        keyset = self.registry.signed_keyset()
         return {
             "site": site.name,
             "revision": site.revision,
             "labels": site.labels,
             "models": models,
+            # The signing keys, signed: a site learns of a rotation here, before the first
+            # manifest signed by the new key reaches it (in this same document or a later one).
+            "keyset": {
+                "revision": keyset.revision,
+                "text": keyset.text,
+                "signature": keyset.signature,
+            },
         }
+
+    def keyset_revision(self) -> int:
+        """Part of every desired state's ETag: a key rotation is news to every site."""
+        return self.registry.signed_keyset().revision
 
     def report(self, name: str, body: dict[str, Any]) -> None:
         self.store.sites.record_report(self.get(name).name, body, datetime.now(UTC))

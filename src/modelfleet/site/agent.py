@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 from modelfleet import __version__
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.pki.tls import ServerTlsFiles, TlsFiles
+from modelfleet.registry.keyset import KeySet
+from modelfleet.registry.signing import load_public_key
 from modelfleet.settings import SiteSettings
 from modelfleet.site.cache import BlobCache
 from modelfleet.site.cascade import Cascade
@@ -73,7 +75,9 @@ class SiteAgent:
             state=self.state,
             cache=self.cache,
             repository=self.repository,
-            public_key=self.identity.keys() or self.credentials.public_key,
+            public_key=self.identity.keys()
+            or KeySet.of(load_public_key(self.credentials.public_key)),
+            on_keys=self.identity.save_keys,
             download=self.link.download,
             backoff=Backoff(max_s=settings.retry_max_s),
             intra_op_threads=settings.intra_op_threads,
@@ -169,6 +173,11 @@ class SiteAgent:
             saved = Credentials(hub_url, saved.site, saved.token, saved.public_key)
             self.state.save_credentials(saved)
         return saved
+
+    def _pinned_keys(self) -> KeySet:
+        """The signing keys pinned at enrollment (and rotated since), or the one hub key a
+        state directory from before key sets holds."""
+        return self.identity.keys() or KeySet.of(load_public_key(self.credentials.public_key))
 
     def _hosts(self) -> tuple[str, ...]:
         """Host names for the site's certificate, so standard clients (curl --cacert,

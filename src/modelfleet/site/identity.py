@@ -115,6 +115,7 @@ class SiteIdentity:
             raise VerificationError(f"cannot read {self.keyset_file}: {exc}") from exc
 
     def save_keys(self, keys: KeySet) -> None:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a site of a plain-HTTP hub
         write_public_file(self.keyset_file, json.dumps(keys.to_dict()).encode(), "key set")
 
 

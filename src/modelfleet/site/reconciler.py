@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from modelfleet.errors import ModelfleetError, VerificationError
-from modelfleet.registry.keyset import KeySet
+from modelfleet.registry.keyset import KeySet, accept_keyset
 from modelfleet.registry.manifest import verify_manifest
 from modelfleet.site.cache import BlobCache
 from modelfleet.site.policy import enforce_site_policy
@@ -79,7 +79,10 @@ class Reconciler:
     applied_revision: int | None = None
     # The site's local governance file (SiteSettings.policy_file); see site/policy.py.
     policy_file: Path | None = None
+    #: Called with a newer key set accepted from the hub, to keep it across restarts.
+    on_keys: Callable[[KeySet], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _keys_seen: str = ""
 
     # --- start-up from cache -------------------------------------------------------------
 
@@ -114,6 +117,7 @@ class Reconciler:
             return self._apply(doc, time.monotonic() if now is None else now)
 
     def _apply(self, doc: dict[str, Any], now: float) -> bool:
+        self._accept_keys(doc.get("keyset"))
         changed = False
         wanted = {m["name"]: m for m in doc.get("models", [])}
         for name, item in wanted.items():
@@ -147,6 +151,30 @@ class Reconciler:
         if changed:
             self._collect_garbage(wanted)
         return changed
+
+    def _accept_keys(self, offered: object) -> None:
+        """Take a newer signing key set from the desired state, before its manifests are
+        verified: a rotation reaches the site with (or before) the first version the new
+        key signed. Only a set that :func:`accept_keyset` admits replaces the pinned one (a
+        new key endorsed by a trusted one, signed by its current key, no older revision);
+        anything else is logged and the pinned set stays."""
+        if not isinstance(offered, dict) or not isinstance(self.public_key, KeySet):
+            return
+        text, signature = offered.get("text"), offered.get("signature")
+        if not isinstance(text, str) or not isinstance(signature, str) or text == self._keys_seen:
+            return
+        try:
+            keys = accept_keyset(self.public_key, text, signature)
+        except VerificationError as exc:
+            log.warning("signing key set from the hub refused: %s", exc.message)
+            return
+        self._keys_seen = text
+        if keys == self.public_key:
+            return
+        self.public_key = keys
+        if self.on_keys is not None:
+            self.on_keys(keys)
+        log.info("signing key set revision %d accepted (keys %s)", keys.revision, keys.ids())
 
     def _activate(self, item: dict[str, Any], status: ModelStatus) -> None:
         name, version = item["name"], int(item["version"])

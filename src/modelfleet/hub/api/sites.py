@@ -51,8 +51,8 @@ class LabelsIn(BaseModel):
     labels: dict[str, str]
 
 
-def _etag(revision: int) -> str:
-    return f'"r{revision}"'
+def _etag(revision: int, keyset_revision: int) -> str:
+    return f'"r{revision}k{keyset_revision}"'
 
 
 def _own_site(ctx: Context, caller: Principal, site: str, action: str) -> None:
@@ -235,10 +235,11 @@ async def desired_state(
             revision = await run_in_threadpool(
                 functools.partial(ctx.sites.revision, name, recent=not exact)
             )
-        etag = _etag(revision)
+        etag = _etag(revision, ctx.sites.keyset_revision())
         if if_none_match != etag:
             doc = await run_in_threadpool(ctx.sites.desired_state, name)
-            return JSONResponse(doc, headers={"ETag": _etag(doc["revision"])})
+            tag = _etag(doc["revision"], doc["keyset"]["revision"])
+            return JSONResponse(doc, headers={"ETag": tag})
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Response(status_code=304, headers={"ETag": etag})
