@@ -5,6 +5,7 @@ pinned unless re-enrolled on purpose, and renews its certificate without a resta
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
 import subprocess
@@ -18,10 +19,13 @@ import httpx
 import pytest
 from cryptography import x509
 
+from modelfleet.errors import ModelfleetError
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.pki import identity_of, site_identity
 from modelfleet.pki.tls import TlsFiles
+from modelfleet.routing.directory import Site, SiteDirectory
+from modelfleet.routing.router import Router
 from modelfleet.settings import SiteSettings
 from modelfleet.sim.launcher import HubProcess, SiteProcess
 from modelfleet.site.agent import SiteAgent
@@ -130,6 +134,23 @@ def test_a_site_serves_https_with_the_certificate_that_names_it(
 
     with pytest.raises(PeerMismatch, match="plant-b"):
         asyncio.run(dial_as_plant_b())
+
+    # The router, given that URL under another site's name, never sends it the request; under
+    # the site's own name it answers.
+    async def route(name: str) -> int:
+        directory = SiteDirectory(sites=[Site(name, site.url, {"jurisdiction": "EU"})])
+        router = Router(directory, tls=TlsFiles(site.ca_file))
+        try:
+            routed = await router.send(
+                "pump", "/v2/models/pump/infer", data_region="*", body=json.dumps(body).encode()
+            )
+            return routed.response.status
+        finally:
+            await router.aclose()
+
+    assert asyncio.run(route("plant-a")) == 200
+    with pytest.raises(ModelfleetError, match="plant-b"):
+        asyncio.run(route("plant-b"))
     log = (site.state_dir.parent / "site-a.log").read_text(errors="replace")
     assert "Traceback" not in log
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
+from modelfleet.pki.tls import TlsFiles
 from modelfleet.transport.client import Origin
 from modelfleet.transport.session import HubSession
 
@@ -112,13 +113,14 @@ class SiteDirectory:
         sites: Iterable[Site | Mapping[str, Any]] | None = None,
         cache_path: str | Path | None = None,
         timeout_s: float = 5.0,
+        tls: TlsFiles | None = None,
     ) -> None:
         if (hub_url is None) == (sites is None):
             raise InvalidInput("give either a hub URL or a static list of sites, not both")
         self.hub_url = hub_url.rstrip("/") if hub_url else None
         self.token = token
         self.timeout_s = timeout_s
-        self._session = HubSession(hub_url, token, timeout=timeout_s) if hub_url else None
+        self._session = HubSession(hub_url, token, tls=tls, timeout=timeout_s) if hub_url else None
         self.cache_path = (
             Path(cache_path)
             if cache_path is not None

@@ -32,6 +32,8 @@ from typing import Any
 
 from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.oip.headers import ATTEMPT_HEADER, HEDGE_HEADER, REQUEST_ID_HEADER
+from modelfleet.pki.identity import site_identity
+from modelfleet.pki.tls import TlsFiles
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.residency import ResidencyRules
 from modelfleet.routing.selection import NoSiteAvailable, Ranking, Selector
@@ -125,7 +127,10 @@ class Router:
         *,
         rules: ResidencyRules | None = None,
         options: RoutingOptions | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """``tls``: the fleet CA to verify ``https://`` sites against (and this caller's
+        client certificate, for a gateway); None: the system's roots."""
         self.directory = directory
         self.options = options or RoutingOptions()
         opts = self.options
@@ -136,7 +141,7 @@ class Router:
             breaker_cooldown_s=opts.breaker_cooldown_s,
         )
         self.counters = RouterCounters()
-        self.pool = Pool(connect_timeout_s=opts.probe_timeout_s * 2)
+        self.pool = Pool(connect_timeout_s=opts.probe_timeout_s * 2, tls=tls)
         self._origins: dict[str, Origin] = {}
         self._regions: set[str] = set()
         self._warmed: set[str] = set()
@@ -185,9 +190,14 @@ class Router:
         return self.directory.sites
 
     def _origin(self, site: Site) -> Origin:
-        origin = self._origins.get(site.url)
+        """Where to send, and over TLS whom to expect: the certificate must name the site
+        chosen, so a URL that now leads to another site (another jurisdiction's, say) is
+        refused before a byte of the request is sent."""
+        key = f"{site.name}\n{site.url}"
+        origin = self._origins.get(key)
         if origin is None:
-            origin = self._origins[site.url] = Origin.parse(site.url)
+            identity = site_identity(site.name) if site.url.startswith("https://") else None
+            origin = self._origins[key] = Origin.parse(site.url, identity)
         return origin
 
     # ------------------------------------------------------------------ routing
