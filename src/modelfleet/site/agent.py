@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelfleet import __version__
+from modelfleet._version import __version__
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.loops import BackgroundLoop, Backoff
 from modelfleet.settings import SiteSettings
