@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from modelfleet import __version__
+from modelfleet._version import __version__
 from modelfleet.cli import apply as apply_cmd
 from modelfleet.cli import (
     audit,

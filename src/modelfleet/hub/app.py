@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelfleet import __version__
+from modelfleet._version import __version__
 from modelfleet.hub.api import deployments as deployments_api
 from modelfleet.hub.api import directory as directory_api
 from modelfleet.hub.api import federation as federation_api

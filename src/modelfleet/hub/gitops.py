@@ -12,14 +12,16 @@ A new site's one-time enrollment token is returned once, in the change that crea
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelfleet.errors import InvalidInput
 from modelfleet.hub.deployments import Deployments, DeployRequest
-from modelfleet.hub.policy import describe, parse_rule
+from modelfleet.hub.policy import ResidencyRule, SpreadRule, describe, parse_rule
 from modelfleet.hub.rollout.gates import parse_gates
 from modelfleet.hub.rollout.strategies import parse_strategy
 from modelfleet.hub.selectors import parse_selector
@@ -103,6 +105,46 @@ def parse_fleet(raw: Any) -> FleetDoc:
     return doc
 
 
+@dataclass
+class Planned:
+    """One change a kind's diff found: the line a dry run shows, and how to make it.
+
+    ``refusal`` is what a dry run adds to the line when applying would be refused (a real
+    apply raises instead)."""
+
+    change: Change
+    apply: Callable[[], object]  # what it answers is not used
+    refusal: str = ""
+
+
+class _Kind(Protocol):
+    """One resource kind of the fleet file: its diff against the hub, as planned changes.
+
+    Both methods are generators read one change at a time and each change is applied before
+    the next is worked out, so a diff sees the changes made before it (a deployment's plan
+    sees the sites and policies just applied)."""
+
+    def upserts(self, doc: FleetDoc) -> Iterator[Planned]: ...
+
+    def deletes(self, doc: FleetDoc) -> Iterator[Planned]: ...
+
+
+#: The order that keeps every intermediate state valid: removals that free the way first
+#: (deployments and overrides no longer declared), then sites (deployments select them),
+#: policies (deployments are checked against them), overrides, deployments, and the sites
+#: no longer declared last. ``True``: the step removes, and runs only with ``prune``.
+_ORDER: tuple[tuple[str, bool], ...] = (
+    ("deployment", True),
+    ("override", True),
+    ("site", False),
+    ("policy", False),
+    ("policy", True),
+    ("override", False),
+    ("deployment", False),
+    ("site", True),
+)
+
+
 class FleetApplier:
     def __init__(self, sites: Sites, deployments: Deployments) -> None:
         self.sites = sites
@@ -121,83 +163,122 @@ class FleetApplier:
         they are made, so a caller still knows what happened when a later change fails."""
         doc = parse_fleet(raw)
         rules = [parse_rule(p) for p in doc.policies]
-        for planned in doc.deployments:  # validate everything before the first change
-            parse_strategy(planned.strategy)
-            parse_gates(planned.gates)
-            parse_selector(planned.to)
+        for decl in doc.deployments:  # validate everything before the first change
+            parse_strategy(decl.strategy)
+            parse_gates(decl.gates)
+            parse_selector(decl.to)
         result = into if into is not None else ApplyResult(dry_run)
-        deployments = self.deployments
-        changes = result.changes
+        kinds: dict[str, _Kind] = {
+            "site": _SiteKind(self.sites),
+            "policy": _PolicyKind(self.deployments, rules),
+            "override": _OverrideKind(self.deployments),
+            "deployment": _DeploymentKind(self.deployments, actor),
+        }
+        for kind_name, removes in _ORDER:
+            if removes and not prune:
+                continue
+            kind = kinds[kind_name]
+            for planned in kind.deletes(doc) if removes else kind.upserts(doc):
+                if not dry_run:
+                    planned.apply()
+                elif planned.refusal:
+                    planned.change.detail += " — would be refused: " + planned.refusal
+                result.changes.append(planned.change)
+        if prune and not dry_run:
+            self.deployments.sync()
+        return result
 
-        # Removals that free the way first: deployments and overrides no longer declared.
-        if prune:
-            declared = {d.name or parse_ref(d.model).name for d in doc.deployments}
-            for d in deployments.list():
-                if d.name not in declared:
-                    if not dry_run:
-                        self.deployments.remove(d.name)
-                    changes.append(Change("deployment", d.name, "delete", f"model {d.model}"))
-            pinned = {(o.site, parse_ref(o.model).name) for o in doc.overrides}
-            for o in deployments.overrides():
-                if (o.site, o.model) not in pinned:
-                    if not dry_run:
-                        self.deployments.unpin(o.site, o.model)
-                    changes.append(Change("override", f"{o.site}/{o.model}", "delete"))
 
-        existing_sites = {s.name: s for s in self.sites.list()}
+class _SiteKind:
+    def __init__(self, sites: Sites) -> None:
+        self.sites = sites
+
+    def upserts(self, doc: FleetDoc) -> Iterator[Planned]:
+        existing = {s.name: s for s in self.sites.list()}
         for site in doc.sites:
             labels = parse_labels(site.labels)
-            have = existing_sites.get(site.name)
+            have = existing.get(site.name)
             if have is None:
                 change = Change("site", site.name, "create", _labels_text(labels))
-                if not dry_run:
-                    _, change.enrollment_token = self.sites.add(site.name, labels)
-                changes.append(change)
+                yield Planned(change, partial(self._add, change, labels))
             elif have.labels != labels:
-                if not dry_run:
-                    self.sites.set_labels(site.name, labels)
-                changes.append(
-                    Change(
-                        "site",
-                        site.name,
-                        "update",
-                        f"labels {_labels_text(have.labels)} -> {_labels_text(labels)}",
-                    )
+                detail = f"labels {_labels_text(have.labels)} -> {_labels_text(labels)}"
+                yield Planned(
+                    Change("site", site.name, "update", detail),
+                    partial(self.sites.set_labels, site.name, labels),
                 )
 
-        current_rules = {p.name: p for p in deployments.policies()}
-        for rule in rules:
-            old_rule = current_rules.get(rule.name)
-            if old_rule is None or (old_rule.kind, old_rule.spec) != (rule.kind, rule.spec()):
-                if not dry_run:
-                    deployments.put_policy(rule.name, rule.kind, rule.spec())
-                action = "create" if old_rule is None else "update"
-                changes.append(Change("policy", rule.name, action, rule.kind))
-        if prune:
-            for name in sorted(set(current_rules) - {r.name for r in rules}):
-                if not dry_run:
-                    deployments.remove_policy(name)
-                changes.append(Change("policy", name, "delete"))
+    def _add(self, change: Change, labels: dict[str, str]) -> None:
+        # The one-time enrollment token is answered once, in the change that made the site.
+        _, change.enrollment_token = self.sites.add(change.name, labels)
 
-        current_pins = {(o.site, o.model): o for o in deployments.overrides()}
+    def deletes(self, doc: FleetDoc) -> Iterator[Planned]:
+        declared = {s.name for s in doc.sites}
+        for name in sorted({s.name for s in self.sites.list()} - declared):
+            yield Planned(Change("site", name, "delete"), partial(self.sites.remove, name))
+
+
+class _PolicyKind:
+    def __init__(self, deployments: Deployments, rules: list[ResidencyRule | SpreadRule]) -> None:
+        self.deployments = deployments
+        self.rules = rules
+
+    def upserts(self, doc: FleetDoc) -> Iterator[Planned]:
+        current = {p.name: p for p in self.deployments.policies()}
+        for rule in self.rules:
+            old = current.get(rule.name)
+            if old is None or (old.kind, old.spec) != (rule.kind, rule.spec()):
+                action = "create" if old is None else "update"
+                yield Planned(
+                    Change("policy", rule.name, action, rule.kind),
+                    partial(self.deployments.put_policy, rule.name, rule.kind, rule.spec()),
+                )
+
+    def deletes(self, doc: FleetDoc) -> Iterator[Planned]:
+        current = {p.name for p in self.deployments.policies()}
+        for name in sorted(current - {r.name for r in self.rules}):
+            yield Planned(
+                Change("policy", name, "delete"), partial(self.deployments.remove_policy, name)
+            )
+
+
+class _OverrideKind:
+    def __init__(self, deployments: Deployments) -> None:
+        self.deployments = deployments
+
+    def upserts(self, doc: FleetDoc) -> Iterator[Planned]:
+        current = {(o.site, o.model): o for o in self.deployments.overrides()}
         for pin in doc.overrides:
-            version = deployments.resolve(pin.model)
-            old_pin = current_pins.get((pin.site, version.model))
-            if old_pin is None or (old_pin.version, old_pin.reason) != (
-                version.version,
-                pin.reason,
-            ):
-                if not dry_run:
-                    self.deployments.pin(pin.site, f"{version.model}:{version.version}", pin.reason)
-                changes.append(
+            version = self.deployments.resolve(pin.model)
+            old = current.get((pin.site, version.model))
+            if old is None or (old.version, old.reason) != (version.version, pin.reason):
+                ref = f"{version.model}:{version.version}"
+                yield Planned(
                     Change(
                         "override",
                         f"{pin.site}/{version.model}",
-                        "create" if old_pin is None else "update",
-                        f"{version.model}:{version.version}",
-                    )
+                        "create" if old is None else "update",
+                        ref,
+                    ),
+                    partial(self.deployments.pin, pin.site, ref, pin.reason),
                 )
 
+    def deletes(self, doc: FleetDoc) -> Iterator[Planned]:
+        pinned = {(o.site, parse_ref(o.model).name) for o in doc.overrides}
+        for o in self.deployments.overrides():
+            if (o.site, o.model) not in pinned:
+                yield Planned(
+                    Change("override", f"{o.site}/{o.model}", "delete"),
+                    partial(self.deployments.unpin, o.site, o.model),
+                )
+
+
+class _DeploymentKind:
+    def __init__(self, deployments: Deployments, actor: str) -> None:
+        self.deployments = deployments
+        self.actor = actor
+
+    def upserts(self, doc: FleetDoc) -> Iterator[Planned]:
         for decl in doc.deployments:
             request = DeployRequest(
                 ref=decl.model,
@@ -208,7 +289,7 @@ class FleetApplier:
                 params=decl.params,
             )
             plan = self.deployments.plan(request)
-            old = deployments.find(plan.deployment)
+            old = self.deployments.find(plan.deployment)
             same = old is not None and (
                 old.model,
                 old.target_version,
@@ -230,24 +311,25 @@ class FleetApplier:
             change = Change(
                 "deployment", plan.deployment, "create" if old is None else "update", detail
             )
-            if not dry_run:
-                _, rollout, _ = self.deployments.deploy(request, actor)
-                change.rollout = rollout.id if rollout else None
-            elif not plan.ok:
-                change.detail += " — would be refused: " + "; ".join(
+            refusal = ""
+            if not plan.ok:
+                refusal = "; ".join(
                     [v.detail for v in plan.violations] + plan.conflicts + plan.errors
                 )
-            changes.append(change)
+            yield Planned(change, partial(self._deploy, change, request), refusal)
 
-        if prune:
-            declared_sites = {s.name for s in doc.sites}
-            for name in sorted(set(existing_sites) - declared_sites):
-                if not dry_run:
-                    self.sites.remove(name)
-                changes.append(Change("site", name, "delete"))
-            if not dry_run:
-                self.deployments.sync()
-        return result
+    def _deploy(self, change: Change, request: DeployRequest) -> None:
+        _, rollout, _ = self.deployments.deploy(request, self.actor)
+        change.rollout = rollout.id if rollout else None
+
+    def deletes(self, doc: FleetDoc) -> Iterator[Planned]:
+        declared = {d.name or parse_ref(d.model).name for d in doc.deployments}
+        for d in self.deployments.list():
+            if d.name not in declared:
+                yield Planned(
+                    Change("deployment", d.name, "delete", f"model {d.model}"),
+                    partial(self.deployments.remove, d.name),
+                )
 
 
 def _labels_text(labels: dict[str, str]) -> str:

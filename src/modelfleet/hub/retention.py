@@ -10,11 +10,11 @@ Compaction is idempotent and safe on every replica at once, so no leadership is 
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime, timedelta
 
 from modelfleet.errors import ModelfleetError
 from modelfleet.hub.store import TelemetryRepo
+from modelfleet.loops import BackgroundLoop
 
 log = logging.getLogger("modelfleet.hub.retention")
 
@@ -29,8 +29,15 @@ class TelemetryRetention:
         self.repo = repo
         self.retention = timedelta(days=retention_days)
         self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Not at once: a starting hub first serves the sites reconnecting to it.
+        self._loop = BackgroundLoop(
+            "telemetry-retention",
+            self._step,
+            interval_s=interval_s,
+            first_wait_s=min(interval_s, FIRST_RUN_DELAY_S),
+            logger=log,
+            failure_message="telemetry retention failed",
+        )
 
     def compact_now(self, now: datetime | None = None) -> int:
         """Fold and delete every window that ended before the retention horizon."""
@@ -40,23 +47,13 @@ class TelemetryRetention:
         return folded
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="telemetry-retention", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.stop()
 
-    def _run(self) -> None:
-        # Not at once: a starting hub first serves the sites reconnecting to it.
-        self._stop.wait(min(self.interval_s, FIRST_RUN_DELAY_S))
-        while not self._stop.is_set():
-            try:
-                self.compact_now()
-            except ModelfleetError as exc:  # e.g. the database is briefly unreachable
-                log.warning("telemetry retention: %s", exc.message)
-            except Exception:  # the loop must outlive any one failure
-                log.exception("telemetry retention failed")
-            self._stop.wait(self.interval_s)
+    def _step(self) -> None:
+        try:
+            self.compact_now()
+        except ModelfleetError as exc:  # e.g. the database is briefly unreachable
+            log.warning("telemetry retention: %s", exc.message)

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from modelfleet import __version__
+from modelfleet._version import __version__
 from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.oip.headers import (
     INFERENCE_HEADER_LENGTH,

@@ -12,16 +12,17 @@ marked :data:`UNRESTRICTED` (``"*"``: public or synthetic data, no residency con
 Residency is never relaxed by the router: when no permitted site is available the request
 fails with an error that quotes :meth:`ResidencyRules.describe`.
 
-The governance issue will feed these rules from hub policies: :meth:`from_mapping` accepts the
-plain document (``{"default": "same", "rules": {"UK": ["UK", "EU"]}}``) such a policy will be
-stored as, and :meth:`from_file` reads the same document from YAML or JSON.
+Where the rules come from today: the SDK's ``residency=`` argument (a mapping as above) and the
+gateway's ``--residency FILE`` (:meth:`ResidencyRules.from_file`: YAML or JSON
+``{"default": "same", "rules": {"UK": ["UK", "EU"]}}``). The hub's residency *policies* are a
+different thing, checked when a deployment is planned (``hub/policy.py``); routing does not
+read them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from modelfleet.errors import InvalidInput
 from modelfleet.yamlfile import load_yaml_file
@@ -52,8 +53,10 @@ class ResidencyRules:
         self.source = source
 
     @classmethod
-    def from_mapping(cls, doc: Mapping[str, Any], *, source: str = "mapping") -> ResidencyRules:
-        """``{"default": "same", "rules": {REGION: [JURISDICTION, ...]}}``."""
+    def from_file(cls, path: str | Path) -> ResidencyRules:
+        """``{"default": "same", "rules": {REGION: [JURISDICTION, ...]}}`` from YAML or JSON."""
+        file = Path(path)
+        doc = load_yaml_file(file, "residency rules")
         default = doc.get("default", "same")
         if default != "same":
             raise InvalidInput(
@@ -63,12 +66,7 @@ class ResidencyRules:
         rules = doc.get("rules", {})
         if not isinstance(rules, Mapping):
             raise InvalidInput("residency 'rules' must map a data region to a list")
-        return cls(rules, source=source)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> ResidencyRules:
-        file = Path(path)
-        return cls.from_mapping(load_yaml_file(file, "residency rules"), source=str(file))
+        return cls(rules, source=str(file))
 
     def allowed(self, data_region: str) -> frozenset[str] | None:
         """Permitted jurisdictions, or None for unrestricted data (any site)."""
@@ -94,8 +92,5 @@ class ResidencyRules:
             return f"residency rule {region} -> {{{names}}} (from {self.source})"
         return f"residency rule {region} -> {{{names}}} (default: same jurisdiction only)"
 
-    def to_mapping(self) -> dict[str, Any]:
-        return {"default": "same", "rules": {k: sorted(v) for k, v in sorted(self._rules.items())}}
-
     def __repr__(self) -> str:
-        return f"ResidencyRules({self.to_mapping()['rules']!r})"
+        return f"ResidencyRules({ {k: sorted(v) for k, v in sorted(self._rules.items())}!r})"

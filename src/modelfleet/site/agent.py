@@ -13,16 +13,15 @@ connection pool and one place for the hub's address, credential and (with TLS) c
 from __future__ import annotations
 
 import logging
-import random
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from modelfleet import __version__
+from modelfleet._version import __version__
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
+from modelfleet.loops import BackgroundLoop, Backoff
 from modelfleet.pki.tls import ServerTlsFiles, TlsFiles
 from modelfleet.registry.keyset import KeySet
 from modelfleet.registry.signing import load_public_key
@@ -32,7 +31,7 @@ from modelfleet.site.cascade import Cascade
 from modelfleet.site.federated import FederatedWorker, SiteConfig
 from modelfleet.site.hub_link import HubLink
 from modelfleet.site.identity import SiteIdentity, enroll_site, renew
-from modelfleet.site.reconciler import Backoff, Reconciler
+from modelfleet.site.reconciler import Reconciler
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.server import InferenceServer
 from modelfleet.site.spool import HubTelemetrySender, Shipper, Spool
@@ -112,10 +111,21 @@ class SiteAgent:
         self._restored = False
         self._desired: dict[str, Any] | None = None
         self._etag: str | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self.hub_reachable = False
-        self._threads: list[threading.Thread] = []
+        # The poller's back-off while the hub is unreachable or refusing: 1 s doubling.
+        self._backoff = Backoff(1.0, settings.retry_max_s, max_doublings=7)
+        self._poll_failures = 0
+        # Thread names as before (the loops' methods), which the logs show.
+        self._poller = BackgroundLoop("_poll_loop", self._poll_once, interval_s=0.0, logger=log)
+        self._worker = BackgroundLoop(
+            "_work_loop",
+            self._work_once,
+            interval_s=self._next_wake,
+            first_wait_s=self._next_wake,
+            logger=log,
+            join_timeout_s=5.0,
+        )
+        self._last_report = 0.0
         # Federated learning only with the site's own config file (consent, data sets).
         self.federated: FederatedWorker | None = None
         if settings.config_file is not None:
@@ -234,26 +244,21 @@ class SiteAgent:
         if saved is not None:
             self._etag, self._desired = saved
         self._restored = True
-        for target in (self._poll_loop, self._work_loop):
-            thread = threading.Thread(target=target, name=target.__name__, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._poller.start()
+        self._worker.start()
         if self.telemetry is not None and self.shipper is not None:
             self.telemetry.start()
             self.shipper.start()
         if self.federated is not None:
             self.federated.start()
-        self._wake.set()
+        self._worker.wake()
         return restored
 
     def stop(self) -> None:
         """Stop following the hub. The poller may sit in a long-poll: it is a daemon thread
         and exits when that returns, so only the worker (which writes state) is joined."""
-        self._stop.set()
-        self._wake.set()
-        for thread in self._threads:
-            if thread.name == "_work_loop":
-                thread.join(timeout=5)
+        self._poller.stop(join=False)
+        self._worker.stop()
         if self.telemetry is not None and self.shipper is not None:
             self.telemetry.stop()  # closes the open windows into the outbox
             self.shipper.stop()
@@ -263,54 +268,46 @@ class SiteAgent:
         self.session.close()
         self.state.close()
 
-    def _poll_loop(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
+    def _poll_once(self) -> float:
+        """One desired-state long-poll (the poll itself is the wait between passes); answers
+        the back-off after a failure, else no wait."""
+        try:
+            result = self.link.desired_state(self._etag)
+        except HubUnreachable as exc:
+            self._poll_failures += 1
+            self.hub_reachable = False
+            log.debug("hub unreachable: %s", exc)
+            return self._backoff.delay(self._poll_failures)
+        except ModelfleetError as exc:
+            self._poll_failures += 1
+            log.warning("hub refused desired-state request: %s", exc.message)
+            return self._backoff.delay(self._poll_failures)
+        self._poll_failures = 0
+        if not self.hub_reachable:
+            self.hub_reachable = True
+            if self.shipper is not None:
+                self.shipper.wake()  # deliver the backlog now
+            self._worker.wake()  # report at once after an outage
+        if result is not None and not self._poller.stopping:
+            self._etag, self._desired = result
+            self.state.save_desired(*result)
+            self._worker.wake()
+        return 0.0
+
+    def _work_once(self) -> None:
+        """Reconcile with the last desired state, then report if anything changed or the
+        report interval passed; woken by the poller, else after :meth:`_next_wake`."""
+        self._renew_if_due()
+        changed = False
+        if self._desired is not None:
             try:
-                result = self.link.desired_state(self._etag)
-            except HubUnreachable as exc:
-                failures += 1
-                self.hub_reachable = False
-                log.debug("hub unreachable: %s", exc)
-                self._sleep(min(self.settings.retry_max_s, 0.5 * 2 ** min(failures, 8)))
-                continue
-            except ModelfleetError as exc:
-                failures += 1
-                log.warning("hub refused desired-state request: %s", exc.message)
-                self._sleep(min(self.settings.retry_max_s, 0.5 * 2 ** min(failures, 8)))
-                continue
-            failures = 0
-            if not self.hub_reachable:
-                self.hub_reachable = True
-                if self.shipper is not None:
-                    self.shipper.wake()  # deliver the backlog now
-                self._wake.set()  # report at once after an outage
-            if result is not None and not self._stop.is_set():
-                self._etag, self._desired = result
-                self.state.save_desired(*result)
-                self._wake.set()
-
-    def _sleep(self, ceiling: float) -> None:
-        self._stop.wait(random.uniform(ceiling / 2, ceiling))
-
-    def _work_loop(self) -> None:
-        last_report = 0.0
-        while not self._stop.is_set():
-            self._wake.wait(timeout=self._next_wake())
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            self._renew_if_due()
-            changed = False
-            if self._desired is not None:
-                try:
-                    changed = self.reconciler.apply(self._desired)
-                except Exception:  # keep serving whatever happens in one pass
-                    log.exception("reconcile pass failed")
-            now = time.monotonic()
-            due = changed or now - last_report >= self.settings.report_interval_s
-            if due and self._report():
-                last_report = now
+                changed = self.reconciler.apply(self._desired)
+            except Exception:  # keep serving whatever happens in one pass
+                log.exception("reconcile pass failed")
+        now = time.monotonic()
+        due = changed or now - self._last_report >= self.settings.report_interval_s
+        if due and self._report():
+            self._last_report = now
 
     def _next_wake(self) -> float:
         wait = self.settings.report_interval_s

@@ -18,8 +18,6 @@ import base64
 import fnmatch
 import logging
 import os
-import random
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.federation import wire
 from modelfleet.federation.specs import ModelSpec, flatten, unflatten
 from modelfleet.federation.training import TrainConfig
+from modelfleet.loops import BackgroundLoop, Backoff
 from modelfleet.site.trainer import (
     BUILTIN,
     BuiltinTrainer,
@@ -187,8 +186,21 @@ class FederatedWorker:
             except ModelfleetError as exc:
                 self._trainer_errors[name] = exc.message
                 log.warning("custom trainer %s not available: %s", name, exc.message)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # It may sit in a task long-poll; it is a daemon and its only state (the round
+        # ledger) is written atomically, so a short join on stop is enough.
+        self._loop = BackgroundLoop(
+            "fl-worker",
+            self._step,
+            interval_s=0.0,
+            logger=log,
+            failure_message="federated worker failed",
+            join_timeout_s=1.0,
+        )
+        self._failures = 0
+        # The hub unreachable or refusing: equal-jittered, 0.5 s doubling to retry_max_s.
+        self._backoff = Backoff(0.5, retry_max_s, max_doublings=7)
+        # An update or refusal not delivered: the bare ceiling, 0.5 s doubling 5 times.
+        self._delivery_backoff = Backoff(0.5, retry_max_s, max_doublings=5)
         self._declared = False
         # Tasks answered lately (an ordered set, bounded: a long-lived site answers many).
         self._answered: dict[tuple[str, int, int], None] = {}
@@ -200,15 +212,10 @@ class FederatedWorker:
     # --- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="fl-worker", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            # It may sit in a task long-poll; it is a daemon and its only state (the
-            # round ledger) is written atomically, so a short join is enough.
-            self._thread.join(timeout=1)
+        self._loop.stop()
         if self._owns_session:
             self.session.close()
 
@@ -238,47 +245,46 @@ class FederatedWorker:
 
     # --- loop -----------------------------------------------------------------------
 
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                if not self._declared:
-                    self.declare()
-                if not self.config.federation.participate:
-                    # Nothing to pull: the declaration is all the hub needs. Re-declare
-                    # now and then in case the hub's database was replaced.
-                    self._stop.wait(60.0)
-                    self._declared = False
-                    continue
-                tasks = self._next_tasks
-                self._next_tasks = None
-                if tasks is None:
-                    response = self._call(
-                        "GET",
-                        f"/api/v1/federation/sites/{self.site}/tasks",
-                        params={"wait": self.poll_s},
-                    )
-                    tasks = response.json().get("tasks", [])
-                failures = 0
-                fresh = False
-                for task in tasks:
-                    if self._stop.is_set():
-                        return
-                    fresh |= self.handle(task).detail != ALREADY_ANSWERED
-                if tasks and not fresh:
-                    # Only tasks this site answered: the hub's view of open tasks lags
-                    # by up to its snapshot's lifetime; do not poll in a tight loop.
-                    self._stop.wait(0.25)
-            except ModelfleetError as exc:
-                failures += 1
-                self._declared = False  # the hub may have restarted on an empty store
-                log.debug("federated worker: %s", exc.message)
-                ceiling = min(self.retry_max_s, 0.25 * 2 ** min(failures, 8))
-                self._stop.wait(random.uniform(ceiling / 2, ceiling))
-            except Exception:  # keep the thread alive whatever one task does
-                failures += 1
-                log.exception("federated worker failed")
-                self._stop.wait(min(self.retry_max_s, 1.0 * failures))
+    def _step(self) -> float:
+        """One pass of the loop (declare, pull tasks, answer them); answers the wait before
+        the next pass: none while tasks flow, the long-poll itself being the wait."""
+        try:
+            if not self._declared:
+                self.declare()
+            if not self.config.federation.participate:
+                # Nothing to pull: the declaration is all the hub needs. Re-declare
+                # now and then in case the hub's database was replaced.
+                self._declared = False
+                return 60.0
+            tasks = self._next_tasks
+            self._next_tasks = None
+            if tasks is None:
+                response = self._call(
+                    "GET",
+                    f"/api/v1/federation/sites/{self.site}/tasks",
+                    params={"wait": self.poll_s},
+                )
+                tasks = response.json().get("tasks", [])
+            self._failures = 0
+            fresh = False
+            for task in tasks:
+                if self._loop.stopping:
+                    return 0.0
+                fresh |= self.handle(task).detail != ALREADY_ANSWERED
+            if tasks and not fresh:
+                # Only tasks this site answered: the hub's view of open tasks lags
+                # by up to its snapshot's lifetime; do not poll in a tight loop.
+                return 0.25
+            return 0.0
+        except ModelfleetError as exc:
+            self._failures += 1
+            self._declared = False  # the hub may have restarted on an empty store
+            log.debug("federated worker: %s", exc.message)
+            return self._backoff.delay(self._failures)
+        except Exception:  # keep the thread alive whatever one task does
+            self._failures += 1
+            log.exception("federated worker failed")
+            return min(self.retry_max_s, 1.0 * self._failures)
 
     def check(self, task: dict[str, Any], spec: ModelSpec) -> str | None:
         """Why this site's config does not allow ``task``; None if it does."""
@@ -370,7 +376,7 @@ class FederatedWorker:
         refusal, retrying while the hub is unreachable until the round's deadline."""
         deadline = _parse_time(task.get("deadline_at"))
         attempt = 0
-        while not self._stop.is_set():
+        while not self._loop.stopping:
             try:
                 if body is not None:
                     answer = self._call(
@@ -396,7 +402,7 @@ class FederatedWorker:
                 if deadline is not None and datetime.now(UTC) >= deadline:
                     result = TaskResult("skipped", f"deadline passed while hub unreachable: {exc}")
                     break
-                self._stop.wait(min(self.retry_max_s, 0.25 * 2 ** min(attempt, 6)))
+                self._loop.sleep(self._delivery_backoff.ceiling(attempt))
             except ModelfleetError as exc:  # round closed, not selected: nothing to retry
                 result = TaskResult("skipped", exc.message)
                 break

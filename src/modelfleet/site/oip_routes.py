@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from modelfleet import __version__
+from modelfleet._version import __version__
 from modelfleet.errors import NotFound
 from modelfleet.oip.paths import parse_model_path
 from modelfleet.site.repository import ModelRepository

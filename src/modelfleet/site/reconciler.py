@@ -12,7 +12,6 @@ at start-up.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from modelfleet.errors import ModelfleetError, VerificationError
+from modelfleet.loops import Backoff
 from modelfleet.registry.keyset import KeySet, accept_keyset
 from modelfleet.registry.manifest import verify_manifest
 from modelfleet.site.cache import BlobCache
@@ -52,17 +52,6 @@ class ModelStatus:
             "state": self.state,
             "error": self.error,
         }
-
-
-@dataclass
-class Backoff:
-    base_s: float = 0.5
-    max_s: float = 60.0
-
-    def delay(self, attempts: int) -> float:
-        """Full jitter: uniform in [0, min(max, base * 2^n)] spreads a fleet's retries."""
-        ceiling = min(self.max_s, self.base_s * (2 ** max(0, attempts - 1)))
-        return random.uniform(ceiling / 2, ceiling)
 
 
 @dataclass

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import sqlite3
 import threading
 import uuid
@@ -33,6 +32,7 @@ from typing import Any
 import orjson
 
 from modelfleet.errors import ModelfleetError, StoreError
+from modelfleet.loops import BackgroundLoop, Backoff
 from modelfleet.transport.session import HubSession
 
 log = logging.getLogger("modelfleet.site.spool")
@@ -304,10 +304,13 @@ class Shipper:
         self.max_batch_bytes = max_batch_bytes
         self.before_delete = before_delete
         self.acked_drops: tuple[int, int] = (-1, -1)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        # The hub unreachable: equal-jittered; anything else: the bare ceiling, as before.
+        self._backoff = Backoff(2 * interval_s, retry_max_s, max_doublings=9)
+        self._failures = 0
+        self._loop = BackgroundLoop(
+            "telemetry-shipper", self._ship, interval_s=interval_s, logger=log
+        )
 
     def ship_once(self) -> int:
         """Send batches until the outbox is empty; returns the windows acknowledged.
@@ -315,7 +318,7 @@ class Shipper:
         Raises the sender's error (e.g. ``HubUnreachable``) when a batch is not taken.
         """
         shipped = 0
-        while not self._stop.is_set():
+        while not self._loop.stopping:
             batch = self.spool.next_batch(self.max_batch_bytes)
             if batch is None:
                 drops = self.spool.drops()
@@ -333,38 +336,30 @@ class Shipper:
             shipped += len(batch.window_ids)
         return shipped
 
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                self.ship_once()
-                failures = 0
-                self.last_error = None
-                wait = self.interval_s
-            except ModelfleetError as exc:
-                failures += 1
-                self.last_error = exc.message
-                log.debug("telemetry shipping failed: %s", exc.message)
-                ceiling = min(self.retry_max_s, self.interval_s * 2 ** min(failures, 10))
-                wait = random.uniform(ceiling / 2, ceiling)
-            except Exception:
-                failures += 1
-                log.exception("telemetry shipper error")
-                wait = min(self.retry_max_s, self.interval_s * 2 ** min(failures, 10))
-            self._wake.wait(max(wait, 0.01))
-            self._wake.clear()
+    def _ship(self) -> float:
+        """One pass of the loop; answers the wait before the next."""
+        try:
+            self.ship_once()
+            self._failures = 0
+            self.last_error = None
+            wait = self.interval_s
+        except ModelfleetError as exc:
+            self._failures += 1
+            self.last_error = exc.message
+            log.debug("telemetry shipping failed: %s", exc.message)
+            wait = self._backoff.delay(self._failures)
+        except Exception:
+            self._failures += 1
+            log.exception("telemetry shipper error")
+            wait = self._backoff.ceiling(self._failures)
+        return max(wait, 0.01)
 
     def wake(self) -> None:
         """Ship now (e.g. when the hub is reachable again)."""
-        self._wake.set()
+        self._loop.wake()
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="telemetry-shipper", daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.stop()

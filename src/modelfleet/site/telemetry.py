@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfleet.loops import BackgroundLoop
 from modelfleet.monitoring.histograms import (
     BATCH_BOUNDS,
     LATENCY_BOUNDS,
@@ -106,8 +107,14 @@ class TelemetryRecorder:
         self._clock = clock
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, int], _Window] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._closer = BackgroundLoop(
+            "telemetry-windows",
+            self._close_windows,
+            interval_s=self._until_boundary,
+            first_wait_s=self._until_boundary,
+            logger=log,
+            join_timeout_s=5.0,
+        )
         self._rng = random.Random()
 
     # --- hot path ------------------------------------------------------------------------
@@ -186,23 +193,18 @@ class TelemetryRecorder:
             "outputs": outputs.to_dict()["columns"],
         }
 
-    def _run(self) -> None:
-        while True:
-            now = self._clock()
-            boundary = now - now % self.window_s + self.window_s
-            if self._stop.wait(max(0.0, boundary - now)):
-                return
-            self.flush()
+    def _until_boundary(self) -> float:
+        """Seconds to the next multiple of ``window_s``: windows close on the clock's grid."""
+        now = self._clock()
+        return now - now % self.window_s + self.window_s - now
+
+    def _close_windows(self) -> None:
+        self.flush()
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="telemetry-windows", daemon=True)
-        self._thread.start()
+        self._closer.start()
 
     def stop(self) -> None:
         """Stop the closer and flush the open windows, so a clean stop loses nothing."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._closer.stop()
         self.flush()

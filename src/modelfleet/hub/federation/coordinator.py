@@ -54,6 +54,7 @@ from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import JobRow, NewJob, RoundRow
 from modelfleet.hub.wakeups import Notifier
+from modelfleet.loops import BackgroundLoop
 from modelfleet.refs import parse_ref
 
 log = logging.getLogger("modelfleet.federation")
@@ -87,31 +88,27 @@ class Coordinator:
         self._waiting_since: dict[str, float] = {}
         self._specs: dict[str, ModelSpec] = {}
         self.board = TaskBoard(self.repo)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop(
+            "fl-coordinator",
+            self._tick_if_leader,
+            interval_s=tick_s,
+            logger=log,
+            failure_message="federation coordinator tick failed",
+        )
 
     # --- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
         """Run the loop in a daemon thread (the hub's lifespan calls this)."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="fl-coordinator", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.stop()
         self.lease.release()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.lease.poll():
-                    self.tick()
-            except Exception:  # the loop must outlive any one failure
-                log.exception("federation coordinator tick failed")
-            self._stop.wait(self.tick_s)
+    def _tick_if_leader(self) -> None:
+        if self.lease.poll():
+            self.tick()
 
     def tick(self) -> None:
         """Advance every active job by whatever steps are due now."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Leadership, Store
 from modelfleet.hub.store.records import ACTIVE_STATES, RolloutChange, RolloutRecord
 from modelfleet.hub.telemetry import Telemetry
+from modelfleet.loops import BackgroundLoop
 from modelfleet.settings import HubSettings
 
 log = logging.getLogger("modelfleet.hub.rollout")
@@ -99,38 +99,36 @@ class RolloutController:
         self.interval_s = interval_s
         self.baseline_window_s = baseline_window_s
         self.full_sync_s = full_sync_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._was_leader = False
+        self._last_sync = 0.0
+        self._loop = BackgroundLoop(
+            "rollout-controller",
+            self._step,
+            interval_s=interval_s,
+            logger=log,
+            failure_message="rollout controller pass failed",
+        )
 
     # --- the loop ------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="rollout-controller", daemon=True)
-        self._thread.start()
+        self._was_leader, self._last_sync = False, 0.0
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.stop()
         self.leadership.release()
 
-    def _run(self) -> None:
-        was_leader, last_sync = False, 0.0
-        while not self._stop.is_set():
-            try:
-                leader = self.leadership.poll()
-                if leader:
-                    if not was_leader or time.monotonic() - last_sync >= self.full_sync_s:
-                        # On taking over (a restart, a failover) and now and then: make
-                        # every site's assignments match the persisted state.
-                        self.deployments.sync()
-                        last_sync = time.monotonic()
-                    self.tick()
-                was_leader = leader
-            except Exception:  # keep controlling whatever one pass did
-                log.exception("rollout controller pass failed")
-            self._stop.wait(self.interval_s)
+    def _step(self) -> None:
+        leader = self.leadership.poll()
+        if leader:
+            if not self._was_leader or time.monotonic() - self._last_sync >= self.full_sync_s:
+                # On taking over (a restart, a failover) and now and then: make
+                # every site's assignments match the persisted state.
+                self.deployments.sync()
+                self._last_sync = time.monotonic()
+            self.tick()
+        self._was_leader = leader
 
     def tick(self, now: datetime | None = None) -> list[RolloutRecord]:
         """Evaluate every running rollout once; returns those that changed."""
