@@ -29,26 +29,19 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
+from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, SiteError, TensorError
 from modelfleet.oip.codec import decode_response, encode_request, to_numpy_input
 from modelfleet.oip.headers import INFERENCE_HEADER_LENGTH
-from modelfleet.oip.types import InferInput, InferRequest, RequestedOutput, TensorError
+from modelfleet.oip.types import InferInput, InferRequest, RequestedOutput
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.residency import ResidencyRules
 from modelfleet.routing.router import Router, RoutingOptions
 from modelfleet.settings import ClientSettings
 
-__all__ = ["AsyncClient", "Client", "InferResult", "SiteError"]
+__all__ = ["AsyncClient", "Client", "InferResult"]
 
 T = TypeVar("T")
 Inputs = Mapping[str, npt.ArrayLike] | npt.NDArray[Any] | Iterable[InferInput]
-
-
-class SiteError(ModelfleetError):
-    """A site refused the request (4xx other than a missing model); not retried elsewhere."""
-
-    code = "site_error"
-    status = 400
 
 
 @dataclass
