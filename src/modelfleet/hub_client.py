@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
+from modelfleet.pki.tls import TlsFiles
 from modelfleet.refs import parse_ref
 from modelfleet.registry.manifest import verify_manifest
 from modelfleet.settings import ClientSettings
@@ -24,12 +25,18 @@ class HubClient:
     """Synchronous client of the hub's ``/api/v1``; thread-safe (one :class:`HubSession`)."""
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, *, timeout: float = 60.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        ca_file: str | Path | None = None,
+        timeout: float = 60.0,
     ) -> None:
         env = ClientSettings()
         self.url = (url or env.hub_url).rstrip("/")
         self.token = token if token is not None else env.token
-        self._session = HubSession(self.url, self.token, timeout=timeout)
+        ca = Path(ca_file) if ca_file is not None else env.ca_file
+        self._session = HubSession(self.url, self.token, tls=TlsFiles(ca), timeout=timeout)
 
     def close(self) -> None:
         self._session.close()

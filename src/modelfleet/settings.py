@@ -199,3 +199,8 @@ class ClientSettings(BaseSettings):
 
     hub_url: str = Field(default=DEFAULT_HUB_URL, description="Base URL of the hub.")
     token: str | None = Field(default=None, description="Bearer token for the hub API.")
+    ca_file: Path | None = Field(
+        default=None,
+        description="The fleet CA (the hub data directory's tls/ca.pem) to verify an https "
+        "hub and sites against; unset: the system's trusted roots.",
+    )

@@ -221,6 +221,14 @@ def serve(
     enroll: Annotated[
         str | None, typer.Option("--enroll", help="One-time enrollment token from `site add`.")
     ] = None,
+    re_enroll: Annotated[
+        bool,
+        typer.Option(
+            "--re-enroll",
+            help="With --enroll on a state directory that is already enrolled: replace the "
+            "CA and signing keys it pinned with what this hub presents.",
+        ),
+    ] = False,
     state_dir: Annotated[
         Path,
         typer.Option(
@@ -293,15 +301,21 @@ def serve(
     if config_file is not None:
         overrides["config_file"] = config_file.resolve()
     settings = SiteSettings().model_copy(update=overrides)
-    agent = SiteAgent(settings, hub_url=hub, enrollment_token=enroll)
+    agent = SiteAgent(settings, hub_url=hub, enrollment_token=enroll, re_enroll=re_enroll)
     restored = agent.start()
+    tls = agent.server_tls()
+    scheme = "https" if tls is not None else "http"
+    plain = "" if tls is not None else " (plain HTTP: the hub runs with --insecure-http)"
     err_console.print(
-        f"site {agent.site} serving on http://{host}:{port}/v2 (hub {agent.credentials.hub_url}); "
+        f"site {agent.site} serving on {scheme}://{host}:{port}/v2{plain} "
+        f"(hub {agent.credentials.hub_url}); "
         f"restored from cache: {', '.join(restored) or 'nothing'}",
         highlight=False,
     )
     try:
         report_ready(sock, ready_file)
-        serve_http(agent.server.app(), host=host, port=port, log_level=log_level, sock=sock)
+        serve_http(
+            agent.server.app(), host=host, port=port, log_level=log_level, sock=sock, tls=tls
+        )
     finally:
         agent.stop()

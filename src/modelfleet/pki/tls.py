@@ -75,7 +75,12 @@ def server_context(
     cert_file: Path, key_file: Path, *, client_ca_file: Path | None = None
 ) -> ssl.SSLContext:
     """A server context presenting ``cert_file``; with ``client_ca_file``, client
-    certificates signed by that CA are asked for and verified (not required)."""
+    certificates signed by that CA are asked for and verified (not required).
+
+    A renewed certificate (the file replaced, as the site agent does) is picked up without a
+    restart: the handshake that notices the change reloads the chain, and every connection
+    after it presents the new one (connections already open keep theirs).
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -88,7 +93,36 @@ def server_context(
             exc
         )
     context.set_alpn_protocols(["http/1.1"])
+    context.sni_callback = _CertificateReloader(context, Path(cert_file), Path(key_file))
     return context
+
+
+class _CertificateReloader:
+    """Called by OpenSSL at every handshake (with or without SNI): one ``stat`` of the
+    certificate file, and a reload of the chain into the context when it changed."""
+
+    def __init__(self, context: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
+        self.context = context
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.loaded = self._stamp()
+
+    def _stamp(self) -> tuple[int, int]:
+        try:
+            stat = self.cert_file.stat()
+        except OSError:
+            return (0, 0)
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def __call__(self, _sock: Any, _server_name: str | None, _context: ssl.SSLContext) -> None:
+        stamp = self._stamp()
+        if stamp == self.loaded or stamp == (0, 0):
+            return
+        try:
+            self.context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (OSError, ssl.SSLError):
+            return  # half-replaced or mismatched: keep presenting the chain loaded before
+        self.loaded = stamp
 
 
 def client_context(

@@ -257,6 +257,20 @@ class SiteProcess(_Child):
     def __post_init__(self) -> None:
         self._reserve()
 
+    @property
+    def tls(self) -> bool:
+        """A site of an HTTPS hub serves HTTPS with the certificate enrollment gave it."""
+        return self.hub_url.startswith("https://")
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The fleet CA this site pinned at enrollment (what its clients verify it with)."""
+        return self.state_dir / "tls" / "ca.pem"
+
     def start(self, timeout: float = 30.0, *, wait_ready: bool = True) -> SiteProcess:
         cmd = [
             sys.executable, "-m", "modelfleet", "site", "serve",
@@ -270,7 +284,12 @@ class SiteProcess(_Child):
         env = {**os.environ, "MODELFLEET_SITE_REPORT_INTERVAL_S": "0.5", **self.extra_env}
         self._spawn(cmd, env, self.log_path or self.state_dir.parent / f"{self.state_dir.name}.log")
         if wait_ready:
-            wait_http(f"{self.url}/v2/health/ready", timeout, self.proc)
+            wait_http(
+                f"{self.url}/v2/health/ready",
+                timeout,
+                self.proc,
+                ca_file=self.ca_file if self.tls else None,
+            )
         return self
 
 

@@ -16,16 +16,20 @@ import logging
 import random
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from modelfleet import __version__
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
+from modelfleet.pki.tls import ServerTlsFiles, TlsFiles
 from modelfleet.settings import SiteSettings
 from modelfleet.site.cache import BlobCache
 from modelfleet.site.cascade import Cascade
 from modelfleet.site.federated import FederatedWorker, SiteConfig
-from modelfleet.site.hub_link import HubLink, enroll
+from modelfleet.site.hub_link import HubLink
+from modelfleet.site.identity import SiteIdentity, enroll_site, renew
 from modelfleet.site.reconciler import Backoff, Reconciler
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.server import InferenceServer
@@ -37,6 +41,9 @@ from modelfleet.yamlfile import load_yaml_file
 
 log = logging.getLogger("modelfleet.site")
 
+#: Bind addresses that name no host a certificate could carry.
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})  # noqa: S104 (compared with, never bound)
+
 
 class SiteAgent:
     def __init__(
@@ -45,6 +52,7 @@ class SiteAgent:
         *,
         hub_url: str | None = None,
         enrollment_token: str | None = None,
+        re_enroll: bool = False,
     ) -> None:
         self.settings = settings
         self.started = time.monotonic()
@@ -52,16 +60,20 @@ class SiteAgent:
         state_dir.mkdir(parents=True, exist_ok=True)
         state_dir.chmod(0o700)
         self.state = SiteState(state_dir / "state.db")
-        self.credentials = self._credentials(hub_url, enrollment_token)
+        self.identity = SiteIdentity(state_dir)
+        self.credentials = self._credentials(hub_url, enrollment_token, re_enroll)
         self.cache = BlobCache(state_dir / "cache")
         self.repository = ModelRepository()
-        self.session = HubSession(self.credentials.hub_url, self.credentials.token)
+        self.session = HubSession(
+            self.credentials.hub_url, self.credentials.token, tls=self._hub_tls()
+        )
+        self._renewal_failures = 0
         self.link = HubLink(self.session, self.credentials.site, long_poll_s=settings.long_poll_s)
         self.reconciler = Reconciler(
             state=self.state,
             cache=self.cache,
             repository=self.repository,
-            public_key=self.credentials.public_key,
+            public_key=self.identity.keys() or self.credentials.public_key,
             download=self.link.download,
             backoff=Backoff(max_s=settings.retry_max_s),
             intra_op_threads=settings.intra_op_threads,
@@ -118,17 +130,30 @@ class SiteAgent:
 
     @property
     def public_url(self) -> str:
-        return self.settings.public_url or f"http://{self.settings.host}:{self.settings.port}"
+        scheme = "https" if self.tls else "http"
+        return self.settings.public_url or f"{scheme}://{self.settings.host}:{self.settings.port}"
 
-    def _credentials(self, hub_url: str | None, enrollment_token: str | None) -> Credentials:
+    def _credentials(
+        self, hub_url: str | None, enrollment_token: str | None, re_enroll: bool
+    ) -> Credentials:
         saved = self.state.load_credentials()
         if enrollment_token:
             if not hub_url:
                 raise InvalidInput("--hub is required with --enroll")
-            enrolled = enroll(hub_url, enrollment_token)
+            if saved is not None and not re_enroll:
+                # What was pinned at enrollment (CA, signing keys) is what protects this
+                # site from a hostile hub; a token alone must not replace it.
+                raise InvalidInput(
+                    f"{self.settings.state_dir} is already enrolled as site {saved.site!r} "
+                    f"with the hub at {saved.hub_url}; it keeps the CA and signing keys it "
+                    "pinned then. Start it without --enroll, or add --re-enroll to replace "
+                    "them with what this hub presents"
+                )
+            enrolled = enroll_site(hub_url, enrollment_token, self.identity, self._hosts())
             creds = Credentials(hub_url, enrolled.site, enrolled.token, enrolled.public_key)
             self.state.save_credentials(creds)
-            log.info("enrolled as site %s; hub key pinned", enrolled.site)
+            pinned = "CA and signing keys" if enrolled.keys is not None else "hub key"
+            log.info("enrolled as site %s; %s pinned", enrolled.site, pinned)
             return creds
         if saved is None:
             raise InvalidInput(
@@ -136,9 +161,60 @@ class SiteAgent:
                 "`modelfleet site serve --hub URL --enroll TOKEN --state-dir DIR`"
             )
         if hub_url and hub_url.rstrip("/") != saved.hub_url.rstrip("/"):
+            if _scheme(hub_url) != _scheme(saved.hub_url):
+                raise InvalidInput(
+                    f"this site enrolled with {saved.hub_url}; --hub {hub_url} changes the "
+                    "scheme, which only re-enrolling can do (--enroll TOKEN --re-enroll)"
+                )
             saved = Credentials(hub_url, saved.site, saved.token, saved.public_key)
             self.state.save_credentials(saved)
         return saved
+
+    def _hosts(self) -> tuple[str, ...]:
+        """Host names for the site's certificate, so standard clients (curl --cacert,
+        tritonclient) can check the address they dialled; fleet clients check the site's
+        identity instead. Loopback is always there; a wildcard bind names no host."""
+        hosts = ["localhost", "127.0.0.1"]
+        for host in (self.settings.host, urlsplit(self.settings.public_url or "").hostname):
+            if host and host not in _WILDCARD_HOSTS and host not in hosts:
+                hosts.append(host)
+        return tuple(hosts)
+
+    @property
+    def tls(self) -> bool:
+        """Whether this site speaks TLS: it does once it holds a certificate from an HTTPS
+        hub; a site of a hub run with ``--insecure-http`` has none and serves plain HTTP."""
+        return _scheme(self.credentials.hub_url) == "https" and self.identity.exists()
+
+    def _hub_tls(self) -> TlsFiles | None:
+        if _scheme(self.credentials.hub_url) != "https":
+            return None
+        return self.identity.client()
+
+    def server_tls(self) -> ServerTlsFiles | None:
+        """The OIP server's certificate (the site's own), or None for plain HTTP."""
+        return self.identity.server() if self.tls else None
+
+    def _renew_if_due(self) -> None:
+        """Renew the certificate two thirds into its life; after an outage as soon as the hub
+        answers again. An expired one is dropped from the hub connection first (the handshake
+        would fail), so the renewal goes with the site token."""
+        if not self.tls:
+            return
+        now = datetime.now(UTC)
+        try:
+            if not self.identity.due(now):
+                return
+            if self.identity.not_after() <= now:
+                self.session.reload(tls=self.identity.client(now))
+            end = renew(self.session, self.site, self.identity)
+        except ModelfleetError as exc:
+            self._renewal_failures += 1
+            level = logging.WARNING if self._renewal_failures in (1, 10) else logging.DEBUG
+            log.log(level, "certificate renewal failed (%s); retrying", exc.message)
+            return
+        self._renewal_failures = 0
+        log.info("site certificate renewed; valid until %s", end.isoformat(timespec="seconds"))
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -215,6 +291,7 @@ class SiteAgent:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            self._renew_if_due()
             changed = False
             if self._desired is not None:
                 try:
@@ -248,3 +325,7 @@ class SiteAgent:
             log.debug("report not delivered: %s", exc.message)
             return False
         return True
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from modelfleet.errors import ModelfleetError, VerificationError
+from modelfleet.registry.keyset import KeySet
 from modelfleet.registry.manifest import verify_manifest
 from modelfleet.site.cache import BlobCache
 from modelfleet.site.policy import enforce_site_policy
@@ -69,7 +70,8 @@ class Reconciler:
     state: SiteState
     cache: BlobCache
     repository: ModelRepository
-    public_key: str
+    #: The hub's signing keys this site pinned (one key for sites enrolled before key sets).
+    public_key: str | KeySet
     download: Callable[[str, Path, int], None]  # (blob URL path, partial file, size)
     backoff: Backoff = field(default_factory=Backoff)
     intra_op_threads: int = 1

@@ -1,0 +1,142 @@
+"""The scenario's last steps: federated training on data that never leaves the plants, its
+model rolled out through the same gates, and the hub's telemetry checked against every answer.
+Split from :mod:`modelfleet.sim.demo.steps` only to keep each module short."""
+
+from __future__ import annotations
+
+from modelfleet.sim.demo.fleet import HUB_REGION, MODEL
+from modelfleet.sim.demo.fleet import site_name as site_of
+from modelfleet.sim.demo.models import Scores, score
+from modelfleet.sim.demo.scene import Scene, settle
+from modelfleet.sim.plant_data import PLANTS
+
+
+def federated_training(scene: Scene) -> bool:
+    """Plants train on local data that never leaves them; the scenario ends here when the job
+    registers no result."""
+    run, admin, sizes = scene.run, scene.admin, scene.sizes
+    job = admin.start_federated_job(
+        {
+            "model": f"{MODEL}@production",
+            "data": "maintenance",
+            "rounds": sizes.fl_rounds,
+            "strategy": "fedavg",
+            "min_sites": 2,
+            "local_epochs": 1,
+            "lr": 0.1,
+            "batch_size": 32,
+            "round_timeout_s": 60,
+            "wait_for_sites_s": 60,
+            "alias": "candidate",
+        }
+    )
+    run.event(f"federated job {job['id']}: {sizes.fl_rounds} rounds, FedAvg")
+    done = run.wait(
+        lambda: admin.federated_job(job["id"])["state"] in ("completed", "failed", "aborted"),
+        240,
+        "federated job",
+    )
+    view = admin.federated_job(job["id"])
+    consent = admin.federation_consents()
+    rounds = [
+        {
+            "round": r["round"],
+            "sites": sorted(u["site"] for u in r["updates"] if u["kind"] == "update"),
+            "examples": sum(u["num_examples"] or 0 for u in r["updates"]),
+            "metrics": r["metrics"],
+            "duration_s": r["duration_s"],
+        }
+        for r in view.get("round_details", [])
+        if r["state"] == "closed"
+    ]
+    run.figures["federated"] = {
+        "job": job["id"],
+        "state": view["state"],
+        "result_version": view["result_version"],
+        "rounds": rounds,
+        "declined": {
+            s: c.get("reason") for s, c in consent.items() if not c.get("participate", True)
+        },
+    }
+    run.check(
+        "federated_registered",
+        done and view["state"] == "completed" and view["result_version"] is not None,
+        f"job {view['state']}, result {MODEL}:{view['result_version']}",
+    )
+    if view["result_version"] is None:
+        return False
+    scene.fl_version = int(view["result_version"])
+    return True
+
+
+def federated_rollout(scene: Scene) -> bool:
+    """The federated model against the central one on each plant's held-out data, then rolled
+    out through the same canary and gates."""
+    run, admin, fl_version = scene.run, scene.admin, scene.fl_version
+    fl_path = scene.workdir / "federated.onnx"
+    admin.pull(f"{MODEL}:{fl_version}", fl_path)
+    accuracy: dict[str, dict[str, Scores]] = {}
+    for name in PLANTS:
+        x_h, y_h = scene.data[name]["holdout"]
+        accuracy[name] = {
+            "central": score(scene.central_path, x_h, y_h),
+            "federated": score(fl_path, x_h, y_h),
+        }
+    run.figures["accuracy"] = {
+        n: {k: s.__dict__ for k, s in v.items()} for n, v in accuracy.items()
+    }
+    run.event(
+        "held-out balanced accuracy central -> federated: "
+        + ", ".join(
+            f"{n} {v['central'].balanced_accuracy:.3f} -> {v['federated'].balanced_accuracy:.3f}"
+            for n, v in accuracy.items()
+        )
+    )
+    admin.set_alias(MODEL, "production", fl_version)
+    fl_rollout = admin.deploy(
+        {
+            "ref": f"{MODEL}:{fl_version}",
+            "selector": "",
+            "strategy": scene.strategy,
+            "gates": scene.gates,
+        }
+    )["rollout"]["id"]
+    fl_state = settle(run, admin, fl_rollout, 120)
+    canary_verdict = next((h["message"] for h in fl_state["history"] if h.get("step") == 0), "")
+    run.event(
+        f"rollout {fl_rollout} of {MODEL}:{fl_version}: {fl_state['state']}"
+        + (f"; canary: {canary_verdict}" if canary_verdict else "")
+    )
+    run.check("federated_rolled_out", fl_state["state"] == "succeeded", "through the canary")
+    return True
+
+
+def telemetry(scene: Scene) -> bool:
+    """The lines stop; the hub must count exactly what was answered."""
+    run, admin, lines = scene.run, scene.admin, scene.lines
+    for line in lines.values():
+        line.stop()
+    for line in lines.values():
+        line.join(15)
+    answered = {site_of(n): 0 for n in PLANTS}
+    for line in lines.values():
+        stats = line.snapshot()
+        for site, count in stats.served_by.items():
+            answered[site] = answered.get(site, 0) + count
+        answered[site_of(HUB_REGION)] += stats.central_answers
+    totals: dict[str, int] = {}
+
+    def complete() -> bool:
+        status = admin.telemetry_status()
+        totals.clear()
+        totals.update({row["site"]: int(row["requests_total"]) for row in status["sites"]})
+        return all(totals.get(s) == n for s, n in answered.items())
+
+    run.wait(complete, 30 + scene.sizes.window_s * 4, "telemetry")
+    run.figures["telemetry"] = {"answered": answered, "hub_totals": dict(totals)}
+    run.check(
+        "telemetry_complete",
+        all(totals.get(s) == n for s, n in answered.items()),
+        f"hub totals {totals} == requests answered {answered}",
+    )
+    return True
