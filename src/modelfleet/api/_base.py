@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict
 
 __all__ = ["ErrorBody", "ErrorDetail", "Free", "Record"]
 
-#: A free-form JSON object the hub passes through as given (assignment params, gates,
-#: strategy options, a reference profile): typed as JSON, its keys are the caller's.
-Free = dict[str, JsonValue]
+#: A free-form object the hub passes through as given (assignment params, gates, strategy
+#: options, a reference profile, a plan's targets): its keys are the caller's or the
+#: feature's, so only "a mapping" is promised. Not ``JsonValue``: the hub builds some of these
+#: from Python values (tuples, datetimes) that it serializes itself.
+Free = dict[str, Any]
 
 
 class Record(BaseModel):

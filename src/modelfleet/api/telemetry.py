@@ -62,7 +62,7 @@ class DriftReport(Record):
     model: str
     version: int | None
     site: str | None
-    since: JsonValue
+    since: datetime
     thresholds: dict[str, float]
     threshold_help: dict[str, str]
     results: list[DriftResult]
