@@ -102,7 +102,7 @@ def run_ours(args: argparse.Namespace) -> dict:
             onnx.save(build_onnx(spec, init_weights(spec)), str(model))
             admin.push(model, "digits")
             deadline = time.monotonic() + 60
-            while len(admin.federation_consents()) < args.sites:
+            while len(admin.get_federation_consents()) < args.sites:
                 if time.monotonic() > deadline:
                     raise RuntimeError("sites did not declare consent")
                 time.sleep(0.2)
@@ -125,13 +125,13 @@ def run_ours(args: argparse.Namespace) -> dict:
                     break
                 time.sleep(0.1)
             total = time.perf_counter() - started
-            job = admin.federated_job(JOB)
+            job = admin.get_federated_job(JOB)
             if job["state"] != "completed":
                 raise RuntimeError(f"job ended {job['state']}: {job['message']}")
             history = []
             for r in job["round_details"]:
                 if r["round"] < args.rounds:
-                    blob = admin.federated_round_weights(JOB, r["round"] + 1)
+                    blob = admin.get_federated_round_weights(JOB, r["round"] + 1)
                     _, arrays = wire.unpack(blob)
                     weights = unflatten(spec, arrays["weights"])
                 else:

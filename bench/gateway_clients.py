@@ -49,7 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "gateway_clients.json"
 sys.path.insert(0, str(ROOT / "src"))
 
-from modelfleet.transport.client import HttpResponse, Origin, TransportFailure  # noqa: E402
+from modelfleet.errors import TransportFailure  # noqa: E402
+from modelfleet.transport.client import HttpResponse, Origin  # noqa: E402
 
 CLIENTS = ("builtin", "httpx", "httpx-fast", "h11", "httptools")
 SERVERS = ("builtin", "uvicorn")

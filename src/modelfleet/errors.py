@@ -12,7 +12,9 @@ with ``raise ... from exc`` so callers only ever catch ours.
     │   ├── InvalidName                  400 invalid_name
     │   ├── InvalidArtifact              400 invalid_artifact
     │   ├── ArtifactTooLarge             413 artifact_too_large
-    │   └── PolicyViolation              422 policy_violation
+    │   ├── PolicyViolation              422 policy_violation
+    │   ├── TensorError                  400 invalid_tensor
+    │   └── MissingDependency            400 missing_dependency  (also an ImportError)
     ├── AuthError
     │   ├── Unauthenticated              401 unauthenticated
     │   └── PermissionDenied             403 forbidden
@@ -22,13 +24,36 @@ with ``raise ... from exc`` so callers only ever catch ours.
     │   ├── DigestMismatch               422 digest_mismatch
     │   └── SignatureInvalid             422 signature_invalid
     ├── StoreError                       503 store_unavailable
+    ├── RangeNotSatisfiable              416 range_not_satisfiable
+    ├── ModelFailure                     500|400 session_error, warmup_error, inference_error
+    ├── TransportFailure                 502 transport_failure
+    │   └── PeerMismatch                 502 peer_mismatch
+    ├── NoSiteAvailable                  503 no_site_available
+    ├── DeadlineExceeded                 504 deadline_exceeded
+    ├── SiteError                        400 site_error
     └── HubError                         (client side)
         ├── HubUnreachable               503 hub_unreachable
         ├── TlsError                     502 tls_failed
         └── HubResponseError             status and code echoed from the hub
+
+A client maps a hub's error body back to its class with :func:`error_class_for`, through the
+explicit table :data:`ERROR_CLASSES` (one class per code), so the answer never depends on
+which modules happen to be imported. Classes without a ``code`` of their own (``AuthError``,
+``HubError``, ``ModelFailure``, ``HubResponseError``) are not in the table: their code is
+per instance, so a body carrying it becomes a :class:`HubResponseError`.
+
+Exceptions private to one module that never leave it (``transport.client._Stale``, a retry
+signal; ``transport.asgi.LifespanFailed``, caught by the server that raised it) stay there.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Literal
+
+#: The stages at which a model can fail on a site (:class:`ModelFailure`'s ``code``).
+ModelFailureCode = Literal["session_error", "warmup_error", "inference_error"]
 
 
 class ModelfleetError(Exception):
@@ -166,13 +191,115 @@ class HubResponseError(HubError):
         self.status = status
 
 
+class TensorError(InvalidInput):
+    """A tensor or inference message is malformed; the message names the offending tensor.
+
+    Codecs raise only this, never a numpy/orjson/struct error, so the server can map every
+    decoding failure to one 400 answer without a catch-all.
+    """
+
+    code = "invalid_tensor"
+
+
+class MissingDependency(InvalidInput, ImportError):
+    """An optional extra needed for this export is not installed.
+
+    It is also an :class:`ImportError` so code that already guards optional imports with
+    ``except ImportError`` keeps working; the message names the extra to install.
+    """
+
+    code = "missing_dependency"
+
+
+class RangeNotSatisfiable(ModelfleetError):
+    """The requested download range lies outside the blob."""
+
+    code = "range_not_satisfiable"
+    status = 416
+
+
+class ModelFailure(ModelfleetError):
+    """The model itself failed; ``code`` says at which stage so callers can pick a reaction.
+
+    ``session_error`` and ``warmup_error`` mean the version must not be activated (the
+    previous one keeps serving); ``inference_error`` concerns one request only. ``status``
+    is 400 when onnxruntime blamed the input (wrong rank or dimension) and 500 otherwise.
+    """
+
+    status = 500
+
+    def __init__(self, message: str, *, code: ModelFailureCode, status: int = 500) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+
+
+class TransportFailure(ModelfleetError):
+    """The connection failed before a complete HTTP response arrived."""
+
+    code = "transport_failure"
+    status = 502
+
+
+class PeerMismatch(TransportFailure):
+    """The server's certificate does not name the site (or gateway) the caller chose."""
+
+    code = "peer_mismatch"
+
+
+class NoSiteAvailable(ModelfleetError):
+    """No permitted site can take the request; the message names the residency rule."""
+
+    code = "no_site_available"
+    status = 503
+
+
+class DeadlineExceeded(ModelfleetError):
+    """No site answered within the request's deadline."""
+
+    code = "deadline_exceeded"
+    status = 504
+
+
+class SiteError(ModelfleetError):
+    """A site refused the request (4xx other than a missing model); not retried elsewhere."""
+
+    code = "site_error"
+    status = 400
+
+
+#: Wire code -> class, for every class that declares a ``code`` of its own. Written out
+#: rather than found by walking ``__subclasses__()`` so the mapping is the same whatever has
+#: been imported (a test checks it is complete and the codes unique).
+ERROR_CLASSES: Mapping[str, type[ModelfleetError]] = MappingProxyType(
+    {
+        "internal": ModelfleetError,
+        "invalid_input": InvalidInput,
+        "invalid_name": InvalidName,
+        "invalid_artifact": InvalidArtifact,
+        "artifact_too_large": ArtifactTooLarge,
+        "policy_violation": PolicyViolation,
+        "invalid_tensor": TensorError,
+        "missing_dependency": MissingDependency,
+        "unauthenticated": Unauthenticated,
+        "forbidden": PermissionDenied,
+        "not_found": NotFound,
+        "conflict": Conflict,
+        "verification_failed": VerificationError,
+        "digest_mismatch": DigestMismatch,
+        "signature_invalid": SignatureInvalid,
+        "store_unavailable": StoreError,
+        "range_not_satisfiable": RangeNotSatisfiable,
+        "transport_failure": TransportFailure,
+        "peer_mismatch": PeerMismatch,
+        "no_site_available": NoSiteAvailable,
+        "deadline_exceeded": DeadlineExceeded,
+        "site_error": SiteError,
+        "hub_unreachable": HubUnreachable,
+        "tls_failed": TlsError,
+    }
+)
+
+
 def error_class_for(code: str) -> type[ModelfleetError] | None:
-    """The error class for a wire ``code``, searching subclasses defined anywhere (so errors
-    declared in other modules, such as ``TensorError``, are found once imported)."""
-    pending: list[type[ModelfleetError]] = [ModelfleetError]
-    while pending:
-        cls = pending.pop(0)
-        if cls.code == code and "code" in cls.__dict__:
-            return cls
-        pending.extend(cls.__subclasses__())
-    return None
+    """The error class for a wire ``code`` (None for a code no class declares)."""
+    return ERROR_CLASSES.get(code)

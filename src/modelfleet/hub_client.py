@@ -1,4 +1,9 @@
-"""``HubClient``: the SDK's typed access to the hub API (what the CLI is built on)."""
+"""``HubClient``: the SDK's typed access to the hub API (what the CLI is built on).
+
+Every answer is parsed into its record from :mod:`modelfleet.api` (the shapes the hub
+declares as its routes' ``response_model``), so a caller reads ``site.online``, not
+``site["online"]``, and mypy checks it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,38 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from modelfleet.api import (
+    ApplyResult,
+    Assignment,
+    AssignmentsRevision,
+    AuditEntry,
+    Consents,
+    ControllerStatus,
+    Deployment,
+    DeployResult,
+    DriftReport,
+    FederatedJob,
+    Model,
+    ModelDetail,
+    Override,
+    Plan,
+    Policy,
+    PolicyChanges,
+    Record,
+    ReferenceProfile,
+    Rollout,
+    SigningKey,
+    Site,
+    SiteEnrollment,
+    TelemetryStatus,
+    Token,
+    TokenCreated,
+    Version,
+)
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.pki.tls import TlsFiles
 from modelfleet.refs import parse_ref
@@ -19,10 +52,31 @@ from modelfleet.transport.session import HubSession
 
 Progress = Callable[[int], None]
 _CHUNK = 1 << 20
+R = TypeVar("R", bound=Record)
 
 
 class HubClient:
-    """Synchronous client of the hub's ``/api/v1``; thread-safe (one :class:`HubSession`)."""
+    """Synchronous client of the hub's ``/api/v1``; thread-safe (one :class:`HubSession`).
+
+    Answers are records from :mod:`modelfleet.api` (pydantic models that keep fields a newer
+    hub adds); lists are ``list[Record]``; removals return None. Errors are raised as the
+    classes in :mod:`modelfleet.errors` (``NotFound``, ``Conflict``, ``PermissionDenied``,
+    ``HubUnreachable``...), all exported from ``modelfleet``.
+
+    One rule for the verbs:
+
+    - ``list_x()`` -> ``list[X]``; ``get_x(key)`` -> ``X`` (404: :class:`NotFound`);
+    - ``add_x`` registers something the caller names (a site); ``create_x`` something the
+      hub mints an id or secret for (a token);
+    - ``set_x`` replaces a value in place (alias, assignments, drift thresholds, reference
+      profile); ``remove_x`` deletes it and returns None;
+    - ``revoke_token`` keeps the row (listed with ``revoked_at``), so it is not ``remove``;
+    - domain actions keep their own verb: ``push``, ``pull``, ``resolve``, ``assign`` /
+      ``unassign``, ``pin`` / ``unpin``, ``deploy``, ``plan_deployment``, ``apply_fleet``,
+      ``apply_policies``, ``rollout_action``, ``start_`` / ``abort_federated_job``.
+
+    :meth:`request` is the escape hatch for anything else (raw :class:`httpx.Response`).
+    """
 
     def __init__(
         self,
@@ -54,6 +108,12 @@ class HubClient:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
 
+    def _one(self, cls: type[R], method: str, path: str, **kwargs: Any) -> R:
+        return cls.model_validate(self._json(method, path, **kwargs))
+
+    def _many(self, cls: type[R], method: str, path: str, **kwargs: Any) -> list[R]:
+        return [cls.model_validate(item) for item in self._json(method, path, **kwargs)]
+
     # --- registry -------------------------------------------------------------------
 
     def push(
@@ -69,7 +129,7 @@ class HubClient:
         tags: dict[str, str] | None = None,
         metrics: dict[str, float] | None = None,
         progress: Progress | None = None,
-    ) -> dict[str, Any]:
+    ) -> Version:
         """Upload an ONNX file as the next version of ``name``; returns the version."""
         file = Path(path)
         if not file.is_file():
@@ -94,40 +154,39 @@ class HubClient:
                         progress(len(chunk))
                     yield chunk
 
-        result: dict[str, Any] = self._json(
+        return self._one(
+            Version,
             "POST",
             f"/api/v1/models/{name}/versions",
             params=params,
             content=body(),
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
         )
-        return result
 
-    def list_models(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json("GET", "/api/v1/models")
-        return result
+    def list_models(self) -> list[Model]:
+        return self._many(Model, "GET", "/api/v1/models")
 
-    def show_model(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", f"/api/v1/models/{name}")
-        return result
+    def get_model(self, name: str) -> ModelDetail:
+        """A model with every version (was ``show_model``)."""
+        return self._one(ModelDetail, "GET", f"/api/v1/models/{name}")
 
-    def resolve(self, ref: str) -> dict[str, Any]:
+    def resolve(self, ref: str) -> Version:
+        """The version ``ref`` (``name``, ``name:3``, ``name@alias``) names now."""
         parse_ref(ref)
-        result: dict[str, Any] = self._json("GET", f"/api/v1/resolve/{ref}")
-        return result
+        return self._one(Version, "GET", f"/api/v1/resolve/{ref}")
 
-    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "PUT", f"/api/v1/models/{name}/aliases/{alias}", json={"version": version}
+    def set_alias(self, name: str, alias: str, version: int) -> Model:
+        return self._one(
+            Model, "PUT", f"/api/v1/models/{name}/aliases/{alias}", json={"version": version}
         )
-        return result
 
-    def delete_alias(self, name: str, alias: str) -> None:
+    def remove_alias(self, name: str, alias: str) -> None:
+        """Drop an alias (was ``delete_alias``); the version it named stays."""
         self.request("DELETE", f"/api/v1/models/{name}/aliases/{alias}")
 
-    def signing_key(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", "/api/v1/keys/signing")
-        return result
+    def get_signing_key(self) -> SigningKey:
+        """The hub's current manifest signing key (what a site pins)."""
+        return self._one(SigningKey, "GET", "/api/v1/keys/signing")
 
     def pull(
         self,
@@ -136,7 +195,7 @@ class HubClient:
         *,
         public_key: str | None = None,
         progress: Progress | None = None,
-    ) -> dict[str, Any]:
+    ) -> Version:
         """Download a version to ``dest``, resuming a partial ``dest.part`` with Range.
 
         The bytes are verified against the signed manifest (digest, size, signature with
@@ -145,14 +204,14 @@ class HubClient:
         version = self.resolve(ref)
         target = Path(dest)
         partial = target.with_name(target.name + ".part")
-        url = f"/api/v1/models/{version['model']}/versions/{version['version']}/artifact"
+        url = f"/api/v1/models/{version.model}/versions/{version.version}/artifact"
         try:
-            self._session.download(url, partial, version["size"], progress=progress)
+            self._session.download(url, partial, version.size, progress=progress)
         except HubUnreachable as exc:
             raise HubUnreachable(f"{exc.message}; run the same command again to resume") from exc
-        key = public_key or self.signing_key()["public_key"]
+        key = public_key or self.get_signing_key().public_key
         try:
-            verify_manifest(version["manifest"], version["signature"], key, blob=partial)
+            verify_manifest(version.manifest, version.signature, key, blob=partial)
         except ModelfleetError:
             partial.unlink(missing_ok=True)
             raise
@@ -163,114 +222,113 @@ class HubClient:
 
     def add_site(
         self, name: str, labels: dict[str, str], *, enrollment_ttl_s: float | None = None
-    ) -> dict[str, Any]:
+    ) -> SiteEnrollment:
         """Register a site; the answer carries its one-time ``enrollment_token``."""
-        result: dict[str, Any] = self._json(
+        return self._one(
+            SiteEnrollment,
             "POST",
             "/api/v1/sites",
             json={"name": name, "labels": labels, "enrollment_ttl_s": enrollment_ttl_s},
         )
-        return result
 
-    def reissue_enrollment(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", f"/api/v1/sites/{name}/enrollment")
-        return result
+    def reissue_enrollment(self, name: str) -> SiteEnrollment:
+        return self._one(SiteEnrollment, "POST", f"/api/v1/sites/{name}/enrollment")
 
-    def list_sites(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json("GET", "/api/v1/sites")
-        return result
+    def list_sites(self) -> list[Site]:
+        return self._many(Site, "GET", "/api/v1/sites")
 
-    def show_site(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", f"/api/v1/sites/{name}")
-        return result
+    def get_site(self, name: str) -> Site:
+        """One site (was ``show_site``)."""
+        return self._one(Site, "GET", f"/api/v1/sites/{name}")
 
     def remove_site(self, name: str) -> None:
         self.request("DELETE", f"/api/v1/sites/{name}")
 
-    def assign(self, site: str, ref: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "POST", f"/api/v1/sites/{site}/assignments", json={"ref": ref, "params": params or {}}
+    def assign(self, site: str, ref: str, params: dict[str, Any] | None = None) -> Assignment:
+        return self._one(
+            Assignment,
+            "POST",
+            f"/api/v1/sites/{site}/assignments",
+            json={"ref": ref, "params": params or {}},
         )
-        return result
 
     def unassign(self, site: str, model: str) -> None:
         self.request("DELETE", f"/api/v1/sites/{site}/assignments/{model}")
 
-    def set_assignments(self, site: str, refs: list[str]) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
+    def set_assignments(self, site: str, refs: list[str]) -> AssignmentsRevision:
+        return self._one(
+            AssignmentsRevision,
             "PUT",
             f"/api/v1/sites/{site}/assignments",
             json={"models": [{"ref": r} for r in refs]},
         )
-        return result
 
     # --- access -----------------------------------------------------------------------
 
     def create_token(
         self, name: str, role: str, *, expires_in_days: float | None = None
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
+    ) -> TokenCreated:
+        """A new token; its secret (``token``) is in this answer only."""
+        return self._one(
+            TokenCreated,
             "POST",
             "/api/v1/tokens",
             json={"name": name, "role": role, "expires_in_days": expires_in_days},
         )
-        return result
 
-    def list_tokens(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json("GET", "/api/v1/tokens")
-        return result
+    def list_tokens(self) -> list[Token]:
+        return self._many(Token, "GET", "/api/v1/tokens")
 
     def revoke_token(self, token_id: str) -> None:
+        """Revoke a token: it stops working but stays listed, with ``revoked_at``."""
         self.request("DELETE", f"/api/v1/tokens/{token_id}")
 
-    def audit(
+    def list_audit(
         self, *, limit: int = 100, actor: str | None = None, action: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[AuditEntry]:
+        """The audit log, newest first (was ``audit``)."""
         params: dict[str, str | int] = {"limit": limit}
         if actor:
             params["actor"] = actor
         if action:
             params["action"] = action
-        result: list[dict[str, Any]] = self._json("GET", "/api/v1/audit", params=params)
-        return result
+        return self._many(AuditEntry, "GET", "/api/v1/audit", params=params)
 
     # --- telemetry and drift ------------------------------------------------------------
 
-    def telemetry_status(self) -> dict[str, Any]:
+    def get_telemetry_status(self) -> TelemetryStatus:
         """Every site at a glance: liveness, traffic, latency, drift flags, dropped telemetry."""
-        result: dict[str, Any] = self._json("GET", "/api/v1/telemetry/status")
-        return result
+        return self._one(TelemetryStatus, "GET", "/api/v1/telemetry/status")
 
-    def drift(
+    def get_drift(
         self, model: str, *, version: int | None = None, site: str | None = None
-    ) -> dict[str, Any]:
+    ) -> DriftReport:
         """Per-feature drift of ``model`` per site and version (see ``monitoring/drift.py``)."""
         params: dict[str, str | int] = {}
         if version is not None:
             params["version"] = version
         if site is not None:
             params["site"] = site
-        result: dict[str, Any] = self._json(
-            "GET", f"/api/v1/telemetry/drift/{model}", params=params
-        )
-        return result
+        return self._one(DriftReport, "GET", f"/api/v1/telemetry/drift/{model}", params=params)
 
-    def put_reference_profile(
+    def set_reference_profile(
         self, name: str, version: int, profile: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> ReferenceProfile:
         """Store a reference profile (``monitoring.profiles.DatasetProfile.to_dict()``)."""
-        result: dict[str, Any] = self._json(
-            "PUT", f"/api/v1/models/{name}/versions/{version}/reference-profile", json=profile
+        return self._one(
+            ReferenceProfile,
+            "PUT",
+            f"/api/v1/models/{name}/versions/{version}/reference-profile",
+            json=profile,
         )
-        return result
 
-    def reference_profile(self, name: str, version: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "GET", f"/api/v1/models/{name}/versions/{version}/reference-profile"
+    def get_reference_profile(self, name: str, version: int) -> ReferenceProfile:
+        return self._one(
+            ReferenceProfile, "GET", f"/api/v1/models/{name}/versions/{version}/reference-profile"
         )
-        return result
 
-    def drift_thresholds(self, model: str) -> dict[str, float]:
+    def get_drift_thresholds(self, model: str) -> dict[str, float]:
+        """The thresholds in force (defaults merged with the model's overrides)."""
         result: dict[str, float] = self._json("GET", f"/api/v1/models/{model}/drift-thresholds")[
             "thresholds"
         ]
@@ -284,114 +342,107 @@ class HubClient:
 
     # --- deployments, policies, rollouts (issue 6) -----------------------------------------
 
-    def plan_deployment(self, request: dict[str, Any]) -> dict[str, Any]:
+    def plan_deployment(self, request: dict[str, Any]) -> Plan:
         """What ``deploy`` would do; ``request`` as in :meth:`deploy`. Changes nothing."""
-        result: dict[str, Any] = self._json("POST", "/api/v1/deployments/plan", json=request)
-        return result
+        return self._one(Plan, "POST", "/api/v1/deployments/plan", json=request)
 
-    def deploy(self, request: dict[str, Any]) -> dict[str, Any]:
+    def deploy(self, request: dict[str, Any]) -> DeployResult:
         """Create or update a deployment: ``{"ref", "selector", "name"?, "strategy"?,
         "gates"?, "params"?}``; the answer holds the deployment, its rollout and the plan."""
-        result: dict[str, Any] = self._json("POST", "/api/v1/deployments", json=request)
-        return result
+        return self._one(DeployResult, "POST", "/api/v1/deployments", json=request)
 
-    def list_deployments(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json("GET", "/api/v1/deployments")
-        return result
+    def list_deployments(self) -> list[Deployment]:
+        return self._many(Deployment, "GET", "/api/v1/deployments")
 
-    def show_deployment(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", f"/api/v1/deployments/{name}")
-        return result
+    def get_deployment(self, name: str) -> Deployment:
+        """One deployment (was ``show_deployment``)."""
+        return self._one(Deployment, "GET", f"/api/v1/deployments/{name}")
 
     def remove_deployment(self, name: str) -> None:
         self.request("DELETE", f"/api/v1/deployments/{name}")
 
-    def pin(self, site: str, ref: str, reason: str = "") -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "PUT", "/api/v1/overrides", json={"site": site, "ref": ref, "reason": reason}
+    def pin(self, site: str, ref: str, reason: str = "") -> Override:
+        return self._one(
+            Override, "PUT", "/api/v1/overrides", json={"site": site, "ref": ref, "reason": reason}
         )
-        return result
 
     def unpin(self, site: str, model: str) -> None:
         self.request("DELETE", f"/api/v1/overrides/{site}/{model}")
 
-    def list_overrides(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json("GET", "/api/v1/overrides")
-        return result
+    def list_overrides(self) -> list[Override]:
+        return self._many(Override, "GET", "/api/v1/overrides")
 
     def apply_policies(
         self, policies: list[dict[str, Any]], *, prune: bool = False
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "PUT", "/api/v1/policies", json={"policies": policies, "prune": prune}
+    ) -> PolicyChanges:
+        return self._one(
+            PolicyChanges, "PUT", "/api/v1/policies", json={"policies": policies, "prune": prune}
         )
-        return result
 
-    def list_policies(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json("GET", "/api/v1/policies")
-        return result
+    def list_policies(self) -> list[Policy]:
+        return self._many(Policy, "GET", "/api/v1/policies")
 
     def remove_policy(self, name: str) -> None:
         self.request("DELETE", f"/api/v1/policies/{name}")
 
-    def list_rollouts(self, state: str | None = None) -> list[dict[str, Any]]:
+    def list_rollouts(self, state: str | None = None) -> list[Rollout]:
         params = {"state": state} if state else {}
-        result: list[dict[str, Any]] = self._json("GET", "/api/v1/rollouts", params=params)
-        return result
+        return self._many(Rollout, "GET", "/api/v1/rollouts", params=params)
 
-    def rollout(self, rollout_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", f"/api/v1/rollouts/{rollout_id}")
-        return result
+    def get_rollout(self, rollout_id: str) -> Rollout:
+        """One rollout with per-wave progress (was ``rollout``)."""
+        return self._one(Rollout, "GET", f"/api/v1/rollouts/{rollout_id}")
 
-    def rollout_action(self, rollout_id: str, action: str) -> dict[str, Any]:
+    def rollout_action(self, rollout_id: str, action: str) -> Rollout:
         """``pause``, ``resume``, ``promote``, ``abort`` or ``rollback``."""
-        result: dict[str, Any] = self._json("POST", f"/api/v1/rollouts/{rollout_id}/{action}")
-        return result
+        return self._one(Rollout, "POST", f"/api/v1/rollouts/{rollout_id}/{action}")
 
-    def controller_status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", "/api/v1/controller")
-        return result
+    def get_controller_status(self) -> ControllerStatus:
+        """Whether the answering hub process leads (was ``controller_status``)."""
+        return self._one(ControllerStatus, "GET", "/api/v1/controller")
 
     def apply_fleet(
         self, doc: dict[str, Any], *, prune: bool = False, dry_run: bool = False
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "POST", "/api/v1/apply", json={"doc": doc, "prune": prune, "dry_run": dry_run}
+    ) -> ApplyResult:
+        return self._one(
+            ApplyResult,
+            "POST",
+            "/api/v1/apply",
+            json={"doc": doc, "prune": prune, "dry_run": dry_run},
         )
-        return result
 
     # --- federated learning -----------------------------------------------------------
 
-    def start_federated_job(self, job: dict[str, Any]) -> dict[str, Any]:
+    def start_federated_job(self, job: dict[str, Any]) -> FederatedJob:
         """Start a job (the ``fl start`` fields: model, data, rounds, sites, strategy...);
         idempotent when ``job`` carries an ``id``."""
-        result: dict[str, Any] = self._json("POST", "/api/v1/federation/jobs", json=job)
-        return result
+        return self._one(FederatedJob, "POST", "/api/v1/federation/jobs", json=job)
 
-    def federated_job(self, job_id: str) -> dict[str, Any]:
-        """A job with every round's participants, metrics and duration."""
-        result: dict[str, Any] = self._json("GET", f"/api/v1/federation/jobs/{job_id}")
-        return result
+    def get_federated_job(self, job_id: str) -> FederatedJob:
+        """A job with every round's participants, metrics and duration (was
+        ``federated_job``)."""
+        return self._one(FederatedJob, "GET", f"/api/v1/federation/jobs/{job_id}")
 
-    def list_federated_jobs(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json("GET", "/api/v1/federation/jobs")
-        return result
+    def list_federated_jobs(self) -> list[FederatedJob]:
+        return self._many(FederatedJob, "GET", "/api/v1/federation/jobs")
 
     def abort_federated_job(
         self, job_id: str, reason: str = "aborted by an operator"
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "POST", f"/api/v1/federation/jobs/{job_id}/abort", json={"reason": reason}
+    ) -> FederatedJob:
+        return self._one(
+            FederatedJob,
+            "POST",
+            f"/api/v1/federation/jobs/{job_id}/abort",
+            json={"reason": reason},
         )
-        return result
 
-    def federated_round_weights(self, job_id: str, number: int) -> bytes:
+    def get_federated_round_weights(self, job_id: str, number: int) -> bytes:
         """The global weights a round started from (a tensor envelope, see ``wire``)."""
         return self.request(
             "GET", f"/api/v1/federation/jobs/{job_id}/rounds/{number}/weights"
         ).content
 
-    def federation_consents(self) -> dict[str, dict[str, Any]]:
-        """What each site declared about taking part in federated jobs."""
-        result: dict[str, dict[str, Any]] = self._json("GET", "/api/v1/federation/consent")
+    def get_federation_consents(self) -> Consents:
+        """What each site declared about taking part in federated jobs (site -> consent)."""
+        result: Consents = self._json("GET", "/api/v1/federation/consent")
         return result

@@ -33,7 +33,7 @@ def test_two_hub_replicas_share_one_postgres(postgres_url: str, tiny_onnx, tmp_p
                     )
                 )
             assert sorted(r["version"] for r in results) == list(range(1, 21))
-            assert a.show_model("pump")["version_count"] == 20
+            assert a.get_model("pump")["version_count"] == 20
             assert b.resolve("pump")["version"] == 20
             b.pull("pump:7", tmp_path / "seven.onnx")
             seven = next(r for r in results if r["version"] == 7)

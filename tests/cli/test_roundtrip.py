@@ -167,7 +167,7 @@ def test_twenty_parallel_pushes_get_consecutive_versions(
         versions = sorted(r["version"] for r in results)
         assert versions == list(range(1, 21))
         assert len({r["digest"] for r in results}) == 20
-        assert hc.show_model("pump")["version_count"] == 20
+        assert hc.get_model("pump")["version_count"] == 20
 
 
 def test_every_command_has_help() -> None:

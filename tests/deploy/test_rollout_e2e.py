@@ -176,7 +176,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "i
 
 
 def reported(fleet: Fleet, site: str, model: str) -> dict[str, Any]:
-    view = fleet.admin.show_site(site)
+    view = fleet.admin.get_site(site)
     return next((m for m in view["models"] if m["name"] == model), {})
 
 
@@ -217,9 +217,9 @@ def deploy(fleet: Fleet, ref: str, **kw: Any) -> dict[str, Any]:
 
 def settle(fleet: Fleet, rollout_id: str, states: tuple[str, ...], timeout: float = 120) -> dict:
     wait_for(
-        lambda: fleet.admin.rollout(rollout_id)["state"] in states, timeout, f"rollout {states}"
+        lambda: fleet.admin.get_rollout(rollout_id)["state"] in states, timeout, f"rollout {states}"
     )
-    return fleet.admin.rollout(rollout_id)
+    return fleet.admin.get_rollout(rollout_id)
 
 
 def baseline(fleet: Fleet, name: str, selector: str = "") -> None:
@@ -233,7 +233,7 @@ def baseline(fleet: Fleet, name: str, selector: str = "") -> None:
 
 def served(fleet: Fleet, site: str, name: str, version: int) -> int:
     """Requests of ``name:version`` at ``site`` that the hub's telemetry has counted."""
-    for row in fleet.admin.telemetry_status()["sites"]:
+    for row in fleet.admin.get_telemetry_status()["sites"]:
         if row["site"] == site:
             for m in row.get("models", []):
                 if (m["model"], m["version"]) == (name, version):
@@ -332,7 +332,7 @@ def test_bad_version_fails_first_wave_and_rolls_back(
     with traffic(fleet, name):
         wait_served(fleet, name, 1, 2 * gates["min_requests"], ("site-a",))
         fleet.admin.push(fleet.model(writer), name, training_regions=["global"])
-        untouched = {s: fleet.admin.show_site(s)["revision"] for s in ("site-b", "site-c")}
+        untouched = {s: fleet.admin.get_site(s)["revision"] for s in ("site-b", "site-c")}
         result = deploy(
             fleet,
             f"{name}:2",
@@ -347,10 +347,10 @@ def test_bad_version_fails_first_wave_and_rolls_back(
         wait_for(lambda: reported(fleet, "site-a", name).get("active_version") == 1)
     assert [w["status"] for w in r["waves"]] == ["rolled back", "never moved", "never moved"]
     # Later waves never received it: their desired state was never even touched.
-    assert {s: fleet.admin.show_site(s)["revision"] for s in untouched} == untouched
+    assert {s: fleet.admin.get_site(s)["revision"] for s in untouched} == untouched
     for site in ("site-b", "site-c"):
         assert reported(fleet, site, name)["active_version"] == 1
-    assert fleet.admin.show_deployment(name)["stable_version"] == 1
+    assert fleet.admin.get_deployment(name)["stable_version"] == 1
 
 
 @contextmanager
@@ -424,7 +424,7 @@ def test_too_little_traffic_pauses_until_promote(fleet: Fleet) -> None:
     assert "too little traffic" in r["reason"]
     out = fleet.cli("rollout", "promote", r["id"])
     assert "running" in out
-    r = fleet.admin.rollout(r["id"])
+    r = fleet.admin.get_rollout(r["id"])
     assert r["step"] == 2
     wait_for(lambda: reported(fleet, "site-b", "quiet").get("active_version") == 2)
     fleet.cli("rollout", "abort", r["id"])
@@ -448,11 +448,11 @@ def test_hub_sigkill_mid_rollout_resumes_same_step(fleet: Fleet) -> None:
             gates=gates,
         )
         rid = result["rollout"]["id"]
-        wait_for(lambda: fleet.admin.rollout(rid)["step"] == 2, timeout=120, what="wave 2")
-    before = fleet.admin.rollout(rid)
+        wait_for(lambda: fleet.admin.get_rollout(rid)["step"] == 2, timeout=120, what="wave 2")
+    before = fleet.admin.get_rollout(rid)
     fleet.hub.kill()
     fleet.restart_hub()
-    after = fleet.admin.rollout(rid)
+    after = fleet.admin.get_rollout(rid)
     print(f"after SIGKILL and restart: wave {after['step']}/{after['steps']} {after['state']}")
     # The same wave, still baking, its bake clock untouched by the crash.
     assert (after["step"], after["step_started_at"]) == (before["step"], before["step_started_at"])
@@ -489,7 +489,7 @@ def test_apply_twice_second_reports_no_changes(fleet: Fleet) -> None:
     assert "+ policy two-providers" in first
     second = fleet.cli("apply", "-f", str(path))
     assert second.strip() == "no changes"
-    actions = {a["action"] for a in fleet.admin.audit(limit=50)}
+    actions = {a["action"] for a in fleet.admin.list_audit(limit=50)}
     assert {"apply.site.create", "apply.deployment.create", "apply.policy.create"} <= actions
     fleet.admin.remove_site("site-new")
     fleet.admin.remove_policy("two-providers")
@@ -513,7 +513,7 @@ def test_two_hubs_on_postgres_one_controller(tmp_path: Path, postgres_url: str) 
         clients = [HubClient(h.url, secret) for h in hubs]
 
         def leaders() -> list[bool]:
-            return [bool(c.controller_status()["leader"]) for c in clients]
+            return [bool(c.get_controller_status()["leader"]) for c in clients]
 
         wait_for(lambda: sum(leaders()) == 1, 15, "one leader")
         time.sleep(1.0)
@@ -521,7 +521,7 @@ def test_two_hubs_on_postgres_one_controller(tmp_path: Path, postgres_url: str) 
         first = leaders().index(True)
         hubs[first].kill()
         other = clients[1 - first]
-        took = wait_for(lambda: other.controller_status()["leader"], 20, "takeover")
+        took = wait_for(lambda: other.get_controller_status()["leader"], 20, "takeover")
         print(f"controller failover after SIGKILL of the leader: {took:.2f} s")
         for c in clients:
             c.close()

@@ -135,7 +135,7 @@ ROUND_TIMEOUT_S = 10
 
 
 def _job(admin: HubClient, job_id: str) -> dict:
-    return admin.federated_job(job_id)
+    return admin.get_federated_job(job_id)
 
 
 def _round(job: dict, number: int) -> dict:
@@ -145,7 +145,9 @@ def _round(job: dict, number: int) -> dict:
 def test_federated_job_across_site_processes_with_faults(fleet: FLFleet, tmp_path: Path) -> None:
     hub, admin, sites, gate = fleet.hub, fleet.admin, fleet.sites, fleet.gate
     _push_spec_model(admin, tmp_path)
-    wait_for(lambda: len(admin.federation_consents()) == 4, 60, "every site's consent declaration")
+    wait_for(
+        lambda: len(admin.get_federation_consents()) == 4, 60, "every site's consent declaration"
+    )
     wait_for(lambda: all(s["online"] for s in admin.list_sites()), 60, "all sites online")
 
     started = time.monotonic()

@@ -49,7 +49,7 @@ class Fleet:
         return made
 
     def site_total(self, site: str) -> int:
-        for row in self.admin.telemetry_status()["sites"]:
+        for row in self.admin.get_telemetry_status()["sites"]:
             if row["site"] == site:
                 return int(row["requests_total"])
         return 0

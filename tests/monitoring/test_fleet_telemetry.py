@@ -82,7 +82,7 @@ def test_outage_exact_totals_and_no_raw_values(fleet: Fleet, tiny_onnx) -> None:
     sent += send_requests(site.url, "pump", batches(5))
     wait_for(lambda: fleet.site_total("plant-eu") >= sent, timeout=60, what="later traffic")
     assert fleet.site_total("plant-eu") == sent
-    status = fleet.admin.telemetry_status()
+    status = fleet.admin.get_telemetry_status()
     row = next(r for r in status["sites"] if r["site"] == "plant-eu")
     assert row["dropped"] == {"windows": 0, "requests": 0}
     assert row["models"][0]["errors_total"] == 0
@@ -122,12 +122,13 @@ def test_full_outbox_drops_oldest_and_hub_shows_it(fleet: Fleet, tiny_onnx) -> N
 
     def settled() -> bool:
         row = next(
-            (r for r in fleet.admin.telemetry_status()["sites"] if r["site"] == "plant-us"), None
+            (r for r in fleet.admin.get_telemetry_status()["sites"] if r["site"] == "plant-us"),
+            None,
         )
         return row is not None and row["requests_total"] + row["dropped"]["requests"] == sent
 
     wait_for(settled, timeout=60, what="counted + dropped == sent")
-    row = next(r for r in fleet.admin.telemetry_status()["sites"] if r["site"] == "plant-us")
+    row = next(r for r in fleet.admin.get_telemetry_status()["sites"] if r["site"] == "plant-us")
     assert row["dropped"]["windows"] > 0
     assert 0 < row["requests_total"] < sent
     print(f"sent {sent}: counted {row['requests_total']}, dropped {row['dropped']}")
@@ -179,7 +180,7 @@ def test_drift_flags_the_shifted_feature_only(fleet: Fleet, tiny_onnx, tmp_path)
         what="traffic counted",
     )
 
-    report = fleet.admin.drift("pump", version=1)
+    report = fleet.admin.get_drift("pump", version=1)
     by_site = {r["site"]: r for r in report["results"]}
     assert by_site["plant-fine"]["drift"] is False, by_site["plant-fine"]
     assert by_site["plant-shifted"]["drift"] is True
@@ -196,6 +197,6 @@ def test_drift_flags_the_shifted_feature_only(fleet: Fleet, tiny_onnx, tmp_path)
     assert shown.exit_code == 0, shown.output
     assert "DRIFT" in shown.output
     assert "X[2] (flow)" in shown.output
-    status = fleet.admin.telemetry_status()
+    status = fleet.admin.get_telemetry_status()
     flags = {r["site"]: r["drift"] for r in status["sites"]}
     assert flags == {"plant-fine": [], "plant-shifted": ["pump:1/X[2]"]}

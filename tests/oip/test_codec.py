@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from modelfleet.errors import InvalidInput
+from modelfleet.errors import InvalidInput, TensorError
 from modelfleet.oip.codec import (
     binary_output_names,
     decode_request,
@@ -25,7 +25,6 @@ from modelfleet.oip.types import (
     InferRequest,
     InferResponse,
     RequestedOutput,
-    TensorError,
 )
 
 NUMERIC = [name for name in OIP_TO_NUMPY if name not in ("BYTES", "BOOL")]

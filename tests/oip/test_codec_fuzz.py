@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from modelfleet.errors import TensorError
 from modelfleet.oip.codec import decode_request, decode_response, encode_request, encode_response
 from modelfleet.oip.datatypes import OIP_TO_NUMPY
-from modelfleet.oip.types import InferInput, InferOutput, InferRequest, InferResponse, TensorError
+from modelfleet.oip.types import InferInput, InferOutput, InferRequest, InferResponse
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ROUNDTRIP = settings(max_examples=300, deadline=None)

@@ -106,7 +106,7 @@ def active_version(site: SiteProcess, model: str) -> int | None:
 
 
 def reported(fleet: Fleet, site: str, model: str) -> dict:
-    view = fleet.admin.show_site(site)
+    view = fleet.admin.get_site(site)
     return next((m for m in view["models"] if m["name"] == model), {})
 
 
@@ -322,7 +322,7 @@ def test_hub_killed_site_restarts_from_cache(fleet: Fleet, tiny_onnx) -> None:
     fleet.admin.push(tiny_onnx(offset=7.0), "pump")
     fleet.admin.assign("plant-eu", "pump:2")
     wait_for(lambda: active_version(site, "pump") == 2, what="convergence after outage")
-    wait_for(lambda: fleet.admin.show_site("plant-eu")["online"], what="site online again")
+    wait_for(lambda: fleet.admin.get_site("plant-eu")["online"], what="site online again")
 
 
 def test_site_credential_is_bound_to_its_site(fleet: Fleet, tiny_onnx) -> None:

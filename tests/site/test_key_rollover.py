@@ -120,8 +120,8 @@ def test_rotating_on_a_running_hub_keeps_sites_serving_and_new_versions_verifyin
 
         # A version signed by the new key rolls out to sites that enrolled under the old one.
         pushed = admin.push(tiny_onnx(offset=2.0), "pump")
-        assert pushed["version"] == 2
-        assert json.loads(pushed["manifest"])["key_id"] == new_key  # sites must learn it first
+        assert pushed.version == 2
+        assert json.loads(pushed.manifest)["key_id"] == new_key  # sites must learn it first
         for site in sites:
             admin.assign(site.state_dir.name, "pump:2")
         for site in sites:

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from modelfleet.errors import InvalidInput, NotFound
-from modelfleet.site.runtime import LoadedModel, ModelFailure, TensorSpec
+from modelfleet.errors import InvalidInput, ModelFailure, NotFound
+from modelfleet.site.runtime import LoadedModel, TensorSpec
 
 DIGEST = "sha256:" + "0" * 64
 

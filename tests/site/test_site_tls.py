@@ -19,7 +19,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from modelfleet.errors import ModelfleetError
+from modelfleet.errors import ModelfleetError, PeerMismatch
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.pki import identity_of, site_identity
@@ -29,7 +29,7 @@ from modelfleet.routing.router import Router
 from modelfleet.settings import SiteSettings
 from modelfleet.sim.launcher import HubProcess, SiteProcess
 from modelfleet.site.agent import SiteAgent
-from modelfleet.transport.client import Origin, PeerMismatch, Pool
+from modelfleet.transport.client import Origin, Pool
 
 
 @dataclass

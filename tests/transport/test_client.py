@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from modelfleet.transport.client import Origin, Pool, TransportFailure
+from modelfleet.errors import TransportFailure
+from modelfleet.transport.client import Origin, Pool
 
 #: (connection number, request number on it) -> raw response bytes, or None to close the
 #: connection without answering. An answer with ``connection: close`` (or HTTP/1.0 without

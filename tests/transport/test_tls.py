@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from modelfleet.errors import PeerMismatch, TransportFailure
 from modelfleet.pki import FleetCA, generate_key, site_identity
 from modelfleet.pki.keys import save_private_key
 from modelfleet.pki.tls import PEER_EXTENSION, ServerTlsFiles, TlsFiles
 from modelfleet.transport import server as builtin
-from modelfleet.transport.client import Origin, PeerMismatch, Pool, TransportFailure
+from modelfleet.transport.client import Origin, Pool
 
 DAY = timedelta(days=1)
 

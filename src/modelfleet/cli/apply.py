@@ -39,16 +39,16 @@ def apply(
     if json_out:
         print_json(result)
         return
-    for c in result["changes"]:
-        line = f"{_MARK.get(c['action'], '?')} {c['kind']} {c['name']}"
-        if c.get("detail"):
-            line += f"  {c['detail']}"
-        if c.get("rollout"):
-            line += f"  (rollout {c['rollout']})"
+    for c in result.changes:
+        line = f"{_MARK.get(c.action, '?')} {c.kind} {c.name}"
+        if c.detail:
+            line += f"  {c.detail}"
+        if c.rollout:
+            line += f"  (rollout {c.rollout})"
         console.print(line, highlight=False)
-        if c.get("enrollment_token"):
-            console.print(f"    enrollment token (shown once): {c['enrollment_token']}")
-    if not result["changed"]:
+        if c.enrollment_token:
+            console.print(f"    enrollment token (shown once): {c.enrollment_token}")
+    if not result.changed:
         console.print("no changes")
     elif dry_run:
         console.print("dry run: nothing changed")

@@ -28,12 +28,9 @@ def audit(
 ) -> None:
     """Show the audit log: who changed what, when, and how it ended."""
     with client(hub, token) as hc:
-        entries = hc.audit(limit=limit, actor=actor, action=action)
+        entries = hc.list_audit(limit=limit, actor=actor, action=action)
     if json_out:
         print_json(entries)
         return
-    rows = [
-        (when(e["at"]), e["actor"], e["action"], e["object"], e["outcome"], e["detail"])
-        for e in entries
-    ]
+    rows = [(when(e.at), e.actor, e.action, e.object, e.outcome, e.detail) for e in entries]
     table(None, ["TIME", "ACTOR", "ACTION", "OBJECT", "OUTCOME", "DETAIL"], rows)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -64,8 +65,18 @@ def client(hub: str, token: str | None) -> HubClient:
     return HubClient(hub, token)
 
 
+def jsonable(data: Any) -> Any:
+    """Records (and lists of them) as the JSON the hub sent: ``exclude_unset`` leaves out
+    optional fields the answer did not carry, so ``--json`` prints what the API returned."""
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json", exclude_unset=True)
+    if isinstance(data, list):
+        return [jsonable(item) for item in data]
+    return data
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(jsonable(data), indent=2, default=str) + "\n")
 
 
 def when(value: Any) -> str:

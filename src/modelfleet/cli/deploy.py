@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from modelfleet.api import Plan
 from modelfleet.cli.common import (
     DEFAULT_HUB,
     HubOpt,
@@ -116,37 +117,37 @@ def build_request(
     return request
 
 
-def print_plan(plan: dict[str, Any]) -> None:
-    head = f"{plan['deployment']}: {plan['model']}:{plan['version']} to {plan['selector']}"
-    console.print(f"[bold]plan[/bold] {head} — {plan['strategy_text']}", highlight=False)
-    if plan["from_version"] is not None:
-        console.print(f"  from version {plan['from_version']}", highlight=False)
+def print_plan(plan: Plan) -> None:
+    head = f"{plan.deployment}: {plan.model}:{plan.version} to {plan.selector}"
+    console.print(f"[bold]plan[/bold] {head} — {plan.strategy_text}", highlight=False)
+    if plan.from_version is not None:
+        console.print(f"  from version {plan.from_version}", highlight=False)
     table(
         "sites that get it",
         ["site", "now", "gets", "online"],
         [
             [t["site"], t["current"], t["version"], "yes" if t["online"] else "no"]
-            for t in plan["targets"]
+            for t in plan.targets
         ],
     )
-    if plan["excluded"]:
+    if plan.excluded:
         table(
             "excluded",
             ["site", "why", "detail"],
-            [[e["site"], e["reason"], e["detail"]] for e in plan["excluded"]],
+            [[e["site"], e["reason"], e["detail"]] for e in plan.excluded],
         )
-    if plan["waves"]:
+    if plan.waves:
         table(
             "waves",
             ["wave", "sites"],
-            [[i + 1, ", ".join(w)] for i, w in enumerate(plan["waves"])],
+            [[i + 1, ", ".join(w)] for i, w in enumerate(plan.waves)],
         )
-    for v in plan["violations"]:
-        where = f" site {v['site']}:" if v["site"] else ""
-        console.print(f"[red]policy {v['rule']}[/red]{where} {v['detail']}", highlight=False)
-    for text in plan["conflicts"] + plan["errors"]:
+    for v in plan.violations:
+        where = f" site {v.site}:" if v.site else ""
+        console.print(f"[red]policy {v.rule}[/red]{where} {v.detail}", highlight=False)
+    for text in plan.conflicts + plan.errors:
         console.print(f"[red]refused:[/red] {text}", highlight=False)
-    verdict = "[green]would be accepted[/green]" if plan["ok"] else "[red]would be refused[/red]"
+    verdict = "[green]would be accepted[/green]" if plan.ok else "[red]would be refused[/red]"
     console.print(verdict)
 
 
@@ -224,22 +225,22 @@ def deploy(
                 print_json(planned)
             else:
                 print_plan(planned)
-            if not planned["ok"]:
+            if not planned.ok:
                 raise typer.Exit(1)
             return
         result = hc.deploy(request)
     if json_out:
         print_json(result)
         return
-    d, rollout = result["deployment"], result["rollout"]
+    d, rollout = result.deployment, result.rollout
     console.print(
-        f"deployment {d['name']}: {d['model']}:{d['target_version']} to {d['selector']}",
+        f"deployment {d.name}: {d.model}:{d.target_version} to {d.selector}",
         highlight=False,
     )
     if rollout:
         console.print(
-            f"rollout {rollout['id']} started: {rollout['steps']} wave(s), {rollout['strategy']}"
-            f"\nfollow it: modelfleet rollout status {rollout['id']} --watch",
+            f"rollout {rollout.id} started: {rollout.steps} wave(s), {rollout.strategy}"
+            f"\nfollow it: modelfleet rollout status {rollout.id} --watch",
             highlight=False,
         )
     else:
@@ -260,13 +261,13 @@ def deployments(
         ["name", "model", "ref", "selector", "stable", "target", "rollout"],
         [
             [
-                d["name"],
-                d["model"],
-                d["ref"],
-                d["selector"],
-                d["stable_version"],
-                d["target_version"],
-                f"{d['rollout']} ({d['rollout_state']})" if d["rollout"] else None,
+                d.name,
+                d.model,
+                d.ref,
+                d.selector,
+                d.stable_version,
+                d.target_version,
+                f"{d.rollout} ({d.rollout_state})" if d.rollout else None,
             ]
             for d in rows
         ],
@@ -294,7 +295,7 @@ def pin(
     """Pin a site to a site-specific version; wins over every deployment."""
     with client(hub, token) as hc:
         record = hc.pin(site, ref, reason)
-    console.print(f"{site}: {record['model']} pinned to version {record['version']}")
+    console.print(f"{site}: {record.model} pinned to version {record.version}")
 
 
 def unpin(

@@ -13,6 +13,7 @@ from modelfleet.cli.common import (
     TokenOpt,
     client,
     console,
+    jsonable,
     print_json,
     table,
 )
@@ -99,8 +100,8 @@ def drift(
     with client(hub, token) as hc:
         if set_:
             hc.set_drift_thresholds(parsed.name, _parse_settings(set_))
-        doc = hc.drift(parsed.name, version=parsed.version, site=site)
+        doc = hc.get_drift(parsed.name, version=parsed.version, site=site)
     if json_out:
         print_json(doc)
         return
-    _render(doc)
+    _render(jsonable(doc))

@@ -17,6 +17,7 @@ from modelfleet.cli.common import (
     TokenOpt,
     client,
     console,
+    jsonable,
     print_json,
     table,
     when,
@@ -77,7 +78,7 @@ def init(
         onnx.save(build_onnx(spec, init_weights(spec, seed)), str(path))
         with client(hub, token) as hc:
             version = hc.push(path, name, alias=alias, framework="modelfleet-fl")
-    console.print(f"{version['model']}:{version['version']} {spec.family} ({spec.size()} params)")
+    console.print(f"{version.model}:{version.version} {spec.family} ({spec.size()} params)")
 
 
 @app.command()
@@ -145,11 +146,11 @@ def start(
         print_json(job)
         return
     console.print(
-        f"job [bold]{job['id']}[/bold] {job['state']}: {job['model']}:{job['base_version']}, "
-        f"{job['strategy']}, {job['rounds']} rounds, sites {job['selector']}",
+        f"job [bold]{job.id}[/bold] {job.state}: {job.model}:{job.base_version}, "
+        f"{job.strategy}, {job.rounds} rounds, sites {job.selector}",
         highlight=False,
     )
-    console.print(f"follow it: modelfleet fl status {job['id']} --watch", highlight=False)
+    console.print(f"follow it: modelfleet fl status {job.id} --watch", highlight=False)
 
 
 def _render(job: dict[str, Any]) -> None:
@@ -222,19 +223,19 @@ def status(
     """A job per round: participating sites, example counts, losses, metrics, duration."""
     with client(hub, token) as hc:
         while True:
-            job = hc.federated_job(job_id)
+            job = hc.get_federated_job(job_id)
             if json_out and not watch:
                 print_json(job)
                 return
-            if not watch or job["state"] in FINISHED:
+            if not watch or job.state in FINISHED:
                 break
             console.clear()
-            _render(job)
+            _render(jsonable(job))
             time.sleep(1.0)
     if json_out:
         print_json(job)
     else:
-        _render(job)
+        _render(jsonable(job))
 
 
 @app.command("ls")
@@ -247,14 +248,14 @@ def list_jobs(hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonO
         return
     rows = [
         (
-            j["id"],
-            f"{j['model']}:{j['base_version']}",
-            j["state"],
-            f"{j['round']}/{j['rounds']}",
-            j["strategy"],
-            j["selector"],
-            j["result_version"],
-            when(j["created_at"]),
+            j.id,
+            f"{j.model}:{j.base_version}",
+            j.state,
+            f"{j.round}/{j.rounds}",
+            j.strategy,
+            j.selector,
+            j.result_version,
+            when(j.created_at),
         )
         for j in jobs
     ]
@@ -271,7 +272,7 @@ def abort(
     """Abort a running job; updates still in flight are refused."""
     with client(hub, token) as hc:
         job = hc.abort_federated_job(job_id, reason)
-    console.print(f"job {job['id']} {job['state']}")
+    console.print(f"job {job.id} {job.state}")
 
 
 @app.command()

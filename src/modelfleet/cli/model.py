@@ -15,6 +15,7 @@ from modelfleet.cli.common import (
     TokenOpt,
     client,
     console,
+    jsonable,
     print_json,
     table,
     transfer_progress,
@@ -120,21 +121,23 @@ def push(
             metrics=parsed_metrics,
             progress=adv,
         )
+        profile = None
         if reference is not None:
-            version["reference_profile"] = hc.put_reference_profile(
-                version["model"], version["version"], reference
-            )["columns"]
+            profile = hc.set_reference_profile(version.model, version.version, reference)
     if json_out:
-        print_json(version)
+        data = jsonable(version)
+        if profile is not None:
+            data["reference_profile"] = jsonable(profile)["columns"]
+        print_json(data)
         return
     if reference is not None:
         console.print(
             f"reference profile: {len(reference['columns'])} feature sketches from {reference_data}"
         )
-    aliases = f" @{', @'.join(version['aliases'])}" if version["aliases"] else ""
+    aliases = f" @{', @'.join(version.aliases)}" if version.aliases else ""
     console.print(
-        f"pushed [bold]{version['model']}:{version['version']}[/bold]{aliases}  "
-        f"sha256:{version['digest'][:12]}  {version['size']} bytes  signed"
+        f"pushed [bold]{version.model}:{version.version}[/bold]{aliases}  "
+        f"sha256:{version.digest[:12]}  {version.size} bytes  signed"
     )
 
 
@@ -150,11 +153,11 @@ def list_models(
         return
     rows = [
         (
-            m["name"],
-            m["latest_version"],
-            m["version_count"],
-            " ".join(f"{a}->{v}" for a, v in sorted(m["aliases"].items())),
-            when(m["created_at"]),
+            m.name,
+            m.latest_version,
+            m.version_count,
+            " ".join(f"{a}->{v}" for a, v in sorted(m.aliases.items())),
+            when(m.created_at),
         )
         for m in models
     ]
@@ -172,24 +175,24 @@ def show(
     parsed = parse_ref(ref)
     with client(hub, token) as hc:
         if parsed.version is None and parsed.alias is None:
-            model = hc.show_model(parsed.name)
+            model = hc.get_model(parsed.name)
             if json_out:
                 print_json(model)
                 return
             rows = [
                 (
-                    v["version"],
-                    " ".join(v["aliases"]),
-                    v["digest"][:12],
-                    v["size"],
-                    ",".join(v["training_regions"]),
-                    v["pushed_by"],
-                    when(v["created_at"]),
+                    v.version,
+                    " ".join(v.aliases),
+                    v.digest[:12],
+                    v.size,
+                    ",".join(v.training_regions),
+                    v.pushed_by,
+                    when(v.created_at),
                 )
-                for v in model["versions"]
+                for v in model.versions
             ]
             table(
-                model["name"],
+                model.name,
                 ["VERSION", "ALIASES", "SHA256", "BYTES", "TRAINED IN", "PUSHED BY", "CREATED"],
                 rows,
             )
@@ -199,19 +202,19 @@ def show(
         print_json(version)
         return
     fields = [
-        ("model", f"{version['model']}:{version['version']}"),
-        ("aliases", " ".join(version["aliases"]) or "-"),
-        ("digest", f"sha256:{version['digest']}"),
-        ("size", f"{version['size']} bytes"),
-        ("signature", _signature(version["io"])),
-        ("opset", version["opset"]),
-        ("framework", version["framework"] or "-"),
-        ("training regions", ", ".join(version["training_regions"]) or "-"),
-        ("parent", version["parent_version"] or "-"),
-        ("metrics", json.dumps(version["metrics"]) if version["metrics"] else "-"),
-        ("tags", " ".join(f"{k}={v}" for k, v in version["tags"].items()) or "-"),
-        ("description", version["description"] or "-"),
-        ("pushed", f"{when(version['created_at'])} by {version['pushed_by']}"),
+        ("model", f"{version.model}:{version.version}"),
+        ("aliases", " ".join(version.aliases) or "-"),
+        ("digest", f"sha256:{version.digest}"),
+        ("size", f"{version.size} bytes"),
+        ("signature", _signature(version.io)),
+        ("opset", version.opset),
+        ("framework", version.framework or "-"),
+        ("training regions", ", ".join(version.training_regions) or "-"),
+        ("parent", version.parent_version or "-"),
+        ("metrics", json.dumps(version.metrics) if version.metrics else "-"),
+        ("tags", " ".join(f"{k}={v}" for k, v in version.tags.items()) or "-"),
+        ("description", version.description or "-"),
+        ("pushed", f"{when(version.created_at)} by {version.pushed_by}"),
     ]
     for label, value in fields:
         console.print(f"[bold]{label:>16}[/bold]  {value}", highlight=False)
@@ -236,7 +239,7 @@ def alias(
     """Point ALIAS at VERSION (`model alias N V ALIAS`), or remove one with --delete ALIAS."""
     with client(hub, token) as hc:
         if delete is not None:
-            hc.delete_alias(name, delete)
+            hc.remove_alias(name, delete)
             console.print(f"removed {name}@{delete}")
             return
         if version is None or alias_name is None:
@@ -263,12 +266,12 @@ def pull(
     """Download a version and verify its digest and signed manifest; resumes if interrupted."""
     with client(hub, token) as hc:
         version = hc.resolve(ref)
-        dest = output or Path(f"{version['model']}-{version['version']}.onnx")
-        with transfer_progress(f"pull {dest.name}", version["size"]) as adv:
+        dest = output or Path(f"{version.model}-{version.version}.onnx")
+        with transfer_progress(f"pull {dest.name}", version.size) as adv:
             hc.pull(
-                f"{version['model']}:{version['version']}",
+                f"{version.model}:{version.version}",
                 dest,
                 public_key=public_key,
                 progress=adv,
             )
-    console.print(f"{dest}  {version['model']}:{version['version']}  sha256 and signature verified")
+    console.print(f"{dest}  {version.model}:{version.version}  sha256 and signature verified")

@@ -14,6 +14,7 @@ from modelfleet.cli.common import (
     TokenOpt,
     client,
     console,
+    jsonable,
     print_json,
     table,
 )
@@ -44,9 +45,9 @@ def apply(
     if json_out:
         print_json(result)
         return
-    for change in result["changes"]:
-        console.print(f"policy {change['policy']}: {change['action']}", highlight=False)
-    if not result["changed"]:
+    for change in result.changes:
+        console.print(f"policy {change.policy}: {change.action}", highlight=False)
+    if not result.changed:
         console.print("no changes")
 
 
@@ -71,7 +72,7 @@ def ls(hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = Fa
                 else f">= {p['min_distinct']} distinct {p['label']}"
                 + (f" for {','.join(p['models'])}" if p.get("models") else ""),
             ]
-            for p in rows
+            for p in jsonable(rows)  # a rule's fields depend on its kind: read as JSON
         ],
     )
 

@@ -6,11 +6,13 @@ import time
 from typing import Annotated, Any
 
 import typer
+from pydantic import JsonValue
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from modelfleet.api import Rollout
 from modelfleet.cli.common import (
     DEFAULT_HUB,
     HubOpt,
@@ -29,44 +31,46 @@ TERMINAL = ("succeeded", "failed", "aborted", "rolled_back")
 IdArg = Annotated[str, typer.Argument(help="Rollout id (see `rollout ls`).", show_default=False)]
 
 
-def render(r: dict[str, Any]) -> Group:
+def render(r: Rollout) -> Group:
     """The per-wave progress view (also what ``--watch`` redraws)."""
-    colour = {"succeeded": "green", "failed": "red", "paused": "yellow"}.get(r["state"], "cyan")
+    colour = {"succeeded": "green", "failed": "red", "paused": "yellow"}.get(r.state, "cyan")
     head = Text.from_markup(
-        f"[bold]rollout {r['id']}[/bold]  {r['deployment']}: {r['model']} "
-        f"{r['from_version'] or '-'} -> {r['to_version']}  [{colour}]{r['state']}[/{colour}]  "
-        f"wave {r['step']}/{r['steps']}  ({r['strategy']}, bake {r['bake_s']:g}s, "
-        f"deadline {r['progress_deadline_s']:g}s)"
+        f"[bold]rollout {r.id}[/bold]  {r.deployment}: {r.model} "
+        f"{r.from_version or '-'} -> {r.to_version}  [{colour}]{r.state}[/{colour}]  "
+        f"wave {r.step}/{r.steps}  ({r.strategy}, bake {r.bake_s:g}s, "
+        f"deadline {r.progress_deadline_s:g}s)"
     )
     grid = Table(show_lines=False, header_style="bold")
     for column in ("wave", "status", "sites", "verdict"):
         grid.add_column(column, overflow="fold")
-    for wave in r["waves"]:
+    for wave in r.waves:
         sites = []
-        for s in wave["sites"]:
-            cell = f"{s['site']}: {s['active_version'] or '-'} {s['state'] or ''}".strip()
-            if s.get("error"):
-                cell += f" [{s['error'].get('code')}]"
+        for s in wave.sites:
+            cell = f"{s.site}: {s.active_version or '-'} {s.state or ''}".strip()
+            if isinstance(s.error, dict):
+                cell += f" [{s.error.get('code')}]"
+            elif s.error:
+                cell += f" [{s.error}]"
             sites.append(cell)
-        decision = wave.get("decision") or {}
+        decision = wave.decision or {}
         verdict = ""
         if decision:
             verdict = f"{decision.get('outcome')}: {decision.get('message') or ''}".strip()
             figures = decision.get("figures")
-            if figures:
+            if isinstance(figures, dict) and figures:
                 verdict += f" ({_figures_text(figures)}"
                 baseline = decision.get("baseline")
-                if baseline:
+                if isinstance(baseline, dict) and baseline:
                     verdict += f"; previous version {_figures_text(baseline)}"
                 verdict += ")"
-        grid.add_row(str(wave["index"]), wave["status"], "\n".join(sites), verdict or "-")
+        grid.add_row(str(wave.index), wave.status, "\n".join(sites), verdict or "-")
     parts: list[Any] = [head, grid]
-    if r.get("reason"):
-        parts.append(Text(f"reason: {r['reason']}"))
+    if r.reason:
+        parts.append(Text(f"reason: {r.reason}"))
     return Group(*parts)
 
 
-def _figures_text(figures: dict[str, Any]) -> str:
+def _figures_text(figures: dict[str, JsonValue]) -> str:
     p99 = figures.get("p99_ms")
     text = f"requests {figures['requests']}, errors {figures['errors']}"
     return text + (f", p99 {p99:.1f} ms" if p99 is not None else "")
@@ -90,14 +94,14 @@ def ls(
         ["id", "deployment", "model", "from", "to", "state", "wave", "created"],
         [
             [
-                r["id"],
-                r["deployment"],
-                r["model"],
-                r["from_version"],
-                r["to_version"],
-                r["state"],
-                f"{r['step']}/{r['steps']}",
-                when(r["created_at"]),
+                r.id,
+                r.deployment,
+                r.model,
+                r.from_version,
+                r.to_version,
+                r.state,
+                f"{r.step}/{r.steps}",
+                when(r.created_at),
             ]
             for r in rows
         ],
@@ -115,7 +119,7 @@ def status(
 ) -> None:
     """One rollout, wave by wave: sites, their versions, each wave's verdict and figures."""
     with client(hub, token) as hc:
-        r = hc.rollout(rollout_id)
+        r = hc.get_rollout(rollout_id)
         if json_out:
             print_json(r)
             return
@@ -123,9 +127,9 @@ def status(
             console.print(render(r))
             return
         with Live(render(r), console=console, refresh_per_second=4) as live:
-            while r["state"] not in TERMINAL:
+            while r.state not in TERMINAL:
                 time.sleep(interval)
-                r = hc.rollout(rollout_id)
+                r = hc.get_rollout(rollout_id)
                 live.update(render(r))
 
 

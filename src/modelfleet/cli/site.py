@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import JsonValue
 
+from modelfleet.api import Site
 from modelfleet.cli.common import (
     DEFAULT_HUB,
     HubOpt,
@@ -38,15 +40,20 @@ def _labels(items: list[str] | None) -> dict[str, str]:
     return labels
 
 
-def _models_cell(site: dict[str, Any]) -> str:
+def _error_field(error: JsonValue, key: str) -> JsonValue:
+    """A field of a model's reported error (``{"code", "message"}``), None if absent."""
+    return error.get(key) if isinstance(error, dict) else None
+
+
+def _models_cell(site: Site) -> str:
     cells = []
-    for m in site["models"]:
-        active = m["active_version"] if m["active_version"] is not None else "-"
-        text = f"{m['name']}:{active} {m['state']}"
-        if m["assigned_version"] is not None and m["assigned_version"] != m["active_version"]:
-            text += f" (wants {m['assigned_version']})"
-        if m.get("error"):
-            text += f" [{m['error'].get('code')}]"
+    for m in site.models:
+        active = m.active_version if m.active_version is not None else "-"
+        text = f"{m.name}:{active} {m.state}"
+        if m.assigned_version is not None and m.assigned_version != m.active_version:
+            text += f" (wants {m.assigned_version})"
+        if m.error:
+            text += f" [{_error_field(m.error, 'code')}]"
         cells.append(text)
     return "\n".join(cells) or "-"
 
@@ -83,12 +90,10 @@ def add(
     if json_out:
         print_json(site)
         return
-    labels = " ".join(f"{k}={v}" for k, v in sorted(site["labels"].items()))
-    console.print(f"site [bold]{site['name']}[/bold] {labels}", highlight=False)
-    console.print(
-        f"enrollment token (single use, expires {when(site['enrollment_expires_at'])} UTC):"
-    )
-    typer.echo(site["enrollment_token"])
+    labels = " ".join(f"{k}={v}" for k, v in sorted(site.labels.items()))
+    console.print(f"site [bold]{site.name}[/bold] {labels}", highlight=False)
+    console.print(f"enrollment token (single use, expires {when(site.enrollment_expires_at)} UTC):")
+    typer.echo(site.enrollment_token)
     console.print(
         f"on the site: modelfleet site serve --hub {hub} --enroll <token> "
         f"--state-dir ./{name}-state",
@@ -108,12 +113,12 @@ def list_sites(
         return
     rows = [
         (
-            s["name"],
-            " ".join(f"{k}={v}" for k, v in sorted(s["labels"].items())),
-            ("[green]online[/green]" if s["online"] else "[red]offline[/red]")
-            if s["enrolled"]
+            s.name,
+            " ".join(f"{k}={v}" for k, v in sorted(s.labels.items())),
+            ("[green]online[/green]" if s.online else "[red]offline[/red]")
+            if s.enrolled
             else "not enrolled",
-            when(s["last_seen"]),
+            when(s.last_seen),
             _models_cell(s),
         )
         for s in sites
@@ -130,35 +135,37 @@ def show(
 ) -> None:
     """One site in detail, with each model's desired/active version and last error."""
     with client(hub, token) as hc:
-        site = hc.show_site(name)
+        site = hc.get_site(name)
     if json_out:
         print_json(site)
         return
     console.print(
-        f"[bold]{site['name']}[/bold]  "
-        + " ".join(f"{k}={v}" for k, v in sorted(site["labels"].items())),
+        f"[bold]{site.name}[/bold]  "
+        + " ".join(f"{k}={v}" for k, v in sorted(site.labels.items())),
         highlight=False,
     )
-    state = "online" if site["online"] else ("offline" if site["enrolled"] else "not enrolled")
+    state = "online" if site.online else ("offline" if site.enrolled else "not enrolled")
     console.print(
-        f"  state {state}, last seen {when(site['last_seen'])}, url {site['url'] or '-'}",
+        f"  state {state}, last seen {when(site.last_seen)}, url {site.url or '-'}",
         highlight=False,
     )
     console.print(
-        f"  agent {site['agent_version'] or '-'}, uptime {site['uptime_s'] or '-'} s, "
-        f"desired revision {site['revision']} (applied {site['applied_revision'] or '-'})",
+        f"  agent {site.agent_version or '-'}, uptime {site.uptime_s or '-'} s, "
+        f"desired revision {site.revision} (applied {site.applied_revision or '-'})",
         highlight=False,
     )
     rows = [
         (
-            m["name"],
-            m["ref"],
-            m["assigned_version"],
-            m["active_version"],
-            m["state"],
-            f"{m['error']['code']}: {m['error']['message']}" if m.get("error") else None,
+            m.name,
+            m.ref,
+            m.assigned_version,
+            m.active_version,
+            m.state,
+            f"{_error_field(m.error, 'code')}: {_error_field(m.error, 'message')}"
+            if m.error
+            else None,
         )
-        for m in site["models"]
+        for m in site.models
     ]
     table(None, ["MODEL", "ASSIGNED AS", "DESIRED", "ACTIVE", "STATE", "ERROR"], rows)
 
@@ -184,7 +191,7 @@ def assign(
             raise InvalidInput(f"--params is not JSON: {exc}") from exc
     with client(hub, token) as hc:
         item = hc.assign(site, ref, parsed)
-    console.print(f"{site}: {item['model']}:{item['version']} (as {item['ref']})")
+    console.print(f"{site}: {item.model}:{item.version} (as {item.ref})")
 
 
 @app.command()

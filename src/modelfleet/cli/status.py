@@ -14,6 +14,7 @@ from modelfleet.cli.common import (
     TokenOpt,
     client,
     console,
+    jsonable,
     print_json,
     table,
     when,
@@ -83,17 +84,17 @@ def status(
     """Every site at a glance: online, last seen, models, requests/s, errors, p99, drift, drops."""
     with client(hub, token) as hc:
         if not watch:
-            doc = hc.telemetry_status()
+            doc = hc.get_telemetry_status()
             if json_out:
                 print_json(doc)
             else:
-                _render(doc)
+                _render(jsonable(doc))
             return
         while True:
-            doc = hc.telemetry_status()
+            doc = hc.get_telemetry_status()
             if json_out:
                 print_json(doc)
             else:
                 console.clear()
-                _render(doc)
+                _render(jsonable(doc))
             time.sleep(interval)

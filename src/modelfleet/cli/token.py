@@ -40,10 +40,8 @@ def create(
     if json_out:
         print_json(created)
         return
-    console.print(
-        f"token {created['id']} ({created['name']}, role {created['role']}) — shown once:"
-    )
-    typer.echo(created["token"])
+    console.print(f"token {created.id} ({created.name}, role {created.role}) — shown once:")
+    typer.echo(created.token)
 
 
 @app.command("ls")
@@ -58,13 +56,13 @@ def list_tokens(
         return
     rows = [
         (
-            t["id"],
-            t["name"],
-            t["role"],
-            t["site"],
-            when(t["created_at"]),
-            when(t["expires_at"]) if t["expires_at"] else "never",
-            "revoked " + when(t["revoked_at"]) if t["revoked_at"] else "active",
+            t.id,
+            t.name,
+            t.role,
+            t.site,
+            when(t.created_at),
+            when(t.expires_at) if t.expires_at else "never",
+            "revoked " + when(t.revoked_at) if t.revoked_at else "active",
         )
         for t in tokens
     ]

@@ -8,7 +8,7 @@ scikit-learn and PyTorch are optional extras, imported only when their helper is
 
 from __future__ import annotations
 
-from modelfleet.export._artifact import MissingDependency
+from modelfleet.errors import MissingDependency
 from modelfleet.export._sklearn import from_sklearn
 from modelfleet.export._torch import from_torch
 

@@ -23,16 +23,6 @@ _MAX_MESSAGE = 300
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class MissingDependency(InvalidInput, ImportError):
-    """An optional extra needed for this export is not installed.
-
-    It is also an :class:`ImportError` so code that already guards optional imports with
-    ``except ImportError`` keeps working; the message names the extra to install.
-    """
-
-    code = "missing_dependency"
-
-
 def summarize(exc: BaseException) -> str:
     """The root cause of an exporter's error in one short line.
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.errors import InvalidInput
-from modelfleet.export._artifact import MissingDependency, save, summarize
+from modelfleet.errors import InvalidInput, MissingDependency
+from modelfleet.export._artifact import save, summarize
 
 INPUT_NAME = "input"
 _NUMERIC_KINDS = frozenset("biuf")

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from modelfleet.errors import InvalidInput
-from modelfleet.export._artifact import MissingDependency, save, summarize
+from modelfleet.errors import InvalidInput, MissingDependency
+from modelfleet.export._artifact import save, summarize
 
 _INSTALL_HINT = "pip install 'modelfleet[torch]'"
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelfleet._version import __version__
+from modelfleet.api import SigningKey
 from modelfleet.hub.api import deployments as deployments_api
 from modelfleet.hub.api import directory as directory_api
 from modelfleet.hub.api import federation as federation_api
@@ -20,7 +21,6 @@ from modelfleet.hub.api import tokens as tokens_api
 from modelfleet.hub.api.errors import install_error_handlers
 from modelfleet.hub.api.fastpath import SiteFastPath
 from modelfleet.hub.api.limits import BodyLimit
-from modelfleet.hub.api.schemas import SigningKeyOut
 from modelfleet.hub.certificates import SiteCertificates
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
@@ -128,11 +128,11 @@ def create_app(ctx: HubContext) -> FastAPI:
 
     @app.get(
         "/api/v1/keys/signing",
-        response_model=SigningKeyOut,
+        response_model=SigningKey,
         tags=["registry"],
         summary="The hub's Ed25519 public key that signs manifests (sites pin it)",
     )
-    def signing_key() -> SigningKeyOut:
-        return SigningKeyOut(public_key=ctx.registry.public_key, key_id=ctx.registry.key_id)
+    def signing_key() -> SigningKey:
+        return SigningKey(public_key=ctx.registry.public_key, key_id=ctx.registry.key_id)
 
     return app

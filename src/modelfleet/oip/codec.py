@@ -6,7 +6,7 @@ payloads concatenated in tensor order; the header's byte length travels in the
 encoders return it. The HTTP layer stays outside: these functions see only bytes and ints.
 
 Decoding validates everything a hostile or buggy client can send and raises only
-:class:`~modelfleet.oip.types.TensorError`, naming the tensor at fault, so the server answers 400
+:class:`~modelfleet.errors.TensorError`, naming the tensor at fault, so the server answers 400
 without a catch-all. Encoding coerces tensor data to the declared datatype and reports
 unencodable values (e.g. non-UTF-8 ``BYTES`` asked for as JSON) the same way.
 """
@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from modelfleet.errors import TensorError
 from modelfleet.oip.codec_binary import data_from_binary, data_to_binary
 from modelfleet.oip.codec_json import NUMPY_ERRORS, brief, data_from_json, data_to_json
 from modelfleet.oip.datatypes import OIP_TO_NUMPY, numpy_to_oip
@@ -30,7 +31,6 @@ from modelfleet.oip.types import (
     InferRequest,
     InferResponse,
     RequestedOutput,
-    TensorError,
 )
 
 __all__ = [

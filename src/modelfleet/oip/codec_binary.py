@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from modelfleet.errors import TensorError
 from modelfleet.oip.codec_json import NUMPY_ERRORS
 from modelfleet.oip.datatypes import OIP_TO_NUMPY
-from modelfleet.oip.types import TensorError
 
 __all__ = ["data_from_binary", "data_to_binary"]
 

@@ -19,8 +19,8 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from modelfleet.errors import TensorError
 from modelfleet.oip.datatypes import OIP_TO_NUMPY
-from modelfleet.oip.types import TensorError
 
 __all__ = ["NUMPY_ERRORS", "brief", "data_from_json", "data_to_json", "fit_shape"]
 

@@ -23,26 +23,13 @@ from typing import Any
 
 import numpy.typing as npt
 
-from modelfleet.errors import InvalidInput
-
 __all__ = [
     "InferInput",
     "InferOutput",
     "InferRequest",
     "InferResponse",
     "RequestedOutput",
-    "TensorError",
 ]
-
-
-class TensorError(InvalidInput):
-    """A tensor or inference message is malformed; the message names the offending tensor.
-
-    Codecs raise only this, never a numpy/orjson/struct error, so the server can map every
-    decoding failure to one 400 answer without a catch-all.
-    """
-
-    code = "invalid_tensor"
 
 
 @dataclass(slots=True, eq=False)

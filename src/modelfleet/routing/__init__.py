@@ -6,11 +6,11 @@ See ``docs/routing.md``. Public names: :class:`Client`, :class:`AsyncClient`,
 
 from __future__ import annotations
 
-from modelfleet.routing.client import AsyncClient, Client, InferResult, SiteError
+from modelfleet.errors import DeadlineExceeded, NoSiteAvailable, SiteError
+from modelfleet.routing.client import AsyncClient, Client, InferResult
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.residency import UNRESTRICTED, ResidencyRules
-from modelfleet.routing.router import DeadlineExceeded, Router, RoutingOptions
-from modelfleet.routing.selection import NoSiteAvailable
+from modelfleet.routing.router import Router, RoutingOptions
 
 __all__ = [
     "UNRESTRICTED",

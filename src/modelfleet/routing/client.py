@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,26 +29,19 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
+from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, SiteError, TensorError
 from modelfleet.oip.codec import decode_response, encode_request, to_numpy_input
 from modelfleet.oip.headers import INFERENCE_HEADER_LENGTH
-from modelfleet.oip.types import InferInput, InferRequest, RequestedOutput, TensorError
+from modelfleet.oip.types import InferInput, InferRequest, RequestedOutput
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.residency import ResidencyRules
 from modelfleet.routing.router import Router, RoutingOptions
 from modelfleet.settings import ClientSettings
 
-__all__ = ["AsyncClient", "Client", "InferResult", "SiteError"]
+__all__ = ["AsyncClient", "Client", "InferResult"]
 
 T = TypeVar("T")
 Inputs = Mapping[str, npt.ArrayLike] | npt.NDArray[Any] | Iterable[InferInput]
-
-
-class SiteError(ModelfleetError):
-    """A site refused the request (4xx other than a missing model); not retried elsewhere."""
-
-    code = "site_error"
-    status = 400
 
 
 @dataclass
@@ -237,9 +230,30 @@ class AsyncClient:
 
 
 class Client:
-    """Synchronous, thread-safe twin of :class:`AsyncClient` (same arguments)."""
+    """Synchronous, thread-safe twin of :class:`AsyncClient`: the same arguments, names and
+    defaults, spelled out here so editors and type checkers see them.
 
-    def __init__(self, hub_url: str | None = None, token: str | None = None, **kwargs: Any):
+    ``hub_url``/``token`` (or ``sites``, a static list) say where the site directory comes
+    from; ``data_region`` is the default region of every request; ``residency`` the rules
+    region -> permitted site regions; ``cache_path`` where the directory is cached for a
+    hub outage; ``deadline_s`` and ``hedge`` the routing defaults (or a whole
+    :class:`RoutingOptions` as ``options``). The async client runs on a private event
+    loop in a daemon thread, so calls block the caller only.
+    """
+
+    def __init__(
+        self,
+        hub_url: str | None = None,
+        token: str | None = None,
+        *,
+        sites: Iterable[Site | Mapping[str, Any]] | None = None,
+        data_region: str | None = None,
+        residency: ResidencyRules | Mapping[str, Iterable[str]] | None = None,
+        cache_path: str | Path | None = None,
+        deadline_s: float = 10.0,
+        hedge: bool = True,
+        options: RoutingOptions | None = None,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="modelfleet-client", daemon=True
@@ -247,7 +261,21 @@ class Client:
         self._thread.start()
         self._closed = False
         try:
-            self._async = self._run(_make(hub_url, token, kwargs))
+            self._async = self._run(
+                _make(
+                    lambda: AsyncClient(
+                        hub_url,
+                        token,
+                        sites=sites,
+                        data_region=data_region,
+                        residency=residency,
+                        cache_path=cache_path,
+                        deadline_s=deadline_s,
+                        hedge=hedge,
+                        options=options,
+                    )
+                )
+            )
         except BaseException:
             self._stop_loop()
             raise
@@ -266,16 +294,61 @@ class Client:
     def sites(self) -> list[Site]:
         return self._async.sites
 
-    def infer(self, model: str, inputs: Inputs, **kwargs: Any) -> dict[str, npt.NDArray[Any]]:
+    def infer(
+        self,
+        model: str,
+        inputs: Inputs,
+        *,
+        data_region: str | None = None,
+        deadline_s: float | None = None,
+        version: int | None = None,
+        outputs: Iterable[str] | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, npt.NDArray[Any]]:
         """See :meth:`AsyncClient.infer`."""
-        return self._run(self._async.infer(model, inputs, **kwargs))
+        return self._run(
+            self._async.infer(
+                model,
+                inputs,
+                data_region=data_region,
+                deadline_s=deadline_s,
+                version=version,
+                outputs=outputs,
+                request_id=request_id,
+            )
+        )
 
-    def infer_detailed(self, model: str, inputs: Inputs, **kwargs: Any) -> InferResult:
+    def infer_detailed(
+        self,
+        model: str,
+        inputs: Inputs,
+        *,
+        data_region: str | None = None,
+        deadline_s: float | None = None,
+        version: int | None = None,
+        outputs: Iterable[str] | None = None,
+        request_id: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> InferResult:
         """See :meth:`AsyncClient.infer_detailed`."""
-        return self._run(self._async.infer_detailed(model, inputs, **kwargs))
+        return self._run(
+            self._async.infer_detailed(
+                model,
+                inputs,
+                data_region=data_region,
+                deadline_s=deadline_s,
+                version=version,
+                outputs=outputs,
+                request_id=request_id,
+                parameters=parameters,
+            )
+        )
 
-    def metadata(self, model: str, **kwargs: Any) -> dict[str, Any]:
-        return self._run(self._async.metadata(model, **kwargs))
+    def metadata(
+        self, model: str, *, data_region: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        """See :meth:`AsyncClient.metadata`."""
+        return self._run(self._async.metadata(model, data_region=data_region, version=version))
 
     def close(self) -> None:
         if self._closed:
@@ -298,8 +371,9 @@ class Client:
         self.close()
 
 
-async def _make(hub_url: str | None, token: str | None, kwargs: dict[str, Any]) -> AsyncClient:
-    client = AsyncClient(hub_url, token, **kwargs)
+async def _make(build: Callable[[], AsyncClient]) -> AsyncClient:
+    """Build and start the async client on the private loop (its router binds to it)."""
+    client = build()
     await client.router.start()
     return client
 

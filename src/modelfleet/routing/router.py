@@ -30,18 +30,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelfleetError,
+    TransportFailure,
+)
 from modelfleet.oip.headers import ATTEMPT_HEADER, HEDGE_HEADER, REQUEST_ID_HEADER
 from modelfleet.pki.identity import site_identity
 from modelfleet.pki.tls import TlsFiles
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.residency import ResidencyRules
-from modelfleet.routing.selection import NoSiteAvailable, Ranking, Selector
-from modelfleet.transport.client import HttpResponse, Origin, Pool, TransportFailure
+from modelfleet.routing.selection import Ranking, Selector
+from modelfleet.transport.client import HttpResponse, Origin, Pool
 
 __all__ = [
-    "DeadlineExceeded",
-    "NoSiteAvailable",
     "Routed",
     "Router",
     "RouterCounters",
@@ -49,13 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class DeadlineExceeded(ModelfleetError):
-    """No site answered within the request's deadline."""
-
-    code = "deadline_exceeded"
-    status = 504
 
 
 @dataclass

@@ -19,24 +19,16 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from modelfleet.errors import ModelfleetError
+from modelfleet.errors import NoSiteAvailable
 from modelfleet.routing.directory import Site
 from modelfleet.routing.residency import ResidencyRules
 
 __all__ = [
     "Breaker",
-    "NoSiteAvailable",
     "Ranking",
     "Selector",
     "SiteStats",
 ]
-
-
-class NoSiteAvailable(ModelfleetError):
-    """No permitted site can take the request; the message names the residency rule."""
-
-    code = "no_site_available"
-    status = 503
 
 
 @dataclass

@@ -15,18 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
+from modelfleet.errors import InvalidInput, ModelFailure, NotFound
 from modelfleet.oip.datatypes import OIP_TO_NUMPY, ORT_TYPE_TO_OIP
 
-__all__ = ["LoadedModel", "ModelFailure", "ModelFailureCode", "TensorSpec"]
-
-ModelFailureCode = Literal["session_error", "warmup_error", "inference_error"]
+__all__ = ["LoadedModel", "TensorSpec"]
 
 _PROVIDERS = ["CPUExecutionProvider"]
 _MESSAGE_LIMIT = 500
@@ -34,21 +32,6 @@ _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*")
 _WHITESPACE = re.compile(r"\s+")
 # Feeds onnxruntime turns into its string tensors; both are text, so nothing is converted.
 _STRING_KINDS = frozenset("OU")
-
-
-class ModelFailure(ModelfleetError):
-    """The model itself failed; ``code`` says at which stage so callers can pick a reaction.
-
-    ``session_error`` and ``warmup_error`` mean the version must not be activated (the
-    previous one keeps serving); ``inference_error`` concerns one request only. ``status``
-    is 400 when onnxruntime blamed the input (wrong rank or dimension) and 500 otherwise.
-    """
-
-    status = 500
-
-    def __init__(self, message: str, *, code: ModelFailureCode, status: int = 500) -> None:
-        super().__init__(message, code=code)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
+from modelfleet.errors import InvalidInput, ModelFailure, ModelfleetError, NotFound
 from modelfleet.oip.codec import binary_output_names, decode_request, encode_response
 from modelfleet.oip.headers import INFERENCE_HEADER_LENGTH
 from modelfleet.oip.paths import parse_model_path
@@ -43,7 +43,7 @@ from modelfleet.site.cascade import Cascade
 from modelfleet.site.observer import InferenceObserver, NullObserver
 from modelfleet.site.oip_routes import OipRoutes
 from modelfleet.site.repository import ModelRepository
-from modelfleet.site.runtime import LoadedModel, ModelFailure
+from modelfleet.site.runtime import LoadedModel
 from modelfleet.transport.asgi import ASGIApp, Receive, Scope, Send, read_body, respond
 
 __all__ = ["InferenceServer", "SiteMetrics"]

@@ -36,7 +36,7 @@ from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.errors import InvalidInput, PeerMismatch, TransportFailure
 from modelfleet.pki.identity import Identity
 from modelfleet.pki.tls import TlsFiles, client_context, peer_identity
 
@@ -44,9 +44,7 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "HttpResponse",
     "Origin",
-    "PeerMismatch",
     "Pool",
-    "TransportFailure",
 ]
 
 _MAX_HEAD = 64 * 1024
@@ -55,19 +53,6 @@ _MAX_IDLE_PER_ORIGIN = 64
 #: hostile peer cannot make a client buffer without limit.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 _READ = 64 * 1024
-
-
-class TransportFailure(ModelfleetError):
-    """The connection failed before a complete HTTP response arrived."""
-
-    code = "transport_failure"
-    status = 502
-
-
-class PeerMismatch(TransportFailure):
-    """The server's certificate does not name the site (or gateway) the caller chose."""
-
-    code = "peer_mismatch"
 
 
 @dataclass(frozen=True, slots=True)

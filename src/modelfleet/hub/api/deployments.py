@@ -8,6 +8,17 @@ from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from modelfleet.api import ApplyResult as ApplyAnswer
+from modelfleet.api import (
+    ControllerStatus,
+    Deployment,
+    DeployResult,
+    Override,
+    Plan,
+    Policy,
+    PolicyChanges,
+    Rollout,
+)
 from modelfleet.hub.api.deps import Caller, Context, audited, require
 from modelfleet.hub.auth import Permission
 from modelfleet.hub.deployments import DeployRequest
@@ -37,13 +48,20 @@ class ApplyIn(BaseModel):
 # --- deployments ---------------------------------------------------------------------------
 
 
-@router.post("/deployments/plan", summary="What a deployment would do (changes nothing)")
+@router.post(
+    "/deployments/plan", response_model=Plan, summary="What a deployment would do (changes nothing)"
+)
 def plan(body: DeployRequest, ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.SITES_READ)
     return ctx.deployments.plan(body).as_dict()
 
 
-@router.post("/deployments", status_code=201, summary="Create or update a deployment")
+@router.post(
+    "/deployments",
+    response_model=DeployResult,
+    status_code=201,
+    summary="Create or update a deployment",
+)
 def deploy(body: DeployRequest, ctx: Context, caller: Caller) -> dict[str, Any]:
     obj = body.name or body.ref
     require(ctx, caller, Permission.DEPLOY_WRITE, "deploy", obj)
@@ -60,14 +78,14 @@ def deploy(body: DeployRequest, ctx: Context, caller: Caller) -> dict[str, Any]:
     }
 
 
-@router.get("/deployments", summary="All deployments")
+@router.get("/deployments", response_model=list[Deployment], summary="All deployments")
 def list_deployments(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
     service = ctx.deployments
     return [service.view(d) for d in service.list()]
 
 
-@router.get("/deployments/{name}", summary="One deployment")
+@router.get("/deployments/{name}", response_model=Deployment, summary="One deployment")
 def show_deployment(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.SITES_READ)
     service = ctx.deployments
@@ -85,13 +103,15 @@ def remove_deployment(name: str, ctx: Context, caller: Caller) -> Response:
 # --- overrides -------------------------------------------------------------------------------
 
 
-@router.get("/overrides", summary="Per-site version pins")
+@router.get("/overrides", response_model=list[Override], summary="Per-site version pins")
 def list_overrides(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
     return [o.__dict__ for o in ctx.deployments.overrides()]
 
 
-@router.put("/overrides", summary="Pin a site to a version (wins over deployments)")
+@router.put(
+    "/overrides", response_model=Override, summary="Pin a site to a version (wins over deployments)"
+)
 def pin(body: OverrideIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     obj = f"{body.site}/{body.ref}"
     require(ctx, caller, Permission.DEPLOY_WRITE, "site.pin", obj)
@@ -111,7 +131,7 @@ def unpin(site: str, model: str, ctx: Context, caller: Caller) -> Response:
 # --- policies --------------------------------------------------------------------------------
 
 
-@router.get("/policies", summary="Residency and spread rules")
+@router.get("/policies", response_model=list[Policy], summary="Residency and spread rules")
 def list_policies(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
     return [
@@ -120,7 +140,11 @@ def list_policies(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     ]
 
 
-@router.put("/policies", summary="Apply a policy document (create or update each rule)")
+@router.put(
+    "/policies",
+    response_model=PolicyChanges,
+    summary="Apply a policy document (create or update each rule)",
+)
 def apply_policies(body: PoliciesIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.DEPLOY_WRITE, "policy.apply", "policies")
     service = ctx.deployments
@@ -153,7 +177,7 @@ def remove_policy(name: str, ctx: Context, caller: Caller) -> Response:
 # --- rollouts --------------------------------------------------------------------------------
 
 
-@router.get("/rollouts", summary="Rollouts, newest first")
+@router.get("/rollouts", response_model=list[Rollout], summary="Rollouts, newest first")
 def list_rollouts(
     ctx: Context,
     caller: Caller,
@@ -165,7 +189,9 @@ def list_rollouts(
     return [controller.view(r) for r in controller.list(states)]
 
 
-@router.get("/rollouts/{rollout_id}", summary="One rollout with per-wave progress")
+@router.get(
+    "/rollouts/{rollout_id}", response_model=Rollout, summary="One rollout with per-wave progress"
+)
 def show_rollout(rollout_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.SITES_READ)
     controller = ctx.rollouts
@@ -174,6 +200,7 @@ def show_rollout(rollout_id: str, ctx: Context, caller: Caller) -> dict[str, Any
 
 @router.post(
     "/rollouts/{rollout_id}/{action}",
+    response_model=Rollout,
     summary="pause | resume | promote | abort | rollback",
 )
 async def act(rollout_id: str, action: str, ctx: Context, caller: Caller) -> dict[str, Any]:
@@ -185,7 +212,11 @@ async def act(rollout_id: str, action: str, ctx: Context, caller: Caller) -> dic
     return await run_in_threadpool(controller.view, moved)
 
 
-@router.get("/controller", summary="Whether this hub process runs the rollout controller")
+@router.get(
+    "/controller",
+    response_model=ControllerStatus,
+    summary="Whether this hub process runs the rollout controller",
+)
 def controller_status(ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.SITES_READ)
     return ctx.rollouts.status()
@@ -194,7 +225,12 @@ def controller_status(ctx: Context, caller: Caller) -> dict[str, Any]:
 # --- gitops ----------------------------------------------------------------------------------
 
 
-@router.post("/apply", summary="Apply a fleet file: sites, policies, overrides, deployments")
+@router.post(
+    "/apply",
+    response_model=ApplyAnswer,
+    response_model_exclude_unset=True,  # a change lists only the fields it has
+    summary="Apply a fleet file: sites, policies, overrides, deployments",
+)
 def apply(body: ApplyIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.DEPLOY_WRITE, "apply", "fleet")
     require(ctx, caller, Permission.SITES_WRITE, "apply", "fleet")

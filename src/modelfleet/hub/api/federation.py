@@ -21,6 +21,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from modelfleet.api import Consents, FederatedJob
 from modelfleet.errors import ArtifactTooLarge, PermissionDenied
 from modelfleet.federation import wire
 from modelfleet.federation.jobs import JobConfig
@@ -67,7 +68,12 @@ def _own_site(ctx: HubContext, caller: Principal, action: str, obj: str) -> str:
 # --- operators ------------------------------------------------------------------------
 
 
-@router.post("/jobs", status_code=201, summary="Start a federated job (idempotent with an id)")
+@router.post(
+    "/jobs",
+    response_model=FederatedJob,
+    status_code=201,
+    summary="Start a federated job (idempotent with an id)",
+)
 async def start_job(body: dict[str, Any], ctx: Context, caller: Caller) -> dict[str, Any]:
     coordinator = ctx.federation
     require(ctx, caller, Permission.MODELS_WRITE, "fl.start", str(body.get("model", "-")))
@@ -78,21 +84,25 @@ async def start_job(body: dict[str, Any], ctx: Context, caller: Caller) -> dict[
     return coordinator.view(job, rounds=False)
 
 
-@router.get("/jobs", summary="Federated jobs, oldest first")
+@router.get("/jobs", response_model=list[FederatedJob], summary="Federated jobs, oldest first")
 def list_jobs(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.MODELS_READ)
     coordinator = ctx.federation
     return [coordinator.view(job, rounds=False) for job in coordinator.jobs()]
 
 
-@router.get("/jobs/{job_id}", summary="A job with every round's participants and metrics")
+@router.get(
+    "/jobs/{job_id}",
+    response_model=FederatedJob,
+    summary="A job with every round's participants and metrics",
+)
 def show_job(job_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.MODELS_READ)
     coordinator = ctx.federation
     return coordinator.view(coordinator.job(job_id))
 
 
-@router.post("/jobs/{job_id}/abort", summary="Abort a running job")
+@router.post("/jobs/{job_id}/abort", response_model=FederatedJob, summary="Abort a running job")
 def abort_job(
     job_id: str, ctx: Context, caller: Caller, body: AbortIn | None = None
 ) -> dict[str, Any]:
@@ -103,7 +113,9 @@ def abort_job(
     return coordinator.view(job, rounds=False)
 
 
-@router.get("/consent", summary="What each site declared about taking part")
+@router.get(
+    "/consent", response_model=Consents, summary="What each site declared about taking part"
+)
 def consents(ctx: Context, caller: Caller) -> dict[str, dict[str, Any]]:
     caller.require(Permission.SITES_READ)
     return ctx.federation.consents()

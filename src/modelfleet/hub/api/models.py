@@ -9,10 +9,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
+from modelfleet.api import AliasIn, Model, ModelDetail, Version
 from modelfleet.errors import InvalidInput, PermissionDenied
 from modelfleet.hub.api.deps import Caller, Context, audited, require
 from modelfleet.hub.api.ranges import ByteRange, parse_range
-from modelfleet.hub.api.schemas import AliasIn, ModelDetailOut, ModelOut, VersionOut
+from modelfleet.hub.api.schemas import model_of, version_of
 from modelfleet.hub.auth import Permission, Role
 from modelfleet.hub.registry import PushRequest, parse_metrics, parse_tags
 from modelfleet.hub.uploads import spool
@@ -32,7 +33,7 @@ _ONNX_BODY = {
 @router.post(
     "/models/{name}/versions",
     status_code=201,
-    response_model=VersionOut,
+    response_model=Version,
     openapi_extra=_ONNX_BODY,
     summary="Push a new version (ONNX bytes as the body)",
 )
@@ -48,7 +49,7 @@ async def push_version(
     parent: Annotated[int | None, Query(ge=1)] = None,
     tag: Annotated[list[str] | None, Query()] = None,
     metrics: str | None = None,
-) -> VersionOut:
+) -> Version:
     require(ctx, caller, Permission.MODELS_WRITE, "model.push", name)
     with audited(ctx, caller, "model.push", name) as detail:
         check_name(name, "model name")
@@ -77,49 +78,49 @@ async def push_version(
         detail.append(f"version {record.version} sha256:{record.digest[:12]}")
         ctx.metrics.pushes.labels("ok").inc()
         model = ctx.registry.model(name)
-        return VersionOut.of(record, model.aliases)
+        return version_of(record, model.aliases)
 
 
-@router.get("/models", response_model=list[ModelOut], summary="List models")
-def list_models(ctx: Context, caller: Caller) -> list[ModelOut]:
+@router.get("/models", response_model=list[Model], summary="List models")
+def list_models(ctx: Context, caller: Caller) -> list[Model]:
     caller.require(Permission.MODELS_READ)
-    return [ModelOut.of(m) for m in ctx.store.models.list_models()]
+    return [model_of(m) for m in ctx.store.models.list_models()]
 
 
-@router.get("/models/{name}", response_model=ModelDetailOut, summary="A model and its versions")
-def show_model(name: str, ctx: Context, caller: Caller) -> ModelDetailOut:
+@router.get("/models/{name}", response_model=ModelDetail, summary="A model and its versions")
+def show_model(name: str, ctx: Context, caller: Caller) -> ModelDetail:
     caller.require(Permission.MODELS_READ)
     model = ctx.registry.model(name)
-    versions = [VersionOut.of(v, model.aliases) for v in ctx.registry.versions(name)]
-    return ModelDetailOut(**ModelOut.of(model).model_dump(), versions=versions)
+    versions = [version_of(v, model.aliases) for v in ctx.registry.versions(name)]
+    return ModelDetail(**model_of(model).model_dump(), versions=versions)
 
 
 @router.get(
     "/resolve/{ref}",
-    response_model=VersionOut,
+    response_model=Version,
     summary="Resolve name, name:V or name@alias to a version",
 )
-def resolve(ref: str, ctx: Context, caller: Caller) -> VersionOut:
+def resolve(ref: str, ctx: Context, caller: Caller) -> Version:
     caller.require(Permission.MODELS_READ)
     parsed = parse_ref(ref)
     record = ctx.registry.resolve(parsed)
-    return VersionOut.of(record, ctx.registry.model(parsed.name).aliases)
+    return version_of(record, ctx.registry.model(parsed.name).aliases)
 
 
-@router.get("/models/{name}/versions/{version}", response_model=VersionOut, summary="One version")
-def show_version(name: str, version: int, ctx: Context, caller: Caller) -> VersionOut:
+@router.get("/models/{name}/versions/{version}", response_model=Version, summary="One version")
+def show_version(name: str, version: int, ctx: Context, caller: Caller) -> Version:
     caller.require(Permission.MODELS_READ)
     record = ctx.registry.resolve(ModelRef(check_name(name, "model name"), version=version))
-    return VersionOut.of(record, ctx.registry.model(name).aliases)
+    return version_of(record, ctx.registry.model(name).aliases)
 
 
-@router.put("/models/{name}/aliases/{alias}", response_model=ModelOut, summary="Set or move alias")
-def set_alias(name: str, alias: str, body: AliasIn, ctx: Context, caller: Caller) -> ModelOut:
+@router.put("/models/{name}/aliases/{alias}", response_model=Model, summary="Set or move alias")
+def set_alias(name: str, alias: str, body: AliasIn, ctx: Context, caller: Caller) -> Model:
     require(ctx, caller, Permission.MODELS_WRITE, "model.alias", f"{name}@{alias}")
     with audited(ctx, caller, "model.alias", f"{name}@{alias}") as detail:
         ctx.registry.set_alias(name, alias, body.version)
         detail.append(f"-> {body.version}")
-    return ModelOut.of(ctx.registry.model(name))
+    return model_of(ctx.registry.model(name))
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=204, summary="Remove an alias")

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelfleet.errors import ModelfleetError
-
-
-class RangeNotSatisfiable(ModelfleetError):
-    """The requested range lies outside the blob."""
-
-    code = "range_not_satisfiable"
-    status = 416
+from modelfleet.errors import RangeNotSatisfiable
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
+from modelfleet.api import Assignment, AssignmentsRevision, Site, SiteEnrollment
 from modelfleet.errors import PermissionDenied
 from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
 from modelfleet.hub.auth import Permission, Principal, Role
@@ -70,7 +71,10 @@ def _own_site(ctx: Context, caller: Principal, site: str, action: str) -> None:
 
 
 @router.post(
-    "/sites", status_code=201, summary="Register a site (prints a one-time enrollment token)"
+    "/sites",
+    response_model=SiteEnrollment,
+    status_code=201,
+    summary="Register a site (prints a one-time enrollment token)",
 )
 def add_site(body: SiteIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.SITES_WRITE, "site.add", body.name)
@@ -80,7 +84,12 @@ def add_site(body: SiteIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     return {**ctx.sites.view(record), "enrollment_token": secret}
 
 
-@router.post("/sites/{name}/enrollment", status_code=201, summary="Issue a new enrollment token")
+@router.post(
+    "/sites/{name}/enrollment",
+    response_model=SiteEnrollment,
+    status_code=201,
+    summary="Issue a new enrollment token",
+)
 def reissue(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.SITES_WRITE, "site.reissue", name)
     with audited(ctx, caller, "site.reissue", name):
@@ -88,13 +97,15 @@ def reissue(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     return {**ctx.sites.view(record), "enrollment_token": secret}
 
 
-@router.get("/sites", summary="All sites with liveness and reported models")
+@router.get(
+    "/sites", response_model=list[Site], summary="All sites with liveness and reported models"
+)
 def list_sites(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
     caller.require(Permission.SITES_READ)
     return [ctx.sites.view(s) for s in ctx.sites.list()]
 
 
-@router.get("/sites/{name}", summary="One site")
+@router.get("/sites/{name}", response_model=Site, summary="One site")
 def show_site(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     _own_site(ctx, caller, name, "site.show")
     return ctx.sites.view(ctx.sites.get(name))
@@ -109,7 +120,7 @@ def remove_site(name: str, ctx: Context, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
-@router.put("/sites/{name}/labels", summary="Replace a site's labels")
+@router.put("/sites/{name}/labels", response_model=Site, summary="Replace a site's labels")
 def set_labels(name: str, body: LabelsIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.SITES_WRITE, "site.labels", name)
     with audited(ctx, caller, "site.labels", name):
@@ -173,7 +184,12 @@ async def renew_certificate(name: str, body: CsrIn, ctx: Context, caller: Caller
     }
 
 
-@router.post("/sites/{name}/assignments", status_code=201, summary="Assign one model to a site")
+@router.post(
+    "/sites/{name}/assignments",
+    response_model=Assignment,
+    status_code=201,
+    summary="Assign one model to a site",
+)
 async def assign(name: str, body: AssignIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.SITES_WRITE, "site.assign", name)
     with audited(ctx, caller, "site.assign", f"{name}/{body.ref}"):
@@ -189,7 +205,9 @@ async def assign(name: str, body: AssignIn, ctx: Context, caller: Caller) -> dic
 
 
 @router.put(
-    "/sites/{name}/assignments", summary="Replace a site's assignments (the low-level primitive)"
+    "/sites/{name}/assignments",
+    response_model=AssignmentsRevision,
+    summary="Replace a site's assignments (the low-level primitive)",
 )
 async def replace_assignments(
     name: str, body: AssignmentsIn, ctx: Context, caller: Caller

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, field_validator
 
+from modelfleet.api import DriftReport, DriftThresholds, ReferenceProfile, TelemetryStatus
 from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
 from modelfleet.hub.auth import Permission
 from modelfleet.hub.telemetry import Telemetry
@@ -95,14 +96,22 @@ async def ingest(name: str, body: BatchIn, ctx: Context, caller: Caller) -> dict
     }
 
 
-@router.get("/telemetry/status", summary="Every site at a glance: health, traffic, drift, drops")
+@router.get(
+    "/telemetry/status",
+    response_model=TelemetryStatus,
+    summary="Every site at a glance: health, traffic, drift, drops",
+)
 async def status(ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.SITES_READ)
     result: dict[str, Any] = await run_in_threadpool(_service(ctx).status)
     return result
 
 
-@router.get("/telemetry/drift/{model}", summary="Per-feature drift per site and version")
+@router.get(
+    "/telemetry/drift/{model}",
+    response_model=DriftReport,
+    summary="Per-feature drift per site and version",
+)
 async def model_drift(
     model: str,
     ctx: Context,
@@ -117,6 +126,7 @@ async def model_drift(
 
 @router.put(
     "/models/{name}/versions/{version}/reference-profile",
+    response_model=ReferenceProfile,
     summary="Upload the reference profile (sketches of the training data) of a version",
 )
 async def put_reference(
@@ -138,6 +148,7 @@ async def put_reference(
 
 @router.get(
     "/models/{name}/versions/{version}/reference-profile",
+    response_model=ReferenceProfile,
     summary="The reference profile of a version",
 )
 async def get_reference(
@@ -150,14 +161,22 @@ async def get_reference(
     return result
 
 
-@router.get("/models/{name}/drift-thresholds", summary="Drift thresholds in force for a model")
+@router.get(
+    "/models/{name}/drift-thresholds",
+    response_model=DriftThresholds,
+    summary="Drift thresholds in force for a model",
+)
 async def get_thresholds(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.MODELS_READ)
     values = await run_in_threadpool(_service(ctx).thresholds, name)
     return {"model": name, "thresholds": values}
 
 
-@router.put("/models/{name}/drift-thresholds", summary="Override drift thresholds for a model")
+@router.put(
+    "/models/{name}/drift-thresholds",
+    response_model=DriftThresholds,
+    summary="Override drift thresholds for a model",
+)
 async def put_thresholds(
     name: str, body: dict[str, Any], ctx: Context, caller: Caller
 ) -> dict[str, Any]:

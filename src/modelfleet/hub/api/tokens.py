@@ -7,17 +7,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from modelfleet.api import AuditEntry, Token, TokenCreated, TokenIn
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.hub.api.deps import Caller, Context, audited, require
-from modelfleet.hub.api.schemas import AuditOut, TokenCreatedOut, TokenIn, TokenOut
+from modelfleet.hub.api.schemas import audit_entry, token_of
 from modelfleet.hub.auth import CREATABLE_ROLES, Permission, Role, hash_token, new_token_secret
 from modelfleet.refs import check_name
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
 
-@router.post("/tokens", status_code=201, response_model=TokenCreatedOut, summary="Create a token")
-def create_token(body: TokenIn, ctx: Context, caller: Caller) -> TokenCreatedOut:
+@router.post("/tokens", status_code=201, response_model=TokenCreated, summary="Create a token")
+def create_token(body: TokenIn, ctx: Context, caller: Caller) -> TokenCreated:
     require(ctx, caller, Permission.TOKENS_ADMIN, "token.create", body.name)
     with audited(ctx, caller, "token.create", body.name) as detail:
         check_name(body.name, "token name")
@@ -37,13 +38,13 @@ def create_token(body: TokenIn, ctx: Context, caller: Caller) -> TokenCreatedOut
             name=body.name, role=body.role, token_hash=hash_token(secret), expires_at=expires
         )
         detail.append(f"id {record.id} role {record.role}")
-    return TokenCreatedOut(**TokenOut.of(record).model_dump(), token=secret)
+    return TokenCreated(**token_of(record).model_dump(), token=secret)
 
 
-@router.get("/tokens", response_model=list[TokenOut], summary="List tokens (never secrets)")
-def list_tokens(ctx: Context, caller: Caller) -> list[TokenOut]:
+@router.get("/tokens", response_model=list[Token], summary="List tokens (never secrets)")
+def list_tokens(ctx: Context, caller: Caller) -> list[Token]:
     caller.require(Permission.TOKENS_ADMIN)
-    return [TokenOut.of(t) for t in ctx.store.tokens.list()]
+    return [token_of(t) for t in ctx.store.tokens.list()]
 
 
 @router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a token")
@@ -58,13 +59,13 @@ def revoke_token(token_id: str, ctx: Context, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/audit", response_model=list[AuditOut], summary="The audit log, newest first")
+@router.get("/audit", response_model=list[AuditEntry], summary="The audit log, newest first")
 def list_audit(
     ctx: Context,
     caller: Caller,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
     actor: str | None = None,
     action: str | None = None,
-) -> list[AuditOut]:
+) -> list[AuditEntry]:
     caller.require(Permission.AUDIT_READ)
-    return [AuditOut.of(a) for a in ctx.store.audit.list(limit=limit, actor=actor, action=action)]
+    return [audit_entry(a) for a in ctx.store.audit.list(limit=limit, actor=actor, action=action)]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfleet.api import Rollout
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.demo.fleet import MODEL, DemoFleet
 from modelfleet.sim.demo.progress import Run, Sizes
@@ -61,7 +62,7 @@ class Step:
 
 def site_p99_ms(admin: HubClient, site: str, version: int) -> float | None:
     """The p99 the hub's telemetry shows for ``MODEL:version`` at ``site`` over recent windows."""
-    for row in admin.telemetry_status()["sites"]:
+    for row in admin.get_telemetry_status()["sites"]:
         if row["site"] != site:
             continue
         for m in row.get("models", []):
@@ -92,14 +93,14 @@ def start_lines_when_ready(
         time.sleep(0.2)
 
 
-def settle(run: Run, admin: HubClient, rollout_id: str, timeout: float) -> dict[str, Any]:
+def settle(run: Run, admin: HubClient, rollout_id: str, timeout: float) -> Rollout:
     """Wait for a rollout to reach a state it stays in, and answer its view."""
     run.wait(
         lambda: (
-            admin.rollout(rollout_id)["state"]
+            admin.get_rollout(rollout_id)["state"]
             in ("succeeded", "failed", "paused", "aborted", "rolled_back")
         ),
         timeout,
         "rollout",
     )
-    return admin.rollout(rollout_id)
+    return admin.get_rollout(rollout_id)

@@ -83,7 +83,7 @@ def central_training(scene: Scene) -> bool:
         description="central MLP on pooled history",
     )
     scene.v1 = v1["version"]
-    admin.put_reference_profile(MODEL, scene.v1, profile_array(x_hist, labels=FEATURES).to_dict())
+    admin.set_reference_profile(MODEL, scene.v1, profile_array(x_hist, labels=FEATURES).to_dict())
     # The plants differ a little by design and production sample sizes make KS flag
     # negligible shifts: this team acts on PSI >= 0.35 over the last few windows only.
     admin.set_drift_thresholds(
@@ -249,10 +249,15 @@ def bad_release(scene: Scene) -> bool:
             for m in site["models"]:
                 if m["name"] == MODEL and m["active_version"] == v_bad["version"]:
                     seen_bad.add(site["name"])
-        return admin.rollout(bad_id)["state"] in ("failed", "rolled_back", "succeeded", "paused")
+        return admin.get_rollout(bad_id)["state"] in (
+            "failed",
+            "rolled_back",
+            "succeeded",
+            "paused",
+        )
 
     run.wait(settled_bad, 120, "bad rollout to settle")
-    bad_state = admin.rollout(bad_id)
+    bad_state = admin.get_rollout(bad_id)
     back = run.wait(
         lambda: all(
             m["active_version"] == v1
@@ -326,7 +331,7 @@ def drift(scene: Scene) -> bool:
     flagged: dict[str, list[str]] = {}
 
     def drift_seen() -> bool:
-        report = admin.drift(MODEL, version=scene.v1)
+        report = admin.get_drift(MODEL, version=scene.v1)
         flagged.clear()
         for result in report.get("results", []):
             names = [
@@ -345,7 +350,7 @@ def drift(scene: Scene) -> bool:
             for f in r.get("features", [])
             if f.get("role") == "input"
         }
-        for r in admin.drift(MODEL, version=scene.v1).get("results", [])
+        for r in admin.get_drift(MODEL, version=scene.v1).get("results", [])
     }
     lines[DRIFT_PLANT].sensor_drift_k = 0.0
     run.figures["drift"] = flagged

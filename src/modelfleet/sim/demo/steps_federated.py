@@ -32,12 +32,12 @@ def federated_training(scene: Scene) -> bool:
     )
     run.event(f"federated job {job['id']}: {sizes.fl_rounds} rounds, FedAvg")
     done = run.wait(
-        lambda: admin.federated_job(job["id"])["state"] in ("completed", "failed", "aborted"),
+        lambda: admin.get_federated_job(job["id"])["state"] in ("completed", "failed", "aborted"),
         240,
         "federated job",
     )
-    view = admin.federated_job(job["id"])
-    consent = admin.federation_consents()
+    view = admin.get_federated_job(job["id"])
+    consent = admin.get_federation_consents()
     rounds = [
         {
             "round": r["round"],
@@ -127,7 +127,7 @@ def telemetry(scene: Scene) -> bool:
     totals: dict[str, int] = {}
 
     def complete() -> bool:
-        status = admin.telemetry_status()
+        status = admin.get_telemetry_status()
         totals.clear()
         totals.update({row["site"]: int(row["requests_total"]) for row in status["sites"]})
         return all(totals.get(s) == n for s, n in answered.items())

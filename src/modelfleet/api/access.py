@@ -1,0 +1,43 @@
+"""Tokens and the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from modelfleet.api._base import Record
+
+__all__ = ["AuditEntry", "Token", "TokenCreated", "TokenIn"]
+
+
+class TokenIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: str
+    expires_in_days: float | None = Field(default=None, gt=0)
+
+
+class Token(Record):
+    """A token as listed: never its secret. A revoked token stays listed (``revoked_at``)."""
+
+    id: str
+    name: str
+    role: str
+    site: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(Token):
+    token: str = Field(description="The secret. Shown once; only its hash is stored.")
+
+
+class AuditEntry(Record):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    object: str
+    outcome: str
+    detail: str
