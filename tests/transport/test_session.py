@@ -12,8 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from modelfleet.errors import Conflict, HubResponseError, HubUnreachable, NotFound
+from modelfleet.registry.signing import public_key_text
 from modelfleet.settings import SiteSettings
 from modelfleet.site.agent import SiteAgent
 from modelfleet.site.state import Credentials, SiteState
@@ -129,7 +131,9 @@ def test_a_site_agent_talks_to_its_hub_through_one_session(tmp_path: Path) -> No
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     state = SiteState(state_dir / "state.db")
-    state.save_credentials(Credentials("http://127.0.0.1:1", "plant-eu", "t", "key"))
+    # The agent reads the pinned hub key at start: a real one (its value does not matter here).
+    key = public_key_text(Ed25519PrivateKey.generate().public_key())
+    state.save_credentials(Credentials("http://127.0.0.1:1", "plant-eu", "t", key))
     state.close()
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump({"federation": {"participate": False}}))

@@ -187,7 +187,16 @@ class SiteAgent:
     def _pinned_keys(self) -> KeySet:
         """The signing keys pinned at enrollment (and rotated since), or the one hub key a
         state directory from before key sets holds."""
-        return self.identity.keys() or KeySet.of(load_public_key(self.credentials.public_key))
+        pinned = self.identity.keys()
+        if pinned is not None:
+            return pinned
+        try:
+            return KeySet.of(load_public_key(self.credentials.public_key))
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"{self.settings.state_dir} holds an unreadable hub key ({exc.message}); "
+                "re-enroll this site (--enroll TOKEN --re-enroll)"
+            ) from exc
 
     def _hosts(self) -> tuple[str, ...]:
         """Host names for the site's certificate, so standard clients (curl --cacert,
