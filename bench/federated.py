@@ -154,8 +154,10 @@ def run_ours(args: argparse.Namespace) -> dict:
             hub.stop()
 
 
-def _t(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
+def _t(value: str | datetime) -> float:
+    """A timestamp of the job's record (a datetime) or of its JSON form (ISO text)."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment.timestamp()
 
 
 def cycle_times(rounds: list[dict]) -> list[float]:
