@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_HUB_URL = "http://127.0.0.1:8700"
+DEFAULT_HUB_URL = "https://127.0.0.1:8700"
 DEFAULT_HUB_PORT = 8700
 DEFAULT_SITE_PORT = 8800
 DEFAULT_GATEWAY_PORT = 8900

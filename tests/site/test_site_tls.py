@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from cryptography import x509
 
@@ -24,6 +25,7 @@ from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.pki import identity_of, site_identity
 from modelfleet.pki.tls import TlsFiles
+from modelfleet.routing.client import Client
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.router import Router
 from modelfleet.settings import SiteSettings
@@ -116,6 +118,13 @@ def test_a_site_serves_https_with_the_certificate_that_names_it(
         assert answer.json()["outputs"][0]["data"] == [3.0, 4.0, 5.0, 6.0]
     # The hub's directory has the https address the site reported.
     wait_for(lambda: fleet.site_view("plant-a").get("url") == site.url, "the reported url")
+    # The SDK, given the fleet CA, finds the site through the HTTPS hub and calls it.
+    sdk = Client(fleet.hub.url, fleet.admin.token, ca_file=fleet.hub.ca_file, data_region="*")
+    try:
+        answered = sdk.infer("pump", np.array([[1, 2, 3, 4]], dtype=np.float32))
+        assert np.asarray(answered["Y"]).tolist() == [[3.0, 4.0, 5.0, 6.0]]
+    finally:
+        sdk.close()
 
     # Without the fleet CA the site is not trusted; plain HTTP to its port gets nowhere.
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):

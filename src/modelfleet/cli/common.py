@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -115,3 +116,14 @@ def transfer_progress(description: str, total: int) -> Iterator[Any]:
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def configure_logging(level: str) -> None:
+    """One log format for the long-running commands (hub, site, gateway serve). The HTTP
+    client's own INFO line per request is held back: a site long-polls and reports every
+    few seconds, and those lines would bury the ones worth reading (``--log-level debug``
+    shows them)."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(message)s")
+    if level.lower() != "debug":
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from modelfleet.cli.common import DEFAULT_HUB, HubOpt, ReadyFileOpt, TokenOpt, err_console
+from modelfleet.cli.common import (
+    DEFAULT_HUB,
+    HubOpt,
+    ReadyFileOpt,
+    TokenOpt,
+    configure_logging,
+    err_console,
+)
 from modelfleet.errors import InvalidInput
 from modelfleet.settings import DEFAULT_GATEWAY_PORT
 
@@ -77,7 +83,7 @@ def serve(
     router = Router(
         directory, rules=rules, options=RoutingOptions(deadline_s=deadline, hedge=not no_hedge)
     )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    configure_logging(log_level)
     source = f"{len(directory.sites)} static sites" if sites else f"hub {hub}"
     err_console.print(
         f"gateway on http://{host}:{port}  routing from {source}  "

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from modelfleet.cli.common import ReadyFileOpt, console, err_console
+from modelfleet.cli.common import ReadyFileOpt, configure_logging, console, err_console
 from modelfleet.errors import InvalidInput
 from modelfleet.settings import DEFAULT_HUB_PORT, HubSettings, default_data_dir
 
@@ -156,7 +155,7 @@ def serve(
     if artifacts is not None:
         overrides["artifacts"] = artifacts
     settings = HubSettings().model_copy(update=overrides)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    configure_logging(log_level)
     ctx = build_context(settings)
     scheme = "http" if insecure_http else "https"
     tls = None if insecure_http else ctx.data_dir.tls.server_files()

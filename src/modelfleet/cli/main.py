@@ -32,8 +32,9 @@ from modelfleet.errors import ModelfleetError
 app = typer.Typer(
     name="modelfleet",
     help="Deploy, serve, monitor and improve ML models across many sites from one hub.\n\n"
-    "Connection: --hub / $MODELFLEET_HUB_URL (default http://127.0.0.1:8700) and "
-    "--token / $MODELFLEET_TOKEN.",
+    "Connection: --hub / $MODELFLEET_HUB_URL (default https://127.0.0.1:8700), "
+    "--token / $MODELFLEET_TOKEN and $MODELFLEET_CA_FILE (the fleet CA, the hub data "
+    "directory's tls/ca.pem).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +17,7 @@ from modelfleet.cli.common import (
     ReadyFileOpt,
     TokenOpt,
     client,
+    configure_logging,
     console,
     err_console,
     print_json,
@@ -293,7 +293,7 @@ def serve(
     from modelfleet.transport.listen import bind, bound_port, report_ready
     from modelfleet.transport.server import serve_http
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    configure_logging(log_level)
     # Bound first (refusing connections until it listens): a taken port fails before the
     # agent enrolls, and with port 0 the agent reports the port the kernel chose.
     sock = bind(host, port)

@@ -33,6 +33,7 @@ from modelfleet.errors import InvalidInput, ModelfleetError, NotFound, SiteError
 from modelfleet.oip.codec import decode_response, encode_request, to_numpy_input
 from modelfleet.oip.headers import INFERENCE_HEADER_LENGTH
 from modelfleet.oip.types import InferInput, InferRequest, RequestedOutput
+from modelfleet.pki.tls import TlsFiles
 from modelfleet.routing.directory import Site, SiteDirectory
 from modelfleet.routing.residency import ResidencyRules
 from modelfleet.routing.router import Router, RoutingOptions
@@ -74,22 +75,27 @@ class AsyncClient:
         deadline_s: float = 10.0,
         hedge: bool = True,
         options: RoutingOptions | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
         if sites is not None and hub_url is not None:
             raise InvalidInput("give hub_url or sites, not both")
+        env = ClientSettings()
         if sites is None:
-            env = ClientSettings()
             hub_url = hub_url or env.hub_url
             token = token if token is not None else env.token
+        # One CA for the hub and the sites: the fleet's (https sites must present a
+        # certificate naming the site chosen).
+        tls = TlsFiles(Path(ca_file) if ca_file is not None else env.ca_file)
         directory = SiteDirectory(
             hub_url=hub_url,
             token=token,
             sites=list(sites) if sites is not None else None,
             cache_path=cache_path,
+            tls=tls,
         )
         rules = residency if isinstance(residency, ResidencyRules) else ResidencyRules(residency)
         opts = options or RoutingOptions(deadline_s=deadline_s, hedge=hedge)
-        self.router = Router(directory, rules=rules, options=opts)
+        self.router = Router(directory, rules=rules, options=opts, tls=tls)
         self.data_region = data_region
         self._input_names: dict[str, str] = {}
 
@@ -237,7 +243,9 @@ class Client:
     from; ``data_region`` is the default region of every request; ``residency`` the rules
     region -> permitted site regions; ``cache_path`` where the directory is cached for a
     hub outage; ``deadline_s`` and ``hedge`` the routing defaults (or a whole
-    :class:`RoutingOptions` as ``options``). The async client runs on a private event
+    :class:`RoutingOptions` as ``options``); ``ca_file`` the fleet CA that ``https`` hubs
+    and sites are verified against (default ``$MODELFLEET_CA_FILE``, else the system's
+    roots). The async client runs on a private event
     loop in a daemon thread, so calls block the caller only.
     """
 
@@ -253,6 +261,7 @@ class Client:
         deadline_s: float = 10.0,
         hedge: bool = True,
         options: RoutingOptions | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -273,6 +282,7 @@ class Client:
                         deadline_s=deadline_s,
                         hedge=hedge,
                         options=options,
+                        ca_file=ca_file,
                     )
                 )
             )
