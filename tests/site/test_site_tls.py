@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from cryptography import x509
 
-from modelfleet.errors import ModelfleetError, PeerMismatch
+from modelfleet.errors import InvalidInput, ModelfleetError, PeerMismatch
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.pki import identity_of, site_identity
@@ -31,6 +31,7 @@ from modelfleet.routing.router import Router
 from modelfleet.settings import SiteSettings
 from modelfleet.sim.launcher import HubProcess, SiteProcess
 from modelfleet.site.agent import SiteAgent
+from modelfleet.site.state import Credentials, SiteState
 from modelfleet.transport.client import Origin, Pool
 
 
@@ -238,3 +239,11 @@ def test_the_agent_renews_its_certificate_and_serves_the_new_one_without_a_resta
         admin.close()
     finally:
         short.stop()
+
+
+def test_an_unreadable_pinned_key_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    state = SiteState(tmp_path / "state.db")
+    state.save_credentials(Credentials("http://127.0.0.1:1", "plant-a", "t", "not a key"))
+    state.close()
+    with pytest.raises(InvalidInput, match=r"unreadable hub key.*re-enroll this site"):
+        SiteAgent(SiteSettings(state_dir=tmp_path))

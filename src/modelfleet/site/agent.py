@@ -74,8 +74,7 @@ class SiteAgent:
             state=self.state,
             cache=self.cache,
             repository=self.repository,
-            public_key=self.identity.keys()
-            or KeySet.of(load_public_key(self.credentials.public_key)),
+            public_key=self._pinned_keys(),
             on_keys=self.identity.save_keys,
             download=self.link.download,
             backoff=Backoff(max_s=settings.retry_max_s),
