@@ -64,6 +64,7 @@ def init(
         typer.Option(
             "--hostname",
             "--san",
+            metavar="NAME",
             help="A name or address sites and clients reach the hub at (repeatable); its "
             "certificate carries them besides loopback and this machine's host name.",
         ),
