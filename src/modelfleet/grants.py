@@ -25,7 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from modelfleet.errors import PermissionDenied, Unauthenticated, VerificationError
-from modelfleet.registry.keyset import KeySet, sign_text
+from modelfleet.registry.keyset import KeySet, parse_signed_time, sign_text, signed_time
 
 __all__ = ["GRANTS_SCHEMA", "Grant", "GrantList", "hash_secret", "sign_grants"]
 
@@ -38,16 +38,6 @@ MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 def hash_secret(secret: str) -> str:
     """How tokens are stored and listed: sha256 of the secret (256-bit random, no KDF)."""
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(text: Any) -> datetime:
-    if not isinstance(text, str):
-        raise ValueError("time must be text")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -66,7 +56,7 @@ class Grant:
             "name": self.name,
             "hash": self.token_hash,
             "models": list(self.models) if self.models is not None else None,
-            "expires_at": _time(self.expires_at) if self.expires_at else None,
+            "expires_at": signed_time(self.expires_at) if self.expires_at else None,
         }
 
     @classmethod
@@ -85,7 +75,7 @@ class Grant:
             name=str(doc["name"]),
             token_hash=token_hash,
             models=tuple(models) if models is not None else None,
-            expires_at=_parse_time(expires) if expires is not None else None,
+            expires_at=parse_signed_time(expires) if expires is not None else None,
         )
 
 
@@ -100,7 +90,7 @@ def sign_grants(
     doc = {
         "schema": GRANTS_SCHEMA,
         "holder": holder,
-        "issued_at": _time(issued_at),
+        "issued_at": signed_time(issued_at),
         "grants": [g.to_dict() for g in sorted(grants, key=lambda g: g.token_id)],
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
@@ -138,7 +128,7 @@ class GrantList:
             if not isinstance(raw, list) or len(raw) > MAX_GRANTS:
                 raise ValueError(f"grants must be a list of at most {MAX_GRANTS}")
             grants = [Grant.from_dict(g) for g in raw]
-            issued_at = _parse_time(doc["issued_at"])
+            issued_at = parse_signed_time(doc["issued_at"])
             stated_holder = doc["holder"]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise VerificationError(f"malformed grant list: {exc}") from exc

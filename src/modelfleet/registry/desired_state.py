@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from modelfleet.errors import VerificationError
-from modelfleet.registry.keyset import KeySet, sign_text
+from modelfleet.registry.keyset import KeySet, parse_signed_time, sign_text, signed_time
 
 __all__ = [
     "DESIRED_SCHEMA",
@@ -48,16 +48,6 @@ DESIRED_SCHEMA = "modelfleet.desired/v1"
 #: Models one desired state may list, and its largest text: bounds what a site parses.
 MAX_MODELS = 1000
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
-
-
-def _time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(text: Any) -> datetime:
-    if not isinstance(text, str):
-        raise ValueError("time must be text")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -117,8 +107,8 @@ class DesiredState:
             "schema": DESIRED_SCHEMA,
             "site": self.site,
             "revision": self.revision,
-            "issued_at": _time(self.issued_at),
-            "expires_at": _time(self.expires_at),
+            "issued_at": signed_time(self.issued_at),
+            "expires_at": signed_time(self.expires_at),
             "labels": dict(self.labels),
             "models": [m.to_dict() for m in self.models],
             "decommission": self.decommission,
@@ -161,8 +151,8 @@ def verify_desired_state(
         state = DesiredState(
             site=str(doc["site"]),
             revision=revision,
-            issued_at=_parse_time(doc["issued_at"]),
-            expires_at=_parse_time(doc["expires_at"]),
+            issued_at=parse_signed_time(doc["issued_at"]),
+            expires_at=parse_signed_time(doc["expires_at"]),
             models=tuple(DesiredModel.from_dict(m) for m in raw_models),
             labels={str(k): str(v) for k, v in labels.items()},
             decommission=doc.get("decommission") is True,
@@ -177,7 +167,7 @@ def verify_desired_state(
             f"{applied_revision}; refusing a rollback of the whole state"
         )
     if state.expires_at <= now:
-        raise VerificationError(f"desired state expired at {_time(state.expires_at)}")
+        raise VerificationError(f"desired state expired at {signed_time(state.expires_at)}")
     names = [m.name for m in state.models]
     if len(set(names)) != len(names):
         raise VerificationError("desired state lists a model twice")

@@ -42,8 +42,10 @@ __all__ = [
     "KeySet",
     "accept_keyset",
     "endorse",
+    "parse_signed_time",
     "sign_keyset",
     "sign_text",
+    "signed_time",
 ]
 
 KEYSET_SCHEMA = "modelfleet.keyset/v1"
@@ -51,6 +53,19 @@ _ENDORSEMENT = "modelfleet.key-endorsement/v1"
 _SIGNATURE_BYTES = 64
 #: Keys one set may hold: rotations are rare; a document with thousands is an attack.
 MAX_KEYS = 64
+
+
+def signed_time(moment: datetime) -> str:
+    """How a time is spelled inside a signed document (UTC, microseconds, ``Z``): one
+    spelling, so the bytes signed and the bytes checked agree."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_signed_time(text: Any) -> datetime:
+    """The time :func:`signed_time` wrote; ``ValueError`` for anything else."""
+    if not isinstance(text, str):
+        raise ValueError("time must be text")
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def _canonical(obj: Any) -> str:
