@@ -27,6 +27,13 @@ class Token(Record):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    models: list[str] | None = Field(
+        default=None, description="An infer token's models (null: every model)."
+    )
+    site_selector: str | None = Field(
+        default=None, description="An infer token's sites, as a label selector (null: all)."
+    )
+    last_used_at: datetime | None = None
 
 
 class TokenCreated(Token):

@@ -54,6 +54,9 @@ def token_of(record: TokenRecord) -> Token:
         created_at=record.created_at,
         expires_at=record.expires_at,
         revoked_at=record.revoked_at,
+        models=list(record.models) if record.models is not None else None,
+        site_selector=record.site_selector,
+        last_used_at=record.last_used_at,
     )
 
 

@@ -17,6 +17,12 @@ class TokenRecord:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    #: An ``infer`` token's scope: the models it may call (None: all) and a label selector
+    #: over the sites it may call (None: all). Other roles leave both None.
+    models: tuple[str, ...] | None = None
+    site_selector: str | None = None
+    #: When the hub last authenticated this token (None: never, or not yet recorded).
+    last_used_at: datetime | None = None
 
     def active(self, now: datetime) -> bool:
         """True when the token is neither revoked nor expired at ``now``."""

@@ -20,7 +20,10 @@ class TokenRepo(ABC):
         token_hash: str,
         site: str | None = None,
         expires_at: datetime | None = None,
-    ) -> TokenRecord: ...
+        models: tuple[str, ...] | None = None,
+        site_selector: str | None = None,
+    ) -> TokenRecord:
+        """A new token; ``models``/``site_selector`` scope an ``infer`` token."""
 
     @abstractmethod
     def find_by_hash(self, token_hash: str) -> TokenRecord | None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     Index,
@@ -27,6 +28,10 @@ tokens = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=True),
     Column("revoked_at", UtcDateTime, nullable=True),
+    # An infer token's scope: model names (NULL: all) and a site label selector (NULL: all).
+    Column("models", JSON, nullable=True),
+    Column("site_selector", String(512), nullable=True),
+    Column("last_used_at", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("token_hash"),
 )

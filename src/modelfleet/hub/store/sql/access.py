@@ -39,6 +39,9 @@ def _to_token(row: Row[Any]) -> TokenRecord:
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
+        models=tuple(row.models) if row.models is not None else None,
+        site_selector=row.site_selector,
+        last_used_at=row.last_used_at,
     )
 
 
@@ -52,6 +55,9 @@ def _columns() -> tuple[Any, ...]:
         tokens.c.created_at,
         tokens.c.expires_at,
         tokens.c.revoked_at,
+        tokens.c.models,
+        tokens.c.site_selector,
+        tokens.c.last_used_at,
     )
 
 
@@ -75,6 +81,8 @@ class SqlTokenRepo(TokenRepo):
         token_hash: str,
         site: str | None = None,
         expires_at: datetime | None = None,
+        models: tuple[str, ...] | None = None,
+        site_selector: str | None = None,
     ) -> TokenRecord:
         if expires_at is not None and expires_at.utcoffset() is None:
             raise InvalidInput("expires_at must be timezone-aware")
@@ -91,6 +99,8 @@ class SqlTokenRepo(TokenRepo):
                         created_at=self._store.now(),
                         expires_at=expires_at,
                         revoked_at=None,
+                        models=list(models) if models is not None else None,
+                        site_selector=site_selector,
                     )
                 )
             except IntegrityError as exc:
