@@ -17,7 +17,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def check_name(value: str, what: str = "name") -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise InvalidName(
             f"invalid {what} {value!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

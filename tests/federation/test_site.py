@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 from pathlib import Path
 
@@ -10,10 +12,12 @@ import pytest
 import yaml
 
 from modelfleet.errors import InvalidInput
-from modelfleet.federation.specs import ModelSpec, init_weights
+from modelfleet.federation import wire
+from modelfleet.federation.specs import ModelSpec, flatten, init_weights
 from modelfleet.federation.training import FitResult, TrainConfig
 from modelfleet.site.federated import DAY_S, FederatedWorker, RoundLedger, SiteConfig
 from modelfleet.site.trainer import Dataset, DatasetConfig, load_dataset, load_trainer
+from modelfleet.transport.session import HubSession
 from tests.federation.conftest import write_csv
 
 
@@ -142,3 +146,73 @@ def test_csv_and_parquet_data_sets(tmp_path: Path) -> None:
         load_dataset(
             "bad", DatasetConfig(path=tmp_path / "a.parquet", label="target", features=["zz"])
         )
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """A loopback HTTP server that records each request (path, Authorization)."""
+
+    seen: list[tuple[str, str, str | None]]
+    answers: dict[str, bytes]
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        body = self.answers.get(self.path.partition("?")[0], b"{}")
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _recording_server(answers: dict[str, bytes]):
+    seen: list[tuple[str, str, str | None]] = []
+    handler = type("Handler", (_Recorder,), {"seen": seen, "answers": answers})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def test_the_worker_never_follows_a_hub_given_url_with_its_credential(tmp_path: Path) -> None:
+    """A task naming absolute URLs on another host: the worker builds the round's paths
+    itself, on its hub, so its token never reaches the other host."""
+    spec = ModelSpec(family="logistic", features=3)
+    base = "/api/v1/federation/jobs/j1/rounds/1"
+    weights = wire.pack({}, {"weights": flatten(spec, init_weights(spec))})
+    hub, hub_seen = _recording_server({f"{base}/weights": weights})
+    elsewhere, elsewhere_seen = _recording_server({})
+    try:
+        worker = _worker(tmp_path)
+        worker.session = HubSession(f"http://127.0.0.1:{hub.server_port}", "site-secret")
+        other = f"http://127.0.0.1:{elsewhere.server_port}/steal"
+        task = {
+            "job": "j1", "round": 1, "attempt": 1, "model": "pump-a", "data": "sensors",
+            "trainer": "builtin", "spec": spec.model_dump(mode="json"),
+            "train": {"local_epochs": 1}, "deadline_at": "2999-01-01T00:00:00+00:00",
+            "weights_url": other, "update_url": other, "refusal_url": other,
+        }  # fmt: skip
+        result = worker.handle(task)
+        assert result.kind == "update", result
+        assert elsewhere_seen == []
+        assert [(m, p.partition("?")[0], a) for m, p, a in hub_seen] == [
+            ("GET", f"{base}/weights", "Bearer site-secret"),
+            ("POST", f"{base}/updates", "Bearer site-secret"),
+        ]
+        bad = worker.handle({**task, "job": "../../sites/x", "attempt": 2})
+        assert bad.kind == "skipped"
+        assert "bad job id" in bad.detail
+        with pytest.raises(InvalidInput, match="only paths on the hub"):
+            worker.session.request("GET", other)
+        assert elsewhere_seen == []
+    finally:
+        hub.shutdown()
+        elsewhere.shutdown()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from modelfleet.errors import InvalidInput
-from modelfleet.federation.rounds import aggregate_round, default_stages
+from modelfleet.federation.rounds import ClipSetting, aggregate_round, default_stages
 from modelfleet.federation.simulation import Poison, digits_sites, simulate
 from modelfleet.federation.specs import init_weights
 from modelfleet.federation.strategies import STRATEGIES, Update, make_strategy
@@ -103,18 +103,21 @@ def test_two_poisoned_sites_of_ten(mode: str) -> None:
     train = TrainConfig(local_epochs=2, lr=0.5, batch_size=32)
     poison = Poison(mode, 4.0 if mode == "sign_flip" else 10.0)  # type: ignore[arg-type]
 
-    def accuracy(strategy: str, poisoned: int) -> float:
+    def accuracy(strategy: str, poisoned: int, clip: ClipSetting = "off") -> float:
         spec, sites, test = digits_sites(10, non_iid=False, poisoned=poisoned, poison=poison)
         params = {"byzantine": 2} if "krum" in strategy else {}
         result = simulate(
             spec, init_weights(spec), sites, make_strategy(strategy, params),
-            rounds=15, train=train, test=test,
+            rounds=15, train=train, test=test, clip_norm=clip,
         )  # fmt: skip
         return result.rounds[-1].test["accuracy"]
 
     clean = accuracy("fedavg", 0)
     figures = {s: accuracy(s, 2) for s in ("fedavg", "median", "trimmed_mean", "krum", "multikrum")}
-    print(f"{mode}: clean fedavg {clean:.3f}, with 2/10 poisoned {figures}")
+    clipped = accuracy("fedavg", 2, clip="auto")
+    print(f"{mode}: clean fedavg {clean:.3f}, with 2/10 poisoned {figures}, clipped {clipped:.3f}")
     assert figures["fedavg"] < clean - 0.1
+    # The default clipping (2x the round's median norm) takes most of the damage away.
+    assert clipped > figures["fedavg"] + 0.03
     for robust in ("median", "trimmed_mean", "krum", "multikrum"):
         assert figures[robust] > clean - 0.04, robust

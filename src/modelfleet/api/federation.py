@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import JsonValue
+from pydantic import Field, JsonValue
 
 from modelfleet.api._base import Free, Record
 
@@ -22,6 +22,8 @@ class FederatedRound(Record):
     opened_at: datetime | None
     deadline_at: datetime | None
     closed_at: datetime | None
+    clip_norm: float | None = None
+    examples_capped: dict[str, int] = Field(default_factory=dict)
 
 
 class FederatedJob(Record):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +25,9 @@ from modelfleet.cli.common import (
 )
 from modelfleet.errors import InvalidInput
 from modelfleet.yamlfile import load_yaml_file
+
+if TYPE_CHECKING:
+    from modelfleet.federation.rounds import ClipSetting
 
 app = typer.Typer(
     help="Federated learning: sites train on their own data, the hub aggregates.",
@@ -109,6 +113,13 @@ def start(
             "its own data; each is registered as that site's variant (deploy: modelfleet pin).",
         ),
     ] = None,
+    clip_norm: Annotated[
+        str | None,
+        typer.Option(
+            help="L2 bound on each site's delta: auto (default: 2x the round's median "
+            "norm), a number, or off.",
+        ),
+    ] = None,
     job_id: Annotated[str | None, typer.Option("--id", help="Idempotency: a job id.")] = None,
     file: Annotated[Path | None, typer.Option("-f", "--file", help="Job YAML file.")] = None,
     hub: HubOpt = DEFAULT_HUB,
@@ -133,6 +144,7 @@ def start(
         "round_timeout_s": round_timeout,
         "alias": alias,
         "personalize_epochs": personalize_epochs,
+        "clip_norm": _clip(clip_norm) if clip_norm is not None else None,
     }
     body.update({k: v for k, v in flags.items() if v is not None})
     if param:
@@ -292,6 +304,9 @@ def simulate(
     lr: Annotated[float, typer.Option(help="Local learning rate.")] = 0.1,
     batch_size: Annotated[int, typer.Option(help="Local batch size.")] = 32,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    clip: Annotated[
+        str, typer.Option(help="L2 bound on each delta: auto, a number, or off (as a job).")
+    ] = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Run a job with virtual sites in one process on scikit-learn's digits (softmax)."""
@@ -318,6 +333,7 @@ def simulate(
         rounds=rounds,
         train=TrainConfig(local_epochs=local_epochs, lr=lr, batch_size=batch_size),
         test=test,
+        clip_norm=_clip(clip),
     )
     if json_out:
         print_json(result.to_dict())
@@ -336,3 +352,16 @@ def simulate(
             for r in result.rounds
         ],
     )
+
+
+def _clip(text: str) -> ClipSetting:
+    """``--clip``/``--clip-norm``: auto, off or a positive number."""
+    if text in ("auto", "off"):
+        return "auto" if text == "auto" else "off"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and math.isfinite(value)):
+        raise InvalidInput(f"--clip must be auto, off or a positive number, got {text!r}")
+    return value

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -51,7 +51,18 @@ class JobConfig(BaseModel):
         gt=0,
         description="How long a round may wait for min-sites eligible online sites.",
     )
-    clip_norm: float | None = Field(default=None, gt=0, description="L2 bound on each delta.")
+    clip_norm: Annotated[float, Field(gt=0, le=1e12)] | Literal["auto", "off"] = Field(
+        default="auto",
+        description="L2 bound on each site's delta: a number, 'auto' (2x the round's median "
+        "delta norm, so no one site can outweigh the rest) or 'off'.",
+    )
+    max_examples_per_site: int = Field(
+        default=1_000_000,
+        ge=1,
+        le=1 << 40,
+        description="An update counts at most this many examples (its weight in the "
+        "mean), and never more than the site's own config declares (federation.max_examples).",
+    )
     result: Literal["final", "best"] = Field(
         default="final", description="Register the final global model or the best round's."
     )
@@ -67,10 +78,16 @@ class JobConfig(BaseModel):
         "variant (tag fl.site), for a per-site override (`modelfleet pin`) to deploy.",
     )
 
+    @field_validator("clip_norm", mode="before")
+    @classmethod
+    def _clip(cls, value: object) -> object:
+        # Jobs stored before clipping became the default say null: they ran unclipped.
+        return "off" if value is None else value
+
     @field_validator("id")
     @classmethod
     def _id(cls, value: str | None) -> str | None:
-        if value is not None and not JOB_ID.match(value):
+        if value is not None and not JOB_ID.fullmatch(value):
             raise ValueError("use 1-64 letters, digits, '.', '_' or '-'")
         return value
 
@@ -148,6 +165,14 @@ class Consent(BaseModel):
     trainers: list[str] = Field(default_factory=lambda: ["builtin"])
     max_rounds_per_day: int | None = None
     rounds_today: int = 0
+    #: The most examples this site's updates may count for (its config); None: the job's cap.
+    max_examples: int | None = Field(default=None, ge=1, le=1 << 40)
+
+    def example_cap(self, job: JobConfig) -> int:
+        """How many examples one update from this site counts for, at most, in ``job``."""
+        if self.max_examples is None:
+            return job.max_examples_per_site
+        return min(self.max_examples, job.max_examples_per_site)
 
 
 def refusal(consent: Consent | None, job: JobConfig, model: str) -> str | None:

@@ -11,9 +11,10 @@ memory however many sites took part.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -54,14 +55,46 @@ class ClipNorm:
     name: str = "clip"
 
     def __call__(self, update: Update) -> Update | str:
-        norm = float(np.linalg.norm(update.delta))
+        norm = delta_norm(update)
         if norm <= self.max_norm or norm == 0.0:
             return update
         scaled = (update.delta * np.float32(self.max_norm / norm)).astype(np.float32)
         return Update(update.site, scaled, update.num_examples, update.metrics)
 
 
+#: How a job bounds each site's delta: a fixed L2 norm, ``"auto"`` (the default) or
+#: ``"off"``. ``"auto"`` clips every delta to :data:`AUTO_CLIP_MULTIPLE` times the median
+#: delta norm of the round: honest sites training on similar data send deltas of similar
+#: size and are left alone, while one site sending a huge delta (by mistake or to take
+#: over the global model) is scaled down to the size of everyone else's. The median is
+#: robust to fewer than half the sites misbehaving.
+ClipSetting = float | Literal["auto", "off"]
+AUTO_CLIP_MULTIPLE = 2.0
+
+
+def clip_norm_for(setting: ClipSetting, norms: Iterable[float]) -> float | None:
+    """The L2 bound one round applies under ``setting``, given its deltas' norms (only
+    read for ``"auto"``; non-finite norms are left out, those updates are dropped anyway).
+    None: no clipping."""
+    if setting == "off":
+        return None
+    if setting == "auto":
+        finite = [n for n in norms if math.isfinite(n)]
+        if not finite:
+            return None
+        median = statistics.median(finite)
+        return AUTO_CLIP_MULTIPLE * median if median > 0 else None
+    return float(setting)
+
+
+def delta_norm(update: Update) -> float:
+    """The L2 norm of an update's delta, in float64 (a float32 sum of squares overflows
+    for deltas above ~1e19, which is exactly what clipping must catch)."""
+    return float(np.linalg.norm(update.delta.astype(np.float64)))
+
+
 def default_stages(clip_norm: float | None = None) -> list[UpdateStage]:
+    """Finiteness first, then clipping to ``clip_norm`` (None: none)."""
     stages: list[UpdateStage] = [RequireFinite()]
     if clip_norm is not None:
         stages.append(ClipNorm(clip_norm))
@@ -129,6 +162,14 @@ def aggregate_round(
     new_weights, new_state = strategy.server_update(
         weights, aggregator.result(), state, round_number
     )
+    # Every update was finite, yet their weighted sum can still overflow float32 (a
+    # delta of 1e27 times a claimed example count): such a model must never be stored,
+    # let alone registered and signed.
+    if not np.isfinite(new_weights).all():
+        raise InvalidInput(
+            "the round's aggregate holds NaN or infinite values (an update too large to "
+            "aggregate); the round's result was discarded"
+        )
     metrics = means.result()
     metrics["num_examples"] = float(aggregator.examples)
     metrics["num_sites"] = float(len(used))

@@ -18,7 +18,13 @@ import numpy as np
 import numpy.typing as npt
 
 from modelfleet.errors import InvalidInput
-from modelfleet.federation.rounds import aggregate_round, default_stages
+from modelfleet.federation.rounds import (
+    ClipSetting,
+    aggregate_round,
+    clip_norm_for,
+    default_stages,
+    delta_norm,
+)
 from modelfleet.federation.specs import ModelSpec, Weights, evaluate, flatten, unflatten
 from modelfleet.federation.strategies import Strategy, Update
 from modelfleet.federation.strategies.base import State
@@ -102,10 +108,13 @@ def simulate(
     train: TrainConfig,
     test: tuple[FloatArray, IntArray] | None = None,
     job: str = "sim",
-    clip_norm: float | None = None,
+    clip_norm: ClipSetting = "auto",
     on_round: Callable[[RoundRecord], None] | None = None,
 ) -> SimulationResult:
-    """Run ``rounds`` rounds with every site taking part; evaluate on ``test`` each round."""
+    """Run ``rounds`` rounds with every site taking part; evaluate on ``test`` each round.
+
+    ``clip_norm`` bounds each delta as a job's does (``"auto"``: 2x the round's median norm).
+    """
     if not sites:
         raise InvalidInput("a simulation needs at least one virtual site")
     if rounds < 1:
@@ -113,7 +122,6 @@ def simulate(
     site_train = train.model_copy(update=strategy.site_params())
     vector = flatten(spec, weights)
     state: State = {}
-    stages = default_stages(clip_norm)
     history: list[RoundRecord] = []
     for number in range(1, rounds + 1):
         started = time.perf_counter()
@@ -140,8 +148,17 @@ def simulate(
                     delta = site.poison.apply(delta)
                 yield Update(site.name, delta, fit.num_examples, metrics)
 
+        # Clipping to the round's median needs every norm first: in a simulation the
+        # updates are in memory anyway (the hub reads its stored updates twice instead).
+        round_updates = list(updates())
+        bound = clip_norm_for(clip_norm, (delta_norm(u) for u in round_updates))
         outcome = aggregate_round(
-            strategy, vector, state, updates(), round_number=number, stages=stages
+            strategy,
+            vector,
+            state,
+            round_updates,
+            round_number=number,
+            stages=default_stages(bound),
         )
         vector, state = outcome.weights, outcome.state
         record = RoundRecord(number, time.perf_counter() - started, outcome.metrics)

@@ -9,6 +9,7 @@ hostile body can at worst be refused; sizes are checked before any array is buil
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,8 @@ MAGIC = b"MFT1"
 MEDIA_TYPE = "application/vnd.modelfleet.tensors"
 _DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 _MAX_HEADER = 1 << 20
+#: More dimensions than any model tensor has; bounds what a crafted header can ask for.
+_MAX_DIMS = 32
 
 
 def pack(meta: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[np.generic]]) -> bytes:
@@ -60,12 +63,23 @@ def unpack(body: bytes) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.generi
         try:
             name = str(spec["name"])
             dtype = _DTYPES[spec["dtype"]]
-            shape = tuple(int(s) for s in spec["shape"])
+            raw_shape = spec["shape"]
+            if not isinstance(raw_shape, list) or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in raw_shape
+            ):
+                raise TypeError("shape must be a list of integers")
+            shape = tuple(raw_shape)
         except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInput(f"bad array description in tensor envelope: {spec!r}") from exc
-        if any(s < 0 for s in shape):
-            raise InvalidInput(f"array {name!r} has a negative dimension")
-        count = int(np.prod(shape, dtype=np.int64))
+            raise InvalidInput(
+                f"bad array description in tensor envelope: {repr(spec)[:200]}"
+            ) from exc
+        if len(shape) > _MAX_DIMS or any(s < 0 for s in shape):
+            raise InvalidInput(
+                f"array {name!r} has a negative dimension or more than {_MAX_DIMS} dimensions"
+            )
+        # Python integers: a crafted shape such as [2**62, 4] cannot overflow here (numpy's
+        # int64 product would), and the size is checked against the bytes that arrived.
+        count = math.prod(shape)
         nbytes = count * dtype.itemsize
         if offset + nbytes > len(body):
             raise InvalidInput(f"tensor envelope is truncated inside array {name!r}")

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.federation import wire
+from modelfleet.federation.jobs import JOB_ID
 from modelfleet.federation.specs import ModelSpec, flatten, unflatten
 from modelfleet.federation.training import TrainConfig
 from modelfleet.loops import BackgroundLoop, Backoff
@@ -69,6 +70,13 @@ class FederationConfig(BaseModel):
         default=None, description="Data sets jobs may use; default every configured one."
     )
     max_rounds_per_day: int | None = Field(default=None, ge=0)
+    max_examples: int | None = Field(
+        default=None,
+        ge=1,
+        le=1 << 40,
+        description="Declared to the hub: the most examples this site's updates count for "
+        "(bounds this site's weight in the global model whatever an update claims).",
+    )
 
 
 class SiteConfig(BaseModel):
@@ -237,6 +245,7 @@ class FederatedWorker:
             "trainers": sorted(self.trainers),
             "max_rounds_per_day": fed.max_rounds_per_day,
             "rounds_today": self.ledger.today(),
+            "max_examples": fed.max_examples,
         }
 
     def declare(self) -> None:
@@ -314,6 +323,12 @@ class FederatedWorker:
     def handle(self, task: dict[str, Any]) -> TaskResult:
         """Refuse or train one task and deliver the answer (retrying until its deadline)."""
         key = (str(task["job"]), int(task["round"]), int(task["attempt"]))
+        if not JOB_ID.fullmatch(key[0]) or key[1] < 1:
+            # Nowhere valid to answer: the paths below are built from these, never
+            # taken from the task (a hub-given absolute URL would carry this site's
+            # credential to another host).
+            log.warning("federated task with an invalid job id or round ignored: %r", key[:2])
+            return TaskResult("skipped", "invalid task: bad job id or round")
         if key in self._answered:
             return TaskResult("skipped", ALREADY_ANSWERED)
         try:
@@ -360,7 +375,7 @@ class FederatedWorker:
         if isinstance(inline, str):  # small models come with the task
             _, arrays = wire.unpack(base64.b64decode(inline))
         else:
-            _, arrays = wire.unpack(self._call("GET", str(task["weights_url"])).content)
+            _, arrays = wire.unpack(self._call("GET", f"{_round_path(task)}/weights").content)
         return unflatten(spec, arrays["weights"])
 
     def _deliver(
@@ -381,7 +396,7 @@ class FederatedWorker:
                 if body is not None:
                     answer = self._call(
                         "POST",
-                        str(task["update_url"]),
+                        f"{_round_path(task)}/updates",
                         params={"wait": self.poll_s},
                         content=body,
                         headers={"Content-Type": wire.MEDIA_TYPE},
@@ -392,7 +407,7 @@ class FederatedWorker:
                 else:
                     self._call(
                         "POST",
-                        str(task["refusal_url"]),
+                        f"{_round_path(task)}/refusals",
                         json={"attempt": key[2], "reason": refusal or "refused"},
                     )
                     result = TaskResult("refusal", refusal or "")
@@ -430,3 +445,8 @@ def _parse_time(value: object) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _round_path(task: dict[str, Any]) -> str:
+    """The hub path of a task's round, built here from its (checked) job id and number."""
+    return f"/api/v1/federation/jobs/{task['job']}/rounds/{int(task['round'])}"

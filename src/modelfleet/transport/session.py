@@ -34,6 +34,7 @@ from modelfleet.errors import (
     DigestMismatch,
     HubResponseError,
     HubUnreachable,
+    InvalidInput,
     TlsError,
     error_class_for,
 )
@@ -216,6 +217,7 @@ class HubSession:
         ``content`` is bytes or an iterator of bytes (streamed uploads); ``timeout`` None
         means the session's.
         """
+        _hub_path(path)
         try:
             response = self._client().request(
                 method,
@@ -247,6 +249,7 @@ class HubSession:
         ``progress`` gets the bytes already held when resuming, then each chunk's size.
         Verifying what arrived is the caller's (against a signed manifest).
         """
+        _hub_path(path)
         have = partial.stat().st_size if partial.exists() else 0
         if have > size:
             partial.unlink()
@@ -294,3 +297,13 @@ class HubSession:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _hub_path(path: str) -> None:
+    """Refuse anything but a path on this hub: the session attaches the site's credential
+    (certificate and token), so a URL taken from a hub answer must never lead elsewhere."""
+    if not path.startswith("/") or path.startswith("//") or any(c in path for c in "\r\n\\"):
+        raise InvalidInput(
+            f"refusing to call {path[:120]!r} with the hub credential: only paths on the hub "
+            f"at this session's URL are allowed"
+        )

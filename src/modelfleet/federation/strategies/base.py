@@ -89,8 +89,11 @@ class WeightedMean(Aggregator):
         self._pending = 0
 
     def _add(self, update: Update) -> None:
-        np.multiply(update.delta, np.float32(update.num_examples), out=self._scaled)
-        self._partial += self._scaled
+        # An overflow here (a huge delta times a huge count) becomes infinity, which
+        # aggregate_round refuses to store; numpy's warning would only be noise.
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.multiply(update.delta, np.float32(update.num_examples), out=self._scaled)
+            self._partial += self._scaled
         self._pending += 1
         if self._pending == self.FLUSH:
             self._flush()

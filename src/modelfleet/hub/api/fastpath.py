@@ -50,9 +50,9 @@ class SiteFastPath:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        if method == "POST" and (match := _UPDATE.match(path)):
+        if method == "POST" and (match := _UPDATE.fullmatch(path)):
             route = _UPDATE_ROUTE
-        elif method == "GET" and (match := _TASKS.match(path)):
+        elif method == "GET" and (match := _TASKS.fullmatch(path)):
             route = _TASKS_ROUTE
         else:
             await self.app(scope, receive, send)

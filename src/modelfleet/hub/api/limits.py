@@ -21,7 +21,7 @@ class BodyLimit:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _UPLOAD.match(scope["path"]):
+        if scope["type"] != "http" or _UPLOAD.fullmatch(scope["path"]):
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes

@@ -29,7 +29,6 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,12 +39,18 @@ import onnx
 from modelfleet.errors import Conflict, InvalidInput, ModelfleetError, NotFound
 from modelfleet.federation import wire
 from modelfleet.federation.jobs import Consent, JobConfig, refusal
-from modelfleet.federation.rounds import aggregate_round, default_stages
+from modelfleet.federation.rounds import (
+    aggregate_round,
+    clip_norm_for,
+    default_stages,
+    delta_norm,
+)
 from modelfleet.federation.specs import ModelSpec, flatten, read_onnx
-from modelfleet.federation.strategies import Update, make_strategy
+from modelfleet.federation.strategies import make_strategy
 from modelfleet.federation.wire import pack_state, pack_vector, unpack_state, unpack_vector
 from modelfleet.hub.federation.personalization import register_variants, registered_variants
 from modelfleet.hub.federation.registration import register_result, registered_version
+from modelfleet.hub.federation.round_inputs import example_caps, stored_updates
 from modelfleet.hub.federation.taskboard import TaskBoard
 from modelfleet.hub.federation.views import job_view
 from modelfleet.hub.registry import Registry
@@ -401,15 +406,37 @@ class Coordinator:
         weights_blob, state_blob = self.repo.job_weights(job.id)
         vector = unpack_vector(weights_blob)
         started = time.perf_counter()
-        result = aggregate_round(
-            strategy,
-            vector,
-            unpack_state(state_blob),
-            self._updates(job.id, rnd.number),
-            round_number=rnd.number,
-            stages=default_stages(config.clip_norm),
+        caps = example_caps(self.repo.consents(), config)
+        # Two passes over the stored updates (one model in memory at a time): the norms
+        # first, for clipping relative to the round's median, then the aggregation.
+        bound = clip_norm_for(
+            config.clip_norm,
+            (delta_norm(u) for u in stored_updates(self.repo, job.id, rnd.number, caps)),
         )
+        try:
+            result = aggregate_round(
+                strategy,
+                vector,
+                unpack_state(state_blob),
+                stored_updates(self.repo, job.id, rnd.number, caps),
+                round_number=rnd.number,
+                stages=default_stages(bound),
+            )
+        except InvalidInput as exc:
+            # Nothing usable, or an aggregate that is not finite: the round fails (and is
+            # retried up to max_round_attempts); its result is never stored.
+            outcome["reason"] = exc.message
+            self.repo.close_round(
+                job.id, rnd.number, rnd.attempt, state="failed", metrics={}, outcome=outcome
+            )
+            self.board.invalidate()
+            log.warning("job %s round %d failed: %s", job.id, rnd.number, exc.message)
+            return True
         outcome["dropped"] = result.dropped
+        outcome["clip_norm"] = bound
+        capped = {u.site: u.num_examples for u in contributed if u.num_examples > caps(u.site)}
+        if capped:
+            outcome["examples_capped"] = capped
         outcome["aggregation_s"] = time.perf_counter() - started
         closed = self.repo.close_round(
             job.id,
@@ -425,16 +452,6 @@ class Coordinator:
         if closed:
             log.info("job %s round %d closed: %s", job.id, rnd.number, result.metrics)
         return closed
-
-    def _updates(self, job_id: str, number: int) -> Iterator[Update]:
-        for row, payload in self.repo.iter_payloads(job_id, number):
-            _, arrays = wire.unpack(payload)
-            yield Update(
-                row.site,
-                np.asarray(arrays["delta"], np.float32),
-                row.num_examples,
-                {k: float(v) for k, v in row.metrics.items()},
-            )
 
     # --- result -------------------------------------------------------------------
 

@@ -59,6 +59,10 @@ def job_view(repo: FederationRepo, job: JobRow, *, rounds: bool = True) -> dict[
                 "stragglers": r.outcome.get("stragglers", []),
                 "dropped": r.outcome.get("dropped", {}),
                 "reason": r.outcome.get("reason", ""),
+                # The L2 bound applied to each delta (None: none) and the sites whose
+                # claimed example counts were capped (site -> what it claimed).
+                "clip_norm": r.outcome.get("clip_norm"),
+                "examples_capped": r.outcome.get("examples_capped", {}),
                 "updates": updates.get(r.number, []),
             }
             for r in repo.list_rounds(job.id)
