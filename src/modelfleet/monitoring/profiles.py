@@ -40,6 +40,7 @@ from datasketches import (
 )
 
 from modelfleet.errors import InvalidInput
+from modelfleet.monitoring.sketch_bytes import MAX_SKETCH_BYTES, read_frequent_items, read_kll
 
 __all__ = [
     "OTHER",
@@ -66,6 +67,9 @@ MIN_CATEGORY_COUNT = 5
 OTHER = "__other__"
 #: A 2-D tensor with more columns than this is profiled as one flattened feature.
 MAX_COLUMNS = 64
+#: The most columns one profile may hold (a window's inputs or outputs, a reference):
+#: what the hub parses from one message is bounded by this times the sketch size cap.
+MAX_PROFILE_COLUMNS = 512
 
 # --- generalisation ---------------------------------------------------------------------
 
@@ -92,6 +96,8 @@ def _b64(data: bytes) -> str:
 def _unb64(text: Any, what: str) -> bytes:
     if not isinstance(text, str):
         raise InvalidInput(f"{what}: expected a base64 string")
+    if len(text) > (MAX_SKETCH_BYTES // 3 + 1) * 4:
+        raise InvalidInput(f"{what}: sketch exceeds {MAX_SKETCH_BYTES} bytes")
     try:
         return base64.b64decode(text, validate=True)
     except ValueError as exc:
@@ -158,11 +164,7 @@ class NumericProfile:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], what: str) -> NumericProfile:
-        raw = _unb64(doc.get("kll"), what)
-        try:
-            sketch = kll_doubles_sketch.deserialize(raw)
-        except (RuntimeError, ValueError) as exc:
-            raise InvalidInput(f"{what}: not a KLL sketch: {exc}") from exc
+        sketch = read_kll(_unb64(doc.get("kll"), what), what)
         return cls(_count(doc, "count", what), _count(doc, "missing", what), sketch)
 
 
@@ -233,11 +235,7 @@ class CategoricalProfile:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], what: str) -> CategoricalProfile:
-        raw = _unb64(doc.get("items"), what)
-        try:
-            sketch = frequent_strings_sketch.deserialize(raw)
-        except (RuntimeError, ValueError) as exc:
-            raise InvalidInput(f"{what}: not a frequent-items sketch: {exc}") from exc
+        sketch = read_frequent_items(_unb64(doc.get("items"), what), what)
         return cls(_count(doc, "count", what), _count(doc, "missing", what), sketch)
 
 
@@ -331,7 +329,11 @@ class DatasetProfile:
         labels = doc.get("labels", {})
         if not isinstance(columns, Mapping) or not isinstance(labels, Mapping):
             raise InvalidInput("profile columns and labels must be objects")
-        out = cls(labels={str(k): str(v) for k, v in labels.items()})
+        if len(columns) > MAX_PROFILE_COLUMNS or len(labels) > MAX_PROFILE_COLUMNS:
+            raise InvalidInput(
+                f"a profile holds at most {MAX_PROFILE_COLUMNS} columns, got {len(columns)}"
+            )
+        out = cls(labels={str(k)[:256]: str(v)[:256] for k, v in labels.items()})
         for name, col in columns.items():
             what = f"profile column {name!r}"
             if not isinstance(col, Mapping):

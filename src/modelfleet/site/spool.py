@@ -10,6 +10,11 @@ Delivery is at-least-once with ids, which gives an exactly-once effect at the hu
 3. Only after the hub acknowledges are the batch's windows deleted; the hub ignores a
    batch id (and a window id) it has already stored.
 
+A batch the hub refuses for what it holds (400, 413, 422) is never resent as it was: a
+batch of several windows is split into one batch per window (the hub stored none of
+them), and a single window refused again is moved to a dead-letter table with the hub's
+reason and counted as dropped, so one bad window cannot stall the outbox forever.
+
 The outbox has a byte cap. When a new window does not fit, the oldest windows that are
 not part of an in-flight batch are dropped; the drop is counted (windows and the requests
 they held) in the same transaction and the cumulative counters ride along with every
@@ -23,6 +28,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from modelfleet.errors import ModelfleetError, StoreError
+from modelfleet.errors import HubUnreachable, ModelfleetError, StoreError
 from modelfleet.loops import BackgroundLoop, Backoff
 from modelfleet.transport.session import HubSession
 
@@ -47,7 +53,20 @@ _SCHEMA = (
     " batch_id TEXT)",
     "CREATE INDEX IF NOT EXISTS ix_windows_batch ON windows(batch_id)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # Windows the hub refused for good (400/413/422 for that window alone): kept for the
+    # operator with the hub's reason, the newest MAX_DEAD_LETTERS only.
+    "CREATE TABLE IF NOT EXISTS dead_letters ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " id TEXT NOT NULL,"
+    " requests INTEGER NOT NULL,"
+    " body BLOB NOT NULL,"
+    " reason TEXT NOT NULL,"
+    " at REAL NOT NULL)",
 )
+#: Refused windows kept for inspection; older ones are deleted (they stay counted).
+MAX_DEAD_LETTERS = 100
+#: Hub answers that refuse a batch for what it holds: resending it can never succeed.
+_REFUSED_FOR_GOOD = (400, 413, 422)
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,8 @@ class SpoolStats:
     dropped_windows: int
     dropped_requests: int
     file_bytes: int
+    #: Windows the hub refused for good (also counted in ``dropped_windows``).
+    dead_letters: int = 0
 
 
 class Spool:
@@ -102,7 +123,7 @@ class Spool:
                 self._db.execute(statement)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('spool_id', ?), "
-                "('dropped_windows', '0'), ('dropped_requests', '0')",
+                "('dropped_windows', '0'), ('dropped_requests', '0'), ('dead_letters', '0')",
                 (uuid.uuid4().hex,),
             )
         except sqlite3.Error as exc:
@@ -225,6 +246,65 @@ class Spool:
             dropped_requests,
         )
 
+    def split(self, batch_id: str) -> int:
+        """Give each window of ``batch_id`` a batch of its own (the hub refused the batch
+        and stored none of it); returns how many batches it became."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                seqs = [
+                    int(r[0])
+                    for r in self._db.execute(
+                        "SELECT seq FROM windows WHERE batch_id = ? ORDER BY seq", (batch_id,)
+                    )
+                ]
+                self._db.executemany(
+                    "UPDATE windows SET batch_id = ? WHERE seq = ?",
+                    [(uuid.uuid4().hex, seq) for seq in seqs],
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"telemetry spool update failed: {exc}") from exc
+        return len(seqs)
+
+    def dead_letter(self, batch_id: str, reason: str, now: float) -> int:
+        """Move the windows of a refused batch to the dead letters, counted as dropped."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                rows = self._db.execute(
+                    "SELECT id, requests, body FROM windows WHERE batch_id = ?", (batch_id,)
+                ).fetchall()
+                self._db.executemany(
+                    "INSERT INTO dead_letters(id, requests, body, reason, at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(r[0], r[1], r[2], reason[:2000], now) for r in rows],
+                )
+                self._db.execute("DELETE FROM windows WHERE batch_id = ?", (batch_id,))
+                self._bump_drops(len(rows), sum(int(r[1]) for r in rows))
+                self._db.execute(
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'dead_letters'",
+                    (len(rows),),
+                )
+                self._db.execute(
+                    "DELETE FROM dead_letters WHERE seq <= (SELECT MAX(seq) FROM dead_letters) - ?",
+                    (MAX_DEAD_LETTERS,),
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"telemetry spool update failed: {exc}") from exc
+        return len(rows)
+
+    def dead_letters(self) -> list[tuple[str, str]]:
+        """The refused windows kept, newest first: ``(window id, the hub's reason)``."""
+        with self._lock:
+            return [
+                (str(r[0]), str(r[1]))
+                for r in self._db.execute("SELECT id, reason FROM dead_letters ORDER BY seq DESC")
+            ]
+
     def drops(self) -> tuple[int, int]:
         """Cumulative ``(windows, requests)`` dropped since the outbox was created."""
         with self._lock:
@@ -253,8 +333,15 @@ class Spool:
             page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
             dropped_windows = int(self._meta("dropped_windows"))
             dropped_requests = int(self._meta("dropped_requests"))
+            dead = int(self._meta("dead_letters"))
         return SpoolStats(
-            count, size, in_flight, dropped_windows, dropped_requests, page_count * page_size
+            count,
+            size,
+            in_flight,
+            dropped_windows,
+            dropped_requests,
+            page_count * page_size,
+            dead,
         )
 
 
@@ -328,13 +415,38 @@ class Shipper:
                     self.send(empty)
                     self.acked_drops = drops
                 return shipped
-            self.send(batch)
+            try:
+                self.send(batch)
+            except ModelfleetError as exc:
+                if not self._set_aside(batch, exc):
+                    raise
+                continue
             if self.before_delete is not None:
                 self.before_delete(batch)
             self.spool.ack(batch.id)
             self.acked_drops = (batch.dropped_windows, batch.dropped_requests)
             shipped += len(batch.window_ids)
         return shipped
+
+    def _set_aside(self, batch: Batch, exc: ModelfleetError) -> bool:
+        """A batch the hub refused for what it holds: split it, or dead-letter its one
+        window. False when the refusal is not of that kind (resend later)."""
+        if isinstance(exc, HubUnreachable) or exc.status not in _REFUSED_FOR_GOOD:
+            return False
+        if len(batch.window_ids) > 1:
+            self.spool.split(batch.id)
+            log.info("telemetry batch refused (%s); resending its windows one by one", exc)
+            return True
+        if not batch.window_ids:
+            return False
+        self.spool.dead_letter(batch.id, exc.message, time.time())
+        log.warning(
+            "telemetry window %s refused by the hub for good (%s); kept in the spool's "
+            "dead letters and counted as dropped",
+            batch.window_ids[0],
+            exc.message,
+        )
+        return True
 
     def _ship(self) -> float:
         """One pass of the loop; answers the wait before the next."""

@@ -23,30 +23,37 @@ from modelfleet.api import DriftReport, DriftThresholds, ReferenceProfile, Telem
 from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
 from modelfleet.hub.auth import Permission
 from modelfleet.hub.telemetry import Telemetry
+from modelfleet.monitoring.profiles import MAX_PROFILE_COLUMNS
 
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 
 _ID = r"^[A-Za-z0-9_-]{1,64}$"
+#: Bounds of what a window may claim: counts fit a signed 64-bit column with room to sum.
+MAX_COUNT = 1 << 53
+MAX_VERSION = 1 << 31
+Key = Annotated[str, Field(max_length=256)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
 class WindowIn(BaseModel):
-    """One closed window (see ``modelfleet.site.telemetry``)."""
+    """One closed window (see ``modelfleet.site.telemetry``). Every count, map and
+    profile is bounded here, so the schema says what the hub accepts."""
 
     id: str = Field(pattern=_ID)
     model: str = Field(min_length=1, max_length=255)
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
     start: float
     end: float
-    requests: int = Field(ge=0)
-    rows: int = Field(default=0, ge=0)
-    errors: int = Field(default=0, ge=0)
-    outcomes: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
-    latency: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    requests: int = Field(ge=0, le=MAX_COUNT)
+    rows: int = Field(default=0, ge=0, le=MAX_COUNT)
+    errors: int = Field(default=0, ge=0, le=MAX_COUNT)
+    outcomes: dict[Key, Count] = Field(default_factory=dict, max_length=64)
+    latency: dict[Key, Count] = Field(default_factory=dict, max_length=64)
     latency_sum: float = Field(default=0.0, ge=0)
-    batch_sizes: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
-    sampled_requests: int = Field(default=0, ge=0)
-    inputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    batch_sizes: dict[Key, Count] = Field(default_factory=dict, max_length=64)
+    sampled_requests: int = Field(default=0, ge=0, le=MAX_COUNT)
+    inputs: dict[Key, dict[str, Any]] = Field(default_factory=dict, max_length=MAX_PROFILE_COLUMNS)
+    outputs: dict[Key, dict[str, Any]] = Field(default_factory=dict, max_length=MAX_PROFILE_COLUMNS)
 
     @field_validator("start", "end", "latency_sum")
     @classmethod
@@ -57,8 +64,8 @@ class WindowIn(BaseModel):
 
 
 class DroppedIn(BaseModel):
-    windows: int = Field(default=0, ge=0)
-    requests: int = Field(default=0, ge=0)
+    windows: int = Field(default=0, ge=0, le=MAX_COUNT)
+    requests: int = Field(default=0, ge=0, le=MAX_COUNT)
 
 
 class BatchIn(BaseModel):
