@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Query, Request
 
 from modelfleet.errors import ModelfleetError, PermissionDenied
 from modelfleet.hub.auth import Permission, Principal, Role, authenticate, site_principal
@@ -20,6 +20,14 @@ def get_context(request: Request) -> HubContext:
 
 
 Context = Annotated[HubContext, Depends(get_context)]
+
+#: The largest version or round number a path or query may name: what the store's integer
+#: columns hold. Bounded here so the OpenAPI document tells clients, and a number beyond
+#: it is a 422 (shown as 400 by the hub's error handler) instead of a database overflow.
+MAX_NUMBER = 2**31 - 1
+VersionPath = Annotated[int, Path(ge=1, le=MAX_NUMBER, description="Version number.")]
+RoundPath = Annotated[int, Path(ge=1, le=MAX_NUMBER, description="Round number.")]
+VersionQuery = Annotated[int | None, Query(ge=1, le=MAX_NUMBER, description="Version number.")]
 
 
 def get_principal(

@@ -25,7 +25,7 @@ from modelfleet.api import Consents, FederatedJob
 from modelfleet.errors import ArtifactTooLarge, PermissionDenied
 from modelfleet.federation import wire
 from modelfleet.federation.jobs import JobConfig
-from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
+from modelfleet.hub.api.deps import Caller, Context, RoundPath, audited, require, require_site
 from modelfleet.hub.auth import Permission, Principal, Role
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.federation.coordinator import Coordinator
@@ -202,7 +202,7 @@ async def tasks(site: str, ctx: Context, caller: Caller, wait: WaitSeconds = 0) 
     summary="A round's global weights (tensor envelope)",
     response_class=Response,
 )
-async def round_weights(job_id: str, number: int, ctx: Context, caller: Caller) -> Response:
+async def round_weights(job_id: str, number: RoundPath, ctx: Context, caller: Caller) -> Response:
     coordinator = ctx.federation
     if caller.role == Role.SITE:
         site: str | None = caller.site
@@ -219,7 +219,7 @@ async def round_weights(job_id: str, number: int, ctx: Context, caller: Caller) 
 )
 async def post_update(
     job_id: str,
-    number: int,
+    number: RoundPath,
     request: Request,
     ctx: Context,
     caller: Caller,
@@ -240,7 +240,7 @@ async def post_update(
 )
 async def post_refusal(
     job_id: str,
-    number: int,
+    number: RoundPath,
     body: RefusalIn,
     ctx: Context,
     caller: Caller,

@@ -11,7 +11,7 @@ from starlette.responses import StreamingResponse
 
 from modelfleet.api import AliasIn, Model, ModelDetail, Version
 from modelfleet.errors import InvalidInput, PermissionDenied
-from modelfleet.hub.api.deps import Caller, Context, audited, require
+from modelfleet.hub.api.deps import Caller, Context, VersionPath, VersionQuery, audited, require
 from modelfleet.hub.api.ranges import ByteRange, parse_range
 from modelfleet.hub.api.schemas import model_of, version_of
 from modelfleet.hub.auth import Permission, Role
@@ -46,7 +46,7 @@ async def push_version(
     alias: str | None = None,
     description: str = "",
     framework: str | None = None,
-    parent: Annotated[int | None, Query(ge=1)] = None,
+    parent: VersionQuery = None,
     tag: Annotated[list[str] | None, Query()] = None,
     metrics: str | None = None,
 ) -> Version:
@@ -108,7 +108,7 @@ def resolve(ref: str, ctx: Context, caller: Caller) -> Version:
 
 
 @router.get("/models/{name}/versions/{version}", response_model=Version, summary="One version")
-def show_version(name: str, version: int, ctx: Context, caller: Caller) -> Version:
+def show_version(name: str, version: VersionPath, ctx: Context, caller: Caller) -> Version:
     caller.require(Permission.MODELS_READ)
     record = ctx.registry.resolve(ModelRef(check_name(name, "model name"), version=version))
     return version_of(record, ctx.registry.model(name).aliases)
@@ -164,7 +164,7 @@ def _blob_response(ctx: Context, digest: str, range_header: str | None) -> Respo
     response_class=Response,
 )
 def download_version(
-    name: str, version: int, request: Request, ctx: Context, caller: Caller
+    name: str, version: VersionPath, request: Request, ctx: Context, caller: Caller
 ) -> Response:
     caller.require(Permission.MODELS_READ)
     record = ctx.registry.resolve(ModelRef(check_name(name, "model name"), version=version))

@@ -15,12 +15,20 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, field_validator
 
 from modelfleet.api import DriftReport, DriftThresholds, ReferenceProfile, TelemetryStatus
-from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
+from modelfleet.hub.api.deps import (
+    Caller,
+    Context,
+    VersionPath,
+    VersionQuery,
+    audited,
+    require,
+    require_site,
+)
 from modelfleet.hub.auth import Permission
 from modelfleet.hub.telemetry import Telemetry
 from modelfleet.monitoring.profiles import MAX_PROFILE_COLUMNS
@@ -123,7 +131,7 @@ async def model_drift(
     model: str,
     ctx: Context,
     caller: Caller,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: VersionQuery = None,
     site: str | None = None,
 ) -> dict[str, Any]:
     caller.require(Permission.MODELS_READ)
@@ -138,7 +146,7 @@ async def model_drift(
 )
 async def put_reference(
     name: str,
-    version: Annotated[int, Path(ge=1)],
+    version: VersionPath,
     body: dict[str, Any],
     ctx: Context,
     caller: Caller,
@@ -159,7 +167,7 @@ async def put_reference(
     summary="The reference profile of a version",
 )
 async def get_reference(
-    name: str, version: Annotated[int, Path(ge=1)], ctx: Context, caller: Caller
+    name: str, version: VersionPath, ctx: Context, caller: Caller
 ) -> dict[str, Any]:
     caller.require(Permission.MODELS_READ)
     result: dict[str, Any] = await run_in_threadpool(

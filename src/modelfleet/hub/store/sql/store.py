@@ -20,10 +20,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from modelfleet.errors import Conflict, StoreError
+from modelfleet.errors import Conflict, InvalidInput, StoreError
 from modelfleet.hub.store.base import Leadership, Store
 from modelfleet.hub.store.sql.access import SqlAuditRepo, SqlTokenRepo
 from modelfleet.hub.store.sql.deployments import SqlDeploymentRepo
@@ -70,6 +70,13 @@ def translate_errors() -> Iterator[None]:
         yield
     except IntegrityError as exc:
         raise Conflict(f"conflicts with existing state: {_first_line(exc.orig)}") from exc
+    except DataError as exc:
+        # A value the column cannot hold (PostgreSQL: integer out of range, text too
+        # long): the caller's input, so a 400 naming it, never a 500.
+        raise InvalidInput(f"a value is out of range: {_first_line(exc.orig)}") from exc
+    except OverflowError as exc:
+        # SQLite's driver refuses an int beyond 64 bits before the database sees it.
+        raise InvalidInput(f"a number is out of range: {exc}") from exc
     except DBAPIError as exc:
         raise StoreError(f"database error: {_first_line(exc.orig)}") from exc
     except PoolTimeout as exc:
