@@ -40,6 +40,9 @@ from urllib.parse import unquote
 
 from modelfleet.pki.tls import ServerTlsFiles, tls_extensions
 from modelfleet.transport.asgi import ASGIApp, Lifespan, LifespanFailed, Message
+from modelfleet.transport.responses import chunk as chunk_frame
+from modelfleet.transport.responses import head as frame_head
+from modelfleet.transport.responses import simple
 
 __all__ = ["Engine", "serve_http", "start_builtin"]
 
@@ -50,22 +53,24 @@ Engine = Literal["builtin", "uvicorn"]
 #: Request bodies larger than this are refused with 413 before they are buffered.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _MAX_QUEUED = 64  # pipelined requests per connection before reading pauses
+#: What one connection may make the server hold (a peer's bytes are hostile until parsed):
+#: header lines per request and their total size (431 beyond), the request target (414),
+#: and the bodies of pipelined requests waiting their turn (reading pauses beyond).
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 16 * 1024
+MAX_URL_BYTES = 8 * 1024
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
+#: Connections served at once; one more is answered 503 and closed.
+MAX_CONNECTIONS = 1024
+#: The server stops running a connection's requests while the peer does not read what was
+#: written (more than this waiting in the socket buffer), so a slow reader cannot make the
+#: server buffer answers without bound.
+WRITE_HIGH_WATER = 1024 * 1024
 #: A connection with no request in flight is closed after this long (keep-alive idle).
 IDLE_TIMEOUT_S = 75.0
 #: A request must arrive whole (headers and body) within this long, or it gets 408 and the
 #: connection closes: a client trickling bytes cannot hold a connection forever.
 REQUEST_TIMEOUT_S = 30.0
-_REASONS = {
-    100: b"Continue",
-    200: b"OK",
-    400: b"Bad Request",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    408: b"Request Timeout",
-    413: b"Payload Too Large",
-    500: b"Internal Server Error",
-    503: b"Service Unavailable",
-}
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 
@@ -150,6 +155,7 @@ async def start_builtin(
     max_body_bytes: int = MAX_BODY_BYTES,
     sock: socket.socket | None = None,
     ssl: SSLContext | None = None,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> asyncio.Server:
     """Start the builtin engine on the running loop (tests use it directly).
 
@@ -161,8 +167,10 @@ async def start_builtin(
     # The scope's "server" (host, port): the bound port once known, not the 0 asked for.
     address = (host, port)
 
+    connections = _Connections(max_connections)
+
     def protocol() -> _HttpProtocol:
-        return _HttpProtocol(app, loop, max_body_bytes, address)
+        return _HttpProtocol(app, loop, max_body_bytes, address, connections)
 
     if sock is not None:
         address = (host, int(sock.getsockname()[1]))
@@ -174,6 +182,14 @@ async def start_builtin(
     return server
 
 
+class _Connections:
+    """The count of open connections of one server (the event loop's thread only)."""
+
+    def __init__(self, limit: int = MAX_CONNECTIONS) -> None:
+        self.open = 0
+        self.limit = limit
+
+
 class _HttpProtocol(asyncio.Protocol):
     """One connection: httptools parses, requests run one at a time in arrival order."""
 
@@ -183,9 +199,16 @@ class _HttpProtocol(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop,
         max_body_bytes: int,
         server: tuple[str, int],
+        connections: _Connections,
     ) -> None:
         import httptools
 
+        self._connections = connections
+        self._counted = False
+        self._header_bytes = 0
+        self._queued_bytes = 0
+        self._writable = asyncio.Event()
+        self._writable.set()
         self._app = app
         self._loop = loop
         self._max_body = max_body_bytes
@@ -229,6 +252,12 @@ class _HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        if self._connections.open >= self._connections.limit:
+            self._fail(503, b'{"error":"too many connections"}')
+            return
+        self._connections.open += 1
+        self._counted = True
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
         self._client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         # An SSL transport reaches the protocol only once its handshake is done, so the
@@ -241,11 +270,28 @@ class _HttpProtocol(asyncio.Protocol):
         self._arm(None)
         self._closed = True
         self._queue.clear()
+        self._writable.set()  # a request waiting to write gives up (the peer left)
+        if self._counted:
+            self._counted = False
+            self._connections.open -= 1
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
 
     def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
         try:
             self._parser.feed_data(data)
-        except self._parser_error:
+        except _Refused:
+            return  # answered and closed already
+        except self._parser_error as exc:
+            if isinstance(exc.__cause__ or exc.__context__, _Refused):
+                return
+            self._fail(400, b'{"error":"malformed HTTP request"}')
             self._fail(400, b'{"error":"malformed HTTP request"}')
         except Exception:  # httptools' upgrade signal and anything else: refuse and close
             self._fail(400, b'{"error":"unsupported HTTP request"}')
@@ -256,15 +302,32 @@ class _HttpProtocol(asyncio.Protocol):
         self._arm(REQUEST_TIMEOUT_S, self._request_expired)
         self._url = b""
         self._headers = []
+        self._header_bytes = 0
         self._body = []
         self._size = 0
         self._too_large = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > MAX_URL_BYTES:
+            self._refuse(414, b'{"error":"request target longer than %d bytes"}' % MAX_URL_BYTES)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # httptools may deliver one header in pieces: count bytes, not calls, for the size.
+        self._header_bytes += len(name) + len(value)
+        if len(self._headers) >= MAX_HEADERS or self._header_bytes > MAX_HEADER_BYTES:
+            self._refuse(
+                431,
+                b'{"error":"more than %d header fields or %d bytes of headers"}'
+                % (MAX_HEADERS, MAX_HEADER_BYTES),
+            )
+            return
         self._headers.append((name.lower(), value))
+
+    def _refuse(self, status: int, body: bytes) -> None:
+        """Refuse the request being parsed and stop parsing this connection."""
+        self._fail(status, body)
+        raise _Refused
 
     def on_headers_complete(self) -> None:
         for name, value in self._headers:
@@ -318,7 +381,12 @@ class _HttpProtocol(asyncio.Protocol):
         }
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._queue.append((scope, body, keep_alive))
-        if len(self._queue) > _MAX_QUEUED and self._transport is not None and not self._paused:
+        self._queued_bytes += len(body)
+        if (
+            (len(self._queue) > _MAX_QUEUED or self._queued_bytes > MAX_QUEUED_BYTES)
+            and self._transport is not None
+            and not self._paused
+        ):
             self._paused = True
             self._transport.pause_reading()
         if not self._running:
@@ -331,7 +399,12 @@ class _HttpProtocol(asyncio.Protocol):
         try:
             while self._queue and not self._closed:
                 scope, body, keep_alive = self._queue.popleft()
-                if self._paused and len(self._queue) < _MAX_QUEUED // 2:
+                self._queued_bytes -= len(body)
+                if (
+                    self._paused
+                    and len(self._queue) < _MAX_QUEUED // 2
+                    and self._queued_bytes <= MAX_QUEUED_BYTES // 2
+                ):
                     self._paused = False
                     if self._transport is not None:
                         self._transport.resume_reading()
@@ -372,20 +445,25 @@ class _HttpProtocol(asyncio.Protocol):
             start = state["start"]
             if start is not None:
                 state["start"] = None
-                head, state["chunked"] = _head(start, len(chunk), more, keep_alive)
+                head, state["chunked"] = frame_head(start, len(chunk), more, keep_alive)
                 if state["chunked"]:
-                    transport.write(head + _chunk(chunk, more))
+                    transport.write(head + chunk_frame(chunk, more))
                 else:
                     transport.write(head + chunk if len(chunk) < 65536 else head)
                     if len(chunk) >= 65536:
                         transport.write(chunk)
             elif state["chunked"]:
-                transport.write(_chunk(chunk, more))
+                transport.write(chunk_frame(chunk, more))
             elif chunk:
                 transport.write(chunk)
             if not more:
                 state["done"] = True
+            elif not self._writable.is_set():
+                await self._writable.wait()  # a streamed answer waits for a slow reader
 
+        if not self._writable.is_set():
+            # The peer is not reading our answers: run its next request only once it does.
+            await self._writable.wait()
         try:
             await self._app(scope, receive, send)
         except Exception:
@@ -393,7 +471,7 @@ class _HttpProtocol(asyncio.Protocol):
             if state["start"] is None and not state["done"]:
                 if not self._closed:
                     transport.write(
-                        _simple(500, b'{"error":"internal server error"}', keep_alive=False)
+                        simple(500, b'{"error":"internal server error"}', keep_alive=False)
                     )
                 transport.close()
                 return
@@ -411,42 +489,9 @@ class _HttpProtocol(asyncio.Protocol):
             return
         self._closed = True
         self._queue.clear()
-        transport.write(_simple(status, body, keep_alive=False))
+        transport.write(simple(status, body, keep_alive=False))
         transport.close()
 
 
-def _head(start: Message, length: int, more: bool, keep_alive: bool) -> tuple[bytes, bool]:
-    """Status line and headers; chunked only when streaming without a content-length."""
-    status = int(start["status"])
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Status"))]
-    has_length = False
-    for name, value in start.get("headers", ()):
-        if name.lower() == b"content-length":
-            has_length = True
-        parts.append(b"%s: %s\r\n" % (name, value))
-    chunked = False
-    if not has_length:
-        if more:
-            chunked = True
-            parts.append(b"transfer-encoding: chunked\r\n")
-        else:
-            parts.append(b"content-length: %d\r\n" % length)
-    if not keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts), chunked
-
-
-def _chunk(data: bytes, more: bool) -> bytes:
-    out = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
-    return out if more else out + b"0\r\n\r\n"
-
-
-def _simple(status: int, body: bytes, *, keep_alive: bool) -> bytes:
-    head, _ = _head(
-        {"status": status, "headers": [(b"content-type", b"application/json")]},
-        len(body),
-        False,
-        keep_alive,
-    )
-    return head + body
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a refused request."""
