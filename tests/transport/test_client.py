@@ -240,3 +240,32 @@ def test_origin_keeps_a_path_prefix_and_refuses_other_schemes() -> None:
     assert Origin.parse("http://h:81/p/").prefix == "/p"
     with pytest.raises(Exception, match="not supported"):
         Origin.parse("ftp://h")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", "chunk"),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+            "chunk",
+        ),
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"f" * 40 + b"\r\n", "chunk"),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n" + b"x: 1\r\n" * 200,
+            "trailer",
+        ),
+        ("HTTP/1.1 200 OK\r\ncontent-length: ²\r\n\r\nx".encode("latin-1"), "Content-Length"),
+        ("HTTP/1.1 2²0 OK\r\ncontent-length: 0\r\n\r\n".encode("latin-1"), "not an HTTP"),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n", "Length"),
+    ],
+)
+def test_hostile_framing_is_a_transport_failure(answer: bytes, message: str) -> None:
+    """Negative or prefixed chunk sizes, endless trailers, non-ASCII digits: each a clear
+    TransportFailure, never a ValueError from deep inside."""
+
+    async def scenario(pool: Pool, origin: Origin, peer: Peer) -> None:
+        with pytest.raises(TransportFailure, match=message):
+            await pool.request(origin, "GET", "/")
+
+    run(lambda conn, n: answer, scenario)

@@ -48,6 +48,10 @@ __all__ = [
 ]
 
 _MAX_HEAD = 64 * 1024
+_MAX_TRAILERS = 100
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_STATUS = re.compile(r"[0-9]{3}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _MAX_IDLE_PER_ORIGIN = 64
 #: Largest response body read (the same bound as the site's request bodies): a broken or
 #: hostile peer cannot make a client buffer without limit.
@@ -277,7 +281,7 @@ _TARGET = re.compile(r"[\x21-\x7e]+")
 def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
     lines = raw.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _STATUS.fullmatch(parts[1]):
         raise TransportFailure(f"not an HTTP/1.x response: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -302,8 +306,8 @@ async def _read_body(
         return await _read_chunked(reader, limit), keep
     length = headers.get("content-length")
     if length is not None:
-        if not length.isdigit():
-            raise TransportFailure(f"bad Content-Length {length!r}")
+        if not _DIGITS.fullmatch(length):  # not str.isdigit: it admits "²", which int() refuses
+            raise TransportFailure(f"bad Content-Length {length[:40]!r}")
         if int(length) > limit:
             raise TransportFailure(f"response body of {length} bytes exceeds {limit}")
         return await reader.readexactly(int(length)), keep
@@ -323,14 +327,17 @@ async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
     size = 0
     while True:
         size_line = await reader.readuntil(b"\r\n")
-        try:
-            chunk_size = int(size_line.split(b";", 1)[0].strip(), 16)
-        except ValueError as exc:
-            raise TransportFailure("bad chunk size") from exc
+        digits = size_line.split(b";", 1)[0].strip()
+        # Hex digits only: int(x, 16) also takes "-5", "+5" and "0x5" (a negative size
+        # made readexactly raise ValueError), and a 17th digit could only be an attack.
+        if not _HEX.fullmatch(digits):
+            raise TransportFailure(f"bad chunk size {digits[:20]!r}")
+        chunk_size = int(digits, 16)
         if chunk_size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass  # trailers
-            return b"".join(chunks)
+            for _ in range(_MAX_TRAILERS):
+                if (await reader.readuntil(b"\r\n")) == b"\r\n":
+                    return b"".join(chunks)
+            raise TransportFailure(f"more than {_MAX_TRAILERS} trailer lines")
         size += chunk_size
         if size > limit:
             raise TransportFailure(f"response body exceeds {limit} bytes")
