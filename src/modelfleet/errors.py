@@ -30,6 +30,7 @@ with ``raise ... from exc`` so callers only ever catch ours.
     │   └── PeerMismatch                 502 peer_mismatch
     ├── NoSiteAvailable                  503 no_site_available
     ├── DeadlineExceeded                 504 deadline_exceeded
+    ├── Overloaded                       503 overloaded
     ├── SiteError                        400 site_error
     └── HubError                         (client side)
         ├── HubUnreachable               503 hub_unreachable
@@ -260,6 +261,14 @@ class DeadlineExceeded(ModelfleetError):
     status = 504
 
 
+class Overloaded(ModelfleetError):
+    """A site's queue for a model is full, or a request waited in it too long: retry
+    later or elsewhere (the router does). Answered 503, never queued without bound."""
+
+    code = "overloaded"
+    status = 503
+
+
 class SiteError(ModelfleetError):
     """A site refused the request (4xx other than a missing model); not retried elsewhere."""
 
@@ -293,6 +302,7 @@ ERROR_CLASSES: Mapping[str, type[ModelfleetError]] = MappingProxyType(
         "peer_mismatch": PeerMismatch,
         "no_site_available": NoSiteAvailable,
         "deadline_exceeded": DeadlineExceeded,
+        "overloaded": Overloaded,
         "site_error": SiteError,
         "hub_unreachable": HubUnreachable,
         "tls_failed": TlsError,

@@ -14,7 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from modelfleet.errors import InvalidInput
+from modelfleet.errors import InvalidInput, Overloaded
+from modelfleet.site import batcher as batcher_module
 from modelfleet.site.batcher import Batcher, BatchPolicy
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.server import InferenceServer
@@ -218,3 +219,48 @@ def test_64_concurrent_clients_get_their_own_rows(tmp_path: Path) -> None:
         assert batcher.requests == clients * 4
     finally:
         live.close()
+
+
+@run_async
+async def test_a_full_queue_answers_overloaded(
+    executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a batch runs, at most MAX_PENDING_REQUESTS wait; the next is refused at once
+    (503 at the site) instead of queueing without bound, and the queue drains normally."""
+    monkeypatch.setattr(batcher_module, "MAX_PENDING_REQUESTS", 3)
+    model = FakeModel()
+    model.gate.clear()
+    batcher = Batcher(model.run, BatchPolicy(1, 0.0), executor, batchable=True, inline_below_s=0)
+    first = batcher.submit({"x": rows(1)}, ("y",))
+    await asyncio.sleep(0)
+    assert await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 60)
+    waiting = [batcher.submit({"x": rows(1, i)}, ("y",)) for i in range(3)]
+    with pytest.raises(Overloaded, match="holds 3 requests"):
+        batcher.submit({"x": rows(1)}, ("y",))
+    assert batcher.refused == 1
+    model.gate.set()
+    await first
+    assert len(await asyncio.gather(*waiting)) == 3
+    assert batcher.pending_requests == 0
+    assert batcher.pending_bytes == 0
+
+
+@run_async
+async def test_a_request_that_waited_too_long_is_failed_not_run(
+    executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    batcher = Batcher(model.run, BatchPolicy(4, 0.0), executor, batchable=True, inline_below_s=0)
+    first = batcher.submit({"x": rows(1)}, ("y",))
+    await asyncio.sleep(0)
+    assert await asyncio.get_running_loop().run_in_executor(None, model.entered.wait, 60)
+    # From now on a negative timeout: a request still waiting is past its deadline when its
+    # turn comes, on any machine (no clock in the test).
+    monkeypatch.setattr(batcher_module, "QUEUE_TIMEOUT_S", -1.0)
+    late = batcher.submit({"x": rows(2)}, ("y",))
+    model.gate.set()
+    await first
+    with pytest.raises(Overloaded, match="waited over"):
+        await late
+    assert model.calls == [1]  # the expired request never reached the model

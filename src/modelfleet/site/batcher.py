@@ -20,6 +20,11 @@ Soundness rules:
   the batched call fails) each request is re-run alone, so one bad request fails alone;
 - a request larger than ``max_batch_size`` runs alone, unsplit.
 
+Bounds: the queue of one model version holds at most :data:`MAX_PENDING_REQUESTS` requests
+and :data:`MAX_PENDING_BYTES` of inputs, and a request that waited :data:`QUEUE_TIMEOUT_S`
+without starting is failed: each answered ``Overloaded`` (503), so a flood slows the site
+down to its own speed instead of filling its memory with work nobody waits for any more.
+
 Cheap batches run inline on the event loop when the executor is idle: a thread hop costs more
 than a small model's whole run (tens of microseconds). Expensive ones go to a worker thread,
 where onnxruntime releases the GIL and the loop keeps parsing requests on the other core.
@@ -38,7 +43,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modelfleet.errors import InvalidInput
+from modelfleet.errors import InvalidInput, Overloaded
 
 __all__ = ["BatchPolicy", "Batcher", "RunFn"]
 
@@ -50,6 +55,12 @@ RunFn = Callable[[Feeds, list[str]], Results]
 #: A batch whose recent runs took less than this runs inline on the loop when it is idle.
 DEFAULT_INLINE_BELOW_S = 0.0003
 _EMA = 0.2  # weight of the newest run in the moving average of run times
+#: What one model version's queue may hold before new requests get 503.
+MAX_PENDING_REQUESTS = 4096
+MAX_PENDING_BYTES = 256 * 1024 * 1024
+#: A request still waiting to start after this long is failed with 503 (its caller has
+#: usually given up; the router retries elsewhere).
+QUEUE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,8 @@ class _Item:
     feeds: Feeds
     rows: int
     future: asyncio.Future[Results]
+    nbytes: int
+    queued_at: float
 
 
 class Batcher:
@@ -103,6 +116,9 @@ class Batcher:
         self.run_time_s = 0.0  # moving average of one call, read to choose inline or thread
         self.batches = 0
         self.requests = 0
+        self.pending_requests = 0
+        self.pending_bytes = 0
+        self.refused = 0  # requests answered Overloaded (queue full or waited too long)
 
     def submit(self, feeds: Feeds, outputs: tuple[str, ...]) -> asyncio.Future[Results]:
         """Queue one validated request; the future yields its own rows of each output."""
@@ -110,12 +126,25 @@ class Batcher:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Results] = loop.create_future()
+        nbytes = sum(int(array.nbytes) for array in feeds.values())
+        if self._busy and (
+            self.pending_requests >= MAX_PENDING_REQUESTS
+            or self.pending_bytes + nbytes > MAX_PENDING_BYTES
+        ):
+            self.refused += 1
+            raise Overloaded(
+                f"the queue of this model holds {self.pending_requests} requests "
+                f"({self.pending_bytes} bytes); retry later"
+            )
         rows, key = _rows_and_key(feeds, outputs, self.max_rows > 1)
+        item = _Item(feeds, rows, future, nbytes, time.monotonic())
+        self.pending_requests += 1
+        self.pending_bytes += nbytes
         items = self._pending.get(key)
         if items is None:
-            self._pending[key] = [_Item(feeds, rows, future)]
+            self._pending[key] = [item]
         else:
-            items.append(_Item(feeds, rows, future))
+            items.append(item)
         if not self._busy and not self._scheduled:
             # One loop turn later: requests parsed in this same turn join the batch.
             self._scheduled = True
@@ -136,6 +165,9 @@ class Batcher:
             del self._pending[key]
         else:
             del items[:index]
+        for item in taken:
+            self.pending_requests -= 1
+            self.pending_bytes -= item.nbytes
         return taken, list(key[0])
 
     def _flush(self) -> None:
@@ -143,6 +175,8 @@ class Batcher:
         while self._pending and not self._busy:
             items, names = self._take()
             items = [item for item in items if not item.future.done()]  # client went away
+            if items:
+                items = self._drop_expired(items)
             if not items:
                 continue
             self.batches += 1
@@ -157,6 +191,22 @@ class Batcher:
             work = loop.run_in_executor(self._executor, self._execute, items, names)
             work.add_done_callback(functools.partial(self._completed, items))
             return
+
+    def _drop_expired(self, items: list[_Item]) -> list[_Item]:
+        """Fail the items that waited longer than :data:`QUEUE_TIMEOUT_S`; the rest."""
+        oldest_allowed = time.monotonic() - QUEUE_TIMEOUT_S
+        if items[0].queued_at >= oldest_allowed:  # the oldest of the batch is first
+            return items
+        kept = []
+        for item in items:
+            if item.queued_at < oldest_allowed:
+                self.refused += 1
+                item.future.set_exception(
+                    Overloaded(f"waited over {QUEUE_TIMEOUT_S:.0f} s in the model's queue")
+                )
+            else:
+                kept.append(item)
+        return kept
 
     def _completed(
         self, items: list[_Item], done: asyncio.Future[list[Results | Exception]]

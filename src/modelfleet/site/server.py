@@ -33,7 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from modelfleet.errors import InvalidInput, ModelFailure, ModelfleetError, NotFound
+from modelfleet.errors import InvalidInput, ModelFailure, ModelfleetError, NotFound, Overloaded
 from modelfleet.oip.codec import binary_output_names, decode_request, encode_response
 from modelfleet.oip.headers import INFERENCE_HEADER_LENGTH
 from modelfleet.oip.paths import parse_model_path
@@ -339,6 +339,10 @@ class InferenceServer:
             status = 400 if exc.status == 400 else 500
             self._finish(served, started, "bad_request" if status == 400 else "error", feeds)
             await _error(send, status, exc.message)
+            return
+        except Overloaded as exc:
+            self._finish(served, started, "overloaded", feeds)
+            await _error(send, 503, exc.message)
             return
         except ModelfleetError as exc:
             self._finish(served, started, "bad_request", feeds)
