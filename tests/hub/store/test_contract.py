@@ -469,7 +469,7 @@ def test_sqlite_store_settings(sqlite_url: str, tmp_path: Path) -> None:
             "journal_mode": "wal",
             "foreign_keys": 1,
             "busy_timeout": 30000,
-            "synchronous": 1,
+            "synchronous": 2,  # FULL: an acknowledged write survives power loss
         }
     finally:
         store.close()
