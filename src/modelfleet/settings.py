@@ -50,7 +50,7 @@ def parse_duration(text: str | float, what: str = "duration") -> float:
 
 def format_duration(seconds: float) -> str:
     """The shortest exact spelling :func:`parse_duration` reads back (``30d``, ``12h``)."""
-    for unit in ("w", "d", "h", "m"):
+    for unit in ("d", "h", "m"):
         if seconds >= _UNIT_S[unit] and seconds % _UNIT_S[unit] == 0:
             return f"{int(seconds // _UNIT_S[unit])}{unit}"
     return f"{seconds:g}s"
