@@ -49,7 +49,7 @@ def test_durations_parse_and_print_back() -> None:
         "14d",
     ]
     for bad in ("12x", "", "-1h", "0", "h", "1.5.2d"):
-        with pytest.raises(Exception, match="duration|longer than zero"):
+        with pytest.raises(Exception, match=r"duration|longer than zero"):
             parse_duration(bad)
 
 
@@ -79,7 +79,8 @@ def test_token_ttls_defaults_and_bounds(hub_factory: Callable[..., InProcessHub]
     # A hub configured with a tighter maximum refuses what the default would allow.
     tight = hub_factory(token_max_ttl_s=7 * 86400, admin_token_ttl_s=86400, token_ttl_s=86400)
     status, answer = _created(tight, name="long", role="viewer", ttl="8d")
-    assert status == 400 and "7d" in str(answer["error"])
+    assert status == 400
+    assert "7d" in str(answer["error"])
 
 
 def test_enrollment_ttls_are_bounded(hub_factory: Callable[..., InProcessHub]) -> None:
@@ -101,7 +102,8 @@ def test_enrollment_ttls_are_bounded(hub_factory: Callable[..., InProcessHub]) -
     garbled = post(
         "/api/v1/sites/plant-a/enrollment", json={"enrollment_ttl_s": "soon"}, headers=hub.headers()
     )
-    assert garbled.status_code == 400 and "not a duration" in garbled.json()["error"]["message"]
+    assert garbled.status_code == 400
+    assert "not a duration" in garbled.json()["error"]["message"]
     before = datetime.now(UTC)
     reissued = post(
         "/api/v1/sites/plant-a/enrollment", json={"enrollment_ttl_s": "30m"}, headers=hub.headers()
@@ -125,7 +127,8 @@ def test_the_last_active_admin_token_cannot_be_revoked(
     refused = hub.client.delete(f"/api/v1/tokens/{only['id']}", headers=hub.headers())
     assert refused.status_code == 409
     message = refused.json()["error"]["message"]
-    assert "last active admin token" in message and "hub token recover" in message
+    assert "last active admin token" in message
+    assert "hub token recover" in message
     assert hub.client.get("/api/v1/tokens", headers=hub.headers()).status_code == 200
     audit = hub.client.get(
         "/api/v1/audit", params={"action": "token.revoke"}, headers=hub.headers()
@@ -207,20 +210,25 @@ def test_break_glass_recover_with_the_hub_running_and_stopped(
     try:
         while init.admin_expires_at > datetime.now(UTC):
             time.sleep(0.1)
-        with HubClient(hub.url, init.admin_token, ca_file=hub.ca_file) as locked_out:
-            with pytest.raises(Unauthenticated, match="expired.*hub token recover"):
-                locked_out.list_tokens()
+        with (
+            HubClient(hub.url, init.admin_token, ca_file=hub.ca_file) as locked_out,
+            pytest.raises(Unauthenticated, match=r"expired.*hub token recover"),
+        ):
+            locked_out.list_tokens()
         result = _cli("hub", "token", "recover", "--data-dir", str(root), "--ttl", "1h", "--json")
         assert result.returncode == 0, result.stderr
         recovered = json.loads(result.stdout)
-        assert recovered["role"] == "admin" and recovered["token"].startswith("mf_")
+        assert recovered["role"] == "admin"
+        assert recovered["token"].startswith("mf_")
         with HubClient(hub.url, recovered["token"], ca_file=hub.ca_file) as admin:
             listed = {t.id: t for t in admin.list_tokens()}
             assert listed[recovered["id"]].role == "admin"
             expires = listed[recovered["id"]].expires_at
-            assert expires is not None and expires <= datetime.now(UTC) + timedelta(hours=1)
+            assert expires is not None
+            assert expires <= datetime.now(UTC) + timedelta(hours=1)
             (entry,) = admin.list_audit(action="token.recover")
-            assert entry.actor.startswith("local:") and entry.object == recovered["id"]
+            assert entry.actor.startswith("local:")
+            assert entry.object == recovered["id"]
     finally:
         hub.stop()
     # Stopped hub: recover writes to the store; the restarted hub accepts the token.
@@ -239,9 +247,11 @@ def test_break_glass_recover_with_the_hub_running_and_stopped(
 
 def test_recover_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     nowhere = _cli("hub", "token", "recover", "--data-dir", str(tmp_path / "none"))
-    assert nowhere.returncode == 1 and "hub init" in nowhere.stderr
+    assert nowhere.returncode == 1
+    assert "hub init" in nowhere.stderr
     assert "Traceback" not in nowhere.stderr
     init_hub(tmp_path / "hub")
     bad = _cli("hub", "token", "recover", "--data-dir", str(tmp_path / "hub"), "--ttl", "forever")
-    assert bad.returncode == 1 and "not a duration" in bad.stderr
+    assert bad.returncode == 1
+    assert "not a duration" in bad.stderr
     assert "Traceback" not in bad.stderr
