@@ -20,7 +20,7 @@ from modelfleet.errors import Conflict
 from modelfleet.hub.auth import Role, hash_token, new_token_secret
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.keys import HubKeys
-from modelfleet.hub.store import open_store
+from modelfleet.hub.store import Store, open_store
 from modelfleet.hub.tls import HubTls
 from modelfleet.refs import check_name
 from modelfleet.registry.artifacts import open_artifact_store
@@ -128,6 +128,16 @@ def local_actor() -> str:
     return f"local:{user}@{socket.gethostname()}"
 
 
+def open_local_store(root: Path, db: str | None = None) -> Store:
+    """The store of the hub whose data directory is ``root``, found as `hub serve` finds
+    it: ``db``, else $MODELFLEET_HUB_DB, else what `hub init` recorded, else SQLite in
+    ``root``. For the commands that act on the data directory rather than the API."""
+    data_dir = DataDir(root)
+    data_dir.read_config()  # one clear line when `hub init` never ran here
+    db_url, _ = data_dir.resolve_backends(db or HubSettings().db, None)
+    return open_store(db_url)
+
+
 def recover_admin(
     root: Path,
     *,
@@ -144,10 +154,8 @@ def recover_admin(
     settings = HubSettings()
     check_name(name, "token name")
     expires = datetime.now(UTC) + timedelta(seconds=_admin_ttl_s(ttl, settings))
-    data_dir = DataDir(root)
-    data_dir.read_config()  # one clear line when `hub init` never ran here
-    db_url, _ = data_dir.resolve_backends(db or settings.db, None)
-    store = open_store(db_url)
+    store = open_local_store(root, db)
+    db_url = store.url
     try:
         secret = new_token_secret()
         record = store.tokens.create(
