@@ -72,6 +72,7 @@ def init(
     admin_token_ttl: Annotated[
         str | None,
         typer.Option(
+            metavar="DURATION",
             help="Lifetime of the first admin token: 12h, 30d... (default "
             "$MODELFLEET_HUB_ADMIN_TOKEN_TTL_S, 30 days).",
             show_default=False,

@@ -27,6 +27,7 @@ def recover(
     ttl: Annotated[
         str | None,
         typer.Option(
+            metavar="DURATION",
             help="Lifetime: 1h, 12h, 30d... (default: the admin default, 30 days).",
             show_default=False,
         ),

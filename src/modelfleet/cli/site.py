@@ -76,6 +76,7 @@ def add(
     ttl: Annotated[
         str | None,
         typer.Option(
+            metavar="DURATION",
             help="Enrollment token lifetime: 90m, 12h, 2d or seconds (default 24 h, at most "
             "the hub's maximum, 7 d unless configured).",
             show_default=False,

@@ -34,6 +34,7 @@ def create(
     ttl: Annotated[
         str | None,
         typer.Option(
+            metavar="DURATION",
             help="Lifetime: 12h, 30d, 2w... (default: the hub's, 30d for admin, 90d for "
             "others; at most its maximum, 365d unless configured).",
             show_default=False,
