@@ -221,7 +221,7 @@ class HubClient:
     # --- sites ------------------------------------------------------------------------
 
     def add_site(
-        self, name: str, labels: dict[str, str], *, enrollment_ttl_s: float | None = None
+        self, name: str, labels: dict[str, str], *, enrollment_ttl_s: str | float | None = None
     ) -> SiteEnrollment:
         """Register a site; the answer carries its one-time ``enrollment_token``."""
         return self._one(
@@ -231,8 +231,16 @@ class HubClient:
             json={"name": name, "labels": labels, "enrollment_ttl_s": enrollment_ttl_s},
         )
 
-    def reissue_enrollment(self, name: str) -> SiteEnrollment:
-        return self._one(SiteEnrollment, "POST", f"/api/v1/sites/{name}/enrollment")
+    def reissue_enrollment(
+        self, name: str, *, enrollment_ttl_s: str | float | None = None
+    ) -> SiteEnrollment:
+        """A new one-time enrollment token for an existing site (the old one stops working)."""
+        return self._one(
+            SiteEnrollment,
+            "POST",
+            f"/api/v1/sites/{name}/enrollment",
+            json={"enrollment_ttl_s": enrollment_ttl_s},
+        )
 
     def list_sites(self) -> list[Site]:
         return self._many(Site, "GET", "/api/v1/sites")
@@ -266,14 +274,21 @@ class HubClient:
     # --- access -----------------------------------------------------------------------
 
     def create_token(
-        self, name: str, role: str, *, expires_in_days: float | None = None
+        self,
+        name: str,
+        role: str,
+        *,
+        ttl: str | float | None = None,
+        expires_in_days: float | None = None,
     ) -> TokenCreated:
-        """A new token; its secret (``token``) is in this answer only."""
+        """A new token; its secret (``token``) is in this answer only.
+
+        ``ttl``: ``"12h"``, ``"30d"`` or seconds (None: the hub's default for the role).
+        ``expires_in_days`` is the older spelling of the same, kept for existing callers."""
+        if ttl is None and expires_in_days is not None:
+            ttl = expires_in_days * 86400.0
         return self._one(
-            TokenCreated,
-            "POST",
-            "/api/v1/tokens",
-            json={"name": name, "role": role, "expires_in_days": expires_in_days},
+            TokenCreated, "POST", "/api/v1/tokens", json={"name": name, "role": role, "ttl": ttl}
         )
 
     def list_tokens(self) -> list[Token]:

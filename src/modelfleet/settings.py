@@ -7,16 +7,53 @@ reads the two public variables ``MODELFLEET_HUB_URL`` and ``MODELFLEET_TOKEN``.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelfleet.errors import InvalidInput
 
 DEFAULT_HUB_URL = "https://127.0.0.1:8700"
 DEFAULT_HUB_PORT = 8700
 DEFAULT_SITE_PORT = 8800
 DEFAULT_GATEWAY_PORT = 8900
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+DAY_S = 86400.0
+
+
+def parse_duration(text: str | float, what: str = "duration") -> float:
+    """Seconds from ``90s``, ``30m``, ``12h``, ``30d``, ``2w`` or a bare number of seconds.
+
+    One spelling for every lifetime a human types (token and enrollment TTLs), so
+    ``--ttl 30d`` means the same on every command; anything else is refused by name."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        match = _DURATION.fullmatch(str(text).strip().lower())
+        if match is None:
+            raise InvalidInput(
+                f"{what} {text!r} is not a duration: use a number and a unit, "
+                "s, m, h, d or w (e.g. 90m, 12h, 30d)"
+            )
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(f"{what} must be longer than zero, got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling :func:`parse_duration` reads back (``30d``, ``12h``)."""
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNIT_S[unit] and seconds % _UNIT_S[unit] == 0:
+            return f"{int(seconds // _UNIT_S[unit])}{unit}"
+    return f"{seconds:g}s"
 
 
 def default_data_dir() -> Path:
@@ -60,8 +97,40 @@ class HubSettings(BaseSettings):
     enrollment_ttl_s: float = Field(
         default=24 * 3600,
         gt=0,
-        le=30 * 24 * 3600,
-        description="How long a one-time site enrollment token stays valid (at most 30 days).",
+        le=30 * DAY_S,
+        description="How long a one-time site enrollment token stays valid when `site add` "
+        "(or a re-issue) names no TTL; at most enrollment_max_ttl_s.",
+    )
+    enrollment_max_ttl_s: float = Field(
+        default=7 * DAY_S,
+        gt=0,
+        le=30 * DAY_S,
+        description="Longest enrollment TTL a caller may ask for (at most 30 days): an "
+        "enrollment token is a bearer secret that makes whoever holds it the site, so one "
+        "left in a ticket or a chat log must stop working soon; longer asks get 400.",
+    )
+    admin_token_ttl_s: float = Field(
+        default=30 * DAY_S,
+        gt=0,
+        description="Lifetime of an admin token created without a TTL, including the one "
+        "`hub init` prints and the one `hub token recover` mints: admin tokens can do "
+        "everything, so a forgotten one must not stay valid for good. Renew by creating "
+        "another before it expires; if every admin token expired, `hub token recover`.",
+    )
+    token_ttl_s: float = Field(
+        default=90 * DAY_S,
+        gt=0,
+        description="Lifetime of a non-admin token (operator, viewer, infer) created without "
+        "a TTL: long enough for a CI job or an application, short enough that a leaked one "
+        "dies by itself.",
+    )
+    token_max_ttl_s: float = Field(
+        default=365 * DAY_S,
+        gt=0,
+        description="Longest TTL any created token may have (every role): no token lives "
+        "for ever, so a leaked one has a bound even when nobody revokes it; longer asks "
+        "get 400. Site credentials from enrollment are bound to the site instead (revoked "
+        "with `site remove`).",
     )
     site_certificate_days: float = Field(
         default=7.0,
@@ -105,6 +174,44 @@ class HubSettings(BaseSettings):
         gt=0,
         description="How often the hub folds and deletes telemetry windows past retention.",
     )
+
+    @model_validator(mode="after")
+    def _defaults_within_bounds(self) -> HubSettings:
+        """A default TTL above its own maximum would refuse every call that names none."""
+        if self.enrollment_ttl_s > self.enrollment_max_ttl_s:
+            raise ValueError("enrollment_ttl_s must not exceed enrollment_max_ttl_s")
+        if max(self.admin_token_ttl_s, self.token_ttl_s) > self.token_max_ttl_s:
+            raise ValueError("admin_token_ttl_s and token_ttl_s must not exceed token_max_ttl_s")
+        return self
+
+    def default_token_ttl_s(self, role: str) -> float:
+        """The lifetime a token of ``role`` gets when its creator names none."""
+        return self.admin_token_ttl_s if role == "admin" else self.token_ttl_s
+
+    def token_ttl(self, ttl: str | float | None, role: str) -> float:
+        """A requested token TTL (or the role's default) in seconds, within the bound."""
+        if ttl is None:
+            return self.default_token_ttl_s(role)
+        seconds = parse_duration(ttl, "token TTL")
+        if seconds > self.token_max_ttl_s:
+            raise InvalidInput(
+                f"token TTL {ttl!r} is longer than the hub allows "
+                f"({format_duration(self.token_max_ttl_s)}, MODELFLEET_HUB_TOKEN_MAX_TTL_S)"
+            )
+        return seconds
+
+    def enrollment_ttl(self, ttl: str | float | None) -> float:
+        """A requested enrollment TTL (or the default) in seconds, within the bound."""
+        if ttl is None:
+            return self.enrollment_ttl_s
+        seconds = parse_duration(ttl, "enrollment TTL")
+        if seconds > self.enrollment_max_ttl_s:
+            raise InvalidInput(
+                f"enrollment TTL {ttl!r} is longer than the hub allows "
+                f"({format_duration(self.enrollment_max_ttl_s)}, "
+                "MODELFLEET_HUB_ENROLLMENT_MAX_TTL_S)"
+            )
+        return seconds
 
 
 class SiteSettings(BaseSettings):

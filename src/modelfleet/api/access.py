@@ -11,10 +11,17 @@ from modelfleet.api._base import Record
 __all__ = ["AuditEntry", "Token", "TokenCreated", "TokenIn"]
 
 
+#: How a TTL is spelled on the wire: a duration text or a number of seconds.
+TTL_DESCRIPTION = (
+    "Lifetime: a duration such as 90m, 12h, 30d, 2w, or a number of seconds. Omitted: the "
+    "hub's default for the role; longer than the hub's maximum: 400."
+)
+
+
 class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     role: str
-    expires_in_days: float | None = Field(default=None, gt=0)
+    ttl: str | float | None = Field(default=None, description=TTL_DESCRIPTION)
 
 
 class Token(Record):

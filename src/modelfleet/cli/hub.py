@@ -69,18 +69,32 @@ def init(
             "certificate carries them besides loopback and this machine's host name.",
         ),
     ] = None,
+    admin_token_ttl: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Lifetime of the first admin token: 12h, 30d... (default "
+            "$MODELFLEET_HUB_ADMIN_TOKEN_TTL_S, 30 days).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create the data directory, the signing key set, the fleet CA with the hub's TLS
     certificate, and the first admin token.
 
-    The admin token is printed once and never stored in clear: keep it safe.
+    The admin token is printed once and never stored in clear: keep it safe. It expires
+    (30 days by default): create the admins you need with `modelfleet token create --role
+    admin`; if every admin token is lost or expired, `modelfleet hub token recover` on
+    this machine mints a new one.
 
     Example: modelfleet hub init --data-dir /var/lib/modelfleet/hub --hostname hub.example.com
     """
     from modelfleet.hub.bootstrap import init_hub
 
     root = (data_dir or default_data_dir()).expanduser().resolve()
-    result = init_hub(root, db=db, artifacts=artifacts, hosts=tuple(san or ()))
+    result = init_hub(
+        root, db=db, artifacts=artifacts, hosts=tuple(san or ()), admin_ttl=admin_token_ttl
+    )
     console.print(f"[green]hub initialised[/green] in {result.data_dir}")
     console.print(f"  database   {result.db_url}")
     console.print(f"  artifacts  {result.artifacts_url}")
@@ -91,7 +105,10 @@ def init(
         f"             clients verify the hub with it: export MODELFLEET_CA_FILE={result.ca_file}",
         soft_wrap=True,
     )
-    console.print("\nAdmin token (shown once, only its hash is stored):\n")
+    console.print(
+        f"\nAdmin token (shown once, only its hash is stored; expires "
+        f"{result.admin_expires_at:%Y-%m-%d %H:%M:%S} UTC):\n"
+    )
     typer.echo(result.admin_token)
     console.print(
         f"\nNext: modelfleet hub serve --data-dir {result.data_dir}\n"

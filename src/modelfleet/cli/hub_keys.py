@@ -1,13 +1,17 @@
-"""``modelfleet hub key list|rotate|retire``: the hub's signing key set, on its data directory.
+"""``modelfleet hub key list|rotate|resign|retire``: the hub's signing key set, on its data
+directory.
 
-These act on the files, not through the API: whoever holds the data directory holds the
-keys (the root of trust), and a key must be rotatable while no hub runs. A running hub
-notices the change within a second; sites receive the new set, signed and endorsed by the
-key they already trust, with their next desired state, so none of them re-enrolls.
+These act on the files (and, for resign and retire, the hub's store), not through the API:
+whoever holds the data directory holds the keys (the root of trust), and a key must be
+rotatable while no hub runs. A running hub notices the change within a second; sites
+receive the new set, signed and endorsed by the key they already trust, with their next
+desired state, so none of them re-enrolls. A key is retired only once no registered
+version depends on it (`resign` first; see :mod:`modelfleet.hub.key_lifecycle`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -16,20 +20,30 @@ from modelfleet.cli.common import JsonOpt, console, print_json, table, when
 from modelfleet.cli.hub import DataDirOpt
 from modelfleet.settings import default_data_dir
 
+DbOpt = Annotated[
+    str | None,
+    typer.Option(help="Override the DB URL recorded by `hub init` (as `hub serve`)."),
+]
+
 if TYPE_CHECKING:
     from modelfleet.hub.keys import HubKeys
     from modelfleet.registry.keyset import KeyEntry
 
 app = typer.Typer(
-    help="The hub's signing keys: list, rotate (sites roll over by themselves), retire.",
+    help="The hub's signing keys: list, rotate (sites roll over by themselves), re-sign "
+    "every version with the current key, retire.",
     no_args_is_help=True,
 )
+
+
+def _root(data_dir: DataDirOpt) -> Path:
+    return (data_dir or default_data_dir()).expanduser().resolve()
 
 
 def _keys(data_dir: DataDirOpt) -> HubKeys:
     from modelfleet.hub.datadir import DataDir
 
-    root = DataDir((data_dir or default_data_dir()).expanduser().resolve())
+    root = DataDir(_root(data_dir))
     root.read_config()  # one clear line when `hub init` never ran here
     return root.keys()
 
@@ -84,10 +98,39 @@ def rotate(data_dir: DataDirOpt = None) -> None:
     entry = keys.rotate()
     console.print(
         f"signing key [bold]{entry.id}[/bold] is current (endorsed by {before}); "
-        f"key set revision {keys.revision}. Retire {before} once every version it signed is "
-        f"re-signed or retired: modelfleet hub key retire {before}",
+        f"key set revision {keys.revision}. To retire {before}: modelfleet hub key resign, "
+        f"then modelfleet hub key retire {before}",
         highlight=False,
         soft_wrap=True,
+    )
+
+
+@app.command()
+def resign(data_dir: DataDirOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Re-sign every version's manifest with the current key (after a rotation).
+
+    Only the manifest's key id and signature change. The sites assigned a re-signed
+    version get a new desired state (its revision changes) and take the new signature
+    without reloading the model. Audited (key.resign). Then the old key can be retired.
+
+    Example: modelfleet hub key resign --data-dir /var/lib/modelfleet/hub
+    """
+    from modelfleet.hub.bootstrap import local_actor, open_local_store
+    from modelfleet.hub.key_lifecycle import resign_versions
+
+    keys = _keys(data_dir)
+    store = open_local_store(_root(data_dir), db)
+    try:
+        result = resign_versions(store, keys, local_actor())
+    finally:
+        store.close()
+    if as_json:
+        print_json({"key_id": result.key_id, "versions": result.versions, "sites": result.sites})
+        return
+    console.print(
+        f"{len(result.versions)} version(s) re-signed with {result.key_id}; "
+        f"{len(result.sites)} site(s) get the new signatures with their next desired state",
+        highlight=False,
     )
 
 
@@ -95,13 +138,24 @@ def rotate(data_dir: DataDirOpt = None) -> None:
 def retire(
     key_id: Annotated[str, typer.Argument(help="The id of a key that is no longer current.")],
     data_dir: DataDirOpt = None,
+    db: DbOpt = None,
 ) -> None:
     """Stop trusting an old key: sites refuse manifests it signed from their next update.
 
+    Refused while a registered version is signed by that key alone (the refusal names
+    them): run `modelfleet hub key resign` first. Audited (key.retire).
+
     Example: modelfleet hub key retire 3f9a0c1e2b4d5a6f --data-dir /var/lib/modelfleet/hub
     """
+    from modelfleet.hub.bootstrap import local_actor, open_local_store
+    from modelfleet.hub.key_lifecycle import retire_key
+
     keys = _keys(data_dir)
-    entry = keys.retire(key_id)
+    store = open_local_store(_root(data_dir), db)
+    try:
+        entry = retire_key(store, keys, key_id, local_actor())
+    finally:
+        store.close()
     console.print(
         f"signing key {entry.id} retired; key set revision {keys.revision}", highlight=False
     )

@@ -17,6 +17,7 @@ from modelfleet.cli import (
     gateway,
     hub,
     hub_keys,
+    hub_token,
     model,
     policy,
     rollout,
@@ -44,6 +45,7 @@ app = typer.Typer(
 )
 app.add_typer(hub.app, name="hub")
 hub.app.add_typer(hub_keys.app, name="key")
+hub.app.add_typer(hub_token.app, name="token")
 app.add_typer(fl.app, name="fl")
 app.add_typer(model.app, name="model")
 app.add_typer(site.app, name="site")

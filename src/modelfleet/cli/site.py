@@ -74,7 +74,13 @@ def add(
         bool, typer.Option("--reissue", help="Issue a new enrollment token for an existing site.")
     ] = False,
     ttl: Annotated[
-        float | None, typer.Option(help="Enrollment token lifetime in seconds (default 24 h).")
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Enrollment token lifetime: 90m, 12h, 2d or seconds (default 24 h, at most "
+            "the hub's maximum, 7 d unless configured).",
+            show_default=False,
+        ),
     ] = None,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
@@ -83,7 +89,7 @@ def add(
     """Register a site and print its one-time enrollment token (expires, single use)."""
     with client(hub, token) as hc:
         site = (
-            hc.reissue_enrollment(name)
+            hc.reissue_enrollment(name, enrollment_ttl_s=ttl)
             if reissue
             else hc.add_site(name, _labels(label), enrollment_ttl_s=ttl)
         )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +19,9 @@ from modelfleet.cli.common import (
     when,
 )
 
+if TYPE_CHECKING:
+    from modelfleet.api import Token
+
 app = typer.Typer(help="Create, list and revoke API tokens (admin).", no_args_is_help=True)
 
 
@@ -27,8 +31,14 @@ def create(
     name: Annotated[
         str | None, typer.Option(help="A label for the token (default: the role).")
     ] = None,
-    expires_in_days: Annotated[
-        float | None, typer.Option(help="Expire after this many days (default: never).")
+    ttl: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Lifetime: 12h, 30d, 2w... (default: the hub's, 30d for admin, 90d for "
+            "others; at most its maximum, 365d unless configured).",
+            show_default=False,
+        ),
     ] = None,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
@@ -36,11 +46,12 @@ def create(
 ) -> None:
     """Create a token; its secret is printed once."""
     with client(hub, token) as hc:
-        created = hc.create_token(name or role, role, expires_in_days=expires_in_days)
+        created = hc.create_token(name or role, role, ttl=ttl)
     if json_out:
         print_json(created)
         return
-    console.print(f"token {created.id} ({created.name}, role {created.role}) — shown once:")
+    expiry = f", expires {when(created.expires_at)} UTC" if created.expires_at else ""
+    console.print(f"token {created.id} ({created.name}, role {created.role}{expiry}) — shown once:")
     typer.echo(created.token)
 
 
@@ -48,9 +59,13 @@ def create(
 def list_tokens(
     hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = False
 ) -> None:
-    """List tokens (secrets are never shown again)."""
+    """List tokens with their expiry and last use (secrets are never shown again).
+
+    LAST USED is when the hub last authenticated the token, recorded at most once a
+    minute per token (so it may lag by up to a minute)."""
     with client(hub, token) as hc:
         tokens = hc.list_tokens()
+    now = datetime.now(UTC)
     if json_out:
         print_json(tokens)
         return
@@ -62,11 +77,20 @@ def list_tokens(
             t.site,
             when(t.created_at),
             when(t.expires_at) if t.expires_at else "never",
-            "revoked " + when(t.revoked_at) if t.revoked_at else "active",
+            when(t.last_used_at) if t.last_used_at else "never",
+            _state(t, now),
         )
         for t in tokens
     ]
-    table(None, ["ID", "NAME", "ROLE", "SITE", "CREATED", "EXPIRES", "STATE"], rows)
+    table(None, ["ID", "NAME", "ROLE", "SITE", "CREATED", "EXPIRES", "LAST USED", "STATE"], rows)
+
+
+def _state(token: Token, now: datetime) -> str:
+    if token.revoked_at:
+        return "revoked " + when(token.revoked_at)
+    if token.expires_at and token.expires_at <= now:
+        return "expired"
+    return "active"
 
 
 @app.command()

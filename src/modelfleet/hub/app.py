@@ -21,6 +21,7 @@ from modelfleet.hub.api import tokens as tokens_api
 from modelfleet.hub.api.errors import install_error_handlers
 from modelfleet.hub.api.fastpath import SiteFastPath
 from modelfleet.hub.api.limits import BodyLimit
+from modelfleet.hub.api.openapi import HubApp
 from modelfleet.hub.certificates import SiteCertificates
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
@@ -98,7 +99,7 @@ def create_app(ctx: HubContext) -> FastAPI:
         ctx.federation.stop()
         ctx.close()
 
-    app = FastAPI(
+    app = HubApp(
         title="modelfleet hub",
         version=__version__,
         description="Control plane of a modelfleet: registry, sites, deployments, telemetry.",

@@ -94,24 +94,33 @@ def _token_hash(authorization: str | None) -> str:
     return hash_token(secret.strip())
 
 
-def _principal(record: TokenRecord | None) -> Principal:
+def _principal(store: Store, record: TokenRecord | None) -> Principal:
     if record is None:
         raise Unauthenticated("unknown token")
     if not record.active(datetime.now(UTC)):
-        raise Unauthenticated(f"token {record.name!r} is revoked or expired")
+        state = "revoked" if record.revoked_at is not None else "expired"
+        hint = (
+            "; another admin can create one, or on the hub's machine: "
+            "modelfleet hub token recover --data-dir DIR"
+            if record.role == Role.ADMIN.value
+            else ""
+        )
+        raise Unauthenticated(f"token {record.name!r} is {state}{hint}")
+    # In memory only (written at most once a minute per token, off the request path).
+    store.tokens.note_use(record.id)
     return principal_for(record)
 
 
 def authenticate(store: Store, authorization: str | None) -> Principal:
     """Resolve an ``Authorization: Bearer ...`` header to a principal or raise 401."""
-    return _principal(store.tokens.find_by_hash(_token_hash(authorization)))
+    return _principal(store, store.tokens.find_by_hash(_token_hash(authorization)))
 
 
 def authenticate_from_memory(store: Store, authorization: str | None) -> Principal | None:
     """:func:`authenticate` when the token's lookup is cached (no I/O, fit for the event
     loop); None when the database must be asked."""
     record = store.tokens.find_cached(_token_hash(authorization))
-    return None if record is None else _principal(record)
+    return None if record is None else _principal(store, record)
 
 
 def site_principal(site: str, serial: str) -> Principal:

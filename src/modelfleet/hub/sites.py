@@ -90,18 +90,20 @@ class Sites:
         return record
 
     def add(
-        self, name: str, labels: dict[str, str], ttl_s: float | None = None
+        self, name: str, labels: dict[str, str], ttl: str | float | None = None
     ) -> tuple[SiteRecord, str]:
+        """``ttl``: the enrollment token's lifetime (duration or seconds; None: the default),
+        bounded by ``enrollment_max_ttl_s``."""
         check_name(name, "site name")
         secret = ENROLLMENT_PREFIX + secrets.token_urlsafe(24)
-        expires = datetime.now(UTC) + timedelta(seconds=ttl_s or self.settings.enrollment_ttl_s)
+        expires = datetime.now(UTC) + timedelta(seconds=self.settings.enrollment_ttl(ttl))
         record = self.store.sites.create(name, parse_labels(labels), hash_token(secret), expires)
         return record, self.certificates.enrollment_token(secret)
 
-    def reissue(self, name: str, ttl_s: float | None = None) -> tuple[SiteRecord, str]:
+    def reissue(self, name: str, ttl: str | float | None = None) -> tuple[SiteRecord, str]:
         site = self.get(name)
         secret = ENROLLMENT_PREFIX + secrets.token_urlsafe(24)
-        expires = datetime.now(UTC) + timedelta(seconds=ttl_s or self.settings.enrollment_ttl_s)
+        expires = datetime.now(UTC) + timedelta(seconds=self.settings.enrollment_ttl(ttl))
         self.store.sites.reissue_enrollment(site.name, hash_token(secret), expires)
         return self.get(name), self.certificates.enrollment_token(secret)
 

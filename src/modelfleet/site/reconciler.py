@@ -72,6 +72,9 @@ class Reconciler:
     on_keys: Callable[[KeySet], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _keys_seen: str = ""
+    #: Per model, the last signature the hub offered for the active version (taken or
+    #: refused): a re-signed manifest is checked once, not on every pass.
+    _signatures_seen: dict[str, str] = field(default_factory=dict)
 
     # --- start-up from cache -------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class Reconciler:
                 status.attempts, status.next_try, status.error = 0, 0.0, None
                 changed = True
             if status.active_version == item["version"] and status.state == "ready":
+                self._take_new_signature(item)
                 continue
             if now < status.next_try:
                 continue
@@ -164,6 +168,35 @@ class Reconciler:
         if self.on_keys is not None:
             self.on_keys(keys)
         log.info("signing key set revision %d accepted (keys %s)", keys.revision, keys.ids())
+
+    def _take_new_signature(self, item: dict[str, Any]) -> None:
+        """The hub re-signed the active version (`hub key resign`, before it retires the
+        old key): keep serving the loaded model, and keep the new manifest as the last
+        good one, so a restart verifies the cache with a key the site will still trust.
+        The new manifest must verify and describe the same name, version and blob."""
+        name, signature = str(item["name"]), str(item.get("signature", ""))
+        if self._signatures_seen.get(name) == signature:
+            return
+        self._signatures_seen[name] = signature
+        good = self.state.last_good().get(name)
+        if good is None or good.signature == signature or good.version != int(item["version"]):
+            return
+        try:
+            manifest = verify_manifest(item["manifest"], signature, self.public_key)
+            same = (manifest["name"], manifest["version"], manifest["digest"]) == (
+                good.name,
+                good.version,
+                f"sha256:{good.digest}",
+            )
+            if not same:
+                raise VerificationError("the re-signed manifest describes another model or blob")
+        except ModelfleetError as exc:
+            log.warning("new signature of %s:%s refused: %s", name, good.version, exc.message)
+            return
+        self.state.record_good(
+            name, good.version, good.digest, item["manifest"], signature, good.params
+        )
+        log.info("%s:%s re-signed (key %s)", name, good.version, manifest.get("key_id"))
 
     def _activate(self, item: dict[str, Any], status: ModelStatus) -> None:
         name, version = item["name"], int(item["version"])

@@ -19,10 +19,20 @@ from modelfleet.hub.auth import Permission, Principal, Role
 router = APIRouter(prefix="/api/v1", tags=["sites"])
 
 
+_ENROLLMENT_TTL = (
+    "The enrollment token's lifetime: seconds, or a duration such as 90m, 12h, 2d. Omitted: "
+    "the hub's default (24 h); longer than its maximum (7 days by default): 400."
+)
+
+
 class SiteIn(BaseModel):
     name: str
     labels: dict[str, str] = Field(default_factory=dict)
-    enrollment_ttl_s: float | None = Field(default=None, gt=0)
+    enrollment_ttl_s: str | float | None = Field(default=None, description=_ENROLLMENT_TTL)
+
+
+class ReissueIn(BaseModel):
+    enrollment_ttl_s: str | float | None = Field(default=None, description=_ENROLLMENT_TTL)
 
 
 class EnrollIn(BaseModel):
@@ -90,10 +100,12 @@ def add_site(body: SiteIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     status_code=201,
     summary="Issue a new enrollment token",
 )
-def reissue(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+def reissue(
+    name: str, ctx: Context, caller: Caller, body: ReissueIn | None = None
+) -> dict[str, Any]:
     require(ctx, caller, Permission.SITES_WRITE, "site.reissue", name)
     with audited(ctx, caller, "site.reissue", name):
-        record, secret = ctx.sites.reissue(name)
+        record, secret = ctx.sites.reissue(name, body.enrollment_ttl_s if body else None)
     return {**ctx.sites.view(record), "enrollment_token": secret}
 
 

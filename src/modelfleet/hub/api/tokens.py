@@ -28,16 +28,13 @@ def create_token(body: TokenIn, ctx: Context, caller: Caller) -> TokenCreated:
                 " (site tokens come from `site add` enrollment)" if body.role == Role.SITE else ""
             )
             raise InvalidInput(f"invalid role {body.role!r}: expected one of {allowed}{hint}")
-        expires = (
-            datetime.now(UTC) + timedelta(days=body.expires_in_days)
-            if body.expires_in_days
-            else None
-        )
+        ttl_s = ctx.settings.token_ttl(body.ttl, body.role)
+        expires = datetime.now(UTC) + timedelta(seconds=ttl_s)
         secret = new_token_secret()
         record = ctx.store.tokens.create(
             name=body.name, role=body.role, token_hash=hash_token(secret), expires_at=expires
         )
-        detail.append(f"id {record.id} role {record.role}")
+        detail.append(f"id {record.id} role {record.role} expires {expires:%Y-%m-%dT%H:%M:%SZ}")
     return TokenCreated(**token_of(record).model_dump(), token=secret)
 
 

@@ -34,6 +34,14 @@ class TokenRepo(ABC):
         return None
 
     @abstractmethod
+    def note_use(self, token_id: str) -> None:
+        """The hub just authenticated this token: remember when, for ``last_used_at``.
+
+        Called on every authenticated request, on the event loop too, so it must not do
+        I/O: implementations keep it in memory and write at most once a minute per token,
+        off the request path."""
+
+    @abstractmethod
     def get(self, token_id: str) -> TokenRecord | None: ...
 
     @abstractmethod
@@ -42,7 +50,8 @@ class TokenRepo(ABC):
 
     @abstractmethod
     def revoke(self, token_id: str) -> bool:
-        """Mark revoked; False if unknown or already revoked."""
+        """Mark revoked; False if unknown or already revoked. Raises ``Conflict`` for the
+        last active admin token: revoking it would lock every admin out of the hub."""
 
 
 class AuditRepo(ABC):

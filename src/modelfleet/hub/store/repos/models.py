@@ -12,6 +12,9 @@ from modelfleet.hub.store.records.models import ModelRecord, NewVersion, Version
 #: timestamp; returns ``(manifest_text, signature)`` to store with the row.
 Sealer = Callable[[int, datetime], tuple[str, str]]
 
+#: Given a stored version, its new ``(manifest_text, signature)``, or None to leave it.
+Resealer = Callable[[VersionRecord], tuple[str, str] | None]
+
 
 class ModelRepo(ABC):
     """Models, their immutable versions and movable aliases."""
@@ -53,3 +56,10 @@ class ModelRepo(ABC):
     @abstractmethod
     def digest_referenced(self, digest: str) -> bool:
         """True if any version of any model refers to this blob."""
+
+    @abstractmethod
+    def reseal(self, reseal: Resealer) -> tuple[list[VersionRecord], list[str]]:
+        """Replace the manifest and signature of every version ``reseal`` answers for, in
+        one transaction that also bumps the desired-state revision of every site assigned
+        one of them (so their agents fetch the new signatures). Returns the changed
+        versions (as they are now) and the bumped sites."""

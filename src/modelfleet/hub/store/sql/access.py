@@ -7,19 +7,21 @@ newest first.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput
 from modelfleet.hub.store.records.access import AuditRecord, TokenRecord
 from modelfleet.hub.store.repos.access import AuditRepo, TokenRepo
 from modelfleet.hub.store.schema.access import audit, tokens
+from modelfleet.loops import BackgroundLoop
 
 if TYPE_CHECKING:
     from modelfleet.hub.store.sql.store import SqlStore
@@ -28,6 +30,23 @@ if TYPE_CHECKING:
 #: sites call the hub several times a second during federated rounds; a revocation made
 #: through this process is seen at once, one made through another replica within this.
 LOOKUP_TTL_S = 1.0
+
+#: ``last_used_at`` is written at most this often per token (per process, and the UPDATE's
+#: own condition holds it across replicas): "when was this token last used" needs minutes,
+#: not a write per request.
+LAST_USE_EVERY_S = 60.0
+
+#: How long a noted use may wait in memory before the writer stores it.
+LAST_USE_FLUSH_S = 2.0
+
+LAST_ADMIN_MESSAGE = (
+    "token {id!r} is the last active admin token: revoking it would lock every admin out "
+    "of the hub. Create another admin token first (`modelfleet token create --role admin`); "
+    "if every admin token is lost, run `modelfleet hub token recover --data-dir DIR` on the "
+    "hub's machine"
+)
+
+log = logging.getLogger(__name__)
 
 
 def _to_token(row: Row[Any]) -> TokenRecord:
@@ -68,6 +87,17 @@ class SqlTokenRepo(TokenRepo):
         self._store = store
         self._lookups: dict[str, tuple[float, TokenRecord]] = {}
         self._lookups_lock = threading.Lock()
+        # Last use: when each token was last noted (monotonic), and the uses to write.
+        self._noted: dict[str, float] = {}
+        self._pending: dict[str, datetime] = {}
+        self._use_lock = threading.Lock()
+        self._writer = BackgroundLoop(
+            "token-last-use",
+            self._flush_uses,
+            interval_s=LAST_USE_FLUSH_S,
+            logger=log,
+            failure_message="recording token last use failed",
+        )
 
     def _forget_lookups(self) -> None:
         with self._lookups_lock:
@@ -133,6 +163,49 @@ class SqlTokenRepo(TokenRepo):
             self._lookups[token_hash] = (now + LOOKUP_TTL_S, record)
         return record
 
+    def note_use(self, token_id: str) -> None:
+        now = time.monotonic()
+        with self._use_lock:
+            last = self._noted.get(token_id)
+            if last is not None and now - last < LAST_USE_EVERY_S:
+                return
+            if len(self._noted) >= 100_000:
+                self._noted.clear()
+            self._noted[token_id] = now
+            self._pending[token_id] = self._store.now()
+        self._writer.start()  # idempotent; a store that never authenticates never starts it
+        self._writer.wake()
+
+    def _flush_uses(self) -> None:
+        with self._use_lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        with self._store.write() as conn:
+            for token_id, at in pending.items():
+                # Another replica may have written it within the minute: then leave it.
+                conn.execute(
+                    update(tokens)
+                    .where(
+                        tokens.c.id == token_id,
+                        or_(
+                            tokens.c.last_used_at.is_(None),
+                            tokens.c.last_used_at < at - timedelta(seconds=LAST_USE_EVERY_S),
+                        ),
+                    )
+                    .values(last_used_at=at)
+                )
+
+    def close(self) -> None:
+        """Write the uses still in memory and stop the writer."""
+        if not self._writer.running:
+            return
+        self._writer.stop()
+        try:
+            self._flush_uses()
+        except Exception:  # closing must not fail on a last-use write
+            log.warning("last token uses not recorded at close", exc_info=True)
+
     def get(self, token_id: str) -> TokenRecord | None:
         query = select(*_columns()).where(tokens.c.id == token_id)
         with self._store.read() as conn:
@@ -145,12 +218,37 @@ class SqlTokenRepo(TokenRepo):
             return [_to_token(row) for row in conn.execute(query)]
 
     def revoke(self, token_id: str) -> bool:
-        stmt = (
-            update(tokens)
-            .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
-            .values(revoked_at=self._store.now())
-        )
+        now = self._store.now()
         with self._store.write() as conn:
+            target = conn.execute(
+                select(tokens.c.role).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+            ).one_or_none()
+            if target is None:
+                return False
+            if target.role == "admin":
+                # Lock every active admin row, always in id order (two revocations lock in
+                # the same order: no deadlock). On PostgreSQL a concurrent revocation of
+                # the other last admin waits here, then sees that row revoked, so two
+                # admins revoking each other at once cannot leave none; SQLite has a
+                # single writer anyway.
+                admins = conn.execute(
+                    select(tokens.c.id)
+                    .where(
+                        tokens.c.role == "admin",
+                        tokens.c.revoked_at.is_(None),
+                        or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
+                    )
+                    .order_by(tokens.c.id)
+                    .with_for_update()
+                ).all()
+                ids = {row.id for row in admins}
+                if ids == {token_id}:
+                    raise Conflict(LAST_ADMIN_MESSAGE.format(id=token_id))
+            stmt = (
+                update(tokens)
+                .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
             revoked: bool = conn.execute(stmt).rowcount == 1
         self._forget_lookups()
         return revoked

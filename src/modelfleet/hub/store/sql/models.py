@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row, Select, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 
 from modelfleet.errors import NotFound
 from modelfleet.hub.store.records.models import ModelRecord, NewVersion, VersionRecord
-from modelfleet.hub.store.repos.models import ModelRepo, Sealer
+from modelfleet.hub.store.repos.models import ModelRepo, Resealer, Sealer
 from modelfleet.hub.store.schema.models import aliases, models, versions
+from modelfleet.hub.store.schema.sites import assignments, sites
 
 if TYPE_CHECKING:
     from modelfleet.hub.store.sql.store import SqlStore
@@ -180,6 +193,48 @@ class SqlModelRepo(ModelRepo):
     def digest_referenced(self, digest: str) -> bool:
         with self._store.read() as conn:
             return bool(conn.execute(select(exists().where(versions.c.digest == digest))).scalar())
+
+    def reseal(self, reseal: Resealer) -> tuple[list[VersionRecord], list[str]]:
+        changed: list[VersionRecord] = []
+        keys: list[tuple[int, int]] = []
+        query = _version_query().order_by(models.c.name, versions.c.version)
+        with self._store.write() as conn:
+            for row in conn.execute(query).all():
+                record = _to_version(row)
+                sealed = reseal(record)
+                if sealed is None:
+                    continue
+                manifest, signature = sealed
+                conn.execute(
+                    update(versions)
+                    .where(
+                        versions.c.model_id == row.model_id, versions.c.version == record.version
+                    )
+                    .values(manifest=manifest, signature=signature)
+                )
+                changed.append(replace(record, manifest=manifest, signature=signature))
+                keys.append((row.model_id, record.version))
+            bumped: list[str] = []
+            if keys:
+                assigned = (
+                    select(assignments.c.site_id)
+                    .where(tuple_(assignments.c.model_id, assignments.c.version).in_(keys))
+                    .distinct()
+                )
+                site_ids = [site_id for (site_id,) in conn.execute(assigned)]
+                if site_ids:
+                    conn.execute(
+                        update(sites)
+                        .where(sites.c.id.in_(site_ids))
+                        .values(revision=sites.c.revision + 1)
+                    )
+                    bumped = sorted(
+                        name
+                        for (name,) in conn.execute(
+                            select(sites.c.name).where(sites.c.id.in_(site_ids))
+                        )
+                    )
+        return changed, bumped
 
 
 def _version_exists(conn: Connection, model_id: int, version: int) -> bool:

@@ -101,7 +101,8 @@ class SqlStore(Store):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.models = SqlModelRepo(self)
-        self.tokens = SqlTokenRepo(self)
+        self._tokens = SqlTokenRepo(self)
+        self.tokens = self._tokens
         self.audit = SqlAuditRepo(self)
         self.sites = SqlSiteRepo(self)
         self.assignments = SqlAssignmentRepo(self)
@@ -118,6 +119,7 @@ class SqlStore(Store):
         return self._engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
+        self._tokens.close()  # its last-use writes need the engine
         self._engine.dispose()
 
     def now(self) -> datetime:
