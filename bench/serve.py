@@ -5,6 +5,15 @@ by one load generator (wrk, with a Lua script that posts one OIP v2 JSON request
 concurrency 1 and 32, for a small tabular model (logistic regression on iris) and a larger
 one (100-tree random forest on digits), both exported with ``modelfleet.export.from_sklearn``.
 
+TLS rows: ``modelfleet-tls`` is the same server presenting the certificate a real site got
+at enrollment from a TLS hub's fleet CA (``bench/tls_certs.py``), ``mlserver-tls`` is
+MLServer serving HTTPS with a certificate from the same CA. wrk keeps its connections
+alive, so the rows measure TLS records on established connections (one handshake per
+connection, at the start), not handshakes.
+
+``--token T`` adds ``Authorization: Bearer T`` to every request (a site's ``/v2`` may
+require an ``infer`` token).
+
 Run (``make bench`` does): ``.venv/bin/python bench/serve.py``. Needs ``wrk`` on PATH
 (Debian: ``apt-get install -y wrk``) and MLServer in its own venv (``.venv-mlserver``, created
 on first run: MLServer 1.7 pins older FastAPI/Starlette than modelfleet's).
@@ -23,6 +32,7 @@ import platform
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -34,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request  # module level: FastAPI resolves the handler's annotations here
+from tls_certs import MLSERVER_TLS_LAUNCHER, BenchCerts, make_certs
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "serve.json"
@@ -43,7 +54,9 @@ MLSERVER_SPEC = "mlserver==1.7.*"
 #: raises there and every model fails to load, so the venv pins uvloop below 0.22.
 MLSERVER_EXTRAS = ["onnxruntime", "uvloop<0.22"]
 MODEL_NAME = "m"
-SERVERS = ("modelfleet", "mlserver", "fastapi")
+SERVERS = ("modelfleet", "modelfleet-tls", "mlserver", "mlserver-tls", "fastapi")
+#: Servers that speak HTTPS (with the bench's fleet-CA certificates).
+TLS_SERVERS = ("modelfleet-tls", "mlserver-tls")
 #: Also measurable with --servers: modelfleet's server on uvicorn instead of its own listener.
 EXTRA_SERVERS = ("modelfleet-uvicorn", "modelfleet-notelemetry")
 #: Serving parameters given to the modelfleet site, as an assignment would.
@@ -97,11 +110,18 @@ def build_models(workdir: Path) -> dict[str, dict[str, Any]]:
 
 
 def serve_modelfleet(
-    model: Path, port: int, params: dict[str, Any], engine: str, *, telemetry: bool = True
+    model: Path,
+    port: int,
+    params: dict[str, Any],
+    engine: str,
+    *,
+    telemetry: bool = True,
+    tls_files: list[str] | None = None,
 ) -> None:
     """The production path: ModelRepository + LoadedModel + InferenceServer + serve_http,
     with the agent's telemetry (10 s windows, sketches, the on-disk outbox) unless turned
     off — the "modelfleet-notelemetry" variant measures what telemetry costs."""
+    from modelfleet.pki.tls import ServerTlsFiles
     from modelfleet.site.repository import ModelRepository
     from modelfleet.site.runtime import LoadedModel
     from modelfleet.site.server import InferenceServer
@@ -124,6 +144,7 @@ def serve_modelfleet(
         port=port,
         log_level="warning",
         engine="uvicorn" if engine == "uvicorn" else "builtin",
+        tls=ServerTlsFiles(*map(Path, tls_files)) if tls_files else None,
     )
 
 
@@ -248,21 +269,39 @@ def free_port() -> int:
 
 
 def start_server(
-    kind: str, model: Path, workdir: Path, log: Path
+    kind: str,
+    model: Path,
+    workdir: Path,
+    log: Path,
+    certs: BenchCerts | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    if kind == "mlserver":
+    tls = kind in TLS_SERVERS
+    if tls and certs is None:
+        raise RuntimeError(f"{kind} needs the bench certificates")
+    scheme = "https" if tls else "http"
+    if kind.startswith("mlserver"):
         binary = ensure_mlserver()
         folder = mlserver_dir(workdir, model, port)
         cmd = [str(binary), "start", str(folder)]
-        ready = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready"
+        if certs is not None and tls:
+            launcher = folder / "start_tls.py"
+            launcher.write_text(MLSERVER_TLS_LAUNCHER)
+            python = str(binary.parent / "python")
+            cmd = [python, str(launcher), str(folder), str(certs.mlserver_cert)]
+            cmd.append(str(certs.mlserver_key))
+        ready = f"{scheme}://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready"
         cwd: Path | None = folder
     else:
         cmd = [sys.executable, __file__, "--serve", kind, str(model), str(port)]
         if kind.startswith("modelfleet"):
             cmd.append(json.dumps(SITE_PARAMS))
-        ready = f"http://127.0.0.1:{port}/v2/health/ready"
+        if certs is not None and tls:
+            cmd += [str(certs.site_cert), str(certs.site_key), str(certs.ca_file)]
+        ready = f"{scheme}://127.0.0.1:{port}/v2/health/ready"
         cwd = None
+    context = certs.client_context() if certs is not None and tls else None
     with log.open("ab") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
@@ -272,9 +311,10 @@ def start_server(
         if proc.poll() is not None:
             raise RuntimeError(f"{kind} exited with {proc.returncode}; see {log}")
         try:
-            with urllib.request.urlopen(ready, timeout=1) as answer:
+            probe = urllib.request.Request(ready, headers=headers or {})
+            with urllib.request.urlopen(probe, timeout=1, context=context) as answer:
                 if answer.status == 200:
-                    return proc, f"http://127.0.0.1:{port}"
+                    return proc, f"{scheme}://127.0.0.1:{port}"
         except (urllib.error.URLError, OSError):
             pass  # not up yet: ask again
         time.sleep(0.2)
@@ -292,14 +332,20 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def check_answer(url: str, body: str) -> list[float]:
-    """One request; the probabilities output, to prove all servers compute the same thing."""
+def check_answer(
+    url: str,
+    body: str,
+    context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[float]:
+    """One request; the probabilities output, to prove all servers compute the same thing.
+    With ``context``, the server's certificate is verified against the fleet CA."""
     request = urllib.request.Request(
         f"{url}/v2/models/{MODEL_NAME}/infer",
         data=body.encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
-    with urllib.request.urlopen(request, timeout=10) as answer:
+    with urllib.request.urlopen(request, timeout=10, context=context) as answer:
         doc = json.loads(answer.read())
     for output in doc["outputs"]:
         if output["name"] == "probabilities":
@@ -313,6 +359,7 @@ def check_answer(url: str, body: str) -> list[float]:
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+%s
 wrk.body = [==[%s]==]
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -326,9 +373,22 @@ end
 """
 
 
-def run_wrk(url: str, body: str, connections: int, seconds: int, workdir: Path) -> dict[str, Any]:
+def run_wrk(
+    url: str,
+    body: str,
+    connections: int,
+    seconds: int,
+    workdir: Path,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """wrk against ``url`` (http or https: wrk speaks TLS, without verifying, on kept-alive
+    connections); ``headers`` are sent with every request (a bearer token, say)."""
+    extra = "\n".join(
+        f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}"
+        for name, value in (headers or {}).items()
+    )
     script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT % body)
+    script.write_text(WRK_SCRIPT % (extra, body))
     cmd = [
         "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
         "-s", str(script), f"{url}/v2/models/{MODEL_NAME}/infer",
@@ -360,6 +420,9 @@ def main() -> None:
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--token", help="send Authorization: Bearer TOKEN with every request (default: none)"
+    )
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -372,6 +435,7 @@ def main() -> None:
                 json.loads(args.serve[3]),
                 engine,
                 telemetry=kind != "modelfleet-notelemetry",
+                tls_files=args.serve[4:7] or None,
             )
         else:
             serve_fastapi(model, port)
@@ -379,29 +443,36 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not on PATH: apt-get install -y wrk")
     servers = [s for s in args.servers.split(",") if s]
+    unknown = sorted(set(servers) - {*SERVERS, *EXTRA_SERVERS})
+    if unknown:
+        sys.exit(f"unknown --servers {unknown}; known: {', '.join((*SERVERS, *EXTRA_SERVERS))}")
     levels = [int(c) for c in args.concurrency.split(",")]
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     started = time.time()
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="modelfleet-bench-") as tmp:
         workdir = Path(tmp)
+        certs = make_certs(workdir / "pki") if set(servers) & set(TLS_SERVERS) else None
         models = build_models(workdir)
         for model_name, model in models.items():
             answers: dict[str, list[float]] = {}
             for kind in servers:
-                proc, url = start_server(kind, model["path"], workdir, workdir / f"{kind}.log")
+                log = workdir / f"{kind}.log"
+                proc, url = start_server(kind, model["path"], workdir, log, certs, headers)
+                context = certs.client_context() if certs and kind in TLS_SERVERS else None
                 try:
-                    answers[kind] = check_answer(url, model["body"])
+                    answers[kind] = check_answer(url, model["body"], context, headers)
                     for connections in levels:
-                        run_wrk(url, model["body"], connections, args.warmup, workdir)
+                        run_wrk(url, model["body"], connections, args.warmup, workdir, headers)
                         runs = [
-                            run_wrk(url, model["body"], connections, args.seconds, workdir)
+                            run_wrk(url, model["body"], connections, args.seconds, workdir, headers)
                             for _ in range(args.repeat)
                         ]
                         cell = _summarise(runs)
                         cell.update(model=model_name, server=kind, concurrency=connections)
                         results.append(cell)
                         print(
-                            f"{model_name:17} {kind:10} c={connections:<3} "
+                            f"{model_name:17} {kind:14} c={connections:<3} "
                             f"{cell['rps']:>9.0f} req/s  p50 {cell['p50_ms']:.3f} ms  "
                             f"p99 {cell['p99_ms']:.3f} ms  (rps runs {cell['rps_runs']})",
                             file=sys.stderr,
@@ -418,7 +489,10 @@ def main() -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "load_generator": "wrk 4.1 (-t1), one JSON request of one row per call, loopback",
+        "load_generator": "wrk 4.1 (-t1), one JSON request of one row per call, loopback, "
+        "kept-alive connections (HTTPS for the -tls servers: TLS 1.3, P-256 fleet-CA "
+        "certificates)",
+        "token": bool(args.token),
         "site_params": SITE_PARAMS,
         "models": {
             k: {"features": v["features"], "size_bytes": v["size_bytes"]} for k, v in models.items()
@@ -428,6 +502,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print_table(results, servers, levels)
+    if set(servers) & set(TLS_SERVERS):
+        print_tls_table(results, levels)
     print(f"\nwritten to {args.out}; command: {doc['command']}")
 
 
@@ -455,12 +531,50 @@ def print_table(results: list[dict[str, Any]], servers: list[str], levels: list[
                     continue
                 ratios = []
                 for base in ("mlserver", "fastapi"):
+                    # TLS rows against MLServer with TLS too.
+                    if base == "mlserver" and kind in TLS_SERVERS:
+                        base = "mlserver-tls"
                     other = cells.get((model, base, level))
                     ratios.append(f"{cell['rps'] / other['rps']:.2f}x" if other else "-")
                 print(
                     f"| {model} | {level} | {kind} | {cell['rps']:.0f} | {cell['p50_ms']:.3f} | "
                     f"{cell['p99_ms']:.3f} | {ratios[0]} | {ratios[1]} |"
                 )
+
+
+def print_tls_table(results: list[dict[str, Any]], levels: list[int]) -> None:
+    """What TLS costs each server (kept-alive connections), and modelfleet vs MLServer with
+    TLS on both: p50 latency at c=1, throughput at the other levels."""
+    cells = {(r["model"], r["server"], r["concurrency"]): r for r in results}
+    print(
+        "\n| model | figure | modelfleet | modelfleet TLS | TLS cost | MLServer | MLServer TLS "
+        "| TLS cost | modelfleet/MLServer, TLS both |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for model in dict.fromkeys(r["model"] for r in results):
+        for level in levels:
+            row = [cells.get((model, kind, level)) for kind in SERVERS[:4]]
+            if None in row:
+                continue
+            mf, mf_tls, ml, ml_tls = (cell or {} for cell in row)
+            latency = level == 1
+            key = "p50_ms" if latency else "rps"
+            figure = f"c={level} p50 ms" if latency else f"c={level} req/s"
+            mf_cost, ml_cost = tls_cost(mf, mf_tls, key), tls_cost(ml, ml_tls, key)
+            # How many times better modelfleet is, whichever way round "better" is.
+            ratio = ml_tls[key] / mf_tls[key] if latency else mf_tls[key] / ml_tls[key]
+            spec = ".3f" if latency else ".0f"
+            shown = [format(c[key], spec) for c in (mf, mf_tls, ml, ml_tls)]
+            print(
+                f"| {model} | {figure} | {shown[0]} | {shown[1]} | {mf_cost:+.1f} % | {shown[2]} | "
+                f"{shown[3]} | {ml_cost:+.1f} % | {ratio:.2f}x |"
+            )
+
+
+def tls_cost(plain: dict[str, Any], tls: dict[str, Any], key: str) -> float:
+    """Per cent worse with TLS: more latency (``p50_ms``) or fewer requests (``rps``)."""
+    change = 100 * (tls[key] / plain[key] - 1)
+    return change if key.endswith("_ms") else -change
 
 
 if __name__ == "__main__":
