@@ -33,7 +33,6 @@ import shutil
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request  # module level: FastAPI resolves the handler's annotations here
+from serve_report import TLS_SERVERS, print_table, print_tls_table, summarise
 from tls_certs import MLSERVER_TLS_LAUNCHER, BenchCerts, make_certs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,8 +55,6 @@ MLSERVER_SPEC = "mlserver==1.7.*"
 MLSERVER_EXTRAS = ["onnxruntime", "uvloop<0.22"]
 MODEL_NAME = "m"
 SERVERS = ("modelfleet", "modelfleet-tls", "mlserver", "mlserver-tls", "fastapi")
-#: Servers that speak HTTPS (with the bench's fleet-CA certificates).
-TLS_SERVERS = ("modelfleet-tls", "mlserver-tls")
 #: Also measurable with --servers: modelfleet's server on uvicorn instead of its own listener.
 EXTRA_SERVERS = ("modelfleet-uvicorn", "modelfleet-notelemetry")
 #: Serving parameters given to the modelfleet site, as an assignment would.
@@ -373,6 +371,22 @@ end
 """
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every live process of group ``pgid``: a
+    server and its workers (MLServer infers in child processes)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid:  # after the name: state, ppid, pgrp, ...
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(
     url: str,
     body: str,
@@ -380,9 +394,12 @@ def run_wrk(
     seconds: int,
     workdir: Path,
     headers: dict[str, str] | None = None,
+    server_pgid: int | None = None,
 ) -> dict[str, Any]:
     """wrk against ``url`` (http or https: wrk speaks TLS, without verifying, on kept-alive
-    connections); ``headers`` are sent with every request (a bearer token, say)."""
+    connections); ``headers`` are sent with every request (a bearer token, say). With
+    ``server_pgid``, also the server's CPU time per request: unlike throughput, it hardly
+    moves when other work shares the machine."""
     extra = "\n".join(
         f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}"
         for name, value in (headers or {}).items()
@@ -393,7 +410,9 @@ def run_wrk(
         "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
         "-s", str(script), f"{url}/v2/models/{MODEL_NAME}/infer",
     ]  # fmt: skip
+    cpu_before = group_cpu_s(server_pgid) if server_pgid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    cpu_used = group_cpu_s(server_pgid) - cpu_before if server_pgid else None
     line = next((s for s in out.stdout.splitlines() if s.startswith("BENCH ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
@@ -406,10 +425,64 @@ def run_wrk(
         "p99_ms": round(raw["p99_us"] / 1000, 3),
         "requests": raw["requests"],
         "errors": raw["socket_errors"] + raw["status_errors"],
+        "server_cpu_us_per_req": (
+            round(cpu_used * 1e6 / raw["requests"], 1)
+            if cpu_used is not None and raw["requests"]
+            else None
+        ),
     }
 
 
 # --------------------------------------------------------------------------- main
+
+
+def measure_model(
+    model_name: str,
+    model: dict[str, Any],
+    servers: list[str],
+    levels: list[int],
+    args: argparse.Namespace,
+    workdir: Path,
+    certs: BenchCerts | None,
+) -> list[dict[str, Any]]:
+    """Every server up at once (idle ones cost nothing), measured in turn: run ``i`` of each
+    server comes before run ``i + 1`` of any, so load from elsewhere on the machine spreads
+    over all of them instead of landing on whichever ran then. Each run has its warm-up."""
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    body = model["body"]
+    running: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    answers: dict[str, list[float]] = {}
+    cells: list[dict[str, Any]] = []
+    try:
+        for kind in servers:
+            log = workdir / f"{model_name}-{kind}.log"
+            running[kind] = start_server(kind, model["path"], workdir, log, certs, headers)
+            context = certs.client_context() if certs and kind in TLS_SERVERS else None
+            answers[kind] = check_answer(running[kind][1], body, context, headers)
+        if len({json.dumps(a) for a in answers.values()}) > 1:
+            raise RuntimeError(f"servers disagree on {model_name}: {answers}")
+        for connections in levels:
+            runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in servers}
+            for _ in range(args.repeat):
+                for kind, (proc, url) in running.items():
+                    run_wrk(url, body, connections, args.warmup, workdir, headers)
+                    run = run_wrk(url, body, connections, args.seconds, workdir, headers, proc.pid)
+                    runs[kind].append(run)
+            for kind in servers:
+                cell = summarise(runs[kind])
+                cell.update(model=model_name, server=kind, concurrency=connections)
+                cells.append(cell)
+                print(
+                    f"{model_name:17} {kind:14} c={connections:<3} "
+                    f"{cell['rps']:>9.0f} req/s  p50 {cell['p50_ms']:.3f} ms  "
+                    f"p99 {cell['p99_ms']:.3f} ms  cpu {cell['server_cpu_us_per_req']} us/req  "
+                    f"(rps runs {cell['rps_runs']})",
+                    file=sys.stderr,
+                )
+    finally:
+        for proc, _ in running.values():
+            stop_server(proc)
+    return cells
 
 
 def main() -> None:
@@ -447,7 +520,6 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown --servers {unknown}; known: {', '.join((*SERVERS, *EXTRA_SERVERS))}")
     levels = [int(c) for c in args.concurrency.split(",")]
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     started = time.time()
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="modelfleet-bench-") as tmp:
@@ -455,32 +527,7 @@ def main() -> None:
         certs = make_certs(workdir / "pki") if set(servers) & set(TLS_SERVERS) else None
         models = build_models(workdir)
         for model_name, model in models.items():
-            answers: dict[str, list[float]] = {}
-            for kind in servers:
-                log = workdir / f"{kind}.log"
-                proc, url = start_server(kind, model["path"], workdir, log, certs, headers)
-                context = certs.client_context() if certs and kind in TLS_SERVERS else None
-                try:
-                    answers[kind] = check_answer(url, model["body"], context, headers)
-                    for connections in levels:
-                        run_wrk(url, model["body"], connections, args.warmup, workdir, headers)
-                        runs = [
-                            run_wrk(url, model["body"], connections, args.seconds, workdir, headers)
-                            for _ in range(args.repeat)
-                        ]
-                        cell = _summarise(runs)
-                        cell.update(model=model_name, server=kind, concurrency=connections)
-                        results.append(cell)
-                        print(
-                            f"{model_name:17} {kind:14} c={connections:<3} "
-                            f"{cell['rps']:>9.0f} req/s  p50 {cell['p50_ms']:.3f} ms  "
-                            f"p99 {cell['p99_ms']:.3f} ms  (rps runs {cell['rps_runs']})",
-                            file=sys.stderr,
-                        )
-                finally:
-                    stop_server(proc)
-            if len({json.dumps(a) for a in answers.values()}) > 1:
-                raise RuntimeError(f"servers disagree on {model_name}: {answers}")
+            results += measure_model(model_name, model, servers, levels, args, workdir, certs)
     doc = {
         "command": "python bench/serve.py " + " ".join(sys.argv[1:]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
@@ -505,76 +552,6 @@ def main() -> None:
     if set(servers) & set(TLS_SERVERS):
         print_tls_table(results, levels)
     print(f"\nwritten to {args.out}; command: {doc['command']}")
-
-
-def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median of the repeated runs per figure, with the spread of throughput kept."""
-    return {
-        "rps": round(statistics.median(r["rps"] for r in runs), 1),
-        "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
-        "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 3),
-        "rps_runs": [r["rps"] for r in runs],
-        "p99_runs_ms": [r["p99_ms"] for r in runs],
-        "errors": sum(r["errors"] for r in runs),
-    }
-
-
-def print_table(results: list[dict[str, Any]], servers: list[str], levels: list[int]) -> None:
-    print("\n| model | conc | server | req/s | p50 ms | p99 ms | vs mlserver | vs fastapi |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
-    cells = {(r["model"], r["server"], r["concurrency"]): r for r in results}
-    for model in dict.fromkeys(r["model"] for r in results):
-        for level in levels:
-            for kind in servers:
-                cell = cells.get((model, kind, level))
-                if cell is None:
-                    continue
-                ratios = []
-                for base in ("mlserver", "fastapi"):
-                    # TLS rows against MLServer with TLS too.
-                    if base == "mlserver" and kind in TLS_SERVERS:
-                        base = "mlserver-tls"
-                    other = cells.get((model, base, level))
-                    ratios.append(f"{cell['rps'] / other['rps']:.2f}x" if other else "-")
-                print(
-                    f"| {model} | {level} | {kind} | {cell['rps']:.0f} | {cell['p50_ms']:.3f} | "
-                    f"{cell['p99_ms']:.3f} | {ratios[0]} | {ratios[1]} |"
-                )
-
-
-def print_tls_table(results: list[dict[str, Any]], levels: list[int]) -> None:
-    """What TLS costs each server (kept-alive connections), and modelfleet vs MLServer with
-    TLS on both: p50 latency at c=1, throughput at the other levels."""
-    cells = {(r["model"], r["server"], r["concurrency"]): r for r in results}
-    print(
-        "\n| model | figure | modelfleet | modelfleet TLS | TLS cost | MLServer | MLServer TLS "
-        "| TLS cost | modelfleet/MLServer, TLS both |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for model in dict.fromkeys(r["model"] for r in results):
-        for level in levels:
-            row = [cells.get((model, kind, level)) for kind in SERVERS[:4]]
-            if None in row:
-                continue
-            mf, mf_tls, ml, ml_tls = (cell or {} for cell in row)
-            latency = level == 1
-            key = "p50_ms" if latency else "rps"
-            figure = f"c={level} p50 ms" if latency else f"c={level} req/s"
-            mf_cost, ml_cost = tls_cost(mf, mf_tls, key), tls_cost(ml, ml_tls, key)
-            # How many times better modelfleet is, whichever way round "better" is.
-            ratio = ml_tls[key] / mf_tls[key] if latency else mf_tls[key] / ml_tls[key]
-            spec = ".3f" if latency else ".0f"
-            shown = [format(c[key], spec) for c in (mf, mf_tls, ml, ml_tls)]
-            print(
-                f"| {model} | {figure} | {shown[0]} | {shown[1]} | {mf_cost:+.1f} % | {shown[2]} | "
-                f"{shown[3]} | {ml_cost:+.1f} % | {ratio:.2f}x |"
-            )
-
-
-def tls_cost(plain: dict[str, Any], tls: dict[str, Any], key: str) -> float:
-    """Per cent worse with TLS: more latency (``p50_ms``) or fewer requests (``rps``)."""
-    change = 100 * (tls[key] / plain[key] - 1)
-    return change if key.endswith("_ms") else -change
 
 
 if __name__ == "__main__":
