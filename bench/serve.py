@@ -1,9 +1,11 @@
 """Inference serving benchmark: modelfleet site vs MLServer 1.7 vs a hand-written FastAPI app.
 
-The same ONNX file is served by the three servers, one at a time, on loopback, and driven
-by one load generator (wrk, with a Lua script that posts one OIP v2 JSON request) at
-concurrency 1 and 32, for a small tabular model (logistic regression on iris) and a larger
-one (100-tree random forest on digits), both exported with ``modelfleet.export.from_sklearn``.
+The same ONNX file is served by the three servers on loopback (all started at once, measured
+in turn, see :func:`measure_model`), and driven by one load generator (wrk, with a Lua
+script that posts one OIP v2 JSON request) at concurrency 1 and 32, for a small tabular
+model (logistic regression on iris) and a larger one (100-tree random forest on digits),
+both exported with ``modelfleet.export.from_sklearn``. Besides throughput and latency, each
+run records the server's CPU time per request.
 
 TLS rows: ``modelfleet-tls`` is the same server presenting the certificate a real site got
 at enrollment from a TLS hub's fleet CA (``bench/tls_certs.py``), ``mlserver-tls`` is
@@ -20,7 +22,7 @@ on first run: MLServer 1.7 pins older FastAPI/Starlette than modelfleet's).
 Prints a table and writes ``bench/results/serve.json``.
 
 Internal entry points (used by the runner, as child processes):
-``serve.py --serve modelfleet|fastapi MODEL.onnx PORT [PARAMS_JSON]``.
+``serve.py --serve modelfleet|fastapi MODEL.onnx PORT [PARAMS_JSON [CERT KEY CA]]``.
 """
 
 from __future__ import annotations
