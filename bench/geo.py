@@ -22,6 +22,15 @@ Also measured: SDK and gateway overhead over a direct call to a site on loopback
 link (sequential, interleaved), and failover: eu under load, eu-local SIGKILLed, through the
 SDK and through the gateway (failed requests, worst latency, p50 before and after).
 
+TLS, as a fleet runs: the hub serves HTTPS with its fleet CA, every site HTTPS with the
+certificate it got at enrollment; the WAN links relay TCP, so TLS runs end to end through
+them. The plain client and the SDK verify the sites against the fleet CA (the SDK also that
+the certificate names the site it chose); the gateways are given the CA as their trusted
+roots (``SSL_CERT_FILE``). Connections are kept alive, so a handshake (one more WAN round
+trip with TLS 1.3) happens once per connection, outside the measured requests.
+``--insecure-http`` runs the same fleet on plain HTTP, to compare. ``--token T`` sends
+``Authorization: Bearer T`` with every inference (sites may require an ``infer`` token).
+
 Run: ``.venv/bin/python bench/geo.py`` (about a minute). Prints a table, writes
 ``bench/results/geo.json``.
 """
@@ -33,6 +42,7 @@ import http.client
 import json
 import os
 import platform
+import ssl
 import statistics
 import subprocess
 import sys
@@ -117,6 +127,15 @@ class Procs:
             reservation.close()
 
 
+#: ``https`` unless run with ``--insecure-http``; set by ``main``.
+SCHEME = "https"
+#: The fleet CA the clients verify sites with (None on plain HTTP); set by ``run``.
+CA_FILE: Path | None = None
+#: Sent with every inference request (``--token``), by the plain client and the SDK.
+HEADERS: dict[str, str] = {}
+TOKEN: str | None = None
+
+
 def wan(procs: Procs, upstream_port: int, delay_s: float) -> str:
     port = procs.reserve()
     cmd = [
@@ -125,13 +144,15 @@ def wan(procs: Procs, upstream_port: int, delay_s: float) -> str:
         "--delay", f"{delay_s * 1e3}ms",
     ]  # fmt: skip
     procs.add(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    return f"http://127.0.0.1:{port}"
+    return f"{SCHEME}://127.0.0.1:{port}"
 
 
 def gateway(procs: Procs, root: Path, name: str, sites: list[dict[str, Any]], region: str) -> str:
     sites_file = root / f"gateway-{name}.json"
     sites_file.write_text(json.dumps(sites))
-    gw = GatewayProcess(["--sites", str(sites_file), "--data-region", region])
+    # The gateway trusts the system's roots for https sites: here those are the fleet CA.
+    env = {"SSL_CERT_FILE": str(CA_FILE)} if CA_FILE else {}
+    gw = GatewayProcess(["--sites", str(sites_file), "--data-region", region], extra_env=env)
     procs.gateways.append(gw)
     return gw.start().url
 
@@ -140,8 +161,15 @@ class Plain:
     """The lightest direct client: stdlib keep-alive HTTP, OIP JSON."""
 
     def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        scheme, _, hostport = url.partition("://")
+        host, port = hostport.split(":")
+        if scheme == "https":
+            context = ssl.create_default_context(cafile=str(CA_FILE) if CA_FILE else None)
+            self.conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, int(port), timeout=30, context=context
+            )
+        else:
+            self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
 
     def infer(self, headers: dict[str, str] | None = None) -> None:
         try:
@@ -155,7 +183,7 @@ class Plain:
             "POST",
             f"/v2/models/{MODEL}/infer",
             JSON_BODY,
-            {"content-type": "application/json", **(headers or {})},
+            {"content-type": "application/json", **HEADERS, **(headers or {})},
         )
         response = self.conn.getresponse()
         body = response.read()
@@ -259,7 +287,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="per region and scenario")
     parser.add_argument("--workers", type=int, default=4, help="client threads per region")
     parser.add_argument("--overhead-requests", type=int, default=1000)
+    parser.add_argument(
+        "--insecure-http", action="store_true", help="plain HTTP everywhere (to compare)"
+    )
+    parser.add_argument("--token", help="send Authorization: Bearer TOKEN with each inference")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    global SCHEME, TOKEN
+    SCHEME = "http" if args.insecure_http else "https"
+    if args.token:
+        TOKEN = args.token
+        HEADERS["Authorization"] = f"Bearer {args.token}"
 
     procs = Procs()
     sites: dict[str, SiteProcess] = {}
@@ -271,18 +309,21 @@ def main() -> None:
             for site in sites.values():
                 site.stop()
             procs.close()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    print(f"\nwrote {args.out}")
 
 
 def run(root: Path, procs: Procs, sites: dict[str, SiteProcess], args: Any) -> dict[str, Any]:
+    global CA_FILE
     init = init_hub(root / "hub")
-    hub = HubProcess(root / "hub").start()
+    tls = SCHEME == "https"
+    hub = HubProcess(root / "hub", tls=tls).start()
     if hub.proc is not None:
         procs.add(hub.proc)
-    admin = HubClient(hub.url, init.admin_token)
+    CA_FILE = hub.ca_file if tls else None
+    admin = HubClient(hub.url, init.admin_token, ca_file=CA_FILE)
     admin.push(write_model(root / "sensor.onnx"), MODEL)
     labels = {
         "central": "US",
@@ -298,14 +339,14 @@ def run(root: Path, procs: Procs, sites: dict[str, SiteProcess], args: Any) -> d
             root / f"site-{name}", hub.url, created["enrollment_token"]
         ).start(wait_ready=False)
     for site in sites.values():
-        wait_http(f"{site.url}/v2/models/{MODEL}/ready", 60, site.proc)
+        wait_http(f"{site.url}/v2/models/{MODEL}/ready", 60, site.proc, ca_file=CA_FILE)
     admin.close()
 
     central_links = {r: wan(procs, sites["central"].port, d) for r, (_, d) in REGIONS.items()}
     local_links = {r: wan(procs, sites[f"{r}-local"].port, LOCAL_DELAY_S) for r in REGIONS}
     backup_link = wan(procs, sites["eu-backup"].port, BACKUP_DELAY_S)
     for url in [*central_links.values(), *local_links.values(), backup_link]:
-        wait_http(f"{url}/v2/health/live", 30)
+        wait_http(f"{url}/v2/health/live", 30, ca_file=CA_FILE)
 
     def region_sites(region: str) -> list[dict[str, Any]]:
         jurisdiction = REGIONS[region][0]
@@ -321,9 +362,7 @@ def run(root: Path, procs: Procs, sites: dict[str, SiteProcess], args: Any) -> d
         return out
 
     gateways = {r: gateway(procs, root, r, region_sites(r), REGIONS[r][0]) for r in REGIONS}
-    clients = {
-        r: modelfleet.Client(sites=region_sites(r), data_region=REGIONS[r][0]) for r in REGIONS
-    }
+    clients = {r: sdk_client(region_sites(r), REGIONS[r][0]) for r in REGIONS}
 
     def sdk_call(region: str) -> Callable[[], Callable[[], None]]:
         client = clients[region]
@@ -397,7 +436,9 @@ def run(root: Path, procs: Procs, sites: dict[str, SiteProcess], args: Any) -> d
 
     return {
         "benchmark": "geo",
-        "command": ".venv/bin/python bench/geo.py",
+        "command": "python bench/geo.py " + " ".join(sys.argv[1:]),
+        "tls": SCHEME == "https",
+        "token": bool(args.token),
         "requests_per_region": args.requests,
         "workers_per_region": args.workers,
         "local_one_way_ms": LOCAL_DELAY_S * 1e3,
@@ -408,13 +449,19 @@ def run(root: Path, procs: Procs, sites: dict[str, SiteProcess], args: Any) -> d
     }
 
 
+def sdk_client(sites: list[dict[str, Any]], region: str) -> modelfleet.Client:
+    """The SDK over a static site list, verifying https sites against the fleet CA."""
+    return modelfleet.Client(sites=sites, data_region=region, token=TOKEN, ca_file=CA_FILE)
+
+
 def measure_overhead(root: Path, procs: Procs, site: SiteProcess, requests: int) -> dict[str, Any]:
     """Direct vs SDK vs gateway to one site on loopback, no WAN link, one request at a time."""
     print("overhead ...", flush=True)
-    sites = [{"name": "s", "url": site.url, "labels": {"jurisdiction": "US"}}]
+    # The site's own name: over TLS, the SDK and gateway check the certificate names it.
+    sites = [{"name": "us-local", "url": site.url, "labels": {"jurisdiction": "US"}}]
     gw_url = gateway(procs, root, "overhead", sites, "US")
     direct, via_gw = Plain(site.url), Plain(gw_url)
-    client = modelfleet.Client(sites=sites, data_region="US")
+    client = sdk_client(sites, "US")
     timings: dict[str, list[float]] = {"direct": [], "sdk": [], "gateway": []}
     calls: dict[str, Callable[[], Any]] = {
         "direct": direct.infer,

@@ -1,9 +1,20 @@
 """Inference serving benchmark: modelfleet site vs MLServer 1.7 vs a hand-written FastAPI app.
 
-The same ONNX file is served by the three servers, one at a time, on loopback, and driven
-by one load generator (wrk, with a Lua script that posts one OIP v2 JSON request) at
-concurrency 1 and 32, for a small tabular model (logistic regression on iris) and a larger
-one (100-tree random forest on digits), both exported with ``modelfleet.export.from_sklearn``.
+The same ONNX file is served by the three servers on loopback (all started at once, measured
+in turn, see :func:`measure_model`), and driven by one load generator (wrk, with a Lua
+script that posts one OIP v2 JSON request) at concurrency 1 and 32, for a small tabular
+model (logistic regression on iris) and a larger one (100-tree random forest on digits),
+both exported with ``modelfleet.export.from_sklearn``. Besides throughput and latency, each
+run records the server's CPU time per request.
+
+TLS rows: ``modelfleet-tls`` is the same server presenting the certificate a real site got
+at enrollment from a TLS hub's fleet CA (``bench/tls_certs.py``), ``mlserver-tls`` is
+MLServer serving HTTPS with a certificate from the same CA. wrk keeps its connections
+alive, so the rows measure TLS records on established connections (one handshake per
+connection, at the start), not handshakes.
+
+``--token T`` adds ``Authorization: Bearer T`` to every request (a site's ``/v2`` may
+require an ``infer`` token).
 
 Run (``make bench`` does): ``.venv/bin/python bench/serve.py``. Needs ``wrk`` on PATH
 (Debian: ``apt-get install -y wrk``) and MLServer in its own venv (``.venv-mlserver``, created
@@ -11,7 +22,7 @@ on first run: MLServer 1.7 pins older FastAPI/Starlette than modelfleet's).
 Prints a table and writes ``bench/results/serve.json``.
 
 Internal entry points (used by the runner, as child processes):
-``serve.py --serve modelfleet|fastapi MODEL.onnx PORT [PARAMS_JSON]``.
+``serve.py --serve modelfleet|fastapi MODEL.onnx PORT [PARAMS_JSON [CERT KEY CA]]``.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import platform
 import shutil
 import signal
 import socket
-import statistics
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -34,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request  # module level: FastAPI resolves the handler's annotations here
+from serve_report import TLS_SERVERS, print_table, print_tls_table, summarise
+from tls_certs import MLSERVER_TLS_LAUNCHER, BenchCerts, make_certs
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "serve.json"
@@ -43,7 +56,7 @@ MLSERVER_SPEC = "mlserver==1.7.*"
 #: raises there and every model fails to load, so the venv pins uvloop below 0.22.
 MLSERVER_EXTRAS = ["onnxruntime", "uvloop<0.22"]
 MODEL_NAME = "m"
-SERVERS = ("modelfleet", "mlserver", "fastapi")
+SERVERS = ("modelfleet", "modelfleet-tls", "mlserver", "mlserver-tls", "fastapi")
 #: Also measurable with --servers: modelfleet's server on uvicorn instead of its own listener.
 EXTRA_SERVERS = ("modelfleet-uvicorn", "modelfleet-notelemetry")
 #: Serving parameters given to the modelfleet site, as an assignment would.
@@ -97,11 +110,18 @@ def build_models(workdir: Path) -> dict[str, dict[str, Any]]:
 
 
 def serve_modelfleet(
-    model: Path, port: int, params: dict[str, Any], engine: str, *, telemetry: bool = True
+    model: Path,
+    port: int,
+    params: dict[str, Any],
+    engine: str,
+    *,
+    telemetry: bool = True,
+    tls_files: list[str] | None = None,
 ) -> None:
     """The production path: ModelRepository + LoadedModel + InferenceServer + serve_http,
     with the agent's telemetry (10 s windows, sketches, the on-disk outbox) unless turned
     off — the "modelfleet-notelemetry" variant measures what telemetry costs."""
+    from modelfleet.pki.tls import ServerTlsFiles
     from modelfleet.site.repository import ModelRepository
     from modelfleet.site.runtime import LoadedModel
     from modelfleet.site.server import InferenceServer
@@ -124,6 +144,7 @@ def serve_modelfleet(
         port=port,
         log_level="warning",
         engine="uvicorn" if engine == "uvicorn" else "builtin",
+        tls=ServerTlsFiles(*map(Path, tls_files)) if tls_files else None,
     )
 
 
@@ -248,21 +269,39 @@ def free_port() -> int:
 
 
 def start_server(
-    kind: str, model: Path, workdir: Path, log: Path
+    kind: str,
+    model: Path,
+    workdir: Path,
+    log: Path,
+    certs: BenchCerts | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    if kind == "mlserver":
+    tls = kind in TLS_SERVERS
+    if tls and certs is None:
+        raise RuntimeError(f"{kind} needs the bench certificates")
+    scheme = "https" if tls else "http"
+    if kind.startswith("mlserver"):
         binary = ensure_mlserver()
         folder = mlserver_dir(workdir, model, port)
         cmd = [str(binary), "start", str(folder)]
-        ready = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready"
+        if certs is not None and tls:
+            launcher = folder / "start_tls.py"
+            launcher.write_text(MLSERVER_TLS_LAUNCHER)
+            python = str(binary.parent / "python")
+            cmd = [python, str(launcher), str(folder), str(certs.mlserver_cert)]
+            cmd.append(str(certs.mlserver_key))
+        ready = f"{scheme}://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready"
         cwd: Path | None = folder
     else:
         cmd = [sys.executable, __file__, "--serve", kind, str(model), str(port)]
         if kind.startswith("modelfleet"):
             cmd.append(json.dumps(SITE_PARAMS))
-        ready = f"http://127.0.0.1:{port}/v2/health/ready"
+        if certs is not None and tls:
+            cmd += [str(certs.site_cert), str(certs.site_key), str(certs.ca_file)]
+        ready = f"{scheme}://127.0.0.1:{port}/v2/health/ready"
         cwd = None
+    context = certs.client_context() if certs is not None and tls else None
     with log.open("ab") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
@@ -272,9 +311,10 @@ def start_server(
         if proc.poll() is not None:
             raise RuntimeError(f"{kind} exited with {proc.returncode}; see {log}")
         try:
-            with urllib.request.urlopen(ready, timeout=1) as answer:
+            probe = urllib.request.Request(ready, headers=headers or {})
+            with urllib.request.urlopen(probe, timeout=1, context=context) as answer:
                 if answer.status == 200:
-                    return proc, f"http://127.0.0.1:{port}"
+                    return proc, f"{scheme}://127.0.0.1:{port}"
         except (urllib.error.URLError, OSError):
             pass  # not up yet: ask again
         time.sleep(0.2)
@@ -292,14 +332,20 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def check_answer(url: str, body: str) -> list[float]:
-    """One request; the probabilities output, to prove all servers compute the same thing."""
+def check_answer(
+    url: str,
+    body: str,
+    context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[float]:
+    """One request; the probabilities output, to prove all servers compute the same thing.
+    With ``context``, the server's certificate is verified against the fleet CA."""
     request = urllib.request.Request(
         f"{url}/v2/models/{MODEL_NAME}/infer",
         data=body.encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
-    with urllib.request.urlopen(request, timeout=10) as answer:
+    with urllib.request.urlopen(request, timeout=10, context=context) as answer:
         doc = json.loads(answer.read())
     for output in doc["outputs"]:
         if output["name"] == "probabilities":
@@ -313,6 +359,7 @@ def check_answer(url: str, body: str) -> list[float]:
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+%s
 wrk.body = [==[%s]==]
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -326,14 +373,48 @@ end
 """
 
 
-def run_wrk(url: str, body: str, connections: int, seconds: int, workdir: Path) -> dict[str, Any]:
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every live process of group ``pgid``: a
+    server and its workers (MLServer infers in child processes)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid:  # after the name: state, ppid, pgrp, ...
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    url: str,
+    body: str,
+    connections: int,
+    seconds: int,
+    workdir: Path,
+    headers: dict[str, str] | None = None,
+    server_pgid: int | None = None,
+) -> dict[str, Any]:
+    """wrk against ``url`` (http or https: wrk speaks TLS, without verifying, on kept-alive
+    connections); ``headers`` are sent with every request (a bearer token, say). With
+    ``server_pgid``, also the server's CPU time per request: unlike throughput, it hardly
+    moves when other work shares the machine."""
+    extra = "\n".join(
+        f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}"
+        for name, value in (headers or {}).items()
+    )
     script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT % body)
+    script.write_text(WRK_SCRIPT % (extra, body))
     cmd = [
         "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
         "-s", str(script), f"{url}/v2/models/{MODEL_NAME}/infer",
     ]  # fmt: skip
+    cpu_before = group_cpu_s(server_pgid) if server_pgid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    cpu_used = group_cpu_s(server_pgid) - cpu_before if server_pgid else None
     line = next((s for s in out.stdout.splitlines() if s.startswith("BENCH ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
@@ -346,10 +427,64 @@ def run_wrk(url: str, body: str, connections: int, seconds: int, workdir: Path) 
         "p99_ms": round(raw["p99_us"] / 1000, 3),
         "requests": raw["requests"],
         "errors": raw["socket_errors"] + raw["status_errors"],
+        "server_cpu_us_per_req": (
+            round(cpu_used * 1e6 / raw["requests"], 1)
+            if cpu_used is not None and raw["requests"]
+            else None
+        ),
     }
 
 
 # --------------------------------------------------------------------------- main
+
+
+def measure_model(
+    model_name: str,
+    model: dict[str, Any],
+    servers: list[str],
+    levels: list[int],
+    args: argparse.Namespace,
+    workdir: Path,
+    certs: BenchCerts | None,
+) -> list[dict[str, Any]]:
+    """Every server up at once (idle ones cost nothing), measured in turn: run ``i`` of each
+    server comes before run ``i + 1`` of any, so load from elsewhere on the machine spreads
+    over all of them instead of landing on whichever ran then. Each run has its warm-up."""
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    body = model["body"]
+    running: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    answers: dict[str, list[float]] = {}
+    cells: list[dict[str, Any]] = []
+    try:
+        for kind in servers:
+            log = workdir / f"{model_name}-{kind}.log"
+            running[kind] = start_server(kind, model["path"], workdir, log, certs, headers)
+            context = certs.client_context() if certs and kind in TLS_SERVERS else None
+            answers[kind] = check_answer(running[kind][1], body, context, headers)
+        if len({json.dumps(a) for a in answers.values()}) > 1:
+            raise RuntimeError(f"servers disagree on {model_name}: {answers}")
+        for connections in levels:
+            runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in servers}
+            for _ in range(args.repeat):
+                for kind, (proc, url) in running.items():
+                    run_wrk(url, body, connections, args.warmup, workdir, headers)
+                    run = run_wrk(url, body, connections, args.seconds, workdir, headers, proc.pid)
+                    runs[kind].append(run)
+            for kind in servers:
+                cell = summarise(runs[kind])
+                cell.update(model=model_name, server=kind, concurrency=connections)
+                cells.append(cell)
+                print(
+                    f"{model_name:17} {kind:14} c={connections:<3} "
+                    f"{cell['rps']:>9.0f} req/s  p50 {cell['p50_ms']:.3f} ms  "
+                    f"p99 {cell['p99_ms']:.3f} ms  cpu {cell['server_cpu_us_per_req']} us/req  "
+                    f"(rps runs {cell['rps_runs']})",
+                    file=sys.stderr,
+                )
+    finally:
+        for proc, _ in running.values():
+            stop_server(proc)
+    return cells
 
 
 def main() -> None:
@@ -360,6 +495,9 @@ def main() -> None:
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--token", help="send Authorization: Bearer TOKEN with every request (default: none)"
+    )
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -372,6 +510,7 @@ def main() -> None:
                 json.loads(args.serve[3]),
                 engine,
                 telemetry=kind != "modelfleet-notelemetry",
+                tls_files=args.serve[4:7] or None,
             )
         else:
             serve_fastapi(model, port)
@@ -379,37 +518,18 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not on PATH: apt-get install -y wrk")
     servers = [s for s in args.servers.split(",") if s]
+    unknown = sorted(set(servers) - {*SERVERS, *EXTRA_SERVERS})
+    if unknown:
+        sys.exit(f"unknown --servers {unknown}; known: {', '.join((*SERVERS, *EXTRA_SERVERS))}")
     levels = [int(c) for c in args.concurrency.split(",")]
     started = time.time()
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="modelfleet-bench-") as tmp:
         workdir = Path(tmp)
+        certs = make_certs(workdir / "pki") if set(servers) & set(TLS_SERVERS) else None
         models = build_models(workdir)
         for model_name, model in models.items():
-            answers: dict[str, list[float]] = {}
-            for kind in servers:
-                proc, url = start_server(kind, model["path"], workdir, workdir / f"{kind}.log")
-                try:
-                    answers[kind] = check_answer(url, model["body"])
-                    for connections in levels:
-                        run_wrk(url, model["body"], connections, args.warmup, workdir)
-                        runs = [
-                            run_wrk(url, model["body"], connections, args.seconds, workdir)
-                            for _ in range(args.repeat)
-                        ]
-                        cell = _summarise(runs)
-                        cell.update(model=model_name, server=kind, concurrency=connections)
-                        results.append(cell)
-                        print(
-                            f"{model_name:17} {kind:10} c={connections:<3} "
-                            f"{cell['rps']:>9.0f} req/s  p50 {cell['p50_ms']:.3f} ms  "
-                            f"p99 {cell['p99_ms']:.3f} ms  (rps runs {cell['rps_runs']})",
-                            file=sys.stderr,
-                        )
-                finally:
-                    stop_server(proc)
-            if len({json.dumps(a) for a in answers.values()}) > 1:
-                raise RuntimeError(f"servers disagree on {model_name}: {answers}")
+            results += measure_model(model_name, model, servers, levels, args, workdir, certs)
     doc = {
         "command": "python bench/serve.py " + " ".join(sys.argv[1:]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
@@ -418,7 +538,10 @@ def main() -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "load_generator": "wrk 4.1 (-t1), one JSON request of one row per call, loopback",
+        "load_generator": "wrk 4.1 (-t1), one JSON request of one row per call, loopback, "
+        "kept-alive connections (HTTPS for the -tls servers: TLS 1.3, P-256 fleet-CA "
+        "certificates)",
+        "token": bool(args.token),
         "site_params": SITE_PARAMS,
         "models": {
             k: {"features": v["features"], "size_bytes": v["size_bytes"]} for k, v in models.items()
@@ -428,39 +551,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print_table(results, servers, levels)
+    if set(servers) & set(TLS_SERVERS):
+        print_tls_table(results, levels)
     print(f"\nwritten to {args.out}; command: {doc['command']}")
-
-
-def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median of the repeated runs per figure, with the spread of throughput kept."""
-    return {
-        "rps": round(statistics.median(r["rps"] for r in runs), 1),
-        "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
-        "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 3),
-        "rps_runs": [r["rps"] for r in runs],
-        "p99_runs_ms": [r["p99_ms"] for r in runs],
-        "errors": sum(r["errors"] for r in runs),
-    }
-
-
-def print_table(results: list[dict[str, Any]], servers: list[str], levels: list[int]) -> None:
-    print("\n| model | conc | server | req/s | p50 ms | p99 ms | vs mlserver | vs fastapi |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
-    cells = {(r["model"], r["server"], r["concurrency"]): r for r in results}
-    for model in dict.fromkeys(r["model"] for r in results):
-        for level in levels:
-            for kind in servers:
-                cell = cells.get((model, kind, level))
-                if cell is None:
-                    continue
-                ratios = []
-                for base in ("mlserver", "fastapi"):
-                    other = cells.get((model, base, level))
-                    ratios.append(f"{cell['rps'] / other['rps']:.2f}x" if other else "-")
-                print(
-                    f"| {model} | {level} | {kind} | {cell['rps']:.0f} | {cell['p50_ms']:.3f} | "
-                    f"{cell['p99_ms']:.3f} | {ratios[0]} | {ratios[1]} |"
-                )
 
 
 if __name__ == "__main__":
