@@ -93,6 +93,8 @@ BIG = 425408499138611744222478336  # beyond 64 bits
         ("GET", f"/api/v1/federation/jobs/j1/rounds/{BIG}/weights", None),
         ("GET", f"/api/v1/models/pump/versions/{BIG}/reference-profile", None),
         ("GET", f"/api/v1/models/pump/versions?parent={BIG}", None),
+        ("POST", "/api/v1/sites", {"name": "plant-x", "labels": {}, "enrollment_ttl_s": 1.27e308}),
+        ("POST", "/api/v1/tokens", {"name": "t", "role": "viewer", "ttl": 4.95e307}),
     ],
 )
 def test_numbers_beyond_the_schema_bounds_answer_4xx(seeded_hub, method, path, body) -> None:
