@@ -17,6 +17,7 @@ with ``raise ... from exc`` so callers only ever catch ours.
     │   └── MissingDependency            400 missing_dependency  (also an ImportError)
     ├── AuthError
     │   ├── Unauthenticated              401 unauthenticated
+    │   ├── RateLimited                  429 rate_limited
     │   └── PermissionDenied             403 forbidden
     ├── NotFound                         404 not_found
     ├── Conflict                         409 conflict
@@ -116,6 +117,18 @@ class Unauthenticated(AuthError):
 
     code = "unauthenticated"
     status = 401
+
+
+class RateLimited(AuthError):
+    """Too many failed authentications from one address: refused before any lookup until
+    ``retry_after_s`` (the hub's ``Retry-After``)."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class PermissionDenied(AuthError):
@@ -290,6 +303,7 @@ ERROR_CLASSES: Mapping[str, type[ModelfleetError]] = MappingProxyType(
         "invalid_tensor": TensorError,
         "missing_dependency": MissingDependency,
         "unauthenticated": Unauthenticated,
+        "rate_limited": RateLimited,
         "forbidden": PermissionDenied,
         "not_found": NotFound,
         "conflict": Conflict,

@@ -162,6 +162,28 @@ class HubSettings(BaseSettings):
         description="For relative p99 gates: how far before a step started the previous "
         "version's latency is read at the same sites.",
     )
+    auth_failures_per_minute: int = Field(
+        default=60,
+        ge=1,
+        le=100_000,
+        description="Failed authentications (unknown or expired token, refused enrollment) "
+        "one client address may make per minute; beyond, it is answered 429 before any "
+        "lookup until the minute is over. Known tokens are never limited.",
+    )
+    audited_failures_per_minute: int = Field(
+        default=10,
+        ge=0,
+        le=100_000,
+        description="Of those failures, how many per address and minute are written to the "
+        "audit log (the rest are counted in the hub's metrics), so anonymous traffic cannot "
+        "grow the log without bound.",
+    )
+    audit_retention_days: float = Field(
+        default=365.0,
+        gt=0,
+        le=36_500,
+        description="Audit entries older than this are deleted by the retention loop.",
+    )
     telemetry_retention_days: float = Field(
         default=30.0,
         gt=0,

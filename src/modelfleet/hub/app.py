@@ -27,6 +27,7 @@ from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics, MeasureRequests
+from modelfleet.hub.ratelimit import FailureLimiter
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention
 from modelfleet.hub.rollout.controller import build_rollouts
@@ -77,8 +78,14 @@ def build_context(settings: HubSettings) -> HubContext:
         rollouts=rollouts,
         retention=TelemetryRetention(
             store.telemetry,
+            store.audit,
             retention_days=settings.telemetry_retention_days,
+            audit_retention_days=settings.audit_retention_days,
             interval_s=settings.telemetry_compact_interval_s,
+        ),
+        limiter=FailureLimiter(
+            limit=settings.auth_failures_per_minute,
+            audit_per_window=settings.audited_failures_per_minute,
         ),
     )
 

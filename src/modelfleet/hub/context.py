@@ -8,6 +8,7 @@ from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.deployments import Deployments
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics
+from modelfleet.hub.ratelimit import FailureLimiter
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention
 from modelfleet.hub.rollout.controller import RolloutController
@@ -40,6 +41,8 @@ class HubContext:
     rollouts: RolloutController
     #: Folds telemetry windows past retention into totals (hub/retention.py).
     retention: TelemetryRetention
+    #: Failed authentications per client address (hub/ratelimit.py).
+    limiter: FailureLimiter
 
     def close(self) -> None:
         self.store.close()

@@ -5,6 +5,9 @@ recent figures need; kept forever they would grow the hub's database by every si
 model x window. Past ``telemetry_retention_days`` a window's counts go into a roll-up row
 and the window is deleted (``TelemetryRepo.compact``), so lifetime totals stay exact.
 Compaction is idempotent and safe on every replica at once, so no leadership is needed.
+
+The same loop deletes audit entries past ``audit_retention_days`` (a year by default): the
+log is append-only and written on every mutating call, so it too would grow forever.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from modelfleet.errors import ModelfleetError
-from modelfleet.hub.store import TelemetryRepo
+from modelfleet.hub.store import AuditRepo, TelemetryRepo
 from modelfleet.loops import BackgroundLoop
 
 log = logging.getLogger("modelfleet.hub.retention")
@@ -25,9 +28,19 @@ class TelemetryRetention:
     """Runs :meth:`compact_now` soon after start, then every ``interval_s``, in a daemon
     thread."""
 
-    def __init__(self, repo: TelemetryRepo, *, retention_days: float, interval_s: float) -> None:
+    def __init__(
+        self,
+        repo: TelemetryRepo,
+        audit: AuditRepo,
+        *,
+        retention_days: float,
+        audit_retention_days: float,
+        interval_s: float,
+    ) -> None:
         self.repo = repo
+        self.audit = audit
         self.retention = timedelta(days=retention_days)
+        self.audit_retention = timedelta(days=audit_retention_days)
         self.interval_s = interval_s
         # Not at once: a starting hub first serves the sites reconnecting to it.
         self._loop = BackgroundLoop(
@@ -41,9 +54,15 @@ class TelemetryRetention:
 
     def compact_now(self, now: datetime | None = None) -> int:
         """Fold and delete every window that ended before the retention horizon."""
-        folded = self.repo.compact((now or datetime.now(UTC)) - self.retention)
+        at = now or datetime.now(UTC)
+        folded = self.repo.compact(at - self.retention)
         if folded:
             log.info("telemetry retention: folded %d windows into per-site totals", folded)
+        pruned = self.audit.prune(at - self.audit_retention)
+        if pruned:
+            log.info(
+                "audit retention: deleted %d entries older than %s", pruned, self.audit_retention
+            )
         return folded
 
     def start(self) -> None:

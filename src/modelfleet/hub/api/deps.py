@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Query, Request
 
-from modelfleet.errors import ModelfleetError, PermissionDenied
-from modelfleet.hub.auth import Permission, Principal, Role, authenticate, site_principal
+from modelfleet.errors import ModelfleetError, PermissionDenied, Unauthenticated
+from modelfleet.hub.auth import (
+    Permission,
+    Principal,
+    Role,
+    authenticate,
+    site_principal,
+)
 from modelfleet.hub.context import HubContext
 from modelfleet.pki.tls import PEER_EXTENSION, Peer
 
@@ -41,7 +47,21 @@ def get_principal(
         site = ctx.sites.certificates.check(peer.identity, peer.serial)
         if site is not None:
             return site_principal(site, peer.serial)
-    return authenticate(ctx.store, authorization)
+    address = client_address(request.scope)
+    ctx.limiter.check(address, authorization)
+    try:
+        principal = authenticate(ctx.store, authorization)
+    except Unauthenticated:
+        ctx.limiter.failed(address)
+        raise
+    ctx.limiter.vouch(authorization)
+    return principal
+
+
+def client_address(scope: Mapping[str, Any]) -> str | None:
+    """The TCP peer's address, what failed authentications are limited by."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 Caller = Annotated[Principal, Depends(get_principal)]

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
-from modelfleet.errors import ModelfleetError
+from modelfleet.errors import ModelfleetError, RateLimited
 
 log = logging.getLogger("modelfleet.hub")
 
@@ -33,6 +33,8 @@ def install_error_handlers(app: FastAPI) -> None:
         response = _body(exc.code, exc.message, exc.status)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -22,7 +22,14 @@ from urllib.parse import parse_qs
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelfleet.errors import ArtifactTooLarge, InvalidInput, ModelfleetError
+from modelfleet.errors import (
+    ArtifactTooLarge,
+    InvalidInput,
+    ModelfleetError,
+    RateLimited,
+    Unauthenticated,
+)
+from modelfleet.hub.api.deps import client_address
 from modelfleet.hub.api.federation import MAX_UPDATE_BYTES, off_loop, site_tasks, site_update
 from modelfleet.hub.auth import authenticate, authenticate_from_memory
 from modelfleet.hub.context import HubContext
@@ -60,9 +67,18 @@ class SiteFastPath:
         started = time.perf_counter()
         try:
             bearer = header(scope, b"authorization")
-            caller = authenticate_from_memory(self.ctx.store, bearer)
-            if caller is None:
-                caller = await off_loop(authenticate, self.ctx.store, bearer)
+            address = client_address(scope)
+            try:
+                caller = authenticate_from_memory(self.ctx.store, bearer)
+                if caller is None:
+                    # Not known from memory: an address over its limit of failures gets
+                    # 429 here, before a lookup on the shared thread pool.
+                    self.ctx.limiter.check(address, bearer)
+                    caller = await off_loop(authenticate, self.ctx.store, bearer)
+                    self.ctx.limiter.vouch(bearer)
+            except Unauthenticated:
+                self.ctx.limiter.failed(address)
+                raise
             wait = _wait(scope)  # after authentication: strangers learn nothing
             if route == _UPDATE_ROUTE:
                 limit = self._body_limit()
@@ -77,6 +93,8 @@ class SiteFastPath:
         except ModelfleetError as exc:
             status, payload = exc.status, exc.to_dict()
             extra = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []
+            if isinstance(exc, RateLimited):
+                extra = [(b"retry-after", str(exc.retry_after_s).encode())]
         except Exception:  # the hub's error format, never a traceback
             log.exception("unhandled error on %s %s", method, path)
             status, extra = 500, []

@@ -6,14 +6,21 @@ import functools
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from modelfleet.api import Assignment, AssignmentsRevision, Site, SiteEnrollment
 from modelfleet.errors import PermissionDenied
-from modelfleet.hub.api.deps import Caller, Context, audited, require, require_site
+from modelfleet.hub.api.deps import (
+    Caller,
+    Context,
+    audited,
+    client_address,
+    require,
+    require_site,
+)
 from modelfleet.hub.auth import Permission, Principal, Role
 
 router = APIRouter(prefix="/api/v1", tags=["sites"])
@@ -149,17 +156,21 @@ def fleet_ca(ctx: Context) -> dict[str, str]:
 
 
 @router.post("/enroll", summary="Exchange a one-time enrollment token for a site credential")
-def enroll(body: EnrollIn, ctx: Context) -> dict[str, Any]:
+def enroll(body: EnrollIn, request: Request, ctx: Context) -> dict[str, Any]:
+    address = client_address(request.scope)
+    ctx.limiter.check(address)  # anonymous: a guessing loop is refused before any lookup
     try:
         enrolled = ctx.sites.enroll(body.token, body.csr.encode() if body.csr else None)
     except Exception as exc:
-        ctx.store.audit.record(
-            actor="anonymous",
-            action="site.enroll",
-            object="-",
-            outcome=getattr(exc, "code", "internal"),
-            detail=str(exc),
-        )
+        # Audited, but only the first few per address and minute (hub/ratelimit.py).
+        if ctx.limiter.failed(address):
+            ctx.store.audit.record(
+                actor=f"anonymous@{address or '-'}",
+                action="site.enroll",
+                object="-",
+                outcome=getattr(exc, "code", "internal"),
+                detail=str(exc)[:500],
+            )
         raise
     ctx.store.audit.record(
         actor=f"site:{enrolled.site.name}",

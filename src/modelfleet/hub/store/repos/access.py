@@ -67,3 +67,7 @@ class AuditRepo(ABC):
         self, *, limit: int = 100, actor: str | None = None, action: str | None = None
     ) -> list[AuditRecord]:
         """Newest first."""
+
+    @abstractmethod
+    def prune(self, before: datetime) -> int:
+        """Delete the entries recorded before ``before`` (retention); how many went."""

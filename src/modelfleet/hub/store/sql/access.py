@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, insert, or_, select, update
+from sqlalchemy import Row, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput
@@ -86,6 +86,10 @@ class SqlTokenRepo(TokenRepo):
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self._lookups: dict[str, tuple[float, TokenRecord]] = {}
+        # Hashes found in no row, remembered as long: a loop of wrong tokens costs a dict
+        # lookup, not a query each (a token created here clears it at once; one created
+        # through another replica works here within LOOKUP_TTL_S).
+        self._misses: dict[str, float] = {}
         self._lookups_lock = threading.Lock()
         # Last use: when each token was last noted (monotonic), and the uses to write.
         self._noted: dict[str, float] = {}
@@ -102,6 +106,7 @@ class SqlTokenRepo(TokenRepo):
     def _forget_lookups(self) -> None:
         with self._lookups_lock:
             self._lookups.clear()
+            self._misses.clear()
 
     def create(
         self,
@@ -151,10 +156,18 @@ class SqlTokenRepo(TokenRepo):
         cached = self.find_cached(token_hash)
         if cached is not None:
             return cached
+        with self._lookups_lock:
+            missed = self._misses.get(token_hash)
+        if missed is not None and missed > now:
+            return None
         query = select(*_columns()).where(tokens.c.token_hash == token_hash)
         with self._store.read() as conn:
             row = conn.execute(query).one_or_none()
-        if row is None:  # not remembered: a token created through another replica works at once
+        if row is None:
+            with self._lookups_lock:
+                if len(self._misses) >= 10_000:
+                    self._misses.clear()
+                self._misses[token_hash] = now + LOOKUP_TTL_S
             return None
         record = _to_token(row)
         with self._lookups_lock:
@@ -259,6 +272,12 @@ class SqlAuditRepo(AuditRepo):
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
+
+    def prune(self, before: datetime) -> int:
+        if before.utcoffset() is None:
+            raise InvalidInput("before must be timezone-aware")
+        with self._store.write() as conn:
+            return int(conn.execute(delete(audit).where(audit.c.at < before)).rowcount)
 
     def record(
         self, *, actor: str, action: str, object: str, outcome: str, detail: str = ""
