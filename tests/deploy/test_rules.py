@@ -135,6 +135,11 @@ def test_policies_name_rule_and_sites() -> None:
     violations = check_residency(rules, ["EU"], SITES)
     assert [v.site for v in violations] == ["b1", "c1"]
     assert check_residency(rules, ["US"], SITES) == []
+    # A version with no recorded provenance cannot pass a residency rule by silence.
+    [unknown] = check_residency(rules, [], SITES)
+    assert (unknown.rule, unknown.site) == ("eu-data-stays-in-eu", None)
+    assert "no training regions" in refuse("deployment pump", [unknown]).message
+    assert check_residency([rules[1]], [], SITES) == []  # no residency rule: nothing to check
     error = refuse("deployment pump", violations)
     assert isinstance(error, PolicyViolation)
     assert "eu-data-stays-in-eu" in error.message

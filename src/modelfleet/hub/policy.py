@@ -120,6 +120,19 @@ def check_residency(
     found = []
     regions = set(training_regions)
     for rule in rules:
+        if isinstance(rule, ResidencyRule) and not regions:
+            # No provenance: the rule cannot tell whether this model holds its regions'
+            # data, and passing it silently would be the leak the rule exists to stop.
+            found.append(
+                Violation(
+                    rule.name,
+                    rule.kind,
+                    None,
+                    "the version records no training regions, so this rule cannot be "
+                    "checked; push it with its regions (--training-region REGION)",
+                )
+            )
+            continue
         if not isinstance(rule, ResidencyRule) or not regions & set(rule.training_regions):
             continue
         allowed = set(rule.allowed_jurisdictions)
@@ -171,7 +184,9 @@ def refuse(subject: str, violations: Sequence[Violation]) -> PolicyViolation:
     for rule in sorted({v.rule for v in violations}):
         mine = [v for v in violations if v.rule == rule]
         kind = mine[0].kind
-        if kind == "residency":
+        if kind == "residency" and mine[0].site is None:
+            lines.append(f"residency rule {rule!r}: {mine[0].detail}")
+        elif kind == "residency":
             sites = "; ".join(f"{v.site}: {v.detail}" for v in mine)
             lines.append(f"residency rule {rule!r} refuses site(s) {sites}")
         else:
