@@ -241,3 +241,44 @@ def test_wan_link_delays_cuts_and_restores() -> None:
         server.close()
 
     asyncio.run(scenario())
+
+
+def test_the_cascade_never_forwards_the_clients_id_as_a_header() -> None:
+    """A request id holding CR/LF once became injected headers on the cascaded call (one
+    of them lifting residency at a gateway target); the outbound call now carries an id of
+    its own and the client's only inside the body."""
+    seen: list[bytes] = []
+
+    async def scenario() -> None:
+        async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(record, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        cascade = Cascade(
+            f"http://127.0.0.1:{port}",
+            {"clf": EscalationRule(always=True)},
+            deadline_s=30.0,
+            data_region="EU",
+        )
+        hostile = "edge-1\r\nx-injected: yes\r\nx-modelfleet-data-region: *"
+        x = np.zeros((1, 2), np.float32)
+        request = InferRequest(id=hostile, inputs=[to_numpy_input(x, "X")])
+        local = InferResponse(model_name="clf", outputs=[], id=hostile)
+        answer = await cascade.maybe_escalate("clf", request, local)
+        assert answer.parameters == {"degraded": True}  # the recorder refused it
+        cascade.close()
+        server.close()
+
+    asyncio.run(scenario())
+    [head] = seen
+    lines = head.decode("latin-1").lower().split("\r\n")
+    assert not any(line.startswith("x-injected") for line in lines)
+    regions = [line for line in lines if line.startswith("x-modelfleet-data-region")]
+    assert regions == ["x-modelfleet-data-region: eu"]
+    [request_id] = [line.split(": ", 1)[1] for line in lines if line.startswith("x-request-id")]
+    assert len(request_id) == 32
+    assert request_id.isalnum()

@@ -43,6 +43,7 @@ registered in the registry passed in (the server's), so they appear on the site'
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,8 +215,10 @@ class Cascade:
         headers = {"content-type": "application/octet-stream", CASCADE_HEADER: "1"}
         if header_length is not None:
             headers[INFERENCE_HEADER_LENGTH] = str(header_length)
-        if request.id:
-            headers[REQUEST_ID_HEADER] = request.id
+        # A fresh id for this outbound call, never the client's: the client's JSON "id" is
+        # any text (a CR/LF in it once became injected headers here); it still travels
+        # inside the body, where the cloud answers with it.
+        headers[REQUEST_ID_HEADER] = uuid.uuid4().hex
         if self.data_region:
             headers[REGION_HEADER] = self.data_region
         response = await self._pool.request(
