@@ -8,8 +8,11 @@ attempt through ``clear_refs``).
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import re
 import struct
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -162,3 +165,50 @@ def test_every_count_in_a_window_is_bounded(fleet: Fleet) -> None:
         )
         assert response.status_code == 400, (bad, response.text)
     site.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MiB tmpfs: a real full disk (ENOSPC), not a monkeypatch."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_counts_windows_as_dropped_and_the_hub_hears_of_it(
+    fleet: Fleet, small_disk: Path
+) -> None:
+    session = _site(fleet, "plant-eu")
+    spool = Spool(small_disk / "telemetry.db")
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # unbuffered: take every free byte
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    profile = profile_array(np.random.default_rng(0).normal(size=(200, 8))).to_dict()
+    lost = sum(spool.put(_window(**profile["columns"])) for _ in range(20))
+    assert lost >= 1  # the disk was full: windows were counted, nothing raised
+    assert spool.drops()[0] >= lost
+    shipper = Shipper(spool, HubTelemetrySender(session, "plant-eu"))
+    shipper.ship_once()
+    [row] = [s for s in fleet.admin.get_telemetry_status()["sites"] if s["site"] == "plant-eu"]
+    assert row["dropped"]["windows"] == spool.drops()[0]
+    # Space comes back: the next window is kept and the lost count becomes durable.
+    filler.unlink()
+    assert spool.put(_window()) == 0
+    spool.close()
+    again = Spool(small_disk / "telemetry.db")
+    assert again.drops()[0] >= lost
+    again.close()
+    session.close()

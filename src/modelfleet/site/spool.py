@@ -129,6 +129,10 @@ class Spool:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the telemetry spool {self.path}: {exc}") from exc
         self.spool_id = self._meta("spool_id")
+        # Windows a failed write could not keep (disk full, I/O error): counted here until a
+        # write succeeds again and folds them into the stored drop counters, and shipped in
+        # the meantime with every batch, so the hub hears of them either way.
+        self._lost = (0, 0)
 
     def close(self) -> None:
         with self._lock:
@@ -139,7 +143,8 @@ class Spool:
         return str(row[0])
 
     def put(self, window: dict[str, Any]) -> int:
-        """Store a closed window; returns how many old windows were dropped to fit it."""
+        """Store a closed window; returns how many windows were dropped to fit it (1 when
+        this one could not be written: counted as dropped, never raised at the caller)."""
         body = orjson.dumps(window)
         requests = int(window.get("requests", 0))
         dropped = 0
@@ -175,10 +180,21 @@ class Spool:
                         "VALUES (?, ?, ?, ?)",
                         (str(window["id"]), requests, len(body), body),
                     )
+                lost = self._lost
+                if lost != (0, 0):
+                    self._bump_drops(*lost)
                 self._db.execute("COMMIT")
+                self._lost = (0, 0)
             except sqlite3.Error as exc:
                 self._rollback()
-                raise StoreError(f"telemetry spool write failed: {exc}") from exc
+                self._lost = (self._lost[0] + 1, self._lost[1] + requests)
+                log.warning(
+                    "telemetry spool write failed (%s): window counted as dropped "
+                    "(%d not kept so far)",
+                    exc,
+                    self._lost[0],
+                )
+                return 1
         if dropped:
             log.warning("telemetry outbox full: dropped %d oldest window(s)", dropped)
         return dropped
@@ -231,8 +247,8 @@ class Spool:
                 rows = self._db.execute(
                     "SELECT id, body FROM windows WHERE batch_id = ? ORDER BY seq", (batch_id,)
                 ).fetchall()
-                dropped_windows = int(self._meta("dropped_windows"))
-                dropped_requests = int(self._meta("dropped_requests"))
+                dropped_windows = int(self._meta("dropped_windows")) + self._lost[0]
+                dropped_requests = int(self._meta("dropped_requests")) + self._lost[1]
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -308,7 +324,10 @@ class Spool:
     def drops(self) -> tuple[int, int]:
         """Cumulative ``(windows, requests)`` dropped since the outbox was created."""
         with self._lock:
-            return int(self._meta("dropped_windows")), int(self._meta("dropped_requests"))
+            return (
+                int(self._meta("dropped_windows")) + self._lost[0],
+                int(self._meta("dropped_requests")) + self._lost[1],
+            )
 
     def ack(self, batch_id: str) -> int:
         """The hub stored the batch: delete its windows and reclaim the space."""
