@@ -36,6 +36,9 @@ def directory(ctx: HubContext) -> dict[str, Any]:
                 "ready": m["active_version"] is not None,
             }
             for m in view["models"]
+            # Only what the hub assigned there: a site cannot advertise a model of its own
+            # choosing (a report is the site's word, the assignment is the hub's).
+            if m["assigned_version"] is not None
         ]
         sites.append(
             {

@@ -2,7 +2,9 @@
 
 Model uploads stream to disk under their own limit (``max_artifact_bytes``) and are exempt;
 every other body (JSON documents, telemetry batches, federated updates) is capped at
-``max_body_bytes`` and refused with 413 in the hub's error format.
+``max_body_bytes`` and refused with 413 in the hub's error format. A site's heartbeat and
+an enrollment are small by nature and sent often or anonymously: they are capped at
+:data:`SMALL_BODY_BYTES`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _UPLOAD = re.compile(r"^/api/v1/models/[^/]+/versions$")
+_SMALL = re.compile(r"^/api/v1/(sites/[^/]+/report|enroll)$")
+SMALL_BODY_BYTES = 256 * 1024
 
 
 class BodyLimit:
@@ -25,6 +29,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
+        if _SMALL.fullmatch(scope["path"]):
+            limit = min(limit, SMALL_BODY_BYTES)
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _too_large(send, limit)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
 from modelfleet.api import Assignment, AssignmentsRevision, Site, SiteEnrollment
@@ -67,6 +67,43 @@ class AssignmentsIn(BaseModel):
 
 class LabelsIn(BaseModel):
     labels: dict[str, str]
+
+
+class ModelErrorIn(BaseModel):
+    """Why a model is not serving (an error class's code and message)."""
+
+    code: str = Field(max_length=64)
+    message: str = Field(max_length=4000)
+
+
+class ModelReportIn(BaseModel):
+    """One model as the site runs it (``site.reconciler.ModelStatus``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    desired_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    active_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    state: str = Field(default="pending", max_length=32)
+    error: ModelErrorIn | None = None
+
+
+class SiteReportIn(BaseModel):
+    """A site's heartbeat. What it says is the site's own view, so each field is bounded and
+    unknown ones are dropped rather than stored (a report is kept on every heartbeat)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    agent_version: str | None = Field(default=None, max_length=64)
+    uptime_s: float | None = Field(default=None, ge=0, le=1e10)
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="The site's public inference URL (http or https).",
+    )
+    applied_revision: int | None = Field(default=None, ge=0, le=2**62)
+    models: list[ModelReportIn] = Field(default_factory=list, max_length=1024)
 
 
 def _etag(revision: int, keyset_revision: int) -> str:
@@ -290,7 +327,7 @@ async def desired_state(
 @router.post(
     "/sites/{name}/report", status_code=204, summary="A site reports its state (heartbeat)"
 )
-async def report(name: str, body: dict[str, Any], ctx: Context, caller: Caller) -> Response:
+async def report(name: str, body: SiteReportIn, ctx: Context, caller: Caller) -> Response:
     require_site(ctx, caller, name, "site.report", "report for it")
-    await run_in_threadpool(ctx.sites.report, name, body)
+    await run_in_threadpool(ctx.sites.report, name, body.model_dump(exclude_none=True))
     return Response(status_code=204)
