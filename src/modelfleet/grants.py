@@ -49,15 +49,21 @@ class Grant:
     token_hash: str
     models: tuple[str, ...] | None = None  # None: every model
     expires_at: datetime | None = None
+    #: In a gateway's list: the sites the token's site selector matched when the hub signed
+    #: it (None: any site). A site's own list carries only the tokens valid there.
+    sites: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "token_id": self.token_id,
             "name": self.name,
             "hash": self.token_hash,
             "models": list(self.models) if self.models is not None else None,
             "expires_at": signed_time(self.expires_at) if self.expires_at else None,
         }
+        if self.sites is not None:  # absent otherwise: earlier documents stay as they were
+            doc["sites"] = list(self.sites)
+        return doc
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Grant:
@@ -66,6 +72,11 @@ class Grant:
             isinstance(models, list) and all(isinstance(m, str) for m in models)
         ):
             raise ValueError("models must be a list of names")
+        sites = doc.get("sites")
+        if sites is not None and not (
+            isinstance(sites, list) and all(isinstance(m, str) for m in sites)
+        ):
+            raise ValueError("sites must be a list of names")
         token_hash = doc["hash"]
         if not isinstance(token_hash, str) or len(token_hash) != 64:
             raise ValueError("hash must be 64 hex characters")
@@ -76,6 +87,7 @@ class Grant:
             token_hash=token_hash,
             models=tuple(models) if models is not None else None,
             expires_at=parse_signed_time(expires) if expires is not None else None,
+            sites=tuple(sites) if sites is not None else None,
         )
 
 

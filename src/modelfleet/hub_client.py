@@ -266,15 +266,22 @@ class HubClient:
     # --- access -----------------------------------------------------------------------
 
     def create_token(
-        self, name: str, role: str, *, expires_in_days: float | None = None
+        self,
+        name: str,
+        role: str,
+        *,
+        expires_in_days: float | None = None,
+        models: list[str] | None = None,
+        site_selector: str | None = None,
     ) -> TokenCreated:
-        """A new token; its secret (``token``) is in this answer only."""
-        return self._one(
-            TokenCreated,
-            "POST",
-            "/api/v1/tokens",
-            json={"name": name, "role": role, "expires_in_days": expires_in_days},
-        )
+        """A new token; its secret (``token``) is in this answer only. ``models`` and
+        ``site_selector`` limit an ``infer`` token to those models and sites."""
+        body: dict[str, Any] = {"name": name, "role": role, "expires_in_days": expires_in_days}
+        if models is not None:
+            body["models"] = models
+        if site_selector is not None:
+            body["site_selector"] = site_selector
+        return self._one(TokenCreated, "POST", "/api/v1/tokens", json=body)
 
     def list_tokens(self) -> list[Token]:
         return self._many(Token, "GET", "/api/v1/tokens")

@@ -15,6 +15,16 @@ class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     role: str
     expires_in_days: float | None = Field(default=None, gt=0)
+    models: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="Role infer only: the models the token may call (null: every model).",
+    )
+    site_selector: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Role infer only: the sites it may call, as a label selector (null: all).",
+    )
 
 
 class Token(Record):

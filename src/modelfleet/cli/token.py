@@ -23,12 +23,34 @@ app = typer.Typer(help="Create, list and revoke API tokens (admin).", no_args_is
 
 @app.command()
 def create(
-    role: Annotated[str, typer.Option(help="admin, operator or viewer.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="admin, operator, viewer, or infer (calls models at sites and the gateway)."
+        ),
+    ],
     name: Annotated[
         str | None, typer.Option(help="A label for the token (default: the role).")
     ] = None,
     expires_in_days: Annotated[
         float | None, typer.Option(help="Expire after this many days (default: never).")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            metavar="NAME",
+            help="Role infer: a model the token may call (repeat; default: every model).",
+        ),
+    ] = None,
+    sites: Annotated[
+        str | None,
+        typer.Option(
+            "--sites",
+            metavar="SELECTOR",
+            help="Role infer: the sites it may call, e.g. 'jurisdiction in (EU,UK)' "
+            "(default: every site).",
+        ),
     ] = None,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
@@ -36,7 +58,13 @@ def create(
 ) -> None:
     """Create a token; its secret is printed once."""
     with client(hub, token) as hc:
-        created = hc.create_token(name or role, role, expires_in_days=expires_in_days)
+        created = hc.create_token(
+            name or role,
+            role,
+            expires_in_days=expires_in_days,
+            models=model or None,
+            site_selector=sites,
+        )
     if json_out:
         print_json(created)
         return

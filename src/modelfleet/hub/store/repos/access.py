@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from datetime import datetime
 
@@ -43,6 +44,11 @@ class TokenRepo(ABC):
     @abstractmethod
     def revoke(self, token_id: str) -> bool:
         """Mark revoked; False if unknown or already revoked."""
+
+    @abstractmethod
+    def active_infer(self, now: datetime) -> builtins.list[tuple[TokenRecord, str]]:
+        """Every ``infer`` token active at ``now`` with its hash, ordered by id: what the
+        signed grant lists carry. The one read that returns hashes (records never do)."""
 
 
 class AuditRepo(ABC):
