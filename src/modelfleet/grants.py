@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,6 +116,8 @@ class GrantList:
     holder: str
     issued_at: datetime
     by_hash: Mapping[str, Grant]
+    #: Raw ``Authorization`` values already matched to a grant (see :meth:`authorize_raw`).
+    _matched: dict[bytes, Grant] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def empty(cls, holder: str) -> GrantList:
@@ -152,10 +154,13 @@ class GrantList:
             raise VerificationError("grant list is older than the one held; refusing it")
         return cls(holder, issued_at, {g.token_hash: g for g in grants})
 
-    def authorize(self, authorization: str | None, model: str | None, now: datetime) -> Grant:
+    def authorize(
+        self, authorization: str | None, model: str | None, now: datetime | None = None
+    ) -> Grant:
         """The grant behind an ``Authorization: Bearer`` header, for ``model`` (None: an
         endpoint that names no model, such as ``/metrics``); 401 for a missing, unknown or
-        expired token, 403 for a model the token may not call."""
+        expired token, 403 for a model the token may not call. ``now`` (default: the clock,
+        read only for a token that expires) decides expiry."""
         if not authorization:
             raise Unauthenticated("missing bearer token (an infer token from the hub)")
         scheme, _, secret = authorization.partition(" ")
@@ -167,7 +172,27 @@ class GrantList:
         # equality check constant-time as well.
         if grant is None or not hmac.compare_digest(grant.token_hash, wanted):
             raise Unauthenticated(f"token not valid at {self.holder}")
-        if grant.expires_at is not None and grant.expires_at <= now:
+        if grant.expires_at is not None and grant.expires_at <= (now or datetime.now(UTC)):
+            raise Unauthenticated(f"token {grant.name!r} has expired")
+        if model is not None and grant.models is not None and model not in grant.models:
+            raise PermissionDenied(f"token {grant.name!r} may not call model {model!r}")
+        return grant
+
+    def authorize_raw(self, authorization: bytes | None, model: str | None) -> Grant:
+        """:meth:`authorize` for a header as the server hands it over (bytes), on the hot
+        path: a header seen before is found with one dictionary lookup (no decoding, no
+        sha256); expiry and the model are checked every time. The memory lives and dies
+        with this list, so a new list (a revocation) forgets it."""
+        grant = self._matched.get(authorization) if authorization is not None else None
+        if grant is None:
+            text = authorization.decode("latin-1") if authorization is not None else None
+            grant = self.authorize(text, model)
+            if authorization is not None:
+                if len(self._matched) >= MAX_GRANTS:
+                    self._matched.clear()
+                self._matched[authorization] = grant
+            return grant
+        if grant.expires_at is not None and grant.expires_at <= datetime.now(UTC):
             raise Unauthenticated(f"token {grant.name!r} has expired")
         if model is not None and grant.models is not None and model not in grant.models:
             raise PermissionDenied(f"token {grant.name!r} may not call model {model!r}")

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 from collections.abc import MutableMapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +118,13 @@ class GatewayAccess:
 
     def check(self, scope: MutableMapping[str, Any], model: str | None) -> Grant | tuple[int, str]:
         """The caller's grant, or (401 or 403, the reason)."""
-        authorization = None
+        authorization: bytes | None = None
         for key, value in scope["headers"]:
             if key == _AUTHORIZATION:
-                authorization = value.decode("latin-1")
+                authorization = value
                 break
         try:
-            return self.grants.authorize(authorization, model, datetime.now(UTC))
+            return self.grants.authorize_raw(authorization, model)
         except Unauthenticated as exc:
             return 401, exc.message
         except PermissionDenied as exc:

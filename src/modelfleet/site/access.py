@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, MutableMapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +108,13 @@ class SiteAccess:
             and peer.identity.kind in _PEER_KINDS
         ):
             return None
-        authorization = None
+        authorization: bytes | None = None
         for key, value in scope["headers"]:
             if key == _AUTHORIZATION:
-                authorization = value.decode("latin-1")
+                authorization = value
                 break
         try:
-            self.grants.authorize(authorization, model, datetime.now(UTC))
+            self.grants.authorize_raw(authorization, model)
         except Unauthenticated as exc:
             return 401, exc.message
         except PermissionDenied as exc:
