@@ -242,7 +242,8 @@ class Client:
 
     ``hub_url``/``token`` (or ``sites``, a static list) say where the site directory comes
     from; ``token`` (default ``$MODELFLEET_TOKEN``) is an ``infer`` token, which reads the
-    directory and is what every site checks (``token create --role infer``); ``data_region`` is the default region of every request; ``residency`` the rules
+    directory and is what every site checks (``token create --role infer``);
+    ``data_region`` is the default region of every request; ``residency`` the rules
     region -> permitted site regions; ``cache_path`` where the directory is cached for a
     hub outage; ``deadline_s`` and ``hedge`` the routing defaults (or a whole
     :class:`RoutingOptions` as ``options``); ``ca_file`` the fleet CA that ``https`` hubs
