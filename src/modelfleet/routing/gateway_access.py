@@ -29,6 +29,7 @@ from modelfleet.errors import (
     VerificationError,
 )
 from modelfleet.grants import Grant, GrantList
+from modelfleet.pki.tls import PEER_EXTENSION, Peer
 from modelfleet.registry.keyset import KeySet, accept_keyset
 from modelfleet.registry.signing import load_public_key
 from modelfleet.transport.session import HubSession
@@ -42,6 +43,7 @@ HOLDER = "gateway"
 #: How often the list is fetched again: the staleness of a revocation at the gateway.
 REFRESH_S = 2.0
 _AUTHORIZATION = b"authorization"
+_PEER_KINDS = frozenset({"site", "gateway"})
 
 
 class GatewayAccess:
@@ -117,7 +119,12 @@ class GatewayAccess:
     # --- the check ---------------------------------------------------------------------
 
     def check(self, scope: MutableMapping[str, Any], model: str | None) -> Grant | tuple[int, str]:
-        """The caller's grant, or (401 or 403, the reason)."""
+        """The caller's grant, or (401 or 403, the reason). Over TLS, a verified fleet
+        certificate naming a site (a cascade) or a gateway stands for an unscoped grant."""
+        peer = (scope.get("extensions") or {}).get(PEER_EXTENSION)
+        identity = peer.identity if isinstance(peer, Peer) else None
+        if isinstance(peer, Peer) and identity is not None and identity.kind in _PEER_KINDS:
+            return Grant(f"cert:{peer.serial}", str(identity), "0" * 64)
         authorization: bytes | None = None
         for key, value in scope["headers"]:
             if key == _AUTHORIZATION:
