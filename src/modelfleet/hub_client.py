@@ -280,16 +280,22 @@ class HubClient:
         *,
         ttl: str | float | None = None,
         expires_in_days: float | None = None,
+        models: list[str] | None = None,
+        site_selector: str | None = None,
     ) -> TokenCreated:
         """A new token; its secret (``token``) is in this answer only.
 
         ``ttl``: ``"12h"``, ``"30d"`` or seconds (None: the hub's default for the role).
-        ``expires_in_days`` is the older spelling of the same, kept for existing callers."""
+        ``expires_in_days`` is the older spelling of the same, kept for existing callers.
+        ``models`` and ``site_selector`` limit an ``infer`` token to those models and sites."""
         if ttl is None and expires_in_days is not None:
             ttl = expires_in_days * 86400.0
-        return self._one(
-            TokenCreated, "POST", "/api/v1/tokens", json={"name": name, "role": role, "ttl": ttl}
-        )
+        body: dict[str, Any] = {"name": name, "role": role, "ttl": ttl}
+        if models is not None:
+            body["models"] = models
+        if site_selector is not None:
+            body["site_selector"] = site_selector
+        return self._one(TokenCreated, "POST", "/api/v1/tokens", json=body)
 
     def list_tokens(self) -> list[Token]:
         return self._many(Token, "GET", "/api/v1/tokens")

@@ -116,6 +116,8 @@ class Fleet:
     token: str
     sites: dict[str, SiteProcess] = field(default_factory=dict)
     counter: int = 0
+    #: An infer token for the traffic (sites' /v2 require one).
+    infer: str = ""
 
     def model(self, writer: Callable[[Path], Path] | None = None, **kw: Any) -> Path:
         self.counter += 1
@@ -142,6 +144,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         hub = HubProcess(root / "hub").start()
     admin = HubClient(hub.url, init.admin_token)
     made = Fleet(root, hub, admin, init.admin_token)
+    made.infer = admin.create_token("traffic", "infer").token
     policy = root / "site-a-policy.yaml"
     policy.write_text("jurisdiction: EU\naccepted_training_regions: [EU, global]\n")
     try:
@@ -190,7 +193,8 @@ def traffic(
     body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 
     def run(url: str) -> None:
-        with httpx.Client(timeout=10) as http:
+        auth = {"Authorization": f"Bearer {fleet.infer}"}
+        with httpx.Client(timeout=10, headers=auth) as http:
             while not stop.is_set():
                 try:
                     response = http.post(f"{url}/v2/models/{model}/infer", json=body)

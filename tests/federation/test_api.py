@@ -146,7 +146,7 @@ def test_an_update_post_carries_the_sites_next_task(hub_factory, tmp_path) -> No
     repo = hub.ctx.federation.repo
     assert list(repo.iter_payloads("j2", 1)) == []
     assert [u.num_examples for u in repo.list_updates("j2", 1)] == [10, 10]
-    metrics = hub.client.get("/metrics").text
+    metrics = hub.client.get("/metrics", headers=hub.headers()).text
     assert (
         'modelfleet_hub_requests_total{method="POST",'
         'route="/api/v1/federation/jobs/{job_id}/rounds/{number}/updates",status="200"} 2.0'

@@ -277,6 +277,7 @@ def test_federated_job_across_site_processes_with_faults(fleet: FLFleet, tmp_pat
     assert record["parent_version"] == 1
     admin.assign("plant-a", "digits@candidate")
     x = digits_sites(3, non_iid=False)[2][0][:5]
+    auth = {"Authorization": f"Bearer {admin.create_token('fl-e2e', 'infer').token}"}
 
     def served(site: str) -> bool:
         body = {
@@ -290,7 +291,8 @@ def test_federated_job_across_site_processes_with_faults(fleet: FLFleet, tmp_pat
             ],
             "outputs": [{"name": "probabilities"}],
         }
-        response = httpx.post(f"{sites[site].url}/v2/models/digits/infer", json=body)
+        url = f"{sites[site].url}/v2/models/digits/infer"
+        response = httpx.post(url, json=body, headers=auth)
         if response.status_code != 200:
             return False
         served.out = np.asarray(response.json()["outputs"][0]["data"], np.float32)  # type: ignore[attr-defined]

@@ -288,7 +288,8 @@ def test_errors_are_json_never_500(hub_factory) -> None:
     )
     assert bad_json.status_code == 400
     assert hub.client.get("/healthz").json()["status"] == "ok"
-    metrics = hub.client.get("/metrics").text
+    assert hub.client.get("/metrics").status_code == 401  # per-site figures: sites:read
+    metrics = hub.client.get("/metrics", headers=hub.headers(hub.token("viewer"))).text
     assert "modelfleet_hub_requests_total" in metrics
     assert hub.client.get("/docs").status_code == 200
     assert "/api/v1/models/{name}/versions" in hub.client.get("/openapi.json").json()["paths"]

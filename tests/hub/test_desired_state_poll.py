@@ -3,6 +3,7 @@ by its periodic re-check, which every waiting site shares."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -63,3 +64,58 @@ def test_recent_revisions_come_from_one_shared_read(hub_factory, monkeypatch) ->
     assert sites.known_revision("a") is None  # too old to serve
     sites.revision("a", recent=True)
     assert len(reads) == 3  # re-read: once for "nowhere" (not in the table), once now
+
+
+def test_grants_travel_in_the_desired_state_and_token_changes_wake_the_poll(
+    hub_factory,
+) -> None:
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from modelfleet.grants import GrantList
+    from modelfleet.registry.keyset import KeySet
+
+    hub = hub_factory()
+    _, secret = hub.ctx.sites.add("plant-a", {"jurisdiction": "EU"})
+    headers = hub.headers(hub.ctx.sites.enroll(secret).token)
+    url = "/api/v1/sites/plant-a/desired-state"
+    keys = KeySet.from_dict(
+        {"revision": 0, "keys": {hub.ctx.registry.key_id: hub.ctx.registry.public_key}}
+    )
+
+    def held(doc: dict) -> GrantList:
+        grants = doc["grants"]
+        old = datetime.now(UTC) - timedelta(hours=1)
+        return GrantList.verify(
+            grants["text"], grants["signature"], keys, holder="plant-a", newer_than=old
+        )
+
+    first = hub.client.get(url, headers=headers)
+    etag = first.headers["etag"]
+    assert re.fullmatch(r'"r\d+k\d+g[0-9a-f]{12}"', etag), etag
+    assert held(first.json()).by_hash == {}
+
+    def create(body: dict) -> None:
+        time.sleep(0.3)  # while the poll below waits
+        hub.client.post("/api/v1/tokens", json=body, headers=hub.headers()).raise_for_status()
+
+    maker = threading.Thread(target=create, args=({"name": "app", "role": "infer"},))
+    maker.start()
+    woken = hub.client.get(url, params={"wait": 20}, headers={**headers, "If-None-Match": etag})
+    maker.join()
+    assert woken.status_code == 200
+    assert woken.headers["etag"] != etag
+    assert [g.name for g in held(woken.json()).by_hash.values()] == ["app"]
+
+    # A token for other sites changes the fingerprint but is not in this site's list.
+    create({"name": "us", "role": "infer", "site_selector": "jurisdiction=US"})
+    later = hub.client.get(url, headers=headers)
+    assert later.headers["etag"] != woken.headers["etag"]
+    assert [g.name for g in held(later.json()).by_hash.values()] == ["app"]
+    # Relabelled to US: a new revision, and the US token is in its list.
+    hub.client.put(
+        "/api/v1/sites/plant-a/labels", json={"labels": {"jurisdiction": "US"}},
+        headers=hub.headers(),
+    ).raise_for_status()  # fmt: skip
+    relabelled = hub.client.get(url, headers=headers)
+    assert sorted(g.name for g in held(relabelled.json()).by_hash.values()) == ["app", "us"]

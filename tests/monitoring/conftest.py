@@ -29,6 +29,8 @@ class Fleet:
     root: Path
     hub: HubProcess
     admin: HubClient
+    #: An infer token: the sites' /v2 require one.
+    infer: str = ""
     sites: list[SiteProcess] = field(default_factory=list)
     proxies: list[RecordingProxy] = field(default_factory=list)
 
@@ -42,6 +44,10 @@ class Fleet:
         ).start()
         self.sites.append(site)
         return site
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin.token}"}
 
     def proxy(self) -> RecordingProxy:
         made = RecordingProxy(self.hub.port)
@@ -60,7 +66,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     init = init_hub(tmp_path / "hub")
     hub = HubProcess(tmp_path / "hub").start()
     admin = HubClient(hub.url, init.admin_token)
-    made = Fleet(tmp_path, hub, admin)
+    made = Fleet(tmp_path, hub, admin, admin.create_token("monitoring", "infer").token)
     try:
         yield made
     finally:
@@ -80,10 +86,10 @@ def infer_body(x: np.ndarray) -> dict:
     }
 
 
-def send_requests(url: str, model: str, batches: list[np.ndarray]) -> int:
+def send_requests(url: str, model: str, batches: list[np.ndarray], token: str) -> int:
     """Send each batch as one request; returns how many were answered 200."""
     ok = 0
-    with httpx.Client(timeout=10) as http:
+    with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {token}"}) as http:
         for x in batches:
             response = http.post(f"{url}/v2/models/{model}/infer", json=infer_body(x))
             assert response.status_code == 200, response.text
@@ -100,9 +106,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def serving(site: SiteProcess, model: str, version: int = 1) -> bool:
+def serving(site: SiteProcess, model: str, token: str, version: int = 1) -> bool:
     try:
-        response = httpx.get(f"{site.url}/v2/models/{model}/ready", timeout=2)
+        response = httpx.get(
+            f"{site.url}/v2/models/{model}/ready",
+            timeout=2,
+            headers={"Authorization": f"Bearer {token}"},
+        )
     except httpx.TransportError:
         return False
     return response.status_code == 200 and response.json().get("version") == str(version)

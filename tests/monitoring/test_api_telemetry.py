@@ -49,7 +49,7 @@ def test_only_the_site_itself_posts_its_telemetry(hub_factory) -> None:
         response = hub.client.post(url.format("plant-eu"), json=bad, headers=hub.headers(eu))
         assert response.status_code == 400, (bad, response.text)
         assert response.json()["error"]["code"] in {"invalid_input", "invalid_name"}
-    metrics = hub.client.get("/metrics").text
+    metrics = hub.client.get("/metrics", headers=hub.headers()).text
     assert 'modelfleet_site_requests{model="pump",site="plant-eu",version="1"} 3.0' in metrics
     assert 'modelfleet_site_online{site="plant-us"} 0.0' in metrics
 

@@ -50,7 +50,7 @@ def test_outage_exact_totals_and_no_raw_values(fleet: Fleet, tiny_onnx) -> None:
     proxy = fleet.proxy()
     site = fleet.add_site("plant-eu", via=proxy)
     fleet.admin.assign("plant-eu", "pump:1")
-    wait_for(lambda: serving(site, "pump"), what="pump served")
+    wait_for(lambda: serving(site, "pump", fleet.infer), what="pump served")
 
     rng = np.random.default_rng(7)
 
@@ -62,7 +62,7 @@ def test_outage_exact_totals_and_no_raw_values(fleet: Fleet, tiny_onnx) -> None:
             out.append(x)
         return out
 
-    sent = send_requests(site.url, "pump", batches(40))
+    sent = send_requests(site.url, "pump", batches(40), fleet.infer)
     wait_for(lambda: fleet.site_total("plant-eu") == sent, what="first windows at the hub")
 
     proxy.cut()
@@ -71,7 +71,7 @@ def test_outage_exact_totals_and_no_raw_values(fleet: Fleet, tiny_onnx) -> None:
     deadline = time.monotonic() + 120
     while spooled(site)[0] < 5:
         assert time.monotonic() < deadline, f"outbox never held 5 windows: {spooled(site)}"
-        sent += send_requests(site.url, "pump", batches(10))
+        sent += send_requests(site.url, "pump", batches(10), fleet.infer)
         time.sleep(0.05)
     assert fleet.site_total("plant-eu") < sent
     proxy.restore()
@@ -79,7 +79,7 @@ def test_outage_exact_totals_and_no_raw_values(fleet: Fleet, tiny_onnx) -> None:
     wait_for(lambda: fleet.site_total("plant-eu") == sent, timeout=60, what="backlog shipped")
     # The outbox ships oldest first: once traffic sent after the backlog is counted too, a
     # duplicate of a backlog window would have been counted before it.
-    sent += send_requests(site.url, "pump", batches(5))
+    sent += send_requests(site.url, "pump", batches(5), fleet.infer)
     wait_for(lambda: fleet.site_total("plant-eu") >= sent, timeout=60, what="later traffic")
     assert fleet.site_total("plant-eu") == sent
     status = fleet.admin.get_telemetry_status()
@@ -96,7 +96,7 @@ def test_outage_exact_totals_and_no_raw_values(fleet: Fleet, tiny_onnx) -> None:
         assert form not in captured, form
         assert not any(form in blob for blob in decoded), form
 
-    metrics = httpx.get(f"{fleet.hub.url}/metrics").text
+    metrics = httpx.get(f"{fleet.hub.url}/metrics", headers=fleet.admin_headers).text
     assert f'modelfleet_site_requests{{model="pump",site="plant-eu",version="1"}} {sent}.0' in (
         metrics
     )
@@ -106,7 +106,7 @@ def test_full_outbox_drops_oldest_and_hub_shows_it(fleet: Fleet, tiny_onnx) -> N
     fleet.admin.push(tiny_onnx(offset=1.0), "pump")
     site = fleet.add_site("plant-us", MODELFLEET_SITE_SPOOL_MAX_BYTES="20000")
     fleet.admin.assign("plant-us", "pump:1")
-    wait_for(lambda: serving(site, "pump"), what="pump served")
+    wait_for(lambda: serving(site, "pump", fleet.infer), what="pump served")
 
     fleet.hub.stop()
     x = np.ones((2, 4), np.float32)
@@ -116,7 +116,7 @@ def test_full_outbox_drops_oldest_and_hub_shows_it(fleet: Fleet, tiny_onnx) -> N
     deadline = time.monotonic() + 120
     while spooled(site)[1] < 3:
         assert time.monotonic() < deadline, f"the outbox never overflowed: {spooled(site)}"
-        sent += send_requests(site.url, "pump", [x] * 5)
+        sent += send_requests(site.url, "pump", [x] * 5, fleet.infer)
         time.sleep(0.05)
     fleet.hub.start()
 
@@ -163,15 +163,15 @@ def test_drift_flags_the_shifted_feature_only(fleet: Fleet, tiny_onnx, tmp_path)
     shifted = fleet.add_site("plant-shifted")
     for name, site in (("plant-fine", fine), ("plant-shifted", shifted)):
         fleet.admin.assign(name, "pump:1")
-        wait_for(lambda site=site: serving(site, "pump"), what=f"{name} serving")
+        wait_for(lambda site=site: serving(site, "pump", fleet.infer), what=f"{name} serving")
 
     def traffic(shift: float) -> list[np.ndarray]:
         data = rng.normal(loc=[0, 5, 10, -3], scale=[1, 2, 0.5, 3], size=(3000, 4))
         data[:, 2] += shift * 0.5  # one standard deviation of "flow"
         return list(data.astype(np.float32).reshape(150, 20, 4))
 
-    sent_fine = send_requests(fine.url, "pump", traffic(0.0))
-    sent_shifted = send_requests(shifted.url, "pump", traffic(1.0))
+    sent_fine = send_requests(fine.url, "pump", traffic(0.0), fleet.infer)
+    sent_shifted = send_requests(shifted.url, "pump", traffic(1.0), fleet.infer)
     wait_for(
         lambda: (
             fleet.site_total("plant-fine") == sent_fine

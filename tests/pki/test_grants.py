@@ -57,3 +57,28 @@ def test_lists_are_bound_to_their_holder_signer_and_time() -> None:
     tampered = text.replace(hash_secret("all"), hash_secret("mine"))
     with pytest.raises(SignatureInvalid):
         GrantList.verify(tampered, sig, KEYS, holder="plant-a", newer_than=NOW)
+
+
+def test_raw_headers_are_remembered_per_list_with_expiry_and_models_checked_each_time() -> None:
+    short = grant("short", models=("pump",), expires_at=datetime.now(UTC) + timedelta(hours=1))
+    grants = listed(grant("all"), short)
+    assert grants.authorize_raw(b"Bearer all", "pump").name == "all"
+    assert grants.authorize_raw(b"Bearer all", "fan").name == "all"  # remembered
+    assert grants.authorize_raw(b"Bearer short", "pump").name == "short"
+    with pytest.raises(PermissionDenied):
+        grants.authorize_raw(b"Bearer short", "fan")  # remembered, scope still checked
+    for header in (None, b"Bearer nope", b"Basic x"):
+        with pytest.raises(Unauthenticated):
+            grants.authorize_raw(header, "pump")
+    # A newer list without the token (a revocation) knows nothing of the old one's memory.
+    with pytest.raises(Unauthenticated):
+        listed(short).authorize_raw(b"Bearer all", "pump")
+
+
+def test_gateway_grants_carry_sites_and_old_documents_still_parse() -> None:
+    scoped = grant("eu", sites=("eu-a",))
+    text, sig = sign_grants("gateway", [scoped, grant("all")], HUB, issued_at=NOW)
+    held = GrantList.verify(text, sig, KEYS, holder="gateway", newer_than=NOW)
+    assert held.by_hash[hash_secret("eu")].sites == ("eu-a",)
+    assert held.by_hash[hash_secret("all")].sites is None
+    assert "sites" not in grant("all").to_dict()  # lists without site scopes are unchanged

@@ -53,10 +53,15 @@ class GeoFleet:
     root: Path
     hub: HubProcess
     admin: HubClient
-    viewer_token: str
+    infer_token: str
     sites: dict[str, SiteProcess] = field(default_factory=dict)
     links: dict[str, WanLink] = field(default_factory=dict)
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The infer token as a header, for calls straight to a site or the gateway."""
+        return {"Authorization": f"Bearer {self.infer_token}"}
 
     def static_sites(self) -> list[dict[str, object]]:
         """The fleet as a static site list (no hub), through the WAN links."""
@@ -82,8 +87,9 @@ def geo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoFleet]:
     init = init_hub(root / "hub")
     hub = HubProcess(root / "hub").start()
     admin = HubClient(hub.url, init.admin_token)
-    viewer = admin.create_token("routing-tests", "viewer")["token"]
-    fleet = GeoFleet(root, hub, admin, viewer)
+    # One infer token: the directory from the hub and inference at the sites.
+    infer = admin.create_token("routing-tests", "infer")["token"]
+    fleet = GeoFleet(root, hub, admin, infer)
     try:
         for offset in (1.0, 2.0, 3.0):
             admin.push(write_tiny_onnx(root / f"pump-{offset}.onnx", offset), "pump")
@@ -107,8 +113,8 @@ def geo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoFleet]:
             wait_http(f"{site.url}/v2/health/ready", 60, site.proc)
             for ref in plan[name][1]:
                 model = ref.split(":")[0]
-                wait_http(f"{site.url}/v2/models/{model}/ready", 60, site.proc)
-        _wait_directory(hub.url, viewer, plan)
+                wait_http(f"{site.url}/v2/models/{model}/ready", 60, site.proc, token=infer)
+        _wait_directory(hub.url, infer, plan)
         yield fleet
     finally:
         for site in fleet.sites.values():

@@ -26,7 +26,9 @@ def local_answer(fleet: GeoFleet, x: np.ndarray) -> tuple[InferRequest, InferRes
         "id": "edge-1",
         "inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 2], "data": x.ravel().tolist()}],
     }
-    response = httpx.post(f"{fleet.sites['eu-a'].url}/v2/models/clf/infer", json=body)
+    response = httpx.post(
+        f"{fleet.sites['eu-a'].url}/v2/models/clf/infer", json=body, headers=fleet.auth
+    )
     assert response.status_code == 200, response.text
     request = InferRequest(id="edge-1", inputs=[to_numpy_input(x, "X")])
     return request, decode_response(response.content, None)
@@ -44,8 +46,9 @@ def test_cascade_escalates_low_confidence_and_degrades_when_the_cloud_is_cut(
     # The reachable cloud must answer within the deadline: give it 60 s, so a busy machine
     # cannot turn its answer into a degraded one. A black-holed cloud never answers, so
     # any deadline shows the fallback; the cut cascade keeps the production default.
-    cascade = Cascade(cloud.url, rules, deadline_s=60.0, data_region="EU")
-    cut_cascade = Cascade(cloud.url, rules, deadline_s=0.5, data_region="EU")
+    token = geo_fleet.infer_token  # the cloud site requires a credential too
+    cascade = Cascade(cloud.url, rules, deadline_s=60.0, data_region="EU", token=token)
+    cut_cascade = Cascade(cloud.url, rules, deadline_s=0.5, data_region="EU", token=token)
     unsure = np.array([[0.1, 0.0]], np.float32)  # edge: 0.52 / 0.48; cloud: 0.73 / 0.27
     sure = np.array([[5.0, 0.0]], np.float32)  # edge: 0.99
 
@@ -105,7 +108,7 @@ def gateway(geo_fleet: GeoFleet) -> Iterator[str]:
         "--hub", geo_fleet.hub.url, "--data-region", "EU",
         "--cache", str(geo_fleet.root / "gateway-cache.json"),
     ]  # fmt: skip
-    process = GatewayProcess(args, extra_env={"MODELFLEET_TOKEN": geo_fleet.viewer_token})
+    process = GatewayProcess(args, extra_env={"MODELFLEET_TOKEN": geo_fleet.infer_token})
     try:
         process.start(timeout=60)
         wait_http(f"{process.url}/v2/health/ready", 60, process.proc)
@@ -124,7 +127,7 @@ def _body(x: np.ndarray) -> dict[str, object]:
 
 def test_gateway_routes_oip_by_data_region_header(geo_fleet: GeoFleet, gateway: str) -> None:
     x = np.zeros((1, 4), np.float32)
-    with httpx.Client(base_url=gateway, timeout=10) as http:
+    with httpx.Client(base_url=gateway, timeout=10, headers=geo_fleet.auth) as http:
         response = http.post("/v2/models/pump/infer", json=_body(x))
         assert response.status_code == 200, response.text
         assert response.headers["x-modelfleet-site"] in {"eu-a", "eu-b"}

@@ -39,7 +39,9 @@ class Sample:
 def test_hedge_to_the_next_site_when_the_chosen_one_slows_down(geo_fleet: GeoFleet) -> None:
     eu = [s for s in geo_fleet.static_sites() if s["name"] in ("eu-a", "eu-b")]
     options = RoutingOptions(hedge_min_samples=10, hedge_budget=1.0)
-    with modelfleet.Client(sites=eu, data_region="EU", options=options) as client:
+    with modelfleet.Client(
+        sites=eu, token=geo_fleet.infer_token, data_region="EU", options=options
+    ) as client:
         for _ in range(30):
             chosen = client.infer_detailed("pump", {"X": X}).site
         other = "eu-b" if chosen == "eu-a" else "eu-a"
@@ -72,7 +74,7 @@ def test_sigkill_of_the_chosen_site_under_load_fails_no_request(geo_fleet: GeoFl
     stop = threading.Event()
     client = modelfleet.Client(
         geo_fleet.hub.url,
-        geo_fleet.viewer_token,
+        geo_fleet.infer_token,
         data_region="EU",
         cache_path=geo_fleet.root / "failover-cache.json",
     )
@@ -126,4 +128,6 @@ def test_sigkill_of_the_chosen_site_under_load_fails_no_request(geo_fleet: GeoFl
         if victim:
             geo_fleet.restart(victim)
             site = geo_fleet.sites[victim]
-            wait_http(f"{site.url}/v2/models/pump/ready", 60, site.proc)
+            wait_http(
+                f"{site.url}/v2/models/pump/ready", 60, site.proc, token=geo_fleet.infer_token
+            )

@@ -27,7 +27,7 @@ def served_by(outputs: dict[str, np.ndarray]) -> str:
 def test_directory_needs_a_token_and_lists_urls_labels_models(geo_fleet: GeoFleet) -> None:
     url = f"{geo_fleet.hub.url}/api/v1/directory"
     assert httpx.get(url).status_code == 401
-    doc = httpx.get(url, headers={"Authorization": f"Bearer {geo_fleet.viewer_token}"}).json()
+    doc = httpx.get(url, headers={"Authorization": f"Bearer {geo_fleet.infer_token}"}).json()
     sites = {s["name"]: s for s in doc["sites"]}
     assert set(sites) == {"eu-a", "eu-b", "us"}
     assert sites["eu-a"]["url"] == geo_fleet.links["eu-a"].url
@@ -43,13 +43,14 @@ def test_client_works_from_the_disk_cache_when_the_hub_is_unreachable(
 ) -> None:
     cache = tmp_path / "directory.json"
     with modelfleet.Client(
-        geo_fleet.hub.url, geo_fleet.viewer_token, data_region="EU", cache_path=cache
+        geo_fleet.hub.url, geo_fleet.infer_token, data_region="EU", cache_path=cache
     ) as online:
         assert online.router.directory.source == "hub"
         online.infer("pump", {"X": X})
     assert cache.is_file()
     dead = "http://127.0.0.1:9"  # nothing listens on the discard port
-    with modelfleet.Client(dead, "x", data_region="EU", cache_path=cache) as offline:
+    token = geo_fleet.infer_token  # the sites still want it while the hub is away
+    with modelfleet.Client(dead, token, data_region="EU", cache_path=cache) as offline:
         assert offline.router.directory.source == "cache"
         assert served_by(offline.infer("pump", {"X": X})) in {"eu-a", "eu-b"}
     with pytest.raises(HubUnreachable, match="no cached directory"):
@@ -61,7 +62,7 @@ def test_eu_data_never_reaches_a_non_eu_site_even_when_every_eu_site_is_down(
 ) -> None:
     us_bytes = geo_fleet.links["us"].stats.bytes_up
     with modelfleet.Client(
-        geo_fleet.hub.url, geo_fleet.viewer_token, data_region="EU", cache_path=tmp_path / "c"
+        geo_fleet.hub.url, geo_fleet.infer_token, data_region="EU", cache_path=tmp_path / "c"
     ) as client:
         eu = Counter(served_by(client.infer("pump", {"X": X})) for _ in range(30))
         assert set(eu) <= {"eu-a", "eu-b"}
@@ -87,7 +88,9 @@ def test_eu_data_never_reaches_a_non_eu_site_even_when_every_eu_site_is_down(
 
 def test_an_explicit_rule_widens_what_a_region_may_reach(geo_fleet: GeoFleet) -> None:
     rules = ResidencyRules({"UK": ["UK", "US"]}, source="test")
-    with modelfleet.Client(sites=geo_fleet.static_sites(), residency=rules) as client:
+    with modelfleet.Client(
+        sites=geo_fleet.static_sites(), token=geo_fleet.infer_token, residency=rules
+    ) as client:
         assert served_by(client.infer("pump", {"X": X}, data_region="UK")) == "us"
         with pytest.raises(NoSiteAvailable, match=r"residency rule IN -> \{IN\}"):
             client.infer("pump", {"X": X}, data_region="IN")
@@ -100,7 +103,9 @@ def test_lowest_latency_healthy_site_with_the_model_is_chosen(geo_fleet: GeoFlee
     # choice of eu-b cannot hinge on how fast this machine answers.
     geo_fleet.links["eu-a"].set(delay_s=0.1)
     try:
-        with modelfleet.Client(sites=geo_fleet.static_sites(), data_region="EU") as client:
+        with modelfleet.Client(
+            sites=geo_fleet.static_sites(), token=geo_fleet.infer_token, data_region="EU"
+        ) as client:
             picks = [served_by(client.infer("pump", {"X": X})) for _ in range(20)]
             assert picks[-10:] == ["eu-b"] * 10, picks
             # eu-b has no "gear": the slower eu-a serves it, never the US site.

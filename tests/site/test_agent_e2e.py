@@ -23,6 +23,10 @@ from modelfleet.registry.manifest import canonical_json
 from modelfleet.sim.launcher import HubProcess, SiteProcess
 from tests.recording_proxy import RecordingProxy
 
+#: The infer-token header each site's tests call it with, by the site's URL (sites'
+#: /v2 require a credential; each fleet's hub mints one token for its sites).
+AUTH: dict[str, dict[str, str]] = {}
+
 
 @dataclass
 class Fleet:
@@ -30,6 +34,7 @@ class Fleet:
     hub: HubProcess
     admin: HubClient
     sites: list[SiteProcess] = field(default_factory=list)
+    infer: str = ""
 
     proxies: list[RecordingProxy] = field(default_factory=list)
 
@@ -42,6 +47,8 @@ class Fleet:
         **labels: str,
     ) -> SiteProcess:
         created = self.admin.add_site(name, {"region": "eu-west", **labels})
+        if not self.infer:  # before the site starts: in its first desired state already
+            self.infer = self.admin.create_token("site-tests", "infer").token
         site = SiteProcess(
             self.root / f"site-{name}",
             via.url if via else self.hub.url,
@@ -49,6 +56,7 @@ class Fleet:
             extra_env=env or {},
         ).start(timeout=60)
         self.sites.append(site)
+        AUTH[site.url] = {"Authorization": f"Bearer {self.infer}"}
         return site
 
     def proxy(self) -> RecordingProxy:
@@ -83,7 +91,7 @@ def infer(url: str, model: str, x: np.ndarray, version: int | None = None) -> ht
             {"name": "X", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
         ],
     }
-    return httpx.post(url + path, json=body, timeout=10)
+    return httpx.post(url + path, json=body, timeout=10, headers=AUTH.get(url))
 
 
 def wait_for(
@@ -99,7 +107,9 @@ def wait_for(
 
 def active_version(site: SiteProcess, model: str) -> int | None:
     try:
-        response = httpx.get(f"{site.url}/v2/models/{model}/ready", timeout=2)
+        response = httpx.get(
+            f"{site.url}/v2/models/{model}/ready", timeout=2, headers=AUTH.get(site.url)
+        )
     except httpx.TransportError:
         return None
     return int(response.json()["version"]) if response.status_code == 200 else None
@@ -148,7 +158,7 @@ def test_swap_under_load_has_zero_failures(fleet: Fleet, tiny_onnx) -> None:
 
     def load() -> None:
         x = np.ones((1, 4), np.float32)
-        with httpx.Client(timeout=10) as http:
+        with httpx.Client(timeout=10, headers=AUTH[site.url]) as http:
             while not stop.is_set():
                 body = {
                     "inputs": [

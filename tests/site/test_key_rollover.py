@@ -92,6 +92,7 @@ def test_rotating_on_a_running_hub_keeps_sites_serving_and_new_versions_verifyin
     sites: list[SiteProcess] = []
     try:
         admin.push(tiny_onnx(offset=1.0), "pump")
+        auth = {"Authorization": f"Bearer {admin.create_token('t', 'infer').token}"}
         for name in ("plant-a", "plant-b"):
             token = admin.request(
                 "POST", "/api/v1/sites", json={"name": name, "labels": {}}
@@ -101,7 +102,7 @@ def test_rotating_on_a_running_hub_keeps_sites_serving_and_new_versions_verifyin
 
         def serving(site: SiteProcess) -> int | None:
             context = ssl.create_default_context(cafile=str(site.ca_file))
-            with httpx.Client(verify=context, timeout=5) as client:
+            with httpx.Client(verify=context, timeout=5, headers=auth) as client:
                 answer = client.get(f"{site.url}/v2/models/pump/ready")
             return int(answer.json()["version"]) if answer.status_code == 200 else None
 

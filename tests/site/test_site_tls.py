@@ -40,6 +40,12 @@ class TlsFleet:
     root: Path
     hub: HubProcess
     admin: HubClient
+    #: An infer token: what the sites' /v2 require.
+    infer: str = ""
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.infer}"}
 
     def token(self, name: str) -> str:
         body = self.admin.request(
@@ -62,7 +68,7 @@ def fleet(tmp_path: Path) -> Iterator[TlsFleet]:
     hub = HubProcess(tmp_path / "hub", tls=True).start()
     admin = HubClient(hub.url, init.admin_token, ca_file=hub.ca_file)
     try:
-        yield TlsFleet(tmp_path, hub, admin)
+        yield TlsFleet(tmp_path, hub, admin, admin.create_token("tls-tests", "infer").token)
     finally:
         admin.close()
         hub.stop()
@@ -109,7 +115,8 @@ def test_a_site_serves_https_with_the_certificate_that_names_it(
 
     fleet.admin.assign("plant-a", "pump@production")
     body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
-    with httpx.Client(verify=ssl.create_default_context(cafile=str(site.ca_file))) as client:
+    context = ssl.create_default_context(cafile=str(site.ca_file))
+    with httpx.Client(verify=context, headers=fleet.auth) as client:
         wait_for(
             lambda: client.get(f"{site.url}/v2/models/pump/ready").status_code == 200,
             "pump ready over https",
@@ -120,7 +127,7 @@ def test_a_site_serves_https_with_the_certificate_that_names_it(
     # The hub's directory has the https address the site reported.
     wait_for(lambda: fleet.site_view("plant-a").get("url") == site.url, "the reported url")
     # The SDK, given the fleet CA, finds the site through the HTTPS hub and calls it.
-    sdk = Client(fleet.hub.url, fleet.admin.token, ca_file=fleet.hub.ca_file, data_region="*")
+    sdk = Client(fleet.hub.url, fleet.infer, ca_file=fleet.hub.ca_file, data_region="*")
     try:
         answered = sdk.infer("pump", np.array([[1, 2, 3, 4]], dtype=np.float32))
         assert np.asarray(answered["Y"]).tolist() == [[3.0, 4.0, 5.0, 6.0]]
@@ -149,7 +156,7 @@ def test_a_site_serves_https_with_the_certificate_that_names_it(
     # the site's own name it answers.
     async def route(name: str) -> int:
         directory = SiteDirectory(sites=[Site(name, site.url, {"jurisdiction": "EU"})])
-        router = Router(directory, tls=TlsFiles(site.ca_file))
+        router = Router(directory, tls=TlsFiles(site.ca_file), token=fleet.infer)
         try:
             routed = await router.send(
                 "pump", "/v2/models/pump/infer", data_region="*", body=json.dumps(body).encode()

@@ -22,6 +22,16 @@ class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     role: str
     ttl: str | float | None = Field(default=None, description=TTL_DESCRIPTION)
+    models: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="Role infer only: the models the token may call (null: every model).",
+    )
+    site_selector: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Role infer only: the sites it may call, as a label selector (null: all).",
+    )
 
 
 class Token(Record):

@@ -63,9 +63,11 @@ def serve(
     from modelfleet.routing.directory import SiteDirectory
     from modelfleet.routing.gateway import Gateway
     from modelfleet.routing.gateway import serve as run
+    from modelfleet.routing.gateway_access import GatewayAccess, default_grants_cache
     from modelfleet.routing.residency import ResidencyRules
     from modelfleet.routing.router import Router, RoutingOptions
     from modelfleet.transport.listen import bind, bound_port, report_ready
+    from modelfleet.transport.session import HubSession
     from modelfleet.yamlfile import load_yaml
 
     sock = bind(host, port)  # first: a taken port fails fast; port 0 picks a free one
@@ -77,11 +79,24 @@ def serve(
         if not isinstance(items, list):
             raise InvalidInput(f"{sites}: expected a list of sites (or {{sites: [...]}})")
         directory = SiteDirectory(sites=items)
+        access = None  # no hub, no grant list: callers' credentials go through to the sites
     else:
+        if not token:
+            raise InvalidInput(
+                "the gateway needs its own infer token (--token or MODELFLEET_TOKEN; "
+                "`modelfleet token create --role infer --name gateway`): it reads the "
+                "directory and its grant list with it and calls sites with it"
+            )
         directory = SiteDirectory(hub_url=hub, token=token, cache_path=cache)
+        access = GatewayAccess(
+            HubSession(hub, token, timeout=5.0), default_grants_cache(directory.cache_path)
+        )
     rules = ResidencyRules.from_file(residency) if residency else ResidencyRules()
     router = Router(
-        directory, rules=rules, options=RoutingOptions(deadline_s=deadline, hedge=not no_hedge)
+        directory,
+        rules=rules,
+        options=RoutingOptions(deadline_s=deadline, hedge=not no_hedge),
+        token=token if access is not None else None,
     )
     configure_logging(log_level)
     source = f"{len(directory.sites)} static sites" if sites else f"hub {hub}"
@@ -91,4 +106,5 @@ def serve(
         highlight=False,
     )
     report_ready(sock, ready_file)
-    run(Gateway(router, default_region=data_region), host, port, log_level, sock=sock)
+    gateway = Gateway(router, default_region=data_region, access=access)
+    run(gateway, host, port, log_level, sock=sock)

@@ -27,7 +27,12 @@ app = typer.Typer(help="Create, list and revoke API tokens (admin).", no_args_is
 
 @app.command()
 def create(
-    role: Annotated[str, typer.Option(help="admin, operator or viewer.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="admin, operator, viewer, or infer (calls models at sites and the gateway)."
+        ),
+    ],
     name: Annotated[
         str | None, typer.Option(help="A label for the token (default: the role).")
     ] = None,
@@ -40,13 +45,36 @@ def create(
             show_default=False,
         ),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            metavar="NAME",
+            help="Role infer: a model the token may call (repeat; default: every model).",
+        ),
+    ] = None,
+    sites: Annotated[
+        str | None,
+        typer.Option(
+            "--sites",
+            metavar="SELECTOR",
+            help="Role infer: the sites it may call, e.g. 'jurisdiction in (EU,UK)' "
+            "(default: every site).",
+        ),
+    ] = None,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a token; its secret is printed once."""
     with client(hub, token) as hc:
-        created = hc.create_token(name or role, role, ttl=ttl)
+        created = hc.create_token(
+            name or role,
+            role,
+            ttl=ttl,
+            models=model or None,
+            site_selector=sites,
+        )
     if json_out:
         print_json(created)
         return

@@ -18,10 +18,12 @@ from modelfleet.hub.api import models as models_api
 from modelfleet.hub.api import sites as sites_api
 from modelfleet.hub.api import telemetry as telemetry_api
 from modelfleet.hub.api import tokens as tokens_api
+from modelfleet.hub.api.deps import Caller
 from modelfleet.hub.api.errors import install_error_handlers
 from modelfleet.hub.api.fastpath import SiteFastPath
 from modelfleet.hub.api.limits import BodyLimit
 from modelfleet.hub.api.openapi import HubApp
+from modelfleet.hub.auth import Permission
 from modelfleet.hub.certificates import SiteCertificates
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.datadir import DataDir
@@ -130,8 +132,15 @@ def create_app(ctx: HubContext) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
-    def metrics() -> Response:
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics (a token with sites:read: viewer and up)",
+        response_class=Response,
+    )
+    def metrics(caller: Caller) -> Response:
+        # Per-site figures: the same audience as /api/v1/telemetry/status.
+        caller.require(Permission.SITES_READ)
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(

@@ -24,6 +24,9 @@ class Role(StrEnum):
     OPERATOR = "operator"
     VIEWER = "viewer"
     SITE = "site"
+    #: The data plane: calls models at sites and through the gateway (checked there, offline,
+    #: from the signed grant list), and reads the site directory that routing needs.
+    INFER = "infer"
 
 
 class Permission(StrEnum):
@@ -34,9 +37,16 @@ class Permission(StrEnum):
     SITES_READ = "sites:read"
     SITES_WRITE = "sites:write"
     DEPLOY_WRITE = "deployments:write"
+    #: The site directory (``GET /api/v1/directory``): what the SDK and the gateway route with.
+    DIRECTORY_READ = "directory:read"
 
 
-_READ = {Permission.MODELS_READ, Permission.AUDIT_READ, Permission.SITES_READ}
+_READ = {
+    Permission.MODELS_READ,
+    Permission.AUDIT_READ,
+    Permission.SITES_READ,
+    Permission.DIRECTORY_READ,
+}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
@@ -47,10 +57,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # A site reads its own desired state and the blobs assigned to it, nothing else;
     # those checks bind to ``Principal.site`` in the sites API, not to a permission.
     Role.SITE: frozenset(),
+    # An infer token calls models at sites (its grant there says which) and reads the
+    # directory; nothing else on the hub.
+    Role.INFER: frozenset({Permission.DIRECTORY_READ}),
 }
 
 #: Roles a human may mint with `token create`; site tokens come from enrollment only.
-CREATABLE_ROLES = (Role.ADMIN, Role.OPERATOR, Role.VIEWER)
+CREATABLE_ROLES = (Role.ADMIN, Role.OPERATOR, Role.VIEWER, Role.INFER)
 
 
 def new_token_secret() -> str:
@@ -69,6 +82,8 @@ class Principal:
     name: str
     role: Role
     site: str | None = None
+    #: An infer token's site selector: the directory it reads shows only those sites.
+    site_selector: str | None = None
 
     @property
     def actor(self) -> str:
@@ -129,4 +144,10 @@ def site_principal(site: str, serial: str) -> Principal:
 
 
 def principal_for(record: TokenRecord) -> Principal:
-    return Principal(token_id=record.id, name=record.name, role=Role(record.role), site=record.site)
+    return Principal(
+        token_id=record.id,
+        name=record.name,
+        role=Role(record.role),
+        site=record.site,
+        site_selector=record.site_selector,
+    )

@@ -21,6 +21,7 @@ from typing import Any
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.hub.auth import Role, hash_token, new_token_secret
 from modelfleet.hub.certificates import SiteCertificates, split_enrollment_token
+from modelfleet.hub.grants import GrantIssuer
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import Assignment, SiteRecord
@@ -75,6 +76,8 @@ class Sites:
         self.registry = registry
         self.settings = settings
         self.certificates = certificates
+        #: Signed lists of the infer tokens each site honours (in every desired state).
+        self.grants = GrantIssuer(store, registry)
         # Every site's revision from one query, shared by all long-polls of this process.
         self._revisions: tuple[float, dict[str, int]] = (-math.inf, {})
         self._revisions_lock = threading.Lock()
@@ -227,6 +230,9 @@ class Sites:
                 "text": keyset.text,
                 "signature": keyset.signature,
             },
+            # The infer tokens this site honours, signed for it and issued now: the site
+            # checks inference callers against it, offline (modelfleet/grants.py).
+            "grants": self.grants.for_site(site.name, site.labels),
         }
 
     def keyset_revision(self) -> int:

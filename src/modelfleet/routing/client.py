@@ -2,7 +2,7 @@
 
 ::
 
-    client = modelfleet.Client(hub_url="http://hub:8700", token=..., data_region="EU")
+    client = modelfleet.Client(hub_url="http://hub:8700", token=INFER_TOKEN, data_region="EU")
     outputs = client.infer("pump", {"X": x})          # {"Y": np.ndarray}
     outputs = client.infer("pump", x, data_region="UK", deadline_s=0.5)
 
@@ -80,9 +80,10 @@ class AsyncClient:
         if sites is not None and hub_url is not None:
             raise InvalidInput("give hub_url or sites, not both")
         env = ClientSettings()
+        # One infer token serves both: the directory from the hub and the sites' /v2.
+        token = token if token is not None else env.token
         if sites is None:
             hub_url = hub_url or env.hub_url
-            token = token if token is not None else env.token
         # One CA for the hub and the sites: the fleet's (https sites must present a
         # certificate naming the site chosen).
         tls = TlsFiles(Path(ca_file) if ca_file is not None else env.ca_file)
@@ -95,7 +96,7 @@ class AsyncClient:
         )
         rules = residency if isinstance(residency, ResidencyRules) else ResidencyRules(residency)
         opts = options or RoutingOptions(deadline_s=deadline_s, hedge=hedge)
-        self.router = Router(directory, rules=rules, options=opts, tls=tls)
+        self.router = Router(directory, rules=rules, options=opts, tls=tls, token=token)
         self.data_region = data_region
         self._input_names: dict[str, str] = {}
 
@@ -240,7 +241,9 @@ class Client:
     defaults, spelled out here so editors and type checkers see them.
 
     ``hub_url``/``token`` (or ``sites``, a static list) say where the site directory comes
-    from; ``data_region`` is the default region of every request; ``residency`` the rules
+    from; ``token`` (default ``$MODELFLEET_TOKEN``) is an ``infer`` token, which reads the
+    directory and is what every site checks (``token create --role infer``);
+    ``data_region`` is the default region of every request; ``residency`` the rules
     region -> permitted site regions; ``cache_path`` where the directory is cached for a
     hub outage; ``deadline_s`` and ``hedge`` the routing defaults (or a whole
     :class:`RoutingOptions` as ``options``); ``ca_file`` the fleet CA that ``https`` hubs

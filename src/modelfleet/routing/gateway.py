@@ -11,10 +11,17 @@ decodes tensors, which is what keeps its added latency well under a millisecond.
 ASGI application (no framework routing) for the same reason.
 
 Answers carry ``x-modelfleet-site`` (who served) and ``x-request-id``.
+
+Callers need an infer token (:mod:`.gateway_access`; 401/403 as at a site, the health probes
+open); the gateway calls sites with its own. With a static site list (no hub, so no grant
+list) the gateway checks nothing itself and forwards the caller's ``Authorization`` to the
+site, which decides.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import socket
 from typing import Any
@@ -23,6 +30,7 @@ import orjson
 
 from modelfleet._version import __version__
 from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.grants import Grant
 from modelfleet.oip.headers import (
     INFERENCE_HEADER_LENGTH,
     REGION_HEADER,
@@ -30,6 +38,8 @@ from modelfleet.oip.headers import (
     SITE_HEADER,
 )
 from modelfleet.oip.paths import MODELS_PREFIX, parse_model_path
+from modelfleet.routing.gateway_access import REFRESH_S as GRANTS_REFRESH_S
+from modelfleet.routing.gateway_access import GatewayAccess
 from modelfleet.routing.router import Router
 from modelfleet.transport.asgi import Receive, Scope, Send, read_body, respond
 from modelfleet.transport.server import Engine, serve_http
@@ -43,6 +53,9 @@ _BACK = ("content-type", INFERENCE_HEADER_LENGTH)
 _REGION = REGION_HEADER.encode()
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
 _SITE = SITE_HEADER.encode()
+_AUTHORIZATION = b"authorization"
+#: Probes: answered without a credential (they name no model).
+_OPEN = frozenset({"/v2/health/live", "/v2/health/ready"})
 #: Largest request body forwarded (a site refuses larger ones anyway); larger ones get 413.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -56,11 +69,15 @@ class Gateway:
         *,
         default_region: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        access: GatewayAccess | None = None,
     ) -> None:
         self.router = router
+        #: The callers' check; None (a static site list): pass their credential through.
+        self.access = access
         self.default_region = default_region
         self.max_body_bytes = max_body_bytes
         self.errors = 0
+        self._refresher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -70,8 +87,18 @@ class Gateway:
         if kind != "http":
             return
         path: str = scope["path"]
+        grant: Grant | None = None
+        if self.access is not None and path not in _OPEN:
+            named = parse_model_path(path) if path.startswith(MODELS_PREFIX) else None
+            checked = self.access.check(scope, named.name if named is not None else None)
+            if isinstance(checked, tuple):
+                status, message = checked
+                extra = [(b"www-authenticate", b"Bearer")] if status == 401 else None
+                await respond(send, status, orjson.dumps({"error": message}), headers=extra)
+                return
+            grant = checked
         if path.startswith(MODELS_PREFIX):
-            await self._model(scope, receive, send, path)
+            await self._model(scope, receive, send, path, grant)
         elif path == "/v2/health/live":
             await _reply(send, 200, {"live": True})
         elif path == "/v2/health/ready":
@@ -108,13 +135,31 @@ class Gateway:
                 except ModelfleetError as exc:
                     await send({"type": "lifespan.startup.failed", "message": exc.message})
                     return
+                if self.access is not None:
+                    await asyncio.to_thread(self.access.refresh)
+                    self._refresher = asyncio.create_task(self._refresh_grants(self.access))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._refresher is not None:
+                    self._refresher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._refresher
+                if self.access is not None:
+                    self.access.close()
                 await self.router.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _model(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    @staticmethod
+    async def _refresh_grants(access: GatewayAccess) -> None:
+        """Fetch the grant list again every few seconds: how soon a revocation applies."""
+        while True:
+            await asyncio.sleep(GRANTS_REFRESH_S)
+            await asyncio.to_thread(access.refresh)
+
+    async def _model(
+        self, scope: Scope, receive: Receive, send: Send, path: str, grant: Grant | None
+    ) -> None:
         target = parse_model_path(path)
         if target is None:
             await _reply(send, 404, {"error": "no such endpoint"})
@@ -133,7 +178,7 @@ class Gateway:
         region = self.default_region
         request_id: str | None = None
         for name, value in scope["headers"]:
-            if name in _FORWARD:
+            if name in _FORWARD or (name == _AUTHORIZATION and self.access is None):
                 headers[name.decode("latin-1")] = value.decode("latin-1")
             elif name == _REGION:
                 region = value.decode("latin-1")
@@ -163,6 +208,7 @@ class Gateway:
                 headers=headers,
                 version=version,
                 request_id=request_id,
+                only=grant.sites if grant is not None else None,
             )
         except ModelfleetError as exc:
             self.errors += 1

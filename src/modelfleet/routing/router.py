@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from modelfleet.errors import (
     DeadlineExceeded,
     InvalidInput,
     ModelfleetError,
+    PermissionDenied,
     TransportFailure,
 )
 from modelfleet.oip.headers import ATTEMPT_HEADER, HEDGE_HEADER, REQUEST_ID_HEADER
@@ -124,10 +126,13 @@ class Router:
         rules: ResidencyRules | None = None,
         options: RoutingOptions | None = None,
         tls: TlsFiles | None = None,
+        token: str | None = None,
     ) -> None:
         """``tls``: the fleet CA to verify ``https://`` sites against (and this caller's
-        client certificate, for a gateway); None: the system's roots."""
+        client certificate, for a gateway); None: the system's roots. ``token``: the infer
+        token every request to a site carries (sites require a credential)."""
         self.directory = directory
+        self._authorization = f"Bearer {token}" if token else None
         self.options = options or RoutingOptions()
         opts = self.options
         self.selector = Selector(
@@ -213,8 +218,10 @@ class Router:
         version: int | None = None,
         deadline_s: float | None = None,
         request_id: str | None = None,
+        only: Collection[str] | None = None,
     ) -> Routed:
-        """Send ``method path`` for ``model`` to the best permitted site; see the module doc."""
+        """Send ``method path`` for ``model`` to the best permitted site; see the module doc.
+        ``only``: the sites this caller may reach (a gateway caller's scoped token)."""
         if not data_region:
             raise InvalidInput(
                 "no data region: pass data_region (e.g. 'EU'), or '*' for data without "
@@ -227,19 +234,35 @@ class Router:
         self._hedge_tokens = min(10.0, self._hedge_tokens + self.options.hedge_budget)
         if region not in self._warmed:
             await self._warm(region)
-        ranking = self.rank(model, region, version)
+        ranking = self._ranked(model, region, version, only)
         if not ranking.sites and await self._refresh_now():
             # A model deployed since the last refresh is found without waiting for it.
-            ranking = self.rank(model, region, version)
+            ranking = self._ranked(model, region, version, only)
         if not ranking.sites:
             self.counters.no_site += 1
             raise self.selector.no_site(ranking, model, {})
         rid = request_id or uuid.uuid4().hex
         base = dict(headers or {})
         base[REQUEST_ID_HEADER] = rid
+        if self._authorization is not None:
+            base["authorization"] = self._authorization
         return await self._race(
             ranking, model, method, path, body, base, rid, deadline_s or self.options.deadline_s
         )
+
+    def _ranked(
+        self, model: str, region: str, version: int | None, only: Collection[str] | None
+    ) -> Ranking:
+        ranking = self.rank(model, region, version)
+        if only is None:
+            return ranking
+        allowed = [site for site in ranking.sites if site.name in only]
+        if ranking.sites and not allowed:
+            raise PermissionDenied(
+                f"this token may not call model {model!r} at any site that serves it "
+                f"({', '.join(s.name for s in ranking.sites)})"
+            )
+        return dataclasses.replace(ranking, sites=allowed)
 
     async def _race(
         self,

@@ -100,8 +100,10 @@ def wait_http(
     proc: subprocess.Popen[bytes] | None = None,
     *,
     ca_file: Path | None = None,
+    token: str | None = None,
 ) -> None:
-    """Poll ``url`` until it answers 200; fail early if ``proc`` exits.
+    """Poll ``url`` until it answers 200; fail early if ``proc`` exits. ``token``: sent as
+    the bearer credential (a site's model endpoints need an infer token).
 
     With a ``proc`` started by this module, an answer counts only once ``proc`` has reported
     (in its ready file) that it listens on ``url``'s port, and while it is alive: then the 200
@@ -129,7 +131,8 @@ def wait_http(
             verify: ssl.SSLContext | bool = (
                 ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
             )
-            if httpx.get(url, timeout=1.0, verify=verify).status_code == 200:
+            headers = {"Authorization": f"Bearer {token}"} if token else None
+            if httpx.get(url, timeout=1.0, verify=verify, headers=headers).status_code == 200:
                 _check_alive(proc, url)  # the answer came while it was alive
                 return
         except httpx.TransportError:

@@ -26,6 +26,7 @@ from modelfleet.pki.tls import ServerTlsFiles, TlsFiles
 from modelfleet.registry.keyset import KeySet
 from modelfleet.registry.signing import load_public_key
 from modelfleet.settings import SiteSettings
+from modelfleet.site.access import SiteAccess
 from modelfleet.site.cache import BlobCache
 from modelfleet.site.cascade import Cascade
 from modelfleet.site.federated import FederatedWorker, SiteConfig
@@ -81,6 +82,9 @@ class SiteAgent:
             intra_op_threads=settings.intra_op_threads,
             policy_file=settings.policy_file,
         )
+        # Who may call: the saved grant list first, so a restart with the hub down authorises.
+        self.access = SiteAccess(self.site, self._trusted_keys, self.identity.grants_file)
+        self.access.load()
         self.telemetry: TelemetryRecorder | None = None
         self.shipper: Shipper | None = None
         if settings.telemetry_enabled:
@@ -99,7 +103,10 @@ class SiteAgent:
                 retry_max_s=settings.retry_max_s,
             )
         self.server = InferenceServer(
-            self.repository, ready=lambda: self._restored, observer=self.telemetry
+            self.repository,
+            ready=lambda: self._restored,
+            observer=self.telemetry,
+            access=self.access,
         )
         if settings.cascade_file is not None:
             # Counters land in the server's registry, so /metrics shows escalations.
@@ -196,6 +203,11 @@ class SiteAgent:
                 f"{self.settings.state_dir} holds an unreadable hub key ({exc.message}); "
                 "re-enroll this site (--enroll TOKEN --re-enroll)"
             ) from exc
+
+    def _trusted_keys(self) -> KeySet:
+        """The signing keys as the reconciler holds them now (rotations included)."""
+        keys = self.reconciler.public_key
+        return keys if isinstance(keys, KeySet) else KeySet.of(load_public_key(keys))
 
     def _hosts(self) -> tuple[str, ...]:
         """Host names for the site's certificate, so standard clients (curl --cacert,
@@ -297,6 +309,10 @@ class SiteAgent:
                 self.shipper.wake()  # deliver the backlog now
             self._worker.wake()  # report at once after an outage
         if result is not None and not self._poller.stopping:
+            # Grants first, here: a revoked token stops working without waiting for a
+            # reconcile pass (which may be busy downloading). A list signed by a key the
+            # reconciler has yet to accept is taken again after that pass.
+            self.access.accept(result[1].get("grants"))
             self._etag, self._desired = result
             self.state.save_desired(*result)
             self._worker.wake()
@@ -310,6 +326,7 @@ class SiteAgent:
         if self._desired is not None:
             try:
                 changed = self.reconciler.apply(self._desired)
+                self.access.accept(self._desired.get("grants"))
             except Exception:  # keep serving whatever happens in one pass
                 log.exception("reconcile pass failed")
         now = time.monotonic()

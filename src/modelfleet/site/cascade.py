@@ -31,6 +31,9 @@ is encoded)::
     target: http://cloud-site:8800          # or the gateway's URL
     deadline_s: 0.5
     data_region: EU                         # sent to a gateway target
+    token: mf_...                           # an infer token for the target (else
+                                            # $MODELFLEET_CASCADE_TOKEN; over TLS the
+                                            # site's own certificate is accepted too)
     models:
       defects: {threshold: 0.7, output: probabilities}
       captioner: {always: true, target_model: captioner-large}
@@ -43,6 +46,7 @@ registered in the registry passed in (the server's), so they appear on the site'
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,8 +131,11 @@ class Cascade:
         deadline_s: float = 0.5,
         data_region: str | None = None,
         registry: CollectorRegistry | None = None,
+        token: str | None = None,
     ) -> None:
         self.origin = Origin.parse(target)
+        #: The infer token sent to the cloud site or gateway (which require a credential).
+        self.token = token
         self.target = target
         self.rules = dict(rules)
         if deadline_s <= 0:
@@ -168,6 +175,8 @@ class Cascade:
             deadline_s=float(doc.get("deadline_s", 0.5)),
             data_region=doc.get("data_region"),
             registry=registry,
+            # An infer token for the target: the file's, else $MODELFLEET_CASCADE_TOKEN.
+            token=doc.get("token") or os.environ.get("MODELFLEET_CASCADE_TOKEN") or None,
         )
 
     def applies(self, model: str) -> bool:
@@ -221,6 +230,8 @@ class Cascade:
         headers[REQUEST_ID_HEADER] = uuid.uuid4().hex
         if self.data_region:
             headers[REGION_HEADER] = self.data_region
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
         response = await self._pool.request(
             self.origin, "POST", f"/v2/models/{model}/infer", body, headers
         )

@@ -5,6 +5,8 @@ Files (``tls/`` in the site's state directory, mode 0700)::
     tls/site.key   the key this site made at enrollment (0600); it never leaves the site
     tls/site.pem   its certificate from the fleet CA (names modelfleet://site/<name>)
     tls/ca.pem     the fleet CA, pinned at enrollment
+    tls/keyset.json  the hub's signing keys this site trusts
+    tls/grants.json  the last signed grant list (see :mod:`modelfleet.site.access`)
 
 Enrollment, when the hub speaks TLS (:func:`enroll_site`):
 
@@ -76,6 +78,11 @@ class SiteIdentity:
     @property
     def keyset_file(self) -> Path:
         return self.dir / "keyset.json"
+
+    @property
+    def grants_file(self) -> Path:
+        """The last grant list the hub signed for this site (infer tokens it honours)."""
+        return self.dir / "grants.json"
 
     def exists(self) -> bool:
         return self.cert_file.exists() and self.key_file.exists() and self.ca_file.exists()

@@ -7,6 +7,9 @@ and writes the encoded answer. Everything per model that a request needs (signat
 checks, metric children, batcher) is computed once per loaded version and found with one
 dictionary lookup. The other endpoints live in :mod:`modelfleet.site.oip_routes`.
 
+Every request but the health probes needs a credential (:mod:`modelfleet.site.access`):
+401 without one, 403 for a model outside the token's scope, checked before anything else.
+
 Errors follow the protocol: ``{"error": "..."}`` with 400 for a bad request, 404 for an
 unknown model or version, 413 for an oversized body, 503 while not ready; nothing a client
 sends yields a 500 (a 500 means the model itself failed, or a bug, and is logged).
@@ -36,8 +39,9 @@ from prometheus_client import (
 from modelfleet.errors import InvalidInput, ModelFailure, ModelfleetError, NotFound, Overloaded
 from modelfleet.oip.codec import binary_output_names, decode_request, encode_response
 from modelfleet.oip.headers import INFERENCE_HEADER_LENGTH
-from modelfleet.oip.paths import parse_model_path
+from modelfleet.oip.paths import MODELS_PREFIX, parse_model_path
 from modelfleet.oip.types import InferOutput, InferRequest, InferResponse
+from modelfleet.site.access import OPEN_PATHS, SiteAccess
 from modelfleet.site.batcher import DEFAULT_INLINE_BELOW_S, Batcher, BatchPolicy
 from modelfleet.site.cascade import Cascade
 from modelfleet.site.observer import InferenceObserver, NullObserver
@@ -220,9 +224,13 @@ class InferenceServer:
         inference_threads: int | None = None,
         inline_below_s: float = DEFAULT_INLINE_BELOW_S,
         cascade: Cascade | None = None,
+        access: SiteAccess | None = None,
     ) -> None:
         self.repository = repository
         self.cascade = cascade
+        #: Who may call (the agent always sets it); None serves everyone, for a server
+        #: embedded in a process that controls its own port (tests of the protocol alone).
+        self.access = access
         self.stats = SiteMetrics()
         self.observer: InferenceObserver = observer or NullObserver()
         self.max_body_bytes = max_body_bytes
@@ -269,10 +277,19 @@ class InferenceServer:
             return
         path: str = scope["path"]
         method: str = scope["method"]
+        access = self.access
         if method == "POST" and path.endswith(_INFER_SUFFIX):
             target = parse_model_path(path)
             if target is not None and target.action == "infer":
+                if access is not None and (denied := access.check(scope, target.name)):
+                    await _refuse(send, denied)
+                    return
                 await self._infer(scope, receive, send, target.name, target.version)
+                return
+        if access is not None and path not in OPEN_PATHS:
+            named = parse_model_path(path) if path.startswith(MODELS_PREFIX) else None
+            if denied := access.check(scope, named.name if named is not None else None):
+                await _refuse(send, denied)
                 return
         if path == "/metrics" or path == "/healthz":
             await self._plain(path, send)
@@ -424,3 +441,9 @@ class InferenceServer:
 
 async def _error(send: Send, status: int, message: str) -> None:
     await respond(send, status, orjson.dumps({"error": message}))
+
+
+async def _refuse(send: Send, denied: tuple[int, str]) -> None:
+    status, message = denied
+    headers = [(b"www-authenticate", b"Bearer")] if status == 401 else None
+    await respond(send, status, orjson.dumps({"error": message}), headers=headers)

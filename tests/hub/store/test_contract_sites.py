@@ -113,7 +113,7 @@ def test_set_labels(store: Store) -> None:
     updated = store.sites.set_labels("berlin", {"region": "eu-central", "provider": "gcp"})
     assert updated.labels == {"region": "eu-central", "provider": "gcp"}
     assert store.sites.get("berlin") == updated
-    assert updated.revision == 1
+    assert updated.revision == 2  # labels are part of the desired state (and its grants)
     with pytest.raises(NotFound):
         store.sites.set_labels("nope", {})
 

@@ -1,10 +1,14 @@
 """``GET /api/v1/directory``: where clients may send inference requests.
 
 Every site with its public inference URL (as the site reports it), labels, liveness as the hub
-sees it, and the models it serves right now (active version and state). Any human or client
-token with read access to sites may read it (``viewer`` and up): it is what the SDK and the
-gateway route with, and they cache it so that inference keeps working without the hub.
-Enrollment secrets and credentials are never part of it.
+sees it, and the models it serves right now (active version and state). Any human token
+(``viewer`` and up) and any ``infer`` token may read it: it is what the SDK and the gateway
+route with, and they cache it so that inference keeps working without the hub. An infer
+token limited to a site selector sees only those sites. Enrollment secrets and credentials
+are never part of it.
+
+``GET /api/v1/grants/gateway``: the signed grant list a gateway checks its callers against
+(every active infer token, each with the sites it may reach), with the signing key set.
 """
 
 from __future__ import annotations
@@ -15,16 +19,21 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
+from modelfleet.errors import PermissionDenied
 from modelfleet.hub.api.deps import Caller, Context
-from modelfleet.hub.auth import Permission
+from modelfleet.hub.auth import Permission, Role
 from modelfleet.hub.context import HubContext
+from modelfleet.hub.selectors import parse_selector
 
 router = APIRouter(prefix="/api/v1", tags=["routing"])
 
 
-def directory(ctx: HubContext) -> dict[str, Any]:
+def directory(ctx: HubContext, site_selector: str | None = None) -> dict[str, Any]:
     sites = []
+    selector = parse_selector(site_selector) if site_selector is not None else None
     for record in ctx.sites.list():
+        if selector is not None and not selector.matches(record.labels):
+            continue
         view = ctx.sites.view(record)
         models = [
             {
@@ -58,5 +67,44 @@ def directory(ctx: HubContext) -> dict[str, Any]:
     summary="Sites with public inference URLs, labels, health and the models they serve",
 )
 async def get_directory(ctx: Context, caller: Caller) -> dict[str, Any]:
-    caller.require(Permission.SITES_READ)
-    return await run_in_threadpool(directory, ctx)
+    caller.require(Permission.DIRECTORY_READ)
+    return await run_in_threadpool(directory, ctx, caller.site_selector)
+
+
+def gateway_grants(ctx: HubContext) -> dict[str, Any]:
+    sites = {record.name: record.labels for record in ctx.sites.list()}
+    signed = ctx.sites.grants.for_gateway(sites)
+    keyset = ctx.registry.signed_keyset()
+    return {
+        "text": signed["text"],
+        "signature": signed["signature"],
+        "keyset": {
+            "revision": keyset.revision,
+            "text": keyset.text,
+            "signature": keyset.signature,
+        },
+    }
+
+
+@router.get(
+    "/grants/gateway",
+    summary="The signed list of infer tokens a gateway accepts (a gateway's token or admin)",
+)
+def get_gateway_grants(ctx: Context, caller: Caller) -> dict[str, Any]:
+    # A gateway calls sites for every caller it admits, so only an unscoped infer token
+    # (the gateway's own) or an admin may fetch the list of every token's hash.
+    unscoped_infer = caller.role == Role.INFER and _unscoped(ctx, caller.token_id)
+    if not unscoped_infer and not caller.can(Permission.TOKENS_ADMIN):
+        ctx.store.audit.record(
+            actor=caller.actor, action="grants.gateway", object="gateway", outcome="forbidden"
+        )
+        raise PermissionDenied(
+            f"token {caller.name!r} may not read the gateway's grants: use an infer token "
+            "without --model/--sites (the gateway's own) or an admin token"
+        )
+    return gateway_grants(ctx)
+
+
+def _unscoped(ctx: HubContext, token_id: str) -> bool:
+    record = ctx.store.tokens.get(token_id)
+    return record is not None and record.models is None and record.site_selector is None

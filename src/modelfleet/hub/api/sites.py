@@ -106,8 +106,10 @@ class SiteReportIn(BaseModel):
     models: list[ModelReportIn] = Field(default_factory=list, max_length=1024)
 
 
-def _etag(revision: int, keyset_revision: int) -> str:
-    return f'"r{revision}k{keyset_revision}"'
+def _etag(revision: int, keyset_revision: int, grants: str) -> str:
+    """The desired state's version: the site's revision, the key set's, and the infer
+    tokens' fingerprint (a created or revoked token is news to every site)."""
+    return f'"r{revision}k{keyset_revision}g{grants}"'
 
 
 def _own_site(ctx: Context, caller: Principal, site: str, action: str) -> None:
@@ -181,6 +183,7 @@ def set_labels(name: str, body: LabelsIn, ctx: Context, caller: Caller) -> dict[
     require(ctx, caller, Permission.SITES_WRITE, "site.labels", name)
     with audited(ctx, caller, "site.labels", name):
         record = ctx.sites.set_labels(name, body.labels)
+    ctx.notifier.notify(name)  # a new revision: labels decide the site's grants too
     return ctx.sites.view(record)
 
 
@@ -313,10 +316,13 @@ async def desired_state(
             revision = await run_in_threadpool(
                 functools.partial(ctx.sites.revision, name, recent=not exact)
             )
-        etag = _etag(revision, ctx.sites.keyset_revision())
+        grants = ctx.sites.grants.known_fingerprint()
+        if grants is None:
+            grants = await run_in_threadpool(ctx.sites.grants.fingerprint)
+        etag = _etag(revision, ctx.sites.keyset_revision(), grants)
         if if_none_match != etag:
             doc = await run_in_threadpool(ctx.sites.desired_state, name)
-            tag = _etag(doc["revision"], doc["keyset"]["revision"])
+            tag = _etag(doc["revision"], doc["keyset"]["revision"], doc["grants"]["fingerprint"])
             return JSONResponse(doc, headers={"ETag": tag})
         remaining = deadline - time.monotonic()
         if remaining <= 0:

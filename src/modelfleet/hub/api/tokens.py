@@ -12,6 +12,8 @@ from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.hub.api.deps import Caller, Context, audited, require
 from modelfleet.hub.api.schemas import audit_entry, token_of
 from modelfleet.hub.auth import CREATABLE_ROLES, Permission, Role, hash_token, new_token_secret
+from modelfleet.hub.context import HubContext
+from modelfleet.hub.selectors import parse_selector
 from modelfleet.refs import check_name
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
@@ -30,11 +32,21 @@ def create_token(body: TokenIn, ctx: Context, caller: Caller) -> TokenCreated:
             raise InvalidInput(f"invalid role {body.role!r}: expected one of {allowed}{hint}")
         ttl_s = ctx.settings.token_ttl(body.ttl, body.role)
         expires = datetime.now(UTC) + timedelta(seconds=ttl_s)
+        models, selector = _scope(body)
         secret = new_token_secret()
         record = ctx.store.tokens.create(
-            name=body.name, role=body.role, token_hash=hash_token(secret), expires_at=expires
+            name=body.name,
+            role=body.role,
+            token_hash=hash_token(secret),
+            expires_at=expires,
+            models=models,
+            site_selector=selector,
         )
         detail.append(f"id {record.id} role {record.role} expires {expires:%Y-%m-%dT%H:%M:%SZ}")
+        if models is not None or selector is not None:
+            detail.append(f"models {','.join(models or ['*'])} sites {selector or '*'}")
+    if record.role == Role.INFER:
+        _grants_changed(ctx)
     return TokenCreated(**token_of(record).model_dump(), token=secret)
 
 
@@ -53,7 +65,39 @@ def revoke_token(token_id: str, ctx: Context, caller: Caller) -> Response:
             if known is None:
                 raise NotFound(f"no token with id {token_id!r}")
             raise InvalidInput(f"token {token_id!r} is already revoked")
+    revoked = ctx.store.tokens.get(token_id)
+    if revoked is not None and revoked.role == Role.INFER:
+        _grants_changed(ctx)
     return Response(status_code=204)
+
+
+def _scope(body: TokenIn) -> tuple[tuple[str, ...] | None, str | None]:
+    """An infer token's models and site selector, checked; other roles take neither."""
+    if body.models is None and body.site_selector is None:
+        return None, None
+    if body.role != Role.INFER:
+        raise InvalidInput(
+            f"models and site selectors scope infer tokens only, not role {body.role!r}"
+        )
+    models: tuple[str, ...] | None = None
+    if body.models is not None:
+        if not body.models:
+            raise InvalidInput("models: give at least one model name, or leave it out for all")
+        models = tuple(dict.fromkeys(check_name(m, "model name") for m in body.models))
+    selector = None
+    if body.site_selector is not None:
+        parsed = parse_selector(body.site_selector)  # InvalidInput names the bad term
+        if not parsed.terms:
+            raise InvalidInput("site selector is empty: leave it out for every site")
+        selector = body.site_selector.strip()
+    return models, selector
+
+
+def _grants_changed(ctx: HubContext) -> None:
+    """Every site's grant list changes: its long-poll answers now (other replicas' polls
+    see it within their once-a-second re-check)."""
+    ctx.sites.grants.forget()
+    ctx.notifier.notify_many([s.name for s in ctx.store.sites.list()])
 
 
 @router.get("/audit", response_model=list[AuditEntry], summary="The audit log, newest first")

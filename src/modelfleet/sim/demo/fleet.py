@@ -51,6 +51,8 @@ class DemoFleet:
     hub: HubProcess | None = None
     admin: HubClient | None = None
     token: str = ""
+    #: What the plant lines call the sites with (an infer token; sites require one).
+    infer_token: str = ""
     sites: dict[str, SiteProcess] = field(default_factory=dict)
     lan: dict[str, WanLink] = field(default_factory=dict)
     central: dict[str, WanLink] = field(default_factory=dict)
@@ -70,6 +72,7 @@ class DemoFleet:
         )
         self._start_hub_process()
         self.admin = HubClient(self.hub.url, self.token)
+        self.infer_token = self.admin.create_token("demo-lines", "infer").token
 
     def _start_hub_process(self) -> None:
         if self.hub is None:

@@ -170,7 +170,7 @@ def first_rollout(scene: Scene) -> bool:
         scene.lines[name] = PlantLine(
             name,
             hub_url=fleet.hub.url if fleet.hub else "",
-            token=fleet.token,
+            token=fleet.infer_token,
             central_url=fleet.central[name].url,
             rows=scene.data[name]["stream"][0],
             cache_dir=scene.workdir,

@@ -63,7 +63,7 @@ class PlantLine(threading.Thread):
             cache_path=cache_dir / f"directory-{plant}.json",
             deadline_s=10.0,
         )
-        self._http = httpx.Client(timeout=10.0)
+        self._http = httpx.Client(timeout=10.0, headers={"Authorization": f"Bearer {token}"})
         self._lock = threading.Lock()
 
     def stop(self) -> None:

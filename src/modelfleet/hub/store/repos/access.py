@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from datetime import datetime
 
@@ -52,6 +53,11 @@ class TokenRepo(ABC):
     def revoke(self, token_id: str) -> bool:
         """Mark revoked; False if unknown or already revoked. Raises ``Conflict`` for the
         last active admin token: revoking it would lock every admin out of the hub."""
+
+    @abstractmethod
+    def active_infer(self, now: datetime) -> builtins.list[tuple[TokenRecord, str]]:
+        """Every ``infer`` token active at ``now`` with its hash, ordered by id: what the
+        signed grant lists carry. The one read that returns hashes (records never do)."""
 
 
 class AuditRepo(ABC):

@@ -7,6 +7,7 @@ newest first.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import secrets
 import threading
@@ -265,6 +266,20 @@ class SqlTokenRepo(TokenRepo):
             revoked: bool = conn.execute(stmt).rowcount == 1
         self._forget_lookups()
         return revoked
+
+    def active_infer(self, now: datetime) -> builtins.list[tuple[TokenRecord, str]]:
+        query = (
+            select(*_columns(), tokens.c.token_hash)
+            .where(
+                tokens.c.role == "infer",
+                tokens.c.revoked_at.is_(None),
+                or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
+            )
+            .order_by(tokens.c.id)
+        )
+        with self._store.read() as conn:
+            rows: Any = conn.execute(query)
+            return [(_to_token(row), str(row.token_hash)) for row in rows]
 
 
 class SqlAuditRepo(AuditRepo):

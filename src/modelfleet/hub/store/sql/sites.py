@@ -219,7 +219,13 @@ class SqlSiteRepo(SiteRepo):
 
     def set_labels(self, name: str, labels: dict[str, str]) -> SiteRecord:
         with self._store.write() as conn:
-            changed = conn.execute(update(sites).where(sites.c.name == name).values(labels=labels))
+            # Labels are part of the desired state (and decide which infer tokens a site's
+            # grant list carries): a change is a new revision, so long-polls see it.
+            changed = conn.execute(
+                update(sites)
+                .where(sites.c.name == name)
+                .values(labels=labels, revision=sites.c.revision + 1)
+            )
             if changed.rowcount == 0:
                 raise NotFound(f"site {name!r} does not exist")
             return _load_site(conn, name)
