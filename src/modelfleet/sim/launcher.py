@@ -297,6 +297,8 @@ class SiteProcess(_Child):
             "--hub", self.hub_url, "--state-dir", str(self.state_dir),
             "--port", str(self.port), "--log-level", self.log_level,
         ]  # fmt: skip
+        if not self.tls:
+            cmd.append("--insecure-http")  # a site of an --insecure-http hub, on loopback
         if self.enrollment_token:
             cmd += ["--enroll", self.enrollment_token]
             self.enrollment_token = None  # single use: later restarts use the state dir
