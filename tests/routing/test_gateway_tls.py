@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import certifi
 import httpx
 import pytest
 from cryptography import x509
@@ -121,10 +122,12 @@ def test_gateway_serves_https_only_to_clients_that_trust_the_fleet_ca(
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-modelfleet-site"] in {"eu-a", "eu-b"}
 
-    # Without the fleet CA (the system's roots only) and with another fleet's CA: refused
+    # The public roots alone (certifi's: this session's SSL_CERT_FILE names the fleet CA).
+    public_roots = ssl.create_default_context(cafile=certifi.where())
+    # Without the fleet CA (public roots only) and with another fleet's CA: refused
     # by the client's verification, nothing sent.
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-        httpx.get(f"{url}/v2/health/live", verify=ssl.create_default_context(), trust_env=False)
+        httpx.get(f"{url}/v2/health/live", verify=public_roots, trust_env=False)
     other = FleetCA.create(tmp_path / "other-ca")
     wrong = ssl.create_default_context(cadata=other.pem.decode())
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -150,6 +153,9 @@ def test_a_reissued_gateway_certificate_is_served_without_a_restart(
     pid = tls_gateway.proc.pid if tls_gateway.proc else None
     issue_gateway_certificate(geo_fleet.hub.data_dir, tls_gateway.tls_dir, "edge-gw")
     fresh = x509.load_pem_x509_certificate((tls_gateway.tls_dir / "cert.pem").read_bytes())
+    # The handshake that notices the new file reloads it (that one still presents the old
+    # certificate); every later one presents the new one.
+    served_certificate(tls_gateway.port, tls_gateway.ca_file)
     after = served_certificate(tls_gateway.port, tls_gateway.ca_file)
     assert after.serial_number == fresh.serial_number != before.serial_number
     assert tls_gateway.proc is not None

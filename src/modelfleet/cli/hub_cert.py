@@ -5,7 +5,7 @@ Like ``hub key``, this acts on the files, not through the API: the CA key never 
 data directory and whoever can read it is trusted to mint certificates (the root of trust),
 so no token, however privileged, can get a certificate over the network. Run it again
 before the certificate expires (``--out`` the same directory): the gateway picks the new
-one up at its next handshake, without a restart.
+one up at its next handshake (presented from the connection after it), without a restart.
 """
 
 from __future__ import annotations

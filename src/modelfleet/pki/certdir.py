@@ -10,8 +10,8 @@ Issuing happens where the CA key is (the hub's data directory): local file acces
 the root of trust, as for ``hub init``, so no network API can mint a gateway certificate.
 Re-issuing into the same directory replaces the pair with a new key, key first and the
 certificate last (as the hub renews its own): a server reading the directory notices the
-new certificate at its next handshake and loads both (:func:`~modelfleet.pki.tls.server_context`),
-so a gateway is renewed without a restart.
+new certificate at its next handshake and loads both, for the connections after that one
+(:func:`~modelfleet.pki.tls.server_context`), so a gateway is renewed without a restart.
 """
 
 from __future__ import annotations
