@@ -57,7 +57,7 @@ def issue(
     ] = DEFAULT_DAYS,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sign a gateway certificate (``modelfleet://gateway/NAME`` plus its host names) with
+    """Sign a gateway certificate (modelfleet://gateway/NAME plus its host names) with
     the fleet CA in the hub's data directory.
 
     Example: modelfleet hub cert issue --data-dir /var/lib/modelfleet/hub --name edge-gw
