@@ -36,6 +36,15 @@ def write_tiny_onnx(path: Path, offset: float = 1.0, features: int = 4) -> Path:
     return path
 
 
+def trust_fleet_ca(mp: pytest.MonkeyPatch, ca_file: Path) -> None:
+    """Make every client of this test trust the fleet CA of the hub under test, as a user's
+    ``export MODELFLEET_CA_FILE`` does: HubClient and modelfleet.Client (MODELFLEET_CA_FILE),
+    plain httpx calls (SSL_CERT_FILE, which httpx reads), and the CLI and site processes the
+    test starts (they inherit the environment). Undone with ``mp``."""
+    mp.setenv("MODELFLEET_CA_FILE", str(ca_file))
+    mp.setenv("SSL_CERT_FILE", str(ca_file))
+
+
 @pytest.fixture
 def tiny_onnx(tmp_path: Path) -> Callable[..., Path]:
     counter = iter(range(1_000_000))

@@ -15,8 +15,11 @@ class RecordingProxy:
     link (refusing and resetting connections) to simulate an outage, or cut one response
     part-way (:meth:`cut_response`) to interrupt a download."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *, tls: bool = False) -> None:
+        """``tls``: the target speaks HTTPS (bytes are relayed untouched; :attr:`url` says
+        ``https``, and what is recorded is then ciphertext)."""
         self.target_port = target_port
+        self.tls = tls
         self.sent = bytearray()
         self._lock = threading.Lock()
         self._down = threading.Event()
@@ -34,7 +37,7 @@ class RecordingProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def requests_with(self, marker: bytes) -> list[bytes]:
         """The heads of the requests sent so far whose head contains ``marker``."""

@@ -13,6 +13,7 @@ import pytest
 
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.sim.launcher import HubProcess
+from tests.conftest import trust_fleet_ca
 
 
 @dataclass
@@ -36,9 +37,14 @@ class RunningHub:
 
 
 @pytest.fixture
-def running_hub(tmp_path: Path) -> Iterator[RunningHub]:
+def running_hub(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningHub]:
     init = init_hub(tmp_path / "hub")
-    process = HubProcess(tmp_path / "hub").start()
+    plain = request.node.get_closest_marker("plain_http") is not None
+    process = HubProcess(tmp_path / "hub", tls=not plain).start()
+    if not plain:
+        trust_fleet_ca(monkeypatch, process.ca_file)
     try:
         yield RunningHub(process, init.admin_token)
     finally:

@@ -10,12 +10,16 @@ import pytest
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess
+from tests.conftest import trust_fleet_ca
 
 pytestmark = pytest.mark.postgres
 
 
-def test_two_hub_replicas_share_one_postgres(postgres_url: str, tiny_onnx, tmp_path: Path) -> None:
+def test_two_hub_replicas_share_one_postgres(
+    postgres_url: str, tiny_onnx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     init = init_hub(tmp_path / "hub", db=postgres_url)
+    trust_fleet_ca(monkeypatch, init.ca_file)
     # A second replica: same key and database, its own process and port.
     first = HubProcess(tmp_path / "hub").start()
     second = HubProcess(tmp_path / "hub").start()

@@ -32,7 +32,7 @@ from modelfleet.errors import PolicyViolation
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess, wait_http
-from tests.conftest import write_tiny_onnx
+from tests.conftest import trust_fleet_ca, write_tiny_onnx
 
 SITES = {
     "site-a": {"region": "eu-west", "jurisdiction": "EU", "provider": "aws"},
@@ -142,6 +142,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     init = init_hub(root / "hub")
     with env(HUB_ENV):
         hub = HubProcess(root / "hub").start()
+    trusted = pytest.MonkeyPatch()  # module scope: undone in the finally below
+    trust_fleet_ca(trusted, hub.ca_file)
     admin = HubClient(hub.url, init.admin_token)
     made = Fleet(root, hub, admin, init.admin_token)
     made.infer = admin.create_token("traffic", "infer").token
@@ -164,6 +166,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             site.stop()
         admin.close()
         hub.stop()
+        trusted.undo()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "it") -> float:
@@ -499,8 +502,11 @@ def test_apply_twice_second_reports_no_changes(fleet: Fleet) -> None:
     fleet.admin.remove_policy("two-providers")
 
 
-def test_two_hubs_on_postgres_one_controller(tmp_path: Path, postgres_url: str) -> None:
-    init_hub(tmp_path / "hub", db=postgres_url)
+def test_two_hubs_on_postgres_one_controller(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init = init_hub(tmp_path / "hub", db=postgres_url)
+    trust_fleet_ca(monkeypatch, init.ca_file)
     with env(HUB_ENV):
         hubs = [
             HubProcess(tmp_path / "hub", db=postgres_url, log_path=tmp_path / f"hub{i}.log").start()

@@ -30,6 +30,7 @@ from modelfleet.federation.specs import ModelSpec, init_weights, predict_proba, 
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess, wait_http
+from tests.conftest import trust_fleet_ca
 from tests.federation.conftest import write_site_config
 from tests.federation.gated_trainer import GATE_ENV, allow, waiting_at
 
@@ -61,9 +62,10 @@ class FLFleet:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[FLFleet]:
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FLFleet]:
     init = init_hub(tmp_path / "hub")
     hub = HubProcess(tmp_path / "hub").start(timeout=60)
+    trust_fleet_ca(monkeypatch, hub.ca_file)
     admin = HubClient(hub.url, init.admin_token)
     sites: dict[str, SiteProcess] = {}
     gate = tmp_path / "plant-c.gate"

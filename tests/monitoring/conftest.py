@@ -15,6 +15,7 @@ import pytest
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess
+from tests.conftest import trust_fleet_ca
 from tests.recording_proxy import RecordingProxy
 
 FAST_TELEMETRY = {
@@ -50,7 +51,7 @@ class Fleet:
         return {"Authorization": f"Bearer {self.admin.token}"}
 
     def proxy(self) -> RecordingProxy:
-        made = RecordingProxy(self.hub.port)
+        made = RecordingProxy(self.hub.port, tls=self.hub.tls)
         self.proxies.append(made)
         return made
 
@@ -62,9 +63,14 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+def fleet(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Fleet]:
     init = init_hub(tmp_path / "hub")
-    hub = HubProcess(tmp_path / "hub").start()
+    plain = request.node.get_closest_marker("plain_http") is not None
+    hub = HubProcess(tmp_path / "hub", tls=not plain).start()
+    if not plain:
+        trust_fleet_ca(monkeypatch, hub.ca_file)
     admin = HubClient(hub.url, init.admin_token)
     made = Fleet(tmp_path, hub, admin, admin.create_token("monitoring", "infer").token)
     try:

@@ -26,7 +26,7 @@ from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess, wait_http
 from modelfleet.sim.wan import WanLink
-from tests.conftest import write_tiny_onnx
+from tests.conftest import trust_fleet_ca, write_tiny_onnx
 
 PUMP_OFFSET = {"eu-a": 1.0, "eu-b": 2.0, "us": 3.0}
 
@@ -86,6 +86,8 @@ def geo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoFleet]:
     root = tmp_path_factory.mktemp("geo")
     init = init_hub(root / "hub")
     hub = HubProcess(root / "hub").start()
+    trusted = pytest.MonkeyPatch()  # session scope: undone in the finally below
+    trust_fleet_ca(trusted, hub.ca_file)
     admin = HubClient(hub.url, init.admin_token)
     # One infer token: the directory from the hub and inference at the sites.
     infer = admin.create_token("routing-tests", "infer")["token"]
@@ -105,7 +107,7 @@ def geo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoFleet]:
             created = admin.add_site(name, labels)
             admin.set_assignments(name, refs)
             site = SiteProcess(root / f"site-{name}", hub.url, created["enrollment_token"])
-            link = WanLink(("127.0.0.1", site.port)).start()
+            link = WanLink(("127.0.0.1", site.port), scheme="https").start()
             site.extra_env["MODELFLEET_SITE_PUBLIC_URL"] = link.url  # what the hub lists
             site.start(wait_ready=False)
             fleet.sites[name], fleet.links[name], fleet.labels[name] = site, link, labels
@@ -123,6 +125,7 @@ def geo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoFleet]:
             link.stop()
         admin.close()
         hub.stop()
+        trusted.undo()
 
 
 def _wait_directory(hub_url: str, token: str, plan: dict[str, object]) -> None:

@@ -14,7 +14,9 @@ import pytest
 
 from modelfleet.oip.codec import decode_response, to_numpy_input
 from modelfleet.oip.types import InferRequest, InferResponse
-from modelfleet.sim.launcher import GatewayProcess, wait_http
+from modelfleet.pki.identity import site_identity
+from modelfleet.pki.tls import TlsFiles
+from modelfleet.sim.launcher import GatewayProcess, issue_gateway_certificate, wait_http
 from modelfleet.sim.wan import WanLink, parse_duration
 from modelfleet.site.cascade import Cascade, EscalationRule
 from tests.routing.conftest import GeoFleet
@@ -47,8 +49,26 @@ def test_cascade_escalates_low_confidence_and_degrades_when_the_cloud_is_cut(
     # cannot turn its answer into a degraded one. A black-holed cloud never answers, so
     # any deadline shows the fallback; the cut cascade keeps the production default.
     token = geo_fleet.infer_token  # the cloud site requires a credential too
-    cascade = Cascade(cloud.url, rules, deadline_s=60.0, data_region="EU", token=token)
-    cut_cascade = Cascade(cloud.url, rules, deadline_s=0.5, data_region="EU", token=token)
+    # Over TLS the cloud is verified against the fleet CA and must be the site named.
+    tls = TlsFiles(geo_fleet.hub.ca_file)
+    eu_b = site_identity("eu-b")
+    cascade = Cascade(
+        cloud.url, rules, deadline_s=60.0, data_region="EU", identity=eu_b, tls=tls, token=token
+    )
+    cut_cascade = Cascade(
+        cloud.url, rules, deadline_s=0.5, data_region="EU", identity=eu_b, tls=tls, token=token
+    )
+    # The same URL, but the config chose eu-a: eu-b's certificate does not name it, so the
+    # request is never sent there and the local answer comes back degraded.
+    wrong = Cascade(
+        cloud.url,
+        rules,
+        deadline_s=60.0,
+        data_region="EU",
+        identity=site_identity("eu-a"),
+        tls=tls,
+        token=token,
+    )
     unsure = np.array([[0.1, 0.0]], np.float32)  # edge: 0.52 / 0.48; cloud: 0.73 / 0.27
     sure = np.array([[5.0, 0.0]], np.float32)  # edge: 0.99
 
@@ -64,6 +84,11 @@ def test_cascade_escalates_low_confidence_and_degrades_when_the_cloud_is_cut(
         assert answer.parameters.get("escalated") is True
         assert answer.model_version == "2"  # the cloud's model answered
         np.testing.assert_allclose(probabilities(answer)[0], [0.7311, 0.2689], atol=1e-3)
+
+        request, local = local_answer(geo_fleet, unsure)
+        misdirected = await wrong.maybe_escalate("clf", request, local)
+        assert misdirected.parameters == {"degraded": True}
+        wrong.close()
 
         for mode in ("blackhole", "reset"):
             cloud.cut(mode)  # type: ignore[arg-type]
@@ -87,6 +112,8 @@ def test_cascade_escalates_low_confidence_and_degrades_when_the_cloud_is_cut(
     assert cut_cascade.stats.escalations == {"clf": 2}
     assert cut_cascade.stats.cloud_answers == {}
     assert cut_cascade.stats.degraded == {"clf": 2}
+    assert wrong.stats.cloud_answers == {}
+    assert wrong.stats.degraded == {"clf": 1}
 
 
 def test_cascade_rules_and_config() -> None:
@@ -100,6 +127,17 @@ def test_cascade_rules_and_config() -> None:
     assert not cascade.applies("other")
     with pytest.raises(Exception, match="threshold or always"):
         EscalationRule.from_dict({})
+    # An HTTPS target must say whom it is: any fleet certificate is not enough.
+    with pytest.raises(Exception, match="target_site: NAME"):
+        Cascade.from_config({"target": "https://127.0.0.1:9", "models": {}})
+    named = Cascade.from_config(
+        {"target": "https://127.0.0.1:9", "target_site": "cloud-eu", "models": {}}
+    )
+    assert named.origin.identity == site_identity("cloud-eu")
+    with pytest.raises(Exception, match="not both"):
+        Cascade.from_config(
+            {"target": "https://h:9", "target_site": "a", "target_gateway": "b", "models": {}}
+        )
 
 
 @pytest.fixture
@@ -108,7 +146,10 @@ def gateway(geo_fleet: GeoFleet) -> Iterator[str]:
         "--hub", geo_fleet.hub.url, "--data-region", "EU",
         "--cache", str(geo_fleet.root / "gateway-cache.json"),
     ]  # fmt: skip
-    process = GatewayProcess(args, extra_env={"MODELFLEET_TOKEN": geo_fleet.infer_token})
+    tls_dir = issue_gateway_certificate(geo_fleet.hub.data_dir, geo_fleet.root / "gateway-tls")
+    process = GatewayProcess(
+        args, extra_env={"MODELFLEET_TOKEN": geo_fleet.infer_token}, tls_dir=tls_dir
+    )
     try:
         process.start(timeout=60)
         wait_http(f"{process.url}/v2/health/ready", 60, process.proc)

@@ -21,6 +21,7 @@ from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.registry.manifest import canonical_json
 from modelfleet.sim.launcher import HubProcess, SiteProcess
+from tests.conftest import trust_fleet_ca
 from tests.recording_proxy import RecordingProxy
 
 #: The infer-token header each site's tests call it with, by the site's URL (sites'
@@ -61,15 +62,20 @@ class Fleet:
 
     def proxy(self) -> RecordingProxy:
         """A recording proxy in front of the hub (for a site to reach the hub through)."""
-        made = RecordingProxy(self.hub.port)
+        made = RecordingProxy(self.hub.port, tls=self.hub.tls)
         self.proxies.append(made)
         return made
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+def fleet(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Fleet]:
     init = init_hub(tmp_path / "hub")
-    hub = HubProcess(tmp_path / "hub").start()
+    plain = request.node.get_closest_marker("plain_http") is not None
+    hub = HubProcess(tmp_path / "hub", tls=not plain).start()
+    if not plain:
+        trust_fleet_ca(monkeypatch, hub.ca_file)
     admin = HubClient(hub.url, init.admin_token)
     made = Fleet(tmp_path, hub, admin)
     try:
@@ -262,6 +268,9 @@ def _resign_with_other_key(fleet: Fleet, model: str, version: int) -> None:
         db.close()
 
 
+# Plain HTTP: the proxy's record of what the site fetched is read as plaintext (TLS would
+# leave only ciphertext to search for the blob's URL).
+@pytest.mark.plain_http
 @pytest.mark.parametrize(
     ("tamper", "code"),
     [

@@ -5,18 +5,24 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.settings import SiteSettings
 from modelfleet.sim.launcher import HubProcess
 from modelfleet.site.agent import SiteAgent
+from tests.conftest import trust_fleet_ca
 
 AGENTS = 50
 
 
-def test_assignment_reaches_fifty_agents_within_seconds(tmp_path: Path, tiny_onnx) -> None:
+def test_assignment_reaches_fifty_agents_within_seconds(
+    tmp_path: Path, tiny_onnx, monkeypatch: pytest.MonkeyPatch
+) -> None:
     init = init_hub(tmp_path / "hub")
     hub = HubProcess(tmp_path / "hub").start()
+    trust_fleet_ca(monkeypatch, hub.ca_file)
     agents: list[SiteAgent] = []
     try:
         with HubClient(hub.url, init.admin_token) as admin:

@@ -14,7 +14,7 @@ import pytest
 
 from modelfleet.errors import PeerMismatch, TransportFailure
 from modelfleet.pki import FleetCA, generate_key, site_identity
-from modelfleet.pki.keys import save_private_key
+from modelfleet.pki.keys import load_private_key, save_private_key
 from modelfleet.pki.tls import PEER_EXTENSION, ServerTlsFiles, TlsFiles
 from modelfleet.transport import server as builtin
 from modelfleet.transport.client import Origin, Pool
@@ -150,3 +150,31 @@ def test_a_site_certificate_cannot_pass_for_the_hub(pki: Pki) -> None:
         session.request("GET", "/healthz")
     loop.call_soon_threadsafe(done.set)
     thread.join(10)
+
+
+def test_a_renewed_client_certificate_is_presented_on_new_connections(pki: Pki) -> None:
+    """A site renews its certificate in place; the pool it calls other sites with (the
+    cascade's, the router's) presents the new one from its next connection, not the old
+    one until it expires."""
+    site = pki.holder("plant-a")
+    caller = pki.holder("plant-b")
+
+    async def scenario() -> None:
+        server = await serve(site, pki.root / "ca.pem")
+        port = server.sockets[0].getsockname()[1]
+        origin = Origin.parse(f"https://127.0.0.1:{port}")
+        pool = Pool(tls=caller)
+        first = pool._ssl()
+        assert pool._ssl() is first  # unchanged files: one context
+        answer = await pool.request(origin, "GET", "/")
+        assert json.loads(answer.body)["peer"] == "site plant-b"
+        # Renewal: a new certificate for the same key, written over the old file.
+        assert caller.cert_file is not None
+        key = load_private_key(pki.root / "plant-b.key")
+        renewed = pki.ca.issue_for_key(key, site_identity("plant-b"), ("127.0.0.1",), 2 * DAY)
+        caller.cert_file.write_bytes(renewed.pem)
+        assert pool._ssl() is not first
+        pool.close()
+        server.close()
+
+    asyncio.run(scenario())

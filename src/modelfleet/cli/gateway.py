@@ -56,10 +56,50 @@ def serve(
     no_hedge: Annotated[bool, typer.Option("--no-hedge", help="Disable hedging.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
     ready_file: ReadyFileOpt = None,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-dir",
+            envvar="MODELFLEET_GATEWAY_TLS_DIR",
+            help="The gateway's certificate directory (cert.pem, key.pem, ca.pem), from "
+            "`modelfleet hub cert issue --out DIR`; a replaced certificate is used without "
+            "a restart.",
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            envvar="MODELFLEET_CA_FILE",
+            help="The fleet CA the hub and the sites are verified against (default: the "
+            "--tls-dir's ca.pem).",
+        ),
+    ] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="Serve plain HTTP instead of HTTPS (requests and answers travel in clear). "
+            "Refused on a non-loopback --host unless --insecure-http-allow-remote.",
+        ),
+    ] = False,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http-allow-remote",
+            help="With --insecure-http: allow it on a non-loopback interface too.",
+        ),
+    ] = False,
 ) -> None:
     """Serve /v2 (infer, metadata, ready, health) and route each request to the nearest site
-    allowed to see its data; /metrics and /healthz show the router's view."""
+    allowed to see its data; /metrics and /healthz show the router's view.
 
+    HTTPS by default, with the certificate in --tls-dir; sites are verified against the
+    fleet CA and must present the certificate of the site chosen.
+    """
+    from modelfleet.cli.hub import check_plain_http
+    from modelfleet.pki.certdir import CertDir
+    from modelfleet.pki.tls import TlsFiles
     from modelfleet.routing.directory import SiteDirectory
     from modelfleet.routing.gateway import Gateway
     from modelfleet.routing.gateway import serve as run
@@ -70,6 +110,16 @@ def serve(
     from modelfleet.transport.session import HubSession
     from modelfleet.yamlfile import load_yaml
 
+    check_plain_http(host, insecure_http, allow_remote)
+    if insecure_http and tls_dir is not None:
+        raise InvalidInput("--tls-dir and --insecure-http contradict each other: choose one")
+    if not insecure_http and tls_dir is None:
+        raise InvalidInput(
+            "the gateway serves HTTPS: give --tls-dir DIR (a certificate from `modelfleet "
+            "hub cert issue --name NAME --out DIR`), or --insecure-http for plain HTTP"
+        )
+    certs = CertDir(tls_dir.expanduser().resolve()).check() if tls_dir is not None else None
+    ca = ca_file or (certs.ca_file if certs is not None else None)
     sock = bind(host, port)  # first: a taken port fails fast; port 0 picks a free one
     port = bound_port(sock)
 
@@ -87,9 +137,10 @@ def serve(
                 "`modelfleet token create --role infer --name gateway`): it reads the "
                 "directory and its grant list with it and calls sites with it"
             )
-        directory = SiteDirectory(hub_url=hub, token=token, cache_path=cache)
+        directory = SiteDirectory(hub_url=hub, token=token, cache_path=cache, tls=TlsFiles(ca))
         access = GatewayAccess(
-            HubSession(hub, token, timeout=5.0), default_grants_cache(directory.cache_path)
+            HubSession(hub, token, tls=TlsFiles(ca), timeout=5.0),
+            default_grants_cache(directory.cache_path),
         )
     rules = ResidencyRules.from_file(residency) if residency else ResidencyRules()
     router = Router(
@@ -97,14 +148,19 @@ def serve(
         rules=rules,
         options=RoutingOptions(deadline_s=deadline, hedge=not no_hedge),
         token=token if access is not None else None,
+        # Sites see the gateway's own certificate (mTLS) when it has one.
+        tls=certs.client(ca) if certs is not None else TlsFiles(ca),
     )
     configure_logging(log_level)
     source = f"{len(directory.sites)} static sites" if sites else f"hub {hub}"
+    scheme = "https" if certs is not None else "http"
     err_console.print(
-        f"gateway on http://{host}:{port}  routing from {source}  "
-        f"default data region {data_region or '(none: header required)'}",
+        f"gateway on {scheme}://{host}:{port}  routing from {source}  "
+        f"default data region {data_region or '(none: header required)'}"
+        + ("" if certs is not None else "  (PLAIN HTTP: --insecure-http)"),
         highlight=False,
     )
     report_ready(sock, ready_file)
+    server_tls = certs.server() if certs is not None else None
     gateway = Gateway(router, default_region=data_region, access=access)
-    run(gateway, host, port, log_level, sock=sock)
+    run(gateway, host, port, log_level, sock=sock, tls=server_tls)

@@ -16,6 +16,7 @@ from modelfleet.cli import (
     fl,
     gateway,
     hub,
+    hub_cert,
     hub_keys,
     hub_token,
     model,
@@ -46,6 +47,7 @@ app = typer.Typer(
 app.add_typer(hub.app, name="hub")
 hub.app.add_typer(hub_keys.app, name="key")
 hub.app.add_typer(hub_token.app, name="token")
+hub.app.add_typer(hub_cert.app, name="cert")
 app.add_typer(fl.app, name="fl")
 app.add_typer(model.app, name="model")
 app.add_typer(site.app, name="site")

@@ -292,13 +292,37 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ready_file: ReadyFileOpt = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="Accept serving plain HTTP, which a site of a hub run with --insecure-http "
+            "does (it has no certificate). Refused on a non-loopback --host unless "
+            "--insecure-http-allow-remote.",
+        ),
+    ] = False,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http-allow-remote",
+            help="With --insecure-http: allow it on a non-loopback interface too.",
+        ),
+    ] = False,
 ) -> None:
-    """Run a site agent: enroll once, then serve assigned models (OIP v2 under /v2)."""
+    """Run a site agent: enroll once, then serve assigned models (OIP v2 under /v2).
+
+    A site of an HTTPS hub serves HTTPS with the certificate it got at enrollment; plain
+    HTTP (a hub run with --insecure-http) needs --insecure-http here too, as on the hub.
+    """
+    from modelfleet.cli.hub import check_plain_http
     from modelfleet.settings import SiteSettings
     from modelfleet.site.agent import SiteAgent
     from modelfleet.transport.listen import bind, bound_port, report_ready
     from modelfleet.transport.server import serve_http
 
+    check_plain_http(host, insecure_http, allow_remote)
+    if hub is not None:  # before enrolling: a refused start must not spend the token
+        _check_site_scheme(hub, insecure_http)
     configure_logging(log_level)
     # Bound first (refusing connections until it listens): a taken port fails before the
     # agent enrolls, and with port 0 the agent reports the port the kernel chose.
@@ -315,6 +339,7 @@ def serve(
         overrides["config_file"] = config_file.resolve()
     settings = SiteSettings().model_copy(update=overrides)
     agent = SiteAgent(settings, hub_url=hub, enrollment_token=enroll, re_enroll=re_enroll)
+    _check_site_scheme(agent.credentials.hub_url, insecure_http)
     restored = agent.start()
     tls = agent.server_tls()
     scheme = "https" if tls is not None else "http"
@@ -332,3 +357,19 @@ def serve(
         )
     finally:
         agent.stop()
+
+
+def _check_site_scheme(hub_url: str, insecure_http: bool) -> None:
+    """A site serves what its hub serves: plain HTTP only for an ``http://`` hub, and then
+    only when the operator says so, as ``hub serve`` wants it said."""
+    plain = hub_url.lower().startswith("http://")
+    if plain and not insecure_http:
+        raise InvalidInput(
+            f"the hub {hub_url} is plain HTTP, so this site would serve plain HTTP too "
+            "(inference data in clear): use the hub's https:// URL, or add --insecure-http"
+        )
+    if insecure_http and not plain:
+        raise InvalidInput(
+            f"--insecure-http: this site's hub {hub_url} is HTTPS, so the site serves HTTPS "
+            "with its own certificate; drop the flag"
+        )

@@ -14,11 +14,13 @@ from modelfleet.cli.common import (
     TokenOpt,
     client,
     console,
+    err_console,
     jsonable,
     print_json,
     table,
     when,
 )
+from modelfleet.hub_client import HubClient
 
 
 def _ms(seconds: float | None) -> str:
@@ -74,6 +76,32 @@ def _render(doc: dict[str, Any]) -> None:
         table("fleet-wide", ["MODEL", "REQ/S", "ERRORS", "P50", "P95", "P99"], fleet)
 
 
+def plain_http_warnings(hc: HubClient) -> list[str]:
+    """What travels in clear: the hub when reached over ``http://``, and each site whose
+    last report gave an ``http://`` URL (a site of a hub run with ``--insecure-http``)."""
+    warnings = []
+    if hc.url.lower().startswith("http://"):
+        warnings.append(
+            f"the hub {hc.url} is reached over plain HTTP: tokens, models and telemetry "
+            "cross the network in clear (hub serve --insecure-http)"
+        )
+    plain = sorted(
+        s.name for s in hc.list_sites() if str(s.url or "").lower().startswith("http://")
+    )
+    if plain:
+        warnings.append(
+            f"{len(plain)} site(s) serve plain HTTP, inference data in clear: "
+            f"{', '.join(plain)} (their hub runs with --insecure-http)"
+        )
+    return warnings
+
+
+def _warn(hc: HubClient) -> None:
+    """On stderr, so ``--json`` output stays the document alone."""
+    for line in plain_http_warnings(hc):
+        err_console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
+
+
 def status(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
@@ -85,6 +113,7 @@ def status(
     with client(hub, token) as hc:
         if not watch:
             doc = hc.get_telemetry_status()
+            _warn(hc)
             if json_out:
                 print_json(doc)
             else:
@@ -97,4 +126,5 @@ def status(
             else:
                 console.clear()
                 _render(jsonable(doc))
+            _warn(hc)
             time.sleep(interval)

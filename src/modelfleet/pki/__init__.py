@@ -5,6 +5,8 @@
   gateway), fingerprints, and host names as subject alternative names.
 - :mod:`.ca`: the fleet CA (``hub init`` creates it), the certificates it issues from CSRs,
   and the checks a CSR must pass first.
+- :mod:`.certdir`: a certificate directory (``cert.pem``, ``key.pem``, ``ca.pem``), what
+  ``hub cert issue`` writes for a gateway and ``gateway serve --tls-dir`` reads.
 
 Pure cryptography on ``cryptography``'s x509: no network, no store. The hub issues, sites and
 clients verify; both sides import this package, and it imports nothing above ``errors``.

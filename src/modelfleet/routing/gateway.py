@@ -38,6 +38,7 @@ from modelfleet.oip.headers import (
     SITE_HEADER,
 )
 from modelfleet.oip.paths import MODELS_PREFIX, parse_model_path
+from modelfleet.pki.tls import ServerTlsFiles
 from modelfleet.routing.gateway_access import REFRESH_S as GRANTS_REFRESH_S
 from modelfleet.routing.gateway_access import GatewayAccess
 from modelfleet.routing.router import Router
@@ -256,11 +257,15 @@ def serve(
     *,
     sock: socket.socket | None = None,
     engine: Engine = "builtin",
+    tls: ServerTlsFiles | None = None,
 ) -> None:
     """Run the gateway on the builtin HTTP/1.1 server (or uvicorn); on ``sock`` when given
-    (already bound, see :mod:`modelfleet.transport.listen`), else on ``host:port``.
+    (already bound, see :mod:`modelfleet.transport.listen`), else on ``host:port``. With
+    ``tls`` (the gateway's certificate from the fleet CA), HTTPS.
 
     The builtin server adds less latency per request than uvicorn (one write per
     response; ``bench/gateway_clients.py``), and it is the one the sites run on.
     """
-    serve_http(gateway, host=host, port=port, log_level=log_level, engine=engine, sock=sock)
+    serve_http(
+        gateway, host=host, port=port, log_level=log_level, engine=engine, sock=sock, tls=tls
+    )

@@ -43,6 +43,7 @@ __all__ = [
     "HubProcess",
     "PortReservation",
     "SiteProcess",
+    "issue_gateway_certificate",
     "reserve_port",
     "wait_http",
 ]
@@ -80,6 +81,8 @@ def reserve_port(host: str = "127.0.0.1") -> PortReservation:
 
 #: The ready file each launched child writes (read by :func:`wait_http`).
 _READY_FILES: weakref.WeakKeyDictionary[subprocess.Popen[bytes], Path] = weakref.WeakKeyDictionary()
+#: The fleet CA an HTTPS child is verified with, so ``wait_http(url, t, proc)`` needs no more.
+_CA_FILES: weakref.WeakKeyDictionary[subprocess.Popen[bytes], Path] = weakref.WeakKeyDictionary()
 
 
 def _url_port(url: str) -> int:
@@ -108,8 +111,13 @@ def wait_http(
     With a ``proc`` started by this module, an answer counts only once ``proc`` has reported
     (in its ready file) that it listens on ``url``'s port, and while it is alive: then the 200
     is its own. Without ``proc`` (a URL through a proxy, say) any 200 counts.
+
+    An ``https`` URL is verified against ``ca_file``, else against the fleet CA ``proc`` was
+    started with (a site's CA file appears only once it has enrolled: until then, ask again).
     """
     deadline = time.monotonic() + timeout
+    if ca_file is None and proc is not None:
+        ca_file = _CA_FILES.get(proc)
     ready_file = _READY_FILES.get(proc) if proc is not None else None
     if proc is not None and ready_file is not None:
         while True:
@@ -131,6 +139,10 @@ def wait_http(
             verify: ssl.SSLContext | bool = (
                 ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
             )
+        except FileNotFoundError:
+            time.sleep(0.05)  # a site's CA, written when it enrolls
+            continue
+        try:
             headers = {"Authorization": f"Bearer {token}"} if token else None
             if httpx.get(url, timeout=1.0, verify=verify, headers=headers).status_code == 200:
                 _check_alive(proc, url)  # the answer came while it was alive
@@ -167,7 +179,13 @@ class _Child:
         """Where the current child reports its pid and port once it listens."""
         return self._ready_dir / "ready.json"
 
-    def _spawn(self, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
+    def _spawn(
+        self,
+        cmd: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        ca_file: Path | None = None,
+    ) -> None:
         self.ready_file.unlink(missing_ok=True)  # a previous child's report
         log = log_path.open("ab")
         try:
@@ -180,6 +198,8 @@ class _Child:
         finally:
             log.close()
         _READY_FILES[proc] = self.ready_file
+        if ca_file is not None:
+            _CA_FILES[proc] = ca_file
         self.proc = proc
 
     def kill(self) -> None:
@@ -209,8 +229,9 @@ class HubProcess(_Child):
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
-    #: HTTPS with the data directory's fleet CA (False: ``--insecure-http``).
-    tls: bool = False
+    #: HTTPS with the data directory's fleet CA, as in production. False (``--insecure-http``)
+    #: only for tests about plain HTTP itself.
+    tls: bool = True
 
     def __post_init__(self) -> None:
         self._reserve()
@@ -236,10 +257,9 @@ class HubProcess(_Child):
         if self.artifacts:
             cmd += ["--artifacts", self.artifacts]
         env = {**os.environ, **self.extra_env}
-        self._spawn(cmd, env, self.log_path or self.data_dir / "hub.log")
-        wait_http(
-            f"{self.url}/healthz", timeout, self.proc, ca_file=self.ca_file if self.tls else None
-        )
+        ca_file = self.ca_file if self.tls else None
+        self._spawn(cmd, env, self.log_path or self.data_dir / "hub.log", ca_file)
+        wait_http(f"{self.url}/healthz", timeout, self.proc)
         return self
 
 
@@ -280,41 +300,85 @@ class SiteProcess(_Child):
             "--hub", self.hub_url, "--state-dir", str(self.state_dir),
             "--port", str(self.port), "--log-level", self.log_level,
         ]  # fmt: skip
+        if not self.tls:
+            cmd.append("--insecure-http")  # a site of an --insecure-http hub, on loopback
         if self.enrollment_token:
             cmd += ["--enroll", self.enrollment_token]
             self.enrollment_token = None  # single use: later restarts use the state dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "MODELFLEET_SITE_REPORT_INTERVAL_S": "0.5", **self.extra_env}
-        self._spawn(cmd, env, self.log_path or self.state_dir.parent / f"{self.state_dir.name}.log")
+        log_path = self.log_path or self.state_dir.parent / f"{self.state_dir.name}.log"
+        self._spawn(cmd, env, log_path, self.ca_file if self.tls else None)
         if wait_ready:
-            wait_http(
-                f"{self.url}/v2/health/ready",
-                timeout,
-                self.proc,
-                ca_file=self.ca_file if self.tls else None,
-            )
+            wait_http(f"{self.url}/v2/health/ready", timeout, self.proc)
         return self
+
+
+def issue_gateway_certificate(hub_data_dir: Path, out: Path, name: str = "gateway") -> Path:
+    """What ``modelfleet hub cert issue --name NAME --out OUT`` does: a gateway certificate
+    for loopback from the hub's fleet CA in ``out``; returns ``out`` (a ``--tls-dir``)."""
+    from datetime import timedelta
+
+    from modelfleet.pki.ca import FleetCA
+    from modelfleet.pki.certdir import issue_to_dir
+    from modelfleet.pki.identity import gateway_identity
+
+    ca = FleetCA.load(Path(hub_data_dir) / "tls")
+    hosts = ("localhost", "127.0.0.1")
+    issue_to_dir(ca, gateway_identity(name), hosts, Path(out), timedelta(days=1))
+    return Path(out)
 
 
 @dataclass
 class GatewayProcess(_Child):
-    """A ``modelfleet gateway serve`` child process; ``args`` are its other options."""
+    """A ``modelfleet gateway serve`` child process; ``args`` are its other options.
+
+    HTTPS with the certificate directory ``tls_dir`` (:func:`issue_gateway_certificate`);
+    ``insecure_http=True`` only for tests about plain HTTP itself.
+    """
 
     args: list[str] = field(default_factory=list)
     port: int = 0
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    tls_dir: Path | None = None
+    insecure_http: bool = False
 
     def __post_init__(self) -> None:
         self._reserve()
+
+    @property
+    def tls(self) -> bool:
+        return not self.insecure_http
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The fleet CA clients of this gateway verify it against."""
+        if self.tls_dir is None:
+            raise ModelfleetError("this gateway has no certificate directory (tls_dir)")
+        return self.tls_dir / "ca.pem"
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         cmd = [
             sys.executable, "-m", "modelfleet", "gateway", "serve",
             "--port", str(self.port), *self.args,
         ]  # fmt: skip
+        if self.insecure_http:
+            cmd.append("--insecure-http")
+        elif self.tls_dir is None:
+            raise ModelfleetError(
+                "a GatewayProcess serves HTTPS: give it tls_dir (issue_gateway_certificate) "
+                "or insecure_http=True"
+            )
+        else:
+            cmd += ["--tls-dir", str(self.tls_dir)]
         env = {**os.environ, **self.extra_env}
-        self._spawn(cmd, env, self.log_path or Path(os.devnull))
+        ca_file = self.ca_file if self.tls else None
+        self._spawn(cmd, env, self.log_path or Path(os.devnull), ca_file)
         wait_http(f"{self.url}/v2/health/live", timeout, self.proc)
         return self

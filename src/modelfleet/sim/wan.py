@@ -137,11 +137,16 @@ class WanLink:
         rto_s: float = 0.2,
         handshake: bool = True,
         seed: int | None = None,
+        scheme: Literal["http", "https"] = "http",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         """``clock`` and ``sleep`` are the link's sense of time (tests inject a virtual one,
-        so what the link holds back is checked exactly, whatever the machine's speed)."""
+        so what the link holds back is checked exactly, whatever the machine's speed).
+        ``scheme`` is only what :attr:`url` says: the link relays TLS bytes untouched, so in
+        front of an HTTPS server it is ``https`` (the certificate names the server, and the
+        link's loopback address is among the host names a fleet certificate carries)."""
+        self.scheme = scheme
         self._clock = clock
         self._sleep = sleep
         self.upstream = parse_hostport(upstream) if isinstance(upstream, str) else upstream
@@ -173,8 +178,8 @@ class WanLink:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` of the near end (what clients dial)."""
-        return f"http://{self.address}"
+        """``http(s)://host:port`` of the near end (what clients dial)."""
+        return f"{self.scheme}://{self.address}"
 
     # --------------------------------------------------------------------- control
 

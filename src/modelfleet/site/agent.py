@@ -113,6 +113,9 @@ class SiteAgent:
             self.server.cascade = Cascade.from_config(
                 load_yaml_file(Path(settings.cascade_file), "cascade file"),
                 registry=self.server.stats.registry,
+                # The pinned fleet CA verifies the target; this site's certificate is its
+                # client certificate there.
+                tls=self.identity.client() if self.tls else None,
             )
         self._restored = False
         self._desired: dict[str, Any] | None = None

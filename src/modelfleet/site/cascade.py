@@ -28,7 +28,8 @@ is encoded)::
 
 ``Cascade.from_config`` reads the site's cascade section (YAML/JSON)::
 
-    target: http://cloud-site:8800          # or the gateway's URL
+    target: https://cloud-site:8800         # or the gateway's URL
+    target_site: cloud-eu                   # whom the certificate must name (or target_gateway)
     deadline_s: 0.5
     data_region: EU                         # sent to a gateway target
     token: mf_...                           # an infer token for the target (else
@@ -37,6 +38,13 @@ is encoded)::
     models:
       defects: {threshold: 0.7, output: probabilities}
       captioner: {always: true, target_model: captioner-large}
+
+Over HTTPS the target is verified against the fleet CA the site pinned, and its certificate
+must name the site (``target_site``) or gateway (``target_gateway``) the config chose: the
+same check the router makes (:class:`~modelfleet.transport.client.Origin` with an identity),
+so a URL that now leads to another site is refused before the request is sent (the answer
+is then the degraded local one). An ``https`` target without either name is refused at
+start-up: verifying only that *some* fleet member answers would let any site take over.
 
 Counters (``escalations``, ``cloud_answers``, ``degraded``, per model) are Prometheus counters
 registered in the registry passed in (the server's), so they appear on the site's
@@ -64,6 +72,8 @@ from modelfleet.oip.headers import (
     REQUEST_ID_HEADER,
 )
 from modelfleet.oip.types import InferRequest, InferResponse, RequestedOutput
+from modelfleet.pki.identity import Identity, gateway_identity, site_identity
+from modelfleet.pki.tls import TlsFiles
 from modelfleet.transport.client import Origin, Pool
 
 __all__ = ["Cascade", "CascadeStats", "EscalationRule"]
@@ -132,9 +142,19 @@ class Cascade:
         data_region: str | None = None,
         registry: CollectorRegistry | None = None,
         token: str | None = None,
+        identity: Identity | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
-        self.origin = Origin.parse(target)
-        #: The infer token sent to the cloud site or gateway (which require a credential).
+        """``token``: the infer token sent to the cloud site or gateway (which require a
+        credential); ``identity``: whom an ``https`` target's certificate must name
+        (required for one); ``tls``: the fleet CA to verify it with, and this site's own
+        certificate."""
+        if target.startswith("https://") and identity is None:
+            raise InvalidInput(
+                f"cascade target {target} is HTTPS: name whom it must be with target_site: "
+                "NAME (a cloud site) or target_gateway: NAME (a gateway)"
+            )
+        self.origin = Origin.parse(target, identity)
         self.token = token
         self.target = target
         self.rules = dict(rules)
@@ -143,7 +163,7 @@ class Cascade:
         self.deadline_s = deadline_s
         self.data_region = data_region
         self.stats = CascadeStats()
-        self._pool = Pool(connect_timeout_s=deadline_s)
+        self._pool = Pool(connect_timeout_s=deadline_s, tls=tls)
         registry = registry if registry is not None else CollectorRegistry()
         self._escalations = Counter(
             "modelfleet_site_cascade_escalations_total",
@@ -160,11 +180,23 @@ class Cascade:
 
     @classmethod
     def from_config(
-        cls, doc: Mapping[str, Any], *, registry: CollectorRegistry | None = None
+        cls,
+        doc: Mapping[str, Any],
+        *,
+        registry: CollectorRegistry | None = None,
+        tls: TlsFiles | None = None,
     ) -> Cascade:
         target = doc.get("target")
         if not isinstance(target, str):
             raise InvalidInput("cascade config needs 'target': the cloud site's or gateway's URL")
+        site, gateway = doc.get("target_site"), doc.get("target_gateway")
+        if site is not None and gateway is not None:
+            raise InvalidInput("cascade config: give target_site or target_gateway, not both")
+        identity: Identity | None = None
+        if site is not None:
+            identity = site_identity(str(site))
+        elif gateway is not None:
+            identity = gateway_identity(str(gateway))
         models = doc.get("models") or {}
         if not isinstance(models, Mapping):
             raise InvalidInput("cascade 'models' must map a model name to a rule")
@@ -177,6 +209,8 @@ class Cascade:
             registry=registry,
             # An infer token for the target: the file's, else $MODELFLEET_CASCADE_TOKEN.
             token=doc.get("token") or os.environ.get("MODELFLEET_CASCADE_TOKEN") or None,
+            identity=identity,
+            tls=tls,
         )
 
     def applies(self, model: str) -> bool:

@@ -34,6 +34,7 @@ import re
 import ssl
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from modelfleet.errors import InvalidInput, PeerMismatch, TransportFailure
@@ -129,12 +130,17 @@ class Pool:
         self.max_body_bytes = max_body_bytes
         self.tls = tls or TlsFiles()
         self._context: ssl.SSLContext | None = None
+        self._cert_stamp: tuple[int, int] | None = None
 
     def _ssl(self) -> ssl.SSLContext:
-        if self._context is None:
+        """The client context, rebuilt when the client certificate file changed (a site
+        renews its certificate in place): new connections then present the new one."""
+        stamp = _file_stamp(self.tls.cert_file)
+        if self._context is None or stamp != self._cert_stamp:
             self._context = client_context(
                 self.tls.ca_file, cert_file=self.tls.cert_file, key_file=self.tls.key_file
             )
+            self._cert_stamp = stamp
         return self._context
 
     async def request(
@@ -344,3 +350,13 @@ async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
         chunks.append(await reader.readexactly(chunk_size))
         if await reader.readexactly(2) != b"\r\n":
             raise TransportFailure("bad chunk framing")
+
+
+def _file_stamp(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)

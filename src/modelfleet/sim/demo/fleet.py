@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -71,8 +72,18 @@ class DemoFleet:
             self.root / "hub", extra_env={"MODELFLEET_HUB_ROLLOUT_INTERVAL_S": "0.3"}
         )
         self._start_hub_process()
-        self.admin = HubClient(self.hub.url, self.token)
+        self.admin = HubClient(self.hub.url, self.token, ca_file=self.ca_file)
         self.infer_token = self.admin.create_token("demo-lines", "infer").token
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The fleet CA every client of the demo verifies the hub and the sites with."""
+        return self.hub.ca_file if self.hub is not None and self.hub.tls else None
+
+    @property
+    def _scheme(self) -> Literal["http", "https"]:
+        """What the WAN links in front of the sites relay (the TLS bytes pass untouched)."""
+        return "https" if self.ca_file is not None else "http"
 
     def _start_hub_process(self) -> None:
         if self.hub is None:
@@ -117,7 +128,7 @@ class DemoFleet:
             )
         )
         site = SiteProcess(state_dir, self.hub.url if self.hub else "", token)
-        lan = WanLink(("127.0.0.1", site.port), delay_s=LAN_DELAY_S).start()
+        lan = WanLink(("127.0.0.1", site.port), delay_s=LAN_DELAY_S, scheme=self._scheme).start()
         site.extra_env = {
             "MODELFLEET_SITE_PUBLIC_URL": lan.url,
             "MODELFLEET_SITE_CONFIG_FILE": str(config),
@@ -135,7 +146,11 @@ class DemoFleet:
         target = self.sites[HUB_REGION]
         for plant, delay in CENTRAL_DELAY_S.items():
             self.central[plant] = WanLink(
-                ("127.0.0.1", target.port), delay_s=delay, jitter_s=delay * 0.05, seed=1
+                ("127.0.0.1", target.port),
+                delay_s=delay,
+                jitter_s=delay * 0.05,
+                seed=1,
+                scheme=self._scheme,
             ).start()
 
     def close(self) -> None:

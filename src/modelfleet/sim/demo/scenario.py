@@ -77,7 +77,8 @@ def run_demo(*, keep: bool = False, fast: bool = False, json_out: bool = False) 
         if keep and fleet.hub is not None:
             console.print(
                 f"\nThe fleet stays up. export MODELFLEET_HUB_URL={fleet.hub.url} "
-                f"MODELFLEET_TOKEN={fleet.token}\nthen try: modelfleet status, modelfleet site "
+                f"MODELFLEET_TOKEN={fleet.token} MODELFLEET_CA_FILE={fleet.ca_file}\n"
+                "then try: modelfleet status, modelfleet site "
                 f"ls, modelfleet rollout ls, modelfleet drift {MODEL}, modelfleet fl ls. "
                 "Ctrl-C stops it."
             )

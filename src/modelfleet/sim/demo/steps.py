@@ -172,6 +172,7 @@ def first_rollout(scene: Scene) -> bool:
             hub_url=fleet.hub.url if fleet.hub else "",
             token=fleet.infer_token,
             central_url=fleet.central[name].url,
+            ca_file=fleet.ca_file,
             rows=scene.data[name]["stream"][0],
             cache_dir=scene.workdir,
             pace_s=scene.sizes.pace_s,

@@ -3,6 +3,7 @@ plus a sample of the same requests sent the centralised way for comparison."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
@@ -46,7 +47,9 @@ class PlantLine(threading.Thread):
         cache_dir: Path,
         pace_s: float,
         central_every: int = 4,
+        ca_file: Path | None = None,
     ) -> None:
+        """``ca_file``: the fleet CA the hub and the sites are verified against."""
         super().__init__(name=f"line-{plant}", daemon=True)
         self.plant = plant
         self.rows = rows.astype(np.float32)
@@ -62,8 +65,14 @@ class PlantLine(threading.Thread):
             data_region=DATA_REGION[plant],
             cache_path=cache_dir / f"directory-{plant}.json",
             deadline_s=10.0,
+            ca_file=ca_file,
         )
-        self._http = httpx.Client(timeout=10.0, headers={"Authorization": f"Bearer {token}"})
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+        )
+        self._http = httpx.Client(
+            timeout=10.0, verify=verify, headers={"Authorization": f"Bearer {token}"}
+        )
         self._lock = threading.Lock()
 
     def stop(self) -> None:
