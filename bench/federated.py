@@ -70,7 +70,7 @@ def run_ours(args: argparse.Namespace) -> dict:
         tmp = Path(tmp_name)
         init = init_hub(tmp / "hub")
         hub = HubProcess(tmp / "hub").start()
-        admin = HubClient(hub.url, init.admin_token)
+        admin = HubClient(hub.url, init.admin_token, ca_file=hub.ca_file)
         procs: list[SiteProcess] = []
         try:
             for site in sites:

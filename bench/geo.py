@@ -69,6 +69,7 @@ from modelfleet.sim.launcher import (  # noqa: E402
     HubProcess,
     PortReservation,
     SiteProcess,
+    issue_gateway_certificate,
     reserve_port,
     wait_http,
 )
@@ -134,6 +135,8 @@ CA_FILE: Path | None = None
 #: Sent with every inference request (``--token``), by the plain client and the SDK.
 HEADERS: dict[str, str] = {}
 TOKEN: str | None = None
+#: The hub's data directory (its fleet CA signs the gateways' certificates); set by ``run``.
+HUB_DIR: Path | None = None
 
 
 def wan(procs: Procs, upstream_port: int, delay_s: float) -> str:
@@ -150,9 +153,13 @@ def wan(procs: Procs, upstream_port: int, delay_s: float) -> str:
 def gateway(procs: Procs, root: Path, name: str, sites: list[dict[str, Any]], region: str) -> str:
     sites_file = root / f"gateway-{name}.json"
     sites_file.write_text(json.dumps(sites))
-    # The gateway trusts the system's roots for https sites: here those are the fleet CA.
-    env = {"SSL_CERT_FILE": str(CA_FILE)} if CA_FILE else {}
-    gw = GatewayProcess(["--sites", str(sites_file), "--data-region", region], extra_env=env)
+    args = ["--sites", str(sites_file), "--data-region", region]
+    if CA_FILE is not None and HUB_DIR is not None:
+        # HTTPS with a fleet certificate; it verifies the sites against the fleet CA.
+        tls_dir = issue_gateway_certificate(HUB_DIR, root / f"gateway-{name}-tls", name=name)
+        gw = GatewayProcess(args, tls_dir=tls_dir)
+    else:
+        gw = GatewayProcess(args, insecure_http=True)
     procs.gateways.append(gw)
     return gw.start().url
 
@@ -316,8 +323,9 @@ def main() -> None:
 
 
 def run(root: Path, procs: Procs, sites: dict[str, SiteProcess], args: Any) -> dict[str, Any]:
-    global CA_FILE
+    global CA_FILE, HUB_DIR, TOKEN
     init = init_hub(root / "hub")
+    HUB_DIR = root / "hub"
     tls = SCHEME == "https"
     hub = HubProcess(root / "hub", tls=tls).start()
     if hub.proc is not None:
@@ -325,6 +333,9 @@ def run(root: Path, procs: Procs, sites: dict[str, SiteProcess], args: Any) -> d
     CA_FILE = hub.ca_file if tls else None
     admin = HubClient(hub.url, init.admin_token, ca_file=CA_FILE)
     admin.push(write_model(root / "sensor.onnx"), MODEL)
+    if TOKEN is None:  # sites require an infer token: mint one unless --token gave it
+        TOKEN = admin.create_token("geo-bench", "infer").token
+        HEADERS["Authorization"] = f"Bearer {TOKEN}"
     labels = {
         "central": "US",
         "eu-local": "EU",
@@ -339,7 +350,9 @@ def run(root: Path, procs: Procs, sites: dict[str, SiteProcess], args: Any) -> d
             root / f"site-{name}", hub.url, created["enrollment_token"]
         ).start(wait_ready=False)
     for site in sites.values():
-        wait_http(f"{site.url}/v2/models/{MODEL}/ready", 60, site.proc, ca_file=CA_FILE)
+        wait_http(
+            f"{site.url}/v2/models/{MODEL}/ready", 60, site.proc, ca_file=CA_FILE, token=TOKEN
+        )
     admin.close()
 
     central_links = {r: wan(procs, sites["central"].port, d) for r, (_, d) in REGIONS.items()}

@@ -70,12 +70,13 @@ def micro(calls: int = 200_000) -> dict[str, float]:
     }
 
 
-async def drive(url: str, seconds: float, concurrency: int) -> tuple[int, int]:
+async def drive(url: str, seconds: float, concurrency: int, token: str) -> tuple[int, int]:
     body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
     done = errors = 0
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as http:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits, headers=headers) as http:
 
         async def one() -> None:
             nonlocal done, errors
@@ -95,11 +96,14 @@ def serve(root: Path, enabled: bool, seconds: float, concurrency: int, tag: str)
     from tests.conftest import write_tiny_onnx
 
     init = init_hub(root / f"hub-{tag}")
-    hub = HubProcess(root / f"hub-{tag}").start()
+    # Plain HTTP on loopback on purpose: this measures what telemetry costs, not TLS
+    # (bench/serve.py has the TLS rows).
+    hub = HubProcess(root / f"hub-{tag}", tls=False).start()
     site = None
     try:
         with HubClient(hub.url, init.admin_token) as admin:
             admin.push(write_tiny_onnx(root / f"m-{tag}.onnx"), "pump")
+            token = admin.create_token(f"bench-{tag}", "infer").token
             created = admin.add_site("bench", {"region": "local"})
             env = {"MODELFLEET_SITE_TELEMETRY_ENABLED": "true" if enabled else "false"}
             site = SiteProcess(
@@ -108,12 +112,16 @@ def serve(root: Path, enabled: bool, seconds: float, concurrency: int, tag: str)
             admin.assign("bench", "pump:1")
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                ready = httpx.get(f"{site.url}/v2/models/pump/ready", timeout=2)
+                ready = httpx.get(
+                    f"{site.url}/v2/models/pump/ready",
+                    timeout=2,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
                 if ready.status_code == 200:
                     break
                 time.sleep(0.1)
-            asyncio.run(drive(site.url, 1.0, concurrency))  # warm-up
-            done, errors = asyncio.run(drive(site.url, seconds, concurrency))
+            asyncio.run(drive(site.url, 1.0, concurrency, token))  # warm-up
+            done, errors = asyncio.run(drive(site.url, seconds, concurrency, token))
             if errors:
                 print(f"  {errors} errors")
             return done / seconds

@@ -3,9 +3,10 @@ client (``tritonclient.http`` with ``ssl=True`` and the fleet CA) and the ``curl
 (``--cacert``) read the server and model metadata and run inference; without the fleet CA
 both refuse the site, and so do ``modelfleet.Client`` and ``HubClient`` by default.
 
-One hub with TLS and one enrolled site serve the whole module (a start-up is seconds).
-When the site's ``/v2`` asks for an ``infer`` token, the fixture mints one and every client
-here sends it; a hub that does not know the role yet gives none (and the site asks none).
+One hub with TLS, one enrolled site and one gateway (HTTPS with its fleet certificate,
+routing from the hub with its own infer token) serve the whole module (a start-up is
+seconds). The fixture mints an ``infer`` token that every client here sends; Triton's client
+and curl are run against the site and against the gateway alike.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ import httpx
 import numpy as np
 import pytest
 
-from modelfleet.errors import ModelfleetError, NoSiteAvailable, TlsError
+from modelfleet.errors import NoSiteAvailable, TlsError
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.routing.client import Client
-from modelfleet.sim.launcher import HubProcess, SiteProcess
+from modelfleet.sim.launcher import (
+    GatewayProcess,
+    HubProcess,
+    SiteProcess,
+    issue_gateway_certificate,
+)
 from tests.conftest import write_tiny_onnx
 
 MODEL = "pump"
@@ -41,6 +47,7 @@ class TlsSite:
     hub: HubProcess
     site: SiteProcess
     admin_token: str
+    gateway: GatewayProcess | None = None
     #: ``Authorization`` for ``/v2`` calls when the fleet issues ``infer`` tokens.
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -57,21 +64,17 @@ class TlsSite:
     def hostport(self) -> str:
         return f"127.0.0.1:{self.site.port}"
 
+    def target(self, which: str) -> tuple[str, str]:
+        """``(host:port, base URL)`` of the site or of the gateway in front of it."""
+        if which == "gateway":
+            if self.gateway is None:  # pragma: no cover - the fixture always starts one
+                raise AssertionError("no gateway")
+            return f"127.0.0.1:{self.gateway.port}", self.gateway.url
+        return self.hostport, self.site.url
+
     def sites(self) -> list[dict[str, object]]:
         """The static site list an SDK or gateway is given."""
         return [{"name": "plant-a", "url": self.site.url, "labels": {"jurisdiction": "EU"}}]
-
-
-def _infer_token(admin: HubClient) -> str | None:
-    """An ``infer`` token, where the hub mints them; None where the role does not exist."""
-    try:
-        answer = admin.request(
-            "POST", "/api/v1/tokens", json={"name": "interop", "role": "infer"}
-        ).json()
-    except ModelfleetError:
-        return None
-    token = answer.get("token")
-    return str(token) if token else None
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +83,30 @@ def tls_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsSite]:
     init = init_hub(root / "hub")
     hub = HubProcess(root / "hub", tls=True).start()
     site: SiteProcess | None = None
+    gateway: GatewayProcess | None = None
     try:
         with HubClient(hub.url, init.admin_token, ca_file=hub.ca_file) as admin:
             admin.push(write_tiny_onnx(root / "pump.onnx", OFFSET), MODEL)
             created = admin.add_site("plant-a", {"jurisdiction": "EU"})
             admin.assign("plant-a", f"{MODEL}:1")
-            token = _infer_token(admin)
+            token = admin.create_token("interop", "infer").token
+            gateway_token = admin.create_token("interop-gateway", "infer").token
         site = SiteProcess(root / "site-a", hub.url, created["enrollment_token"]).start(60)
         fixture = TlsSite(hub, site, init.admin_token)
-        if token is not None:
-            fixture.headers["Authorization"] = f"Bearer {token}"
+        fixture.headers["Authorization"] = f"Bearer {token}"
         _wait_ready(fixture)
+        gateway = GatewayProcess(
+            ["--hub", hub.url, "--data-region", "EU"],
+            extra_env={"MODELFLEET_TOKEN": gateway_token},
+            tls_dir=issue_gateway_certificate(root / "hub", root / "gateway-tls"),
+        )
+        fixture.gateway = gateway.start(60)
         yield fixture
         log = (root / "site-a.log").read_text(errors="replace")
         assert "Traceback" not in log, log[-2000:]
     finally:
+        if gateway is not None:
+            gateway.stop()
         if site is not None:
             site.stop()
         hub.stop()
@@ -115,11 +127,13 @@ def _wait_ready(fixture: TlsSite, timeout: float = 60.0) -> None:
 # --------------------------------------------------------------------------- tritonclient
 
 
-def test_tritonclient_over_https_with_the_fleet_ca(tls_site: TlsSite) -> None:
+@pytest.mark.parametrize("which", ["site", "gateway"])
+def test_tritonclient_over_https_with_the_fleet_ca(tls_site: TlsSite, which: str) -> None:
     import tritonclient.http as triton
 
+    hostport, _ = tls_site.target(which)
     client = triton.InferenceServerClient(
-        tls_site.hostport, ssl=True, ssl_options={"ca_certs": str(tls_site.ca_file)}
+        hostport, ssl=True, ssl_options={"ca_certs": str(tls_site.ca_file)}
     )
     try:
         assert client.is_server_live(headers=tls_site.copy_headers())
@@ -168,8 +182,9 @@ def _curl(tls_site: TlsSite, *args: str, ca: bool = True) -> subprocess.Complete
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60)
 
 
-def test_curl_with_cacert_reads_metadata_and_infers(tls_site: TlsSite) -> None:
-    base = tls_site.site.url
+@pytest.mark.parametrize("which", ["site", "gateway"])
+def test_curl_with_cacert_reads_metadata_and_infers(tls_site: TlsSite, which: str) -> None:
+    _, base = tls_site.target(which)
     server = _curl(tls_site, f"{base}/v2")
     assert server.returncode == 0, server.stderr
     assert "extensions" in json.loads(server.stdout)
