@@ -13,7 +13,14 @@ import pytest
 
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
-from modelfleet.sim.launcher import GatewayProcess, HubProcess, SiteProcess, wait_http
+from modelfleet.sim.launcher import (
+    GatewayProcess,
+    HubProcess,
+    SiteProcess,
+    issue_gateway_certificate,
+    wait_http,
+)
+from tests.conftest import trust_fleet_ca
 from tests.recording_proxy import RecordingProxy
 
 BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
@@ -53,9 +60,17 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) ->
 
 
 @pytest.fixture
-def plane(tmp_path: Path, tiny_onnx: Callable[..., Path]) -> Iterator[Plane]:
+def plane(
+    tmp_path: Path,
+    tiny_onnx: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> Iterator[Plane]:
     init = init_hub(tmp_path / "hub")
-    hub = HubProcess(tmp_path / "hub").start()
+    plain = request.node.get_closest_marker("plain_http") is not None
+    hub = HubProcess(tmp_path / "hub", tls=not plain).start()
+    if not plain:
+        trust_fleet_ca(monkeypatch, hub.ca_file)  # every client here verifies the fleet CA
     admin = HubClient(hub.url, init.admin_token)
     made = Plane(tmp_path, hub, admin)
     try:
@@ -149,6 +164,8 @@ def test_sites_check_credentials_and_scopes_offline_and_after_a_restart(plane: P
     assert "Traceback" not in log
 
 
+# Plain HTTP: the recording proxies in front of the sites read which token the gateway sends.
+@pytest.mark.plain_http
 def test_the_gateway_authenticates_callers_and_calls_sites_with_its_own_token(
     plane: Plane,
 ) -> None:
@@ -163,7 +180,12 @@ def test_the_gateway_authenticates_callers_and_calls_sites_with_its_own_token(
         "--hub", plane.hub.url, "--data-region", "EU",
         "--cache", str(plane.root / "gateway-directory.json"),
     ]  # fmt: skip
-    gateway = GatewayProcess(args, extra_env={"MODELFLEET_TOKEN": own})
+    env = {"MODELFLEET_TOKEN": own}
+    if plane.hub.tls:
+        tls_dir = issue_gateway_certificate(plane.hub.data_dir, plane.root / "gateway-tls")
+        gateway = GatewayProcess(args, extra_env=env, tls_dir=tls_dir)
+    else:
+        gateway = GatewayProcess(args, extra_env=env, insecure_http=True)
     try:
         gateway.start(60)
         wait_http(f"{gateway.url}/v2/health/ready", 60, gateway.proc)

@@ -31,9 +31,10 @@ def _keys_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _serving(site: SiteProcess) -> int | None:
+def _serving(site: SiteProcess, token: str) -> int | None:
     context = ssl.create_default_context(cafile=str(site.ca_file))
-    with httpx.Client(verify=context, timeout=5) as client:
+    headers = {"Authorization": f"Bearer {token}"}  # sites need an infer token
+    with httpx.Client(verify=context, timeout=5, headers=headers) as client:
         answer = client.get(f"{site.url}/v2/models/pump/ready")
     return int(answer.json()["version"]) if answer.status_code == 200 else None
 
@@ -58,17 +59,18 @@ def test_rotate_mid_assignment_resign_retire_and_the_site_keeps_verifying(
     try:
         admin.push(tiny_onnx(offset=1.0), "pump")
         admin.push(tiny_onnx(offset=2.0), "pump")
+        infer = admin.create_token("retire-test", "infer").token
         token = admin.add_site("plant-a", {}).enrollment_token
         site = SiteProcess(tmp_path / "plant-a", hub.url, str(token)).start(60)
         admin.assign("plant-a", "pump:1")
-        wait_for(lambda: _serving(site) == 1, "plant-a on pump:1")
+        wait_for(lambda: _serving(site, infer) == 1, "plant-a on pump:1")
 
         # Rotate in the middle of an assignment: pump:2 (signed by the old key) is on its way.
         admin.assign("plant-a", "pump:2")
         rotated = _keys_cli(root, "rotate")
         assert rotated.returncode == 0, rotated.stderr
         new_key = HubKeys(root).current_id
-        wait_for(lambda: _serving(site) == 2, "plant-a on pump:2 after the rotation")
+        wait_for(lambda: _serving(site, infer) == 2, "plant-a on pump:2 after the rotation")
         assert _kept_key_id(site) == old_key
 
         # Retiring the old key now would strand both versions: refused, naming them.
@@ -93,7 +95,7 @@ def test_rotate_mid_assignment_resign_retire_and_the_site_keeps_verifying(
             assert manifest["key_id"] == new_key
         # The site takes the new signature without reloading; nothing to re-sign twice.
         wait_for(lambda: _kept_key_id(site) == new_key, "plant-a to keep the new signature")
-        assert _serving(site) == 2
+        assert _serving(site, infer) == 2
         again = _keys_cli(root, "resign", "--json")
         assert json.loads(again.stdout)["versions"] == []
 
@@ -105,13 +107,13 @@ def test_rotate_mid_assignment_resign_retire_and_the_site_keeps_verifying(
             return set(held["keys"]) == {new_key}
 
         wait_for(trusts_only_the_new_key, "plant-a to drop the retired key")
-        assert _serving(site) == 2
+        assert _serving(site, infer) == 2
 
         # Restarted after the retirement, the site verifies its cached pump:2 with the new
         # key only, before it hears from the hub.
         site.stop()
         site.start(60)
-        wait_for(lambda: _serving(site) == 2, "plant-a serving pump:2 after a restart")
+        wait_for(lambda: _serving(site, infer) == 2, "plant-a serving pump:2 after a restart")
         log = (tmp_path / "plant-a.log").read_text()
         assert "not restored" not in log
         assert "Traceback" not in log

@@ -233,7 +233,15 @@ def bad_release(scene: Scene) -> bool:
         f"({regression.layers} extra layers) against v1's p99 of "
         f"{v1_p99_ms if v1_p99_ms is not None else float('nan'):.1f} ms at the canary"
     )
-    v_bad = admin.push(regression.path, MODEL, description="regressed export", parent=v1)
+    v_bad = admin.push(
+        regression.path,
+        MODEL,
+        description="regressed export",
+        parent=v1,
+        # The same central model re-exported: the same provenance (a residency policy
+        # refuses a version that records none).
+        training_regions=[n for n in PLANTS if n != "ap-south"],
+    )
     bad = admin.deploy(
         {
             "ref": f"{MODEL}:{v_bad['version']}",
