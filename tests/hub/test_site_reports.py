@@ -53,3 +53,39 @@ def test_reports_are_bounded(hub_factory) -> None:
     # Unknown fields are dropped, not stored.
     assert hub.client.post(url, json={"extra": "x" * 100}, headers=site).status_code == 204
     assert "extra" not in hub.ctx.sites.get("plant-eu").report
+
+
+def test_serving_parameters_are_checked_where_they_are_written(hub_factory, tiny_onnx) -> None:
+    """One bad parameter once stalled every model on a site; the hub now refuses it with
+    the key named (assignments and deployments alike)."""
+    hub = hub_factory()
+    hub.client.post(
+        "/api/v1/models/pump/versions", content=tiny_onnx().read_bytes(), headers=hub.headers()
+    ).raise_for_status()
+    hub.ctx.sites.add("plant-eu", {"region": "eu-west"})
+    url = "/api/v1/sites/plant-eu/assignments"
+    for params, fragment in [
+        ({"intra_op_threads": "four"}, "intra_op_threads must be an integer"),
+        ({"intra_op_threads": 0}, "intra_op_threads must be an integer in [1, 256]"),
+        ({"max_batch_size": 2.5}, "max_batch_size"),
+        ({"max_batch": 8}, "unknown parameter 'max_batch'"),
+        ({"max_batch_time_ms": True}, "max_batch_time_ms must be a number"),
+    ]:
+        answer = hub.client.post(
+            url, json={"ref": "pump:1", "params": params}, headers=hub.headers()
+        )
+        assert answer.status_code == 400, (params, answer.text)
+        assert fragment in answer.json()["error"]["message"], answer.text
+    ok = hub.client.post(
+        url,
+        json={"ref": "pump:1", "params": {"max_batch_size": 32, "intra_op_threads": 2}},
+        headers=hub.headers(),
+    )
+    assert ok.status_code in (200, 201), ok.text
+    deploy = hub.client.post(
+        "/api/v1/deployments",
+        json={"ref": "pump:1", "params": {"intra_op_threads": "four"}},
+        headers=hub.headers(),
+    )
+    assert deploy.status_code == 400, deploy.text
+    assert "intra_op_threads" in deploy.json()["error"]["message"]

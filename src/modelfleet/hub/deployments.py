@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
 from modelfleet.hub.plan import Plan, PlanInputs, make_plan
@@ -49,6 +49,7 @@ from modelfleet.hub.store.records import (
     VersionRecord,
 )
 from modelfleet.refs import check_name, parse_ref
+from modelfleet.serving_params import check_serving_params
 
 log = logging.getLogger("modelfleet.hub.deployments")
 
@@ -63,7 +64,19 @@ class DeployRequest(BaseModel):
     name: str | None = Field(default=None, description="Deployment name (default: the model).")
     strategy: dict[str, Any] = Field(default_factory=dict)
     gates: dict[str, Any] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict, description="Serving parameters.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Serving parameters: max_batch_size (1-65536), max_batch_time_ms "
+        "(0-60000), intra_op_threads (1-256).",
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return check_serving_params(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
 
 
 @dataclass(frozen=True)

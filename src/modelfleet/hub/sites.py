@@ -26,6 +26,7 @@ from modelfleet.hub.registry import Registry
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import Assignment, SiteRecord
 from modelfleet.refs import check_name, parse_ref
+from modelfleet.serving_params import check_serving_params
 from modelfleet.settings import HubSettings
 
 ENROLLMENT_PREFIX = "mfe_"
@@ -149,7 +150,8 @@ class Sites:
     def assign(self, name: str, ref: str, params: dict[str, Any] | None = None) -> Assignment:
         site = self.get(name)
         version = self.registry.resolve(parse_ref(ref))
-        self.store.assignments.set(site.name, version.model, version.version, ref, params or {})
+        checked = check_serving_params(params)
+        self.store.assignments.set(site.name, version.model, version.version, ref, checked)
         return next(a for a in self.store.assignments.list(site.name) if a.model == version.model)
 
     def unassign(self, name: str, model: str) -> None:
@@ -167,7 +169,9 @@ class Sites:
             if version.model in seen:
                 raise InvalidInput(f"model {version.model!r} is assigned twice to site {name!r}")
             seen.add(version.model)
-            resolved.append((version.model, version.version, ref, params))
+            resolved.append(
+                (version.model, version.version, ref, check_serving_params(params, ref))
+            )
         return self.store.assignments.replace(site.name, resolved)
 
     def revision(self, name: str, *, recent: bool = False) -> int:

@@ -23,6 +23,7 @@ from modelfleet.errors import ModelfleetError, VerificationError
 from modelfleet.loops import Backoff
 from modelfleet.registry.keyset import KeySet, accept_keyset
 from modelfleet.registry.manifest import verify_manifest
+from modelfleet.serving_params import check_serving_params
 from modelfleet.site.cache import BlobCache
 from modelfleet.site.policy import enforce_site_policy
 from modelfleet.site.repository import ModelRepository
@@ -126,7 +127,10 @@ class Reconciler:
             changed = True
             try:
                 self._activate(item, status)
-            except ModelfleetError as exc:
+            except Exception as exc:  # one model's failure, whatever it is, is its own
+                if not isinstance(exc, ModelfleetError):
+                    log.exception("%s:%s failed unexpectedly", name, item.get("version"))
+                    exc = ModelfleetError(f"unexpected error: {exc!r}"[:2000])
                 status.attempts += 1
                 status.state = "failed"
                 status.error = {"code": exc.code, "message": exc.message}
@@ -235,7 +239,9 @@ class Reconciler:
     def _load_and_swap(self, name: str, version: int, digest: str, params: dict[str, Any]) -> None:
         from modelfleet.site.batcher import BatchPolicy  # the server's module; kept local
 
-        # Refuse bad serving parameters before loading: the old version keeps serving.
+        # Refuse bad serving parameters before loading: the old version keeps serving, and
+        # only this model fails (checked again here: the hub's document is hostile input).
+        params = check_serving_params(params, f"{name}:{version} params")
         BatchPolicy.from_params(params)
         model = LoadedModel.load(
             self.cache.path(digest),
