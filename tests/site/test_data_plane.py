@@ -3,7 +3,6 @@ gateway from the signed grant lists, offline, and their scopes (models, site sel
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from modelfleet.sim.launcher import (
 )
 from tests.conftest import trust_fleet_ca
 from tests.recording_proxy import RecordingProxy
+from tests.site.test_key_rollover import wait_for
 
 BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 LABELS = {"eu": {"jurisdiction": "EU", "region": "eu-west"}, "us": {"jurisdiction": "US"}}
@@ -48,15 +48,6 @@ class Plane:
         if path.endswith("/infer"):
             return httpx.post(url, json=BODY, headers=headers, timeout=10)
         return httpx.get(url, headers=headers, timeout=10)
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

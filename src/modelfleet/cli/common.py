@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from modelfleet.errors import InvalidInput
 from modelfleet.hub_client import HubClient
 from modelfleet.settings import DEFAULT_HUB_URL
 
@@ -127,3 +128,36 @@ def configure_logging(level: str) -> None:
     if level.lower() != "debug":
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+#: ``--insecure-http-allow-remote``, shared by every command that can serve plain HTTP.
+AllowRemoteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-http-allow-remote",
+        help="With --insecure-http: allow it on a non-loopback interface too.",
+    ),
+]
+
+
+def check_plain_http(host: str, insecure_http: bool, allow_remote: bool) -> None:
+    """Plain HTTP only when asked for, and on loopback unless asked for twice."""
+    if allow_remote and not insecure_http:
+        raise InvalidInput("--insecure-http-allow-remote only makes sense with --insecure-http")
+    if insecure_http and not allow_remote and not is_loopback(host):
+        raise InvalidInput(
+            f"refusing plain HTTP on {host}: tokens and models would cross the network in "
+            "clear; drop --insecure-http (HTTPS is the default), or add "
+            "--insecure-http-allow-remote if something else encrypts the link"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -9,9 +9,11 @@ import typer
 
 from modelfleet.cli.common import (
     DEFAULT_HUB,
+    AllowRemoteOpt,
     HubOpt,
     ReadyFileOpt,
     TokenOpt,
+    check_plain_http,
     configure_logging,
     err_console,
 )
@@ -83,13 +85,7 @@ def serve(
             "Refused on a non-loopback --host unless --insecure-http-allow-remote.",
         ),
     ] = False,
-    allow_remote: Annotated[
-        bool,
-        typer.Option(
-            "--insecure-http-allow-remote",
-            help="With --insecure-http: allow it on a non-loopback interface too.",
-        ),
-    ] = False,
+    allow_remote: AllowRemoteOpt = False,
 ) -> None:
     """Serve /v2 (infer, metadata, ready, health) and route each request to the nearest site
     allowed to see its data; /metrics and /healthz show the router's view.
@@ -97,7 +93,6 @@ def serve(
     HTTPS by default, with the certificate in --tls-dir; sites are verified against the
     fleet CA and must present the certificate of the site chosen.
     """
-    from modelfleet.cli.hub import check_plain_http
     from modelfleet.pki.certdir import CertDir
     from modelfleet.pki.tls import TlsFiles
     from modelfleet.routing.directory import SiteDirectory

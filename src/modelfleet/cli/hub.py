@@ -7,8 +7,14 @@ from typing import Annotated
 
 import typer
 
-from modelfleet.cli.common import ReadyFileOpt, configure_logging, console, err_console
-from modelfleet.errors import InvalidInput
+from modelfleet.cli.common import (
+    AllowRemoteOpt,
+    ReadyFileOpt,
+    check_plain_http,
+    configure_logging,
+    console,
+    err_console,
+)
 from modelfleet.settings import DEFAULT_HUB_PORT, HubSettings, default_data_dir
 
 app = typer.Typer(help="Create and run the hub (the control plane).", no_args_is_help=True)
@@ -23,29 +29,6 @@ DataDirOpt = Annotated[
         show_default=False,
     ),
 ]
-
-
-def check_plain_http(host: str, insecure_http: bool, allow_remote: bool) -> None:
-    """Plain HTTP only when asked for, and on loopback unless asked for twice."""
-    if allow_remote and not insecure_http:
-        raise InvalidInput("--insecure-http-allow-remote only makes sense with --insecure-http")
-    if insecure_http and not allow_remote and not is_loopback(host):
-        raise InvalidInput(
-            f"refusing plain HTTP on {host}: tokens and models would cross the network in "
-            "clear; drop --insecure-http (HTTPS is the default), or add "
-            "--insecure-http-allow-remote if something else encrypts the link"
-        )
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @app.command()
@@ -137,13 +120,7 @@ def serve(
             "Refused on a non-loopback --host unless --insecure-http-allow-remote.",
         ),
     ] = False,
-    allow_remote: Annotated[
-        bool,
-        typer.Option(
-            "--insecure-http-allow-remote",
-            help="With --insecure-http: allow it on a non-loopback interface too.",
-        ),
-    ] = False,
+    allow_remote: AllowRemoteOpt = False,
 ) -> None:
     """Run the hub's API over HTTPS (OpenAPI at /docs, Prometheus at /metrics).
 

@@ -12,10 +12,12 @@ from pydantic import JsonValue
 from modelfleet.api import Site
 from modelfleet.cli.common import (
     DEFAULT_HUB,
+    AllowRemoteOpt,
     HubOpt,
     JsonOpt,
     ReadyFileOpt,
     TokenOpt,
+    check_plain_http,
     client,
     configure_logging,
     console,
@@ -301,20 +303,13 @@ def serve(
             "--insecure-http-allow-remote.",
         ),
     ] = False,
-    allow_remote: Annotated[
-        bool,
-        typer.Option(
-            "--insecure-http-allow-remote",
-            help="With --insecure-http: allow it on a non-loopback interface too.",
-        ),
-    ] = False,
+    allow_remote: AllowRemoteOpt = False,
 ) -> None:
     """Run a site agent: enroll once, then serve assigned models (OIP v2 under /v2).
 
     A site of an HTTPS hub serves HTTPS with the certificate it got at enrollment; plain
     HTTP (a hub run with --insecure-http) needs --insecure-http here too, as on the hub.
     """
-    from modelfleet.cli.hub import check_plain_http
     from modelfleet.settings import SiteSettings
     from modelfleet.site.agent import SiteAgent
     from modelfleet.transport.listen import bind, bound_port, report_ready
