@@ -3,11 +3,13 @@
 A site (and a gateway) must keep authorising requests while the hub is away, so it cannot
 ask the hub about each token. Instead the hub signs a *grant list* for each holder: the
 hashes of the ``infer`` tokens valid there, each with the models it may call (all, or a
-list) and its expiry. The holder caches the last list it verified (signature by a trusted
-hub key, bound to its own name, not older than the one it holds) and checks every request
-against it in memory. A revoked or expired token stops working at a site when the site next
-hears from the hub (its desired-state long-poll: well under a second while connected) or,
-for expiry, at once; a site cut off from the hub keeps the last list it had, by design.
+list) and its expiry, and the hashes of the other tokens it knows with the reason they may
+not call anything here (so that they get a 403 naming it, not a 401). The holder caches
+the last list it verified (signature by a trusted hub key, bound to its own name, not
+older than the one it holds) and checks every request against it in memory. A revoked or
+expired token stops working at a site when the site next hears from the hub (its desired-
+state long-poll: well under a second while connected) or, for expiry, at once; a site cut
+off from the hub keeps the last list it had, by design.
 
 Only hashes travel: a stolen grant list lets nobody call a model.
 """
@@ -52,6 +54,10 @@ class Grant:
     #: In a gateway's list: the sites the token's site selector matched when the hub signed
     #: it (None: any site). A site's own list carries only the tokens valid there.
     sites: tuple[str, ...] | None = None
+    #: Set for a token the hub knows but that has no rights here (another role, or an infer
+    #: token whose scope leaves this holder out): the 403's message. Without these entries
+    #: a holder could not tell such a token from a made-up one, and would answer 401.
+    refusal: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -63,6 +69,8 @@ class Grant:
         }
         if self.sites is not None:  # absent otherwise: earlier documents stay as they were
             doc["sites"] = list(self.sites)
+        if self.refusal is not None:
+            doc["refusal"] = self.refusal
         return doc
 
     @classmethod
@@ -80,6 +88,9 @@ class Grant:
         token_hash = doc["hash"]
         if not isinstance(token_hash, str) or len(token_hash) != 64:
             raise ValueError("hash must be 64 hex characters")
+        refusal = doc.get("refusal")
+        if refusal is not None and not (isinstance(refusal, str) and len(refusal) <= 500):
+            raise ValueError("refusal must be a string of at most 500 characters")
         expires = doc.get("expires_at")
         return cls(
             token_id=str(doc["token_id"]),
@@ -88,6 +99,7 @@ class Grant:
             models=tuple(models) if models is not None else None,
             expires_at=parse_signed_time(expires) if expires is not None else None,
             sites=tuple(sites) if sites is not None else None,
+            refusal=refusal,
         )
 
 
@@ -159,7 +171,8 @@ class GrantList:
     ) -> Grant:
         """The grant behind an ``Authorization: Bearer`` header, for ``model`` (None: an
         endpoint that names no model, such as ``/metrics``); 401 for a missing, unknown or
-        expired token, 403 for a model the token may not call. ``now`` (default: the clock,
+        expired token, 403 for a model the token may not call or a token with no rights
+        here. ``now`` (default: the clock,
         read only for a token that expires) decides expiry."""
         if not authorization:
             raise Unauthenticated("missing bearer token (an infer token from the hub)")
@@ -172,11 +185,7 @@ class GrantList:
         # equality check constant-time as well.
         if grant is None or not hmac.compare_digest(grant.token_hash, wanted):
             raise Unauthenticated(f"token not valid at {self.holder}")
-        if grant.expires_at is not None and grant.expires_at <= (now or datetime.now(UTC)):
-            raise Unauthenticated(f"token {grant.name!r} has expired")
-        if model is not None and grant.models is not None and model not in grant.models:
-            raise PermissionDenied(f"token {grant.name!r} may not call model {model!r}")
-        return grant
+        return _check(grant, model, now)
 
     def authorize_raw(self, authorization: bytes | None, model: str | None) -> Grant:
         """:meth:`authorize` for a header as the server hands it over (bytes), on the hot
@@ -192,8 +201,15 @@ class GrantList:
                     self._matched.clear()
                 self._matched[authorization] = grant
             return grant
-        if grant.expires_at is not None and grant.expires_at <= datetime.now(UTC):
-            raise Unauthenticated(f"token {grant.name!r} has expired")
-        if model is not None and grant.models is not None and model not in grant.models:
-            raise PermissionDenied(f"token {grant.name!r} may not call model {model!r}")
-        return grant
+        return _check(grant, model, None)
+
+
+def _check(grant: Grant, model: str | None, now: datetime | None) -> Grant:
+    """A known token's expiry, then its rights here (all of them for a refusal entry)."""
+    if grant.expires_at is not None and grant.expires_at <= (now or datetime.now(UTC)):
+        raise Unauthenticated(f"token {grant.name!r} has expired")
+    if grant.refusal is not None:
+        raise PermissionDenied(grant.refusal)
+    if model is not None and grant.models is not None and model not in grant.models:
+        raise PermissionDenied(f"token {grant.name!r} may not call model {model!r}")
+    return grant

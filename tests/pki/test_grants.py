@@ -45,6 +45,32 @@ def test_authorize_by_model_and_expiry() -> None:
         GrantList.empty("plant-a").authorize("Bearer all", "pump", NOW)
 
 
+def test_a_known_token_without_rights_here_is_refused_with_its_reason_for_every_endpoint() -> None:
+    refused = grant(
+        "viewer", models=(), sites=(), refusal="token 'viewer' has role viewer", expires_at=None
+    )
+    gone = grant("old-admin", models=(), refusal="role admin", expires_at=NOW - timedelta(days=1))
+    grants = listed(grant("all"), refused, gone)
+    for model in ("pump", None):  # None: /metrics, /v2, /healthz
+        with pytest.raises(PermissionDenied, match="has role viewer"):
+            grants.authorize("Bearer viewer", model, NOW)
+        with pytest.raises(PermissionDenied, match="has role viewer"):
+            grants.authorize_raw(b"Bearer viewer", model)
+    with pytest.raises(PermissionDenied):  # refusals are never remembered as a match
+        grants.authorize_raw(b"Bearer viewer", "pump")
+    with pytest.raises(Unauthenticated, match="expired"):  # expiry is told first
+        grants.authorize("Bearer old-admin", "pump", NOW)
+    # The refusal is part of the signed document, and its size is bounded.
+    text, sig = sign_grants("plant-a", [refused], HUB, issued_at=NOW)
+    assert '"refusal":"token \'viewer\' has role viewer"' in text
+    long = text.replace("has role viewer", "x" * 600)
+    with pytest.raises(SignatureInvalid):
+        GrantList.verify(long, sig, KEYS, holder="plant-a", newer_than=NOW)
+    text, sig = sign_grants("plant-a", [grant("v", refusal="x" * 600)], HUB, issued_at=NOW)
+    with pytest.raises(VerificationError, match="refusal"):
+        GrantList.verify(text, sig, KEYS, holder="plant-a", newer_than=NOW)
+
+
 def test_lists_are_bound_to_their_holder_signer_and_time() -> None:
     with pytest.raises(VerificationError, match="not for 'plant-a'"):
         listed(grant("all"), holder="plant-b")

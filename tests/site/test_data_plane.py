@@ -126,11 +126,18 @@ def test_sites_check_credentials_and_scopes_offline_and_after_a_restart(plane: P
     assert gear.status_code == 403
     assert gear.json() == {"error": "token 'pump-only' may not call model 'gear'"}
     assert plane.call("us", "/v2/models/gear", tokens["pump-only"]).status_code == 403
-    # A token limited to EU sites is not in the US site's list at all.
+    # A token limited to EU sites is known at the US site, with no rights there: 403.
     assert plane.call("eu", "/v2/models/gear/infer", tokens["eu-only"]).status_code == 200
-    assert plane.call("us", "/v2/models/gear/infer", tokens["eu-only"]).status_code == 401
-    # A hub token of another role is no inference credential.
-    assert plane.call("eu", "/v2/models/pump/infer", tokens["viewer"]).status_code == 401
+    out_of_scope = plane.call("us", "/v2/models/gear/infer", tokens["eu-only"])
+    assert out_of_scope.status_code == 403
+    assert "site selector" in out_of_scope.json()["error"]
+    assert plane.call("us", "/metrics", tokens["eu-only"]).status_code == 403
+    # A hub token of another role is no inference credential: 403 naming the role needed.
+    for path in ("/v2/models/pump/infer", "/v2/models/pump", "/metrics"):
+        other_role = plane.call("eu", path, tokens["viewer"])
+        assert other_role.status_code == 403, path
+        assert "role viewer" in other_role.json()["error"]
+        assert "--role infer" in other_role.json()["error"]
 
     # Revoked on the hub: refused at the site as soon as the site hears from the hub.
     listed = {t.name: t.id for t in plane.admin.list_tokens()}
@@ -195,7 +202,9 @@ def test_the_gateway_authenticates_callers_and_calls_sites_with_its_own_token(
             refused = call(path, None)
             assert refused.status_code == 401, path
             assert refused.headers["www-authenticate"] == "Bearer"
-        assert call("/v2/models/pump/infer", plane.tokens["viewer"]).status_code == 401
+        viewer = call("/v2/models/pump/infer", plane.tokens["viewer"])
+        assert viewer.status_code == 403
+        assert "role viewer" in viewer.json()["error"]
 
         plane.proxies["eu"].sent.clear()
         served = call("/v2/models/pump/infer", plane.tokens["all"])

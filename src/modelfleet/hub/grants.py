@@ -1,12 +1,14 @@
 """The hub's side of inference grants: which ``infer`` tokens each site and gateway honours.
 
 Sites and gateways check inference callers offline (:mod:`modelfleet.grants`), from a list
-the hub signs for each of them: a site's list travels in its desired state, a gateway's
-comes from ``GET /api/v1/grants/gateway``. Both are built from one table-wide read of the
-active infer tokens, shared by every caller for at most :data:`TOKENS_MAX_AGE_S` (thousands
-of long-polling sites cost one query a second); a token created or revoked through this
-process is seen at once (:meth:`GrantIssuer.forget`). The snapshot's fingerprint is part of
-every desired state's ETag, so a change reaches every site's long-poll.
+the hub signs for each of them (the infer tokens valid there, and every other active token
+but site tokens as a refusal, so that it gets a 403, not a 401): a site's list travels in
+its desired state, a gateway's comes from ``GET /api/v1/grants/gateway``. Both are built
+from one table-wide read of the active infer tokens, shared by every caller for at most
+:data:`TOKENS_MAX_AGE_S` (thousands of long-polling sites cost one query a second); a
+token created or revoked through this process is seen at once
+(:meth:`GrantIssuer.forget`). The snapshot's fingerprint is part of every desired state's
+ETag, so a change reaches every site's long-poll.
 
 Lists are signed with ``issued_at`` = when served: a holder refuses a list older than the
 one it holds, so a replayed old list cannot revive a revoked token.
@@ -24,6 +26,7 @@ from datetime import UTC, datetime
 
 from modelfleet.errors import ModelfleetError
 from modelfleet.grants import Grant, sign_grants
+from modelfleet.hub.auth import Role
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.selectors import Selector, Term, parse_selector
 from modelfleet.hub.store import Store
@@ -80,11 +83,11 @@ class GrantIssuer:
                 return snapshot
             read_at = time.monotonic()
             tokens: tuple[tuple[TokenRecord, str], ...] = tuple(
-                self.store.tokens.active_infer(datetime.now(UTC))
+                self.store.tokens.active_for_grants(datetime.now(UTC))
             )
             digest = hashlib.sha256()
             for record, token_hash in tokens:
-                scope = f"{record.models}|{record.site_selector}|{record.expires_at}"
+                scope = f"{record.role}|{record.models}|{record.site_selector}|{record.expires_at}"
                 digest.update(f"{record.id}|{token_hash}|{scope}\n".encode())
             snapshot = _Snapshot(read_at, tokens, digest.hexdigest()[:12])
             self._snapshot = snapshot
@@ -109,14 +112,21 @@ class GrantIssuer:
         )
 
     def for_site(self, site: str, labels: Mapping[str, str]) -> dict[str, str]:
-        """The signed list of the infer tokens a site honours (selector matches or none):
-        ``{"text", "signature", "fingerprint"}``."""
+        """The signed list of the infer tokens a site honours (selector matches or none),
+        and a refusal for every other token: ``{"text", "signature", "fingerprint"}``."""
         snapshot = self._tokens()
-        grants = [
-            _grant(record, token_hash)
-            for record, token_hash in snapshot.tokens
-            if self._matches(record, labels)
-        ]
+        grants = []
+        for record, token_hash in snapshot.tokens:
+            if record.role != Role.INFER:
+                grants.append(_refused(record, token_hash, _role_refusal(record)))
+            elif not self._matches(record, labels):
+                refusal = (
+                    f"token {record.name!r} may not call models at {site}: its site "
+                    f"selector {record.site_selector!r} does not select this site"
+                )
+                grants.append(_refused(record, token_hash, refusal))
+            else:
+                grants.append(_grant(record, token_hash))
         return self._signed(site, grants, snapshot.fingerprint)
 
     def for_gateway(self, sites: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
@@ -126,6 +136,9 @@ class GrantIssuer:
         snapshot = self._tokens()
         grants = []
         for record, token_hash in snapshot.tokens:
+            if record.role != Role.INFER:
+                grants.append(_refused(record, token_hash, _role_refusal(record)))
+                continue
             allowed = None
             if record.site_selector is not None:
                 allowed = tuple(
@@ -150,4 +163,24 @@ def _grant(record: TokenRecord, token_hash: str, sites: tuple[str, ...] | None =
         models=record.models,
         expires_at=record.expires_at,
         sites=sites,
+    )
+
+
+def _refused(record: TokenRecord, token_hash: str, refusal: str) -> Grant:
+    """A token the holder should know but answer 403 for (no models, no sites)."""
+    return Grant(
+        token_id=record.id,
+        name=record.name,
+        token_hash=token_hash,
+        models=(),
+        expires_at=record.expires_at,
+        sites=(),
+        refusal=refusal,
+    )
+
+
+def _role_refusal(record: TokenRecord) -> str:
+    return (
+        f"token {record.name!r} has role {record.role}, which cannot call models; "
+        "inference needs a token of role infer (modelfleet token create --role infer)"
     )

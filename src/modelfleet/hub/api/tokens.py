@@ -45,7 +45,7 @@ def create_token(body: TokenIn, ctx: Context, caller: Caller) -> TokenCreated:
         detail.append(f"id {record.id} role {record.role} expires {expires:%Y-%m-%dT%H:%M:%SZ}")
         if models is not None or selector is not None:
             detail.append(f"models {','.join(models or ['*'])} sites {selector or '*'}")
-    if record.role == Role.INFER:
+    if record.role != Role.SITE:  # every other role is in the grant lists
         _grants_changed(ctx)
     return TokenCreated(**token_of(record).model_dump(), token=secret)
 
@@ -66,7 +66,7 @@ def revoke_token(token_id: str, ctx: Context, caller: Caller) -> Response:
                 raise NotFound(f"no token with id {token_id!r}")
             raise InvalidInput(f"token {token_id!r} is already revoked")
     revoked = ctx.store.tokens.get(token_id)
-    if revoked is not None and revoked.role == Role.INFER:
+    if revoked is not None and revoked.role != Role.SITE:
         _grants_changed(ctx)
     return Response(status_code=204)
 

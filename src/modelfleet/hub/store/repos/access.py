@@ -55,9 +55,10 @@ class TokenRepo(ABC):
         last active admin token: revoking it would lock every admin out of the hub."""
 
     @abstractmethod
-    def active_infer(self, now: datetime) -> builtins.list[tuple[TokenRecord, str]]:
-        """Every ``infer`` token active at ``now`` with its hash, ordered by id: what the
-        signed grant lists carry. The one read that returns hashes (records never do)."""
+    def active_for_grants(self, now: datetime) -> builtins.list[tuple[TokenRecord, str]]:
+        """Every token active at ``now`` with its hash, ordered by id, except site tokens
+        (one per site, and sites authenticate with certificates): what the signed grant
+        lists carry. The one read that returns hashes (records never do)."""
 
 
 class AuditRepo(ABC):

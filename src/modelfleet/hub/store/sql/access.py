@@ -267,11 +267,11 @@ class SqlTokenRepo(TokenRepo):
         self._forget_lookups()
         return revoked
 
-    def active_infer(self, now: datetime) -> builtins.list[tuple[TokenRecord, str]]:
+    def active_for_grants(self, now: datetime) -> builtins.list[tuple[TokenRecord, str]]:
         query = (
             select(*_columns(), tokens.c.token_hash)
             .where(
-                tokens.c.role == "infer",
+                tokens.c.role != "site",
                 tokens.c.revoked_at.is_(None),
                 or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
             )
