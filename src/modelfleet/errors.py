@@ -23,7 +23,8 @@ with ``raise ... from exc`` so callers only ever catch ours.
     ├── Conflict                         409 conflict
     ├── VerificationError                422 verification_failed
     │   ├── DigestMismatch               422 digest_mismatch
-    │   └── SignatureInvalid             422 signature_invalid
+    │   ├── SignatureInvalid             422 signature_invalid
+    │   └── DowngradeRefused             422 downgrade_refused
     ├── StoreError                       503 store_unavailable
     ├── RangeNotSatisfiable              416 range_not_satisfiable
     ├── ModelFailure                     500|400 session_error, warmup_error, inference_error
@@ -171,6 +172,13 @@ class SignatureInvalid(VerificationError):
     code = "signature_invalid"
 
 
+class DowngradeRefused(VerificationError):
+    """A desired state asks a site for a version below one it ran, without the hub's
+    signed mark that it is a rollback (:mod:`modelfleet.registry.desired_state`)."""
+
+    code = "downgrade_refused"
+
+
 class StoreError(ModelfleetError):
     """The state or artifact backend failed; the request may succeed if retried."""
 
@@ -310,6 +318,7 @@ ERROR_CLASSES: Mapping[str, type[ModelfleetError]] = MappingProxyType(
         "verification_failed": VerificationError,
         "digest_mismatch": DigestMismatch,
         "signature_invalid": SignatureInvalid,
+        "downgrade_refused": DowngradeRefused,
         "store_unavailable": StoreError,
         "range_not_satisfiable": RangeNotSatisfiable,
         "transport_failure": TransportFailure,

@@ -132,6 +132,15 @@ class HubSettings(BaseSettings):
         "get 400. Site credentials from enrollment are bound to the site instead (revoked "
         "with `site remove`).",
     )
+    desired_state_ttl_s: float = Field(
+        default=DAY_S,
+        ge=60,
+        le=30 * DAY_S,
+        description="How long a signed desired state stays valid for a site that has not "
+        "applied it yet: a document held back on the path and delivered later than this is "
+        "refused. Each long-poll answer is signed afresh, so a connected site never sees "
+        "one near expiry; the state a site already applied stays valid however old.",
+    )
     site_certificate_days: float = Field(
         default=7.0,
         gt=0,

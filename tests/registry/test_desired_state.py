@@ -47,6 +47,9 @@ def test_round_trip_and_binding() -> None:
         verify(text, sig, applied=6)
     with pytest.raises(VerificationError, match="expired"):
         verify(text, sig, now=NOW + timedelta(days=8))
+    # The state already applied stays valid however old: a site cut off for longer than
+    # the lifetime still restarts on it.
+    assert verify(text, sig, applied=5, now=NOW + timedelta(days=80)).revision == 5
     other = sign_desired_state(state(site="plant-b"), HUB)
     with pytest.raises(VerificationError, match="not 'plant-a'"):
         verify(*other)

@@ -22,6 +22,7 @@ from modelfleet.hub_client import HubClient
 from modelfleet.registry.keyset import KeyEntry, KeySet, sign_keyset
 from modelfleet.sim.launcher import HubProcess, SiteProcess
 from modelfleet.site.cache import BlobCache
+from modelfleet.site.floors import DesiredStateFloor
 from modelfleet.site.identity import SiteIdentity
 from modelfleet.site.reconciler import Reconciler
 from modelfleet.site.repository import ModelRepository
@@ -32,12 +33,14 @@ def reconciler(tmp_path: Path, trusted: KeySet, saved: list[KeySet]) -> Reconcil
     def no_download(_path: str, _partial: Path, _size: int) -> None:
         raise AssertionError("nothing to download")
 
+    state = SiteState(tmp_path / "state.db")
     return Reconciler(
-        state=SiteState(tmp_path / "state.db"),
+        state=state,
         cache=BlobCache(tmp_path / "cache"),
         repository=ModelRepository(),
         public_key=trusted,
         download=no_download,
+        floors=DesiredStateFloor.load(state, "plant-a"),
         on_keys=saved.append,
     )
 

@@ -28,8 +28,10 @@ class SiteModel(Record):
 class Site(Record):
     """The operator's picture of a site: labels, liveness, desired against reported.
 
-    ``applied_revision``, ``agent_version``, ``uptime_s`` and ``url`` are the site's last
-    report as it sent it (None before its first), hence typed as JSON."""
+    ``applied_revision``, ``agent_version``, ``uptime_s``, ``url`` and
+    ``desired_state_refused`` (why the site refused the last desired state it received,
+    None when it took it) are the site's last report as it sent it (None before its
+    first), hence typed as JSON."""
 
     name: str
     labels: dict[str, str]
@@ -43,6 +45,7 @@ class Site(Record):
     agent_version: JsonValue
     uptime_s: JsonValue
     url: JsonValue
+    desired_state_refused: JsonValue = None
     models: list[SiteModel]
     created_at: datetime
 

@@ -162,6 +162,11 @@ def show(
         f"desired revision {site.revision} (applied {site.applied_revision or '-'})",
         highlight=False,
     )
+    if site.desired_state_refused:
+        console.print(
+            f"  [red]refused its desired state:[/red] {site.desired_state_refused}",
+            highlight=False,
+        )
     rows = [
         (
             m.name,

@@ -76,29 +76,35 @@ def _render(doc: dict[str, Any]) -> None:
         table("fleet-wide", ["MODEL", "REQ/S", "ERRORS", "P50", "P95", "P99"], fleet)
 
 
-def plain_http_warnings(hc: HubClient) -> list[str]:
-    """What travels in clear: the hub when reached over ``http://``, and each site whose
-    last report gave an ``http://`` URL (a site of a hub run with ``--insecure-http``)."""
+def fleet_warnings(hc: HubClient) -> list[str]:
+    """What an operator must not miss: the hub reached over ``http://``, each site whose
+    last report gave an ``http://`` URL (a site of a hub run with ``--insecure-http``),
+    and each site that refused its desired state (it stays on the state it had)."""
     warnings = []
     if hc.url.lower().startswith("http://"):
         warnings.append(
             f"the hub {hc.url} is reached over plain HTTP: tokens, models and telemetry "
             "cross the network in clear (hub serve --insecure-http)"
         )
-    plain = sorted(
-        s.name for s in hc.list_sites() if str(s.url or "").lower().startswith("http://")
-    )
+    sites = hc.list_sites()
+    plain = sorted(s.name for s in sites if str(s.url or "").lower().startswith("http://"))
     if plain:
         warnings.append(
             f"{len(plain)} site(s) serve plain HTTP, inference data in clear: "
             f"{', '.join(plain)} (their hub runs with --insecure-http)"
         )
+    for site in sites:
+        if site.desired_state_refused:
+            warnings.append(
+                f"site {site.name} refused its desired state and keeps the one it had: "
+                f"{site.desired_state_refused}"
+            )
     return warnings
 
 
 def _warn(hc: HubClient) -> None:
     """On stderr, so ``--json`` output stays the document alone."""
-    for line in plain_http_warnings(hc):
+    for line in fleet_warnings(hc):
         err_console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
 
 

@@ -26,6 +26,7 @@ from modelfleet.hub.registry import Registry
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import Assignment, SiteRecord
 from modelfleet.refs import check_name, parse_ref
+from modelfleet.registry.desired_state import DesiredModel, DesiredState, sign_desired_state
 from modelfleet.serving_params import check_serving_params
 from modelfleet.settings import HubSettings
 
@@ -201,7 +202,10 @@ class Sites:
         return table.get(name)
 
     def desired_state(self, name: str) -> dict[str, Any]:
-        """What the site should run, with each version's signed manifest."""
+        """What the site should run: the signed document (``signed``: every model's version,
+        signed manifest and parameters, bound to the site, its revision and an expiry; see
+        :mod:`modelfleet.registry.desired_state`), with the signed key set and grant list.
+        ``site``, ``revision`` and ``labels`` are repeated unsigned for people reading it."""
         site = self.get(name)
         models = []
         for item in self.store.assignments.list(site.name):
@@ -209,24 +213,34 @@ class Sites:
             if version is None:  # pragma: no cover - prevented by a foreign key
                 continue
             models.append(
-                {
-                    "name": item.model,
-                    "version": item.version,
-                    "ref": item.ref,
-                    "digest": version.digest,
-                    "size": version.size,
-                    "manifest": version.manifest,
-                    "signature": version.signature,
-                    "artifact_url": f"/api/v1/blobs/{version.digest}",
-                    "params": item.params,
-                }
+                DesiredModel(
+                    name=item.model,
+                    version=item.version,
+                    ref=item.ref,
+                    manifest=version.manifest,
+                    signature=version.signature,
+                    params=item.params,
+                    downgrade=item.downgrade,
+                )
             )
         keyset = self.registry.signed_keyset()
+        issued = datetime.now(UTC)
+        text, signature = sign_desired_state(
+            DesiredState(
+                site=site.name,
+                revision=site.revision,
+                issued_at=issued,
+                expires_at=issued + timedelta(seconds=self.settings.desired_state_ttl_s),
+                models=tuple(models),
+                labels=site.labels,
+            ),
+            self.registry.keys.current,
+        )
         return {
             "site": site.name,
             "revision": site.revision,
             "labels": site.labels,
-            "models": models,
+            "signed": {"text": text, "signature": signature},
             # The signing keys, signed: a site learns of a rotation here, before the first
             # manifest signed by the new key reaches it (in this same document or a later one).
             "keyset": {
@@ -288,6 +302,7 @@ class Sites:
             "agent_version": report.get("agent_version"),
             "uptime_s": report.get("uptime_s"),
             "url": report.get("url"),
+            "desired_state_refused": report.get("desired_state_refused"),
             "models": models,
             "created_at": site.created_at,
         }

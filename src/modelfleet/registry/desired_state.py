@@ -11,7 +11,8 @@ and a site applies it only if
 
 - a trusted hub key signed it (:class:`~.keyset.KeySet`) and it names *this* site;
 - its revision is at least the last one the site applied (equal: the same state again);
-- it has not expired (a document held back by an attacker for weeks is refused);
+- it has not expired, if it is newer than the state applied (a document held back by an
+  attacker for weeks is refused; the applied one, saved at the site, stays valid);
 - and, judged per model (:func:`downgrade_refusal`), each model's version is not below the
   highest the site has applied for that model, unless the hub marked that entry
   ``downgrade`` (a rollback, an abort, a pin to an older version: decisions an operator or
@@ -61,6 +62,16 @@ class DesiredModel:
     signature: str
     params: Mapping[str, Any] = field(default_factory=dict)
     downgrade: bool = False  # the hub means to go below a version the site ran
+
+    @property
+    def digest(self) -> str:
+        """The blob's sha256 as the manifest states it, read without verifying (for the
+        cache's keep-list only; a blob is loaded only after the manifest verified)."""
+        try:
+            stated = json.loads(self.manifest).get("digest")
+        except (ValueError, AttributeError):
+            return ""
+        return stated.removeprefix("sha256:") if isinstance(stated, str) else ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,7 +177,10 @@ def verify_desired_state(
             f"desired state revision {state.revision} is older than the applied "
             f"{applied_revision}; refusing a rollback of the whole state"
         )
-    if state.expires_at <= now:
+    # Expiry refuses a document held back and delivered late; the state already applied
+    # (the same revision, saved at the site) stays valid, or a site cut off from its hub
+    # for longer than the lifetime could not restart.
+    if state.revision > applied_revision and state.expires_at <= now:
         raise VerificationError(f"desired state expired at {signed_time(state.expires_at)}")
     names = [m.name for m in state.models]
     if len(set(names)) != len(names):

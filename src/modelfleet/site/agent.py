@@ -30,6 +30,7 @@ from modelfleet.site.access import SiteAccess
 from modelfleet.site.cache import BlobCache
 from modelfleet.site.cascade import Cascade
 from modelfleet.site.federated import FederatedWorker, SiteConfig
+from modelfleet.site.floors import DesiredStateFloor
 from modelfleet.site.hub_link import HubLink
 from modelfleet.site.identity import SiteIdentity, enroll_site, renew
 from modelfleet.site.reconciler import Reconciler
@@ -78,6 +79,7 @@ class SiteAgent:
             public_key=self._pinned_keys(),
             on_keys=self.identity.save_keys,
             download=self.link.download,
+            floors=DesiredStateFloor.load(self.state, self.credentials.site),
             backoff=Backoff(max_s=settings.retry_max_s),
             intra_op_threads=settings.intra_op_threads,
             policy_file=settings.policy_file,
@@ -175,6 +177,9 @@ class SiteAgent:
             enrolled = enroll_site(hub_url, enrollment_token, self.identity, self._hosts())
             creds = Credentials(hub_url, enrolled.site, enrolled.token, enrolled.public_key)
             self.state.save_credentials(creds)
+            # A new enrollment: the floor of an earlier one (another hub, or this hub
+            # before a restore from backup) does not bind what this hub signs.
+            DesiredStateFloor(self.state, enrolled.site).reset()
             pinned = "CA and signing keys" if enrolled.keys is not None else "hub key"
             log.info("enrolled as site %s; %s pinned", enrolled.site, pinned)
             return creds
@@ -262,10 +267,12 @@ class SiteAgent:
 
     def start(self) -> list[str]:
         """Restore cached models (no hub needed), then follow the hub in the background."""
-        restored = self.reconciler.restore()
         saved = self.state.load_desired()
+        listed = None
         if saved is not None:
             self._etag, self._desired = saved
+            listed = self.reconciler.listed(saved[1])
+        restored = self.reconciler.restore(only=listed)
         self._restored = True
         self._poller.start()
         self._worker.start()
@@ -317,7 +324,8 @@ class SiteAgent:
             # reconciler has yet to accept is taken again after that pass.
             self.access.accept(result[1].get("grants"))
             self._etag, self._desired = result
-            self.state.save_desired(*result)
+            if self.reconciler.verifies(result[1]):  # a refused one is reported, not kept
+                self.state.save_desired(*result)
             self._worker.wake()
         return 0.0
 
@@ -351,6 +359,7 @@ class SiteAgent:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "url": self.public_url,
             "applied_revision": self.reconciler.applied_revision,
+            "desired_state_refused": self.reconciler.floors.refusal,
             "models": self.reconciler.report_models(),
         }
         try:

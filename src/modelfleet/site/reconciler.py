@@ -11,6 +11,7 @@ at start-up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -19,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelfleet.errors import ModelfleetError, VerificationError
+from modelfleet.errors import DowngradeRefused, ModelfleetError, VerificationError
 from modelfleet.loops import Backoff
+from modelfleet.registry.desired_state import DesiredModel, downgrade_refusal
 from modelfleet.registry.keyset import KeySet, accept_keyset
 from modelfleet.registry.manifest import verify_manifest
 from modelfleet.serving_params import check_serving_params
 from modelfleet.site.cache import BlobCache
+from modelfleet.site.floors import DesiredStateFloor
 from modelfleet.site.policy import enforce_site_policy
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.runtime import LoadedModel
@@ -63,6 +66,8 @@ class Reconciler:
     #: The hub's signing keys this site pinned (one key for sites enrolled before key sets).
     public_key: str | KeySet
     download: Callable[[str, Path, int], None]  # (blob URL path, partial file, size)
+    #: The anti-rollback floor: verifies each signed desired state (site/floors.py).
+    floors: DesiredStateFloor
     backoff: Backoff = field(default_factory=Backoff)
     intra_op_threads: int = 1
     statuses: dict[str, ModelStatus] = field(default_factory=dict)
@@ -79,10 +84,13 @@ class Reconciler:
 
     # --- start-up from cache -------------------------------------------------------------
 
-    def restore(self) -> list[str]:
-        """Serve the last good version of every model from the cache; hub not needed."""
+    def restore(self, only: set[str] | None = None) -> list[str]:
+        """Serve the last good version of every model from the cache (of those in ``only``,
+        the models the saved desired state lists, when it verifies); hub not needed."""
         restored = []
         for good in self.state.last_good().values():
+            if only is not None and good.name not in only:
+                continue  # unassigned by a signed state; kept in the cache, not served
             try:
                 manifest = verify_manifest(
                     good.manifest,
@@ -102,6 +110,26 @@ class Reconciler:
             restored.append(f"{good.name}:{good.version}")
         return restored
 
+    def listed(self, doc: dict[str, Any]) -> set[str] | None:
+        """The models a saved desired state lists, if it still verifies; None otherwise."""
+        with self._lock:
+            desired = self.floors.accept(doc.get("signed"), self.public_key)
+        return None if desired is None else {m.name for m in desired.models}
+
+    def verifies(self, doc: dict[str, Any]) -> bool:
+        """Whether the site would take ``doc`` now (worth saving for a restart), without
+        taking it: a forged or replayed answer must not replace the saved state."""
+        keys = self.public_key
+        offered = doc.get("keyset")
+        if isinstance(keys, KeySet) and isinstance(offered, dict):
+            with contextlib.suppress(ModelfleetError):  # the set this document may bring
+                keys = accept_keyset(keys, str(offered.get("text")), str(offered.get("signature")))
+        try:
+            self.floors.verify(doc.get("signed"), keys)
+        except ModelfleetError:
+            return False
+        return True
+
     # --- convergence ---------------------------------------------------------------------
 
     def apply(self, doc: dict[str, Any], *, now: float | None = None) -> bool:
@@ -111,15 +139,18 @@ class Reconciler:
 
     def _apply(self, doc: dict[str, Any], now: float) -> bool:
         self._accept_keys(doc.get("keyset"))
-        changed = False
-        wanted = {m["name"]: m for m in doc.get("models", [])}
+        desired = self.floors.accept(doc.get("signed"), self.public_key)
+        if desired is None:
+            return self.floors.refusal_is_new()
+        changed = self.floors.refusal_is_new()  # a refusal that ended is news too
+        wanted = {m.name: m for m in desired.models}
         for name, item in wanted.items():
             status = self.statuses.setdefault(name, ModelStatus(name))
-            if status.desired_version != item["version"]:
-                status.desired_version = item["version"]
+            if status.desired_version != item.version:
+                status.desired_version = item.version
                 status.attempts, status.next_try, status.error = 0, 0.0, None
                 changed = True
-            if status.active_version == item["version"] and status.state == "ready":
+            if status.active_version == item.version and status.state == "ready":
                 self._take_new_signature(item)
                 continue
             if now < status.next_try:
@@ -129,23 +160,29 @@ class Reconciler:
                 self._activate(item, status)
             except Exception as exc:  # one model's failure, whatever it is, is its own
                 if not isinstance(exc, ModelfleetError):
-                    log.exception("%s:%s failed unexpectedly", name, item.get("version"))
+                    log.exception("%s:%s failed unexpectedly", name, item.version)
                     exc = ModelfleetError(f"unexpected error: {exc!r}"[:2000])
                 status.attempts += 1
                 status.state = "failed"
                 status.error = {"code": exc.code, "message": exc.message}
                 status.next_try = now + self.backoff.delay(status.attempts)
                 log.warning(
-                    "%s:%s not activated (%s): %s", name, item["version"], exc.code, exc.message
+                    "%s:%s not activated (%s): %s", name, item.version, exc.code, exc.message
                 )
+        # A model the signed state no longer lists is unloaded. Its last-good copy and cached
+        # blob go only if the state still lists others or is a signed decommission: an empty
+        # list alone never leaves the site unable to serve from cache.
+        keep_cache = not desired.models and not desired.decommission
         for name in [n for n in self.statuses if n not in wanted]:
             self.repository.remove(name)
-            self.state.forget(name)
+            self.floors.forget(name)  # the hub unassigned it: its floor went with the row
+            if not keep_cache:
+                self.state.forget(name)
             del self.statuses[name]
             changed = True
         if all(s.state == "ready" for s in self.statuses.values()):
-            self.applied_revision = doc.get("revision")
-        if changed:
+            self.applied_revision = desired.revision
+        if changed and not keep_cache:
             self._collect_garbage(wanted)
         return changed
 
@@ -173,20 +210,20 @@ class Reconciler:
             self.on_keys(keys)
         log.info("signing key set revision %d accepted (keys %s)", keys.revision, keys.ids())
 
-    def _take_new_signature(self, item: dict[str, Any]) -> None:
+    def _take_new_signature(self, item: DesiredModel) -> None:
         """The hub re-signed the active version (`hub key resign`, before it retires the
         old key): keep serving the loaded model, and keep the new manifest as the last
         good one, so a restart verifies the cache with a key the site will still trust.
         The new manifest must verify and describe the same name, version and blob."""
-        name, signature = str(item["name"]), str(item.get("signature", ""))
+        name, signature = item.name, item.signature
         if self._signatures_seen.get(name) == signature:
             return
         self._signatures_seen[name] = signature
         good = self.state.last_good().get(name)
-        if good is None or good.signature == signature or good.version != int(item["version"]):
+        if good is None or good.signature == signature or good.version != item.version:
             return
         try:
-            manifest = verify_manifest(item["manifest"], signature, self.public_key)
+            manifest = verify_manifest(item.manifest, signature, self.public_key)
             same = (manifest["name"], manifest["version"], manifest["digest"]) == (
                 good.name,
                 good.version,
@@ -198,14 +235,18 @@ class Reconciler:
             log.warning("new signature of %s:%s refused: %s", name, good.version, exc.message)
             return
         self.state.record_good(
-            name, good.version, good.digest, item["manifest"], signature, good.params
+            name, good.version, good.digest, item.manifest, signature, good.params
         )
         log.info("%s:%s re-signed (key %s)", name, good.version, manifest.get("key_id"))
 
-    def _activate(self, item: dict[str, Any], status: ModelStatus) -> None:
-        name, version = item["name"], int(item["version"])
+    def _activate(self, item: DesiredModel, status: ModelStatus) -> None:
+        name, version = item.name, item.version
+        # No version below one this site ran, unless the hub signed it as a rollback.
+        refusal = downgrade_refusal(item, self.floors.versions)
+        if refusal is not None:
+            raise DowngradeRefused(refusal)
         # The signature is checked first: an unsigned or foreign manifest is never downloaded.
-        manifest = verify_manifest(item["manifest"], item["signature"], self.public_key)
+        manifest = verify_manifest(item.manifest, item.signature, self.public_key)
         digest = str(manifest["digest"]).removeprefix("sha256:")
         if manifest["name"] != name or manifest["version"] != version:
             raise VerificationError(
@@ -226,10 +267,10 @@ class Reconciler:
             self.download(f"/api/v1/blobs/{digest}", self.cache.partial_path(digest), size)
             self.cache.commit(digest, size)  # DigestMismatch on bad bytes
         status.state = "loading"
-        self._load_and_swap(name, version, digest, item.get("params") or {})
-        self.state.record_good(
-            name, version, digest, item["manifest"], item["signature"], item.get("params") or {}
-        )
+        params = dict(item.params)
+        self._load_and_swap(name, version, digest, params)
+        self.state.record_good(name, version, digest, item.manifest, item.signature, params)
+        self.floors.ran(name, version)
         status.active_version = version
         status.state = "ready"
         status.error = None
@@ -254,13 +295,13 @@ class Reconciler:
         model.warm_up()
         self.repository.activate(model)
 
-    def _collect_garbage(self, wanted: dict[str, dict[str, Any]]) -> None:
+    def _collect_garbage(self, wanted: dict[str, DesiredModel]) -> None:
         # Keep the last good version of every model, whatever is loaded, and what is wanted.
         keep = {m.digest for m in self.state.last_good().values()}
         for name, snapshot in self.repository.snapshot().items():
             for version in snapshot["loaded"]:
                 keep.add(self.repository.get(name, version).digest)
-        keep.update(str(item["digest"]) for item in wanted.values() if item.get("digest"))
+        keep.update(item.digest for item in wanted.values() if item.digest)
         try:
             self.cache.gc(keep)
         except (ModelfleetError, OSError) as exc:

@@ -306,6 +306,33 @@ def test_replace_assignments(store: Store) -> None:
     assert store.assignments.list("berlin") == []
 
 
+def test_a_lower_version_is_marked_a_downgrade_while_the_assignment_lasts(store: Store) -> None:
+    add_site(store)
+    for content in ("a", "b", "c"):
+        push(store, content=content)
+
+    def marked() -> tuple[int, bool]:
+        [item] = store.assignments.list("berlin")
+        return item.version, item.downgrade
+
+    store.assignments.set("berlin", "pump", 2, "pump:2", {})
+    assert marked() == (2, False)
+    store.assignments.set("berlin", "pump", 1, "pump:1", {})  # a rollback
+    assert marked() == (1, True)
+    store.assignments.set("berlin", "pump", 1, "pump:1", {"max_batch_size": 4})
+    assert marked() == (1, True)  # still below the version assigned before
+    store.assignments.replace("berlin", [("pump", 1, "pump@stable", {})])
+    assert marked() == (1, True)  # replace keeps the floor of the row it rewrites
+    store.assignments.set("berlin", "pump", 3, "pump:3", {})
+    assert marked() == (3, False)
+    store.assignments.replace("berlin", [("pump", 2, "pump:2", {})])
+    assert marked() == (2, True)
+    # Unassigned, then assigned again: a fresh assignment has no floor.
+    store.assignments.remove("berlin", "pump")
+    store.assignments.set("berlin", "pump", 1, "pump:1", {})
+    assert marked() == (1, False)
+
+
 def test_site_has_digest_and_sites_with_model(store: Store) -> None:
     for name in ("oslo", "berlin", "paris"):
         add_site(store, name)

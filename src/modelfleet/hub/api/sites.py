@@ -103,6 +103,12 @@ class SiteReportIn(BaseModel):
         description="The site's public inference URL (http or https).",
     )
     applied_revision: int | None = Field(default=None, ge=0, le=2**62)
+    desired_state_refused: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Why the site refused the last desired state it received (a replay, "
+        "another site's, expired, a bad signature); absent when it took it.",
+    )
     models: list[ModelReportIn] = Field(default_factory=list, max_length=1024)
 
 

@@ -32,6 +32,9 @@ class Assignment:
     params: dict[str, Any]  # serving settings such as batching, passed to the agent as-is
     digest: str  # the version's blob, so the agent can fetch and verify it
     assigned_at: datetime
+    #: The version is below one assigned here before (while this assignment lasted): the
+    #: hub means it as a rollback, and says so, signed, to the site.
+    downgrade: bool = False
 
 
 @dataclass(frozen=True)

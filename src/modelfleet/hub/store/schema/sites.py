@@ -50,6 +50,9 @@ assignments = Table(
     Column("ref", String(2 * NAME_LEN + 1), nullable=False),
     Column("params", JSON, nullable=False),
     Column("assigned_at", UtcDateTime, nullable=False),
+    # The highest version assigned while this row lasted (NULL: ``version`` is): a lower
+    # ``version`` goes out marked as a rollback in the signed desired state.
+    Column("floor", Integer, nullable=True),
     PrimaryKeyConstraint("site_id", "model_id"),
     # A version that some site is told to serve can never be deleted from under it.
     ForeignKeyConstraint(["model_id", "version"], ["versions.model_id", "versions.version"]),

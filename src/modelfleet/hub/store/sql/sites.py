@@ -147,6 +147,7 @@ def _assignment_query() -> Select[Any]:
             assignments.c.params,
             versions.c.digest,
             assignments.c.assigned_at,
+            assignments.c.floor,
         )
         .select_from(assignments)
         .join(sites, sites.c.id == assignments.c.site_id)
@@ -159,6 +160,15 @@ def _assignment_query() -> Select[Any]:
             ),
         )
     )
+
+
+def _floor(old: Any, version: int) -> int | None:
+    """The floor a (re)assignment of ``version`` keeps: the highest version assigned while
+    the row lasted, NULL when that is ``version`` itself."""
+    if old is None:
+        return None
+    highest = max(old.version, old.floor or 0)
+    return highest if highest > version else None
 
 
 class SqlSiteRepo(SiteRepo):
@@ -333,13 +343,19 @@ class SqlAssignmentRepo(AssignmentRepo):
         with self._store.write() as conn:
             site_id, revision = _locked_site(conn, site)
             model_id = _model_version_id(conn, model, version)
+            # The site row lock makes read-then-write race free.
+            old = conn.execute(
+                select(assignments.c.version, assignments.c.floor).where(
+                    assignments.c.site_id == site_id, assignments.c.model_id == model_id
+                )
+            ).one_or_none()
             values = {
                 "version": version,
                 "ref": ref,
                 "params": params,
                 "assigned_at": self._store.now(),
+                "floor": _floor(old, version),
             }
-            # The site row lock makes update-then-insert race free.
             moved = conn.execute(
                 update(assignments)
                 .where(assignments.c.site_id == site_id, assignments.c.model_id == model_id)
@@ -394,6 +410,7 @@ class SqlAssignmentRepo(AssignmentRepo):
                         "params": params,
                         # An untouched assignment keeps the time it was really made.
                         "assigned_at": old.assigned_at if old is not None and unchanged else now,
+                        "floor": _floor(old, version),
                     }
                 )
             conn.execute(delete(assignments).where(assignments.c.site_id == site_id))
@@ -443,6 +460,7 @@ class SqlAssignmentRepo(AssignmentRepo):
                     params=dict(row.params),
                     digest=row.digest,
                     assigned_at=row.assigned_at,
+                    downgrade=row.floor is not None and row.floor > row.version,
                 )
                 for row in conn.execute(query)
             ]
