@@ -1,9 +1,11 @@
 """Site certificates on the hub: issued at enrollment, renewed by the agent, checked per call.
 
 The agent makes its own key and sends a CSR; :class:`SiteCertificates` has the fleet CA
-sign it for the site named by the enrollment token (never by the CSR), records its serial
+sign it for the site named by the enrollment token (never by the CSR), before anything is
+written, so a bad CSR leaves the token usable; the sites service then records its serial
 (:meth:`~modelfleet.hub.store.repos.sites.SiteRepo.enroll`, in the same transaction that
-consumes the token) and hands back the certificate, the CA and the signing key set. From
+consumes the token and replaces the site's bearer token) and hands back the certificate,
+the CA and the signing key set. From
 then on the site authenticates to the hub with that certificate (mTLS); the hub accepts it
 while its serial is recorded for that site and unrevoked (:meth:`SiteCertificates.check`,
 cached for ``CHECK_CACHE_S`` so a revocation through any replica takes effect within that).
@@ -21,14 +23,12 @@ import base64
 import hashlib
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from cryptography.hazmat.primitives import serialization
 
 from modelfleet.errors import InvalidInput, Unauthenticated
 from modelfleet.hub.store import Store
-from modelfleet.hub.store.records import SiteRecord
 from modelfleet.hub.tls import HubTls
 from modelfleet.pki import IssuedCertificate, site_identity
 from modelfleet.pki.identity import Identity
@@ -51,12 +51,6 @@ def split_enrollment_token(token: str) -> tuple[str, str | None]:
     return secret, (fingerprint if sep else None)
 
 
-@dataclass(frozen=True)
-class EnrolledCertificate:
-    site: SiteRecord
-    certificate: IssuedCertificate
-
-
 class SiteCertificates:
     def __init__(self, store: Store, tls: HubTls, validity: timedelta) -> None:
         self.store = store
@@ -75,19 +69,11 @@ class SiteCertificates:
         der = self._ca.cert.public_bytes(serialization.Encoding.DER)
         return f"{secret}{_FINGERPRINT_SEP}{ca_fingerprint_token(der)}"
 
-    def enroll(self, enrollment_hash: str, csr_pem: bytes) -> EnrolledCertificate:
-        """Redeem an enrollment token and issue the site's certificate, atomically (a
-        certificate issued in a transaction that then failed is recorded nowhere, so the
-        hub never accepts it)."""
-        issued: list[IssuedCertificate] = []
-
-        def issue(site_name: str) -> tuple[str, datetime]:
-            certificate = self._issue(site_name, csr_pem)
-            issued.append(certificate)
-            return certificate.serial, certificate.not_after
-
-        site = self.store.sites.enroll(enrollment_hash, self.store.now(), issue)
-        return EnrolledCertificate(site, issued[-1])
+    def issue(self, site_name: str, csr_pem: bytes) -> IssuedCertificate:
+        """Check the CSR and sign the site's certificate, recording nothing: enrollment
+        records it in its own transaction (a certificate that is never recorded is one
+        the hub never accepts)."""
+        return self._issue(site_name, csr_pem)
 
     def renew(self, site_name: str, csr_pem: bytes) -> IssuedCertificate:
         issued = self._issue(site_name, csr_pem)

@@ -19,12 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelfleet.errors import InvalidInput, NotFound
-from modelfleet.hub.auth import Role, hash_token, new_token_secret
+from modelfleet.hub.auth import hash_token, new_token_secret
 from modelfleet.hub.certificates import SiteCertificates, split_enrollment_token
 from modelfleet.hub.grants import GrantIssuer
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.store import Store
-from modelfleet.hub.store.records import Assignment, SiteRecord
+from modelfleet.hub.store.records import Assignment, NewCertificate, SiteRecord
+from modelfleet.pki import IssuedCertificate
 from modelfleet.refs import check_name, parse_ref
 from modelfleet.registry.desired_state import DesiredModel, DesiredState, sign_desired_state
 from modelfleet.serving_params import check_serving_params
@@ -114,28 +115,28 @@ class Sites:
 
     def enroll(self, enrollment_token: str, csr: bytes | None = None) -> Enrolled:
         """Exchange a one-time enrollment token (and the agent's CSR) for the site's
-        certificate and bearer credential."""
+        certificate and bearer credential.
+
+        The CSR is checked and the certificate signed first, so a bad CSR is refused with
+        the token still usable; then one store transaction redeems the token, revokes the
+        site's old credentials and records the new ones (re-enrollment replaces them)."""
         secret, _ = split_enrollment_token(enrollment_token)
         if not secret.startswith(ENROLLMENT_PREFIX):
             raise InvalidInput("that is not an enrollment token (they start with 'mfe_')")
-        certificate: bytes | None = None
+        enrollment_hash = hash_token(secret)
+        now = self.store.now()
+        issued: IssuedCertificate | None = None
+        certificate: NewCertificate | None = None
         if csr is not None:
-            enrolled = self.certificates.enroll(hash_token(secret), csr)
-            site, certificate = enrolled.site, enrolled.certificate.pem
-        else:
-            site = self.store.sites.consume_enrollment(hash_token(secret), datetime.now(UTC))
-        # Re-enrolment replaces the site's credential: the old one stops working.
-        for token in self.store.tokens.list():
-            if token.site == site.name and token.revoked_at is None:
-                self.store.tokens.revoke(token.id)
-        secret = new_token_secret()
-        self.store.tokens.create(
-            name=f"site-{site.name}",
-            role=Role.SITE.value,
-            token_hash=hash_token(secret),
-            site=site.name,
-        )
-        return Enrolled(site=site, token=secret, certificate=certificate)
+            # An unknown, used or expired token is refused before the CSR is looked at.
+            named = self.store.sites.check_enrollment(enrollment_hash, now)
+            issued = self.certificates.issue(named.name, csr)
+            certificate = NewCertificate(named.name, issued.serial, issued.not_after)
+        token = new_token_secret()
+        site = self.store.sites.enroll(enrollment_hash, now, hash_token(token), certificate)
+        if certificate is not None:
+            self.certificates.forget()  # the site's earlier certificates were revoked
+        return Enrolled(site=site, token=token, certificate=issued.pem if issued else None)
 
     def remove(self, name: str) -> None:
         site = self.get(name)

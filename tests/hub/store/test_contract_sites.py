@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import and_, delete, inspect, select
 
-from modelfleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from modelfleet.errors import Conflict, InvalidInput, NotFound
 from modelfleet.hub.store import NewVersion, Store
 from modelfleet.hub.store.schema import metadata
 from modelfleet.hub.store.schema.models import models, versions
@@ -132,68 +132,6 @@ def test_record_report(store: Store) -> None:
     assert site.last_seen.utcoffset() == timedelta(0)
     with pytest.raises(NotFound):
         store.sites.record_report("nope", {}, seen)
-
-
-# --- enrollment -------------------------------------------------------------------------
-
-
-def test_consume_enrollment_once(store: Store) -> None:
-    add_site(store, token="tok")
-    enrolled = store.sites.consume_enrollment("tok", NOW)
-    assert enrolled.name == "berlin"
-    assert enrolled.enrolled_at == NOW
-    assert store.sites.get("berlin") == enrolled
-    with pytest.raises(Unauthenticated, match=r"enrollment token already used .*--reissue berlin"):
-        store.sites.consume_enrollment("tok", NOW)
-    with pytest.raises(Unauthenticated, match=r"^unknown enrollment token$"):
-        store.sites.consume_enrollment("never-issued", NOW)
-
-
-def test_consume_expired_enrollment(store: Store) -> None:
-    store.sites.create("berlin", {}, "tok", NOW)
-    with pytest.raises(Unauthenticated) as info:
-        store.sites.consume_enrollment("tok", NOW)
-    assert info.value.message == (
-        f"enrollment token expired at {NOW.isoformat()}; "
-        "issue a new one with `modelfleet site add --reissue berlin`"
-    )
-    site = store.sites.get("berlin")
-    assert site is not None
-    assert site.enrolled_at is None
-    assert store.sites.consume_enrollment("tok", NOW - timedelta(microseconds=1)).enrolled_at
-
-
-def test_reissue_enrollment(store: Store) -> None:
-    add_site(store, token="first")
-    store.sites.consume_enrollment("first", NOW)
-    later = NOW + timedelta(days=3)
-    store.sites.reissue_enrollment("berlin", "second", later + timedelta(hours=1))
-    with pytest.raises(Unauthenticated, match="unknown"):
-        store.sites.consume_enrollment("first", later)
-    again = store.sites.consume_enrollment("second", later)
-    assert again.enrolled_at == later
-    assert again.enrollment_expires_at == later + timedelta(hours=1)
-    with pytest.raises(Unauthenticated, match="already used"):
-        store.sites.consume_enrollment("second", later)
-    with pytest.raises(NotFound):
-        store.sites.reissue_enrollment("nope", "third", LATER)
-    add_site(store, "paris", token="taken")
-    with pytest.raises(Conflict):
-        store.sites.reissue_enrollment("berlin", "taken", LATER)
-
-
-def test_concurrent_consume_one_winner(open_backend: OpenBackend) -> None:
-    """Two hub processes redeeming the same token: exactly one may enroll."""
-    stores = [open_backend(), open_backend()]
-    add_site(stores[0], token="tok")
-    results, errors = run_concurrently(
-        2, lambda i: stores[i].sites.consume_enrollment("tok", NOW + timedelta(seconds=i))
-    )
-    assert len(results) == 1
-    assert len(errors) == 1
-    assert isinstance(errors[0], Unauthenticated)
-    assert "already used" in str(errors[0])
-    assert stores[1].sites.get("berlin") == results[0]
 
 
 # --- assignments ------------------------------------------------------------------------
@@ -426,53 +364,3 @@ def test_sites_migration_downgrades_and_upgrades(store: SqlStore) -> None:
     assert store.sites.list() == []
     add_site(store)
     assert store.assignments.set("berlin", "pump", 1, "pump:1", {}) == 2
-
-
-def test_enrollment_records_the_certificate_and_revokes_the_previous_ones(store: SqlStore) -> None:
-    add_site(store, token="t1")
-    now = datetime.now(UTC)
-
-    def cert(serial: str) -> Callable[[str], tuple[str, datetime]]:
-        return lambda site: (serial, now + timedelta(days=7))
-
-    site = store.sites.enroll("t1", now, cert("aa01"))
-    assert site.enrolled_at is not None
-    first = store.sites.certificate("aa01")
-    assert first is not None
-    assert (first.site, first.valid(now)) == ("berlin", True)
-    # A renewal adds a certificate; the earlier one stays valid until it expires.
-    store.sites.add_certificate("berlin", "bb02", now + timedelta(days=7))
-    assert [valid(store, s, now) for s in ("aa01", "bb02")] == [True, True]
-    # Re-enrollment (a new token) revokes every certificate held before, atomically.
-    store.sites.reissue_enrollment("berlin", "t2", LATER)
-    store.sites.enroll("t2", now, cert("cc03"))
-    assert [valid(store, s, now) for s in ("aa01", "bb02", "cc03")] == [False, False, True]
-    # A used token enrolls nothing and records nothing.
-    with pytest.raises(Unauthenticated, match="already used"):
-        store.sites.enroll("t2", now, cert("dd04"))
-    assert store.sites.certificate("dd04") is None
-    # An issuer that fails (a bad CSR) leaves the token unused and nothing recorded.
-    store.sites.reissue_enrollment("berlin", "t3", LATER)
-
-    def refuse(site: str) -> tuple[str, datetime]:
-        raise InvalidInput("bad csr")
-
-    with pytest.raises(InvalidInput):
-        store.sites.enroll("t3", now, refuse)
-    assert valid(store, "cc03", now) is True
-    store.sites.enroll("t3", now, cert("cc04"))
-    store.sites.revoke_certificates("berlin")
-    store.sites.reissue_enrollment("berlin", "t4", LATER)
-    store.sites.enroll("t4", now, cert("cc03b"))
-    assert valid(store, "cc03", now) is False
-    assert store.sites.revoke_certificates("berlin") == 1
-    assert valid(store, "cc03b", now) is False
-    store.sites.delete("berlin")
-    assert store.sites.certificate("cc03b") is None
-    with pytest.raises(NotFound):
-        store.sites.add_certificate("berlin", "ee05", now)
-
-
-def valid(store: SqlStore, serial: str, now: datetime) -> bool | None:
-    record = store.sites.certificate(serial)
-    return None if record is None else record.valid(now)

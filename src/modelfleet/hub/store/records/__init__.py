@@ -17,7 +17,7 @@ from modelfleet.hub.store.records.deployments import (
 )
 from modelfleet.hub.store.records.federation import JobRow, NewJob, RoundRow, UpdateRow
 from modelfleet.hub.store.records.models import ModelRecord, NewVersion, VersionRecord
-from modelfleet.hub.store.records.sites import Assignment, SiteRecord
+from modelfleet.hub.store.records.sites import Assignment, NewCertificate, SiteRecord
 from modelfleet.hub.store.records.telemetry import IngestResult, NewWindow, Totals, WindowRecord
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "IngestResult",
     "JobRow",
     "ModelRecord",
+    "NewCertificate",
     "NewJob",
     "NewVersion",
     "NewWindow",

@@ -49,3 +49,14 @@ class CertificateRecord:
 
     def valid(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.not_after
+
+
+@dataclass(frozen=True)
+class NewCertificate:
+    """A certificate the CA signed before the enrollment transaction, for it to record.
+
+    ``site`` is the site it names: enrollment refuses to record it for any other."""
+
+    site: str
+    serial: str
+    not_after: datetime

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from modelfleet.hub.store.records.sites import Assignment, CertificateRecord, SiteRecord
-
-#: Called inside the enrollment transaction with the site's name; issues its certificate and
-#: returns ``(serial, not_after)`` to record.
-CertificateIssuer = Callable[[str], tuple[str, datetime]]
+from modelfleet.hub.store.records.sites import (
+    Assignment,
+    CertificateRecord,
+    NewCertificate,
+    SiteRecord,
+)
 
 #: One entry of a site's full desired state: ``(model, version, ref, params)``.
 AssignmentItem = tuple[str, int, str, dict[str, Any]]
@@ -50,20 +51,37 @@ class SiteRepo(ABC):
         """Replace the enrollment token with a fresh unused one. ``NotFound`` if absent."""
 
     @abstractmethod
-    def consume_enrollment(self, enrollment_hash: str, now: datetime) -> SiteRecord:
-        """Redeem a one-time enrollment token, atomically: of concurrent callers with
-        the same token exactly one succeeds.
+    def check_enrollment(self, enrollment_hash: str, now: datetime) -> SiteRecord:
+        """The site a one-time enrollment token would enroll at ``now``, without redeeming
+        it: lets the caller check the CSR and sign the site's certificate before the
+        enrollment transaction, so a bad CSR leaves the token usable. Another caller may
+        still redeem the token in between; :meth:`enroll` checks again under the lock.
 
         Raises ``Unauthenticated`` for an unknown, already used or expired token; the
         message says which, and how to get a new one.
         """
 
     @abstractmethod
-    def enroll(self, enrollment_hash: str, now: datetime, issue: CertificateIssuer) -> SiteRecord:
-        """:meth:`consume_enrollment`, revoke every certificate the site held, and record
-        the one ``issue(site name)`` returns ``(serial, not_after)`` for, all in one
-        transaction: a crash leaves either the old credentials or the new ones, never a
-        used token without a certificate. If ``issue`` raises, nothing is written."""
+    def enroll(
+        self,
+        enrollment_hash: str,
+        now: datetime,
+        token_hash: str,
+        certificate: NewCertificate | None = None,
+    ) -> SiteRecord:
+        """Redeem a one-time enrollment token and replace the site's credentials, in one
+        transaction: mark the token used, revoke every token bound to the site, store a
+        ``site`` token named ``site-<name>`` with ``token_hash`` bound to it, and, with a
+        ``certificate``, revoke every certificate the site held and record that one.
+
+        A crash or any failure leaves either the old credentials with the token unused or
+        the new ones, never a used token without a credential nor a site with none. Of
+        concurrent callers with the same token exactly one succeeds.
+
+        Raises ``Unauthenticated`` as :meth:`check_enrollment` does; ``Conflict`` if
+        ``token_hash`` or the certificate's serial is already stored, or the certificate
+        names another site than the token's; in each case nothing is written.
+        """
 
     @abstractmethod
     def add_certificate(self, site: str, serial: str, not_after: datetime) -> CertificateRecord:

@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, delete, insert, or_, select, update
+from sqlalchemy import Connection, Row, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput
@@ -49,6 +49,9 @@ LAST_ADMIN_MESSAGE = (
 
 log = logging.getLogger(__name__)
 
+#: The role of the token enrollment gives a site (``Role.SITE`` in ``hub.auth``).
+SITE_ROLE = "site"
+
 
 def _to_token(row: Row[Any]) -> TokenRecord:
     return TokenRecord(
@@ -81,6 +84,53 @@ def _columns() -> tuple[Any, ...]:
     )
 
 
+def insert_token(
+    conn: Connection,
+    now: datetime,
+    *,
+    name: str,
+    role: str,
+    token_hash: str,
+    site: str | None = None,
+    expires_at: datetime | None = None,
+    models: tuple[str, ...] | None = None,
+    site_selector: str | None = None,
+) -> str:
+    """Insert a token row in the caller's transaction; its id. ``Conflict`` if the hash
+    is taken. The caller clears the lookup cache once its transaction commits."""
+    token_id = secrets.token_hex(8)
+    try:
+        conn.execute(
+            insert(tokens).values(
+                id=token_id,
+                name=name,
+                role=role,
+                token_hash=token_hash,
+                site=site,
+                created_at=now,
+                expires_at=expires_at,
+                revoked_at=None,
+                models=list(models) if models is not None else None,
+                site_selector=site_selector,
+            )
+        )
+    except IntegrityError as exc:
+        raise Conflict("a token with this hash already exists") from exc
+    return token_id
+
+
+def revoke_site_tokens(conn: Connection, site: str, now: datetime) -> int:
+    """Revoke the unrevoked ``site`` tokens bound to ``site`` in the caller's transaction;
+    how many. Never an admin token, so the last-admin guard of :meth:`SqlTokenRepo.revoke`
+    has nothing to check here."""
+    stmt = (
+        update(tokens)
+        .where(tokens.c.site == site, tokens.c.role == SITE_ROLE, tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(conn.execute(stmt).rowcount)
+
+
 class SqlTokenRepo(TokenRepo):
     """Token rows are never deleted: revocation keeps them for the audit trail."""
 
@@ -104,7 +154,9 @@ class SqlTokenRepo(TokenRepo):
             failure_message="recording token last use failed",
         )
 
-    def _forget_lookups(self) -> None:
+    def forget_lookups(self) -> None:
+        """Drop remembered lookups: tokens changed (also called by the enrollment
+        transaction, which writes tokens from the sites repository)."""
         with self._lookups_lock:
             self._lookups.clear()
             self._misses.clear()
@@ -122,27 +174,20 @@ class SqlTokenRepo(TokenRepo):
     ) -> TokenRecord:
         if expires_at is not None and expires_at.utcoffset() is None:
             raise InvalidInput("expires_at must be timezone-aware")
-        token_id = secrets.token_hex(8)
         with self._store.write() as conn:
-            try:
-                conn.execute(
-                    insert(tokens).values(
-                        id=token_id,
-                        name=name,
-                        role=role,
-                        token_hash=token_hash,
-                        site=site,
-                        created_at=self._store.now(),
-                        expires_at=expires_at,
-                        revoked_at=None,
-                        models=list(models) if models is not None else None,
-                        site_selector=site_selector,
-                    )
-                )
-            except IntegrityError as exc:
-                raise Conflict("a token with this hash already exists") from exc
+            token_id = insert_token(
+                conn,
+                self._store.now(),
+                name=name,
+                role=role,
+                token_hash=token_hash,
+                site=site,
+                expires_at=expires_at,
+                models=models,
+                site_selector=site_selector,
+            )
             row = conn.execute(select(*_columns()).where(tokens.c.id == token_id)).one()
-        self._forget_lookups()
+        self.forget_lookups()
         return _to_token(row)
 
     def find_cached(self, token_hash: str) -> TokenRecord | None:
@@ -264,7 +309,7 @@ class SqlTokenRepo(TokenRepo):
                 .values(revoked_at=now)
             )
             revoked: bool = conn.execute(stmt).rowcount == 1
-        self._forget_lookups()
+        self.forget_lookups()
         return revoked
 
     def active_for_grants(self, now: datetime) -> builtins.list[tuple[TokenRecord, str]]:

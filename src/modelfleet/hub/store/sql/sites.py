@@ -1,7 +1,8 @@
 """Sites, enrollment and per-site assignments in SQL: the query code both backends share.
 
-The site row is the unit of locking. Enrollment redeems a token under a lock on its row,
-and every assignment change takes the same lock before bumping the site's revision, so
+The site row is the unit of locking. Enrollment redeems a token under a lock on its row
+and, in the same transaction, replaces the site's token and certificate; every
+assignment change takes the same lock before bumping the site's revision, so
 concurrent writers to one site are serialised (``FOR UPDATE`` on PostgreSQL, the
 ``BEGIN IMMEDIATE`` database lock on SQLite) while different sites proceed in parallel.
 """
@@ -16,15 +17,16 @@ from sqlalchemy import Connection, Row, Select, and_, delete, exists, insert, se
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
-from modelfleet.hub.store.records.sites import Assignment, CertificateRecord, SiteRecord
-from modelfleet.hub.store.repos.sites import (
-    AssignmentItem,
-    AssignmentRepo,
-    CertificateIssuer,
-    SiteRepo,
+from modelfleet.hub.store.records.sites import (
+    Assignment,
+    CertificateRecord,
+    NewCertificate,
+    SiteRecord,
 )
+from modelfleet.hub.store.repos.sites import AssignmentItem, AssignmentRepo, SiteRepo
 from modelfleet.hub.store.schema.models import models, versions
 from modelfleet.hub.store.schema.sites import assignments, site_certificates, sites
+from modelfleet.hub.store.sql.access import SITE_ROLE, insert_token, revoke_site_tokens
 
 if TYPE_CHECKING:
     from modelfleet.hub.store.sql.store import SqlStore
@@ -68,16 +70,16 @@ def _to_site(row: Row[Any]) -> SiteRecord:
     )
 
 
-def _consume(conn: Connection, enrollment_hash: str, now: datetime) -> tuple[int, str]:
-    """Mark a one-time enrollment token used, under its row's lock; ``(site id, name)``.
-
-    A second redeemer blocks on the row lock and then sees the used mark."""
-    query = (
-        select(sites.c.id, sites.c.name, sites.c.enrollment_expires_at, sites.c.enrollment_used_at)
-        .where(sites.c.enrollment_hash == enrollment_hash)
-        .with_for_update()
-    )
-    row = conn.execute(query).one_or_none()
+def _redeemable(
+    conn: Connection, enrollment_hash: str, now: datetime, *, lock: bool
+) -> tuple[int, str]:
+    """The ``(site id, name)`` an enrollment token would enroll at ``now``;
+    ``Unauthenticated`` for an unknown, used or expired one. With ``lock``, under its row's
+    lock: a second redeemer blocks on it and then sees the used mark."""
+    query = select(
+        sites.c.id, sites.c.name, sites.c.enrollment_expires_at, sites.c.enrollment_used_at
+    ).where(sites.c.enrollment_hash == enrollment_hash)
+    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
     if row is None:
         raise Unauthenticated("unknown enrollment token")
     hint = _reissue_hint(row.name)
@@ -88,19 +90,30 @@ def _consume(conn: Connection, enrollment_hash: str, now: datetime) -> tuple[int
     expires: datetime | None = row.enrollment_expires_at
     if expires is not None and now >= expires:
         raise Unauthenticated(f"enrollment token expired at {expires.isoformat()}; {hint}")
-    conn.execute(
-        update(sites).where(sites.c.id == row.id).values(enrolled_at=now, enrollment_used_at=now)
-    )
     return int(row.id), str(row.name)
 
 
-def _revoke_all(site_id: int, now: datetime) -> Any:
+def _record_certificate(
+    conn: Connection, site_id: int, certificate: NewCertificate, now: datetime
+) -> None:
+    """Revoke every certificate the site held and record the new one."""
     live = site_certificates.c
-    return (
+    conn.execute(
         update(site_certificates)
         .where(live.site_id == site_id, live.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    try:
+        conn.execute(
+            insert(site_certificates).values(
+                serial=certificate.serial,
+                site_id=site_id,
+                issued_at=now,
+                not_after=certificate.not_after,
+            )
+        )
+    except IntegrityError as exc:
+        raise Conflict(f"a certificate with serial {certificate.serial} is recorded") from exc
 
 
 def _load_site(conn: Connection, name: str) -> SiteRecord:
@@ -259,30 +272,43 @@ class SqlSiteRepo(SiteRepo):
             if changed.rowcount == 0:
                 raise NotFound(f"site {name!r} does not exist")
 
-    def consume_enrollment(self, enrollment_hash: str, now: datetime) -> SiteRecord:
+    def check_enrollment(self, enrollment_hash: str, now: datetime) -> SiteRecord:
         _aware("now", now)
-        with self._store.write() as conn:
-            return _load_site(conn, _consume(conn, enrollment_hash, now)[1])
+        with self._store.read() as conn:
+            return _load_site(conn, _redeemable(conn, enrollment_hash, now, lock=False)[1])
 
-    def enroll(self, enrollment_hash: str, now: datetime, issue: CertificateIssuer) -> SiteRecord:
+    def enroll(
+        self,
+        enrollment_hash: str,
+        now: datetime,
+        token_hash: str,
+        certificate: NewCertificate | None = None,
+    ) -> SiteRecord:
         _aware("now", now)
+        if certificate is not None:
+            _aware("not_after", certificate.not_after)
         with self._store.write() as conn:
-            site_id, name = _consume(conn, enrollment_hash, now)
-            serial, not_after = issue(name)
-            _aware("not_after", not_after)
-            conn.execute(
-                update(site_certificates)
-                .where(
-                    site_certificates.c.site_id == site_id, site_certificates.c.revoked_at.is_(None)
+            site_id, name = _redeemable(conn, enrollment_hash, now, lock=True)
+            if certificate is not None and certificate.site != name:
+                raise Conflict(
+                    f"the certificate names site {certificate.site!r}, the enrollment token "
+                    f"site {name!r}"
                 )
-                .values(revoked_at=now)
-            )
             conn.execute(
-                insert(site_certificates).values(
-                    serial=serial, site_id=site_id, issued_at=now, not_after=not_after
-                )
+                update(sites)
+                .where(sites.c.id == site_id)
+                .values(enrolled_at=now, enrollment_used_at=now)
             )
-            return _load_site(conn, name)
+            # Re-enrollment replaces the site's credential: the old one stops working.
+            revoke_site_tokens(conn, name, now)
+            insert_token(
+                conn, now, name=f"site-{name}", role=SITE_ROLE, token_hash=token_hash, site=name
+            )
+            if certificate is not None:
+                _record_certificate(conn, site_id, certificate, now)
+            site = _load_site(conn, name)
+        self._store.forget_token_lookups()  # the revoked tokens stop working here at once
+        return site
 
     def add_certificate(self, site: str, serial: str, not_after: datetime) -> CertificateRecord:
         _aware("not_after", not_after)

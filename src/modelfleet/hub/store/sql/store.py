@@ -125,6 +125,11 @@ class SqlStore(Store):
     def now(self) -> datetime:
         return utcnow()
 
+    def forget_token_lookups(self) -> None:
+        """Tokens changed in a transaction of another repository (enrollment): lookups
+        remembered by this process must not outlive it."""
+        self._tokens.forget_lookups()
+
     def leadership(self, role: str) -> Leadership:
         return SqlLeadership(self, role)
 
