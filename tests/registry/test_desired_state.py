@@ -15,7 +15,7 @@ from modelfleet.registry.desired_state import (
     sign_desired_state,
     verify_desired_state,
 )
-from modelfleet.registry.keyset import KeySet
+from modelfleet.registry.keyset import KeySet, sign_text
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 HUB = Ed25519PrivateKey.generate()
@@ -68,6 +68,14 @@ def test_malformed_documents() -> None:
         text, sig = sign_desired_state(state(**bad), HUB)
         with pytest.raises(VerificationError):
             verify(text, sig, applied=0)
+
+
+def test_params_that_are_not_an_object_refuse_the_document() -> None:
+    text, _ = sign_desired_state(state(), HUB)
+    bad = text.replace('"params":{"x":1}', '"params":["intra_op_threads",4]')
+    assert bad != text
+    with pytest.raises(VerificationError, match="params must be an object"):
+        verify(bad, sign_text(bad, HUB))
 
 
 def test_downgrades_need_the_hubs_mark() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import shutil
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +22,37 @@ import pytest
 from modelfleet.errors import NotFound
 from modelfleet.hub.keys import HubKeys
 from modelfleet.loops import Backoff
+from modelfleet.registry.desired_state import DesiredModel, DesiredState, sign_desired_state
 from modelfleet.registry.manifest import build_manifest, sha256_file, sign_manifest
 from modelfleet.site.cache import BlobCache
+from modelfleet.site.floors import DesiredStateFloor
 from modelfleet.site.reconciler import Reconciler
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.state import SiteState
 
 
-def desired_state(revision: int, models: list[dict[str, Any]]) -> dict[str, Any]:
-    """The desired-state document as the hub sends it (``hub/sites.py``): the one place
-    this file knows its envelope, to adapt when the document changes form."""
-    return {"site": "plant-a", "revision": revision, "labels": {}, "models": models}
+def desired_state(keys: HubKeys, revision: int, models: list[dict[str, Any]]) -> dict[str, Any]:
+    """The desired-state document as the hub sends it (``hub/sites.py``): the whole state
+    signed by the hub's key, as the site takes nothing else."""
+    now = datetime.now(UTC)
+    state = DesiredState(
+        site="plant-a",
+        revision=revision,
+        issued_at=now,
+        expires_at=now + timedelta(days=1),
+        models=tuple(
+            DesiredModel(
+                m["name"], m["version"], m["ref"], m["manifest"], m["signature"], m["params"]
+            )
+            for m in models
+        ),
+    )
+    text, signature = sign_desired_state(state, keys.current)
+    return {
+        "site": "plant-a",
+        "revision": revision,
+        "signed": {"text": text, "signature": signature},
+    }
 
 
 class Hub:
@@ -99,31 +119,34 @@ def serving(site: Reconciler, name: str) -> int | None:
         ({"intra_op_threads": 0}, "intra_op_threads must be an integer in [1, 256]"),
         ({"max_batch_size": True}, "max_batch_size must be an integer"),
         ({"threads": 4}, "unknown parameter 'threads'"),
-        (["intra_op_threads", 4], "params must be an object"),
+        # (params that are not an object cannot be signed: the signed desired state's
+        # schema refuses the whole document; tests/registry/test_desired_state.py)
     ],
 )
 def test_a_bad_param_fails_only_its_model_and_is_retried_with_back_off(
     tmp_path: Path, tiny_onnx: Callable[..., Path], params: Any, message: str
 ) -> None:
     hub = Hub(tmp_path / "hub", tiny_onnx)
+    state = SiteState(tmp_path / "state.db")
     site = Reconciler(
-        state=SiteState(tmp_path / "state.db"),
+        state=state,
         cache=BlobCache(tmp_path / "cache"),
         repository=ModelRepository(),
         public_key=hub.keys.trusted(),
         download=hub.download,
+        floors=DesiredStateFloor.load(state, "plant-a"),
         # Deterministic jitter; after the n-th failure the wait is in [5, 10] * 2**(n-1).
         backoff=Backoff(first_s=10.0, max_s=1000.0, rng=random.Random(7)),
     )
     a1 = hub.version("a", 1, {})
-    assert site.apply(desired_state(1, [a1]), now=0.0)
+    assert site.apply(desired_state(hub.keys, 1, [a1]), now=0.0)
     assert serving(site, "a") == 1
 
     # Revision 2: a new version of "a" with a bad parameter, listed before a good new model.
     a2_bad = hub.version("a", 2, params)
     b1 = hub.version("b", 1, {"max_batch_size": 8})
     c1_bad = hub.version("c", 1, params)  # a new model: nothing of it to keep serving
-    doc = desired_state(2, [a2_bad, c1_bad, b1])
+    doc = desired_state(hub.keys, 2, [a2_bad, c1_bad, b1])
     assert site.apply(doc, now=100.0)
     statuses = {s["name"]: s for s in site.report_models()}
     assert statuses["b"]["state"] == "ready"
@@ -156,7 +179,7 @@ def test_a_bad_param_fails_only_its_model_and_is_retried_with_back_off(
 
     # The corrected assignment (a new version, as the hub would send) activates at once.
     a3 = hub.version("a", 3, {"intra_op_threads": 2})
-    site.apply(desired_state(3, [a3, b1]), now=131.0)
+    site.apply(desired_state(hub.keys, 3, [a3, b1]), now=131.0)
     assert serving(site, "a") == 3
     assert {s["name"]: s["state"] for s in site.report_models()} == {"a": "ready", "b": "ready"}
     assert site.applied_revision == 3
