@@ -49,7 +49,7 @@ class HostileHub:
             protocol_version = "HTTP/1.1"
 
             def log_message(self, *_args: object) -> None:
-                pass
+                pass  # quiet: the site polls all the time, and pytest shows stderr
 
             def _relay(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
