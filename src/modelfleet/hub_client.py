@@ -252,6 +252,10 @@ class HubClient:
     def remove_site(self, name: str) -> None:
         self.request("DELETE", f"/api/v1/sites/{name}")
 
+    def decommission_site(self, name: str) -> Site:
+        """Unassign every model of the site and have it wipe its cache (signed)."""
+        return self._one(Site, "POST", f"/api/v1/sites/{name}/decommission")
+
     def assign(self, site: str, ref: str, params: dict[str, Any] | None = None) -> Assignment:
         return self._one(
             Assignment,

@@ -312,3 +312,21 @@ def test_apply_is_idempotent_and_prunes(world: World) -> None:
     applier.apply(smaller, prune=True, dry_run=False, actor="t")
     assert world.store.sites.get("d") is None
     assert world.deployments.repo.list_overrides() == []
+
+
+def test_a_decommissioned_site_is_left_alone_until_it_is_assigned_again(world: World) -> None:
+    first_version(world)
+    world.ctx.sites.decommission("b")
+    assert world.assigned("b") is None
+    world.deployments.sync()  # the deployment still selects b by its labels
+    assert world.assigned("b") is None
+    rid = world.deploy(2, kind="all-at-once", bake_s=0)
+    assert world.run(rid, world.store.now(), 1).state == "succeeded"
+    assert [world.assigned(s) for s in "abc"] == [2, None, 2]
+    plan = world.deployments.plan(DeployRequest(ref="pump:3"))
+    assert "b" not in {t.site for t in plan.targets}
+    assert [(e.site, e.reason) for e in plan.excluded] == [("b", "decommissioned")]
+    # An operator's assignment puts it back in service; deployments manage it again.
+    world.ctx.sites.assign("b", "pump:1")
+    world.deployments.sync()
+    assert world.assigned("b") == 2

@@ -230,3 +230,55 @@ def test_an_empty_signed_state_unloads_but_keeps_the_cache(setup: Setup) -> None
     admin.assign("plant-a", "pump:2")
     wait_for(lambda: setup.active() == 2, "pump:2 active again")
     assert setup.path.blob_requests == downloads
+
+
+def test_a_signed_decommission_wipes_the_cache_and_an_assignment_ends_it(setup: Setup) -> None:
+    admin = setup.admin
+    admin.assign("plant-a", "pump:2")
+    wait_for(lambda: setup.active() == 2, "pump:2 active")
+    decommissioned = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelfleet",
+            "site",
+            "decommission",
+            "plant-a",
+            "--hub",
+            setup.hub.url,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MODELFLEET_TOKEN": setup.admin_token},
+        timeout=60,
+    )
+    assert decommissioned.returncode == 0, decommissioned.stderr
+    assert "decommissioned at revision" in decommissioned.stdout
+    revision = admin.get_site("plant-a").revision
+
+    def blobs() -> list[Path]:
+        cache = setup.site.state_dir / "cache"
+        return [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size > 0]
+
+    wait_for(lambda: admin.get_site("plant-a").applied_revision == revision, "decommission taken")
+    assert setup.active() is None
+    assert blobs() == []  # no model left on the site's disk
+    signed = json.loads(json.loads(setup.path.recorded[-1])["signed"]["text"])
+    assert signed["decommission"] is True
+    assert signed["models"] == []
+    assert admin.get_site("plant-a").decommissioned_at is not None
+
+    # A restart has nothing to restore from.
+    setup.site.stop()
+    setup.site.start(60)
+    wait_for(lambda: admin.get_site("plant-a").online, "the restarted site reporting")
+    assert setup.active() is None
+
+    # Assigned again: back in service, the blob downloaded afresh.
+    downloads = setup.path.blob_requests
+    admin.assign("plant-a", "pump:2")
+    wait_for(lambda: setup.active() == 2, "pump:2 active again")
+    assert setup.path.blob_requests > downloads
+    assert admin.get_site("plant-a").decommissioned_at is None
+    log = (setup.root / "site.log").read_text(errors="replace")
+    assert "Traceback" not in log

@@ -46,6 +46,9 @@ class Site(Record):
     uptime_s: JsonValue
     url: JsonValue
     desired_state_refused: JsonValue = None
+    #: When the site was decommissioned (told to wipe its models and cache); None while
+    #: it is in service.
+    decommissioned_at: datetime | None = None
     models: list[SiteModel]
     created_at: datetime
 

@@ -162,6 +162,13 @@ def show(
         f"desired revision {site.revision} (applied {site.applied_revision or '-'})",
         highlight=False,
     )
+    if site.decommissioned_at is not None:
+        applied = isinstance(site.applied_revision, int) and site.applied_revision >= site.revision
+        console.print(
+            f"  [yellow]decommissioned[/yellow] {when(site.decommissioned_at)}: "
+            + ("cache wiped" if applied else "the site has not applied it yet"),
+            highlight=False,
+        )
     if site.desired_state_refused:
         console.print(
             f"  [red]refused its desired state:[/red] {site.desired_state_refused}",
@@ -220,13 +227,39 @@ def unassign(
     console.print(f"{site}: {model} unassigned")
 
 
+@app.command()
+def decommission(
+    name: Annotated[str, typer.Argument(help="Site name.", show_default=False)],
+    hub: HubOpt = DEFAULT_HUB,
+    token: TokenOpt = None,
+) -> None:
+    """Take a site out of service: unassign every model and have the site delete their
+    cached copies (a signed instruction; an empty assignment list alone keeps the cache).
+
+    Deployments leave the site alone afterwards; assigning it a model puts it back in
+    service. To forget the site too, wait until `site show` says it applied the
+    decommission, then `site rm` it.
+
+    Example: modelfleet site decommission plant-eu
+    """
+    with client(hub, token) as hc:
+        site = hc.decommission_site(name)
+    console.print(
+        f"{site.name}: decommissioned at revision {site.revision}; every model unassigned. "
+        f"The site deletes its cached models when it takes that revision "
+        f"(see `modelfleet site show {site.name}`).",
+        highlight=False,
+    )
+
+
 @app.command("rm")
 def remove(
     name: Annotated[str, typer.Argument(help="Site name.", show_default=False)],
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
 ) -> None:
-    """Remove a site and revoke its credential."""
+    """Remove a site and revoke its credential. The site is not told: to have it wipe its
+    cached models first, `site decommission` it."""
     with client(hub, token) as hc:
         hc.remove_site(name)
     console.print(f"removed site {name}")

@@ -171,13 +171,18 @@ class Deployments:
 
     # --- planning and deploying ----------------------------------------------------------
 
+    def _in_service(self) -> builtins.list[SiteRecord]:
+        """The sites deployments may target: a decommissioned one is left alone until an
+        operator assigns it a model."""
+        return [s for s in self.sites.list() if s.decommissioned_at is None]
+
     def plan(self, request: DeployRequest) -> Plan:
         version = self.registry.resolve(parse_ref(request.ref))
         name = check_name(request.name or version.model, "deployment name")
         strategy = parse_strategy(request.strategy)
         gates = parse_gates(request.gates)
         existing = self.repo.get_deployment(name)
-        sites = self.sites.list()
+        sites = self.sites.list()  # the plan names decommissioned sites as excluded
         current: dict[str, int | None] = {}
         for site in sites:
             mine = [a for a in self.store.assignments.list(site.name) if a.model == version.model]
@@ -327,7 +332,7 @@ class Deployments:
         managed = {d.model for d in deployments} | {o.model for o in overrides}
         wanted = set(site_names) if site_names is not None else None
         changed = []
-        for site in self.sites.list():
+        for site in self._in_service():
             if wanted is not None and site.name not in wanted:
                 continue
             desired, conflicts = desired_for_site(site, deployments, active, overrides)

@@ -41,7 +41,7 @@ class SiteTarget:
 @dataclass(frozen=True)
 class Exclusion:
     site: str
-    reason: str  # selector | policy | override | offline | conflict
+    reason: str  # selector | decommissioned | policy | override | offline | conflict
     detail: str
 
 
@@ -145,6 +145,15 @@ def make_plan(
         why = selector.explain(site.labels)
         if why is not None:
             plan.excluded.append(Exclusion(site.name, "selector", why))
+            continue
+        if site.decommissioned_at is not None:
+            plan.excluded.append(
+                Exclusion(
+                    site.name,
+                    "decommissioned",
+                    "decommissioned: assign it a model (`site assign`) to put it back in service",
+                )
+            )
             continue
         if site.name in pinned:
             o = pinned[site.name]

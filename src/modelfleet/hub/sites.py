@@ -139,12 +139,20 @@ class Sites:
         return Enrolled(site=site, token=token, certificate=issued.pem if issued else None)
 
     def remove(self, name: str) -> None:
-        site = self.get(name)
-        for token in self.store.tokens.list():
-            if token.site == site.name and token.revoked_at is None:
-                self.store.tokens.revoke(token.id)
-        self.store.sites.delete(site.name)  # its certificates with it
+        """Forget the site, revoking its credential and certificates in the same
+        transaction. The site is not told: to wipe its cache first, :meth:`decommission`
+        it and wait for it to apply that revision."""
+        if not self.store.sites.delete(check_name(name, "site name")):
+            raise NotFound(f"site {name!r} does not exist (see `modelfleet site ls`)")
         self.certificates.forget()
+
+    def decommission(self, name: str) -> SiteRecord:
+        """Take the site out of service: every assignment removed, and its next signed
+        desired state tells it to unload its models and delete their last-good copies and
+        cached blobs. Deployments leave it alone until an operator assigns it a model."""
+        site = self.get(name)
+        self.store.assignments.decommission(site.name)
+        return self.get(name)
 
     def set_labels(self, name: str, labels: dict[str, str]) -> SiteRecord:
         return self.store.sites.set_labels(self.get(name).name, parse_labels(labels))
@@ -234,6 +242,7 @@ class Sites:
                 expires_at=issued + timedelta(seconds=self.settings.desired_state_ttl_s),
                 models=tuple(models),
                 labels=site.labels,
+                decommission=site.decommissioned_at is not None,
             ),
             self.registry.keys.current,
         )
@@ -304,6 +313,7 @@ class Sites:
             "uptime_s": report.get("uptime_s"),
             "url": report.get("url"),
             "desired_state_refused": report.get("desired_state_refused"),
+            "decommissioned_at": site.decommissioned_at,
             "models": models,
             "created_at": site.created_at,
         }

@@ -180,9 +180,16 @@ class Reconciler:
                 self.state.forget(name)
             del self.statuses[name]
             changed = True
+        if desired.decommission and self.state.last_good():
+            # Also the last-good copies a restart did not load (restore takes only what
+            # the saved state lists): a decommissioned site keeps no model at all.
+            for name in self.state.last_good():
+                self.state.forget(name)
+            log.warning("decommissioned by the hub: every cached model deleted")
+            changed = True
         if all(s.state == "ready" for s in self.statuses.values()):
             self.applied_revision = desired.revision
-        if changed and not keep_cache:
+        if (changed or desired.decommission) and not keep_cache:
             self._collect_garbage(wanted)
         return changed
 

@@ -310,6 +310,53 @@ def test_delete_site_cascades_to_assignments(store: Store) -> None:
     assert store.assignments.list("berlin") == []
 
 
+def test_deleting_a_site_revokes_its_credential_with_it(store: Store) -> None:
+    add_site(store, "berlin", token="enroll-berlin")
+    add_site(store, "paris", token="enroll-paris")
+    store.sites.enroll("enroll-berlin", NOW, "cred-berlin")
+    store.sites.enroll("enroll-paris", NOW, "cred-paris")
+    before = store.tokens.find_by_hash("cred-berlin")  # a lookup this process remembers
+    assert before is not None
+    assert before.revoked_at is None
+    assert store.sites.delete("berlin") is True
+    after = store.tokens.find_by_hash("cred-berlin")
+    assert after is not None
+    assert after.revoked_at is not None
+    revoked = {t.site: t.revoked_at is not None for t in store.tokens.list()}
+    assert revoked == {"berlin": True, "paris": False}  # kept, revoked, for the audit trail
+
+
+def test_a_decommission_removes_every_assignment_until_one_is_made(store: Store) -> None:
+    add_site(store, "berlin")
+    add_site(store, "paris")
+    push(store, "a", content="a")
+    push(store, "b", content="b")
+    store.assignments.set("berlin", "a", 1, "a:1", {})
+    store.assignments.set("berlin", "b", 1, "b:1", {})
+    store.assignments.set("paris", "a", 1, "a:1", {})
+    assert store.sites.get("berlin").decommissioned_at is None  # type: ignore[union-attr]
+
+    assert store.assignments.decommission("berlin") == 4  # one revision for the lot
+    berlin = store.sites.get("berlin")
+    assert berlin is not None
+    assert berlin.decommissioned_at is not None
+    assert berlin.revision == 4
+    assert store.assignments.list("berlin") == []
+    assert [a.model for a in store.assignments.list("paris")] == ["a"]  # others untouched
+    assert store.assignments.decommission("berlin") == 5  # again: still decommissioned
+    with pytest.raises(NotFound):
+        store.assignments.decommission("nope")
+
+    # Labels are not an assignment: the site stays out of service.
+    store.sites.set_labels("berlin", {"region": "eu-central"})
+    assert store.sites.get("berlin").decommissioned_at is not None  # type: ignore[union-attr]
+    store.assignments.set("berlin", "a", 1, "a:1", {})  # back in service
+    assert store.sites.get("berlin").decommissioned_at is None  # type: ignore[union-attr]
+    store.assignments.decommission("berlin")
+    store.assignments.replace("berlin", [])
+    assert store.sites.get("berlin").decommissioned_at is None  # type: ignore[union-attr]
+
+
 def test_assigned_version_cannot_be_deleted(store: SqlStore) -> None:
     """Whatever deletes versions later, the database refuses to orphan an assignment."""
     add_site(store)

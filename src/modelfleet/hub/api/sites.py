@@ -184,6 +184,19 @@ def remove_site(name: str, ctx: Context, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
+@router.post(
+    "/sites/{name}/decommission",
+    response_model=Site,
+    summary="Take a site out of service: unassign everything and have it wipe its cache",
+)
+def decommission(name: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    require(ctx, caller, Permission.SITES_WRITE, "site.decommission", name)
+    with audited(ctx, caller, "site.decommission", name):
+        record = ctx.sites.decommission(name)
+    ctx.notifier.notify(name)
+    return ctx.sites.view(record)
+
+
 @router.put("/sites/{name}/labels", response_model=Site, summary="Replace a site's labels")
 def set_labels(name: str, body: LabelsIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.SITES_WRITE, "site.labels", name)

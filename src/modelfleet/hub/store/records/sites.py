@@ -19,6 +19,9 @@ class SiteRecord:
     last_seen: datetime | None  # when the agent last reported
     report: dict[str, Any]  # the agent's last report verbatim; {} before any
     revision: int  # desired-state revision: the agent's long-poll ETag, starts at 1
+    #: When the operator decommissioned the site (its signed desired state then tells it to
+    #: wipe its cache); None while it is in service. An assignment puts it back in service.
+    decommissioned_at: datetime | None = None
 
 
 @dataclass(frozen=True)

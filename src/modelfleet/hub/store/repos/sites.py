@@ -36,11 +36,9 @@ class SiteRepo(ABC):
 
     @abstractmethod
     def delete(self, name: str) -> bool:
-        """Remove the site, its assignments and certificates; False if it did not exist.
-
-        Tokens bound to the site are left to the caller, which revokes them so the
-        audit trail keeps them.
-        """
+        """Remove the site, its assignments and certificates, and revoke the tokens bound
+        to it (kept, revoked, for the audit trail), in one transaction; False if it did not
+        exist. A crash leaves the site whole or gone with its credential revoked."""
 
     @abstractmethod
     def set_labels(self, name: str, labels: dict[str, str]) -> SiteRecord:
@@ -114,7 +112,8 @@ class AssignmentRepo(ABC):
 
     @abstractmethod
     def set(self, site: str, model: str, version: int, ref: str, params: dict[str, Any]) -> int:
-        """Assign (or reassign) ``model`` at ``site``; returns the new revision.
+        """Assign (or reassign) ``model`` at ``site``; returns the new revision. A
+        decommissioned site is in service again.
 
         ``NotFound`` if the site or the model version does not exist.
         """
@@ -130,6 +129,12 @@ class AssignmentRepo(ABC):
         ``InvalidInput`` if a model appears twice; ``NotFound`` for an unknown site or
         model version, in which case nothing changes.
         """
+
+    @abstractmethod
+    def decommission(self, site: str) -> int:
+        """Remove every assignment of ``site`` and mark it decommissioned, with one revision
+        bump; returns the new revision. The next :meth:`set` or :meth:`replace` puts the
+        site back in service. ``NotFound`` for an unknown site."""
 
     @abstractmethod
     def revision(self, site: str) -> int:

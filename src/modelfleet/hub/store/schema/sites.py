@@ -36,6 +36,9 @@ sites = Table(
     Column("last_seen", UtcDateTime, nullable=True),
     Column("report", JSON, nullable=False),
     Column("revision", Integer, nullable=False),
+    # Set by a decommission (every assignment removed, the cache wiped at the site),
+    # cleared by the next assignment.
+    Column("decommissioned_at", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("id"),
     UniqueConstraint("name"),
     UniqueConstraint("enrollment_hash"),

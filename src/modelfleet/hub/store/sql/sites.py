@@ -1,30 +1,28 @@
-"""Sites, enrollment and per-site assignments in SQL: the query code both backends share.
+"""Sites and enrollment in SQL: the query code both backends share.
 
 The site row is the unit of locking. Enrollment redeems a token under a lock on its row
 and, in the same transaction, replaces the site's token and certificate; every
-assignment change takes the same lock before bumping the site's revision, so
+assignment change (:mod:`~modelfleet.hub.store.sql.assignments`) takes the same lock
+before bumping the site's revision, so
 concurrent writers to one site are serialised (``FOR UPDATE`` on PostgreSQL, the
 ``BEGIN IMMEDIATE`` database lock on SQLite) while different sites proceed in parallel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row, Select, and_, delete, exists, insert, select, update
+from sqlalchemy import Connection, Row, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from modelfleet.hub.store.records.sites import (
-    Assignment,
     CertificateRecord,
     NewCertificate,
     SiteRecord,
 )
-from modelfleet.hub.store.repos.sites import AssignmentItem, AssignmentRepo, SiteRepo
-from modelfleet.hub.store.schema.models import models, versions
+from modelfleet.hub.store.repos.sites import SiteRepo
 from modelfleet.hub.store.schema.sites import assignments, site_certificates, sites
 from modelfleet.hub.store.sql.access import SITE_ROLE, insert_token, revoke_site_tokens
 
@@ -54,6 +52,7 @@ def _site_columns() -> tuple[Any, ...]:
         sites.c.last_seen,
         sites.c.report,
         sites.c.revision,
+        sites.c.decommissioned_at,
     )
 
 
@@ -67,6 +66,7 @@ def _to_site(row: Row[Any]) -> SiteRecord:
         last_seen=row.last_seen,
         report=dict(row.report),
         revision=row.revision,
+        decommissioned_at=row.decommissioned_at,
     )
 
 
@@ -123,65 +123,13 @@ def _load_site(conn: Connection, name: str) -> SiteRecord:
     return _to_site(row)
 
 
-def _locked_site(conn: Connection, name: str) -> tuple[int, int]:
+def locked_site(conn: Connection, name: str) -> tuple[int, int]:
     """The site's ``(id, revision)`` under a row lock, for a change to its desired state."""
     query = select(sites.c.id, sites.c.revision).where(sites.c.name == name).with_for_update()
     row = conn.execute(query).one_or_none()
     if row is None:
         raise NotFound(f"site {name!r} does not exist")
     return int(row.id), int(row.revision)
-
-
-def _bump(conn: Connection, site_id: int, revision: int) -> int:
-    # Safe as read-modify-write: the caller holds the site row lock.
-    conn.execute(update(sites).where(sites.c.id == site_id).values(revision=revision + 1))
-    return revision + 1
-
-
-def _model_version_id(conn: Connection, model: str, version: int) -> int:
-    query = (
-        select(models.c.id)
-        .join(versions, versions.c.model_id == models.c.id)
-        .where(models.c.name == model, versions.c.version == version)
-    )
-    model_id: int | None = conn.execute(query).scalar_one_or_none()
-    if model_id is None:
-        raise NotFound(f"version {model}:{version} does not exist")
-    return model_id
-
-
-def _assignment_query() -> Select[Any]:
-    return (
-        select(
-            sites.c.name.label("site"),
-            models.c.name.label("model"),
-            assignments.c.version,
-            assignments.c.ref,
-            assignments.c.params,
-            versions.c.digest,
-            assignments.c.assigned_at,
-            assignments.c.floor,
-        )
-        .select_from(assignments)
-        .join(sites, sites.c.id == assignments.c.site_id)
-        .join(models, models.c.id == assignments.c.model_id)
-        .join(
-            versions,
-            and_(
-                versions.c.model_id == assignments.c.model_id,
-                versions.c.version == assignments.c.version,
-            ),
-        )
-    )
-
-
-def _floor(old: Any, version: int) -> int | None:
-    """The floor a (re)assignment of ``version`` keeps: the highest version assigned while
-    the row lasted, NULL when that is ``version`` itself."""
-    if old is None:
-        return None
-    highest = max(old.version, old.floor or 0)
-    return highest if highest > version else None
 
 
 class SqlSiteRepo(SiteRepo):
@@ -235,10 +183,12 @@ class SqlSiteRepo(SiteRepo):
             ).scalar_one_or_none()
             if site_id is None:
                 return False
+            revoke_site_tokens(conn, name, self._store.now())
             conn.execute(delete(assignments).where(assignments.c.site_id == site_id))
             conn.execute(delete(site_certificates).where(site_certificates.c.site_id == site_id))
             conn.execute(delete(sites).where(sites.c.id == site_id))
-            return True
+        self._store.forget_token_lookups()  # its credential stops working here at once
+        return True
 
     def set_labels(self, name: str, labels: dict[str, str]) -> SiteRecord:
         with self._store.write() as conn:
@@ -314,7 +264,7 @@ class SqlSiteRepo(SiteRepo):
         _aware("not_after", not_after)
         now = self._store.now()
         with self._store.write() as conn:
-            site_id, _ = _locked_site(conn, site)
+            site_id, _ = locked_site(conn, site)
             conn.execute(
                 insert(site_certificates).values(
                     serial=serial, site_id=site_id, issued_at=now, not_after=not_after
@@ -336,7 +286,7 @@ class SqlSiteRepo(SiteRepo):
 
     def revoke_certificates(self, site: str) -> int:
         with self._store.write() as conn:
-            site_id, _ = _locked_site(conn, site)
+            site_id, _ = locked_site(conn, site)
             result = conn.execute(
                 update(site_certificates)
                 .where(
@@ -357,136 +307,3 @@ class SqlSiteRepo(SiteRepo):
         query = select(*_site_columns()).order_by(sites.c.name)
         with self._store.read() as conn:
             return [_to_site(row) for row in conn.execute(query)]
-
-
-class SqlAssignmentRepo(AssignmentRepo):
-    """One row per (site, model): a site serves at most one version of each model."""
-
-    def __init__(self, store: SqlStore) -> None:
-        self._store = store
-
-    def set(self, site: str, model: str, version: int, ref: str, params: dict[str, Any]) -> int:
-        with self._store.write() as conn:
-            site_id, revision = _locked_site(conn, site)
-            model_id = _model_version_id(conn, model, version)
-            # The site row lock makes read-then-write race free.
-            old = conn.execute(
-                select(assignments.c.version, assignments.c.floor).where(
-                    assignments.c.site_id == site_id, assignments.c.model_id == model_id
-                )
-            ).one_or_none()
-            values = {
-                "version": version,
-                "ref": ref,
-                "params": params,
-                "assigned_at": self._store.now(),
-                "floor": _floor(old, version),
-            }
-            moved = conn.execute(
-                update(assignments)
-                .where(assignments.c.site_id == site_id, assignments.c.model_id == model_id)
-                .values(**values)
-            )
-            if moved.rowcount == 0:
-                conn.execute(
-                    insert(assignments).values(site_id=site_id, model_id=model_id, **values)
-                )
-            return _bump(conn, site_id, revision)
-
-    def remove(self, site: str, model: str) -> int:
-        model_ids = select(models.c.id).where(models.c.name == model).scalar_subquery()
-        with self._store.write() as conn:
-            site_id, revision = _locked_site(conn, site)
-            removed = conn.execute(
-                delete(assignments).where(
-                    assignments.c.site_id == site_id, assignments.c.model_id == model_ids
-                )
-            )
-            if removed.rowcount == 0:
-                raise NotFound(f"model {model!r} is not assigned to site {site!r}")
-            return _bump(conn, site_id, revision)
-
-    def replace(self, site: str, items: Sequence[AssignmentItem]) -> int:
-        models_seen = [model for model, _, _, _ in items]
-        duplicates = sorted({m for m in models_seen if models_seen.count(m) > 1})
-        if duplicates:
-            raise InvalidInput(f"models assigned more than once: {', '.join(duplicates)}")
-        with self._store.write() as conn:
-            site_id, revision = _locked_site(conn, site)
-            now = self._store.now()
-            current = {
-                row.model_id: row
-                for row in conn.execute(select(assignments).where(assignments.c.site_id == site_id))
-            }
-            rows = []
-            for model, version, ref, params in items:
-                model_id = _model_version_id(conn, model, version)
-                old = current.get(model_id)
-                unchanged = old is not None and (old.version, old.ref, old.params) == (
-                    version,
-                    ref,
-                    params,
-                )
-                rows.append(
-                    {
-                        "site_id": site_id,
-                        "model_id": model_id,
-                        "version": version,
-                        "ref": ref,
-                        "params": params,
-                        # An untouched assignment keeps the time it was really made.
-                        "assigned_at": old.assigned_at if old is not None and unchanged else now,
-                        "floor": _floor(old, version),
-                    }
-                )
-            conn.execute(delete(assignments).where(assignments.c.site_id == site_id))
-            if rows:
-                conn.execute(insert(assignments), rows)
-            return _bump(conn, site_id, revision)
-
-    def revision(self, site: str) -> int:
-        with self._store.read() as conn:
-            revision: int | None = conn.execute(
-                select(sites.c.revision).where(sites.c.name == site)
-            ).scalar_one_or_none()
-        if revision is None:
-            raise NotFound(f"site {site!r} does not exist")
-        return revision
-
-    def all_revisions(self) -> dict[str, int]:
-        with self._store.read() as conn:
-            rows = conn.execute(select(sites.c.name, sites.c.revision))
-            return {row.name: int(row.revision) for row in rows}
-
-    def site_has_digest(self, site: str, digest: str) -> bool:
-        query = _assignment_query().where(sites.c.name == site, versions.c.digest == digest)
-        with self._store.read() as conn:
-            return bool(conn.execute(select(query.exists())).scalar())
-
-    def sites_with_model(self, model: str) -> list[str]:
-        query = (
-            select(sites.c.name)
-            .join(assignments, assignments.c.site_id == sites.c.id)
-            .join(models, models.c.id == assignments.c.model_id)
-            .where(models.c.name == model)
-            .order_by(sites.c.name)
-        )
-        with self._store.read() as conn:
-            return [name for (name,) in conn.execute(query)]
-
-    def list(self, site: str) -> list[Assignment]:
-        query = _assignment_query().where(sites.c.name == site).order_by(models.c.name)
-        with self._store.read() as conn:
-            return [
-                Assignment(
-                    site=row.site,
-                    model=row.model,
-                    version=row.version,
-                    ref=row.ref,
-                    params=dict(row.params),
-                    digest=row.digest,
-                    assigned_at=row.assigned_at,
-                    downgrade=row.floor is not None and row.floor > row.version,
-                )
-                for row in conn.execute(query)
-            ]

@@ -26,11 +26,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from modelfleet.errors import Conflict, InvalidInput, StoreError
 from modelfleet.hub.store.base import Leadership, Store
 from modelfleet.hub.store.sql.access import SqlAuditRepo, SqlTokenRepo
+from modelfleet.hub.store.sql.assignments import SqlAssignmentRepo
 from modelfleet.hub.store.sql.deployments import SqlDeploymentRepo
 from modelfleet.hub.store.sql.federation import SqlFederationRepo
 from modelfleet.hub.store.sql.leadership import SqlLeadership
 from modelfleet.hub.store.sql.models import SqlModelRepo
-from modelfleet.hub.store.sql.sites import SqlAssignmentRepo, SqlSiteRepo
+from modelfleet.hub.store.sql.sites import SqlSiteRepo
 from modelfleet.hub.store.sql.telemetry import SqlTelemetryRepo
 
 #: The Alembic revisions, packaged beside the store (``hub/store/migrations``).
