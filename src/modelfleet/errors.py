@@ -10,6 +10,7 @@ with ``raise ... from exc`` so callers only ever catch ours.
     ModelfleetError                      500 internal
     ├── InvalidInput                     400 invalid_input
     │   ├── InvalidName                  400 invalid_name
+    │   ├── InvalidDataRegion            400 invalid_data_region
     │   ├── InvalidArtifact              400 invalid_artifact
     │   ├── ArtifactTooLarge             413 artifact_too_large
     │   ├── PolicyViolation              422 policy_violation
@@ -87,6 +88,13 @@ class InvalidName(InvalidInput):
     """A model, alias, site or label name breaks the naming rules."""
 
     code = "invalid_name"
+
+
+class InvalidDataRegion(InvalidInput):
+    """A request's data region breaks the region grammar (``routing.residency``): it is
+    refused before routing, so a made-up region costs the router nothing to remember."""
+
+    code = "invalid_data_region"
 
 
 class InvalidArtifact(InvalidInput):
@@ -305,6 +313,7 @@ ERROR_CLASSES: Mapping[str, type[ModelfleetError]] = MappingProxyType(
         "internal": ModelfleetError,
         "invalid_input": InvalidInput,
         "invalid_name": InvalidName,
+        "invalid_data_region": InvalidDataRegion,
         "invalid_artifact": InvalidArtifact,
         "artifact_too_large": ArtifactTooLarge,
         "policy_violation": PolicyViolation,

@@ -24,7 +24,13 @@ from onnx import TensorProto, helper
 
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
-from modelfleet.sim.launcher import HubProcess, SiteProcess, wait_http
+from modelfleet.sim.launcher import (
+    GatewayProcess,
+    HubProcess,
+    SiteProcess,
+    issue_gateway_certificate,
+    wait_http,
+)
 from modelfleet.sim.wan import WanLink
 from tests.conftest import trust_fleet_ca, write_tiny_onnx
 
@@ -126,6 +132,26 @@ def geo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoFleet]:
         admin.close()
         hub.stop()
         trusted.undo()
+
+
+@pytest.fixture
+def gateway(geo_fleet: GeoFleet) -> Iterator[str]:
+    """A real `gateway serve` process on the hub's directory (default region EU), over TLS;
+    its URL. One per test: what one test sends never shows in another's figures."""
+    args = [
+        "--hub", geo_fleet.hub.url, "--data-region", "EU",
+        "--cache", str(geo_fleet.root / "gateway-cache.json"),
+    ]  # fmt: skip
+    tls_dir = issue_gateway_certificate(geo_fleet.hub.data_dir, geo_fleet.root / "gateway-tls")
+    process = GatewayProcess(
+        args, extra_env={"MODELFLEET_TOKEN": geo_fleet.infer_token}, tls_dir=tls_dir
+    )
+    try:
+        process.start(timeout=60)
+        wait_http(f"{process.url}/v2/health/ready", 60, process.proc)
+        yield process.url
+    finally:
+        process.stop()
 
 
 def _wait_directory(hub_url: str, token: str, plan: dict[str, object]) -> None:

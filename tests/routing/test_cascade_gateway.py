@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -16,7 +16,6 @@ from modelfleet.oip.codec import decode_response, to_numpy_input
 from modelfleet.oip.types import InferRequest, InferResponse
 from modelfleet.pki.identity import site_identity
 from modelfleet.pki.tls import TlsFiles
-from modelfleet.sim.launcher import GatewayProcess, issue_gateway_certificate, wait_http
 from modelfleet.sim.wan import WanLink, parse_duration
 from modelfleet.site.cascade import Cascade, EscalationRule
 from tests.routing.conftest import GeoFleet
@@ -138,24 +137,6 @@ def test_cascade_rules_and_config() -> None:
         Cascade.from_config(
             {"target": "https://h:9", "target_site": "a", "target_gateway": "b", "models": {}}
         )
-
-
-@pytest.fixture
-def gateway(geo_fleet: GeoFleet) -> Iterator[str]:
-    args = [
-        "--hub", geo_fleet.hub.url, "--data-region", "EU",
-        "--cache", str(geo_fleet.root / "gateway-cache.json"),
-    ]  # fmt: skip
-    tls_dir = issue_gateway_certificate(geo_fleet.hub.data_dir, geo_fleet.root / "gateway-tls")
-    process = GatewayProcess(
-        args, extra_env={"MODELFLEET_TOKEN": geo_fleet.infer_token}, tls_dir=tls_dir
-    )
-    try:
-        process.start(timeout=60)
-        wait_http(f"{process.url}/v2/health/ready", 60, process.proc)
-        yield process.url
-    finally:
-        process.stop()
 
 
 def _body(x: np.ndarray) -> dict[str, object]:

@@ -35,7 +35,7 @@ from modelfleet.oip.headers import INFERENCE_HEADER_LENGTH
 from modelfleet.oip.types import InferInput, InferRequest, RequestedOutput
 from modelfleet.pki.tls import TlsFiles
 from modelfleet.routing.directory import Site, SiteDirectory
-from modelfleet.routing.residency import ResidencyRules
+from modelfleet.routing.residency import ResidencyRules, check_data_region
 from modelfleet.routing.router import Router, RoutingOptions
 from modelfleet.settings import ClientSettings
 
@@ -79,6 +79,8 @@ class AsyncClient:
     ) -> None:
         if sites is not None and hub_url is not None:
             raise InvalidInput("give hub_url or sites, not both")
+        # Checked before the directory is touched: a bad default fails at once, offline.
+        region = None if data_region is None else check_data_region(data_region)
         env = ClientSettings()
         # One infer token serves both: the directory from the hub and the sites' /v2.
         token = token if token is not None else env.token
@@ -97,7 +99,7 @@ class AsyncClient:
         rules = residency if isinstance(residency, ResidencyRules) else ResidencyRules(residency)
         opts = options or RoutingOptions(deadline_s=deadline_s, hedge=hedge)
         self.router = Router(directory, rules=rules, options=opts, tls=tls, token=token)
-        self.data_region = data_region
+        self.data_region = region
         self._input_names: dict[str, str] = {}
 
     async def __aenter__(self) -> AsyncClient:
@@ -215,7 +217,7 @@ class AsyncClient:
                 "no data region: pass data_region='EU' (per request or to the client), or "
                 "'*' for data without residency constraints"
             )
-        return region
+        return check_data_region(region)
 
     async def _tensors(
         self, model: str, inputs: Inputs, region: str, version: int | None

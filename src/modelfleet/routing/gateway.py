@@ -4,7 +4,9 @@ Any OIP client (curl, Triton's client, KServe's) talks to the gateway as if it w
 server; the gateway routes each request with the same :class:`Router` as the SDK (residency,
 model readiness, health, latency, retries, hedging). The data region comes from the
 ``x-modelfleet-data-region`` header, else the gateway's default; without either the request
-is refused (400), never sent somewhere it might not be allowed to go.
+is refused (400), never sent somewhere it might not be allowed to go. A header outside the
+region grammar (:func:`~modelfleet.routing.residency.check_data_region`) is a 400 naming the
+header and the rule; ``/metrics`` shows how many regions the router remembers and probes for.
 
 Inference bodies are forwarded byte for byte (JSON or binary tensors alike): the gateway never
 decodes tensors, which is what keeps its added latency well under a millisecond. It is a bare
@@ -41,6 +43,7 @@ from modelfleet.oip.paths import MODELS_PREFIX, parse_model_path
 from modelfleet.pki.tls import ServerTlsFiles
 from modelfleet.routing.gateway_access import REFRESH_S as GRANTS_REFRESH_S
 from modelfleet.routing.gateway_access import GatewayAccess
+from modelfleet.routing.residency import check_data_region
 from modelfleet.routing.router import Router
 from modelfleet.transport.asgi import Receive, Scope, Send, read_body, respond
 from modelfleet.transport.server import Engine, serve_http
@@ -75,7 +78,9 @@ class Gateway:
         self.router = router
         #: The callers' check; None (a static site list): pass their credential through.
         self.access = access
-        self.default_region = default_region
+        self.default_region = (
+            None if default_region is None else check_data_region(default_region, "--data-region")
+        )
         self.max_body_bytes = max_body_bytes
         self.errors = 0
         self._refresher: asyncio.Task[None] | None = None
@@ -203,7 +208,7 @@ class Gateway:
             routed = await self.router.send(
                 model,
                 path,
-                data_region=region,
+                data_region=check_data_region(region, REGION_HEADER),
                 method=method,
                 body=body,
                 headers=headers,
@@ -234,6 +239,14 @@ class Gateway:
             lines += [f"# TYPE {name} counter", f"{name} {value}"]
         lines += ["# TYPE modelfleet_gateway_errors_total counter"]
         lines += [f"modelfleet_gateway_errors_total {self.errors}"]
+        # What the router keeps warm: bounded whatever regions callers send (routing/probing.py).
+        prober = self.router.prober
+        lines += ["# TYPE modelfleet_gateway_probes_total counter"]
+        lines += [f"modelfleet_gateway_probes_total {prober.probes}"]
+        lines += ["# TYPE modelfleet_gateway_remembered_regions gauge"]
+        lines += [f"modelfleet_gateway_remembered_regions {prober.remembered}"]
+        lines += ["# TYPE modelfleet_gateway_probe_targets gauge"]
+        lines += [f"modelfleet_gateway_probe_targets {len(prober.targets())}"]
         lines += ["# TYPE modelfleet_gateway_site_latency_ewma_seconds gauge"]
         for row in self.router.snapshot():
             if row["ewma_ms"] is not None:

@@ -7,6 +7,12 @@ explicit, one line per data region::
 
     rules = ResidencyRules({"UK": ["UK", "EU"], "CH": ["CH", "EU"]})
 
+A data region is hostile input (it arrives in a header from anyone who can reach a gateway),
+so there is one grammar for it, :func:`check_data_region`: 1 to
+:data:`MAX_DATA_REGION_LENGTH` characters of ``A-Z``, ``0-9`` and ``-`` (any case; it is
+upper-cased), or ``*``. Everything else is refused with :class:`InvalidDataRegion` (400 at the
+gateway) before any routing, by the SDK, the gateway and the rules' own keys alike.
+
 Matching is case-insensitive. A site without a ``jurisdiction`` label receives only data
 marked :data:`UNRESTRICTED` (``"*"``: public or synthetic data, no residency constraint).
 Residency is never relaxed by the router: when no permitted site is available the request
@@ -21,16 +27,45 @@ read them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from modelfleet.errors import InvalidInput
+from modelfleet.errors import InvalidDataRegion, InvalidInput
 from modelfleet.yamlfile import load_yaml_file
 
-__all__ = ["UNRESTRICTED", "ResidencyRules"]
+__all__ = [
+    "DATA_REGION_RULE",
+    "MAX_DATA_REGION_LENGTH",
+    "UNRESTRICTED",
+    "ResidencyRules",
+    "check_data_region",
+]
 
 #: The data region of data that carries no residency constraint.
 UNRESTRICTED = "*"
+#: Longest data region accepted: room for ``EU-WEST-1``-style names, not for a payload.
+MAX_DATA_REGION_LENGTH = 32
+#: The grammar in words, quoted by every refusal.
+DATA_REGION_RULE = (
+    f"a data region is 1-{MAX_DATA_REGION_LENGTH} characters of A-Z, 0-9 and '-' (any case), "
+    f"or {UNRESTRICTED!r} for data without residency constraints"
+)
+# ASCII only, checked before upper-casing: str.upper() maps some non-ASCII letters to ASCII
+# ones ('\u0131' -> 'I', '\ufb00' -> 'FF'), which must not sneak through.
+_DATA_REGION = re.compile(rf"[A-Za-z0-9-]{{1,{MAX_DATA_REGION_LENGTH}}}", re.ASCII)
+
+
+def check_data_region(value: str, where: str = "data_region") -> str:
+    """``value`` upper-cased, or :class:`InvalidDataRegion` naming ``where`` it came from
+    (an argument, a header) and the rule. The whole string must match: no surrounding
+    blanks, no trailing newline."""
+    if value == UNRESTRICTED or _DATA_REGION.fullmatch(value):
+        return value.upper()
+    shown = repr(value[: MAX_DATA_REGION_LENGTH + 1])
+    if len(value) > MAX_DATA_REGION_LENGTH + 1:
+        shown += f"... ({len(value)} characters)"
+    raise InvalidDataRegion(f"{where} {shown} refused: {DATA_REGION_RULE}")
 
 
 class ResidencyRules:
@@ -49,7 +84,7 @@ class ResidencyRules:
             allowed = frozenset(j.strip().upper() for j in jurisdictions)
             if not allowed:
                 raise InvalidInput(f"residency rule for {region!r} permits no jurisdiction")
-            self._rules[region.strip().upper()] = allowed
+            self._rules[check_data_region(str(region).strip(), "residency rule")] = allowed
         self.source = source
 
     @classmethod

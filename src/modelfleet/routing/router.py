@@ -2,7 +2,10 @@
 
 One request goes through :meth:`Router.send`:
 
-1. :class:`~modelfleet.routing.selection.Selector` ranks the permitted sites.
+1. The data region is checked against the region grammar
+   (:func:`~modelfleet.routing.residency.check_data_region`: a 400, before anything is
+   remembered), the :class:`~modelfleet.routing.probing.Prober` warms it on first use, and
+   :class:`~modelfleet.routing.selection.Selector` ranks the permitted sites.
 2. The best one gets the request, tagged ``x-request-id`` (the same for every attempt) and
    ``x-modelfleet-attempt`` (1, 2, ...; ``x-modelfleet-hedge: 1`` on a hedge), so a retried or
    hedged request is recognisable in site telemetry and logs.
@@ -42,7 +45,8 @@ from modelfleet.oip.headers import ATTEMPT_HEADER, HEDGE_HEADER, REQUEST_ID_HEAD
 from modelfleet.pki.identity import site_identity
 from modelfleet.pki.tls import TlsFiles
 from modelfleet.routing.directory import Site, SiteDirectory
-from modelfleet.routing.residency import ResidencyRules
+from modelfleet.routing.probing import Prober
+from modelfleet.routing.residency import ResidencyRules, check_data_region
 from modelfleet.routing.selection import Ranking, Selector
 from modelfleet.transport.client import HttpResponse, Origin, Pool
 
@@ -144,8 +148,14 @@ class Router:
         self.counters = RouterCounters()
         self.pool = Pool(connect_timeout_s=opts.probe_timeout_s * 2, tls=tls)
         self._origins: dict[str, Origin] = {}
-        self._regions: set[str] = set()
-        self._warmed: set[str] = set()
+        self.prober = Prober(
+            self.selector,
+            self.pool,
+            lambda: self.directory.sites,
+            self._origin,
+            interval_s=opts.probe_interval_s,
+            timeout_s=opts.probe_timeout_s,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Future[HttpResponse]] = set()
         self._hedge_tokens = 1.0
@@ -161,7 +171,7 @@ class Router:
         self._started = True
         if not self.directory.static:
             await asyncio.to_thread(self.directory.refresh)
-        self._tasks.append(asyncio.create_task(self._probe_loop()))
+        self._tasks.append(asyncio.create_task(self.prober.run()))
         if not self.directory.static:
             self._tasks.append(asyncio.create_task(self._refresh_loop()))
 
@@ -227,13 +237,12 @@ class Router:
                 "no data region: pass data_region (e.g. 'EU'), or '*' for data without "
                 "residency constraints"
             )
+        region = check_data_region(data_region)
         if not self._started:
             await self.start()
-        region = data_region.strip().upper()
         self.counters.requests += 1
         self._hedge_tokens = min(10.0, self._hedge_tokens + self.options.hedge_budget)
-        if region not in self._warmed:
-            await self._warm(region)
+        await self.prober.warm(region)
         ranking = self._ranked(model, region, version, only)
         if not ranking.sites and await self._refresh_now():
             # A model deployed since the last refresh is found without waiting for it.
@@ -406,55 +415,6 @@ class Router:
             attempt_stats = self.selector.stats_for(attempt.site.name)
             attempt_stats.breaker.trial_in_flight = False
         inflight.clear()
-
-    # ------------------------------------------------------------------ probes
-
-    async def _warm(self, region: str) -> None:
-        """First request for a region: probe its permitted sites so the first pick is good."""
-        self._regions.add(region)
-        self._warmed.add(region)
-        sites = [
-            s
-            for s in self.selector.permitted(self.sites, region)
-            if self.selector.stats_for(s.name).ewma_s is None
-        ]
-        if sites:
-            await asyncio.gather(*(self.probe(s) for s in sites))
-
-    async def probe(self, site: Site) -> bool:
-        """``GET /v2/health/ready``; feeds the latency EWMA and the breaker."""
-        stats = self.selector.stats_for(site.name)
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.options.probe_timeout_s):
-                response = await self.pool.request(self._origin(site), "GET", "/v2/health/ready")
-        except (TransportFailure, TimeoutError) as exc:
-            definitive = isinstance(exc, TransportFailure) and "cannot connect" in str(exc)
-            stats.breaker.failure(time.monotonic(), definitive=definitive)
-            return False
-        if response.status != 200:
-            stats.breaker.failure(time.monotonic())
-            return False
-        stats.observe(time.perf_counter() - started, self.selector.alpha, real=False)
-        stats.breaker.success()
-        return True
-
-    async def _probe_loop(self) -> None:
-        interval = self.options.probe_interval_s
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            due = []
-            for region in self._regions:
-                for site in self.selector.permitted(self.sites, region):
-                    stats = self.selector.stats_for(site.name)
-                    idle = now - stats.last_used >= interval
-                    if (idle or stats.breaker.is_open) and stats.breaker.allows(now):
-                        due.append(site)
-            unique = {s.name: s for s in due}
-            if unique:
-                with contextlib.suppress(Exception):
-                    await asyncio.gather(*(self.probe(s) for s in unique.values()))
 
     async def _refresh_now(self) -> bool:
         """Refresh the directory on demand, at most once per ``on_demand_refresh_s``."""
