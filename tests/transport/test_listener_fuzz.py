@@ -192,12 +192,21 @@ class _Responses:
 
 
 def _exchange(server: BuiltinServer, data: bytes) -> _Responses:
-    sock = server.connect(timeout=30)  # generous: ends by the server closing
+    """Send ``data``, read until the server closes; a connection still open after 30 s
+    (the stream always ends in ``Connection: close`` or a refusal) is a failure."""
+    sock = server.connect(timeout=30)
+    chunks = []
     try:
         send_all(sock, data)
-        answer = read_until_closed(sock)
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except TimeoutError:
+        pytest.fail(f"the server kept the connection open after {b''.join(chunks)[:300]!r}")
+    except ConnectionResetError:
+        pass  # closed with our unread bytes in its buffer: what arrived is the answer
     finally:
         sock.close()
+    answer = b"".join(chunks)
     parsed = _Responses()
     try:
         parsed.feed(answer)
