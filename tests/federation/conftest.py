@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import yaml
+
+from modelfleet.federation.specs import ModelSpec, build_onnx, init_weights
 
 
 def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
@@ -36,3 +39,29 @@ def write_site_config(
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def fl_fleet(hub_factory, tmp_path, sites: int = 10, attacker_consent: dict | None = None):
+    """An in-process hub with model ``iris`` (softmax, 4 features, 3 classes) and ``sites``
+    enrolled sites s0.. that consented to dataset ``iris``; s0 may declare more."""
+    hub = hub_factory()
+    spec = ModelSpec(family="softmax", features=4, classes=3)
+    path = tmp_path / "m.onnx"
+    onnx.save(build_onnx(spec, init_weights(spec)), str(path))
+    hub.client.post(
+        "/api/v1/models/iris/versions", content=path.read_bytes(), headers=hub.headers()
+    ).raise_for_status()
+    tokens = {}
+    for i in range(sites):
+        name = f"s{i}"
+        _, secret = hub.ctx.sites.add(name, {"tier": "edge"})
+        tokens[name] = hub.ctx.sites.enroll(secret).token
+        h = hub.headers(tokens[name])
+        hub.client.post(f"/api/v1/sites/{name}/report", json={}, headers=h).raise_for_status()
+        consent = {"participate": True, "datasets": ["iris"]}
+        if name == "s0" and attacker_consent:
+            consent |= attacker_consent
+        hub.client.put(
+            f"/api/v1/federation/sites/{name}/consent", json=consent, headers=h
+        ).raise_for_status()
+    return hub, tokens, spec

@@ -10,38 +10,14 @@ import json
 import struct
 
 import numpy as np
-import onnx
 import pytest
 
 from modelfleet.federation import wire
-from modelfleet.federation.specs import ModelSpec, build_onnx, init_weights
+from modelfleet.federation.specs import ModelSpec
+from tests.federation.conftest import fl_fleet as _fleet
 
 HONEST_DELTA = 0.01
 HUGE_CLAIM = (1 << 40) - 1
-
-
-def _fleet(hub_factory, tmp_path, sites: int = 10, attacker_consent: dict | None = None):
-    hub = hub_factory()
-    spec = ModelSpec(family="softmax", features=4, classes=3)
-    path = tmp_path / "m.onnx"
-    onnx.save(build_onnx(spec, init_weights(spec)), str(path))
-    hub.client.post(
-        "/api/v1/models/iris/versions", content=path.read_bytes(), headers=hub.headers()
-    ).raise_for_status()
-    tokens = {}
-    for i in range(sites):
-        name = f"s{i}"
-        _, secret = hub.ctx.sites.add(name, {"tier": "edge"})
-        tokens[name] = hub.ctx.sites.enroll(secret).token
-        h = hub.headers(tokens[name])
-        hub.client.post(f"/api/v1/sites/{name}/report", json={}, headers=h).raise_for_status()
-        consent = {"participate": True, "datasets": ["iris"]}
-        if name == "s0" and attacker_consent:
-            consent |= attacker_consent
-        hub.client.put(
-            f"/api/v1/federation/sites/{name}/consent", json=consent, headers=h
-        ).raise_for_status()
-    return hub, tokens, spec
 
 
 def _round(hub, tokens, spec, job: dict, attacker_delta: float) -> dict:

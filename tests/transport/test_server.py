@@ -20,14 +20,9 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
 @pytest.mark.parametrize(
     "partial", [b"", b"POST /v2 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab"]
 )
-def test_idle_and_slow_connections_are_closed(
-    monkeypatch: pytest.MonkeyPatch, partial: bytes
-) -> None:
-    monkeypatch.setattr(listener, "IDLE_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(listener, "REQUEST_TIMEOUT_S", 0.2)
-
+def test_idle_and_slow_connections_are_closed(partial: bytes) -> None:
     async def scenario() -> bytes:
-        server = await listener.start_builtin(_app, "127.0.0.1", 0)
+        server = await listener.start_builtin(_app, "127.0.0.1", 0, timeouts=(0.2, 0.2))
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")

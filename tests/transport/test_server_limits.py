@@ -8,21 +8,16 @@ and read after it. Target from issue 16: no flood grows memory more than 64 MiB.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
+from tests.transport.conftest import MIB, BuiltinServer
+from tests.transport.conftest import read_until_closed as _answer
+from tests.transport.conftest import send_all as _send_all
 
-from modelfleet.transport import server as listener
-
-MIB = 1024 * 1024
 MAX_GROWTH = 64 * MIB
 
 
@@ -36,86 +31,7 @@ def _reset_peak() -> int:
     return _peak()
 
 
-class _Server:
-    """The builtin server in a thread; ``gate`` holds every request until set."""
-
-    def __init__(self, *, response_bytes: int = 2, max_connections: int = 1024) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.gate = threading.Event()
-        self.gate.set()
-        self.answered = 0
-        body = b"x" * response_bytes
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            await receive()
-            while not self.gate.is_set():
-                await asyncio.sleep(0.01)
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": body})
-            self.answered += 1
-
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.server = self.loop.run_until_complete(
-                listener.start_builtin(
-                    app, "127.0.0.1", 0, max_body_bytes=64 * MIB, max_connections=max_connections
-                )
-            )
-            self.port = self.server.sockets[0].getsockname()[1]
-            started.set()
-            self.loop.run_forever()
-            # Let the connections' tasks end before the loop goes away.
-            pending = asyncio.all_tasks(self.loop)
-            for task in pending:
-                task.cancel()
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self.loop.close()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        started.wait(10)
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
-
-    def close(self) -> None:
-        self.gate.set()
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-@pytest.fixture
-def server() -> Iterator[_Server]:
-    made = _Server()
-    yield made
-    made.close()
-
-
-def _send_all(sock: socket.socket, data: bytes) -> None:
-    """Send until done or the server closes/stops reading (an error is fine here)."""
-    view = memoryview(data)
-    # A reset or a closed socket is how the server refuses a flood: the answer to read.
-    with contextlib.suppress(OSError):
-        while view:
-            sent = sock.send(view[: 1 << 20])
-            view = view[sent:]
-
-
-def _answer(sock: socket.socket) -> bytes:
-    chunks = []
-    with contextlib.suppress(OSError):  # reset after the answer: keep what arrived
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def test_200k_headers_answer_431(server: _Server) -> None:
+def test_200k_headers_answer_431(server: BuiltinServer) -> None:
     flood = b"GET / HTTP/1.1\r\n" + b"".join(b"x-h%d: v\r\n" % i for i in range(200_000))
     flood += b"\r\n"
     sock = server.connect()
@@ -131,13 +47,13 @@ def test_200k_headers_answer_431(server: _Server) -> None:
     assert _answer(ok).startswith(b"HTTP/1.1 200")
 
 
-def test_one_huge_header_answers_431(server: _Server) -> None:
+def test_one_huge_header_answers_431(server: BuiltinServer) -> None:
     sock = server.connect()
     _send_all(sock, b"GET / HTTP/1.1\r\nx-big: " + b"v" * (1 * MIB) + b"\r\n\r\n")
     assert _answer(sock).startswith(b"HTTP/1.1 431")
 
 
-def test_a_50_mib_request_target_answers_414(server: _Server) -> None:
+def test_a_50_mib_request_target_answers_414(server: BuiltinServer) -> None:
     piece = b"a" * MIB  # the client streams one buffer 50 times: its memory stays flat
     sock = server.connect()
     idle = _reset_peak()
@@ -152,7 +68,7 @@ def test_a_50_mib_request_target_answers_414(server: _Server) -> None:
     assert growth < MAX_GROWTH
 
 
-def test_pipelined_bodies_pause_reading_instead_of_piling_up(server: _Server) -> None:
+def test_pipelined_bodies_pause_reading_instead_of_piling_up(server: BuiltinServer) -> None:
     """69 pipelined 8 MiB requests while the app holds the first: reading pauses once
     16 MiB wait, so memory stays bounded; all are answered once the app goes on."""
     server.gate.clear()
@@ -180,10 +96,10 @@ def test_pipelined_bodies_pause_reading_instead_of_piling_up(server: _Server) ->
     assert answers.count(b"HTTP/1.1 200") == 69
 
 
-def test_a_peer_that_never_reads_holds_the_server_back(server: _Server) -> None:
+def test_a_peer_that_never_reads_holds_the_server_back(server: BuiltinServer) -> None:
     """Pipelined requests for 1 MiB answers from a peer that reads nothing: once ~1 MiB
     waits in the socket buffer the server stops running that peer's requests."""
-    big = _Server(response_bytes=1 * MIB)
+    big = BuiltinServer(response_bytes=1 * MIB)
     try:
         sock = big.connect()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -205,7 +121,7 @@ def test_a_peer_that_never_reads_holds_the_server_back(server: _Server) -> None:
 
 
 def test_connections_beyond_the_limit_get_503() -> None:
-    small = _Server(max_connections=4)
+    small = BuiltinServer(max_connections=4)
     try:
         held = [small.connect() for _ in range(4)]
         for sock in held:  # each really counted before the next one tries

@@ -35,7 +35,8 @@ def pack(meta: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[np.generic]])
     for name, array in arrays.items():
         arr = np.asarray(array)
         dtype = "float64" if arr.dtype == np.float64 else "float32"
-        data = np.ascontiguousarray(arr, dtype=_DTYPES[dtype])
+        # Not ascontiguousarray: it makes a 0-d array 1-d, so a scalar came back as [x].
+        data = np.asarray(arr, dtype=_DTYPES[dtype], order="C")
         specs.append({"name": name, "dtype": dtype, "shape": list(data.shape)})
         chunks.append(data.tobytes())
     header = json.dumps({"meta": dict(meta), "arrays": specs}, separators=(",", ":")).encode()
@@ -53,7 +54,8 @@ def unpack(body: bytes) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.generi
         header = json.loads(body[8 : 8 + length])
         meta = header["meta"]
         specs = header["arrays"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        # RecursionError: a header nested deeper than the JSON decoder goes ([[[[...]]]]).
         raise InvalidInput(f"tensor envelope header is not valid: {exc}") from exc
     if not isinstance(meta, dict) or not isinstance(specs, list):
         raise InvalidInput("tensor envelope header must hold a meta object and an arrays list")
@@ -73,6 +75,8 @@ def unpack(body: bytes) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.generi
             raise InvalidInput(
                 f"bad array description in tensor envelope: {repr(spec)[:200]}"
             ) from exc
+        if name in arrays:  # which one would count? the sender meant something else
+            raise InvalidInput(f"array {name!r} appears twice in the tensor envelope")
         if len(shape) > _MAX_DIMS or any(s < 0 for s in shape):
             raise InvalidInput(
                 f"array {name!r} has a negative dimension or more than {_MAX_DIMS} dimensions"
@@ -83,6 +87,10 @@ def unpack(body: bytes) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.generi
         nbytes = count * dtype.itemsize
         if offset + nbytes > len(body):
             raise InvalidInput(f"tensor envelope is truncated inside array {name!r}")
+        # An empty array's other dimensions are bounded too: [0, 2**70] holds no bytes,
+        # but numpy refuses (ValueError) any shape whose non-zero dimensions overflow.
+        if math.prod(max(s, 1) for s in shape) * dtype.itemsize > len(body):
+            raise InvalidInput(f"array {name!r} has dimensions larger than the envelope")
         arrays[name] = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
         offset += nbytes
     if offset != len(body):

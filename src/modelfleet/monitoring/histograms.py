@@ -75,10 +75,14 @@ def sparse(counts: Sequence[int]) -> dict[str, int]:
 
 
 def dense(buckets: Mapping[str, int], size: int) -> list[int]:
-    """The inverse of :func:`sparse`; indices outside ``size`` are refused."""
+    """The inverse of :func:`sparse`; keys that are not indices below ``size`` are refused
+    (``InvalidInput``: the buckets come from a site)."""
     counts = [0] * size
     for key, value in buckets.items():
-        index = int(key)
+        try:
+            index = int(key)
+        except ValueError:
+            raise InvalidInput(f"histogram bucket {str(key)[:40]!r} is not an index") from None
         if not 0 <= index < size or int(value) < 0:
             raise InvalidInput(f"histogram bucket {key}={value} is out of range")
         counts[index] += int(value)

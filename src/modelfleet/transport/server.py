@@ -156,18 +156,20 @@ async def start_builtin(
     sock: socket.socket | None = None,
     ssl: SSLContext | None = None,
     max_connections: int = MAX_CONNECTIONS,
+    timeouts: tuple[float, float] = (REQUEST_TIMEOUT_S, IDLE_TIMEOUT_S),
 ) -> asyncio.Server:
     """Start the builtin engine on the running loop (tests use it directly).
 
     Listens on ``host:port`` (``port`` 0: any free port; read it back from the returned
     server's ``sockets``), or on ``sock`` when given (already bound; ``port`` is then
-    ignored); with ``ssl``, speaks HTTPS.
+    ignored); with ``ssl``, speaks HTTPS. ``timeouts`` are (request, keep-alive idle)
+    seconds: tests shorten them to see a trickling peer cut off without waiting 30 s.
     """
     loop = asyncio.get_running_loop()
     # The scope's "server" (host, port): the bound port once known, not the 0 asked for.
     address = (host, port)
 
-    connections = _Connections(max_connections)
+    connections = _Connections(max_connections, timeouts)
 
     def protocol() -> _HttpProtocol:
         return _HttpProtocol(app, loop, max_body_bytes, address, connections)
@@ -183,11 +185,17 @@ async def start_builtin(
 
 
 class _Connections:
-    """The count of open connections of one server (the event loop's thread only)."""
+    """The count of open connections of one server (the event loop's thread only), and
+    the limits its connections share."""
 
-    def __init__(self, limit: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        limit: int = MAX_CONNECTIONS,
+        timeouts: tuple[float, float] = (REQUEST_TIMEOUT_S, IDLE_TIMEOUT_S),
+    ) -> None:
         self.open = 0
         self.limit = limit
+        self.request_timeout_s, self.idle_timeout_s = timeouts
 
 
 class _HttpProtocol(asyncio.Protocol):
@@ -228,6 +236,7 @@ class _HttpProtocol(asyncio.Protocol):
         self._queue: deque[tuple[dict[str, Any], bytes, bool]] = deque()
         self._running = False
         self._closed = False
+        self._refusal: bytes | None = None  # waiting for the requests before it (_fail)
         self._paused = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -264,7 +273,7 @@ class _HttpProtocol(asyncio.Protocol):
         # client certificate (if any) is known and verified here.
         self._extensions = tls_extensions(transport.get_extra_info("ssl_object"))
         self._scheme = "https" if self._extensions else "http"
-        self._arm(IDLE_TIMEOUT_S, self._idle_expired)
+        self._arm(self._connections.idle_timeout_s, self._idle_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._arm(None)
@@ -282,7 +291,7 @@ class _HttpProtocol(asyncio.Protocol):
         self._writable.set()
 
     def data_received(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._refusal is not None:
             return
         try:
             self._parser.feed_data(data)
@@ -292,14 +301,13 @@ class _HttpProtocol(asyncio.Protocol):
             if isinstance(exc.__cause__ or exc.__context__, _Refused):
                 return
             self._fail(400, b'{"error":"malformed HTTP request"}')
-            self._fail(400, b'{"error":"malformed HTTP request"}')
         except Exception:  # httptools' upgrade signal and anything else: refuse and close
             self._fail(400, b'{"error":"unsupported HTTP request"}')
 
     # --- httptools callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._arm(REQUEST_TIMEOUT_S, self._request_expired)
+        self._arm(self._connections.request_timeout_s, self._request_expired)
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -402,6 +410,7 @@ class _HttpProtocol(asyncio.Protocol):
                 self._queued_bytes -= len(body)
                 if (
                     self._paused
+                    and self._refusal is None
                     and len(self._queue) < _MAX_QUEUED // 2
                     and self._queued_bytes <= MAX_QUEUED_BYTES // 2
                 ):
@@ -411,8 +420,10 @@ class _HttpProtocol(asyncio.Protocol):
                 await self._run(scope, body, keep_alive)
         finally:
             self._running = False
+            if self._refusal is not None:
+                self._close_with(self._refusal)
             if not self._closed and self._timer is None:
-                self._arm(IDLE_TIMEOUT_S, self._idle_expired)
+                self._arm(self._connections.idle_timeout_s, self._idle_expired)
 
     async def _run(self, scope: dict[str, Any], body: bytes, keep_alive: bool) -> None:
         transport = self._transport
@@ -483,13 +494,31 @@ class _HttpProtocol(asyncio.Protocol):
             transport.close()
 
     def _fail(self, status: int, body: bytes) -> None:
-        """Answer a request that cannot be parsed or accepted, then close the connection."""
+        """Answer a request that cannot be parsed or accepted, then close the connection.
+
+        Pipelined requests that arrived whole before it are answered first, in order:
+        a client matches answers to requests by position, so a refusal sent early would
+        read as the answer to a good request. Meanwhile nothing more is read."""
         transport = self._transport
-        if transport is None or self._closed:
+        if transport is None or self._closed or self._refusal is not None:
+            return
+        answer = simple(status, body, keep_alive=False)
+        if not self._running:
+            self._close_with(answer)
+            return
+        self._refusal = answer
+        self._arm(None)
+        if not self._paused:
+            self._paused = True
+            transport.pause_reading()
+
+    def _close_with(self, answer: bytes) -> None:
+        transport = self._transport
+        if transport is None or self._closed or transport.is_closing():
             return
         self._closed = True
         self._queue.clear()
-        transport.write(simple(status, body, keep_alive=False))
+        transport.write(answer)
         transport.close()
 
 

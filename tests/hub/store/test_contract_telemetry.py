@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modelfleet.errors import NotFound
+from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.hub.store import NewVersion, Store, TelemetryRepo
 from modelfleet.hub.store.records import NewWindow
+from modelfleet.hub.store.repos.telemetry import MAX_TOTAL
 
 
 def repo(store: Store) -> TelemetryRepo:
@@ -48,6 +49,26 @@ def test_ingest_is_idempotent_by_batch_and_window(store: Store) -> None:
     telemetry.ingest("s2", "b1", "sp", (0, 0), [window("w1", 100)])
     totals = {t.site: (t.requests, t.windows, t.errors) for t in telemetry.totals()}
     assert totals == {"s1": (13, 3, 3), "s2": (100, 1, 1)}
+
+
+def test_totals_are_capped_live_and_rolled_up_and_a_refused_batch_stores_nothing(
+    store: Store,
+) -> None:
+    telemetry = repo(store)
+    half = MAX_TOTAL // 2
+    telemetry.ingest("s1", "b1", "sp", (0, 0), [window("w1", half, minutes_ago=120)])
+    telemetry.compact(datetime.now(UTC) - timedelta(minutes=60))  # w1 into the roll-ups
+    telemetry.ingest("s1", "b2", "sp", (0, 0), [window("w2", half - 10)])
+    with pytest.raises(InvalidInput, match="would total more than"):
+        telemetry.ingest("s1", "b3", "sp", (3, 9), [window("w3", 5), window("w4", 6)])
+    [total] = telemetry.totals()
+    assert (total.windows, total.requests) == (2, MAX_TOTAL - 10)
+    assert telemetry.drops() == {}
+    # The refused batch id was not kept: the same id with what fits is taken, and other
+    # sites and versions have their own room.
+    assert telemetry.ingest("s1", "b3", "sp", (0, 0), [window("w3", 10)]).accepted == 1
+    assert telemetry.ingest("s1", "b4", "sp", (0, 0), [window("w5", 5, version=2)]).accepted == 1
+    assert telemetry.ingest("s2", "b1", "sp", (0, 0), [window("w1", 5)]).accepted == 1
 
 
 def test_concurrent_duplicate_batches_count_once(open_backend) -> None:

@@ -36,7 +36,8 @@ from modelfleet.monitoring.profiles import MAX_PROFILE_COLUMNS
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 
 _ID = r"^[A-Za-z0-9_-]{1,64}$"
-#: Bounds of what a window may claim: counts fit a signed 64-bit column with room to sum.
+#: Bounds of what a window may claim: counts fit a signed 64-bit column with room to sum
+#: (what they may total is bounded at the store: ``MAX_TOTAL``, 2^62 per site and version).
 MAX_COUNT = 1 << 53
 MAX_VERSION = 1 << 31
 Key = Annotated[str, Field(max_length=256)]

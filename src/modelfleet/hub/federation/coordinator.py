@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
 import threading
 import time
@@ -496,8 +497,14 @@ def _metrics(raw: object) -> dict[str, float]:
     for key, value in list(raw.items())[:64]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if np.isfinite(value):
-            out[str(key)[:64]] = float(value)
+        # float() first: np.isfinite refuses (TypeError) a Python int beyond 64 bits, and
+        # an int beyond a float's range (10**400) overflows; both are dropped like NaN.
+        try:
+            number = float(value)
+        except OverflowError:
+            continue
+        if math.isfinite(number):
+            out[str(key)[:64]] = number
     return out
 
 

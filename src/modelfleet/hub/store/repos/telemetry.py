@@ -13,6 +13,13 @@ from typing import Any
 
 from modelfleet.hub.store.records.telemetry import IngestResult, NewWindow, Totals, WindowRecord
 
+#: What one site's requests (or errors) of one model version may ever total: beyond any
+#: real traffic, and low enough that no sum the store takes over them (live windows, their
+#: roll-ups, both together) overflows a signed 64-bit integer. Each window is bounded too
+#: (2^53, in the API schema), but without this, 1025 windows at that bound overflowed
+#: SQLite's SUM and the fleet status failed from then on.
+MAX_TOTAL = 1 << 62
+
 
 class TelemetryRepo(ABC):
     """What the telemetry service, the gate source and retention read and write."""
@@ -28,7 +35,9 @@ class TelemetryRepo(ABC):
     ) -> IngestResult:
         """Store one delivered batch in one transaction: a batch id seen before adds
         nothing, and neither does a window id the site sent before in another batch.
-        ``dropped`` is the outbox's cumulative (windows, requests) dropped count."""
+        ``dropped`` is the outbox's cumulative (windows, requests) dropped count.
+        ``InvalidInput`` (nothing stored) when a (model, version)'s requests or errors
+        would total more than ``MAX_TOTAL`` for the site."""
 
     @abstractmethod
     def totals(self, site: str | None = None) -> list[Totals]:

@@ -17,9 +17,9 @@ from sqlalchemy import Connection, Insert, Table, and_, delete, func, select, up
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from modelfleet.errors import NotFound
+from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.hub.store.records.telemetry import IngestResult, NewWindow, Totals, WindowRecord
-from modelfleet.hub.store.repos.telemetry import TelemetryRepo
+from modelfleet.hub.store.repos.telemetry import MAX_TOTAL, TelemetryRepo
 from modelfleet.hub.store.schema.models import models, versions
 from modelfleet.hub.store.schema.telemetry import (
     drift_settings,
@@ -91,6 +91,7 @@ class SqlTelemetryRepo(TelemetryRepo):
             ).first()
             if fresh is None:
                 return IngestResult(True, 0, len(windows))
+            self._check_room(conn, site, windows)
             accepted = 0
             stmt = _insert_ignore(conn, telemetry_windows, ["site", "window_id"]).returning(
                 telemetry_windows.c.id
@@ -118,6 +119,39 @@ class SqlTelemetryRepo(TelemetryRepo):
                 accepted += inserted is not None
             self._record_drops(conn, site, spool_id, dropped, now)
             return IngestResult(False, accepted, len(windows) - accepted)
+
+    @staticmethod
+    def _check_room(conn: Connection, site: str, windows: Sequence[NewWindow]) -> None:
+        """Refuse the batch (rolling back its transaction) if it would take a total past
+        ``MAX_TOTAL``. Counts every window, repeats included: near the bound, a resent
+        window is refused too, which costs nothing real."""
+        adding: dict[tuple[str, int], list[int]] = {}
+        for window in windows:
+            row = adding.setdefault((window.model, window.version), [0, 0])
+            row[0] += window.requests
+            row[1] += window.errors
+        w, r = telemetry_windows.c, telemetry_rollups.c
+        for (model, version), (requests, errors) in adding.items():
+            if not requests and not errors:
+                continue
+            live = conn.execute(
+                select(
+                    func.coalesce(func.sum(w.requests), 0), func.coalesce(func.sum(w.errors), 0)
+                ).where(w.site == site, w.model == model, w.version == version)
+            ).one()
+            rolled = conn.execute(
+                select(r.requests, r.errors).where(
+                    r.site == site, r.model == model, r.version == version
+                )
+            ).first() or (0, 0)
+            if (
+                int(live[0]) + int(rolled[0]) + requests > MAX_TOTAL
+                or int(live[1]) + int(rolled[1]) + errors > MAX_TOTAL
+            ):
+                raise InvalidInput(
+                    f"telemetry of {model}:{version} would total more than {MAX_TOTAL} "
+                    f"requests or errors for site {site!r}"
+                )
 
     def _record_drops(
         self, conn: Connection, site: str, spool_id: str, dropped: tuple[int, int], now: datetime
