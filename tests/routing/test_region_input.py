@@ -18,6 +18,7 @@ import string
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from modelfleet.errors import ERROR_CLASSES, InvalidDataRegion, NoSiteAvailable
 from modelfleet.routing import Client, ResidencyRules
@@ -25,6 +26,7 @@ from modelfleet.routing.directory import SiteDirectory
 from modelfleet.routing.probing import MAX_REMEMBERED_REGIONS
 from modelfleet.routing.residency import MAX_DATA_REGION_LENGTH, check_data_region
 from modelfleet.routing.router import Router
+from modelfleet.site.cascade import Cascade
 from tests.routing.conftest import GeoFleet
 
 _BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 0]}]}
@@ -173,3 +175,11 @@ def test_the_remembered_regions_are_capped() -> None:
             await router.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_cascade_config_takes_only_a_valid_data_region() -> None:
+    base = {"target": "https://cloud.example:8443", "target_gateway": "gw", "models": {}}
+    with pytest.raises(InvalidDataRegion, match="cascade data_region 'EU WEST'"):
+        Cascade.from_config({**base, "data_region": "EU WEST"}, registry=CollectorRegistry())
+    taken = Cascade.from_config({**base, "data_region": "eu"}, registry=CollectorRegistry())
+    assert taken.data_region == "EU"

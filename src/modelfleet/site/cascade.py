@@ -74,6 +74,7 @@ from modelfleet.oip.headers import (
 from modelfleet.oip.types import InferRequest, InferResponse, RequestedOutput
 from modelfleet.pki.identity import Identity, gateway_identity, site_identity
 from modelfleet.pki.tls import TlsFiles
+from modelfleet.routing.residency import check_data_region
 from modelfleet.transport.client import Origin, Pool
 
 __all__ = ["Cascade", "CascadeStats", "EscalationRule"]
@@ -205,7 +206,12 @@ class Cascade:
             target,
             rules,
             deadline_s=float(doc.get("deadline_s", 0.5)),
-            data_region=doc.get("data_region"),
+            # The same grammar as every other data region: it becomes a header.
+            data_region=(
+                check_data_region(str(doc["data_region"]), "cascade data_region")
+                if doc.get("data_region") is not None
+                else None
+            ),
             registry=registry,
             # An infer token for the target: the file's, else $MODELFLEET_CASCADE_TOKEN.
             token=doc.get("token") or os.environ.get("MODELFLEET_CASCADE_TOKEN") or None,
