@@ -37,6 +37,7 @@ import uvloop
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from modelfleet.transport import http11
 from modelfleet.transport import server as listener
 from tests.transport.conftest import BuiltinServer, read_until_closed, send_all
 
@@ -97,7 +98,7 @@ _method = st.one_of(
 _target = st.one_of(
     st.builds(lambda t: b"/" + t.encode(), _token),
     st.sampled_from([b"/", b"/x?a=b&a=c", b"/%zz", b"/%00", b"*", b"http://h/x", b"//", b"/a b"]),
-    st.sampled_from([b"/" + b"a" * (listener.MAX_URL_BYTES + 1), b"/" + b"%41" * 3000]),
+    st.sampled_from([b"/" + b"a" * (http11.MAX_URL_BYTES + 1), b"/" + b"%41" * 3000]),
     st.just(b""),
     _junk,
 )
@@ -115,7 +116,7 @@ _header = st.one_of(
     ),
     st.tuples(st.just(b"X-Fold"), st.just(b"a\r\n  folded")),  # obs-fold
     st.tuples(st.just(b"X-Bin"), _junk),
-    st.tuples(st.just(b"X-Big"), st.just(b"v" * (listener.MAX_HEADER_BYTES + 1))),
+    st.tuples(st.just(b"X-Big"), st.just(b"v" * (http11.MAX_HEADER_BYTES + 1))),
 )
 _length = st.sampled_from(
     [b"-1", b"abc", b"1, 2", b"99999999999999999999", b" 5", b"0x10", b"+4", b""]
@@ -230,7 +231,7 @@ def _check_quiet(errors: _Errors) -> None:
 @FUZZ
 @given(parts=_pipeline)
 @example(parts=[_good(1), b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n"])  # queued answer kept
-@example(parts=[_good(1), b"GET /" + b"a" * (listener.MAX_URL_BYTES + 1) + b" HTTP/1.1\r\n\r\n"])
+@example(parts=[_good(1), b"GET /" + b"a" * (http11.MAX_URL_BYTES + 1) + b" HTTP/1.1\r\n\r\n"])
 @example(parts=[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nab\r\n0\r\n\r\n"])
 @example(parts=[b"POST / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"])
 @example(parts=[b"GET / HTTP/1.1\r\nX-Fold: a\r\n folded\r\n\r\n"])
