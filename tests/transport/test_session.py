@@ -14,7 +14,13 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from modelfleet.errors import Conflict, HubResponseError, HubUnreachable, NotFound
+from modelfleet.errors import (
+    Conflict,
+    DigestMismatch,
+    HubResponseError,
+    HubUnreachable,
+    NotFound,
+)
 from modelfleet.registry.signing import public_key_text
 from modelfleet.settings import SiteSettings
 from modelfleet.site.agent import SiteAgent
@@ -117,6 +123,15 @@ def test_download_resumes_from_what_the_partial_file_holds(hub: str, tmp_path: P
     assert [rng for path, _, rng in Handler.seen if path == "/blob"] == ["bytes=1000-"]
     assert seen[0] == 1000
     assert sum(seen) == len(BLOB)
+
+
+def test_a_download_past_the_manifest_size_is_refused_and_discarded(
+    hub: str, tmp_path: Path
+) -> None:
+    partial = tmp_path / "blob.part"
+    with HubSession(hub) as session, pytest.raises(DigestMismatch, match="more than the 1000"):
+        session.download("/blob", partial, 1000)  # the hub sends 16 KiB
+    assert not partial.exists()  # nothing of it kept to fill the disk
 
 
 def test_poll_timeout_waits_long_only_for_the_answer() -> None:
