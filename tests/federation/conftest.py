@@ -41,10 +41,11 @@ def write_site_config(
     return path
 
 
-def fl_fleet(hub_factory, tmp_path, sites: int = 10, attacker_consent: dict | None = None):
-    """An in-process hub with model ``iris`` (softmax, 4 features, 3 classes) and ``sites``
-    enrolled sites s0.. that consented to dataset ``iris``; s0 may declare more."""
-    hub = hub_factory()
+def fl_hub(hub_factory, tmp_path, consents: dict[str, dict], **settings):
+    """An in-process hub (``settings`` passed on) with model ``iris`` (softmax, 4 features,
+    3 classes) and one enrolled, reporting site per entry of ``consents``, each having sent
+    that federation consent. Returns ``(hub, site tokens by name, spec)``."""
+    hub = hub_factory(**settings)
     spec = ModelSpec(family="softmax", features=4, classes=3)
     path = tmp_path / "m.onnx"
     onnx.save(build_onnx(spec, init_weights(spec)), str(path))
@@ -52,16 +53,21 @@ def fl_fleet(hub_factory, tmp_path, sites: int = 10, attacker_consent: dict | No
         "/api/v1/models/iris/versions", content=path.read_bytes(), headers=hub.headers()
     ).raise_for_status()
     tokens = {}
-    for i in range(sites):
-        name = f"s{i}"
+    for name, consent in consents.items():
         _, secret = hub.ctx.sites.add(name, {"tier": "edge"})
         tokens[name] = hub.ctx.sites.enroll(secret).token
         h = hub.headers(tokens[name])
         hub.client.post(f"/api/v1/sites/{name}/report", json={}, headers=h).raise_for_status()
-        consent = {"participate": True, "datasets": ["iris"]}
-        if name == "s0" and attacker_consent:
-            consent |= attacker_consent
         hub.client.put(
             f"/api/v1/federation/sites/{name}/consent", json=consent, headers=h
         ).raise_for_status()
     return hub, tokens, spec
+
+
+def fl_fleet(hub_factory, tmp_path, sites: int = 10, attacker_consent: dict | None = None):
+    """:func:`fl_hub` with ``sites`` sites s0.. that consented to dataset ``iris``; s0 may
+    declare more."""
+    consents = {f"s{i}": {"participate": True, "datasets": ["iris"]} for i in range(sites)}
+    if attacker_consent and sites:
+        consents["s0"] |= attacker_consent
+    return fl_hub(hub_factory, tmp_path, consents)

@@ -6,32 +6,19 @@ import numpy as np
 import onnx
 
 from modelfleet.federation import wire
-from modelfleet.federation.specs import ModelSpec, build_onnx, flatten, init_weights, read_onnx
+from modelfleet.federation.specs import flatten, init_weights, read_onnx
 from modelfleet.refs import parse_ref
+from tests.federation.conftest import fl_hub
 
 
 def _setup(hub_factory, tmp_path, **settings):
-    hub = hub_factory(**settings)
-    spec = ModelSpec(family="softmax", features=4, classes=3)
-    path = tmp_path / "m.onnx"
-    onnx.save(build_onnx(spec, init_weights(spec)), str(path))
-    hub.client.post(
-        "/api/v1/models/iris/versions", content=path.read_bytes(), headers=hub.headers()
-    ).raise_for_status()
-    tokens = {}
-    for name, consent in {
+    consents = {
         "a": {"participate": True, "datasets": ["iris"]},
         "b": {"participate": True, "datasets": ["iris"]},
         "c": {"participate": False, "reason": "not this quarter", "datasets": ["iris"]},
         "d": {"participate": True, "datasets": ["other"]},
-    }.items():
-        _, secret = hub.ctx.sites.add(name, {"tier": "edge"})
-        tokens[name] = hub.ctx.sites.enroll(secret).token
-        h = hub.headers(tokens[name])
-        hub.client.post(f"/api/v1/sites/{name}/report", json={}, headers=h).raise_for_status()
-        r = hub.client.put(f"/api/v1/federation/sites/{name}/consent", json=consent, headers=h)
-        r.raise_for_status()
-    return hub, tokens, spec
+    }
+    return fl_hub(hub_factory, tmp_path, consents, **settings)
 
 
 def test_tasks_consent_updates_and_abort(hub_factory, tmp_path) -> None:

@@ -19,28 +19,19 @@ Derandomized for CI; for a deeper, random search::
 from __future__ import annotations
 
 import json
-import os
 import struct
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from modelfleet.errors import InvalidInput
 from modelfleet.federation import wire
 from tests.federation.conftest import fl_fleet
+from tests.fuzzing import fuzz_settings
 
-EXAMPLES = int(os.environ.get("MODELFLEET_FUZZ_EXAMPLES", "150"))
-RANDOM = os.environ.get("MODELFLEET_FUZZ_RANDOM") == "1"
-
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not RANDOM,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+FUZZ = fuzz_settings(150)
 
 _dim = st.one_of(
     st.integers(0, 6),

@@ -10,14 +10,11 @@ A failure lists each operation with the first input that broke it.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given
 
-EXAMPLES = int(os.environ.get("MODELFLEET_FUZZ_EXAMPLES", "25"))
-RANDOM = os.environ.get("MODELFLEET_FUZZ_RANDOM") == "1"
+from tests.fuzzing import fuzz_settings
 
 
 @pytest.fixture
@@ -57,14 +54,7 @@ def test_no_operation_answers_500_to_generated_input(seeded_hub) -> None:
 def _fuzz(operation, auth: dict[str, str], failures: dict[str, str]) -> None:
     label = f"{operation.method.upper()} {operation.path}"
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=not RANDOM,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz_settings(25, phases=[Phase.explicit, Phase.generate])
     @given(operation.as_strategy())
     def check(case) -> None:
         try:

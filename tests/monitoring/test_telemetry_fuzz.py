@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from modelfleet.hub.api.telemetry import MAX_COUNT, MAX_VERSION
 from modelfleet.monitoring.profiles import profile_array
-
-EXAMPLES = int(os.environ.get("MODELFLEET_FUZZ_EXAMPLES", "80"))
-RANDOM = os.environ.get("MODELFLEET_FUZZ_RANDOM") == "1"
+from tests.fuzzing import fuzz_settings
 
 _PROFILE = profile_array(np.random.default_rng(0).normal(size=(40, 2))).to_dict()["columns"]
 _CATEGORIES = profile_array(np.array([["a"], ["b"], ["a"]], dtype=object)).to_dict()["columns"]
@@ -122,13 +119,7 @@ _batch = st.fixed_dictionaries(
     },
 )
 
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not RANDOM,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+FUZZ = fuzz_settings(80)
 
 
 def _good_window(window_id: str, requests: int = 3) -> dict[str, Any]:

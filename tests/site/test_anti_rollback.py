@@ -124,6 +124,16 @@ class Setup:
             return None
         return int(answer.json()["version"]) if answer.status_code == 200 else None
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``modelfleet ARGS --hub HUB`` as the admin, in a child process."""
+        return subprocess.run(
+            [sys.executable, "-m", "modelfleet", *args, "--hub", self.hub.url],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "MODELFLEET_TOKEN": self.admin_token},
+            timeout=60,
+        )
+
     def refusal(self) -> str | None:
         value = self.admin.get_site("plant-a").desired_state_refused
         return str(value) if value else None
@@ -185,13 +195,7 @@ def test_a_hostile_path_cannot_downgrade_or_empty_a_site(setup: Setup) -> None:
         assert setup.active() == 2
 
     # The operator is told, by `status`, on stderr.
-    status = subprocess.run(
-        [sys.executable, "-m", "modelfleet", "status", "--hub", setup.hub.url],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MODELFLEET_TOKEN": setup.admin_token},
-        timeout=60,
-    )
+    status = setup.cli("status")
     assert status.returncode == 0, status.stderr
     assert "site plant-a refused its desired state" in status.stderr
 
@@ -236,22 +240,7 @@ def test_a_signed_decommission_wipes_the_cache_and_an_assignment_ends_it(setup: 
     admin = setup.admin
     admin.assign("plant-a", "pump:2")
     wait_for(lambda: setup.active() == 2, "pump:2 active")
-    decommissioned = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelfleet",
-            "site",
-            "decommission",
-            "plant-a",
-            "--hub",
-            setup.hub.url,
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MODELFLEET_TOKEN": setup.admin_token},
-        timeout=60,
-    )
+    decommissioned = setup.cli("site", "decommission", "plant-a")
     assert decommissioned.returncode == 0, decommissioned.stderr
     assert "decommissioned at revision" in decommissioned.stdout
     revision = admin.get_site("plant-a").revision

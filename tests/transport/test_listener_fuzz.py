@@ -26,7 +26,6 @@ Derandomized for CI; for a deeper, random search::
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -34,28 +33,21 @@ from collections.abc import Iterator
 import httptools
 import pytest
 import uvloop
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from modelfleet.transport import http11
 from modelfleet.transport import server as listener
+from tests.fuzzing import fuzz_settings
 from tests.transport.conftest import BuiltinServer, read_until_closed, send_all
 
-EXAMPLES = int(os.environ.get("MODELFLEET_FUZZ_EXAMPLES", "60"))
-RANDOM = os.environ.get("MODELFLEET_FUZZ_RANDOM") == "1"
 #: Short enough that an incomplete generated request ends quickly (408), long enough that
 #: a whole request sent in one write always arrives in time, even on a loaded machine.
 REQUEST_TIMEOUT_S = 1.0
 REFUSALS = {400, 408, 413, 414, 431}
 CLOSE = b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not RANDOM,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = fuzz_settings(60)
 
 
 class _Errors(logging.Handler):
