@@ -23,8 +23,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers by default (CI has 2 cores); tests marked `serial` run afterwards on their own,
+# because another worker's load would change what they measure. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+
 pytest: $(STAMP)
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not serial" --durations=25
+	$(BIN)/pytest -q -m serial --durations=5
 
 test: lint typecheck pytest
 

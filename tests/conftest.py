@@ -19,6 +19,12 @@ from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub.context import HubContext
 from modelfleet.settings import HubSettings
 
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 in their environment; rich reads
+# them once, when the CLI's consoles are made, and every table would then be cut at 80
+# columns whatever COLUMNS a test passes to the command. A test that cares sets its own.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
 
 def write_tiny_onnx(path: Path, offset: float = 1.0, features: int = 4) -> Path:
     """Y = X + offset on a [batch, features] FP32 input; ``offset`` varies the digest."""

@@ -372,6 +372,7 @@ def busy_cpus(count: int = 2) -> Iterator[None]:
             proc.wait()
 
 
+@pytest.mark.serial  # it loads every core itself; another test's load would come and go
 def test_relative_p99_gate_under_cpu_contention(fleet: Fleet) -> None:
     """The relative gate on the main path: with every core busy, an equally fast version
     passes every wave and a much slower one fails the canary; both verdicts name the new

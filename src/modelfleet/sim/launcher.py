@@ -83,6 +83,10 @@ def reserve_port(host: str = "127.0.0.1") -> PortReservation:
 _READY_FILES: weakref.WeakKeyDictionary[subprocess.Popen[bytes], Path] = weakref.WeakKeyDictionary()
 #: The fleet CA an HTTPS child is verified with, so ``wait_http(url, t, proc)`` needs no more.
 _CA_FILES: weakref.WeakKeyDictionary[subprocess.Popen[bytes], Path] = weakref.WeakKeyDictionary()
+#: Where each child's output goes, so a child that dies before it is up says why.
+_LOG_FILES: weakref.WeakKeyDictionary[subprocess.Popen[bytes], Path] = weakref.WeakKeyDictionary()
+#: How much of a dead child's log an error quotes.
+_LOG_TAIL_BYTES = 1500
 
 
 def _url_port(url: str) -> int:
@@ -94,7 +98,23 @@ def _url_port(url: str) -> int:
 
 def _check_alive(proc: subprocess.Popen[bytes] | None, url: str) -> None:
     if proc is not None and proc.poll() is not None:
-        raise ModelfleetError(f"process exited with code {proc.returncode} before {url} was up")
+        raise ModelfleetError(
+            f"process exited with code {proc.returncode} before {url} was up{_log_tail(proc)}"
+        )
+
+
+def _log_tail(proc: subprocess.Popen[bytes]) -> str:
+    """The end of what ``proc`` wrote, for an error that says why it stopped."""
+    log = _LOG_FILES.get(proc)
+    if log is None:
+        return ""
+    try:
+        with log.open("rb") as file:
+            file.seek(max(0, log.stat().st_size - _LOG_TAIL_BYTES))
+            tail = file.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+    return f"; the end of its log ({log}):\n{tail}" if tail else f"; its log {log} is empty"
 
 
 def wait_http(
@@ -198,6 +218,8 @@ class _Child:
         finally:
             log.close()
         _READY_FILES[proc] = self.ready_file
+        if log_path != Path(os.devnull):
+            _LOG_FILES[proc] = log_path
         if ca_file is not None:
             _CA_FILES[proc] = ca_file
         self.proc = proc
@@ -379,6 +401,8 @@ class GatewayProcess(_Child):
             cmd += ["--tls-dir", str(self.tls_dir)]
         env = {**os.environ, **self.extra_env}
         ca_file = self.ca_file if self.tls else None
-        self._spawn(cmd, env, self.log_path or Path(os.devnull), ca_file)
+        # Kept next to the ready file unless a log path is given: a gateway that fails to
+        # start says why in the error (wait_http quotes the end of the log).
+        self._spawn(cmd, env, self.log_path or self._ready_dir / "gateway.log", ca_file)
         wait_http(f"{self.url}/v2/health/live", timeout, self.proc)
         return self
