@@ -275,7 +275,7 @@ def _gates_text(gates: dict[str, Any]) -> str:
     """The gates that are set, e.g. ``max_error_rate 0.01, min_requests 200``."""
     defaults = {"p99_noise_ms": 10.0, "min_requests": 0}
     shown = [
-        f"{k} {v:g}" if isinstance(v, int | float) else f"{k} {v}"
+        f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
         for k, v in gates.items()
         if v is not None and defaults.get(k) != v
     ]

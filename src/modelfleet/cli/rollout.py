@@ -91,13 +91,13 @@ def _number(value: float | None, unit: str) -> str:
     if unit == "ms":
         return f"{value:.1f} ms"
     if unit == "requests":
-        return f"{value:g}"
+        return f"{int(value)}"
     return f"{value:.3f}"
 
 
 def _limit(check: GateCheck) -> str:
     if check.gate == "min_requests":
-        return f">= {check.limit:g}" if check.limit is not None else "-"
+        return f">= {int(check.limit)}" if check.limit is not None else "-"
     if check.gate == "max_p99_ratio":
         previous = _number(check.baseline_ms, "ms")
         if check.limit is None:
@@ -110,7 +110,7 @@ def _gate_text(check: GateCheck) -> str:
     """``p99 3.1 ms <= 50.0 ms ok``: one gate, for the plain lines."""
     name = _GATE_NAMES.get(check.gate, check.gate)
     if check.gate == "min_requests":
-        return f"requests {check.value:g}/{check.limit:g}" if check.limit else ""
+        return f"requests {int(check.value or 0)}/{int(check.limit)}" if check.limit else ""
     return f"{name} {_number(check.value, check.unit)} {_limit(check)} {check.state}"
 
 
@@ -144,8 +144,13 @@ def _site_text(site: Any) -> str:
 def _clocks(p: WaveProgress, state: str) -> str:
     if state == "paused":
         return "paused: bake and deadline restart on resume"
-    bake = f"bake {_seconds(p.bake_left_s)} left" if p.bake_left_s > 0 else "baked"
-    return f"{bake} of {_seconds(p.bake_s)}, deadline in {_seconds(p.deadline_left_s)}"
+    if not p.bake_s:
+        bake = "no bake time"
+    elif p.bake_left_s > 0:
+        bake = f"bake {_seconds(p.bake_left_s)} left of {_seconds(p.bake_s)}"
+    else:
+        bake = f"baked {_seconds(p.bake_s)}"
+    return f"{bake}, deadline in {_seconds(p.deadline_left_s)}"
 
 
 # --- the terminal view -----------------------------------------------------------------
