@@ -68,11 +68,11 @@ class Fleet:
         with env(HUB_ENV):
             self.hub.start()
 
-    def cli(self, *args: str) -> str:
+    def cli(self, *args: str, exit_code: int = 0) -> str:
         result = CliRunner().invoke(
             cli, [*args, "--hub", self.hub.url, "--token", self.token], catch_exceptions=False
         )
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == exit_code, result.output
         return result.output
 
 

@@ -175,7 +175,7 @@ def render(r: Rollout) -> Group:
     if r.progress is not None:
         parts.append(_progress_view(r.progress, r.state))
     grid = Table(show_lines=False, header_style="bold", expand=False)
-    grid.add_column("wave", justify="right")
+    grid.add_column("wave")
     grid.add_column("status", no_wrap=True)
     grid.add_column("sites", overflow="fold", max_width=34)
     grid.add_column("verdict", overflow="fold", max_width=48)
