@@ -154,6 +154,8 @@ def test_good_canary_completes_three_waves(fleet: Fleet) -> None:
     assert "succeeded" in out
     assert "site-c: 2" in out
     assert all(f"\u2502 {i}" in out for i in (1, 2, 3))
+    fleet.cli("rollout", "rollback", r["id"])
+    fleet.cli("rollout", "status", r["id"], exit_code=5)  # 5: rolled back
 
 
 @pytest.mark.parametrize(
@@ -262,12 +264,16 @@ def test_too_little_traffic_pauses_until_promote(fleet: Fleet) -> None:
     assert r["state"] == "paused"
     assert r["reason"].startswith("inconclusive")
     assert "too little traffic" in r["reason"]
+    fleet.cli("rollout", "status", r["id"])  # paused: 0 without --watch
+    watched = fleet.cli("rollout", "status", r["id"], "--watch", exit_code=6)  # waits for a human
+    assert f"rollout {r['id']} quiet 1 -> 2: paused, wave 1/3" in watched
     out = fleet.cli("rollout", "promote", r["id"])
     assert "running" in out
     r = fleet.admin.get_rollout(r["id"])
     assert r["step"] == 2
     wait_for(lambda: reported(fleet, "site-b", "quiet").get("active_version") == 2)
     fleet.cli("rollout", "abort", r["id"])
+    fleet.cli("rollout", "status", r["id"], exit_code=4)  # 4: aborted
     wait_for(lambda: reported(fleet, "site-b", "quiet").get("active_version") == 1)
 
 
