@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelfleet.api import Rollout
-from modelfleet.api.rollouts import GateCheck, WaveProgress
+from modelfleet.api.rollouts import GateCheck, RolloutSite, WaveProgress
 from modelfleet.cli.common import (
     DEFAULT_HUB,
     HubOpt,
@@ -132,7 +132,7 @@ def _decision_text(decision: dict[str, Any]) -> str:
     return verdict
 
 
-def _site_text(site: Any) -> str:
+def _site_text(site: RolloutSite) -> str:
     cell = f"{site.site}: {site.active_version or '-'} {site.state or ''}".strip()
     if isinstance(site.error, dict):
         cell += f" ({site.error.get('code')})"
