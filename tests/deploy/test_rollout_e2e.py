@@ -1,50 +1,47 @@
 """A real hub and three real site agents on loopback, with real telemetry feeding the gates.
 
-One fleet serves every test of the module (each test deploys its own model): residency
-refused at the hub and at the agent, a good canary over three waves, bad versions (errors
-on real inputs, much slower) failing their first wave and rolling back, too little traffic
-pausing until `promote`, a SIGKILLed hub resuming mid-rollout, and `apply -f` twice.
+One fleet (``conftest.py``) serves every test of the package (each test deploys its own
+model): residency refused at the hub and at the agent, a good canary over three waves, bad
+versions (errors on real inputs, much slower) failing their first wave and rolling back, too
+little traffic pausing until `promote`, a SIGKILLed hub resuming mid-rollout, `apply -f`
+twice.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import onnx
 import pytest
 import yaml
 from onnx import TensorProto, helper
-from typer.testing import CliRunner
 
-from modelfleet.cli.main import app as cli
 from modelfleet.errors import PolicyViolation
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
-from modelfleet.sim.launcher import HubProcess, SiteProcess, wait_http
-from tests.conftest import trust_fleet_ca, write_tiny_onnx
-
-SITES = {
-    "site-a": {"region": "eu-west", "jurisdiction": "EU", "provider": "aws"},
-    "site-b": {"region": "us-east", "jurisdiction": "US", "provider": "gcp"},
-    "site-c": {"region": "ap-south", "jurisdiction": "IN", "provider": "azure"},
-}
-HUB_ENV = {"MODELFLEET_HUB_ROLLOUT_INTERVAL_S": "0.3"}
-SITE_ENV = {
-    "MODELFLEET_SITE_TELEMETRY_WINDOW_S": "1",
-    "MODELFLEET_SITE_TELEMETRY_SHIP_INTERVAL_S": "0.5",
-}
-CANARY = {"kind": "canary", "canary": "site-a", "then": [50, 100]}
+from modelfleet.sim.launcher import HubProcess
+from tests.conftest import trust_fleet_ca
+from tests.deploy.fleet import (
+    CANARY,
+    HUB_ENV,
+    SITES,
+    Fleet,
+    baseline,
+    deploy,
+    env,
+    reported,
+    settle,
+    traffic,
+    wait_for,
+    wait_served,
+)
 
 
 def write_failing_onnx(path: Path) -> Path:
@@ -94,170 +91,6 @@ def _save(graph: onnx.GraphProto, path: Path) -> Path:
     return path
 
 
-@contextmanager
-def env(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@dataclass
-class Fleet:
-    root: Path
-    hub: HubProcess
-    admin: HubClient
-    token: str
-    sites: dict[str, SiteProcess] = field(default_factory=dict)
-    counter: int = 0
-    #: An infer token for the traffic (sites' /v2 require one).
-    infer: str = ""
-
-    def model(self, writer: Callable[[Path], Path] | None = None, **kw: Any) -> Path:
-        self.counter += 1
-        path = self.root / f"m{self.counter}.onnx"
-        return writer(path) if writer else write_tiny_onnx(path, **kw)
-
-    def restart_hub(self) -> None:
-        with env(HUB_ENV):
-            self.hub.start()
-
-    def cli(self, *args: str) -> str:
-        result = CliRunner().invoke(
-            cli, [*args, "--hub", self.hub.url, "--token", self.token], catch_exceptions=False
-        )
-        assert result.exit_code == 0, result.output
-        return result.output
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    root = tmp_path_factory.mktemp("fleet")
-    init = init_hub(root / "hub")
-    with env(HUB_ENV):
-        hub = HubProcess(root / "hub").start()
-    trusted = pytest.MonkeyPatch()  # module scope: undone in the finally below
-    trust_fleet_ca(trusted, hub.ca_file)
-    admin = HubClient(hub.url, init.admin_token)
-    made = Fleet(root, hub, admin, init.admin_token)
-    made.infer = admin.create_token("traffic", "infer").token
-    policy = root / "site-a-policy.yaml"
-    policy.write_text("jurisdiction: EU\naccepted_training_regions: [EU, global]\n")
-    try:
-        for name, labels in SITES.items():
-            token = admin.add_site(name, labels)["enrollment_token"]
-            extra = {**SITE_ENV}
-            if name == "site-a":
-                extra["MODELFLEET_SITE_POLICY_FILE"] = str(policy)
-            made.sites[name] = SiteProcess(root / name, hub.url, token, extra_env=extra)
-            made.sites[name].start(wait_ready=False)  # the three start in parallel
-        for site in made.sites.values():
-            wait_http(f"{site.url}/v2/health/ready", 60, site.proc)
-        wait_for(lambda: all(s["online"] for s in admin.list_sites()), what="sites online")
-        yield made
-    finally:
-        for site in made.sites.values():
-            site.stop()
-        admin.close()
-        hub.stop()
-        trusted.undo()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "it") -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if predicate():
-                return time.monotonic() - started
-        except httpx.TransportError:
-            pass  # the site is restarting: ask again
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def reported(fleet: Fleet, site: str, model: str) -> dict[str, Any]:
-    view = fleet.admin.get_site(site)
-    return next((m for m in view["models"] if m["name"] == model), {})
-
-
-@contextmanager
-def traffic(
-    fleet: Fleet, model: str, sites: tuple[str, ...] | None = None
-) -> Iterator[dict[str, int]]:
-    """Real requests with non-zero inputs to every site (or to ``sites``), ~30/s each."""
-    stop = threading.Event()
-    sent = {"ok": 0, "failed": 0}
-    body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
-
-    def run(url: str) -> None:
-        auth = {"Authorization": f"Bearer {fleet.infer}"}
-        with httpx.Client(timeout=10, headers=auth) as http:
-            while not stop.is_set():
-                try:
-                    response = http.post(f"{url}/v2/models/{model}/infer", json=body)
-                    sent["ok" if response.status_code == 200 else "failed"] += 1
-                except httpx.TransportError:
-                    sent["failed"] += 1
-                stop.wait(0.03)
-
-    chosen = [s for name, s in fleet.sites.items() if sites is None or name in sites]
-    threads = [threading.Thread(target=run, args=(s.url,)) for s in chosen]
-    for t in threads:
-        t.start()
-    try:
-        yield sent
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-
-
-def deploy(fleet: Fleet, ref: str, **kw: Any) -> dict[str, Any]:
-    return fleet.admin.deploy({"ref": ref, "selector": kw.pop("selector", ""), **kw})
-
-
-def settle(fleet: Fleet, rollout_id: str, states: tuple[str, ...], timeout: float = 120) -> dict:
-    wait_for(
-        lambda: fleet.admin.get_rollout(rollout_id)["state"] in states, timeout, f"rollout {states}"
-    )
-    return fleet.admin.get_rollout(rollout_id)
-
-
-def baseline(fleet: Fleet, name: str, selector: str = "") -> None:
-    """Version 1 of ``name`` at every selected site, at once."""
-    fleet.admin.push(fleet.model(offset=1.0), name, training_regions=["global"])
-    result = deploy(fleet, f"{name}:1", selector=selector, strategy={"bake_s": 0})
-    settle(fleet, result["rollout"]["id"], ("succeeded",))
-    for site in result["plan"]["waves"][0]:
-        wait_for(lambda s=site: reported(fleet, s, name).get("active_version") == 1, what=site)
-
-
-def served(fleet: Fleet, site: str, name: str, version: int) -> int:
-    """Requests of ``name:version`` at ``site`` that the hub's telemetry has counted."""
-    for row in fleet.admin.get_telemetry_status()["sites"]:
-        if row["site"] == site:
-            for m in row.get("models", []):
-                if (m["model"], m["version"]) == (name, version):
-                    return int(m["requests_total"])
-    return 0
-
-
-def wait_served(fleet: Fleet, name: str, version: int, count: int, sites: tuple[str, ...]) -> None:
-    """Until the hub has counted ``count`` requests of ``name:version`` at each of ``sites``:
-    a relative gate needs the previous version's figures before the step starts."""
-    wait_for(
-        lambda: all(served(fleet, s, name, version) >= count for s in sites),
-        timeout=120,
-        what=f"{count} requests of {name}:{version} at {sites}",
-    )
-
-
 def test_residency_refused_at_hub_and_at_agent(fleet: Fleet) -> None:
     fleet.admin.push(fleet.model(offset=1.0), "eu-model", training_regions=["EU"])
     fleet.admin.apply_policies(
@@ -284,7 +117,7 @@ def test_residency_refused_at_hub_and_at_agent(fleet: Fleet) -> None:
     assert "site-b" in message
     assert "site-c" in message
     assert "site-a" not in message
-    assert fleet.admin.list_rollouts() == []
+    assert [r for r in fleet.admin.list_rollouts() if r.model == "eu-model"] == []
     # Defense in depth: the hub is made to send a US-trained model straight to site-a
     # (the low-level assignment bypasses deployments); the agent's own policy refuses it.
     fleet.admin.push(fleet.model(offset=2.0), "us-model", training_regions=["US"])
@@ -321,6 +154,8 @@ def test_good_canary_completes_three_waves(fleet: Fleet) -> None:
     assert "succeeded" in out
     assert "site-c: 2" in out
     assert all(f"\u2502 {i}" in out for i in (1, 2, 3))
+    fleet.cli("rollout", "rollback", r["id"])
+    fleet.cli("rollout", "status", r["id"], exit_code=5)  # 5: rolled back
 
 
 @pytest.mark.parametrize(
@@ -413,7 +248,7 @@ def test_relative_p99_gate_under_cpu_contention(fleet: Fleet) -> None:
     assert new["p99_ms"] > 3 * old["p99_ms"]
     assert f"{new['p99_ms']:.1f} ms" in bad["reason"]
     assert f"{old['p99_ms']:.1f} ms" in bad["reason"]
-    out = fleet.cli("rollout", "status", bad["id"])
+    out = fleet.cli("rollout", "status", bad["id"], exit_code=3)  # 3: failed
     assert "previous version requests" in out.replace("\n", " ")
 
 
@@ -430,12 +265,16 @@ def test_too_little_traffic_pauses_until_promote(fleet: Fleet) -> None:
     assert r["state"] == "paused"
     assert r["reason"].startswith("inconclusive")
     assert "too little traffic" in r["reason"]
+    fleet.cli("rollout", "status", r["id"])  # paused: 0 without --watch
+    watched = fleet.cli("rollout", "status", r["id"], "--watch", exit_code=6)  # waits for a human
+    assert f"rollout {r['id']} quiet 1 -> 2: paused, wave 1/3" in watched
     out = fleet.cli("rollout", "promote", r["id"])
     assert "running" in out
     r = fleet.admin.get_rollout(r["id"])
     assert r["step"] == 2
     wait_for(lambda: reported(fleet, "site-b", "quiet").get("active_version") == 2)
     fleet.cli("rollout", "abort", r["id"])
+    fleet.cli("rollout", "status", r["id"], exit_code=4)  # 4: aborted
     wait_for(lambda: reported(fleet, "site-b", "quiet").get("active_version") == 1)
 
 

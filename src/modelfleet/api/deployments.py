@@ -67,6 +67,9 @@ class Plan(Record):
     conflicts: list[str]
     waves: list[list[str]]
     errors: list[str]
+    #: What a re-deploy kept of the deployment because the request left it out:
+    #: ``"strategy"`` and/or ``"gates"`` (a strategy without ``kind`` amends the kept one).
+    kept: list[str] = []
     ok: bool
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import JsonValue
 
 from modelfleet.api._base import Free, Record
 
-__all__ = ["ControllerStatus", "Rollout", "RolloutSite", "RolloutWave"]
+__all__ = ["ControllerStatus", "GateCheck", "Rollout", "RolloutSite", "RolloutWave", "WaveProgress"]
 
 
 class RolloutSite(Record):
@@ -28,6 +29,48 @@ class RolloutWave(Record):
     decision: Free | None
 
 
+class GateCheck(Record):
+    """One gate of the current wave: the figure monitoring sees now next to its limit.
+
+    ``value`` and ``limit`` share ``unit`` (``fraction`` for the error rate, ``ms`` for
+    both p99 gates, ``statistic`` for drift, ``requests`` for ``min_requests``); ``value``
+    is None until measured. For ``max_p99_ratio`` the ``limit`` is the one the controller
+    applies, ``max(setting x baseline_ms, baseline_ms + p99_noise_ms)``, None while the
+    previous version's p99 at these sites (``baseline_ms``) is not known yet. ``state``:
+    ``ok``, ``breached`` (the wave fails on it) or ``waiting`` (too few requests to judge).
+    """
+
+    gate: Literal["min_requests", "max_error_rate", "max_p99_ms", "max_p99_ratio", "max_drift"]
+    unit: Literal["fraction", "ms", "statistic", "requests"]
+    value: float | None
+    limit: float | None
+    setting: float
+    baseline_ms: float | None
+    state: Literal["ok", "breached", "waiting"]
+
+
+class WaveProgress(Record):
+    """The current wave of a running or paused rollout, measured when the answer was made:
+    requests so far against the ``min_requests`` needed, the bake and deadline clocks, the
+    sites not yet running the new version, each gate, and the verdict the controller would
+    reach on these figures (``wait`` while too few requests)."""
+
+    wave: int
+    requests: int
+    errors: int
+    min_requests: int
+    baseline_requests: int | None
+    elapsed_s: float
+    bake_s: float
+    bake_left_s: float
+    deadline_left_s: float
+    pending_sites: list[str]
+    gates: list[GateCheck]
+    verdict: Literal["pass", "fail", "wait"]
+    message: str
+    measured_at: datetime
+
+
 class Rollout(Record):
     """A rollout with per-wave progress; ``step`` counts from 1."""
 
@@ -44,6 +87,7 @@ class Rollout(Record):
     bake_s: float
     progress_deadline_s: float
     gates: Free
+    progress: WaveProgress | None = None  # only while running or paused
     reason: str | None
     waves: list[RolloutWave]
     history: list[Free]

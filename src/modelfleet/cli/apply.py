@@ -30,7 +30,18 @@ def apply(
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Make the hub match the file; shows the diff; applying twice changes nothing."""
+    """Make the hub match the file; shows the diff; applying twice changes nothing.
+
+    A deployment whose sites do not run the file's version (its last rollout failed,
+    was aborted or rolled back) is a difference too: the dry run says which version runs,
+    and applying starts a new rollout to the file's version.
+
+    \b
+    Examples:
+      modelfleet apply -f fleet.yaml --dry-run
+      modelfleet apply -f fleet.yaml
+      modelfleet apply -f fleet.yaml --prune   # also remove what the file dropped
+    """
     doc = read_yaml(file)
     if not isinstance(doc, dict):
         raise InvalidInput(f"{file} must hold a mapping (sites, policies, deployments)")

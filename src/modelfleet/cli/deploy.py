@@ -53,8 +53,13 @@ def build_request(
     max_drift: float | None = None,
     params: str | None = None,
 ) -> dict[str, Any]:
-    """The API request for the flags given (the kind follows from the flags if omitted)."""
-    kind = strategy or (
+    """The API request for the flags given.
+
+    No strategy flag: no strategy in the request, so a re-deploy keeps the deployment's.
+    Only --bake/--deadline: a strategy without ``kind``, which amends the deployment's. A
+    flag that names the kind (or implies it: --canary, --then, --waves, --percent,
+    --start, --factor) replaces it. No gate flag: the gates are kept likewise."""
+    implied = (
         "canary"
         if canary or then
         else "waves"
@@ -63,11 +68,14 @@ def build_request(
         if percent
         else "exponential"
         if start or factor
-        else "all-at-once"
+        else None
     )
-    if kind not in STRATEGIES:
-        raise InvalidInput(f"unknown strategy {kind!r}; use one of {', '.join(STRATEGIES)}")
-    spec: dict[str, Any] = {"kind": kind}
+    kind = strategy or implied
+    if kind is not None and kind not in STRATEGIES:
+        raise InvalidInput(
+            f"--strategy {kind!r} is not a strategy; use one of {', '.join(STRATEGIES)}"
+        )
+    spec: dict[str, Any] = {"kind": kind} if kind else {}
     if canary:
         spec["canary"] = canary
     if then:
@@ -105,13 +113,11 @@ def build_request(
             parsed = json.loads(params)
         except ValueError as exc:
             raise InvalidInput(f"--params is not JSON: {exc}") from exc
-    request: dict[str, Any] = {
-        "ref": ref,
-        "selector": to,
-        "strategy": spec,
-        "gates": gates,
-        "params": parsed,
-    }
+    request: dict[str, Any] = {"ref": ref, "selector": to, "params": parsed}
+    if spec:
+        request["strategy"] = spec
+    if gates:
+        request["gates"] = gates
     if name:
         request["name"] = name
     return request
@@ -197,7 +203,23 @@ def deploy(
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Deploy a model version to the sites a selector picks, progressively and lawfully."""
+    """Deploy a model version to the sites a selector picks, progressively and lawfully.
+
+    A re-deploy without strategy flags keeps the deployment's strategy (it says "strategy
+    kept: ..."); --bake or --deadline alone change only those of the kept strategy;
+    --strategy, --canary, --then, --waves, --percent, --start or --factor replace it.
+    Without gate flags the gates are kept too; any gate flag replaces them.
+
+    --plan changes nothing: it shows the targets, exclusions, waves and refusals, and
+    exits 1 when the deployment would be refused (0 when it would be accepted).
+
+    \b
+    Examples:
+      modelfleet deploy fraud@production --to region=eu-west --plan
+      modelfleet deploy fraud@production --to 'provider!=aws' --canary site-a \\
+          --then 50,100 --bake 120 --max-error-rate 0.01 --min-requests 200
+      modelfleet deploy fraud:4 --to 'provider!=aws'   # new version, strategy kept
+    """
     request = build_request(
         ref,
         to,
@@ -225,6 +247,7 @@ def deploy(
                 print_json(planned)
             else:
                 print_plan(planned)
+                _print_kept(planned)
             if not planned.ok:
                 raise typer.Exit(1)
             return
@@ -237,6 +260,7 @@ def deploy(
         f"deployment {d.name}: {d.model}:{d.target_version} to {d.selector}",
         highlight=False,
     )
+    _print_kept(result.plan)
     if rollout:
         console.print(
             f"rollout {rollout.id} started: {rollout.steps} wave(s), {rollout.strategy}"
@@ -245,6 +269,36 @@ def deploy(
         )
     else:
         console.print("no version change: sites synced, no rollout needed")
+
+
+def _gates_text(gates: dict[str, Any]) -> str:
+    """The gates that are set, e.g. ``max_error_rate 0.01, min_requests 200``."""
+    defaults = {"p99_noise_ms": 10.0, "min_requests": 0}
+    shown = [
+        f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in gates.items()
+        if v is not None and defaults.get(k) != v
+    ]
+    return ", ".join(shown) or "none"
+
+
+def _print_kept(plan: Plan) -> None:
+    """Say what a re-deploy kept of the deployment, and how to change it."""
+    if "strategy" in plan.kept:
+        console.print(
+            f"strategy kept: {plan.strategy_text} (bake {plan.strategy.get('bake_s', 60):g}s); "
+            "change it with --strategy (or --canary, --waves, --percent, --start)",
+            highlight=False,
+            markup=False,
+        )
+    else:
+        console.print(f"strategy: {plan.strategy_text}", highlight=False, markup=False)
+    if "gates" in plan.kept:
+        console.print(
+            f"gates kept: {_gates_text(plan.gates)}; any gate flag replaces them",
+            highlight=False,
+            markup=False,
+        )
 
 
 def deployments(

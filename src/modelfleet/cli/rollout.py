@@ -1,8 +1,18 @@
-"""``modelfleet rollout ls|status|pause|resume|promote|abort|rollback``."""
+"""``modelfleet rollout ls|status|pause|resume|promote|abort|rollback``.
+
+``status`` shows the rollout wave by wave and, while a wave bakes, its progress from the
+hub's record (:class:`~modelfleet.api.rollouts.WaveProgress`): requests so far against
+those needed, the bake time left and every gate's figure next to its limit. ``--watch``
+follows it to the end: on a terminal as a live view sized for 100 columns, otherwise (a
+script, CI, a log file) as plain lines — one per change, none when nothing changed, no
+ANSI codes — and its exit code tells a script how the rollout ended.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelfleet.api import Rollout
+from modelfleet.api.rollouts import GateCheck, RolloutSite, WaveProgress
 from modelfleet.cli.common import (
     DEFAULT_HUB,
     HubOpt,
@@ -24,56 +35,249 @@ from modelfleet.cli.common import (
     table,
     when,
 )
+from modelfleet.hub_client import HubClient
 
-app = typer.Typer(help="Follow and steer progressive rollouts.", no_args_is_help=True)
-
+#: How ``rollout status`` ends, by the rollout's state; a state not listed exits 0. Kept
+#: clear of 1 (the hub refused or could not be reached) and 2 (a usage error).
+EXIT_CODES = {"failed": 3, "aborted": 4, "rolled_back": 5}
+#: ``--watch`` also stops at a pause (it waits for a human) and says so with this code.
+EXIT_PAUSED = 6
 TERMINAL = ("succeeded", "failed", "aborted", "rolled_back")
+EXIT_HELP = (
+    "Exit codes: 0 succeeded (without --watch also: running or paused), 1 the hub refused "
+    "or could not be reached, 2 usage error, 3 failed (a gate or a site's activation "
+    "failed; moved sites went back), 4 aborted, 5 rolled back, 6 (--watch only) paused: "
+    "a human decides (`rollout resume|promote|abort ID`)."
+)
+
+app = typer.Typer(
+    help="Follow and steer progressive rollouts.\n\n"
+    "\b\nExamples:\n"
+    "  modelfleet rollout ls --state running\n"
+    "  modelfleet rollout status r-1a2b3c4d --watch\n"
+    "  modelfleet rollout promote r-1a2b3c4d",
+    no_args_is_help=True,
+)
+
 IdArg = Annotated[str, typer.Argument(help="Rollout id (see `rollout ls`).", show_default=False)]
+_COLOUR = {"succeeded": "green", "failed": "red", "paused": "yellow", "aborted": "red"}
+_GATE_NAMES = {
+    "min_requests": "requests",
+    "max_error_rate": "error rate",
+    "max_p99_ms": "p99",
+    "max_p99_ratio": "p99 vs previous",
+    "max_drift": "drift",
+}
+
+
+# --- figures as text -------------------------------------------------------------------
+
+
+def _seconds(value: float) -> str:
+    """A duration an operator reads at a glance: 45s, 3m05s, 1h02m."""
+    total = int(value + 0.5)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    return f"{total // 3600}h{total % 3600 // 60:02d}m"
+
+
+def _number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "fraction":
+        return f"{value:.2%}"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "requests":
+        return f"{int(value)}"
+    return f"{value:.3f}"
+
+
+def _limit(check: GateCheck) -> str:
+    if check.gate == "min_requests":
+        return f">= {int(check.limit)}" if check.limit is not None else "-"
+    if check.gate == "max_p99_ratio":
+        previous = _number(check.baseline_ms, "ms")
+        if check.limit is None:
+            return f"{check.setting:g}x previous ({previous}: not known yet)"
+        return f"<= {_number(check.limit, 'ms')} ({check.setting:g}x previous {previous})"
+    return f"<= {_number(check.limit, check.unit)}"
+
+
+def _gate_text(check: GateCheck) -> str:
+    """``p99 3.1 ms <= 50.0 ms ok``: one gate, for the plain lines."""
+    name = _GATE_NAMES.get(check.gate, check.gate)
+    if check.gate == "min_requests":
+        return f"requests {int(check.value or 0)}/{int(check.limit)}" if check.limit else ""
+    return f"{name} {_number(check.value, check.unit)} {_limit(check)} {check.state}"
+
+
+def _figures_text(figures: dict[str, JsonValue]) -> str:
+    p99 = figures.get("p99_ms")
+    text = f"requests {figures.get('requests')}, errors {figures.get('errors')}"
+    return text + (f", p99 {p99:.1f} ms" if isinstance(p99, int | float) else "")
+
+
+def _decision_text(decision: dict[str, Any]) -> str:
+    verdict = f"{decision.get('outcome')}: {decision.get('message') or ''}".strip().rstrip(":")
+    figures = decision.get("figures")
+    if isinstance(figures, dict) and figures:
+        verdict += f" ({_figures_text(figures)}"
+        baseline = decision.get("baseline")
+        if isinstance(baseline, dict) and baseline:
+            verdict += f"; previous version {_figures_text(baseline)}"
+        verdict += ")"
+    return verdict
+
+
+def _site_text(site: RolloutSite) -> str:
+    cell = f"{site.site}: {site.active_version or '-'} {site.state or ''}".strip()
+    if isinstance(site.error, dict):
+        cell += f" ({site.error.get('code')})"
+    elif site.error:
+        cell += f" ({site.error})"
+    return cell
+
+
+def _clocks(p: WaveProgress, state: str) -> str:
+    if state == "paused":
+        return "paused: bake and deadline restart on resume"
+    if not p.bake_s:
+        bake = "no bake time"
+    elif p.bake_left_s > 0:
+        bake = f"bake {_seconds(p.bake_left_s)} left of {_seconds(p.bake_s)}"
+    else:
+        bake = f"baked {_seconds(p.bake_s)}"
+    return f"{bake}, deadline in {_seconds(p.deadline_left_s)}"
+
+
+# --- the terminal view -----------------------------------------------------------------
 
 
 def render(r: Rollout) -> Group:
-    """The per-wave progress view (also what ``--watch`` redraws)."""
-    colour = {"succeeded": "green", "failed": "red", "paused": "yellow"}.get(r.state, "cyan")
-    head = Text.from_markup(
-        f"[bold]rollout {r.id}[/bold]  {r.deployment}: {r.model} "
-        f"{r.from_version or '-'} -> {r.to_version}  [{colour}]{r.state}[/{colour}]  "
-        f"wave {r.step}/{r.steps}  ({r.strategy}, bake {r.bake_s:g}s, "
-        f"deadline {r.progress_deadline_s:g}s)"
+    """The rollout as a terminal view that fits 100 columns (also what ``--watch`` redraws):
+    a head line, the current wave's progress gate by gate, then every wave and its verdict."""
+    colour = _COLOUR.get(r.state, "cyan")
+    head = Text.assemble(
+        (f"rollout {r.id}", "bold"),
+        f"  {r.deployment}: {r.model} {r.from_version or '-'} -> {r.to_version}  ",
+        (r.state, colour),
+        f"  wave {r.step}/{r.steps}",
     )
-    grid = Table(show_lines=False, header_style="bold")
-    for column in ("wave", "status", "sites", "verdict"):
-        grid.add_column(column, overflow="fold")
+    parts: list[Any] = [
+        head,
+        Text(
+            f"{r.strategy}; bake {_seconds(r.bake_s)}, deadline {_seconds(r.progress_deadline_s)}"
+        ),
+    ]
+    if r.progress is not None:
+        parts.append(_progress_view(r.progress, r.state))
+    grid = Table(show_lines=False, header_style="bold", expand=False)
+    grid.add_column("wave")
+    grid.add_column("status", no_wrap=True)
+    grid.add_column("sites", overflow="fold", max_width=34)
+    grid.add_column("verdict", overflow="fold", max_width=48)
     for wave in r.waves:
-        sites = []
-        for s in wave.sites:
-            cell = f"{s.site}: {s.active_version or '-'} {s.state or ''}".strip()
-            if isinstance(s.error, dict):
-                cell += f" [{s.error.get('code')}]"
-            elif s.error:
-                cell += f" [{s.error}]"
-            sites.append(cell)
-        decision = wave.decision or {}
-        verdict = ""
-        if decision:
-            verdict = f"{decision.get('outcome')}: {decision.get('message') or ''}".strip()
-            figures = decision.get("figures")
-            if isinstance(figures, dict) and figures:
-                verdict += f" ({_figures_text(figures)}"
-                baseline = decision.get("baseline")
-                if isinstance(baseline, dict) and baseline:
-                    verdict += f"; previous version {_figures_text(baseline)}"
-                verdict += ")"
-        grid.add_row(str(wave.index), wave.status, "\n".join(sites), verdict or "-")
-    parts: list[Any] = [head, grid]
+        verdict = _decision_text(wave.decision) if wave.decision else "-"
+        grid.add_row(
+            str(wave.index),
+            wave.status,
+            "\n".join(_site_text(s) for s in wave.sites),
+            Text(verdict),
+        )
+    parts.append(grid)
     if r.reason:
         parts.append(Text(f"reason: {r.reason}"))
     return Group(*parts)
 
 
-def _figures_text(figures: dict[str, JsonValue]) -> str:
-    p99 = figures.get("p99_ms")
-    text = f"requests {figures['requests']}, errors {figures['errors']}"
-    return text + (f", p99 {p99:.1f} ms" if p99 is not None else "")
+def _progress_view(p: WaveProgress, state: str) -> Group:
+    needed = max(p.min_requests, 1)
+    done = min(p.requests / needed, 1.0)
+    bar = "#" * int(done * 20) + "." * (20 - int(done * 20))
+    line = Text.assemble(
+        (f"wave {p.wave}: ", "bold"),
+        f"requests {p.requests}/{p.min_requests} [{bar}]  {_clocks(p, state)}",
+    )
+    gates = Table(show_lines=False, header_style="bold", box=None, padding=(0, 2, 0, 0))
+    for column in ("gate", "now", "limit", "state"):
+        gates.add_column(column, overflow="fold")
+    style = {"ok": "green", "breached": "red", "waiting": "yellow"}
+    for check in p.gates:
+        if check.gate == "min_requests" and not check.limit:
+            continue
+        gates.add_row(
+            _GATE_NAMES.get(check.gate, check.gate),
+            _number(check.value, check.unit),
+            _limit(check),
+            Text(check.state, style.get(check.state, "")),
+        )
+    parts: list[Any] = [line, gates]
+    if p.pending_sites:
+        parts.append(Text(f"waiting for {', '.join(p.pending_sites)} to run the new version"))
+    if p.verdict == "wait" and p.message:
+        parts.append(Text(f"not judged yet: {p.message}"))
+    return Group(*parts)
+
+
+# --- the plain lines -------------------------------------------------------------------
+
+
+def progress_line(r: Rollout) -> str:
+    """The rollout now as one plain line, for logs: no colours, no countdowns."""
+    head = f"rollout {r.id} {r.model} {r.from_version or '-'} -> {r.to_version}: {r.state}"
+    head += f", wave {r.step}/{r.steps}"
+    p = r.progress
+    if p is None:
+        return head + (f": {r.reason}" if r.reason else "")
+    texts = [t for t in (_gate_text(c) for c in p.gates) if t]
+    line = f"{head}: " + ", ".join(texts) if texts else head
+    if p.pending_sites:
+        line += f"; waiting for {', '.join(p.pending_sites)}"
+    return line
+
+
+def _clock_text(r: Rollout) -> str:
+    p = r.progress
+    return f"; {_clocks(p, r.state)}" if p is not None else ""
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S")
+
+
+def _watch_plain(hc: HubClient, r: Rollout, interval: float) -> Rollout:
+    """One line whenever something changed (figures, sites, wave, state), with the time
+    and the clocks; the verdict of each wave as it is reached."""
+    last = ""
+    seen = 0
+    while True:
+        for entry in r.history[seen:]:
+            what = f"wave {int(entry.get('step', 0)) + 1} {_decision_text(entry)}"
+            print(f"{_stamp()} rollout {r.id} {what}", flush=True)
+        seen = len(r.history)
+        line = progress_line(r)
+        if line != last:
+            print(f"{_stamp()} {line}{_clock_text(r)}", flush=True)
+            last = line
+        if r.state in TERMINAL or r.state == "paused":
+            return r
+        time.sleep(interval)
+        r = hc.get_rollout(r.id)
+
+
+def _watch_live(hc: HubClient, r: Rollout, interval: float) -> Rollout:
+    with Live(render(r), console=console, refresh_per_second=4) as live:
+        while r.state not in TERMINAL and r.state != "paused":
+            time.sleep(interval)
+            r = hc.get_rollout(r.id)
+            live.update(render(r))
+    return r
+
+
+# --- commands --------------------------------------------------------------------------
 
 
 @app.command("ls")
@@ -83,7 +287,12 @@ def ls(
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List rollouts, newest first."""
+    """List rollouts, newest first.
+
+    \b
+    Example:
+      modelfleet rollout ls --state running
+    """
     with client(hub, token) as hc:
         rows = hc.list_rollouts(state)
     if json_out:
@@ -108,29 +317,67 @@ def ls(
     )
 
 
-@app.command()
+@app.command(epilog=EXIT_HELP)
 def status(
     rollout_id: IdArg,
-    watch: Annotated[bool, typer.Option("--watch", help="Redraw until it ends.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between redraws.")] = 1.0,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Follow it until it ends or pauses: a live view on a terminal, plain "
+            "lines (one per change) otherwise.",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, max=60.0, help="Seconds between polls (0.1-60).")
+    ] = 1.0,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """One rollout, wave by wave: sites, their versions, each wave's verdict and figures."""
+    """One rollout, wave by wave: sites, their versions, each wave's verdict, and while a
+    wave bakes its requests so far vs needed, bake time left and each gate vs its limit.
+
+    \b
+    Examples:
+      modelfleet rollout status r-1a2b3c4d
+      modelfleet rollout status r-1a2b3c4d --watch && echo rolled out
+    """
     with client(hub, token) as hc:
         r = hc.get_rollout(rollout_id)
-        if json_out:
+        if json_out and not watch:
             print_json(r)
-            return
-        if not watch:
+        elif not watch:
             console.print(render(r))
-            return
-        with Live(render(r), console=console, refresh_per_second=4) as live:
-            while r.state not in TERMINAL:
+        elif json_out:
+            while r.state not in TERMINAL and r.state != "paused":
                 time.sleep(interval)
                 r = hc.get_rollout(rollout_id)
-                live.update(render(r))
+            print_json(r)
+        elif console.is_terminal:
+            r = _watch_live(hc, r, interval)
+        else:
+            r = _watch_plain(hc, r, interval)
+    if watch and r.state == "paused":
+        if not json_out:
+            sys.stderr.write(
+                f"rollout {r.id} paused: {r.reason or 'by an operator'}; "
+                f"continue with `modelfleet rollout resume|promote {r.id}` "
+                f"or stop with `modelfleet rollout abort {r.id}`\n"
+            )
+        raise typer.Exit(EXIT_PAUSED)
+    code = EXIT_CODES.get(r.state, 0)
+    if code:
+        raise typer.Exit(code)
+
+
+_ACTION_EXAMPLES = {
+    "pause": "modelfleet rollout pause r-1a2b3c4d",
+    "resume": "modelfleet rollout resume r-1a2b3c4d",
+    "promote": "modelfleet rollout promote r-1a2b3c4d",
+    "abort": "modelfleet rollout abort r-1a2b3c4d",
+    "rollback": "modelfleet rollout rollback r-1a2b3c4d",
+}
 
 
 def _action(name: str, doc: str) -> None:
@@ -139,7 +386,7 @@ def _action(name: str, doc: str) -> None:
             r = hc.rollout_action(rollout_id, name)
         console.print(render(r))
 
-    command.__doc__ = doc
+    command.__doc__ = f"{doc}\n\n\b\nExample:\n  {_ACTION_EXAMPLES[name]}"
     app.command(name)(command)
 
 
@@ -148,3 +395,5 @@ _action("resume", "Continue a paused rollout; the current wave's bake and deadli
 _action("promote", "Accept the current wave without its gates and move on (ends a pause).")
 _action("abort", "Stop and move every moved site back to its previous version.")
 _action("rollback", "Undo: moved sites back; after success, the previous version everywhere.")
+
+__all__ = ["EXIT_CODES", "EXIT_PAUSED", "app", "progress_line", "render"]

@@ -62,8 +62,17 @@ class DeployRequest(BaseModel):
     ref: str = Field(description="NAME@ALIAS or NAME:V (resolved now, at deploy time).")
     selector: str = Field(default="", description="Site selector; empty selects every site.")
     name: str | None = Field(default=None, description="Deployment name (default: the model).")
-    strategy: dict[str, Any] = Field(default_factory=dict)
-    gates: dict[str, Any] = Field(default_factory=dict)
+    strategy: dict[str, Any] | None = Field(
+        default=None,
+        description="Omitted: a re-deploy keeps the deployment's strategy (a new one is "
+        "all-at-once). With `kind`: replaces it. Without `kind`: changes only the keys "
+        "given (e.g. bake_s) of the deployment's strategy.",
+    )
+    gates: dict[str, Any] | None = Field(
+        default=None,
+        description="Omitted: a re-deploy keeps the deployment's gates (a new one has none). "
+        "Given (even {}): replaces them.",
+    )
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="Serving parameters: max_batch_size (1-65536), max_batch_time_ms "
@@ -112,6 +121,33 @@ def desired_for_site(
         if o.site == site.name:
             result[o.model] = Desired(o.version, f"{o.model}:{o.version}", {}, "override")
     return result, conflicts
+
+
+def _kept_settings(
+    request: DeployRequest, existing: DeploymentRecord | None
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The strategy and gates a deploy request means, and which of them it keeps.
+
+    A re-deploy that names no strategy (or no gates) keeps the deployment's: redeploying a
+    new version of a canary deployment must not quietly make it all-at-once. A strategy
+    without ``kind`` amends the deployment's (``{"bake_s": 5}`` keeps the canary); one with
+    ``kind`` replaces it."""
+    kept: list[str] = []
+    strategy = request.strategy
+    if existing is None:
+        strategy = strategy or {}
+    elif strategy is None:
+        strategy = existing.strategy
+        kept.append("strategy")
+    elif "kind" not in strategy:
+        strategy = {**existing.strategy, **strategy}
+        kept.append("strategy")
+    gates = request.gates
+    if gates is None:
+        gates = existing.gates if existing is not None else {}
+        if existing is not None:
+            kept.append("gates")
+    return strategy, gates, kept
 
 
 def _deployment_version(
@@ -179,9 +215,10 @@ class Deployments:
     def plan(self, request: DeployRequest) -> Plan:
         version = self.registry.resolve(parse_ref(request.ref))
         name = check_name(request.name or version.model, "deployment name")
-        strategy = parse_strategy(request.strategy)
-        gates = parse_gates(request.gates)
         existing = self.repo.get_deployment(name)
+        strategy_raw, gates_raw, kept = _kept_settings(request, existing)
+        strategy = parse_strategy(strategy_raw)
+        gates = parse_gates(gates_raw)
         sites = self.sites.list()  # the plan names decommissioned sites as excluded
         current: dict[str, int | None] = {}
         for site in sites:
@@ -195,7 +232,7 @@ class Deployments:
             overrides=self.repo.list_overrides(),
             rules=self.rules(),
         )
-        return make_plan(
+        plan = make_plan(
             name=name,
             ref=request.ref,
             version=version,
@@ -205,6 +242,16 @@ class Deployments:
             existing=existing,
             inputs=inputs,
         )
+        plan.kept = kept
+        busy = self.active_rollouts().get(name)
+        if busy is not None and plan.rollout_needed:
+            # The store refuses it too (in the same transaction as the write); saying so in
+            # the plan makes `deploy --plan` answer what `deploy` would.
+            plan.conflicts.append(
+                f"deployment {name!r} has rollout {busy.id} {busy.state}; promote, abort or "
+                f"roll it back first (`modelfleet rollout status {busy.id}`)"
+            )
+        return plan
 
     def deploy(
         self, request: DeployRequest, actor: str

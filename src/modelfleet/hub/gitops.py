@@ -26,6 +26,7 @@ from modelfleet.hub.rollout.gates import parse_gates
 from modelfleet.hub.rollout.strategies import parse_strategy
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites, parse_labels
+from modelfleet.hub.store.records import ACTIVE_STATES
 from modelfleet.refs import parse_ref
 
 
@@ -280,12 +281,14 @@ class _DeploymentKind:
 
     def upserts(self, doc: FleetDoc) -> Iterator[Planned]:
         for decl in doc.deployments:
+            # The file is the whole truth: its strategy and gates are given in full (a
+            # request without them would keep the deployment's, see DeployRequest).
             request = DeployRequest(
                 ref=decl.model,
                 selector=decl.to,
                 name=decl.name,
-                strategy=decl.strategy,
-                gates=decl.gates,
+                strategy=parse_strategy(decl.strategy).model_dump(),
+                gates=parse_gates(decl.gates).model_dump(),
                 params=decl.params,
             )
             plan = self.deployments.plan(request)
@@ -305,9 +308,12 @@ class _DeploymentKind:
                 plan.gates.model_dump(),
                 decl.params,
             )
-            if same:
-                continue
             detail = f"{plan.model}:{plan.version} to {plan.selector or '(all sites)'}"
+            if same and old is not None:
+                behind = self._behind(old.name, old.stable_version, plan.version)
+                if not behind:
+                    continue
+                detail += behind
             change = Change(
                 "deployment", plan.deployment, "create" if old is None else "update", detail
             )
@@ -317,6 +323,19 @@ class _DeploymentKind:
                     [v.detail for v in plan.violations] + plan.conflicts + plan.errors
                 )
             yield Planned(change, partial(self._deploy, change, request), refusal)
+
+    def _behind(self, name: str, running: int | None, declared: int) -> str:
+        """Why a deployment the file matches still differs: its sites do not run the
+        declared version because its last rollout failed, was aborted or rolled back
+        (empty while a rollout is moving to it, or once it runs)."""
+        if running == declared:
+            return ""
+        latest = self.deployments.rollouts(deployment=name)
+        if latest and latest[0].state in ACTIVE_STATES:
+            return ""
+        version = f"version {running}" if running is not None else "no version"
+        why = f" after rollout {latest[0].id} {latest[0].state}" if latest else ""
+        return f" — sites run {version}{why}; applying starts a new rollout"
 
     def _deploy(self, change: Change, request: DeployRequest) -> None:
         _, rollout, _ = self.deployments.deploy(request, self.actor)

@@ -20,7 +20,7 @@ from modelfleet.hub.policy import (
 )
 from modelfleet.hub.rollout.gates import Gates
 from modelfleet.hub.rollout.strategies import Strategy, build_waves, describe_strategy
-from modelfleet.hub.selectors import Selector, parse_selector
+from modelfleet.hub.selectors import Selector, no_site_selected, parse_selector
 from modelfleet.hub.store.records import (
     DeploymentRecord,
     OverrideRecord,
@@ -62,6 +62,7 @@ class Plan:
     conflicts: list[str] = field(default_factory=list)
     waves: list[list[str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # "strategy", "gates": the deployment's
 
     @property
     def rollout_needed(self) -> bool:
@@ -90,6 +91,7 @@ class Plan:
             "conflicts": self.conflicts,
             "waves": self.waves,
             "errors": self.errors,
+            "kept": self.kept,
             "ok": self.ok,
         }
 
@@ -172,8 +174,9 @@ def make_plan(
             plan.excluded.append(Exclusion(site.name, "conflict", text))
             continue
         selected.append(site)
-    plan.violations = check_residency(inputs.rules, version.training_regions, selected)
-    plan.violations += check_spread(inputs.rules, version.model, selected)
+    if selected:  # with no site at all, "selects no site" is the one thing to say
+        plan.violations = check_residency(inputs.rules, version.training_regions, selected)
+        plan.violations += check_spread(inputs.rules, version.model, selected)
     refused = {v.site for v in plan.violations if v.site}
     movable = []
     for site in selected:
@@ -201,7 +204,7 @@ def make_plan(
                 )
             )
     if not selected and not plan.errors:
-        plan.errors.append(f"selector {plan.selector or '(all sites)'!r} selects no site")
+        plan.errors.append(no_site_selected(selector, inputs.sites))
     elif plan.rollout_needed and not plan.violations and not plan.conflicts:
         try:
             plan.waves = build_waves(strategy, movable)

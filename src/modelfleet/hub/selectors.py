@@ -9,9 +9,14 @@ empty selector matches every site.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from modelfleet.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from modelfleet.hub.store.records import SiteRecord
 
 _KEY = r"[A-Za-z0-9][A-Za-z0-9._/-]*"
 _VALUE = r"[A-Za-z0-9._-]*"
@@ -120,3 +125,28 @@ def parse_selector(text: str) -> Selector:
         else:
             terms.append(Term(match["ekey"], "exists"))
     return Selector(tuple(terms))
+
+
+def no_site_selected(selector: Selector, sites: Sequence[SiteRecord]) -> str:
+    """Why a selector leaves a deployment without sites, with the labels that do exist: a
+    typo in a label (``regoin=eu-west``) or a value (``region=eu-wset``) shows at once."""
+    text = str(selector)
+    if not sites:
+        return f"selector {text!r} selects no site: the hub has no site yet (`site add`)"
+    matching = [s for s in sites if selector.matches(s.labels)]
+    if matching:
+        return (
+            f"selector {text!r} selects no site in service: every site it matches is "
+            "excluded (see the plan's excluded sites)"
+        )
+    values: dict[str, set[str]] = {}
+    for site in sites:
+        for key, value in site.labels.items():
+            values.setdefault(key, set()).add(value)
+    labels = "; ".join(f"{k}={_few(sorted(v))}" for k, v in sorted(values.items()))
+    return f"selector {text!r} selects no site; labels in use: {labels or '(none)'}"
+
+
+def _few(values: list[str], most: int = 6) -> str:
+    shown = "|".join(values[:most])
+    return shown + (f"|... ({len(values) - most} more)" if len(values) > most else "")

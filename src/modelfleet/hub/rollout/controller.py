@@ -34,9 +34,17 @@ from typing import Any, Literal
 from modelfleet.errors import Conflict, InvalidInput, NotFound
 from modelfleet.hub.deployments import Deployments
 from modelfleet.hub.registry import Registry
-from modelfleet.hub.rollout.gates import Figures, GateSource, Verdict, evaluate, parse_gates
+from modelfleet.hub.rollout.gates import (
+    Figures,
+    Gates,
+    GateSource,
+    Verdict,
+    evaluate,
+    parse_gates,
+)
+from modelfleet.hub.rollout.progress import wave_progress
 from modelfleet.hub.rollout.sources import TelemetryGateSource
-from modelfleet.hub.rollout.strategies import describe_strategy, parse_strategy
+from modelfleet.hub.rollout.strategies import Strategy, describe_strategy, parse_strategy
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Leadership, Store
 from modelfleet.hub.store.records import ACTIVE_STATES, RolloutChange, RolloutRecord
@@ -70,6 +78,18 @@ class Decision:
             "baseline_p99_ms": self.verdict.baseline_p99_ms if self.verdict else None,
             "at": at.isoformat(),
         }
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the controller reads to judge a step: also what ``rollout status`` shows."""
+
+    strategy: Strategy
+    gates: Gates
+    reported: dict[str, dict[str, Any]]  # site -> what it reports of the rollout's model
+    elapsed_s: float
+    pending: list[str]  # the step's sites not yet running the new version
+    verdict: Verdict
 
 
 #: Reasons an agent retries on its own (the hub itself was away, e.g. restarting): they mean
@@ -141,26 +161,12 @@ class RolloutController:
 
     # --- one evaluation ------------------------------------------------------------------
 
-    def decide(self, r: RolloutRecord, now: datetime) -> Decision | None:
-        """The verdict on the current step, or None while it keeps baking."""
+    def measure(self, r: RolloutRecord, now: datetime) -> Measurement:
+        """The current step's figures and the gates' verdict on them, as of ``now``."""
         strategy = parse_strategy(r.plan.get("strategy"))
         gates = parse_gates(r.plan.get("gates"))
         wave = r.waves[r.step]
         reported = self._reported(r.model)
-        for site in r.moved_sites():
-            state = reported.get(site, {})
-            error = state.get("error") or {}
-            if (
-                state.get("desired_version") == r.to_version
-                and error
-                and error.get("code") not in TRANSIENT_ERRORS
-            ):
-                return Decision(
-                    "fail",
-                    "activation",
-                    f"site {site} could not activate {r.model}:{r.to_version}: "
-                    f"{error.get('code')}: {error.get('message')}",
-                )
         elapsed = (now - r.step_started_at).total_seconds()
         pending = [s for s in wave if reported.get(s, {}).get("active_version") != r.to_version]
         figures = self.source.figures(
@@ -178,6 +184,26 @@ class RolloutController:
                 lookback_s=self.baseline_window_s,
             )
         verdict = evaluate(gates, figures, baseline)
+        return Measurement(strategy, gates, reported, elapsed, pending, verdict)
+
+    def decide(self, r: RolloutRecord, now: datetime) -> Decision | None:
+        """The verdict on the current step, or None while it keeps baking."""
+        m = self.measure(r, now)
+        strategy, verdict, pending, elapsed = m.strategy, m.verdict, m.pending, m.elapsed_s
+        for site in r.moved_sites():
+            state = m.reported.get(site, {})
+            error = state.get("error") or {}
+            if (
+                state.get("desired_version") == r.to_version
+                and error
+                and error.get("code") not in TRANSIENT_ERRORS
+            ):
+                return Decision(
+                    "fail",
+                    "activation",
+                    f"site {site} could not activate {r.model}:{r.to_version}: "
+                    f"{error.get('code')}: {error.get('message')}",
+                )
         if verdict.outcome == "fail":
             return Decision("fail", verdict.gate, verdict.message, verdict)
         if not pending and verdict.outcome == "pass" and elapsed >= strategy.bake_s:
@@ -353,6 +379,7 @@ class RolloutController:
             "bake_s": strategy.bake_s,
             "progress_deadline_s": strategy.progress_deadline_s,
             "gates": r.plan.get("gates", {}),
+            "progress": self._progress(r),
             "reason": r.reason,
             "waves": waves,
             "history": r.history,
@@ -360,6 +387,23 @@ class RolloutController:
             "created_at": r.created_at,
             "updated_at": r.updated_at,
         }
+
+    def _progress(self, r: RolloutRecord) -> dict[str, Any] | None:
+        """The current wave gate by gate, for a rollout still running or paused."""
+        if r.state not in ACTIVE_STATES:
+            return None
+        now = self.deployments.now()
+        m = self.measure(r, now)
+        return wave_progress(
+            wave=r.step + 1,
+            gates=m.gates,
+            verdict=m.verdict,
+            elapsed_s=m.elapsed_s,
+            bake_s=m.strategy.bake_s,
+            deadline_s=m.strategy.progress_deadline_s,
+            pending=m.pending,
+            now=now,
+        ).as_dict()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -153,7 +153,7 @@ def evaluate(gates: Gates, figures: Figures, baseline: Figures | None) -> Verdic
     def verdict(outcome: Literal["pass", "fail", "wait"], gate: str | None, msg: str) -> Verdict:
         return Verdict(outcome, gate, msg, figures, baseline)
 
-    needed = max(gates.min_requests, 1 if _needs_traffic(gates) else 0)
+    needed = needed_requests(gates)
     if figures.requests < needed:
         return verdict(
             "wait", "min_requests", f"{figures.requests} request(s) so far, {needed} needed"
@@ -205,9 +205,11 @@ def _passed(gates: Gates, figures: Figures, baseline: Figures | None) -> str:
     )
 
 
-def _needs_traffic(gates: Gates) -> bool:
-    """A gate on rates or latency means nothing without at least one request."""
-    return any(
+def needed_requests(gates: Gates) -> int:
+    """Requests a step needs before any verdict: ``min_requests``, and at least one when a
+    gate on rates or latency is set (such a gate means nothing without traffic)."""
+    traffic = any(
         v is not None
         for v in (gates.max_error_rate, gates.max_p99_ms, gates.max_p99_ratio, gates.max_drift)
     )
+    return max(gates.min_requests, 1 if traffic else 0)
