@@ -1,15 +1,22 @@
-"""Governance rules a placement must obey: residency and spread.
+"""Governance rules of the fleet: residency and spread.
 
-* **residency** — a model trained on data from any of ``training_regions`` may only run at
-  sites whose ``label`` (default ``jurisdiction``) is one of ``allowed_jurisdictions``. This
-  is how "models trained on EU data only at EU sites" is written.
+* **residency** — data from any of ``regions`` may only go to sites whose ``label`` (default
+  ``jurisdiction``) is one of ``allowed_jurisdictions``. One rule governs both places data
+  goes: a model *trained* on that data runs only there (checked here, when a deployment is
+  planned or a site pinned), and a *request* carrying that data is routed only there (the
+  hub's directory carries the rule to the SDK and the gateway, which enforce it offline:
+  ``routing/residency.py``). This is how "EU data, and models made from it, stay at EU
+  sites" is written. ``training_regions`` is the older name of ``regions`` and is still
+  accepted. Regions are data-region words (``EU``, ``IN``, ``eu-west``: the grammar of
+  ``check_data_region``), compared case-insensitively; a region no rule names is its own
+  jurisdiction for requests and unrestricted for placements (docs/residency.md).
 * **spread** — a deployment (of the listed ``models``, default every model) must cover at
   least ``min_distinct`` values of ``label``, e.g. two providers, so one provider's outage
   never takes a model down everywhere.
 
-Rules are checked when a deployment is planned or created; a refusal names the rule and
-every offending site, because an operator fixes a placement site by site. The site agent
-checks residency again against its own local policy file (``site/policy.py``).
+A refusal names the rule and every offending site, because an operator fixes a placement
+site by site. The site agent checks residency again against its own local policy file
+(``site/policy.py``).
 """
 
 from __future__ import annotations
@@ -18,27 +25,56 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from modelfleet.errors import InvalidInput, PolicyViolation
 from modelfleet.hub.store.records import SiteRecord
 from modelfleet.refs import check_name
+from modelfleet.routing.residency import check_data_region
 
 
 class ResidencyRule(BaseModel):
-    """Models trained on data from ``training_regions`` may run only where allowed."""
+    """Data from ``regions`` (a model trained on it, a request carrying it) goes only to
+    sites whose ``label`` is one of ``allowed_jurisdictions``."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     kind: Literal["residency"] = "residency"
-    training_regions: list[str] = Field(min_length=1)
+    regions: list[str] = Field(
+        min_length=1,
+        validation_alias=AliasChoices("regions", "training_regions"),
+        description="Data regions (training data and request data); `training_regions` "
+        "is accepted as the older name.",
+    )
     allowed_jurisdictions: list[str] = Field(min_length=1)
     label: str = "jurisdiction"
     description: str = ""
 
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        # The request grammar: a rule whose region no request could carry would be dead.
+        try:
+            return [check_data_region(r, "region") for r in value]
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+
     def spec(self) -> dict[str, Any]:
         return self.model_dump(exclude={"name", "kind"})
+
+    def covers(self, regions: Sequence[str]) -> list[str]:
+        """Which of ``regions`` (a version's training regions) this rule names, sorted."""
+        mine = set(self.regions)
+        return sorted({r.upper() for r in regions} & mine)
 
 
 class SpreadRule(BaseModel):
@@ -118,7 +154,7 @@ def check_residency(
 ) -> list[Violation]:
     """Every (rule, site) pair where a site may not run a model with these regions."""
     found = []
-    regions = set(training_regions)
+    regions = {r.upper() for r in training_regions}
     for rule in rules:
         if isinstance(rule, ResidencyRule) and not regions:
             # No provenance: the rule cannot tell whether this model holds its regions'
@@ -133,13 +169,13 @@ def check_residency(
                 )
             )
             continue
-        if not isinstance(rule, ResidencyRule) or not regions & set(rule.training_regions):
+        if not isinstance(rule, ResidencyRule) or not rule.covers(list(regions)):
             continue
-        allowed = set(rule.allowed_jurisdictions)
-        trained = ",".join(sorted(regions & set(rule.training_regions)))
+        allowed = {j.upper() for j in rule.allowed_jurisdictions}
+        trained = ",".join(rule.covers(list(regions)))
         for site in sites:
             value = site.labels.get(rule.label)
-            if value not in allowed:
+            if value is None or value.upper() not in allowed:
                 have = f"{rule.label}={value}" if value else f"no {rule.label} label"
                 found.append(
                     Violation(

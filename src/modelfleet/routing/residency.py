@@ -1,35 +1,41 @@
-"""Residency rules: which site jurisdictions may receive data from which data region.
+"""Residency for requests: which sites may receive data from which data region.
 
-A request's ``data_region`` says where its data comes from (``EU``, ``US``, ``IN``, ...); a
-site's ``jurisdiction`` label says under whose law it runs. The default rule is the strictest
-one that is still useful: data may only go to a site of the same jurisdiction. Exceptions are
-explicit, one line per data region::
+One model governs models and requests alike (``docs/residency.md``). A *data region* says
+where data comes from (``EU``, ``IN``, ``eu-west``...); a site's ``jurisdiction`` label says
+under whose law it runs. The fleet's residency **policies** (the hub's ``policy apply -f``
+rules, ``kind: residency``) map data regions to the jurisdictions allowed to hold that data:
+a model trained on it runs only there (checked at deploy planning, ``hub/policy.py``) and a
+request carrying it goes only there (checked here, before any byte leaves the caller). A data
+region no policy names stays in the jurisdiction of the same name (``EU`` -> ``{EU}``).
 
-    rules = ResidencyRules({"UK": ["UK", "EU"], "CH": ["CH", "EU"]})
+Where the policies come from: the hub's directory (``GET /api/v1/directory`` carries them;
+:class:`~modelfleet.routing.directory.SiteDirectory` caches them on disk with the sites, so
+they are enforced offline), or, for a static site list with no hub, the same rule documents
+given by the caller (``policies=``). A caller's **local** rules (the SDK's ``residency=``,
+the gateway's ``--residency FILE``, :class:`ResidencyRules`) are a stricter layer on top:
+they can remove jurisdictions a policy permits, never add one. A local rule that names a
+jurisdiction the policies do not permit is reported as ignored in every refusal.
 
 A data region is hostile input (it arrives in a header from anyone who can reach a gateway),
 so there is one grammar for it, :func:`check_data_region`: 1 to
 :data:`MAX_DATA_REGION_LENGTH` characters of ``A-Z``, ``0-9`` and ``-`` (any case; it is
 upper-cased), or ``*``. Everything else is refused with :class:`InvalidDataRegion` (400 at the
-gateway) before any routing, by the SDK, the gateway and the rules' own keys alike.
+gateway) before any routing, by the SDK, the gateway, the rules' own keys and the hub's
+policies alike.
 
 Matching is case-insensitive. A site without a ``jurisdiction`` label receives only data
 marked :data:`UNRESTRICTED` (``"*"``: public or synthetic data, no residency constraint).
 Residency is never relaxed by the router: when no permitted site is available the request
-fails with an error that quotes :meth:`ResidencyRules.describe`.
-
-Where the rules come from today: the SDK's ``residency=`` argument (a mapping as above) and the
-gateway's ``--residency FILE`` (:meth:`ResidencyRules.from_file`: YAML or JSON
-``{"default": "same", "rules": {"UK": ["UK", "EU"]}}``). The hub's residency *policies* are a
-different thing, checked when a deployment is planned (``hub/policy.py``); routing does not
-read them.
+fails with an error that quotes :meth:`Residency.describe`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from modelfleet.errors import InvalidDataRegion, InvalidInput
 from modelfleet.yamlfile import load_yaml_file
@@ -38,8 +44,11 @@ __all__ = [
     "DATA_REGION_RULE",
     "MAX_DATA_REGION_LENGTH",
     "UNRESTRICTED",
+    "PolicyRule",
+    "Residency",
     "ResidencyRules",
     "check_data_region",
+    "parse_policy_rules",
 ]
 
 #: The data region of data that carries no residency constraint.
@@ -68,8 +77,72 @@ def check_data_region(value: str, where: str = "data_region") -> str:
     raise InvalidDataRegion(f"{where} {shown} refused: {DATA_REGION_RULE}")
 
 
+def _names(values: Any, what: str) -> frozenset[str]:
+    """A non-empty list of names, upper-cased: jurisdictions or label values."""
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise InvalidInput(f"{what}: give a list of names, not {values!r}")
+    names = frozenset(str(v).strip().upper() for v in values)
+    if not names or "" in names:
+        raise InvalidInput(f"{what}: give at least one non-empty name")
+    return names
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One of the fleet's residency policies, as routing applies it to requests: data from
+    ``regions`` may go only to sites whose ``label`` is one of ``allowed``."""
+
+    name: str
+    regions: frozenset[str]
+    allowed: frozenset[str]
+    label: str = "jurisdiction"
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> PolicyRule:
+        """A hub residency policy (as ``policy apply -f`` takes it, or as the directory
+        carries it); ``training_regions`` is the older spelling of ``regions``."""
+        if not isinstance(doc, Mapping):
+            raise InvalidInput(f"a residency policy must be a mapping, got {doc!r}")
+        name = str(doc.get("name") or "?")
+        raw = doc.get("regions", doc.get("training_regions"))
+        if raw is None:
+            raise InvalidInput(f"residency policy {name!r} needs 'regions' (data regions)")
+        if isinstance(raw, str) or not isinstance(raw, Iterable):
+            raise InvalidInput(f"residency policy {name!r}: regions must be a list")
+        regions = frozenset(check_data_region(str(r), f"residency policy {name!r}") for r in raw)
+        if not regions:
+            raise InvalidInput(f"residency policy {name!r} names no region")
+        allowed = _names(
+            doc.get("allowed_jurisdictions"), f"residency policy {name!r} allowed_jurisdictions"
+        )
+        return cls(name, regions, allowed, str(doc.get("label") or "jurisdiction"))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "regions": sorted(self.regions),
+            "allowed_jurisdictions": sorted(self.allowed),
+            "label": self.label,
+        }
+
+
+def parse_policy_rules(docs: Iterable[Mapping[str, Any]]) -> tuple[PolicyRule, ...]:
+    """The residency rules among policy documents (spread rules and others are skipped:
+    they govern placements only)."""
+    return tuple(
+        PolicyRule.from_dict(doc)
+        for doc in docs
+        if isinstance(doc, Mapping) and doc.get("kind", "residency") == "residency"
+    )
+
+
 class ResidencyRules:
-    """Data region -> the jurisdictions that may receive it (default: the same one)."""
+    """A caller's local rules, data region -> jurisdictions: a stricter layer only.
+
+    ``ResidencyRules({"UK": ["UK"]})`` keeps UK data at UK sites even where a fleet policy
+    would also permit EU sites. A local rule never widens what the fleet's policies permit:
+    a jurisdiction it lists that they do not is ignored, and refusals say so.
+    """
 
     def __init__(
         self, rules: Mapping[str, Iterable[str]] | None = None, *, source: str = "explicit"
@@ -96,36 +169,117 @@ class ResidencyRules:
         if default != "same":
             raise InvalidInput(
                 f"residency default {default!r} is not supported: only 'same' (data stays in "
-                "its own jurisdiction unless a rule says otherwise)"
+                "its own jurisdiction unless a fleet policy says otherwise)"
             )
         rules = doc.get("rules", {})
         if not isinstance(rules, Mapping):
             raise InvalidInput("residency 'rules' must map a data region to a list")
         return cls(rules, source=str(file))
 
+    def get(self, data_region: str) -> frozenset[str] | None:
+        """The local rule's jurisdictions for an (upper-cased) region, None without one."""
+        return self._rules.get(data_region)
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def __repr__(self) -> str:
+        return f"ResidencyRules({ {k: sorted(v) for k, v in sorted(self._rules.items())}!r})"
+
+
+class Residency:
+    """The rules a request is routed by: the fleet's policies, narrowed by local rules.
+
+    For a data region ``R`` (``*``: any site): every policy naming ``R`` must permit the
+    site (a site satisfies a policy when its ``label`` value is allowed; several policies
+    naming one region all apply: the strictest wins); with no policy naming ``R``, the site's
+    jurisdiction must be ``R``. A local rule for ``R`` then also requires the site's
+    jurisdiction to be one it lists.
+    """
+
+    def __init__(
+        self, policies: Sequence[PolicyRule] = (), local: ResidencyRules | None = None
+    ) -> None:
+        self.policies = tuple(policies)
+        self.local = local or ResidencyRules()
+
+    def _covering(self, region: str) -> list[PolicyRule]:
+        return [p for p in self.policies if region in p.regions]
+
+    def permits(self, data_region: str, labels: Mapping[str, str]) -> bool:
+        region = data_region.strip().upper()
+        if region == UNRESTRICTED:
+            return True
+        covering = self._covering(region)
+        jurisdiction = labels.get("jurisdiction")
+        mine = jurisdiction.strip().upper() if jurisdiction is not None else None
+        if not covering and mine != region:
+            return False
+        for rule in covering:
+            value = labels.get(rule.label)
+            if value is None or value.strip().upper() not in rule.allowed:
+                return False
+        narrowed = self.local.get(region)
+        return narrowed is None or (mine is not None and mine in narrowed)
+
     def allowed(self, data_region: str) -> frozenset[str] | None:
-        """Permitted jurisdictions, or None for unrestricted data (any site)."""
+        """The jurisdictions ``data_region`` may reach (None: unrestricted), before any
+        policy on another label than ``jurisdiction``."""
         region = data_region.strip().upper()
         if region == UNRESTRICTED:
             return None
-        return self._rules.get(region, frozenset({region}))
-
-    def permits(self, data_region: str, jurisdiction: str | None) -> bool:
-        allowed = self.allowed(data_region)
-        if allowed is None:
-            return True
-        return jurisdiction is not None and jurisdiction.strip().upper() in allowed
+        base = frozenset({region})
+        covering = [p for p in self._covering(region) if p.label == "jurisdiction"]
+        if covering:
+            base = frozenset.intersection(*(p.allowed for p in covering))
+        elif self._covering(region):
+            base = frozenset()  # only other labels: any jurisdiction those labels allow
+        narrowed = self.local.get(region)
+        return base if narrowed is None or not base else base & narrowed
 
     def describe(self, data_region: str) -> str:
         """The rule in words, for error messages: which rule applied and where it came from."""
         region = data_region.strip().upper()
-        allowed = self.allowed(region)
-        if allowed is None:
+        if region == UNRESTRICTED:
             return "data region '*' is unrestricted (any site)"
-        names = ", ".join(sorted(allowed))
-        if region in self._rules:
-            return f"residency rule {region} -> {{{names}}} (from {self.source})"
-        return f"residency rule {region} -> {{{names}}} (default: same jurisdiction only)"
+        covering = self._covering(region)
+        jurisdictions = [p for p in covering if p.label == "jurisdiction"]
+        others = [p for p in covering if p.label != "jurisdiction"]
+        if jurisdictions or not covering:
+            base = (
+                frozenset.intersection(*(p.allowed for p in jurisdictions))
+                if jurisdictions
+                else frozenset({region})
+            )
+            narrowed = self.local.get(region)
+            allowed = base if narrowed is None else base & narrowed
+            text = f"residency rule {region} -> {{{', '.join(sorted(allowed))}}}"
+            if jurisdictions:
+                names = ", ".join(repr(p.name) for p in jurisdictions)
+                text += f" (fleet policy {names})"
+            else:
+                text += " (default: same jurisdiction only)"
+        else:
+            text = f"residency rule {region}"
+        for rule in others:
+            text += (
+                f"; {rule.label} in {{{', '.join(sorted(rule.allowed))}}} "
+                f"(fleet policy {rule.name!r})"
+            )
+        narrowed = self.local.get(region)
+        if narrowed is not None:
+            text += (
+                f"; narrowed by the local rule {region} -> {{{', '.join(sorted(narrowed))}}} "
+                f"(from {self.local.source})"
+            )
+            if jurisdictions or not covering:
+                widened = sorted(narrowed - base)
+                if widened:
+                    text += (
+                        f"; {', '.join(widened)} ignored: local rules can only narrow the "
+                        "fleet's policies, never add a jurisdiction"
+                    )
+        return text
 
     def __repr__(self) -> str:
-        return f"ResidencyRules({ {k: sorted(v) for k, v in sorted(self._rules.items())}!r})"
+        return f"Residency(policies={[p.name for p in self.policies]!r}, local={self.local!r})"

@@ -1,0 +1,124 @@
+"""One residency for placements and requests: the hub's residency policies travel with its
+directory, the SDK and the gateway route by them (from the disk copy too, with the hub
+away), and local rules only narrow them. Against the shared routing fleet (eu-a, eu-b: EU;
+us: US), with real hub, site and gateway processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import modelfleet
+from modelfleet.errors import NoSiteAvailable
+from modelfleet.routing import ResidencyRules
+from modelfleet.sim.launcher import GatewayProcess, issue_gateway_certificate
+from tests.routing.conftest import PUMP_OFFSET, GeoFleet
+
+X = np.zeros((1, 4), np.float32)
+BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 0]}]}
+#: UK data may go to US sites; written with the older field name, which stays valid.
+POLICY = {
+    "name": "uk-data-to-us",
+    "kind": "residency",
+    "training_regions": ["UK"],
+    "allowed_jurisdictions": ["UK", "US"],
+}
+
+
+def served_by(outputs: dict[str, np.ndarray]) -> str:
+    offset = float(outputs["Y"][0, 0])
+    return next(name for name, value in PUMP_OFFSET.items() if value == offset)
+
+
+@pytest.fixture
+def uk_policy(geo_fleet: GeoFleet) -> Iterator[None]:
+    geo_fleet.admin.apply_policies([POLICY])
+    try:
+        yield
+    finally:
+        geo_fleet.admin.remove_policy(POLICY["name"])
+
+
+def test_the_directory_carries_the_hubs_residency_policies(
+    geo_fleet: GeoFleet, uk_policy: None
+) -> None:
+    doc = httpx.get(
+        f"{geo_fleet.hub.url}/api/v1/directory", headers=geo_fleet.auth, timeout=10
+    ).json()
+    [rule] = doc["residency"]["policies"]
+    assert rule["name"] == "uk-data-to-us"
+    assert rule["regions"] == ["UK"]
+    assert rule["allowed_jurisdictions"] == ["UK", "US"]
+    assert rule["label"] == "jurisdiction"
+
+
+def test_requests_follow_the_hubs_policy_online_and_from_the_cache(
+    geo_fleet: GeoFleet, uk_policy: None, tmp_path: Path
+) -> None:
+    cache = tmp_path / "directory.json"
+    token = geo_fleet.infer_token
+    with modelfleet.Client(geo_fleet.hub.url, token, cache_path=cache) as client:
+        assert served_by(client.infer("pump", {"X": X}, data_region="UK")) == "us"
+        # Regions no policy names stay in their own jurisdiction.
+        with pytest.raises(NoSiteAvailable, match=r"residency rule IN -> \{IN\}"):
+            client.infer("pump", {"X": X}, data_region="IN")
+    # The hub away: the policy comes from the disk copy, and holds as it did online.
+    dead = "https://127.0.0.1:9"
+    with modelfleet.Client(dead, token, cache_path=cache) as offline:
+        assert offline.router.directory.source == "cache"
+        assert served_by(offline.infer("pump", {"X": X}, data_region="UK")) == "us"
+    # A local rule narrows the policy; one that would add a jurisdiction adds nothing.
+    with modelfleet.Client(dead, token, cache_path=cache, residency={"UK": ["UK"]}) as narrow:
+        with pytest.raises(NoSiteAvailable) as caught:
+            narrow.infer("pump", {"X": X}, data_region="UK")
+        message = str(caught.value)
+        assert "residency rule UK -> {UK} (fleet policy 'uk-data-to-us')" in message
+        assert "narrowed by the local rule UK -> {UK}" in message
+    rules = ResidencyRules({"UK": ["EU", "US"]}, source="mine.yaml")
+    with modelfleet.Client(dead, token, cache_path=cache, residency=rules) as wider:
+        picks = {served_by(wider.infer("pump", {"X": X}, data_region="UK")) for _ in range(10)}
+        assert picks == {"us"}  # never eu-a or eu-b
+        with pytest.raises(NoSiteAvailable) as caught:
+            wider.infer("gear", {"X": X}, data_region="UK", version=7)
+        assert "EU ignored: local rules can only narrow the fleet's policies" in str(caught.value)
+
+
+def test_the_gateway_routes_by_the_hubs_policy_and_its_local_file_only_narrows(
+    geo_fleet: GeoFleet, uk_policy: None, tmp_path: Path
+) -> None:
+    tls_dir = issue_gateway_certificate(geo_fleet.hub.data_dir, tmp_path / "gw-tls")
+    local = tmp_path / "residency.yaml"
+    local.write_text("rules:\n  UK: [UK, EU]\n")
+    env = {"MODELFLEET_TOKEN": geo_fleet.infer_token}
+    plain = GatewayProcess(
+        ["--hub", geo_fleet.hub.url, "--cache", str(tmp_path / "a.json")],
+        extra_env=env,
+        tls_dir=tls_dir,
+    )
+    narrowed = GatewayProcess(
+        ["--hub", geo_fleet.hub.url, "--cache", str(tmp_path / "b.json"),
+         "--residency", str(local)],
+        extra_env=env, tls_dir=tls_dir,
+    )  # fmt: skip
+    headers = {**geo_fleet.auth, "x-modelfleet-data-region": "UK"}
+    try:
+        plain.start(60)
+        narrowed.start(60)
+        with httpx.Client(base_url=plain.url, headers=headers, timeout=30) as http:
+            answer = http.post("/v2/models/pump/infer", json=BODY)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-modelfleet-site"] == "us"
+        with httpx.Client(base_url=narrowed.url, headers=headers, timeout=30) as http:
+            refused = http.post("/v2/models/pump/infer", json=BODY)
+            assert refused.status_code == 503, refused.text
+            error = refused.json()["error"]
+            assert "narrowed by the local rule UK -> {EU, UK}" in error
+            assert "EU ignored: local rules can only narrow" in error
+            assert "eu-a" in error  # left out: the policy does not permit EU for UK data
+    finally:
+        plain.stop()
+        narrowed.stop()
