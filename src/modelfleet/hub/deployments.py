@@ -194,6 +194,7 @@ class Deployments:
             deployments=self.repo.list_deployments(),
             overrides=self.repo.list_overrides(),
             rules=self.rules(),
+            **self._registry_words(),
         )
         return make_plan(
             name=name,
@@ -205,6 +206,21 @@ class Deployments:
             existing=existing,
             inputs=inputs,
         )
+
+    def _registry_words(self) -> dict[str, frozenset[str]]:
+        """Every model name and recorded training region, for the plan's "rule matches no
+        model" warnings."""
+        models = self.store.models.list_models()
+        regions = {
+            region
+            for model in models
+            for version in self.registry.versions(model.name)
+            for region in version.training_regions
+        }
+        return {
+            "known_models": frozenset(m.name for m in models),
+            "known_regions": frozenset(regions),
+        }
 
     def deploy(
         self, request: DeployRequest, actor: str

@@ -3,6 +3,13 @@
 The same function plans the real deployment, so what the operator reviewed is exactly
 what runs: which sites get which version (and what they run now), which are excluded and
 why (selector, policy, override, offline, conflict), the waves, and every rule broken.
+
+Every policy is listed with its verdict for this deployment (``pass``, ``refused`` or
+``not applicable``, and why), because a plan that only says "accepted" cannot tell a rule
+that passed from one that never matched: a residency rule written for ``EU`` while versions
+record ``eu-west`` protects nothing, so the plan warns about every rule that matches no model
+in the registry (no version trained on its regions; a spread rule naming only unknown
+models).
 """
 
 from __future__ import annotations
@@ -45,6 +52,16 @@ class Exclusion:
     detail: str
 
 
+@dataclass(frozen=True)
+class PolicyVerdict:
+    """What one policy said about this deployment."""
+
+    rule: str
+    kind: str
+    verdict: str  # pass | refused | not applicable
+    detail: str
+
+
 @dataclass
 class Plan:
     deployment: str
@@ -62,6 +79,9 @@ class Plan:
     conflicts: list[str] = field(default_factory=list)
     waves: list[list[str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    policies: list[PolicyVerdict] = field(default_factory=list)
+    #: Not refusals: rules that match no model, worth an operator's look.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def rollout_needed(self) -> bool:
@@ -90,6 +110,8 @@ class Plan:
             "conflicts": self.conflicts,
             "waves": self.waves,
             "errors": self.errors,
+            "policies": [v.__dict__ for v in self.policies],
+            "warnings": self.warnings,
             "ok": self.ok,
         }
 
@@ -104,6 +126,10 @@ class PlanInputs:
     deployments: list[DeploymentRecord]
     overrides: list[OverrideRecord]
     rules: list[ResidencyRule | SpreadRule]
+    #: Every training region any version in the registry records (for "matches no model").
+    known_regions: frozenset[str] = frozenset()
+    #: Every model name in the registry.
+    known_models: frozenset[str] = frozenset()
 
 
 def make_plan(
@@ -174,6 +200,10 @@ def make_plan(
         selected.append(site)
     plan.violations = check_residency(inputs.rules, version.training_regions, selected)
     plan.violations += check_spread(inputs.rules, version.model, selected)
+    plan.policies = [
+        _verdict(rule, version, plan.violations, len(selected)) for rule in inputs.rules
+    ]
+    plan.warnings = _unmatched(inputs)
     refused = {v.site for v in plan.violations if v.site}
     movable = []
     for site in selected:
@@ -208,3 +238,79 @@ def make_plan(
         except InvalidInput as exc:
             plan.errors.append(exc.message)
     return plan
+
+
+def _verdict(
+    rule: ResidencyRule | SpreadRule,
+    version: VersionRecord,
+    violations: list[Violation],
+    selected: int,
+) -> PolicyVerdict:
+    """The verdict of one rule, in words an operator can act on."""
+    mine = [v for v in violations if v.rule == rule.name]
+    if isinstance(rule, ResidencyRule):
+        allowed = ",".join(rule.allowed_jurisdictions)
+        if mine and mine[0].site is None:
+            return PolicyVerdict(rule.name, rule.kind, "refused", mine[0].detail)
+        covered = rule.covers(version.training_regions)
+        if not covered:
+            return PolicyVerdict(
+                rule.name,
+                rule.kind,
+                "not applicable",
+                f"covers {','.join(rule.regions)}; the version was trained on "
+                f"{','.join(version.training_regions)}",
+            )
+        if mine:
+            sites = ", ".join(str(v.site) for v in mine)
+            return PolicyVerdict(
+                rule.name,
+                rule.kind,
+                "refused",
+                f"trained on {','.join(covered)} data: {rule.label} must be in ({allowed}); "
+                f"refused at {sites}",
+            )
+        return PolicyVerdict(
+            rule.name,
+            rule.kind,
+            "pass",
+            f"trained on {','.join(covered)} data: all {selected} selected site(s) have "
+            f"{rule.label} in ({allowed})",
+        )
+    if rule.models and version.model not in rule.models:
+        return PolicyVerdict(
+            rule.name, rule.kind, "not applicable", f"only for {','.join(rule.models)}"
+        )
+    if mine:
+        return PolicyVerdict(rule.name, rule.kind, "refused", mine[0].detail)
+    return PolicyVerdict(
+        rule.name,
+        rule.kind,
+        "pass",
+        f"at least {rule.min_distinct} distinct {rule.label} values among the selected sites",
+    )
+
+
+def _unmatched(inputs: PlanInputs) -> list[str]:
+    """Rules that match no model in the registry (a typo'd or differently spelled region,
+    a spread rule for models that do not exist)."""
+    warnings = []
+    known = {r.upper() for r in inputs.known_regions}
+    for rule in inputs.rules:
+        if isinstance(rule, ResidencyRule) and not known & set(rule.regions):
+            seen = ", ".join(sorted(inputs.known_regions)) or "none"
+            warnings.append(
+                f"residency rule {rule.name!r} matches no model: no version was trained on "
+                f"{','.join(rule.regions)} (training regions recorded: {seen}); regions "
+                "match by name, not by geography (docs/residency.md)"
+            )
+        elif (
+            isinstance(rule, SpreadRule)
+            and rule.models
+            and not inputs.known_models & set(rule.models)
+        ):
+            warnings.append(
+                f"spread rule {rule.name!r} matches no model: none of "
+                f"{','.join(rule.models)} is in the registry"
+            )
+    return warnings
