@@ -122,3 +122,33 @@ def test_the_gateway_routes_by_the_hubs_policy_and_its_local_file_only_narrows(
     finally:
         plain.stop()
         narrowed.stop()
+
+
+def test_an_offline_site_is_tried_only_after_every_online_one(geo_fleet: GeoFleet) -> None:
+    sites = geo_fleet.static_sites()
+    for site in sites:
+        site["online"] = site["name"] != "eu-a"  # what the hub says when eu-a stops reporting
+    with modelfleet.Client(
+        sites=sites, token=geo_fleet.infer_token, data_region="EU", hedge=False
+    ) as client:
+        picks = {served_by(client.infer("pump", {"X": X})) for _ in range(10)}
+        assert picks == {"eu-b"}
+        # With every online EU site down, the offline one is the last resort (still EU).
+        geo_fleet.links["eu-b"].cut("reset")
+        try:
+            assert served_by(client.infer("pump", {"X": X})) == "eu-a"
+        finally:
+            geo_fleet.reset_links()
+
+
+def test_the_directory_cache_goes_where_modelfleet_cache_dir_says(
+    geo_fleet: GeoFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELFLEET_CACHE_DIR", str(tmp_path / "caches"))
+    with modelfleet.Client(geo_fleet.hub.url, geo_fleet.infer_token, data_region="EU") as client:
+        client.infer("pump", {"X": X})
+        written = client.router.directory.cache_path
+    assert written is not None
+    assert written.parent == tmp_path / "caches"
+    assert written.name.startswith("directory-")
+    assert written.is_file()
