@@ -222,21 +222,6 @@ class Residency:
         narrowed = self.local.get(region)
         return narrowed is None or (mine is not None and mine in narrowed)
 
-    def allowed(self, data_region: str) -> frozenset[str] | None:
-        """The jurisdictions ``data_region`` may reach (None: unrestricted), before any
-        policy on another label than ``jurisdiction``."""
-        region = data_region.strip().upper()
-        if region == UNRESTRICTED:
-            return None
-        base = frozenset({region})
-        covering = [p for p in self._covering(region) if p.label == "jurisdiction"]
-        if covering:
-            base = frozenset.intersection(*(p.allowed for p in covering))
-        elif self._covering(region):
-            base = frozenset()  # only other labels: any jurisdiction those labels allow
-        narrowed = self.local.get(region)
-        return base if narrowed is None or not base else base & narrowed
-
     def describe(self, data_region: str) -> str:
         """The rule in words, for error messages: which rule applied and where it came from."""
         region = data_region.strip().upper()
