@@ -102,7 +102,7 @@ def test_the_gateway_routes_by_the_hubs_policy_and_its_local_file_only_narrows(
     narrowed = GatewayProcess(
         ["--hub", geo_fleet.hub.url, "--cache", str(tmp_path / "b.json"),
          "--residency", str(local)],
-        extra_env=env, tls_dir=tls_dir,
+        extra_env=env, tls_dir=tls_dir, log_path=tmp_path / "narrowed.log",
     )  # fmt: skip
     headers = {**geo_fleet.auth, "x-modelfleet-data-region": "UK"}
     try:
@@ -119,6 +119,10 @@ def test_the_gateway_routes_by_the_hubs_policy_and_its_local_file_only_narrows(
             assert "narrowed by the local rule UK -> {EU, UK}" in error
             assert "EU ignored: local rules can only narrow" in error
             assert "eu-a" in error  # left out: the policy does not permit EU for UK data
+        # The operator hears of the ignored jurisdiction in the gateway's log, not only callers.
+        log = (tmp_path / "narrowed.log").read_text()
+        assert "local residency rule for UK" in log
+        assert "lists EU, which the fleet's policies do not permit: ignored" in log
     finally:
         plain.stop()
         narrowed.stop()

@@ -180,6 +180,10 @@ class ResidencyRules:
         """The local rule's jurisdictions for an (upper-cased) region, None without one."""
         return self._rules.get(data_region)
 
+    def regions(self) -> list[str]:
+        """The data regions these rules name, sorted."""
+        return sorted(self._rules)
+
     def __bool__(self) -> bool:
         return bool(self._rules)
 
@@ -221,6 +225,21 @@ class Residency:
                 return False
         narrowed = self.local.get(region)
         return narrowed is None or (mine is not None and mine in narrowed)
+
+    def ignored(self) -> dict[str, list[str]]:
+        """Per region, the jurisdictions a local rule lists that the policies do not permit
+        (and that are therefore ignored): what an operator should hear about at start-up."""
+        found = {}
+        for region in self.local.regions():
+            narrowed = self.local.get(region) or frozenset()
+            covering = self._covering(region)
+            jurisdictions = [p.allowed for p in covering if p.label == "jurisdiction"]
+            if covering and not jurisdictions:
+                continue  # only other labels: the jurisdiction is not what they limit
+            base = frozenset.intersection(*jurisdictions) if jurisdictions else {region}
+            if extra := sorted(narrowed - base):
+                found[region] = extra
+        return found
 
     def describe(self, data_region: str) -> str:
         """The rule in words, for error messages: which rule applied and where it came from."""

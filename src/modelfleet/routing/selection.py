@@ -24,6 +24,7 @@ within a fraction of a millisecond of each other, where spreading the load is ha
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +40,8 @@ __all__ = [
     "Selector",
     "SiteStats",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,7 +151,7 @@ class Selector:
         #: The caller's local rules: they only narrow what ``policies`` permit.
         self.rules = rules or ResidencyRules()
         self._policies = policies
-        self._residency = Residency((), self.rules)
+        self._residency: Residency | None = None  # built on first use, after the directory
         self.alpha = alpha
         self.breaker_threshold = breaker_threshold
         self.breaker_cooldown_s = breaker_cooldown_s
@@ -167,8 +170,16 @@ class Selector:
         """The rules in force: the fleet's policies as last fetched (or cached), narrowed
         by the local rules; rebuilt only when the directory brought other policies."""
         policies = self._policies()
-        if tuple(policies) != self._residency.policies:
+        if self._residency is None or tuple(policies) != self._residency.policies:
             self._residency = Residency(policies, self.rules)
+            for region, extra in self._residency.ignored().items():
+                log.warning(
+                    "local residency rule for %s (from %s) lists %s, which the fleet's "
+                    "policies do not permit: ignored, local rules only narrow them",
+                    region,
+                    self.rules.source,
+                    ", ".join(extra),
+                )
         return self._residency
 
     def permitted(self, sites: Iterable[Site], data_region: str) -> list[Site]:
