@@ -34,10 +34,14 @@ def test_the_plan_lists_each_policy_and_warns_about_rules_that_match_nothing(
     running_hub: RunningHub, tiny_onnx, tmp_path: Path
 ) -> None:
     hub = running_hub
-    ok(hub.cli("site", "add", "eu-1", "-l", "jurisdiction=EU", "-l", "provider=aws"))
-    ok(hub.cli("site", "add", "us-1", "-l", "jurisdiction=US", "-l", "provider=gcp"))
-    # The README's old words: a version trained on "eu-west" data.
-    ok(hub.cli("model", "push", str(tiny_onnx()), "--name", "pump", "--training-region", "eu-west"))
+    for name, labels in {
+        "eu-1": ["region=eu-west", "jurisdiction=EU", "provider=aws"],
+        "us-1": ["region=us-east", "jurisdiction=US", "provider=gcp"],
+    }.items():
+        ok(hub.cli("site", "add", name, *(arg for label in labels for arg in ("-l", label))))
+    # A version trained on data from a region no site is in, and no rule names.
+    push = ("model", "push", "--name", "pump", "--training-region")
+    ok(hub.cli(*push, "ap-south", str(tiny_onnx())))
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     ok(hub.cli("policy", "apply", "-f", str(policy)))
@@ -55,8 +59,9 @@ def test_the_plan_lists_each_policy_and_warns_about_rules_that_match_nothing(
     assert verdicts == {"eu-data-stays-in-eu": "not applicable", "two-providers": "not applicable"}
     assert len(planned["warnings"]) == 2
 
-    # In the words the policy uses, the rule applies: refused at the US site, passed at EU.
-    ok(hub.cli("model", "push", str(tiny_onnx()), "--name", "pump", "--training-region", "EU"))
+    # The README's words: trained on eu-west data. The sites' labels put eu-west in the EU,
+    # so the EU rule covers it: refused at the US site, passed at the EU one.
+    ok(hub.cli(*push, "eu-west", str(tiny_onnx())))
     planned = json.loads(ok_or_refused(hub.cli("deploy", "pump:2", "--plan", "--json")))
     [residency] = [p for p in planned["policies"] if p["kind"] == "residency"]
     assert residency["verdict"] == "refused"
@@ -67,6 +72,7 @@ def test_the_plan_lists_each_policy_and_warns_about_rules_that_match_nothing(
     )
     [residency] = [p for p in planned["policies"] if p["kind"] == "residency"]
     assert residency["verdict"] == "pass"
+    assert "EU-WEST" in residency["detail"]
     assert planned["violations"] == []
 
 

@@ -156,3 +156,23 @@ def test_the_directory_cache_goes_where_modelfleet_cache_dir_says(
     assert written.parent == tmp_path / "caches"
     assert written.name.startswith("directory-")
     assert written.is_file()
+
+
+def test_a_sites_region_label_gives_a_finer_data_region_its_jurisdiction(
+    geo_fleet: GeoFleet, tmp_path: Path
+) -> None:
+    # eu-a is region=eu-west, eu-b region=eu-central (both EU), us region=us-east.
+    doc = httpx.get(
+        f"{geo_fleet.hub.url}/api/v1/directory", headers=geo_fleet.auth, timeout=10
+    ).json()
+    assert doc["residency"]["regions"]["EU-WEST"] == ["EU"]
+    with modelfleet.Client(
+        geo_fleet.hub.url, geo_fleet.infer_token, cache_path=tmp_path / "c.json"
+    ) as client:
+        picks = {
+            served_by(client.infer("pump", {"X": X}, data_region="eu-west")) for _ in range(10)
+        }
+        assert picks <= {"eu-a", "eu-b"}
+        assert served_by(client.infer("pump", {"X": X}, data_region="us-east")) == "us"
+        with pytest.raises(NoSiteAvailable, match=r"residency rule AP-SOUTH -> \{AP-SOUTH\}"):
+            client.infer("pump", {"X": X}, data_region="ap-south")  # no site is there

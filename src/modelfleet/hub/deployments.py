@@ -302,7 +302,9 @@ class Deployments:
         """Pin ``site`` to a version of a model; wins over every deployment."""
         record = self.sites.get(site)
         version = self.registry.resolve(parse_ref(ref))
-        violations = check_residency(self.rules(), version.training_regions, [record])
+        violations = check_residency(
+            self.rules(), version.training_regions, [record], self.sites.list()
+        )
         if violations:
             raise refuse(f"override {site} -> {version.model}:{version.version}", violations)
         self.repo.put_override(record.name, version.model, version.version, reason)

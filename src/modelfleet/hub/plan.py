@@ -14,6 +14,7 @@ models).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from modelfleet.hub.store.records import (
     SiteRecord,
     VersionRecord,
 )
+from modelfleet.routing.residency import region_jurisdictions
 
 
 @dataclass(frozen=True)
@@ -198,12 +200,16 @@ def make_plan(
             plan.excluded.append(Exclusion(site.name, "conflict", text))
             continue
         selected.append(site)
-    plan.violations = check_residency(inputs.rules, version.training_regions, selected)
+    plan.violations = check_residency(
+        inputs.rules, version.training_regions, selected, inputs.sites
+    )
     plan.violations += check_spread(inputs.rules, version.model, selected)
+    jurisdictions = region_jurisdictions(site.labels for site in inputs.sites)
     plan.policies = [
-        _verdict(rule, version, plan.violations, len(selected)) for rule in inputs.rules
+        _verdict(rule, version, plan.violations, len(selected), jurisdictions)
+        for rule in inputs.rules
     ]
-    plan.warnings = _unmatched(inputs)
+    plan.warnings = _unmatched(inputs, jurisdictions)
     refused = {v.site for v in plan.violations if v.site}
     movable = []
     for site in selected:
@@ -245,6 +251,7 @@ def _verdict(
     version: VersionRecord,
     violations: list[Violation],
     selected: int,
+    jurisdictions: Mapping[str, frozenset[str]],
 ) -> PolicyVerdict:
     """The verdict of one rule, in words an operator can act on."""
     mine = [v for v in violations if v.rule == rule.name]
@@ -252,7 +259,7 @@ def _verdict(
         allowed = ",".join(rule.allowed_jurisdictions)
         if mine and mine[0].site is None:
             return PolicyVerdict(rule.name, rule.kind, "refused", mine[0].detail)
-        covered = rule.covers(version.training_regions)
+        covered = rule.covers(version.training_regions, jurisdictions)
         if not covered:
             return PolicyVerdict(
                 rule.name,
@@ -291,18 +298,19 @@ def _verdict(
     )
 
 
-def _unmatched(inputs: PlanInputs) -> list[str]:
+def _unmatched(inputs: PlanInputs, jurisdictions: Mapping[str, frozenset[str]]) -> list[str]:
     """Rules that match no model in the registry (a typo'd or differently spelled region,
     a spread rule for models that do not exist)."""
     warnings = []
-    known = {r.upper() for r in inputs.known_regions}
+    known = list(inputs.known_regions)
     for rule in inputs.rules:
-        if isinstance(rule, ResidencyRule) and not known & set(rule.regions):
+        if isinstance(rule, ResidencyRule) and not rule.covers(known, jurisdictions):
             seen = ", ".join(sorted(inputs.known_regions)) or "none"
             warnings.append(
                 f"residency rule {rule.name!r} matches no model: no version was trained on "
-                f"{','.join(rule.regions)} (training regions recorded: {seen}); regions "
-                "match by name, not by geography (docs/residency.md)"
+                f"{','.join(rule.regions)} (training regions recorded: {seen}); a region "
+                "matches by name, or through the jurisdiction label of the sites carrying "
+                "it as their region label (docs/residency.md)"
             )
         elif (
             isinstance(rule, SpreadRule)

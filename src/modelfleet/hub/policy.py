@@ -8,8 +8,11 @@
   ``routing/residency.py``). This is how "EU data, and models made from it, stay at EU
   sites" is written. ``training_regions`` is the older name of ``regions`` and is still
   accepted. Regions are data-region words (``EU``, ``IN``, ``eu-west``: the grammar of
-  ``check_data_region``), compared case-insensitively; a region no rule names is its own
-  jurisdiction for requests and unrestricted for placements (docs/residency.md).
+  ``check_data_region``), compared case-insensitively. A rule naming a jurisdiction also
+  covers the finer regions the sites' labels put in it (``region=eu-west,
+  jurisdiction=EU``: a rule for ``EU`` covers a version trained on ``eu-west`` data). A
+  region no rule covers is unrestricted for placements and stays in its own jurisdiction
+  for requests (docs/residency.md).
 * **spread** — a deployment (of the listed ``models``, default every model) must cover at
   least ``min_distinct`` values of ``label``, e.g. two providers, so one provider's outage
   never takes a model down everywhere.
@@ -21,7 +24,7 @@ site by site. The site agent checks residency again against its own local policy
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -38,7 +41,7 @@ from pydantic import (
 from modelfleet.errors import InvalidInput, PolicyViolation
 from modelfleet.hub.store.records import SiteRecord
 from modelfleet.refs import check_name
-from modelfleet.routing.residency import check_data_region
+from modelfleet.routing.residency import check_data_region, region_jurisdictions
 
 
 class ResidencyRule(BaseModel):
@@ -71,10 +74,17 @@ class ResidencyRule(BaseModel):
     def spec(self) -> dict[str, Any]:
         return self.model_dump(exclude={"name", "kind"})
 
-    def covers(self, regions: Sequence[str]) -> list[str]:
-        """Which of ``regions`` (a version's training regions) this rule names, sorted."""
+    def covers(
+        self, regions: Sequence[str], jurisdictions: Mapping[str, frozenset[str]] | None = None
+    ) -> list[str]:
+        """Which of ``regions`` (a version's training regions) this rule covers, sorted: the
+        ones it names, and the ones whose jurisdiction by site labels it names
+        (``jurisdictions``: :func:`region_jurisdictions` of the fleet's sites)."""
         mine = set(self.regions)
-        return sorted({r.upper() for r in regions} & mine)
+        known = jurisdictions or {}
+        return sorted(
+            r for r in {r.upper() for r in regions} if r in mine or known.get(r, set()) & mine
+        )
 
 
 class SpreadRule(BaseModel):
@@ -151,10 +161,14 @@ def check_residency(
     rules: Sequence[ResidencyRule | SpreadRule],
     training_regions: Sequence[str],
     sites: Sequence[SiteRecord],
+    fleet: Sequence[SiteRecord] | None = None,
 ) -> list[Violation]:
-    """Every (rule, site) pair where a site may not run a model with these regions."""
+    """Every (rule, site) pair where a site may not run a model with these regions.
+    ``fleet``: every site, whose labels say which jurisdiction each region is in (default
+    ``sites``)."""
     found = []
     regions = {r.upper() for r in training_regions}
+    jurisdictions = region_jurisdictions(s.labels for s in (fleet if fleet is not None else sites))
     for rule in rules:
         if isinstance(rule, ResidencyRule) and not regions:
             # No provenance: the rule cannot tell whether this model holds its regions'
@@ -169,10 +183,13 @@ def check_residency(
                 )
             )
             continue
-        if not isinstance(rule, ResidencyRule) or not rule.covers(list(regions)):
+        covered = (
+            rule.covers(list(regions), jurisdictions) if isinstance(rule, ResidencyRule) else []
+        )
+        if not isinstance(rule, ResidencyRule) or not covered:
             continue
         allowed = {j.upper() for j in rule.allowed_jurisdictions}
-        trained = ",".join(rule.covers(list(regions)))
+        trained = ",".join(covered)
         for site in sites:
             value = site.labels.get(rule.label)
             if value is None or value.upper() not in allowed:

@@ -25,7 +25,11 @@ from typing import Any
 
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.pki.tls import TlsFiles
-from modelfleet.routing.residency import PolicyRule, parse_policy_rules
+from modelfleet.routing.residency import (
+    FleetResidency,
+    parse_policy_rules,
+    region_jurisdictions,
+)
 from modelfleet.transport.client import Origin
 from modelfleet.transport.session import HubSession
 
@@ -140,8 +144,6 @@ class SiteDirectory:
                 "policies come from the hub's directory: give them only with a static list "
                 "of sites (narrow the hub's with local residency rules instead)"
             )
-        #: The fleet's residency policies, as last fetched (or cached, or given).
-        self.policies: tuple[PolicyRule, ...] = parse_policy_rules(policies or ())
         self.hub_url = hub_url.rstrip("/") if hub_url else None
         self.token = token
         self.timeout_s = timeout_s
@@ -155,6 +157,12 @@ class SiteDirectory:
             [s if isinstance(s, Site) else Site.from_dict(s) for s in sites]
             if sites is not None
             else []
+        )
+        #: The fleet's residency policies and region -> jurisdiction map, as last fetched
+        #: (or cached; for a static list, the policies given and the sites' own labels).
+        self.residency = FleetResidency(
+            parse_policy_rules(policies or ()),
+            region_jurisdictions(site.labels for site in self.sites),
         )
         self.fetched_at: float | None = time.time() if sites is not None else None
         #: "static", "hub" or "cache": where the current list came from.
@@ -203,12 +211,8 @@ class SiteDirectory:
     def _apply(self, doc: Mapping[str, Any], source: str) -> None:
         # Policies first: a copy whose policies cannot be read is not used at all (routing
         # by its sites without them could send data where a policy forbids).
-        residency = doc.get("residency") or {}
-        raw = residency.get("policies", []) if isinstance(residency, Mapping) else None
-        if not isinstance(raw, list):
-            raise HubUnreachable(f"the {source} directory's residency policies are malformed")
         try:
-            policies = parse_policy_rules(raw)
+            residency = FleetResidency.from_directory(doc.get("residency"))
         except InvalidInput as exc:
             raise HubUnreachable(
                 f"the {source} directory's residency policies are unusable: {exc.message}"
@@ -222,7 +226,7 @@ class SiteDirectory:
             except ModelfleetError:
                 continue  # an unusable URL (e.g. https) must not hide the other sites
         self.sites = sites
-        self.policies = policies
+        self.residency = residency
         self.fetched_at = time.time()
         self.source = source
 

@@ -5,8 +5,11 @@ where data comes from (``EU``, ``IN``, ``eu-west``...); a site's ``jurisdiction`
 under whose law it runs. The fleet's residency **policies** (the hub's ``policy apply -f``
 rules, ``kind: residency``) map data regions to the jurisdictions allowed to hold that data:
 a model trained on it runs only there (checked at deploy planning, ``hub/policy.py``) and a
-request carrying it goes only there (checked here, before any byte leaves the caller). A data
-region no policy names stays in the jurisdiction of the same name (``EU`` -> ``{EU}``).
+request carrying it goes only there (checked here, before any byte leaves the caller). The
+sites' labels put finer regions in jurisdictions (``region=eu-west, jurisdiction=EU``:
+:func:`region_jurisdictions`), so a policy for ``EU`` covers data from ``eu-west`` too. A
+data region no policy covers stays at home: its jurisdiction by site labels, else the
+jurisdiction of the same name (``EU`` -> ``{EU}``).
 
 Where the policies come from: the hub's directory (``GET /api/v1/directory`` carries them;
 :class:`~modelfleet.routing.directory.SiteDirectory` caches them on disk with the sites, so
@@ -14,7 +17,8 @@ they are enforced offline), or, for a static site list with no hub, the same rul
 given by the caller (``policies=``). A caller's **local** rules (the SDK's ``residency=``,
 the gateway's ``--residency FILE``, :class:`ResidencyRules`) are a stricter layer on top:
 they can remove jurisdictions a policy permits, never add one. A local rule that names a
-jurisdiction the policies do not permit is reported as ignored in every refusal.
+jurisdiction the policies do not permit is ignored, and every refusal (and a warning in the
+log) says so.
 
 A data region is hostile input (it arrives in a header from anyone who can reach a gateway),
 so there is one grammar for it, :func:`check_data_region`: 1 to
@@ -32,8 +36,8 @@ fails with an error that quotes :meth:`Residency.describe`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +48,13 @@ __all__ = [
     "DATA_REGION_RULE",
     "MAX_DATA_REGION_LENGTH",
     "UNRESTRICTED",
+    "FleetResidency",
     "PolicyRule",
     "Residency",
     "ResidencyRules",
     "check_data_region",
     "parse_policy_rules",
+    "region_jurisdictions",
 ]
 
 #: The data region of data that carries no residency constraint.
@@ -191,24 +197,81 @@ class ResidencyRules:
         return f"ResidencyRules({ {k: sorted(v) for k, v in sorted(self._rules.items())}!r})"
 
 
+def region_jurisdictions(labels: Iterable[Mapping[str, str]]) -> dict[str, frozenset[str]]:
+    """Which jurisdictions each ``region`` label value belongs to, by the sites' own labels:
+    a site labelled ``region=eu-west, jurisdiction=EU`` puts eu-west in EU. Upper-cased. A
+    region whose sites disagree maps to every jurisdiction they name (so every rule for any
+    of them covers it, and it has no single home)."""
+    found: dict[str, set[str]] = {}
+    for site in labels:
+        region, jurisdiction = site.get("region"), site.get("jurisdiction")
+        # A label no data region could equal (``eu_west``) maps nothing: no request or
+        # version can carry it, so leaving it out hides no rule.
+        if region and jurisdiction and _DATA_REGION.fullmatch(region):
+            found.setdefault(region.upper(), set()).add(jurisdiction.strip().upper())
+    return {region: frozenset(names) for region, names in found.items()}
+
+
+@dataclass(frozen=True)
+class FleetResidency:
+    """What the fleet says about residency: its policies, and the jurisdiction each finer
+    region belongs to by the sites' labels (:func:`region_jurisdictions`)."""
+
+    policies: tuple[PolicyRule, ...] = ()
+    regions: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_directory(cls, doc: Any) -> FleetResidency:
+        """The directory's ``residency`` object: ``{"policies": [...], "regions": {...}}``
+        (absent: no policies, from a hub that sends none)."""
+        doc = doc or {}
+        if not isinstance(doc, Mapping):
+            raise InvalidInput("the directory's 'residency' must be an object")
+        policies, regions = doc.get("policies") or [], doc.get("regions") or {}
+        if not isinstance(policies, list) or not isinstance(regions, Mapping):
+            raise InvalidInput("the directory's residency policies or regions are malformed")
+        return cls(
+            parse_policy_rules(policies),
+            {
+                str(k).upper(): _names(v, f"region {k!r}")
+                for k, v in regions.items()
+                if _DATA_REGION.fullmatch(str(k))
+            },
+        )
+
+
 class Residency:
     """The rules a request is routed by: the fleet's policies, narrowed by local rules.
 
-    For a data region ``R`` (``*``: any site): every policy naming ``R`` must permit the
-    site (a site satisfies a policy when its ``label`` value is allowed; several policies
-    naming one region all apply: the strictest wins); with no policy naming ``R``, the site's
-    jurisdiction must be ``R``. A local rule for ``R`` then also requires the site's
+    For a data region ``R`` (``*``: any site): every policy naming ``R``, or the jurisdiction
+    ``R`` belongs to by site labels, must permit the site (a site satisfies a policy when its
+    ``label`` value is allowed; several policies all apply: the strictest wins). With no such
+    policy, the site's jurisdiction must be ``R``'s home: the one jurisdiction the site labels
+    put ``R`` in, else ``R`` itself. A local rule for ``R`` then also requires the site's
     jurisdiction to be one it lists.
     """
 
     def __init__(
-        self, policies: Sequence[PolicyRule] = (), local: ResidencyRules | None = None
+        self, fleet: FleetResidency | None = None, local: ResidencyRules | None = None
     ) -> None:
-        self.policies = tuple(policies)
+        self.fleet = fleet or FleetResidency()
         self.local = local or ResidencyRules()
 
     def _covering(self, region: str) -> list[PolicyRule]:
-        return [p for p in self.policies if region in p.regions]
+        names = {region} | self.fleet.regions.get(region, frozenset())
+        return [p for p in self.fleet.policies if p.regions & names]
+
+    def _home(self, region: str) -> frozenset[str]:
+        mapped = self.fleet.regions.get(region, frozenset())
+        return mapped if len(mapped) == 1 else frozenset({region})
+
+    def _base(self, region: str, covering: list[PolicyRule]) -> frozenset[str] | None:
+        """The jurisdictions the fleet permits, or None when only policies on other labels
+        apply (they do not limit the jurisdiction)."""
+        jurisdictions = [p.allowed for p in covering if p.label == "jurisdiction"]
+        if jurisdictions:
+            return frozenset.intersection(*jurisdictions)
+        return None if covering else self._home(region)
 
     def permits(self, data_region: str, labels: Mapping[str, str]) -> bool:
         region = data_region.strip().upper()
@@ -217,7 +280,7 @@ class Residency:
         covering = self._covering(region)
         jurisdiction = labels.get("jurisdiction")
         mine = jurisdiction.strip().upper() if jurisdiction is not None else None
-        if not covering and mine != region:
+        if not covering and mine not in self._home(region):
             return False
         for rule in covering:
             value = labels.get(rule.label)
@@ -231,13 +294,9 @@ class Residency:
         (and that are therefore ignored): what an operator should hear about at start-up."""
         found = {}
         for region in self.local.regions():
+            base = self._base(region, self._covering(region))
             narrowed = self.local.get(region) or frozenset()
-            covering = self._covering(region)
-            jurisdictions = [p.allowed for p in covering if p.label == "jurisdiction"]
-            if covering and not jurisdictions:
-                continue  # only other labels: the jurisdiction is not what they limit
-            base = frozenset.intersection(*jurisdictions) if jurisdictions else {region}
-            if extra := sorted(narrowed - base):
+            if base is not None and (extra := sorted(narrowed - base)):
                 found[region] = extra
         return found
 
@@ -247,43 +306,38 @@ class Residency:
         if region == UNRESTRICTED:
             return "data region '*' is unrestricted (any site)"
         covering = self._covering(region)
-        jurisdictions = [p for p in covering if p.label == "jurisdiction"]
-        others = [p for p in covering if p.label != "jurisdiction"]
-        if jurisdictions or not covering:
-            base = (
-                frozenset.intersection(*(p.allowed for p in jurisdictions))
-                if jurisdictions
-                else frozenset({region})
-            )
-            narrowed = self.local.get(region)
+        base = self._base(region, covering)
+        narrowed = self.local.get(region)
+        text = f"residency rule {region}"
+        if base is not None:
             allowed = base if narrowed is None else base & narrowed
-            text = f"residency rule {region} -> {{{', '.join(sorted(allowed))}}}"
-            if jurisdictions:
-                names = ", ".join(repr(p.name) for p in jurisdictions)
-                text += f" (fleet policy {names})"
+            text += f" -> {{{', '.join(sorted(allowed))}}}"
+            named = [p for p in covering if p.label == "jurisdiction"]
+            if named:
+                text += f" (fleet policy {', '.join(repr(p.name) for p in named)})"
+            elif self._home(region) != {region}:
+                text += f" (default: its jurisdiction by site labels, region={region.lower()})"
             else:
                 text += " (default: same jurisdiction only)"
-        else:
-            text = f"residency rule {region}"
-        for rule in others:
-            text += (
-                f"; {rule.label} in {{{', '.join(sorted(rule.allowed))}}} "
-                f"(fleet policy {rule.name!r})"
-            )
-        narrowed = self.local.get(region)
+        for rule in covering:
+            if rule.label != "jurisdiction":
+                text += (
+                    f"; {rule.label} in {{{', '.join(sorted(rule.allowed))}}} "
+                    f"(fleet policy {rule.name!r})"
+                )
         if narrowed is not None:
             text += (
                 f"; narrowed by the local rule {region} -> {{{', '.join(sorted(narrowed))}}} "
                 f"(from {self.local.source})"
             )
-            if jurisdictions or not covering:
-                widened = sorted(narrowed - base)
-                if widened:
-                    text += (
-                        f"; {', '.join(widened)} ignored: local rules can only narrow the "
-                        "fleet's policies, never add a jurisdiction"
-                    )
+            widened = sorted(narrowed - base) if base is not None else []
+            if widened:
+                text += (
+                    f"; {', '.join(widened)} ignored: local rules can only narrow the "
+                    "fleet's policies, never add a jurisdiction"
+                )
         return text
 
     def __repr__(self) -> str:
-        return f"Residency(policies={[p.name for p in self.policies]!r}, local={self.local!r})"
+        names = [p.name for p in self.fleet.policies]
+        return f"Residency(policies={names!r}, local={self.local!r})"

@@ -149,7 +149,7 @@ class Router:
         self.selector = Selector(
             rules,
             # The fleet's policies travel with the directory (and its disk copy).
-            policies=lambda: self.directory.policies,
+            fleet=lambda: self.directory.residency,
             alpha=opts.ewma_alpha,
             breaker_threshold=opts.breaker_threshold,
             breaker_cooldown_s=opts.breaker_cooldown_s,

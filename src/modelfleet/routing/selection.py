@@ -27,12 +27,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from modelfleet.errors import NoSiteAvailable
 from modelfleet.routing.directory import Site
-from modelfleet.routing.residency import PolicyRule, Residency, ResidencyRules
+from modelfleet.routing.residency import FleetResidency, Residency, ResidencyRules
 
 __all__ = [
     "Breaker",
@@ -142,15 +142,15 @@ class Selector:
         self,
         rules: ResidencyRules | None = None,
         *,
-        policies: Callable[[], Sequence[PolicyRule]] = tuple,
+        fleet: Callable[[], FleetResidency] = FleetResidency,
         alpha: float = 0.3,
         breaker_threshold: int = 3,
         breaker_cooldown_s: float = 1.0,
         missing_model_ttl_s: float = 10.0,
     ) -> None:
-        #: The caller's local rules: they only narrow what ``policies`` permit.
+        #: The caller's local rules: they only narrow what the ``fleet`` permits.
         self.rules = rules or ResidencyRules()
-        self._policies = policies
+        self._fleet = fleet
         self._residency: Residency | None = None  # built on first use, after the directory
         self.alpha = alpha
         self.breaker_threshold = breaker_threshold
@@ -169,9 +169,9 @@ class Selector:
     def residency(self) -> Residency:
         """The rules in force: the fleet's policies as last fetched (or cached), narrowed
         by the local rules; rebuilt only when the directory brought other policies."""
-        policies = self._policies()
-        if self._residency is None or tuple(policies) != self._residency.policies:
-            self._residency = Residency(policies, self.rules)
+        fleet = self._fleet()
+        if self._residency is None or fleet != self._residency.fleet:
+            self._residency = Residency(fleet, self.rules)
             for region, extra in self._residency.ignored().items():
                 log.warning(
                     "local residency rule for %s (from %s) lists %s, which the fleet's "

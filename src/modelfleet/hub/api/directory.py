@@ -2,7 +2,9 @@
 
 Every site with its public inference URL (as the site reports it), labels, liveness as the hub
 sees it, and the models it serves right now (active version and state); and the fleet's
-residency policies (``residency.policies``: name, regions, allowed_jurisdictions, label),
+residency policies (``residency.policies``: name, regions, allowed_jurisdictions, label)
+and the jurisdiction each ``region`` label value belongs to by the sites' labels
+(``residency.regions``),
 because the rule that keeps a model trained on EU data at EU sites also keeps a request with
 EU data there: the SDK and the gateway route by these rules, and cache them with the sites so
 that they hold while the hub is away (``routing/residency.py``). Any human token
@@ -29,6 +31,7 @@ from modelfleet.hub.auth import Permission, Role
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.policy import ResidencyRule
 from modelfleet.hub.selectors import parse_selector
+from modelfleet.routing.residency import region_jurisdictions
 
 router = APIRouter(prefix="/api/v1", tags=["routing"])
 
@@ -36,7 +39,8 @@ router = APIRouter(prefix="/api/v1", tags=["routing"])
 def directory(ctx: HubContext, site_selector: str | None = None) -> dict[str, Any]:
     sites = []
     selector = parse_selector(site_selector) if site_selector is not None else None
-    for record in ctx.sites.list():
+    records = ctx.sites.list()
+    for record in records:
         if selector is not None and not selector.matches(record.labels):
             continue
         view = ctx.sites.view(record)
@@ -71,10 +75,15 @@ def directory(ctx: HubContext, site_selector: str | None = None) -> dict[str, An
         for rule in ctx.deployments.rules()
         if isinstance(rule, ResidencyRule)
     ]
+    # The region -> jurisdiction map from every site's labels, for the same reason.
+    regions = region_jurisdictions(record.labels for record in records)
     return {
         "generated_at": datetime.now(UTC).isoformat(),
         "sites": sites,
-        "residency": {"policies": policies},
+        "residency": {
+            "policies": policies,
+            "regions": {region: sorted(names) for region, names in sorted(regions.items())},
+        },
     }
 
 
