@@ -45,6 +45,9 @@ def test_the_plan_lists_each_policy_and_warns_about_rules_that_match_nothing(
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     ok(hub.cli("policy", "apply", "-f", str(policy)))
+    listed = ok(hub.cli("policy", "ls"))  # the rule, stored as `regions`, lists as before
+    assert "eu-data-stays-in-eu" in listed
+    assert "EU" in listed
 
     # The sites never came up, so the plan has nowhere to roll out to: it may be refused
     # for that, and still lists the policies.
