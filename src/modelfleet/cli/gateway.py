@@ -156,7 +156,11 @@ def serve(
         tls=certs.client(ca) if certs is not None else TlsFiles(ca),
     )
     configure_logging(log_level)
-    source = f"{len(directory.sites)} static sites" if sites else f"hub {hub}"
+    source = (
+        f"{len(directory.sites)} static sites"
+        if sites
+        else f"hub {hub} (directory cached at {directory.cache_path})"
+    )
     scheme = "https" if certs is not None else "http"
     err_console.print(
         f"gateway on {scheme}://{host}:{port}  routing from {source}  "

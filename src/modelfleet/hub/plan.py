@@ -6,10 +6,10 @@ why (selector, policy, override, offline, conflict), the waves, and every rule b
 
 Every policy is listed with its verdict for this deployment (``pass``, ``refused`` or
 ``not applicable``, and why), because a plan that only says "accepted" cannot tell a rule
-that passed from one that never matched: a residency rule written for ``EU`` while versions
-record ``eu-west`` protects nothing, so the plan warns about every rule that matches no model
-in the registry (no version trained on its regions; a spread rule naming only unknown
-models).
+that passed from one that never matched: a residency rule written for ``EMEA`` while
+versions record ``eu-west`` (which the site labels put in ``EU``) protects nothing, so the
+plan warns about every rule that matches no model in the registry (no version trained on a
+region it covers; a spread rule naming only unknown models).
 """
 
 from __future__ import annotations
@@ -261,12 +261,14 @@ def _verdict(
             return PolicyVerdict(rule.name, rule.kind, "refused", mine[0].detail)
         covered = rule.covers(version.training_regions, jurisdictions)
         if not covered:
+            inside = sorted(r for r, js in jurisdictions.items() if js & set(rule.regions))
+            also = f" (and the site regions in it: {','.join(inside)})" if inside else ""
+            trained = ",".join(version.training_regions) or "nothing recorded"
             return PolicyVerdict(
                 rule.name,
                 rule.kind,
                 "not applicable",
-                f"covers {','.join(rule.regions)}; the version was trained on "
-                f"{','.join(version.training_regions)}",
+                f"covers {','.join(rule.regions)}{also}; the version was trained on {trained}",
             )
         if mine:
             sites = ", ".join(str(v.site) for v in mine)

@@ -89,7 +89,8 @@ def directory(ctx: HubContext, site_selector: str | None = None) -> dict[str, An
 
 @router.get(
     "/directory",
-    summary="Sites with public inference URLs, labels, health and the models they serve",
+    summary="Sites with public inference URLs, labels, health and the models they serve, "
+    "and the residency policies requests are routed by",
 )
 async def get_directory(ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.DIRECTORY_READ)
