@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -58,7 +59,7 @@ class Fleet:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.infer}"}
 
-    def entry(self, site: str) -> dict[str, object]:
+    def entry(self, site: str) -> dict[str, Any]:
         """The site's entry in the directory the SDK and the gateway route by."""
         doc = httpx.get(f"{self.hub.url}/api/v1/directory", headers=self.auth, timeout=10)
         doc.raise_for_status()
@@ -144,7 +145,7 @@ def test_in_data_is_never_answered_by_the_eu_site(fleet: Fleet) -> None:
     wait_for(lambda: fleet.entry("in-1")["url"] == eu.url, "in-1 registered at the EU URL")
     in_entry = fleet.entry("in-1")
     assert in_entry["online"] is True
-    assert [m["version"] for m in in_entry["models"]] == [2]  # type: ignore[union-attr]
+    assert [m["version"] for m in in_entry["models"]] == [2]
 
     tls_dir = issue_gateway_certificate(fleet.hub.data_dir, fleet.root / "gw-tls")
     gateway = GatewayProcess(
