@@ -148,20 +148,25 @@ def test_the_sdk_refuses_a_bad_region_before_sending() -> None:
 def test_residency_rule_keys_follow_the_grammar() -> None:
     with pytest.raises(InvalidDataRegion, match="residency rule"):
         ResidencyRules({"EU WEST": ["EU"]})
+    bad = {"name": "p", "regions": ["EU WEST"], "allowed_jurisdictions": ["EU"]}
+    with pytest.raises(InvalidDataRegion, match="residency policy 'p'"):
+        SiteDirectory(sites=[], policies=[bad])
 
 
 def test_the_remembered_regions_are_capped() -> None:
-    """Even regions that do permit a site (here 300 rules, all to the EU site) are kept at
-    most :data:`MAX_REMEMBERED_REGIONS`, the least recently used going first."""
+    """Even regions that do permit a site (here a policy sending 300 regions to the EU
+    site) are kept at most :data:`MAX_REMEMBERED_REGIONS`, the least recently used going
+    first."""
     regions = [f"R{i}" for i in range(MAX_REMEMBERED_REGIONS + 44)]
-    rules = ResidencyRules({region: ["EU"] for region in regions})
+    policy = {"name": "many", "regions": regions, "allowed_jurisdictions": ["EU"]}
     # Port 9 (discard) refuses: every attempt fails at once, which is all this needs.
     directory = SiteDirectory(
-        sites=[{"name": "s", "url": "http://127.0.0.1:9", "labels": {"jurisdiction": "EU"}}]
+        sites=[{"name": "s", "url": "http://127.0.0.1:9", "labels": {"jurisdiction": "EU"}}],
+        policies=[policy],
     )
 
     async def scenario() -> None:
-        router = Router(directory, rules=rules)
+        router = Router(directory)
         try:
             for region in regions:
                 with pytest.raises(NoSiteAvailable):

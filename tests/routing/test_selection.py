@@ -86,16 +86,28 @@ def test_eu_data_never_reaches_a_non_eu_site_even_when_every_eu_site_is_down(
             geo_fleet.reset_links()
 
 
-def test_an_explicit_rule_widens_what_a_region_may_reach(geo_fleet: GeoFleet) -> None:
-    rules = ResidencyRules({"UK": ["UK", "US"]}, source="test")
+def test_a_policy_widens_what_a_region_may_reach_and_a_local_rule_does_not(
+    geo_fleet: GeoFleet,
+) -> None:
+    # A static fleet has no hub: its policies are given in the policy file's format.
+    policies = [{"name": "uk-to-us", "regions": ["UK"], "allowed_jurisdictions": ["UK", "US"]}]
     with modelfleet.Client(
-        sites=geo_fleet.static_sites(), token=geo_fleet.infer_token, residency=rules
+        sites=geo_fleet.static_sites(), token=geo_fleet.infer_token, policies=policies
     ) as client:
         assert served_by(client.infer("pump", {"X": X}, data_region="UK")) == "us"
         with pytest.raises(NoSiteAvailable, match=r"residency rule IN -> \{IN\}"):
             client.infer("pump", {"X": X}, data_region="IN")
         with pytest.raises(InvalidInput, match="no data region"):
             client.infer("pump", {"X": X})  # no data region at all: refused
+    # A local rule alone only narrows: UK data still has nowhere to go, and the refusal says
+    # why the jurisdiction it names was not taken.
+    rules = ResidencyRules({"UK": ["UK", "US"]}, source="test")
+    with modelfleet.Client(
+        sites=geo_fleet.static_sites(), token=geo_fleet.infer_token, residency=rules
+    ) as client:
+        with pytest.raises(NoSiteAvailable) as caught:
+            client.infer("pump", {"X": X}, data_region="UK")
+        assert "US ignored: local rules can only narrow" in str(caught.value)
 
 
 def test_lowest_latency_healthy_site_with_the_model_is_chosen(geo_fleet: GeoFleet) -> None:

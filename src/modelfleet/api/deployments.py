@@ -14,6 +14,7 @@ __all__ = [
     "Deployment",
     "Override",
     "Plan",
+    "PlanPolicy",
     "PlanViolation",
     "Policy",
     "PolicyChange",
@@ -46,9 +47,19 @@ class PlanViolation(Record):
     detail: str
 
 
+class PlanPolicy(Record):
+    """One policy's verdict on a planned deployment: ``pass``, ``refused`` or
+    ``not applicable``, with the reason."""
+
+    rule: str
+    kind: str
+    verdict: str
+    detail: str
+
+
 class Plan(Record):
-    """What a deployment would do: targets, exclusions, violations, waves; ``ok`` when it
-    may proceed."""
+    """What a deployment would do: targets, exclusions, violations, waves, each policy's
+    verdict and warnings (rules that match no model); ``ok`` when it may proceed."""
 
     deployment: str | None
     model: str
@@ -70,6 +81,8 @@ class Plan(Record):
     #: What a re-deploy kept of the deployment because the request left it out:
     #: ``"strategy"`` and/or ``"gates"`` (a strategy without ``kind`` amends the kept one).
     kept: list[str] = []
+    policies: list[PlanPolicy] = []
+    warnings: list[str] = []
     ok: bool
 
 

@@ -148,9 +148,19 @@ def print_plan(plan: Plan) -> None:
             ["wave", "sites"],
             [[i + 1, ", ".join(w)] for i, w in enumerate(plan.waves)],
         )
+    if plan.policies:
+        table(
+            "policies evaluated",
+            ["policy", "kind", "verdict", "why"],
+            [[p.rule, p.kind, p.verdict, p.detail] for p in plan.policies],
+        )
+    else:
+        console.print("  no policies: nothing restricts where this model runs", highlight=False)
     for v in plan.violations:
         where = f" site {v.site}:" if v.site else ""
         console.print(f"[red]policy {v.rule}[/red]{where} {v.detail}", highlight=False)
+    for text in plan.warnings:
+        console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
     for text in plan.conflicts + plan.errors:
         console.print(f"[red]refused:[/red] {text}", highlight=False)
     verdict = "[green]would be accepted[/green]" if plan.ok else "[red]would be refused[/red]"

@@ -40,19 +40,25 @@ def serve(
     residency: Annotated[
         Path | None,
         typer.Option(
-            help="YAML/JSON residency rules {rules: {UK: [UK, EU]}} (default: data stays in "
-            "its own jurisdiction)."
+            help="Local YAML/JSON rules {rules: {UK: [UK]}} that narrow the fleet's residency "
+            "policies (from the hub's directory); they never add a jurisdiction. See "
+            "docs/residency.md.",
         ),
     ] = None,
     sites: Annotated[
         Path | None,
         typer.Option(
             help="Static YAML/JSON list of sites [{name, url, labels, models}] instead of "
-            "the hub's directory."
+            "the hub's directory; as {sites: [...], policies: [...]} it carries residency "
+            "policies too (the `policy apply -f` format)."
         ),
     ] = None,
     cache: Annotated[
-        Path | None, typer.Option(help="Directory cache file (default under ~/.cache).")
+        Path | None,
+        typer.Option(
+            help="Directory cache file: sites and residency policies, for a hub outage "
+            "(default: $MODELFLEET_CACHE_DIR or ~/.cache/modelfleet, one file per hub)."
+        ),
     ] = None,
     deadline: Annotated[float, typer.Option(help="Per-request deadline in seconds.")] = 10.0,
     no_hedge: Annotated[bool, typer.Option("--no-hedge", help="Disable hedging.")] = False,
@@ -123,7 +129,10 @@ def serve(
         items = doc.get("sites") if isinstance(doc, dict) else doc
         if not isinstance(items, list):
             raise InvalidInput(f"{sites}: expected a list of sites (or {{sites: [...]}})")
-        directory = SiteDirectory(sites=items)
+        policies = doc.get("policies", []) if isinstance(doc, dict) else []
+        if not isinstance(policies, list):
+            raise InvalidInput(f"{sites}: 'policies' must be a list of residency policies")
+        directory = SiteDirectory(sites=items, policies=policies)
         access = None  # no hub, no grant list: callers' credentials go through to the sites
     else:
         if not token:
@@ -147,7 +156,11 @@ def serve(
         tls=certs.client(ca) if certs is not None else TlsFiles(ca),
     )
     configure_logging(log_level)
-    source = f"{len(directory.sites)} static sites" if sites else f"hub {hub}"
+    source = (
+        f"{len(directory.sites)} static sites"
+        if sites
+        else f"hub {hub} (directory cached at {directory.cache_path})"
+    )
     scheme = "https" if certs is not None else "http"
     err_console.print(
         f"gateway on {scheme}://{host}:{port}  routing from {source}  "

@@ -66,7 +66,8 @@ def ls(hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = Fa
             [
                 p["name"],
                 p["kind"],
-                f"trained on {','.join(p['training_regions'])} -> only where {p['label']} in "
+                f"data from {','.join(p.get('regions') or p.get('training_regions') or [])} "
+                f"-> only where {p['label']} in "
                 f"({','.join(p['allowed_jurisdictions'])})"
                 if p["kind"] == "residency"
                 else f">= {p['min_distinct']} distinct {p['label']}"

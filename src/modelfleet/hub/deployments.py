@@ -231,6 +231,7 @@ class Deployments:
             deployments=self.repo.list_deployments(),
             overrides=self.repo.list_overrides(),
             rules=self.rules(),
+            **self._registry_words(),
         )
         plan = make_plan(
             name=name,
@@ -252,6 +253,21 @@ class Deployments:
                 f"roll it back first (`modelfleet rollout status {busy.id}`)"
             )
         return plan
+
+    def _registry_words(self) -> dict[str, frozenset[str]]:
+        """Every model name and recorded training region, for the plan's "rule matches no
+        model" warnings."""
+        models = self.store.models.list_models()
+        regions = {
+            region
+            for model in models
+            for version in self.registry.versions(model.name)
+            for region in version.training_regions
+        }
+        return {
+            "known_models": frozenset(m.name for m in models),
+            "known_regions": frozenset(regions),
+        }
 
     def deploy(
         self, request: DeployRequest, actor: str
@@ -333,7 +349,9 @@ class Deployments:
         """Pin ``site`` to a version of a model; wins over every deployment."""
         record = self.sites.get(site)
         version = self.registry.resolve(parse_ref(ref))
-        violations = check_residency(self.rules(), version.training_regions, [record])
+        violations = check_residency(
+            self.rules(), version.training_regions, [record], self.sites.list()
+        )
         if violations:
             raise refuse(f"override {site} -> {version.model}:{version.version}", violations)
         self.repo.put_override(record.name, version.model, version.version, reason)

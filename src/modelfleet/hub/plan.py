@@ -3,10 +3,18 @@
 The same function plans the real deployment, so what the operator reviewed is exactly
 what runs: which sites get which version (and what they run now), which are excluded and
 why (selector, policy, override, offline, conflict), the waves, and every rule broken.
+
+Every policy is listed with its verdict for this deployment (``pass``, ``refused`` or
+``not applicable``, and why), because a plan that only says "accepted" cannot tell a rule
+that passed from one that never matched: a residency rule written for ``EMEA`` while
+versions record ``eu-west`` (which the site labels put in ``EU``) protects nothing, so the
+plan warns about every rule that matches no model in the registry (no version trained on a
+region it covers; a spread rule naming only unknown models).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +35,7 @@ from modelfleet.hub.store.records import (
     SiteRecord,
     VersionRecord,
 )
+from modelfleet.routing.residency import region_jurisdictions
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,16 @@ class SiteTarget:
 class Exclusion:
     site: str
     reason: str  # selector | decommissioned | policy | override | offline | conflict
+    detail: str
+
+
+@dataclass(frozen=True)
+class PolicyVerdict:
+    """What one policy said about this deployment."""
+
+    rule: str
+    kind: str
+    verdict: str  # pass | refused | not applicable
     detail: str
 
 
@@ -63,6 +82,9 @@ class Plan:
     waves: list[list[str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # "strategy", "gates": the deployment's
+    policies: list[PolicyVerdict] = field(default_factory=list)
+    #: Not refusals: rules that match no model, worth an operator's look.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def rollout_needed(self) -> bool:
@@ -92,6 +114,8 @@ class Plan:
             "waves": self.waves,
             "errors": self.errors,
             "kept": self.kept,
+            "policies": [v.__dict__ for v in self.policies],
+            "warnings": self.warnings,
             "ok": self.ok,
         }
 
@@ -106,6 +130,10 @@ class PlanInputs:
     deployments: list[DeploymentRecord]
     overrides: list[OverrideRecord]
     rules: list[ResidencyRule | SpreadRule]
+    #: Every training region any version in the registry records (for "matches no model").
+    known_regions: frozenset[str] = frozenset()
+    #: Every model name in the registry.
+    known_models: frozenset[str] = frozenset()
 
 
 def make_plan(
@@ -175,8 +203,16 @@ def make_plan(
             continue
         selected.append(site)
     if selected:  # with no site at all, "selects no site" is the one thing to say
-        plan.violations = check_residency(inputs.rules, version.training_regions, selected)
+        plan.violations = check_residency(
+            inputs.rules, version.training_regions, selected, inputs.sites
+        )
         plan.violations += check_spread(inputs.rules, version.model, selected)
+    jurisdictions = region_jurisdictions(site.labels for site in inputs.sites)
+    plan.policies = [
+        _verdict(rule, version, plan.violations, len(selected), jurisdictions)
+        for rule in inputs.rules
+    ]
+    plan.warnings = _unmatched(inputs, jurisdictions)
     refused = {v.site for v in plan.violations if v.site}
     movable = []
     for site in selected:
@@ -211,3 +247,83 @@ def make_plan(
         except InvalidInput as exc:
             plan.errors.append(exc.message)
     return plan
+
+
+def _verdict(
+    rule: ResidencyRule | SpreadRule,
+    version: VersionRecord,
+    violations: list[Violation],
+    selected: int,
+    jurisdictions: Mapping[str, frozenset[str]],
+) -> PolicyVerdict:
+    """The verdict of one rule, in words an operator can act on."""
+    mine = [v for v in violations if v.rule == rule.name]
+    if isinstance(rule, ResidencyRule):
+        allowed = ",".join(rule.allowed_jurisdictions)
+        if mine and mine[0].site is None:
+            return PolicyVerdict(rule.name, rule.kind, "refused", mine[0].detail)
+        covered = rule.covers(version.training_regions, jurisdictions)
+        if not covered:
+            inside = sorted(r for r, js in jurisdictions.items() if js & set(rule.regions))
+            also = f" (and the site regions in it: {','.join(inside)})" if inside else ""
+            trained = ",".join(version.training_regions) or "nothing recorded"
+            return PolicyVerdict(
+                rule.name,
+                rule.kind,
+                "not applicable",
+                f"covers {','.join(rule.regions)}{also}; the version was trained on {trained}",
+            )
+        if mine:
+            sites = ", ".join(str(v.site) for v in mine)
+            return PolicyVerdict(
+                rule.name,
+                rule.kind,
+                "refused",
+                f"trained on {','.join(covered)} data: {rule.label} must be in ({allowed}); "
+                f"refused at {sites}",
+            )
+        return PolicyVerdict(
+            rule.name,
+            rule.kind,
+            "pass",
+            f"trained on {','.join(covered)} data: all {selected} selected site(s) have "
+            f"{rule.label} in ({allowed})",
+        )
+    if rule.models and version.model not in rule.models:
+        return PolicyVerdict(
+            rule.name, rule.kind, "not applicable", f"only for {','.join(rule.models)}"
+        )
+    if mine:
+        return PolicyVerdict(rule.name, rule.kind, "refused", mine[0].detail)
+    return PolicyVerdict(
+        rule.name,
+        rule.kind,
+        "pass",
+        f"at least {rule.min_distinct} distinct {rule.label} values among the selected sites",
+    )
+
+
+def _unmatched(inputs: PlanInputs, jurisdictions: Mapping[str, frozenset[str]]) -> list[str]:
+    """Rules that match no model in the registry (a typo'd or differently spelled region,
+    a spread rule for models that do not exist)."""
+    warnings = []
+    known = list(inputs.known_regions)
+    for rule in inputs.rules:
+        if isinstance(rule, ResidencyRule) and not rule.covers(known, jurisdictions):
+            seen = ", ".join(sorted(inputs.known_regions)) or "none"
+            warnings.append(
+                f"residency rule {rule.name!r} matches no model: no version was trained on "
+                f"{','.join(rule.regions)} (training regions recorded: {seen}); a region "
+                "matches by name, or through the jurisdiction label of the sites carrying "
+                "it as their region label (docs/residency.md)"
+            )
+        elif (
+            isinstance(rule, SpreadRule)
+            and rule.models
+            and not inputs.known_models & set(rule.models)
+        ):
+            warnings.append(
+                f"spread rule {rule.name!r} matches no model: none of "
+                f"{','.join(rule.models)} is in the registry"
+            )
+    return warnings

@@ -1,44 +1,90 @@
-"""Governance rules a placement must obey: residency and spread.
+"""Governance rules of the fleet: residency and spread.
 
-* **residency** — a model trained on data from any of ``training_regions`` may only run at
-  sites whose ``label`` (default ``jurisdiction``) is one of ``allowed_jurisdictions``. This
-  is how "models trained on EU data only at EU sites" is written.
+* **residency** — data from any of ``regions`` may only go to sites whose ``label`` (default
+  ``jurisdiction``) is one of ``allowed_jurisdictions``. One rule governs both places data
+  goes: a model *trained* on that data runs only there (checked here, when a deployment is
+  planned or a site pinned), and a *request* carrying that data is routed only there (the
+  hub's directory carries the rule to the SDK and the gateway, which enforce it offline:
+  ``routing/residency.py``). This is how "EU data, and models made from it, stay at EU
+  sites" is written. ``training_regions`` is the older name of ``regions`` and is still
+  accepted. Regions are data-region words (``EU``, ``IN``, ``eu-west``: the grammar of
+  ``check_data_region``), compared case-insensitively. A rule naming a jurisdiction also
+  covers the finer regions the sites' labels put in it (``region=eu-west,
+  jurisdiction=EU``: a rule for ``EU`` covers a version trained on ``eu-west`` data). A
+  region no rule covers is unrestricted for placements and stays in its own jurisdiction
+  for requests (docs/residency.md).
 * **spread** — a deployment (of the listed ``models``, default every model) must cover at
   least ``min_distinct`` values of ``label``, e.g. two providers, so one provider's outage
   never takes a model down everywhere.
 
-Rules are checked when a deployment is planned or created; a refusal names the rule and
-every offending site, because an operator fixes a placement site by site. The site agent
-checks residency again against its own local policy file (``site/policy.py``).
+A refusal names the rule and every offending site, because an operator fixes a placement
+site by site. The site agent checks residency again against its own local policy file
+(``site/policy.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from modelfleet.errors import InvalidInput, PolicyViolation
 from modelfleet.hub.store.records import SiteRecord
 from modelfleet.refs import check_name
+from modelfleet.routing.residency import check_data_region, region_jurisdictions
 
 
 class ResidencyRule(BaseModel):
-    """Models trained on data from ``training_regions`` may run only where allowed."""
+    """Data from ``regions`` (a model trained on it, a request carrying it) goes only to
+    sites whose ``label`` is one of ``allowed_jurisdictions``."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     kind: Literal["residency"] = "residency"
-    training_regions: list[str] = Field(min_length=1)
+    regions: list[str] = Field(
+        min_length=1,
+        validation_alias=AliasChoices("regions", "training_regions"),
+        description="Data regions (training data and request data); `training_regions` "
+        "is accepted as the older name.",
+    )
     allowed_jurisdictions: list[str] = Field(min_length=1)
     label: str = "jurisdiction"
     description: str = ""
 
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        # The request grammar: a rule whose region no request could carry would be dead.
+        try:
+            return [check_data_region(r, "region") for r in value]
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+
     def spec(self) -> dict[str, Any]:
         return self.model_dump(exclude={"name", "kind"})
+
+    def covers(
+        self, regions: Sequence[str], jurisdictions: Mapping[str, frozenset[str]] | None = None
+    ) -> list[str]:
+        """Which of ``regions`` (a version's training regions) this rule covers, sorted: the
+        ones it names, and the ones whose jurisdiction by site labels it names
+        (``jurisdictions``: :func:`region_jurisdictions` of the fleet's sites)."""
+        mine = set(self.regions)
+        known = jurisdictions or {}
+        return sorted(
+            r for r in {r.upper() for r in regions} if r in mine or known.get(r, set()) & mine
+        )
 
 
 class SpreadRule(BaseModel):
@@ -115,10 +161,14 @@ def check_residency(
     rules: Sequence[ResidencyRule | SpreadRule],
     training_regions: Sequence[str],
     sites: Sequence[SiteRecord],
+    fleet: Sequence[SiteRecord] | None = None,
 ) -> list[Violation]:
-    """Every (rule, site) pair where a site may not run a model with these regions."""
+    """Every (rule, site) pair where a site may not run a model with these regions.
+    ``fleet``: every site, whose labels say which jurisdiction each region is in (default
+    ``sites``)."""
     found = []
-    regions = set(training_regions)
+    regions = {r.upper() for r in training_regions}
+    jurisdictions = region_jurisdictions(s.labels for s in (fleet if fleet is not None else sites))
     for rule in rules:
         if isinstance(rule, ResidencyRule) and not regions:
             # No provenance: the rule cannot tell whether this model holds its regions'
@@ -133,13 +183,16 @@ def check_residency(
                 )
             )
             continue
-        if not isinstance(rule, ResidencyRule) or not regions & set(rule.training_regions):
+        covered = (
+            rule.covers(list(regions), jurisdictions) if isinstance(rule, ResidencyRule) else []
+        )
+        if not isinstance(rule, ResidencyRule) or not covered:
             continue
-        allowed = set(rule.allowed_jurisdictions)
-        trained = ",".join(sorted(regions & set(rule.training_regions)))
+        allowed = {j.upper() for j in rule.allowed_jurisdictions}
+        trained = ",".join(covered)
         for site in sites:
             value = site.labels.get(rule.label)
-            if value not in allowed:
+            if value is None or value.upper() not in allowed:
                 have = f"{rule.label}={value}" if value else f"no {rule.label} label"
                 found.append(
                     Violation(

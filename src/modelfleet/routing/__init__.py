@@ -1,7 +1,8 @@
 """Routing across sites: the site directory, site selection, the client SDK and the gateway.
 
 See ``docs/routing.md``. Public names: :class:`Client`, :class:`AsyncClient`,
-:class:`ResidencyRules`, :class:`Site`, :class:`RoutingOptions`.
+:class:`ResidencyRules` (local rules: they only narrow the fleet's residency policies, see
+``docs/residency.md``), :class:`Site`, :class:`RoutingOptions`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@
     client = modelfleet.Client(sites=[{"name": "eu-1", "url": "http://10.0.0.5:8800",
                                        "labels": {"jurisdiction": "EU"}}], data_region="EU")
 
+With a hub, the fleet's residency policies come with its directory and are cached on disk
+with it; ``residency=`` rules only narrow them (``routing/residency.py``).
+
 Site choice, retries and hedging are :class:`~modelfleet.routing.router.Router`'s; this module
 only encodes Open Inference Protocol requests (binary tensors both ways) and decodes answers.
 The async client lives on the caller's event loop; the sync client runs the same engine on a
@@ -71,6 +74,7 @@ class AsyncClient:
         sites: Iterable[Site | Mapping[str, Any]] | None = None,
         data_region: str | None = None,
         residency: ResidencyRules | Mapping[str, Iterable[str]] | None = None,
+        policies: Iterable[Mapping[str, Any]] | None = None,
         cache_path: str | Path | None = None,
         deadline_s: float = 10.0,
         hedge: bool = True,
@@ -93,6 +97,7 @@ class AsyncClient:
             hub_url=hub_url,
             token=token,
             sites=list(sites) if sites is not None else None,
+            policies=list(policies) if policies is not None else None,
             cache_path=cache_path,
             tls=tls,
         )
@@ -245,9 +250,15 @@ class Client:
     ``hub_url``/``token`` (or ``sites``, a static list) say where the site directory comes
     from; ``token`` (default ``$MODELFLEET_TOKEN``) is an ``infer`` token, which reads the
     directory and is what every site checks (``token create --role infer``);
-    ``data_region`` is the default region of every request; ``residency`` the rules
-    region -> permitted site regions; ``cache_path`` where the directory is cached for a
-    hub outage; ``deadline_s`` and ``hedge`` the routing defaults (or a whole
+    ``data_region`` is the default region of every request. Where a region's data may go is
+    the fleet's residency policies (``policy apply -f``), which come with the hub's
+    directory; ``residency`` adds local rules region -> jurisdictions that can only narrow
+    them (docs/residency.md), and ``policies`` gives the policy documents themselves for a
+    static ``sites`` list (no hub). ``cache_path`` is the file the directory (sites and
+    policies) is kept in for a hub outage: default ``$MODELFLEET_CACHE_DIR`` or
+    ``~/.cache/modelfleet/directory-<hash of hub URL>.json``
+    (:func:`~modelfleet.routing.directory.default_cache_path`); ``deadline_s`` and
+    ``hedge`` the routing defaults (or a whole
     :class:`RoutingOptions` as ``options``); ``ca_file`` the fleet CA that ``https`` hubs
     and sites are verified against (default ``$MODELFLEET_CA_FILE``, else the system's
     roots). The async client runs on a private event
@@ -262,6 +273,7 @@ class Client:
         sites: Iterable[Site | Mapping[str, Any]] | None = None,
         data_region: str | None = None,
         residency: ResidencyRules | Mapping[str, Iterable[str]] | None = None,
+        policies: Iterable[Mapping[str, Any]] | None = None,
         cache_path: str | Path | None = None,
         deadline_s: float = 10.0,
         hedge: bool = True,
@@ -283,6 +295,7 @@ class Client:
                         sites=sites,
                         data_region=data_region,
                         residency=residency,
+                        policies=policies,
                         cache_path=cache_path,
                         deadline_s=deadline_s,
                         hedge=hedge,

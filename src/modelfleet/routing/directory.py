@@ -1,8 +1,15 @@
-"""The site directory: which sites exist, where they answer, what they serve.
+"""The site directory: which sites exist, where they answer, what they serve, and the
+fleet's residency policies that say where a request's data may go.
 
 Clients fetch it from the hub (``GET /api/v1/directory``), keep the last good copy on disk and
 work from that copy when the hub is unreachable: the hub is needed to change the fleet, never
-to keep inference running. A static directory (a list of :class:`Site`) needs no hub at all.
+to keep inference running, and the policies in the copy are enforced offline as they were
+online. A static directory (a list of :class:`Site`, and the policies the caller gives)
+needs no hub at all.
+
+The copy is written to :func:`default_cache_path` unless the caller names a file
+(``cache_path=``, the gateway's ``--cache``): ``$MODELFLEET_CACHE_DIR`` if set, else
+``$XDG_CACHE_HOME/modelfleet`` (``~/.cache/modelfleet``), one file per hub URL.
 """
 
 from __future__ import annotations
@@ -18,12 +25,19 @@ from typing import Any
 
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.pki.tls import TlsFiles
+from modelfleet.routing.residency import (
+    FleetResidency,
+    parse_policy_rules,
+    region_jurisdictions,
+)
 from modelfleet.transport.client import Origin
 from modelfleet.transport.session import HubSession
 
-__all__ = ["Site", "SiteDirectory", "default_cache_path"]
+__all__ = ["CACHE_DIR_ENV", "Site", "SiteDirectory", "default_cache_path"]
 
 DIRECTORY_PATH = "/api/v1/directory"
+#: Where SDK and gateway caches go when no file is named (a directory).
+CACHE_DIR_ENV = "MODELFLEET_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -96,14 +110,21 @@ class Site:
 
 
 def default_cache_path(hub_url: str) -> Path:
-    """``$XDG_CACHE_HOME/modelfleet/directory-<hash of hub URL>.json``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    """``$MODELFLEET_CACHE_DIR/directory-<hash of hub URL>.json``; without that variable,
+    under ``$XDG_CACHE_HOME/modelfleet`` (default ``~/.cache/modelfleet``)."""
+    chosen = os.environ.get(CACHE_DIR_ENV)
+    if chosen:
+        base = Path(chosen).expanduser()
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "modelfleet"
     digest = hashlib.sha256(hub_url.rstrip("/").encode()).hexdigest()[:16]
-    return Path(base) / "modelfleet" / f"directory-{digest}.json"
+    return base / f"directory-{digest}.json"
 
 
 class SiteDirectory:
-    """The current list of sites, from the hub (cached on disk) or from a static list."""
+    """The current list of sites and residency policies, from the hub (cached on disk) or
+    from a static list (``policies``: residency rule documents, as ``policy apply -f``
+    takes them; only for a static list, a hub's directory brings its own)."""
 
     def __init__(
         self,
@@ -111,12 +132,18 @@ class SiteDirectory:
         hub_url: str | None = None,
         token: str | None = None,
         sites: Iterable[Site | Mapping[str, Any]] | None = None,
+        policies: Iterable[Mapping[str, Any]] | None = None,
         cache_path: str | Path | None = None,
         timeout_s: float = 5.0,
         tls: TlsFiles | None = None,
     ) -> None:
         if (hub_url is None) == (sites is None):
             raise InvalidInput("give either a hub URL or a static list of sites, not both")
+        if hub_url is not None and policies is not None:
+            raise InvalidInput(
+                "policies come from the hub's directory: give them only with a static list "
+                "of sites (narrow the hub's with local residency rules instead)"
+            )
         self.hub_url = hub_url.rstrip("/") if hub_url else None
         self.token = token
         self.timeout_s = timeout_s
@@ -130,6 +157,12 @@ class SiteDirectory:
             [s if isinstance(s, Site) else Site.from_dict(s) for s in sites]
             if sites is not None
             else []
+        )
+        #: The fleet's residency policies and region -> jurisdiction map, as last fetched
+        #: (or cached; for a static list, the policies given and the sites' own labels).
+        self.residency = FleetResidency(
+            parse_policy_rules(policies or ()),
+            region_jurisdictions(site.labels for site in self.sites),
         )
         self.fetched_at: float | None = time.time() if sites is not None else None
         #: "static", "hub" or "cache": where the current list came from.
@@ -149,6 +182,7 @@ class SiteDirectory:
             return self.sites
         try:
             doc = self._fetch()
+            self._apply(doc, "hub")
         except HubUnreachable as exc:
             self.last_error = exc.message
             if self.sites:
@@ -160,7 +194,6 @@ class SiteDirectory:
                 ) from exc
             self._apply(cached, "cache")
             return self.sites
-        self._apply(doc, "hub")
         self._save_cache(doc)
         self.last_error = None
         return self.sites
@@ -176,6 +209,14 @@ class SiteDirectory:
         return doc
 
     def _apply(self, doc: Mapping[str, Any], source: str) -> None:
+        # Policies first: a copy whose policies cannot be read is not used at all (routing
+        # by its sites without them could send data where a policy forbids).
+        try:
+            residency = FleetResidency.from_directory(doc.get("residency"))
+        except InvalidInput as exc:
+            raise HubUnreachable(
+                f"the {source} directory's residency policies are unusable: {exc.message}"
+            ) from exc
         sites = []
         for entry in doc.get("sites", []):
             if not entry.get("url"):
@@ -185,6 +226,7 @@ class SiteDirectory:
             except ModelfleetError:
                 continue  # an unusable URL (e.g. https) must not hide the other sites
         self.sites = sites
+        self.residency = residency
         self.fetched_at = time.time()
         self.source = source
 

@@ -5,7 +5,8 @@ One request goes through :meth:`Router.send`:
 1. The data region is checked against the region grammar
    (:func:`~modelfleet.routing.residency.check_data_region`: a 400, before anything is
    remembered), the :class:`~modelfleet.routing.probing.Prober` warms it on first use, and
-   :class:`~modelfleet.routing.selection.Selector` ranks the permitted sites.
+   :class:`~modelfleet.routing.selection.Selector` ranks the sites the fleet's residency
+   policies (from the directory) and the caller's local rules permit, online sites first.
 2. The best one gets the request, tagged ``x-request-id`` (the same for every attempt) and
    ``x-modelfleet-attempt`` (1, 2, ...; ``x-modelfleet-hedge: 1`` on a hedge), so a retried or
    hedged request is recognisable in site telemetry and logs.
@@ -17,6 +18,12 @@ One request goes through :meth:`Router.send`:
    a while and moves on too. Any other 4xx is the caller's problem and is returned as is.
 5. When every permitted site has failed, :class:`NoSiteAvailable` names the residency rule
    and what happened at each site; residency is never relaxed.
+
+Every ``https://`` site is dialled expecting the certificate of the site chosen (its name,
+issued by the fleet CA), so a directory entry whose URL leads to another site is refused
+before the request is written: data chosen for an IN site never reaches an EU one, whatever
+URL the entry carries. Plain ``http://`` sites (a hub run with ``--insecure-http``, loopback
+only) cannot be checked this way; that mode is for development.
 
 The router runs on one event loop (its connections belong to it); the sync SDK drives it from
 a private loop thread.
@@ -141,6 +148,8 @@ class Router:
         opts = self.options
         self.selector = Selector(
             rules,
+            # The fleet's policies travel with the directory (and its disk copy).
+            fleet=lambda: self.directory.residency,
             alpha=opts.ewma_alpha,
             breaker_threshold=opts.breaker_threshold,
             breaker_cooldown_s=opts.breaker_cooldown_s,

@@ -1,10 +1,20 @@
-"""Site selection: residency -> model ready -> healthy -> lowest latency.
+"""Site selection: residency -> model ready -> online -> healthy -> lowest latency.
 
-The order is a contract. Residency is a hard filter that nothing relaxes; a site known not to
-serve the model is skipped; among the rest, sites whose circuit breaker is closed come first,
-ordered by an exponentially weighted moving average (EWMA) of measured latency. Sites whose
-breaker is open stay at the end of the list as a last resort, so a request is not refused
-while a permitted site might have recovered.
+The order is a contract. Residency is a hard filter that nothing relaxes (the fleet's
+policies from the directory, narrowed by the caller's local rules: ``routing/residency.py``);
+a site known not to serve the model is skipped; among the rest, sites the hub sees online
+come first, and among those, sites whose circuit breaker is closed, ordered by an
+exponentially weighted moving average (EWMA) of measured latency. Sites whose breaker is open
+follow as a fallback, so a request is not refused while a permitted site might have
+recovered.
+
+**Offline sites are a last resort, never a way around residency.** A site the hub marks
+offline (it stopped reporting) is ranked after every online candidate: it is tried only when
+none of them answered, it has passed the same residency filter as the others, and the router
+dials it expecting that site's own certificate (``router.py``), so a stale URL that now
+leads to another site, of another jurisdiction say, is refused before the request is sent.
+It stays a candidate because a site that lost the hub keeps serving (sites are autonomous),
+and refusing its permitted data then would turn a hub outage into an inference outage.
 
 Latency samples come from real requests and from light probes (``GET /v2/health/ready``) the
 client sends to sites that carry no traffic. A probe measures round-trip time without model
@@ -14,14 +24,15 @@ within a fraction of a millisecond of each other, where spreading the load is ha
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from modelfleet.errors import NoSiteAvailable
 from modelfleet.routing.directory import Site
-from modelfleet.routing.residency import ResidencyRules
+from modelfleet.routing.residency import FleetResidency, Residency, ResidencyRules
 
 __all__ = [
     "Breaker",
@@ -29,6 +40,8 @@ __all__ = [
     "Selector",
     "SiteStats",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -118,6 +131,8 @@ class Ranking:
     rule: str
     excluded_by_residency: list[str]
     without_model: list[str]
+    #: Permitted sites the hub sees offline: ranked last, after every online one.
+    offline: list[str] = field(default_factory=list)
 
 
 class Selector:
@@ -127,12 +142,16 @@ class Selector:
         self,
         rules: ResidencyRules | None = None,
         *,
+        fleet: Callable[[], FleetResidency] = FleetResidency,
         alpha: float = 0.3,
         breaker_threshold: int = 3,
         breaker_cooldown_s: float = 1.0,
         missing_model_ttl_s: float = 10.0,
     ) -> None:
+        #: The caller's local rules: they only narrow what the ``fleet`` permits.
         self.rules = rules or ResidencyRules()
+        self._fleet = fleet
+        self._residency: Residency | None = None  # built on first use, after the directory
         self.alpha = alpha
         self.breaker_threshold = breaker_threshold
         self.breaker_cooldown_s = breaker_cooldown_s
@@ -146,8 +165,26 @@ class Selector:
             stats = self.stats[site] = SiteStats(breaker=breaker)
         return stats
 
+    @property
+    def residency(self) -> Residency:
+        """The rules in force: the fleet's policies as last fetched (or cached), narrowed
+        by the local rules; rebuilt only when the directory brought other policies."""
+        fleet = self._fleet()
+        if self._residency is None or fleet != self._residency.fleet:
+            self._residency = Residency(fleet, self.rules)
+            for region, extra in self._residency.ignored().items():
+                log.warning(
+                    "local residency rule for %s (from %s) lists %s, which the fleet's "
+                    "policies do not permit: ignored, local rules only narrow them",
+                    region,
+                    self.rules.source,
+                    ", ".join(extra),
+                )
+        return self._residency
+
     def permitted(self, sites: Iterable[Site], data_region: str) -> list[Site]:
-        return [s for s in sites if self.rules.permits(data_region, s.jurisdiction)]
+        residency = self.residency
+        return [s for s in sites if residency.permits(data_region, s.labels)]
 
     def rank(
         self,
@@ -158,11 +195,13 @@ class Selector:
         now: float | None = None,
     ) -> Ranking:
         now = time.monotonic() if now is None else now
+        residency = self.residency
         excluded: list[str] = []
         without: list[str] = []
+        offline: list[str] = []
         keyed: list[tuple[tuple[int, int, float, str], Site]] = []
         for site in sites:
-            if not self.rules.permits(data_region, site.jurisdiction):
+            if not residency.permits(data_region, site.labels):
                 excluded.append(site.name)
                 continue
             stats = self.stats_for(site.name)
@@ -175,14 +214,17 @@ class Selector:
             # closed, or half-open and due for its trial: ranked by latency with the rest
             healthy = 0 if stats.breaker.allows(now) else 1
             latency = stats.ewma_s if stats.ewma_s is not None else 1e3
-            keyed.append(((healthy, 0 if site.online else 1, latency, site.name), site))
+            if not site.online:
+                offline.append(site.name)
+            keyed.append(((0 if site.online else 1, healthy, latency, site.name), site))
         keyed.sort(key=lambda item: item[0])
         return Ranking(
             [site for _, site in keyed],
             data_region,
-            self.rules.describe(data_region),
+            residency.describe(data_region),
             excluded,
             without,
+            offline,
         )
 
     def no_site(self, ranking: Ranking, model: str, tried: dict[str, str]) -> NoSiteAvailable:
@@ -195,6 +237,8 @@ class Selector:
             parts.append("tried " + ", ".join(f"{k} ({v})" for k, v in tried.items()))
         if ranking.without_model:
             parts.append("without the model: " + ", ".join(ranking.without_model))
+        if ranking.offline:
+            parts.append("offline at the hub (tried last): " + ", ".join(ranking.offline))
         if not tried and not ranking.without_model:
             parts.append("no permitted site is in the directory")
         if ranking.excluded_by_residency:

@@ -10,9 +10,11 @@ its local policy file before activating, and refuses with reason code
     jurisdiction: EU
     accepted_training_regions: [EU, UK]
 
-A manifest without training regions passes only when ``allow_unknown_regions`` is true
-(default false: unknown provenance is not accepted where a policy is declared). The file
-is re-read before every activation so an operator's edit applies without a restart.
+Regions are the data-region words of the fleet's residency policies (docs/residency.md),
+compared case-insensitively. A manifest without training regions passes only when
+``allow_unknown_regions`` is true (default false: unknown provenance is not accepted where
+a policy is declared). The file is re-read before every activation so an operator's edit
+applies without a restart.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class SitePolicy:
                 f"{what} declares no training regions; {self.source} accepts only "
                 f"{', '.join(sorted(self.accepted_training_regions))}"
             )
-        refused = sorted(set(regions) - self.accepted_training_regions)
+        # Case-insensitive, as the hub's residency rules and routing compare regions.
+        accepted = {r.upper() for r in self.accepted_training_regions}
+        refused = sorted({r for r in regions if r.upper() not in accepted})
         if refused:
             where = f" (jurisdiction {self.jurisdiction})" if self.jurisdiction else ""
             raise PolicyViolation(

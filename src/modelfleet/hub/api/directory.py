@@ -1,7 +1,13 @@
 """``GET /api/v1/directory``: where clients may send inference requests.
 
 Every site with its public inference URL (as the site reports it), labels, liveness as the hub
-sees it, and the models it serves right now (active version and state). Any human token
+sees it, and the models it serves right now (active version and state); and the fleet's
+residency policies (``residency.policies``: name, regions, allowed_jurisdictions, label)
+and the jurisdiction each ``region`` label value belongs to by the sites' labels
+(``residency.regions``),
+because the rule that keeps a model trained on EU data at EU sites also keeps a request with
+EU data there: the SDK and the gateway route by these rules, and cache them with the sites so
+that they hold while the hub is away (``routing/residency.py``). Any human token
 (``viewer`` and up) and any ``infer`` token may read it: it is what the SDK and the gateway
 route with, and they cache it so that inference keeps working without the hub. An infer
 token limited to a site selector sees only those sites. Enrollment secrets and credentials
@@ -23,7 +29,9 @@ from modelfleet.errors import PermissionDenied
 from modelfleet.hub.api.deps import Caller, Context
 from modelfleet.hub.auth import Permission, Role
 from modelfleet.hub.context import HubContext
+from modelfleet.hub.policy import ResidencyRule
 from modelfleet.hub.selectors import parse_selector
+from modelfleet.routing.residency import region_jurisdictions
 
 router = APIRouter(prefix="/api/v1", tags=["routing"])
 
@@ -31,7 +39,8 @@ router = APIRouter(prefix="/api/v1", tags=["routing"])
 def directory(ctx: HubContext, site_selector: str | None = None) -> dict[str, Any]:
     sites = []
     selector = parse_selector(site_selector) if site_selector is not None else None
-    for record in ctx.sites.list():
+    records = ctx.sites.list()
+    for record in records:
         if selector is not None and not selector.matches(record.labels):
             continue
         view = ctx.sites.view(record)
@@ -59,12 +68,29 @@ def directory(ctx: HubContext, site_selector: str | None = None) -> dict[str, An
                 "models": models,
             }
         )
-    return {"generated_at": datetime.now(UTC).isoformat(), "sites": sites}
+    # Every residency rule, whatever sites the caller sees: a rule left out would widen
+    # where that caller's data may go.
+    policies = [
+        {"name": rule.name, **rule.spec()}
+        for rule in ctx.deployments.rules()
+        if isinstance(rule, ResidencyRule)
+    ]
+    # The region -> jurisdiction map from every site's labels, for the same reason.
+    regions = region_jurisdictions(record.labels for record in records)
+    return {
+        "generated_at": datetime.now(UTC).isoformat(),
+        "sites": sites,
+        "residency": {
+            "policies": policies,
+            "regions": {region: sorted(names) for region, names in sorted(regions.items())},
+        },
+    }
 
 
 @router.get(
     "/directory",
-    summary="Sites with public inference URLs, labels, health and the models they serve",
+    summary="Sites with public inference URLs, labels, health and the models they serve, "
+    "and the residency policies requests are routed by",
 )
 async def get_directory(ctx: Context, caller: Caller) -> dict[str, Any]:
     caller.require(Permission.DIRECTORY_READ)
