@@ -124,7 +124,9 @@ def configure_logging(level: str) -> None:
     client's own INFO line per request is held back: a site long-polls and reports every
     few seconds, and those lines would bury the ones worth reading (``--log-level debug``
     shows them)."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     if level.lower() != "debug":
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -135,7 +135,8 @@ def serve(
     """
     import uvicorn
 
-    from modelfleet.hub.app import build_context, create_app
+    from modelfleet.hub.app import answer_long_polls, build_context, create_app
+    from modelfleet.transport.graceful import GracefulServer
     from modelfleet.transport.listen import bind, bound_port, report_ready
     from modelfleet.transport.uvicorn_tls import uvicorn_tls_options
 
@@ -158,18 +159,20 @@ def serve(
         f"hub on {scheme}://{host}:{port}  db={ctx.store.url}  artifacts={ctx.artifacts.url}"
         + ("" if tls else "  (PLAIN HTTP: --insecure-http)"),
         highlight=False,
+        soft_wrap=True,  # one line in a log file, whatever the terminal's width
     )
     if tls is not None:
-        err_console.print(f"fleet CA: {ctx.data_dir.tls.ca_file}", highlight=False)
+        err_console.print(f"fleet CA: {ctx.data_dir.tls.ca_file}", highlight=False, soft_wrap=True)
     config = uvicorn.Config(
         create_app(ctx),
         log_level=log_level,
         access_log=False,
-        timeout_graceful_shutdown=3,  # long-polls must not hold a restart for 30 s
+        # A safety net only: held long-polls are answered as the stop begins.
+        timeout_graceful_shutdown=3,
         **uvicorn_tls_options(tls),
     )
     report_ready(sock, ready_file)
-    server = uvicorn.Server(config)
+    server = GracefulServer(config, before_drain=lambda: answer_long_polls(ctx))
     server.run(sockets=[sock])
     if not server.started:
         raise typer.Exit(3)  # as uvicorn.run: the app failed to start

@@ -382,6 +382,7 @@ def serve(
         f"(hub {agent.credentials.hub_url}); "
         f"restored from cache: {', '.join(restored) or 'nothing'}",
         highlight=False,
+        soft_wrap=True,  # one line in a log file, whatever the terminal's width
     )
     try:
         report_ready(sock, ready_file)

@@ -92,6 +92,16 @@ def build_context(settings: HubSettings) -> HubContext:
     )
 
 
+def answer_long_polls(ctx: HubContext) -> None:
+    """The hub is stopping: answer every held long-poll now (desired state "unchanged",
+    federated tasks "none") and each later one at once, so the server's drain finds no
+    request to wait for (:class:`~modelfleet.transport.graceful.GracefulServer` calls this
+    before it drains; the lifespan shutdown comes only after the drain). A site takes the
+    answer, finds the hub gone on its next poll and keeps serving from its cache."""
+    ctx.notifier.close()
+    ctx.federation.bell.close()
+
+
 def create_app(ctx: HubContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

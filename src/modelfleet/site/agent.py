@@ -12,8 +12,12 @@ connection pool and one place for the hub's address, credential and (with TLS) c
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+import stat
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from modelfleet.site.cache import BlobCache
 from modelfleet.site.cascade import Cascade
 from modelfleet.site.federated import FederatedWorker, SiteConfig
 from modelfleet.site.floors import DesiredStateFloor
-from modelfleet.site.hub_link import HubLink
+from modelfleet.site.hub_link import HubLink, Reachability
 from modelfleet.site.identity import SiteIdentity, enroll_site, renew
 from modelfleet.site.reconciler import Reconciler
 from modelfleet.site.repository import ModelRepository
@@ -60,11 +64,18 @@ class SiteAgent:
         self.settings = settings
         self.started = time.monotonic()
         state_dir = Path(settings.state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        state_dir.chmod(0o700)
-        self.state = SiteState(state_dir / "state.db")
-        self.identity = SiteIdentity(state_dir)
-        self.credentials = self._credentials(hub_url, enrollment_token, re_enroll)
+        # A start that gets no credential (a refused token, no hub, a CA that does not
+        # match) leaves the state directory as it found it: no empty directory to trip on.
+        with _restored_on_failure(state_dir):
+            state_dir.mkdir(parents=True, exist_ok=True)
+            state_dir.chmod(0o700)
+            self.state = SiteState(state_dir / "state.db")
+            self.identity = SiteIdentity(state_dir)
+            try:
+                self.credentials = self._credentials(hub_url, enrollment_token, re_enroll)
+            except BaseException:
+                self.state.close()
+                raise
         self.cache = BlobCache(state_dir / "cache")
         self.repository = ModelRepository()
         self.session = HubSession(
@@ -122,7 +133,7 @@ class SiteAgent:
         self._restored = False
         self._desired: dict[str, Any] | None = None
         self._etag: str | None = None
-        self.hub_reachable = False
+        self.hub = Reachability(self.credentials.hub_url)
         # The poller's back-off while the hub is unreachable or refusing: 1 s doubling.
         self._backoff = Backoff(1.0, settings.retry_max_s, max_doublings=7)
         self._poll_failures = 0
@@ -303,18 +314,18 @@ class SiteAgent:
         the back-off after a failure, else no wait."""
         try:
             result = self.link.desired_state(self._etag)
-        except HubUnreachable as exc:
-            self._poll_failures += 1
-            self.hub_reachable = False
-            log.debug("hub unreachable: %s", exc)
-            return self._backoff.delay(self._poll_failures)
         except ModelfleetError as exc:
+            if self._poller.stopping:  # the agent is stopping (and closed the session)
+                return 0.0
             self._poll_failures += 1
-            log.warning("hub refused desired-state request: %s", exc.message)
+            if isinstance(exc, HubUnreachable):
+                self.hub.failed(exc.message)
+            else:
+                self.hub.refused(exc.message)
             return self._backoff.delay(self._poll_failures)
         self._poll_failures = 0
-        if not self.hub_reachable:
-            self.hub_reachable = True
+        self.hub.accepted()
+        if self.hub.answered():
             if self.shipper is not None:
                 self.shipper.wake()  # deliver the backlog now
             self._worker.wake()  # report at once after an outage
@@ -368,6 +379,36 @@ class SiteAgent:
             log.debug("report not delivered: %s", exc.message)
             return False
         return True
+
+
+@contextlib.contextmanager
+def _restored_on_failure(path: Path) -> Iterator[None]:
+    """On an exception, undo what the block did to directory ``path``: remove it (and the
+    parents it needed) if it did not exist, else remove the entries it did not hold and
+    give it back its mode. Only for the steps before a credential exists: once a token is
+    spent, what it bought must stay."""
+    missing: list[Path] = []
+    walk = path.absolute()
+    while not walk.exists() and walk != walk.parent:
+        missing.append(walk)
+        walk = walk.parent
+    held = None if missing else {entry.name for entry in path.iterdir()}
+    mode = None if missing else stat.S_IMODE(path.stat().st_mode)
+    try:
+        yield
+    except BaseException:
+        if missing:
+            shutil.rmtree(missing[-1], ignore_errors=True)
+        elif held is not None and mode is not None:
+            for entry in path.iterdir():
+                if entry.name in held:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            path.chmod(mode)
+        raise
 
 
 def _scheme(url: str) -> str:

@@ -7,14 +7,70 @@ shipper and the federated worker); this module only knows the paths and the time
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modelfleet.transport.session import HubSession, poll_timeout
 
+log = logging.getLogger("modelfleet.site")
+
 #: Connecting to the hub (and sending a request) must not take longer than this.
 CONNECT_TIMEOUT_S = 10.0
+
+
+class Reachability:
+    """Whether the hub answers the site's desired-state polls, and the log lines that says.
+
+    An operator wants to read when the hub went away and when it came back, not every
+    retry in between: the first failure of an outage is one WARNING, the first answer after
+    it one INFO line with how long the hub was away, the retries DEBUG. Refusals (the hub
+    answers, but no) are WARNING once per distinct reason. Only the poller calls this: it
+    is the one loop that talks to the hub all the time, so it sees an outage first.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        #: None until the first answer or failure; then whether the last poll was answered.
+        self.reachable: bool | None = None
+        self._since = time.monotonic()  # start of the current outage (or of the agent)
+        self._refusal: str | None = None
+
+    def failed(self, reason: str) -> None:
+        """A poll found no hub (refused, reset, timed out)."""
+        reason = reason.rstrip(".")
+        if self.reachable is False:
+            log.debug("hub still unreachable: %s", reason)
+            return
+        if self.reachable is True:
+            self._since = time.monotonic()
+        self.reachable = False
+        # The reason names the hub's URL (HubUnreachable's message does).
+        log.warning("hub unreachable: %s; serving what is cached, retrying", reason)
+
+    def refused(self, reason: str) -> None:
+        """The hub answered the poll with an error."""
+        self.answered()
+        level = logging.DEBUG if reason == self._refusal else logging.WARNING
+        self._refusal = reason
+        log.log(level, "hub refused the desired-state request: %s", reason)
+
+    def answered(self) -> bool:
+        """A poll got an answer; True when that ends an outage (or is the first contact)."""
+        if self.reachable is True:
+            return False
+        if self.reachable is False:
+            log.info("hub at %s back after %.1fs", self.url, time.monotonic() - self._since)
+        else:
+            log.debug("hub at %s reached", self.url)
+        self.reachable = True
+        return True
+
+    def accepted(self) -> None:
+        """A poll succeeded: a later refusal, even the same one, is news again."""
+        self._refusal = None
 
 
 @dataclass(frozen=True)
@@ -62,8 +118,11 @@ class HubLink:
             accept=(304,),
         )
         if response.status_code == 304:
+            log.debug("desired state unchanged (ETag %s)", etag)
             return None
-        return response.headers.get("etag", ""), response.json()
+        doc = response.json()
+        log.debug("desired state revision %s received", doc.get("revision"))
+        return response.headers.get("etag", ""), doc
 
     def download(self, url_path: str, partial: Path, size: int) -> None:
         """Fetch into ``partial``, resuming from what is already there (HTTP Range)."""

@@ -164,10 +164,20 @@ class Reconciler:
                     exc = ModelfleetError(f"unexpected error: {exc!r}"[:2000])
                 status.attempts += 1
                 status.state = "failed"
-                status.error = {"code": exc.code, "message": exc.message}
+                error = {"code": exc.code, "message": exc.message}
+                # Once per version and reason: the retries of one failure are DEBUG.
+                level = logging.DEBUG if status.error == error else logging.WARNING
+                status.error = error
                 status.next_try = now + self.backoff.delay(status.attempts)
-                log.warning(
-                    "%s:%s not activated (%s): %s", name, item.version, exc.code, exc.message
+                log.log(
+                    level,
+                    "model %s:%s not activated (%s, attempt %d): %s; %s keeps serving",
+                    name,
+                    item.version,
+                    exc.code,
+                    status.attempts,
+                    exc.message,
+                    "nothing" if status.active_version is None else f"v{status.active_version}",
                 )
         # A model the signed state no longer lists is unloaded. Its last-good copy and cached
         # blob go only if the state still lists others or is a signed decommission: an empty
@@ -175,6 +185,7 @@ class Reconciler:
         keep_cache = not desired.models and not desired.decommission
         for name in [n for n in self.statuses if n not in wanted]:
             self.repository.remove(name)
+            log.info("model %s unassigned by the hub: no longer served", name)
             self.floors.forget(name)  # the hub unassigned it: its floor went with the row
             if not keep_cache:
                 self.state.forget(name)
@@ -278,11 +289,16 @@ class Reconciler:
         self._load_and_swap(name, version, digest, params)
         self.state.record_good(name, version, digest, item.manifest, item.signature, params)
         self.floors.ran(name, version)
-        status.active_version = version
+        previous, status.active_version = status.active_version, version
         status.state = "ready"
         status.error = None
         status.attempts = 0
-        log.info("%s:%s active", name, version)
+        if previous is None:
+            log.info("model %s:%s activated", name, version)
+        elif previous != version:
+            log.info("model %s swapped: v%s -> v%s", name, previous, version)
+        else:
+            log.info("model %s:%s reloaded", name, version)
 
     def _load_and_swap(self, name: str, version: int, digest: str, params: dict[str, Any]) -> None:
         from modelfleet.site.batcher import BatchPolicy  # the server's module; kept local

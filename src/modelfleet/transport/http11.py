@@ -45,8 +45,8 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 
 class Connections:
-    """The count of open connections of one server (the event loop's thread only), and
-    the limits its connections share."""
+    """The open connections of one server (the event loop's thread only), and the limits
+    they share."""
 
     def __init__(
         self,
@@ -56,6 +56,16 @@ class Connections:
         self.open = 0
         self.limit = limit
         self.request_timeout_s, self.idle_timeout_s = timeouts
+        self.live: set[HttpProtocol] = set()
+        self.stopping = False
+
+    def shutdown(self) -> None:
+        """The server stops: idle connections close now, busy ones after their current
+        answer. Without it the server's ``wait_closed`` waits for every client that keeps
+        a connection in its pool (a gateway, an SDK client) until the idle timeout."""
+        self.stopping = True
+        for connection in list(self.live):
+            connection.shutdown()
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -125,6 +135,7 @@ class HttpProtocol(asyncio.Protocol):
             self._fail(503, b'{"error":"too many connections"}')
             return
         self._connections.open += 1
+        self._connections.live.add(self)
         self._counted = True
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
@@ -143,6 +154,22 @@ class HttpProtocol(asyncio.Protocol):
         if self._counted:
             self._counted = False
             self._connections.open -= 1
+            self._connections.live.discard(self)
+
+    def shutdown(self) -> None:
+        """Close now if no request is running, else once the running ones are answered
+        (:meth:`_drain` looks at ``stopping``). An idle connection is aborted: nothing is
+        left to write, and closing a TLS connection would wait for the peer's close_notify,
+        which a pooled client sends only when it next looks at the connection."""
+        transport = self._transport
+        if transport is None or self._closed or self._running:
+            return
+        self._closed = True
+        self._arm(None)
+        if transport.get_write_buffer_size() == 0:
+            transport.abort()
+        else:
+            transport.close()
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -282,6 +309,8 @@ class HttpProtocol(asyncio.Protocol):
             self._running = False
             if self._refusal is not None:
                 self._close_with(self._refusal)
+            if self._connections.stopping:
+                self.shutdown()
             if not self._closed and self._timer is None:
                 self._arm(self._connections.idle_timeout_s, self._idle_expired)
 

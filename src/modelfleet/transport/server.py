@@ -72,6 +72,7 @@ def serve_http(
     if engine == "uvicorn":
         import uvicorn
 
+        from modelfleet.transport.graceful import GracefulServer
         from modelfleet.transport.uvicorn_tls import uvicorn_tls_options
 
         config = uvicorn.Config(
@@ -87,7 +88,7 @@ def serve_http(
             timeout_keep_alive=int(IDLE_TIMEOUT_S),
             **uvicorn_tls_options(tls),
         )
-        server = uvicorn.Server(config)
+        server = GracefulServer(config)  # exits 0 on SIGTERM, as the builtin engine
         server.run(sockets=None if sock is None else [sock])
         if not server.started:
             raise SystemExit(3)  # as uvicorn.run: the app failed to start
@@ -114,14 +115,21 @@ async def _serve_forever(
         loop.add_signal_handler(signum, stop.set)
     lifespan = Lifespan(app)
     await lifespan.startup()
+    connections = Connections()
     server = await start_builtin(
-        app, host, port, sock=sock, ssl=tls.context() if tls is not None else None
+        app,
+        host,
+        port,
+        sock=sock,
+        ssl=tls.context() if tls is not None else None,
+        connections=connections,
     )
     log.info("serving on %s://%s:%s", "https" if tls else "http", host, port)
     try:
         await stop.wait()
     finally:
-        server.close()
+        server.close()  # no new connections
+        connections.shutdown()  # idle ones close now, busy ones once answered
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 5)
         await lifespan.shutdown()
@@ -137,6 +145,7 @@ async def start_builtin(
     ssl: SSLContext | None = None,
     max_connections: int = MAX_CONNECTIONS,
     timeouts: tuple[float, float] = (REQUEST_TIMEOUT_S, IDLE_TIMEOUT_S),
+    connections: Connections | None = None,
 ) -> asyncio.Server:
     """Start the builtin engine on the running loop (tests use it directly).
 
@@ -144,12 +153,15 @@ async def start_builtin(
     server's ``sockets``), or on ``sock`` when given (already bound; ``port`` is then
     ignored); with ``ssl``, speaks HTTPS. ``timeouts`` are (request, keep-alive idle)
     seconds: tests shorten them to see a trickling peer cut off without waiting 30 s.
+    ``connections``: the registry to close the connections with at shutdown
+    (:meth:`Connections.shutdown`; it then holds ``max_connections`` and ``timeouts``).
     """
     loop = asyncio.get_running_loop()
     # The scope's "server" (host, port): the bound port once known, not the 0 asked for.
     address = (host, port)
 
-    connections = Connections(max_connections, timeouts)
+    if connections is None:
+        connections = Connections(max_connections, timeouts)
 
     def protocol() -> HttpProtocol:
         return HttpProtocol(app, loop, max_body_bytes, address, connections)

@@ -15,6 +15,10 @@ directory all talk to the hub through :class:`HubSession`, so three things exist
   ``{"error": {"code", "message"}}`` becomes the matching :class:`ModelfleetError` subclass
   (:func:`raise_for_response`), so a refusal reads the same wherever it surfaces.
 
+Every request is one DEBUG line on ``modelfleet.transport.session`` (method, path, status,
+milliseconds): the traffic a site exchanges with its hub, seen with ``--log-level debug``
+and kept out of INFO, which says what changed.
+
 Timeouts are the session's default unless a request passes its own: a long-poll that may
 legitimately be held for ``wait`` seconds passes :func:`poll_timeout`, so only its read
 waits long while connecting still fails fast.
@@ -22,8 +26,10 @@ waits long while connecting still fails fast.
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +56,8 @@ __all__ = [
     "raise_for_response",
     "transport_error",
 ]
+
+log = logging.getLogger(__name__)
 
 #: A request's timeouts: seconds for every phase, or an ``httpx.Timeout`` per phase.
 Timeout = float | httpx.Timeout
@@ -218,6 +226,7 @@ class HubSession:
         means the session's.
         """
         _hub_path(path)
+        started = time.perf_counter()
         try:
             response = self._client().request(
                 method,
@@ -229,7 +238,9 @@ class HubSession:
                 timeout=self.timeout if timeout is None else timeout,
             )
         except httpx.TransportError as exc:
+            log.debug("%s %s failed after %.0f ms: %s", method, path, _ms(started), exc)
             raise transport_error(self.url, exc) from exc
+        log.debug("%s %s -> %d (%.0f ms)", method, path, response.status_code, _ms(started))
         if response.status_code not in accept:
             raise_for_response(response)
         return response
@@ -259,6 +270,7 @@ class HubSession:
         headers = {"Range": f"bytes={have}-"} if have else {}
         partial.parent.mkdir(parents=True, exist_ok=True)
         wait = self.timeout if timeout is None else timeout
+        started = time.perf_counter()
         try:
             with self._client().stream("GET", path, headers=headers, timeout=wait) as response:
                 if not response.is_success:
@@ -283,7 +295,9 @@ class HubSession:
                         out.write(chunk)
                         if progress:
                             progress(len(chunk))
+            log.debug("GET %s -> %d of %d bytes (%.0f ms)", path, held, size, _ms(started))
         except httpx.TransportError as exc:
+            log.debug("GET %s interrupted after %.0f ms: %s", path, _ms(started), exc)
             raise transport_error(self.url, exc, f"download of {path} interrupted:") from exc
 
     def close(self) -> None:
@@ -297,6 +311,10 @@ class HubSession:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 def _hub_path(path: str) -> None:

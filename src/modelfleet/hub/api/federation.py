@@ -147,7 +147,7 @@ async def _next_tasks(
         if found is None:  # no fresh snapshot: build it off the event loop
             found = await off_loop(coordinator.tasks_for, site)
         remaining = deadline - time.monotonic()
-        if found or remaining <= 0:
+        if found or remaining <= 0 or coordinator.bell.closed:  # closed: the hub is stopping
             return found
         await coordinator.bell.wait(site, min(remaining, 1.0))
 

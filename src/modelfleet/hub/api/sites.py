@@ -344,7 +344,7 @@ async def desired_state(
             tag = _etag(doc["revision"], doc["keyset"]["revision"], doc["grants"]["fingerprint"])
             return JSONResponse(doc, headers={"ETag": tag})
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or ctx.notifier.closed:  # closed: the hub is stopping
             return Response(status_code=304, headers={"ETag": etag})
         exact = await ctx.notifier.wait(name, min(remaining, 1.0))
 

@@ -251,7 +251,9 @@ class RolloutController:
         moved = self.deployments.transition(r, change)
         if moved is None:
             return None  # someone else decided first; the next tick re-reads
-        log.warning("rollout %s: %s", r.id, moved.reason or f"wave {moved.step + 1} started")
+        # A wave moving on is news (INFO); a failed or paused rollout needs a look.
+        level = logging.WARNING if moved.state in ("failed", "paused") else logging.INFO
+        log.log(level, "rollout %s: %s", r.id, moved.reason or f"wave {moved.step + 1} started")
         self.deployments.sync(self._sites(r))
         return moved
 
