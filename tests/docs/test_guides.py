@@ -31,7 +31,7 @@ DOCS = ROOT / "docs"
 #: The guides this test covers (monitoring.md and security.md hold no fenced block).
 GUIDES = ("deployments.md", "federated.md", "routing.md", "monitoring.md", "security.md")
 
-#: Line prefix -> why the line does not run here. Whole blocks are keyed by their first line.
+#: Line prefix -> why the line does not run here.
 NOT_RUN = {
     # federated.md
     "modelfleet fl start --model digits@production": "needs sites holding the `digits` data set "
@@ -42,19 +42,16 @@ NOT_RUN = {
     "modelfleet fl status digits-2025-06": "a personalized digits job on a site named plant-b",
     "modelfleet pin plant-b digits:7": "pins that job's variant",
     # routing.md
-    "modelfleet hub cert issue --data-dir HUB_DIR": "the README tour issues the gateway's "
-    "certificate and starts it (step 5); this block is its synopsis, options in [brackets]",
-    "modelfleet gateway serve --tls-dir ./gw-tls --hub https://hub:8700": "synopsis (above)",
-    "curl -s --cacert ./gw-tls/ca.pem https://localhost:8900": "the README tour's step 5 sends "
-    "this request to its gateway",
     "modelfleet sim wan --listen": "synopsis of the WAN emulator; tests/sim run it",
     "kill -USR1 <pid>": "signals the emulator above",
 }
 
+#: Python blocks that run, told by their first line: scripts, and a trainer sketch that must
+#: at least define.
+RUN_PYTHON = ("import asyncio, os", "class ")
+
 #: Python blocks that are API sketches, not scripts (their first line, and why).
 PYTHON_NOT_RUN = {
-    "import modelfleet": "routing.md's SDK synopsis: a hub named `hub`, `TOKEN`, `x`; the README "
-    "tour runs the same Client call",
     "if self.cascade is not None": "an excerpt of site/server.py, shown where the cascade hooks in",
     "with WanLink((": "the emulator's API; tests/sim/ exercise it",
 }
@@ -73,6 +70,10 @@ GUIDE_EXPECT = (
     Expect(r"^modelfleet fl init digits", (r"digits:1",)),
     Expect(r"^modelfleet fl init pump-mlp", (r"pump-mlp:1",)),
     Expect(r"^modelfleet fl ls", (r"tour-1",)),
+    Expect(r"^modelfleet hub cert issue .*--name eu-gw", (r"modelfleet://gateway/eu-gw",)),
+    Expect(r"^curl .*/v2/models/machine-health/infer", (r'"model_name"\s*:\s*"machine-health"',)),
+    Expect(r"^python federated-\d+\.py", ()),
+    Expect(r"^python routing-\d+\.py", (r"^plant-eu-west 1 \[", r"^\[")),
     Expect(r"^modelfleet fl simulate", (r"TEST ACC", r"^\W*30\b")),
 )
 
@@ -153,7 +154,7 @@ def test_guide_blocks_are_all_run_checked_or_listed(guide: str):
             _yaml_kind(block)
         elif block.lang == "python":
             first = block.text.lstrip().split("\n", 1)[0]
-            ran = first.startswith("class ")  # a trainer sketch: it must at least define
+            ran = first.startswith(RUN_PYTHON)
             listed = any(first.startswith(p) for p in PYTHON_NOT_RUN)
             assert ran or listed, f"{guide} line {block.line}: python block not covered"
         elif _is_command_block(block):
@@ -172,6 +173,7 @@ def test_guide_commands_run_on_the_tour_fleet(guide: str, tour: Tour):
     blocks = [b for b in _guide_blocks(guide) if _is_command_block(b)]
     tour.run_blocks(blocks, GUIDE_TABLE, script_prefix=guide.removesuffix(".md"))
     for block in _guide_blocks(guide):
-        if block.lang == "python" and block.text.lstrip().startswith("class "):
-            result = tour.shell.python(block.text, f"{guide}-{block.line}.py")
-            assert result.code == 0, result.describe()
+        if block.lang == "python" and block.text.lstrip().startswith(RUN_PYTHON):
+            name = f"{guide.removesuffix('.md')}-{block.line}.py"
+            result = tour.shell.python(block.text, name)
+            tour.check(result, GUIDE_TABLE.expectation(result.command))
