@@ -99,6 +99,19 @@ def fenced_blocks(path: Path) -> list[Block]:
     return blocks
 
 
+def indented_commands(path: Path) -> list[Command]:
+    """Commands in indented (4-space) code outside fences: the docs tests cannot see those
+    as blocks, so a page that has any fails their check (a fenced block is what runs)."""
+    found: list[Command] = []
+    inside = False
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if _FENCE.match(line) or (inside and line.strip() == "```"):
+            inside = not inside
+        elif not inside and re.match(r"^ {4,}(modelfleet|curl) ", line):
+            found.append(Command(line.strip(), number))
+    return found
+
+
 def section_blocks(path: Path, first: str, last: str) -> list[Block]:
     """The blocks from the heading that starts with ``first`` up to the next heading (after
     it) that starts with ``last``, or to the end of the page."""

@@ -22,13 +22,13 @@ from modelfleet.hub.policy import parse_policy_document
 from modelfleet.site.cascade import Cascade
 from modelfleet.site.federated import SiteConfig
 from modelfleet.site.policy import load_site_policy
-from tests.docs.blocks import Block, fenced_blocks
+from tests.docs.blocks import Block, fenced_blocks, indented_commands
 from tests.docs.readme import ROOT
 from tests.docs.tour import Expect, Table, Tour
 
 DOCS = ROOT / "docs"
 
-#: The guides this test covers (monitoring.md and security.md hold no fenced block).
+#: The guides this test covers (monitoring.md holds no command block).
 GUIDES = ("deployments.md", "federated.md", "routing.md", "monitoring.md", "security.md")
 
 #: Line prefix -> why the line does not run here.
@@ -72,6 +72,8 @@ GUIDE_EXPECT = (
     Expect(r"^modelfleet fl ls", (r"tour-1",)),
     Expect(r"^modelfleet hub cert issue .*--name eu-gw", (r"modelfleet://gateway/eu-gw",)),
     Expect(r"^curl .*/v2/models/machine-health/infer", (r'"model_name"\s*:\s*"machine-health"',)),
+    Expect(r"^curl .*/v2/health/ready", (r"^200$",)),
+    Expect(r"^modelfleet hub cert issue .*--name edge-gw", (r"modelfleet://gateway/edge-gw",)),
     Expect(r"^python federated-\d+\.py", ()),
     Expect(r"^python routing-\d+\.py", (r"^plant-eu-west 1 \[", r"^\[")),
     Expect(r"^modelfleet fl simulate", (r"TEST ACC", r"^\W*30\b")),
@@ -149,6 +151,7 @@ def test_guide_yaml_blocks_are_what_the_product_reads(guide: str, tmp_path: Path
 @pytest.mark.parametrize("guide", GUIDES)
 def test_guide_blocks_are_all_run_checked_or_listed(guide: str):
     """Static: every block of a guide is known to the test, so none is silently skipped."""
+    assert not indented_commands(DOCS / guide), "commands outside a fenced block"
     for block in _guide_blocks(guide):
         if block.lang == "yaml":
             _yaml_kind(block)
