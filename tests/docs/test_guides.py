@@ -82,10 +82,6 @@ GUIDE_EXPECT = (
 GUIDE_TABLE = Table(GUIDE_EXPECT, (), NOT_RUN)
 
 
-def _load(text: str) -> object:
-    return yaml.safe_load(text)
-
-
 def _cascade(text: str, _: Path) -> object:
     doc = yaml.safe_load(text)
     return Cascade.from_config(doc, registry=CollectorRegistry())
@@ -113,7 +109,7 @@ FILES: tuple[tuple[str, frozenset[str], Callable[[str, Path], object]], ...] = (
     ),
     ("site policy", frozenset({"jurisdiction", "accepted_training_regions"}), _site_policy),
     ("site config", frozenset({"datasets", "federation"}), _site_config),
-    ("job file", frozenset({"model", "rounds"}), lambda t, _: JobConfig.parse(_load(t))),
+    ("job file", frozenset({"model", "rounds"}), lambda t, _: JobConfig.parse(yaml.safe_load(t))),
     ("cascade file", frozenset({"target", "models"}), _cascade),
 )
 
