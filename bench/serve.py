@@ -90,7 +90,7 @@ def build_models(workdir: Path) -> dict[str, dict[str, Any]]:
             "id": "bench",
             "inputs": [
                 {
-                    "name": "input",
+                    "name": "X",
                     "datatype": "FP32",
                     "shape": list(row.shape),
                     "data": [float(v) for v in row.ravel()],

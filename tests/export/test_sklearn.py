@@ -73,7 +73,7 @@ def _session(path: Path) -> ort.InferenceSession:
 
 def _run(session: ort.InferenceSession, rows: np.ndarray) -> dict[str, np.ndarray]:
     names = [o.name for o in session.get_outputs()]
-    values = session.run(None, {"input": rows.astype(np.float32)})
+    values = session.run(None, {"X": rows.astype(np.float32)})
     return dict(zip(names, values, strict=True))
 
 
@@ -94,6 +94,8 @@ def test_classifier_matches_sklearn(loader: Loader, make: Callable[[], Any], tmp
 
     assert path == tmp_path / "model.onnx"
     session = _session(path)
+    # One input named X, as federated models name theirs and as clients send it.
+    assert [(i.name, i.shape[1]) for i in session.get_inputs()] == [("X", X.shape[1])]
     outputs = {o.name: o.type for o in session.get_outputs()}
     # A plain FP32 tensor, not ZipMap's seq(map(int64, float)).
     assert outputs == {"label": "tensor(int64)", "probabilities": "tensor(float)"}

@@ -68,14 +68,14 @@ def test_mlp_matches_module_at_any_batch(
     assert path == tmp_path / "mlp.onnx"
     assert mlp.training, "the module's own mode is restored after export"
     graph = onnx.load(str(path)).graph
-    assert [i.name for i in graph.input] == ["input"]
+    assert [i.name for i in graph.input] == ["X"]
     assert [o.name for o in graph.output] == ["output"]
     assert _dims(graph.input[0]) == ["batch", 64]
     assert _dims(graph.output[0]) == ["batch", 10]
     mlp.eval()
     for rows in (1, 64, 37):
         x = digits[100 : 100 + rows]
-        (got,) = _outputs(path, {"input": x.numpy()})
+        (got,) = _outputs(path, {"X": x.numpy()})
         with torch.no_grad():
             expected = mlp(x).numpy()
         np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)

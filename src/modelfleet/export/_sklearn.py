@@ -1,8 +1,9 @@
 """scikit-learn to ONNX through skl2onnx, shaped for what a site serves.
 
 Sites serve tensors over the Open Inference Protocol, so every choice here aims at a graph whose
-inputs and outputs are plain tensors: one FP32 input ``input`` of shape ``[batch, n_features]``
-with a dynamic batch, and for classifiers a ``label`` tensor plus a ``probabilities`` FP32
+inputs and outputs are plain tensors: one FP32 input ``X`` of shape ``[batch, n_features]``
+with a dynamic batch (the name federated models and the README's ``client.infer(name, {"X": rows})``
+use too), and for classifiers a ``label`` tensor plus a ``probabilities`` FP32
 tensor instead of skl2onnx's default ZipMap (a sequence of maps that OIP cannot carry).
 
 FP32 rather than FP64 input: scikit-learn's trees already compare in float32, so tree ensembles
@@ -21,7 +22,7 @@ import numpy as np
 from modelfleet.errors import InvalidInput, MissingDependency
 from modelfleet.export._artifact import save, summarize
 
-INPUT_NAME = "input"
+INPUT_NAME = "X"
 _NUMERIC_KINDS = frozenset("biuf")
 # How deep to look for nested estimators (Pipeline in a ColumnTransformer in a Voting...).
 _MAX_NESTING = 8

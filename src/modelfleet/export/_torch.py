@@ -29,7 +29,7 @@ def from_torch(
     sample: Any,
     *,
     path: str | Path | None = None,
-    input_names: Sequence[str] = ("input",),
+    input_names: Sequence[str] = ("X",),
     output_names: Sequence[str] = ("output",),
     dynamic_batch: bool = True,
     opset: int | None = None,
@@ -39,7 +39,8 @@ def from_torch(
     ``sample`` is one tensor (or anything ``torch.as_tensor`` takes), or a tuple of them for a
     module with several positional inputs. It fixes every dimension except the first when
     ``dynamic_batch`` is on, which makes dimension 0 of every input and output a shared
-    ``batch`` axis. The module is
+    ``batch`` axis. A single input is named ``X`` unless ``input_names`` says otherwise (the
+    name :func:`from_sklearn` and federated models give theirs). The module is
     exported in eval mode (dropout off, batch-norm running statistics) and put back in the mode
     it was in, so a module still being trained is not silently changed by exporting it.
 

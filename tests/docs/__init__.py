@@ -1,0 +1,1 @@
+"""Docs tests: the README and the guides, run as written."""
