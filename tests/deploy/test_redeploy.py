@@ -82,7 +82,7 @@ def test_redeploy_keeps_strategy_and_gates_it_does_not_name(world: World, hub: A
         "/api/v1/deployments", json={"ref": "pump:2"}, headers=hub.headers()
     ).json()
     plan = Plan.model_validate(answer["plan"])
-    assert plan.kept == ["strategy", "gates"]
+    assert plan.kept == ["strategy", "gates", "selector", "params"]
     assert plan.strategy["kind"] == "canary"
     assert plan.gates["min_requests"] == 10
     assert plan.waves == [["a"], ["b"], ["c"]]
@@ -95,9 +95,11 @@ def test_redeploy_keeps_strategy_and_gates_it_does_not_name(world: World, hub: A
         "a",
         7,
     )
-    assert amended.kept == ["strategy", "gates"]
+    assert amended.kept == ["strategy", "gates", "selector", "params"]
     replaced = world.deployments.plan(
-        DeployRequest(ref="pump:2", strategy={"kind": "all-at-once"}, gates={})
+        DeployRequest(
+            ref="pump:2", strategy={"kind": "all-at-once"}, gates={}, selector="", params={}
+        )
     )
     assert (replaced.strategy.kind, replaced.kept, replaced.waves) == (
         "all-at-once",
@@ -108,6 +110,39 @@ def test_redeploy_keeps_strategy_and_gates_it_does_not_name(world: World, hub: A
     # A new deployment has nothing to keep: all-at-once, no gates.
     fresh = world.deployments.plan(DeployRequest(ref="pump:2", name="pump-new"))
     assert (fresh.strategy.kind, fresh.kept) == ("all-at-once", [])
+
+
+def test_redeploy_keeps_the_selector_and_serving_parameters_it_does_not_name(
+    world: World, hub: Any
+) -> None:
+    """A re-deploy that gives only the new version neither widens the deployment to every
+    site nor drops its batching; naming them (even '' and {}) replaces them."""
+    first_version(world)
+    request = {
+        "ref": "pump:1",
+        "selector": "provider in (aws,gcp)",
+        "params": {"max_batch_size": 8},
+    }
+    assert hub.client.post("/api/v1/deployments", json=request, headers=hub.headers()).is_success
+    world.agents_converge()
+    answer = hub.client.post(
+        "/api/v1/deployments", json={"ref": "pump:2"}, headers=hub.headers()
+    ).json()
+    plan = Plan.model_validate(answer["plan"])
+    assert {"selector", "params"} <= set(plan.kept)
+    assert plan.selector == "provider in (aws,gcp)"
+    assert sorted(t["site"] for t in plan.targets) == ["a", "b"]
+    deployment = hub.client.get("/api/v1/deployments/pump", headers=hub.headers()).json()
+    assert (deployment["selector"], deployment["params"]) == (
+        "provider in (aws,gcp)",
+        {"max_batch_size": 8},
+    )
+    hub.client.post(f"/api/v1/rollouts/{answer['rollout']['id']}/abort", headers=hub.headers())
+
+    widened = world.deployments.plan(DeployRequest(ref="pump:2", selector="", params={}))
+    assert "selector" not in widened.kept
+    assert "params" not in widened.kept
+    assert sorted(t.site for t in widened.targets) == ["a", "b", "c"]
 
 
 def test_plan_says_a_rollout_is_in_progress(world: World, hub: Any) -> None:

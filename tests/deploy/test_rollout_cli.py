@@ -105,7 +105,8 @@ def test_watch_in_a_script_prints_progress_and_exits_0_on_success(fleet: Fleet) 
     assert "p99" in progress[0]
     assert "<= 5000.0 ms" in progress[0]
     assert [line.split(" success")[0] for line in lines if " success: " in line] == [
-        f"rollout {rid} wave {i}" for i in (1, 2, 3)
+        f"rollout {rid} wave {i} ({site})"
+        for i, site in ((1, "site-a"), (2, "site-b"), (3, "site-c"))
     ]
     assert lines[-1].startswith(f"rollout {rid} watched 1 -> 2: succeeded, wave 3/3")
     assert run(fleet, "rollout", "status", rid).returncode == 0

@@ -79,7 +79,8 @@ class Plan(Record):
     waves: list[list[str]]
     errors: list[str]
     #: What a re-deploy kept of the deployment because the request left it out:
-    #: ``"strategy"`` and/or ``"gates"`` (a strategy without ``kind`` amends the kept one).
+    #: ``"strategy"``, ``"gates"``, ``"selector"``, ``"params"`` (a strategy without ``kind``
+    #: amends the kept one).
     kept: list[str] = []
     policies: list[PlanPolicy] = []
     warnings: list[str] = []

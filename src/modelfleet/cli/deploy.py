@@ -34,7 +34,7 @@ def _numbers(text: str | None, what: str) -> list[float]:
 
 def build_request(
     ref: str,
-    to: str,
+    to: str | None,
     *,
     name: str | None = None,
     strategy: str | None = None,
@@ -107,13 +107,15 @@ def build_request(
         )
         if v is not None
     }
-    parsed: dict[str, Any] = {}
-    if params:
+    # Left out when not given: a re-deploy keeps the deployment's selector and parameters.
+    request: dict[str, Any] = {"ref": ref}
+    if to is not None:
+        request["selector"] = to
+    if params is not None:
         try:
-            parsed = json.loads(params)
+            request["params"] = json.loads(params)
         except ValueError as exc:
             raise InvalidInput(f"--params is not JSON: {exc}") from exc
-    request: dict[str, Any] = {"ref": ref, "selector": to, "params": parsed}
     if spec:
         request["strategy"] = spec
     if gates:
@@ -170,11 +172,14 @@ def print_plan(plan: Plan) -> None:
 def deploy(
     ref: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME:V.", show_default=False)],
     to: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--to", help="Site selector, e.g. 'region=eu-west,tier=edge' or 'provider!=aws'."
+            "--to",
+            help="Site selector, e.g. 'region=eu-west,tier=edge' or 'provider!=aws'; '' selects "
+            "every site. Omitted: a new deployment selects every site, a re-deploy keeps its.",
+            show_default=False,
         ),
-    ] = "",
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Deployment name (default: model).")] = None,
     strategy: Annotated[
         str | None,
@@ -306,6 +311,18 @@ def _print_kept(plan: Plan) -> None:
     if "gates" in plan.kept:
         console.print(
             f"gates kept: {_gates_text(plan.gates)}; any gate flag replaces them",
+            highlight=False,
+            markup=False,
+        )
+    if "selector" in plan.kept:
+        console.print(
+            f"selector kept: {plan.selector or '(every site)'}; change it with --to",
+            highlight=False,
+            markup=False,
+        )
+    if "params" in plan.kept:
+        console.print(
+            "serving parameters kept; change them with --params JSON ('{}': none)",
             highlight=False,
             markup=False,
         )

@@ -248,6 +248,16 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%H:%M:%S")
 
 
+def _wave_sites(r: Rollout, step: int) -> str:
+    """`` (site-a, site-b)``: the sites of wave ``step`` (0-based), so a log says what moved."""
+    if not 0 <= step < len(r.waves):
+        return ""
+    names = [s.site for s in r.waves[step].sites]
+    if len(names) > 5:
+        names = [*names[:5], f"+{len(names) - 5} more"]
+    return f" ({', '.join(names)})" if names else ""
+
+
 def _watch_plain(hc: HubClient, r: Rollout, interval: float) -> Rollout:
     """One line whenever something changed (figures, sites, wave, state), with the time
     and the clocks; the verdict of each wave as it is reached."""
@@ -255,7 +265,8 @@ def _watch_plain(hc: HubClient, r: Rollout, interval: float) -> Rollout:
     seen = 0
     while True:
         for entry in r.history[seen:]:
-            what = f"wave {int(entry.get('step', 0)) + 1} {_decision_text(entry)}"
+            step = int(entry.get("step", 0))
+            what = f"wave {step + 1}{_wave_sites(r, step)} {_decision_text(entry)}"
             print(f"{_stamp()} rollout {r.id} {what}", flush=True)
         seen = len(r.history)
         line = progress_line(r)

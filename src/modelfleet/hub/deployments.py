@@ -60,7 +60,11 @@ class DeployRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ref: str = Field(description="NAME@ALIAS or NAME:V (resolved now, at deploy time).")
-    selector: str = Field(default="", description="Site selector; empty selects every site.")
+    selector: str | None = Field(
+        default=None,
+        description="Site selector; empty selects every site. Omitted: a re-deploy keeps the "
+        "deployment's selector (a new one selects every site).",
+    )
     name: str | None = Field(default=None, description="Deployment name (default: the model).")
     strategy: dict[str, Any] | None = Field(
         default=None,
@@ -73,15 +77,18 @@ class DeployRequest(BaseModel):
         description="Omitted: a re-deploy keeps the deployment's gates (a new one has none). "
         "Given (even {}): replaces them.",
     )
-    params: dict[str, Any] = Field(
-        default_factory=dict,
+    params: dict[str, Any] | None = Field(
+        default=None,
         description="Serving parameters: max_batch_size (1-65536), max_batch_time_ms "
-        "(0-60000), intra_op_threads (1-256).",
+        "(0-60000), intra_op_threads (1-256). Omitted: a re-deploy keeps the deployment's "
+        "(a new one has none); given (even {}): replaces them.",
     )
 
     @field_validator("params")
     @classmethod
-    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _params(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
         try:
             return check_serving_params(value)
         except InvalidInput as exc:
@@ -123,15 +130,26 @@ def desired_for_site(
     return result, conflicts
 
 
-def _kept_settings(
-    request: DeployRequest, existing: DeploymentRecord | None
-) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """The strategy and gates a deploy request means, and which of them it keeps.
+@dataclass(frozen=True)
+class _Settings:
+    """What a deploy request means once the deployment's kept settings fill its gaps."""
 
-    A re-deploy that names no strategy (or no gates) keeps the deployment's: redeploying a
-    new version of a canary deployment must not quietly make it all-at-once. A strategy
-    without ``kind`` amends the deployment's (``{"bake_s": 5}`` keeps the canary); one with
-    ``kind`` replaces it."""
+    strategy: dict[str, Any]
+    gates: dict[str, Any]
+    selector: str
+    params: dict[str, Any]
+    kept: list[str]
+
+
+def _kept_settings(request: DeployRequest, existing: DeploymentRecord | None) -> _Settings:
+    """The strategy, gates, selector and serving parameters a deploy request means, and
+    which of them it keeps.
+
+    A re-deploy that names no strategy (no gates, no selector, no parameters) keeps the
+    deployment's: redeploying a new version of a canary deployment must not quietly make it
+    all-at-once, widen it to every site or drop its batching. A strategy without ``kind``
+    amends the deployment's (``{"bake_s": 5}`` keeps the canary); one with ``kind``
+    replaces it."""
     kept: list[str] = []
     strategy = request.strategy
     if existing is None:
@@ -147,7 +165,17 @@ def _kept_settings(
         gates = existing.gates if existing is not None else {}
         if existing is not None:
             kept.append("gates")
-    return strategy, gates, kept
+    selector = request.selector
+    if selector is None:
+        selector = existing.selector if existing is not None else ""
+        if existing is not None:
+            kept.append("selector")
+    params = request.params
+    if params is None:
+        params = existing.params if existing is not None else {}
+        if existing is not None:
+            kept.append("params")
+    return _Settings(strategy, gates, selector, params, kept)
 
 
 def _deployment_version(
@@ -216,9 +244,9 @@ class Deployments:
         version = self.registry.resolve(parse_ref(request.ref))
         name = check_name(request.name or version.model, "deployment name")
         existing = self.repo.get_deployment(name)
-        strategy_raw, gates_raw, kept = _kept_settings(request, existing)
-        strategy = parse_strategy(strategy_raw)
-        gates = parse_gates(gates_raw)
+        settings = _kept_settings(request, existing)
+        strategy = parse_strategy(settings.strategy)
+        gates = parse_gates(settings.gates)
         sites = self.sites.list()  # the plan names decommissioned sites as excluded
         current: dict[str, int | None] = {}
         for site in sites:
@@ -237,13 +265,13 @@ class Deployments:
             name=name,
             ref=request.ref,
             version=version,
-            selector_text=request.selector,
+            selector_text=settings.selector,
             strategy=strategy,
             gates=gates,
             existing=existing,
             inputs=inputs,
         )
-        plan.kept = kept
+        plan.kept = settings.kept
         busy = self.active_rollouts().get(name)
         if busy is not None and plan.rollout_needed:
             # The store refuses it too (in the same transaction as the write); saying so in
@@ -290,7 +318,7 @@ class Deployments:
             selector=plan.selector,
             strategy=plan.strategy.model_dump(),
             gates=plan.gates.model_dump(),
-            params=request.params,
+            params=_kept_settings(request, existing).params,
             target_version=plan.version,
             stable_version=plan.from_version,
             created_at=existing.created_at if existing else now,

@@ -1,4 +1,13 @@
-"""The user guides' blocks, run as written on the fleet the README's tour left.
+"""The README's five-minute tour, then the user guides' blocks, run as written against real
+processes.
+
+The tour runs in the package fixture ``tour`` (tests/docs/conftest.py), once; its tables are
+in :mod:`tests.docs.readme`. A command that fails or does not show what the README says fails
+here, with its output and the servers' logs. Every test of the tour's fleet lives in this one
+file: ``make test`` hands each file to one pytest-xdist worker, so a second file would make
+a second fleet on the other worker.
+
+The guides' blocks run on the fleet the README's tour left.
 
 Command blocks run in the tour's shell (its directory, environment, hub, sites and gateway);
 YAML blocks, which show files a reader writes, are read by the parser the product reads them
@@ -12,6 +21,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import onnx
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
@@ -23,7 +33,7 @@ from modelfleet.site.cascade import Cascade
 from modelfleet.site.federated import SiteConfig
 from modelfleet.site.policy import load_site_policy
 from tests.docs.blocks import Block, fenced_blocks, indented_commands
-from tests.docs.readme import ROOT
+from tests.docs.readme import README_TABLE, ROOT, tour_blocks
 from tests.docs.tour import Expect, Table, Tour
 
 DOCS = ROOT / "docs"
@@ -176,3 +186,27 @@ def test_guide_commands_run_on_the_tour_fleet(guide: str, tour: Tour):
             name = f"{guide.removesuffix('.md')}-{block.line}.py"
             result = tour.shell.python(block.text, name)
             tour.check(result, GUIDE_TABLE.expectation(result.command))
+
+
+# --------------------------------------------------------------------------- the README tour
+
+
+def test_every_tour_command_has_a_check_and_every_placeholder_a_source():
+    """Static: every command of the tour is known to the test, so none is silently skipped."""
+    blocks = tour_blocks()
+    commands = [c for b in blocks if b.lang == "sh" for c in b.commands()]
+    assert commands, "the README's tour has no sh blocks"
+    for command in commands:
+        if not README_TABLE.skipped(command):
+            README_TABLE.expectation(command.text)  # raises for a command without a check
+    for row in README_TABLE.placeholders:
+        assert any(row.text in c.text and re.search(row.where, c.text) for c in commands), row
+    assert {b.file_name for b in blocks} >= {"policy.yaml", "fleet.yaml", None}
+    assert any(b.lang == "python" for b in blocks)
+
+
+def test_readme_tour_runs_as_written(tour: Tour):
+    ran = [r.command for r in tour.results]
+    assert any(c.startswith("modelfleet fl status") for c in ran), "the tour ran to its end"
+    exported = onnx.load(str(tour.shell.cwd / "machine-health.onnx"))
+    assert [i.name for i in exported.graph.input] == ["X"], "step 5 sends X"
