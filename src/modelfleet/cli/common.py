@@ -1,4 +1,9 @@
-"""Shared CLI pieces: hub connection options, output as table or JSON, progress bars."""
+"""Shared CLI pieces: hub connection options, output as table or JSON, progress bars.
+
+Every line a command prints goes through :func:`say`, :func:`warn` or :func:`table`: they
+print text as text (no rich markup, so ``pip install 'modelfleet[postgres]'`` keeps its
+brackets) and keep tables inside the terminal's width.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,6 +30,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from modelfleet.errors import InvalidInput
 from modelfleet.hub_client import HubClient
@@ -36,7 +44,7 @@ HubOpt = Annotated[
     typer.Option(
         "--hub",
         envvar="MODELFLEET_HUB_URL",
-        help="Hub base URL.",
+        help="Hub base URL, e.g. https://hub.example:8700 (without /api/v1).",
         show_default=True,
     ),
 ]
@@ -64,7 +72,26 @@ DEFAULT_HUB = DEFAULT_HUB_URL
 
 
 def client(hub: str, token: str | None) -> HubClient:
+    """A hub client for ``--hub``; a URL that is not the hub's base is refused here, in
+    words, rather than by the hub's "Not Found" on every call."""
+    check_hub_url(hub)
     return HubClient(hub, token)
+
+
+def check_hub_url(url: str) -> None:
+    """``--hub`` must be the hub's base URL: http(s), a host, no ``/api/...`` path."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise InvalidInput(
+            f"--hub {url!r} is not a hub URL: expected http(s)://HOST:PORT, "
+            "e.g. https://127.0.0.1:8700"
+        )
+    path = parts.path.rstrip("/")
+    if path.split("/")[1:2] == ["api"]:
+        base = f"{parts.scheme}://{parts.netloc}{path[: path.index('/api')]}"
+        raise InvalidInput(
+            f"--hub {url!r}: the hub URL is the base, without /api/v1 (use --hub {base})"
+        )
 
 
 def jsonable(data: Any) -> Any:
@@ -93,13 +120,108 @@ def when(value: Any) -> str:
     return parsed.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    grid = Table(title=title, show_lines=False, header_style="bold")
-    for column in columns:
-        grid.add_column(column, overflow="fold")
-    for row in rows:
-        grid.add_row(*("-" if cell is None else str(cell) for cell in row))
+def validation_message(exc: ValidationError, options: dict[str, str] | None = None) -> str:
+    """A pydantic error as one line without its URL: ``--lr: Input should be greater
+    than 0 (got -1.0)``. ``options`` maps a field to the option that set it; a field not in
+    it is named as ``--field-name``."""
+    names = options or {}
+    parts = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        where = names.get(field) or ("--" + field.replace("_", "-") if field else "value")
+        got = f" (got {err['input']!r})" if "input" in err and err["type"] != "missing" else ""
+        parts.append(f"{where}: {err.get('msg', 'invalid')}{got}")
+    return "; ".join(parts)
+
+
+def say(text: str, style: str | None = None, *, err: bool = False) -> None:
+    """Print one message as plain text: brackets stay brackets (no rich markup), long lines
+    are not cut (a path or URL in a message must survive whole)."""
+    target = err_console if err else console
+    target.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
+
+
+def warn(text: str) -> None:
+    """``warning: ...`` on stderr, so ``--json`` output stays the document alone."""
+    err_console.print(
+        Text.assemble(("warning:", "yellow"), " ", text), soft_wrap=True, highlight=False
+    )
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line with styled parts, e.g. ``styled(("pushed", "bold"), " ", name)``: user text
+    is never read as markup."""
+    return Text.assemble(*parts)
+
+
+@dataclass(frozen=True)
+class Col:
+    """A table column. ``keep``: printed whole whatever the width (an id or name a user
+    copies into the next command); the other columns give way, cut with an ellipsis."""
+
+    header: str
+    keep: bool = False
+
+
+#: The narrowest a column is cut to (or its header, when wider).
+_MIN_CELL = 6
+
+
+def _cell(value: Any) -> Text:
+    if isinstance(value, Text):
+        return value
+    return Text("-" if value is None else str(value))
+
+
+def _fit(natural: list[int], floors: list[int], keep: list[bool], room: int) -> list[int]:
+    """Column widths within ``room``: kept columns whole, the others share what is left,
+    the narrow ones keep their natural width and the widest are cut first."""
+    widths = list(natural)
+    budget = room - sum(w for w, k in zip(natural, keep, strict=True) if k)
+    flexible = sorted((w, i) for i, (w, k) in enumerate(zip(natural, keep, strict=True)) if not k)
+    left = len(flexible)
+    for width, index in flexible:
+        share = max(floors[index], budget // left) if left else width
+        widths[index] = min(width, share)
+        budget -= widths[index]
+        left -= 1
+    return widths
+
+
+def table(
+    title: str | None,
+    columns: Sequence[str | Col],
+    rows: Sequence[Sequence[Any]],
+    *,
+    empty: str | None = None,
+    cut_hint: str = "--json prints every field whole",
+) -> None:
+    """A table that fits the terminal: columns marked ``keep`` stay whole, the others are cut
+    with an ellipsis (and a note under the table says where the whole text is). Cells are
+    text, never markup; a :class:`rich.text.Text` cell keeps its style. With no rows and an
+    ``empty`` hint, the hint is printed instead of an empty frame."""
+    if not rows and empty is not None:
+        say(empty)
+        return
+    cols = [c if isinstance(c, Col) else Col(c) for c in columns]
+    cells = [[_cell(value) for value in row] for row in rows]
+    natural = [
+        max([len(c.header)] + [max(map(len, row[i].plain.split("\n"))) for row in cells])
+        for i, c in enumerate(cols)
+    ]
+    floors = [min(n, max(len(c.header), _MIN_CELL)) for n, c in zip(natural, cols, strict=True)]
+    room = console.width - (3 * len(cols) + 1)  # borders and one space of padding a side
+    widths = _fit(natural, floors, [c.keep for c in cols], room)
+    grid = Table(title=title, show_lines=False, header_style="bold", title_justify="left")
+    for col, width in zip(cols, widths, strict=True):
+        grid.add_column(
+            col.header, width=width, no_wrap=True, overflow="fold" if col.keep else "ellipsis"
+        )
+    for row in cells:
+        grid.add_row(*row)
     console.print(grid)
+    if widths != natural:
+        say(f"(… marks a cell cut to fit {console.width} columns; {cut_hint})", "dim")
 
 
 @contextmanager
