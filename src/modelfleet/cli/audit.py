@@ -8,6 +8,7 @@ import typer
 
 from modelfleet.cli.common import (
     DEFAULT_HUB,
+    Col,
     HubOpt,
     JsonOpt,
     TokenOpt,
@@ -30,7 +31,8 @@ def audit(
 ) -> None:
     """Show the audit log: who changed what, when, and how it ended.
 
-    One line per entry, cut to the terminal's width (DETAIL first); --json has them whole.
+    One line per entry, cut to the terminal's width (actor, object and detail first);
+    --json has them whole.
 
     \b
     Examples:
@@ -48,7 +50,14 @@ def audit(
     filtered = " matching --actor/--action" if actor or action else ""
     table(
         None,
-        ["TIME", "ACTOR", "ACTION", "OBJECT", "OUTCOME", "DETAIL"],
+        [
+            "TIME",
+            Col("ACTOR", free=True),
+            "ACTION",
+            Col("OBJECT", free=True),
+            "OUTCOME",
+            Col("DETAIL", free=True),
+        ],
         rows,
         empty=f"no audit entries{filtered} yet: every change through the hub is recorded here",
         cut_hint="audit --json prints every entry whole",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -134,11 +134,13 @@ def validation_message(exc: ValidationError, options: dict[str, str] | None = No
     return "; ".join(parts)
 
 
-def say(text: str, style: str | None = None, *, err: bool = False) -> None:
+def say(text: str | Text, style: str | None = None, *, err: bool = False) -> None:
     """Print one message as plain text: brackets stay brackets (no rich markup), long lines
-    are not cut (a path or URL in a message must survive whole)."""
+    are not wrapped (a path, URL or token in a message must survive whole, and a script
+    reading the output gets one line per message). ``text`` may be :func:`styled`."""
     target = err_console if err else console
-    target.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
+    line = text if isinstance(text, Text) else Text(text, style=style or "")
+    target.print(line, soft_wrap=True, highlight=False)
 
 
 def warn(text: str) -> None:
@@ -157,10 +159,13 @@ def styled(*parts: str | tuple[str, str]) -> Text:
 @dataclass(frozen=True)
 class Col:
     """A table column. ``keep``: printed whole whatever the width (an id or name a user
-    copies into the next command); the other columns give way, cut with an ellipsis."""
+    copies into the next command). ``free``: free text (labels, details, model lists), the
+    first to give way; the other columns (figures, states, times) are cut only when cutting
+    the free ones is not enough. A cut cell ends in an ellipsis."""
 
     header: str
     keep: bool = False
+    free: bool = False
 
 
 #: The narrowest a column is cut to (or its header, when wider).
@@ -173,19 +178,45 @@ def _cell(value: Any) -> Text:
     return Text("-" if value is None else str(value))
 
 
-def _fit(natural: list[int], floors: list[int], keep: list[bool], room: int) -> list[int]:
-    """Column widths within ``room``: kept columns whole, the others share what is left,
-    the narrow ones keep their natural width and the widest are cut first."""
+def _share(natural: list[int], floors: list[int], fixed: list[bool], room: int) -> list[int]:
+    """Widths within ``room``: ``fixed`` columns whole, the others share what is left; the
+    narrow ones keep their natural width and the widest are cut first (to their floor)."""
     widths = list(natural)
-    budget = room - sum(w for w, k in zip(natural, keep, strict=True) if k)
-    flexible = sorted((w, i) for i, (w, k) in enumerate(zip(natural, keep, strict=True)) if not k)
+    budget = room - sum(w for w, f in zip(natural, fixed, strict=True) if f)
+    flexible = sorted((w, i) for i, (w, f) in enumerate(zip(natural, fixed, strict=True)) if not f)
     left = len(flexible)
     for width, index in flexible:
-        share = max(floors[index], budget // left) if left else width
-        widths[index] = min(width, share)
+        widths[index] = min(width, max(floors[index], budget // left))
         budget -= widths[index]
         left -= 1
     return widths
+
+
+def _fit(natural: list[int], floors: list[int], cols: list[Col], room: int) -> list[int]:
+    """Cut the free-text columns first; the other columns too only if that is not enough."""
+    widths = natural
+    for fixed in ([c.keep or not c.free for c in cols], [c.keep for c in cols]):
+        widths = _share(natural, floors, fixed, room)
+        if sum(widths) <= room:
+            break
+    return widths
+
+
+def ago(value: Any, now: datetime | None = None) -> str:
+    """How long ago, in the largest unit that fits (``4s``, ``12m``, ``3h``, ``2d``): a
+    column of ages reads at a glance where a column of timestamps needs arithmetic."""
+    if not value:
+        return "never"
+    now = now or datetime.now(UTC)
+    try:
+        then = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    seconds = max(0.0, (now - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
 
 
 def table(
@@ -196,8 +227,8 @@ def table(
     empty: str | None = None,
     cut_hint: str = "--json prints every field whole",
 ) -> None:
-    """A table that fits the terminal: columns marked ``keep`` stay whole, the others are cut
-    with an ellipsis (and a note under the table says where the whole text is). Cells are
+    """A table that fits the terminal (see :class:`Col` for which columns give way); a note
+    under a table with a cut cell says where the whole text is. Cells are
     text, never markup; a :class:`rich.text.Text` cell keeps its style. With no rows and an
     ``empty`` hint, the hint is printed instead of an empty frame."""
     if not rows and empty is not None:
@@ -210,9 +241,16 @@ def table(
         for i, c in enumerate(cols)
     ]
     floors = [min(n, max(len(c.header), _MIN_CELL)) for n, c in zip(natural, cols, strict=True)]
-    room = console.width - (3 * len(cols) + 1)  # borders and one space of padding a side
-    widths = _fit(natural, floors, [c.keep for c in cols], room)
-    grid = Table(title=title, show_lines=False, header_style="bold", title_justify="left")
+    room = console.width - 2 * (len(cols) - 1)  # no borders: two spaces between columns
+    widths = _fit(natural, floors, cols, room)
+    grid = Table(
+        title=title,
+        box=None,
+        pad_edge=False,
+        header_style="bold underline",
+        title_justify="left",
+        title_style="bold",
+    )
     for col, width in zip(cols, widths, strict=True):
         grid.add_column(
             col.header, width=width, no_wrap=True, overflow="fold" if col.keep else "ellipsis"
@@ -221,7 +259,7 @@ def table(
         grid.add_row(*row)
     console.print(grid)
     if widths != natural:
-        say(f"(… marks a cell cut to fit {console.width} columns; {cut_hint})", "dim")
+        say(f"(… cut to fit {console.width} columns: {cut_hint})", "dim")
 
 
 @contextmanager

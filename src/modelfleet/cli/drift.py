@@ -8,6 +8,7 @@ import typer
 
 from modelfleet.cli.common import (
     DEFAULT_HUB,
+    Col,
     HubOpt,
     JsonOpt,
     TokenOpt,
@@ -93,7 +94,10 @@ def _render(doc: dict[str, Any]) -> None:
             ]
             for f in _ordered(result["features"])
         ]
-        columns = ["FEATURE", "ROLE", "KIND", "SAMPLES", "PSI", "KS D", "KS P", "JS", "VERDICT"]
+        columns: list[str | Col] = [
+            Col("FEATURE", free=True), "ROLE", "KIND", "SAMPLES", "PSI", "KS D", "KS P", "JS",
+            "VERDICT",
+        ]  # fmt: skip
         table(title, columns, rows)
 
 
@@ -129,9 +133,11 @@ def drift(
     settings = _parse_settings(set_ or [])
     with client(hub, token) as hc:
         name, version = parsed.name, parsed.version
-        if parsed.alias is not None:
-            resolved = hc.resolve(ref)
+        if parsed.alias is not None or parsed.version is not None:
+            resolved = hc.resolve(ref)  # an alias names the version it points at now
             name, version = resolved.model, resolved.version
+        else:
+            hc.get_model(name)  # an unknown model is refused by name, not shown as "no data"
         if site is not None:
             hc.get_site(site)  # an unknown site is refused by name, not shown as "no data"
         if settings:

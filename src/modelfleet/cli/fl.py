@@ -208,14 +208,13 @@ def start(
 
 
 def _render(job: dict[str, Any]) -> None:
-    console.print(
+    say(
         styled(
             (str(job["id"]), "bold"),
             f" {job['state']}  round {job['round']}/{job['rounds']}  "
             f"{job['strategy']}  model {job['model']}:{job['base_version']}  data {job['data']}"
             + (f"  -> version {job['result_version']}" if job.get("result_version") else ""),
-        ),
-        highlight=False,
+        )
     )
     if job.get("message"):
         say(f"  {job['message']}")

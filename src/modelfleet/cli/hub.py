@@ -12,7 +12,6 @@ from modelfleet.cli.common import (
     ReadyFileOpt,
     check_plain_http,
     configure_logging,
-    console,
     say,
     styled,
 )
@@ -82,7 +81,7 @@ def init(
     result = init_hub(
         root, db=db, artifacts=artifacts, hosts=tuple(san or ()), admin_ttl=admin_token_ttl
     )
-    console.print(styled(("hub initialised", "green"), f" in {result.data_dir}"))
+    say(styled(("hub initialised", "green"), f" in {result.data_dir}"))
     say(f"  database   {result.db_url}")
     say(f"  artifacts  {result.artifacts_url}")
     say(f"  signing key id {result.key_id}")

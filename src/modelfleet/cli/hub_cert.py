@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from modelfleet.cli.common import JsonOpt, console, print_json, say, styled
+from modelfleet.cli.common import JsonOpt, print_json, say, styled
 from modelfleet.cli.hub import DataDirOpt
 from modelfleet.settings import default_data_dir
 
@@ -53,7 +53,7 @@ def issue(
         ),
     ] = None,
     days: Annotated[
-        float, typer.Option(help="Validity in days (at most 397).", min=0.0001)
+        float, typer.Option(help="Validity in days (at most 397).", min=0.0001, max=397)
     ] = DEFAULT_DAYS,
     as_json: JsonOpt = False,
 ) -> None:
@@ -88,7 +88,7 @@ def issue(
     if as_json:
         print_json(doc)
         return
-    console.print(styled(("certificate issued", "green"), f" for {identity.uri}"))
+    say(styled(("certificate issued", "green"), f" for {identity.uri}"))
     say(f"  hosts      {', '.join(hosts)}")
     say(f"  valid until {doc['not_after']}")
     say(f"  in {target.root} (cert.pem, key.pem 0600, ca.pem)")

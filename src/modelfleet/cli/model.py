@@ -15,7 +15,6 @@ from modelfleet.cli.common import (
     JsonOpt,
     TokenOpt,
     client,
-    console,
     jsonable,
     print_json,
     say,
@@ -148,13 +147,12 @@ def push(
             f"reference profile: {len(reference['columns'])} feature sketches from {reference_data}"
         )
     aliases = f" @{', @'.join(version.aliases)}" if version.aliases else ""
-    console.print(
+    say(
         styled(
             "pushed ",
             (f"{version.model}:{version.version}", "bold"),
             f"{aliases}  sha256:{version.digest[:12]}  {version.size} bytes  signed",
-        ),
-        highlight=False,
+        )
     )
 
 
@@ -252,7 +250,7 @@ def show(
         ("pushed", f"{when(version.created_at)} by {version.pushed_by}"),
     ]
     for label, value in fields:
-        console.print(styled((f"{label:>16}", "bold"), f"  {value}"), highlight=False)
+        say(styled((f"{label:>16}", "bold"), f"  {value}"))
 
 
 @app.command()

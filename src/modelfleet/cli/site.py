@@ -18,10 +18,10 @@ from modelfleet.cli.common import (
     JsonOpt,
     ReadyFileOpt,
     TokenOpt,
+    ago,
     check_plain_http,
     client,
     configure_logging,
-    console,
     err_console,
     print_json,
     say,
@@ -108,7 +108,7 @@ def add(
         print_json(site)
         return
     labels = " ".join(f"{k}={v}" for k, v in sorted(site.labels.items()))
-    console.print(styled("site ", (site.name, "bold"), f" {labels}"), highlight=False)
+    say(styled("site ", (site.name, "bold"), f" {labels}"))
     say(f"enrollment token (single use, expires {when(site.enrollment_expires_at)} UTC):")
     typer.echo(site.enrollment_token)
     say(
@@ -139,14 +139,20 @@ def list_sites(
             (styled(("online", "green")) if s.online else styled(("offline", "red")))
             if s.enrolled
             else "not enrolled",
-            when(s.last_seen),
+            ago(s.last_seen),
             _models_cell(s),
         )
         for s in sites
     ]
     table(
         None,
-        [Col("SITE", keep=True), "LABELS", "STATE", "LAST SEEN", "MODELS"],
+        [
+            Col("SITE", keep=True),
+            Col("LABELS", free=True),
+            "STATE",
+            "LAST SEEN",
+            Col("MODELS", free=True),
+        ],
         rows,
         empty="no sites yet: modelfleet site add NAME -l region=eu-west -l jurisdiction=EU",
         cut_hint="modelfleet site show NAME prints one site whole",
@@ -172,7 +178,7 @@ def show(
         print_json(site)
         return
     labels = " ".join(f"{k}={v}" for k, v in sorted(site.labels.items()))
-    console.print(styled((site.name, "bold"), f"  {labels}"), highlight=False)
+    say(styled((site.name, "bold"), f"  {labels}"))
     state = "online" if site.online else ("offline" if site.enrolled else "not enrolled")
     say(f"  state {state}, last seen {when(site.last_seen)}, url {site.url or '-'}")
     say(
@@ -181,20 +187,16 @@ def show(
     )
     if site.decommissioned_at is not None:
         applied = isinstance(site.applied_revision, int) and site.applied_revision >= site.revision
-        console.print(
+        say(
             styled(
                 "  ",
                 ("decommissioned", "yellow"),
                 f" {when(site.decommissioned_at)}: "
                 + ("cache wiped" if applied else "the site has not applied it yet"),
-            ),
-            highlight=False,
+            )
         )
     if site.desired_state_refused:
-        console.print(
-            styled("  ", ("refused its desired state:", "red"), f" {site.desired_state_refused}"),
-            highlight=False,
-        )
+        say(styled("  ", ("refused its desired state:", "red"), f" {site.desired_state_refused}"))
     rows = [
         (
             m.name,
@@ -210,7 +212,7 @@ def show(
     ]
     table(
         None,
-        ["MODEL", "ASSIGNED AS", "DESIRED", "ACTIVE", "STATE", "ERROR"],
+        ["MODEL", "ASSIGNED AS", "DESIRED", "ACTIVE", "STATE", Col("ERROR", free=True)],
         rows,
         empty="no models assigned: modelfleet site assign NAME MODEL@ALIAS (or deploy)",
         cut_hint=f"modelfleet site show {name} --json prints every field whole",

@@ -14,6 +14,7 @@ from modelfleet.cli.common import (
     HubOpt,
     JsonOpt,
     TokenOpt,
+    ago,
     client,
     console,
     jsonable,
@@ -32,22 +33,6 @@ def _pct(rate: float | None) -> str:
     return "-" if rate is None else f"{rate * 100:.2f}%"
 
 
-def _age(value: Any, now: datetime) -> str:
-    """How long ago, in the largest unit that fits (``4s``, ``12m``, ``3h``, ``2d``): a
-    column of ages reads at a glance where a column of timestamps needs arithmetic."""
-    if not value:
-        return "never"
-    try:
-        then = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return str(value)
-    seconds = max(0.0, (now - then).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
-
-
 def _rows(doc: dict[str, Any], now: datetime) -> list[list[Any]]:
     rows = []
     for site in doc["sites"]:
@@ -58,8 +43,8 @@ def _rows(doc: dict[str, Any], now: datetime) -> list[list[Any]]:
         rows.append(
             [
                 site["site"],
-                "online" if site["online"] else "OFFLINE",
-                _age(site["last_seen"], now),
+                # Online means seen within the hub's window; how long ago matters when not.
+                "online" if site["online"] else f"OFFLINE {ago(site['last_seen'], now)}",
                 models or "-",
                 f"{site['requests_per_s']:.1f}",
                 _pct(site["error_rate"]),
@@ -72,18 +57,18 @@ def _rows(doc: dict[str, Any], now: datetime) -> list[list[Any]]:
 
 
 def _render(doc: dict[str, Any]) -> None:
-    """Sized for 100 columns: the site name whole, ages instead of timestamps, the total
-    request count left to ``--json``; a cut cell ends in an ellipsis."""
+    """Sized for 100 columns: the site name whole, an age instead of a timestamp, the
+    total request count left to ``--json``; a cut cell ends in an ellipsis."""
     columns: list[str | Col] = [
-        Col("SITE", keep=True), "STATE", "SEEN", "MODELS", "REQ/S", "ERRORS", "P99", "DRIFT",
-        "DROPPED",
+        Col("SITE", keep=True), "STATE", Col("MODELS", free=True), "REQ/S", "ERRORS",
+        "P99", Col("DRIFT", free=True), "DROPS",
     ]  # fmt: skip
     table(
         f"fleet status (last {doc['recent_s']:.0f} s)",
         columns,
         _rows(doc, datetime.now(UTC)),
         empty="no sites yet: modelfleet site add NAME -l region=eu-west -l jurisdiction=EU",
-        cut_hint="modelfleet site show NAME prints one site whole, --json every field",
+        cut_hint="site show NAME has one site whole, --json every field",
     )
     if doc["fleet"]:
         fleet = [
@@ -145,7 +130,7 @@ def status(
 ) -> None:
     """Every site at a glance: online, last seen, models, requests/s, errors, p99, drift, drops.
 
-    SEEN is how long ago the site last reported; DROPPED counts telemetry windows (w) and
+    An offline site says how long ago it last reported; DROPS counts telemetry windows (w) and
     requests (r) a site could not deliver. The table fits 100 columns; `site show NAME`
     has one site whole and --json every field (total requests too).
 

@@ -13,6 +13,7 @@ from modelfleet.cli.common import (
     HubOpt,
     JsonOpt,
     TokenOpt,
+    ago,
     client,
     print_json,
     say,
@@ -98,7 +99,7 @@ def list_tokens(
 
     LAST USED is when the hub last authenticated the token, recorded at most once a
     minute per token (so it may lag by up to a minute). IDs are printed whole, to copy
-    into `token revoke`; CREATED and EXPIRES are dates (UTC), --json has the instants.
+    into `token revoke`; EXPIRES is a date (UTC); --json has the instants and creation.
 
     \b
     Examples:
@@ -116,23 +117,30 @@ def list_tokens(
             t.name,
             t.role,
             t.site,
-            _day(t.created_at),
             _day(t.expires_at) if t.expires_at else "never",
-            when(t.last_used_at)[:16] if t.last_used_at else "never",
+            ago(t.last_used_at),
             _state(t, now),
         )
         for t in tokens
     ]
     table(
         None,
-        [Col("ID", keep=True), "NAME", "ROLE", "SITE", "CREATED", "EXPIRES", "LAST USED", "STATE"],
+        [
+            Col("ID", keep=True),
+            Col("NAME", free=True),
+            "ROLE",
+            Col("SITE", free=True),
+            "EXPIRES",
+            "LAST USED",
+            "STATE",
+        ],
         rows,
         empty="no tokens yet: modelfleet token create --role operator --name ci",
     )
 
 
 def _day(value: datetime | None) -> str:
-    """A date is enough for creation and expiry (``--json`` has the instant)."""
+    """A date is enough for expiry and revocation (``--json`` has the instant)."""
     return when(value)[:10]
 
 
