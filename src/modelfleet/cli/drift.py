@@ -71,7 +71,9 @@ def _render(doc: dict[str, Any]) -> None:
             "no telemetry for this model in the drift window: sites report it once the "
             "model has served requests (modelfleet status)"
         )
-    for result in doc["results"]:
+    for index, result in enumerate(doc["results"]):
+        if index:
+            say("")  # a blank line between sites
         title = (
             f"{result['site']}  {result['model']}:{result['version']}  "
             f"{result['windows']} windows, {result['requests']} requests  "
@@ -98,7 +100,8 @@ def _render(doc: dict[str, Any]) -> None:
             Col("FEATURE", free=True), "ROLE", "KIND", "SAMPLES", "PSI", "KS D", "KS P", "JS",
             "VERDICT",
         ]  # fmt: skip
-        table(title, columns, rows)
+        say(title)  # a line of its own: a table title would wrap to the table's width
+        table(None, columns, rows)
 
 
 def drift(
