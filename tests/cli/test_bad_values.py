@@ -28,7 +28,7 @@ class Hub:
     url: str
     token: str
     env: dict[str, str]
-    data_dir: Path
+    model: Path  # a valid ONNX file, for the command lines that need one ({model})
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         with HubClient(process.url, init.admin_token, ca_file=process.ca_file) as admin:
             admin.push(model, "digits", alias="production")
             admin.add_site("plant-a", {"region": "eu-west", "jurisdiction": "EU"})
-        yield Hub(process.url, init.admin_token, env, root / "hub")
+        yield Hub(process.url, init.admin_token, env, model)
     finally:
         process.stop()
 
@@ -79,6 +79,7 @@ NUMBER_OUT_OF_RANGE = [
         "'--lr'",
     ),
     (["fl", "init", "m", "--classes", "1"], USAGE, "'--classes'"),
+    (["model", "alias", "digits", "0", "prod"], USAGE, "'version'"),
     (["audit", "--limit", "0"], USAGE, "'--limit'"),
     (["status", "--interval", "0"], USAGE, "'--interval'"),
     (["token", "create", "--role", "viewer", "--ttl", "9999d"], REFUSED, "TTL '9999d'"),
@@ -106,6 +107,13 @@ UNKNOWN_NAME = [
     (["sim", "wan", "--listen", "x:1", "--upstream", "y:2", "--loss-mode", "x"], USAGE, "mode"),
 ]
 MALFORMED = [
+    (["fl", "init", "m", "--family", "mlp", "--hidden", "a,b"], REFUSED, "--hidden"),
+    (
+        ["fl", "start", "--model", "digits", "--data", "d", "--rounds", "1", "--clip-norm", "0"],
+        REFUSED,
+        "--clip-norm",
+    ),
+    (["hub", "serve", "--log-level", "loud", "--port", "0"], REFUSED, "--log-level"),
     (
         ["fl", "start", "--model", "digits", "--data", "d", "--rounds", "1", "--sites", "a in ("],
         REFUSED,
@@ -126,6 +134,11 @@ MALFORMED = [
     (["model", "ls", "--hub", "127.0.0.1:8700"], REFUSED, "--hub"),
 ]
 MISSING_FILE = [
+    (
+        ["model", "push", "{model}", "-n", "m", "--reference-data", "/nonexistent/ref.csv"],
+        REFUSED,
+        "/nonexistent/ref.csv",
+    ),
     (["model", "push", "/nonexistent/model.onnx", "-n", "m"], REFUSED, "/nonexistent/model.onnx"),
     (["policy", "apply", "-f", "/nonexistent/policy.yaml"], REFUSED, "/nonexistent/policy.yaml"),
     (["fl", "start", "-f", "/nonexistent/job.yaml"], REFUSED, "/nonexistent/job.yaml"),
@@ -134,7 +147,7 @@ MISSING_FILE = [
 
 def _run(hub: Hub, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "modelfleet", *args],
+        [sys.executable, "-m", "modelfleet", *(a.replace("{model}", str(hub.model)) for a in args)],
         capture_output=True,
         text=True,
         env=hub.env,

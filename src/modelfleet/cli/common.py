@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import typer
 from pydantic import BaseModel, ValidationError
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -120,17 +121,17 @@ def when(value: Any) -> str:
     return parsed.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def validation_message(exc: ValidationError, options: dict[str, str] | None = None) -> str:
-    """A pydantic error as one line without its URL: ``--lr: Input should be greater
-    than 0 (got -1.0)``. ``options`` maps a field to the option that set it; a field not in
-    it is named as ``--field-name``."""
-    names = options or {}
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error as one line without its URL, the field named as the option that
+    usually sets it: ``--batch-size: Input should be greater than or equal to 1 (got 0)``.
+    The last net under a value a command passed on to a validated record unchecked."""
     parts = []
     for err in exc.errors(include_url=False):
         field = ".".join(str(p) for p in err.get("loc", ()))
-        where = names.get(field) or ("--" + field.replace("_", "-") if field else "value")
+        where = "--" + field.replace("_", "-") if field else "value"
         got = f" (got {err['input']!r})" if "input" in err and err["type"] != "missing" else ""
-        parts.append(f"{where}: {err.get('msg', 'invalid')}{got}")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}{got}")
     return "; ".join(parts)
 
 
@@ -203,7 +204,7 @@ def _fit(natural: list[int], floors: list[int], cols: list[Col], room: int) -> l
 
 
 def ago(value: Any, now: datetime | None = None) -> str:
-    """How long ago, in the largest unit that fits (``4s``, ``12m``, ``3h``, ``2d``): a
+    """How long ago, in the largest unit that fits (``4s ago``, ``12m ago``, ``2d ago``): a
     column of ages reads at a glance where a column of timestamps needs arithmetic."""
     if not value:
         return "never"
@@ -228,16 +229,16 @@ def table(
     cut_hint: str = "--json prints every field whole",
 ) -> None:
     """A table that fits the terminal (see :class:`Col` for which columns give way); a note
-    under a table with a cut cell says where the whole text is. Cells are
-    text, never markup; a :class:`rich.text.Text` cell keeps its style. With no rows and an
-    ``empty`` hint, the hint is printed instead of an empty frame."""
+    under a table with a cut cell says where the whole text is. Cells are text, never
+    markup; a :class:`rich.text.Text` cell keeps its style. With no rows and an ``empty``
+    hint, the hint is printed instead of an empty frame."""
     if not rows and empty is not None:
         say(empty)
         return
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
     cells = [[_cell(value) for value in row] for row in rows]
     natural = [
-        max([len(c.header)] + [max(map(len, row[i].plain.split("\n"))) for row in cells])
+        max([cell_len(c.header)] + [max(map(cell_len, row[i].plain.split("\n"))) for row in cells])
         for i, c in enumerate(cols)
     ]
     floors = [min(n, max(len(c.header), _MIN_CELL)) for n, c in zip(natural, cols, strict=True)]
@@ -279,11 +280,17 @@ def transfer_progress(description: str, total: int) -> Iterator[Any]:
         yield lambda n: bar.advance(task, n)
 
 
+#: What ``--log-level`` takes (the long-running commands').
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def configure_logging(level: str) -> None:
     """One log format for the long-running commands (hub, site, gateway serve). The HTTP
     client's own INFO line per request is held back: a site long-polls and reports every
     few seconds, and those lines would bury the ones worth reading (``--log-level debug``
     shows them)."""
+    if level.lower() not in LOG_LEVELS:
+        raise InvalidInput(f"--log-level {level!r}: use one of {', '.join(LOG_LEVELS)}")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(message)s")
     if level.lower() != "debug":
         for noisy in ("httpx", "httpcore"):

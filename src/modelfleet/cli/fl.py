@@ -90,7 +90,7 @@ def init(
             "family": family,
             "features": features,
             "classes": classes,
-            "hidden": [int(h) for h in hidden.split(",") if h.strip()],
+            "hidden": _hidden(hidden),
             "activation": activation,
         }
     )
@@ -183,7 +183,7 @@ def start(
         "round_timeout_s": round_timeout,
         "alias": alias,
         "personalize_epochs": personalize_epochs,
-        "clip_norm": _clip(clip_norm) if clip_norm is not None else None,
+        "clip_norm": _clip(clip_norm, "--clip-norm") if clip_norm is not None else None,
     }
     body.update({k: v for k, v in flags.items() if v is not None})
     if param:
@@ -437,7 +437,17 @@ def simulate(
     )
 
 
-def _clip(text: str) -> ClipSetting:
+def _hidden(text: str) -> list[int]:
+    """``--hidden 64,32``: the MLP's hidden layer sizes."""
+    try:
+        return [int(h) for h in text.split(",") if h.strip()]
+    except ValueError:
+        raise InvalidInput(
+            f"--hidden {text!r}: expected layer sizes separated by commas, e.g. 64,32"
+        ) from None
+
+
+def _clip(text: str, option: str = "--clip") -> ClipSetting:
     """``--clip``/``--clip-norm``: auto, off or a positive number."""
     if text in ("auto", "off"):
         return "auto" if text == "auto" else "off"
@@ -446,5 +456,5 @@ def _clip(text: str) -> ClipSetting:
     except ValueError:
         value = float("nan")
     if not (value > 0 and math.isfinite(value)):
-        raise InvalidInput(f"--clip must be auto, off or a positive number, got {text!r}")
+        raise InvalidInput(f"{option} must be auto, off or a positive number, got {text!r}")
     return value

@@ -257,7 +257,7 @@ def show(
 def alias(
     name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
     version: Annotated[
-        int | None, typer.Argument(help="Version number.", show_default=False)
+        int | None, typer.Argument(help="Version number.", show_default=False, min=1)
     ] = None,
     alias_name: Annotated[
         str | None,
