@@ -13,6 +13,7 @@ import typer
 
 from modelfleet.cli.common import (
     DEFAULT_HUB,
+    Col,
     HubOpt,
     JsonOpt,
     TokenOpt,
@@ -228,7 +229,9 @@ def _render(job: dict[str, Any]) -> None:
         if info.get("status") != "eligible"
     ]
     if left_out:
-        table("sites left out", ["SITE", "STATUS", "REASON"], left_out)
+        table(
+            "sites left out", [Col("SITE", keep=True), "STATUS", Col("REASON", free=True)], left_out
+        )
     rows = []
     for r in job.get("round_details", []):
         metrics = r["metrics"]
@@ -264,7 +267,16 @@ def _render(job: dict[str, Any]) -> None:
         )
     if rows:
         table(
-            None, ["ROUND", "STATE", "SITES (examples, loss, local acc)", "AGGREGATE", "TIME"], rows
+            None,
+            [
+                "ROUND",
+                "STATE",
+                Col("SITES (examples, loss, local acc)", free=True),
+                "AGGREGATE",
+                "TIME",
+            ],
+            rows,
+            cut_hint="fl status ID --json prints every update whole",
         )
 
 
@@ -325,7 +337,15 @@ def list_jobs(hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonO
         )
         for j in jobs
     ]
-    table(None, ["JOB", "MODEL", "STATE", "ROUND", "STRATEGY", "SITES", "RESULT", "CREATED"], rows)
+    table(
+        None,
+        [
+            Col("JOB", keep=True), "MODEL", "STATE", "ROUND", "STRATEGY", Col("SITES", free=True),
+            "RESULT", "CREATED",
+        ],
+        rows,
+        empty="no federated jobs yet: modelfleet fl start --model NAME@ALIAS --data SET --rounds N",
+    )  # fmt: skip
 
 
 @app.command()

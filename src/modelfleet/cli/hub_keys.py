@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from modelfleet.cli.common import JsonOpt, print_json, say, table, when
+from modelfleet.cli.common import Col, JsonOpt, print_json, say, table, when
 from modelfleet.cli.hub import DataDirOpt
 from modelfleet.settings import default_data_dir
 
@@ -73,7 +73,7 @@ def list_keys(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
         return
     table(
         f"signing keys (set revision {keys.revision})",
-        ["id", "state", "created", "endorsed by"],
+        [Col("ID", keep=True), "STATE", "CREATED", "ENDORSED BY"],
         [
             [
                 r["id"],

@@ -61,7 +61,7 @@ def _render(doc: dict[str, Any]) -> None:
     total request count left to ``--json``; a cut cell ends in an ellipsis."""
     columns: list[str | Col] = [
         Col("SITE", keep=True), "STATE", Col("MODELS", free=True), "REQ/S", "ERRORS",
-        "P99", Col("DRIFT", free=True), "DROPS",
+        "P99", Col("DRIFT", free=True), "DROPPED",
     ]  # fmt: skip
     table(
         f"fleet status (last {doc['recent_s']:.0f} s)",
@@ -130,7 +130,7 @@ def status(
 ) -> None:
     """Every site at a glance: online, last seen, models, requests/s, errors, p99, drift, drops.
 
-    An offline site says how long ago it last reported; DROPS counts telemetry windows (w) and
+    An offline site says how long ago it last reported; DROPPED counts telemetry windows (w) and
     requests (r) a site could not deliver. The table fits 100 columns; `site show NAME`
     has one site whole and --json every field (total requests too).
 
