@@ -21,8 +21,10 @@ class RunningHub:
     process: HubProcess
     token: str
 
-    def cli(self, *args: str, token: str | None = "default", cwd: Path | None = None):
-        env = {**os.environ, "MODELFLEET_HUB_URL": self.process.url, "COLUMNS": "160"}
+    def cli(
+        self, *args: str, token: str | None = "default", cwd: Path | None = None, columns: int = 160
+    ):
+        env = {**os.environ, "MODELFLEET_HUB_URL": self.process.url, "COLUMNS": str(columns)}
         env.pop("MODELFLEET_TOKEN", None)
         if token is not None:
             env["MODELFLEET_TOKEN"] = self.token if token == "default" else token

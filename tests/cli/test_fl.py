@@ -92,7 +92,7 @@ def test_fl_start_from_a_file_and_bad_input(running_hub: RunningHub, tmp_path: P
         (["--model", "missing", "--data", "digits", "--rounds", "3"], "missing"),
         (
             ["--model", "digits", "--data", "digits", "--rounds", "3", "--personalize-epochs", "0"],
-            "personalize_epochs",
+            "'--personalize-epochs'",
         ),
     ]:
         refused = running_hub.cli("fl", "start", *args)

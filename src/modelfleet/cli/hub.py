@@ -12,8 +12,8 @@ from modelfleet.cli.common import (
     ReadyFileOpt,
     check_plain_http,
     configure_logging,
-    console,
-    err_console,
+    say,
+    styled,
 )
 from modelfleet.settings import DEFAULT_HUB_PORT, HubSettings, default_data_dir
 
@@ -70,7 +70,10 @@ def init(
     admin`; if every admin token is lost or expired, `modelfleet hub token recover` on
     this machine mints a new one.
 
-    Example: modelfleet hub init --data-dir /var/lib/modelfleet/hub --hostname hub.example.com
+    \b
+    Examples:
+      modelfleet hub init --data-dir ./hub --hostname hub.example.com
+      modelfleet hub init --db postgresql://modelfleet@db/modelfleet
     """
     from modelfleet.hub.bootstrap import init_hub
 
@@ -78,22 +81,21 @@ def init(
     result = init_hub(
         root, db=db, artifacts=artifacts, hosts=tuple(san or ()), admin_ttl=admin_token_ttl
     )
-    console.print(f"[green]hub initialised[/green] in {result.data_dir}")
-    console.print(f"  database   {result.db_url}")
-    console.print(f"  artifacts  {result.artifacts_url}")
-    console.print(f"  signing key id {result.key_id}")
-    console.print(f"  fleet CA   {result.ca_file}", soft_wrap=True)
-    console.print(f"             fingerprint {result.ca_fingerprint}", soft_wrap=True)
-    console.print(
+    say(styled(("hub initialised", "green"), f" in {result.data_dir}"))
+    say(f"  database   {result.db_url}")
+    say(f"  artifacts  {result.artifacts_url}")
+    say(f"  signing key id {result.key_id}")
+    say(f"  fleet CA   {result.ca_file}")
+    say(f"             fingerprint {result.ca_fingerprint}")
+    say(
         f"             clients verify the hub with it: export MODELFLEET_CA_FILE={result.ca_file}",
-        soft_wrap=True,
     )
-    console.print(
+    say(
         f"\nAdmin token (shown once, only its hash is stored; expires "
         f"{result.admin_expires_at:%Y-%m-%d %H:%M:%S} UTC):\n"
     )
     typer.echo(result.admin_token)
-    console.print(
+    say(
         f"\nNext: modelfleet hub serve --data-dir {result.data_dir}\n"
         f"      export MODELFLEET_TOKEN=<the token above>"
     )
@@ -109,7 +111,9 @@ def serve(
         str | None, typer.Option(help="Override the artifact store recorded by `hub init`.")
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = DEFAULT_HUB_PORT,
+    port: Annotated[
+        int, typer.Option(help="TCP port (0: any free port).", min=0, max=65535)
+    ] = DEFAULT_HUB_PORT,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ready_file: ReadyFileOpt = None,
     insecure_http: Annotated[
@@ -132,6 +136,10 @@ def serve(
       modelfleet hub serve --data-dir ./hub-data
 
       modelfleet hub serve --data-dir ./hub-data --host 0.0.0.0 --port 8700
+
+    \b
+    Examples:
+      modelfleet hub serve --data-dir ./hub --host 0.0.0.0 --port 8700
     """
     import uvicorn
 
@@ -155,14 +163,13 @@ def serve(
     ctx = build_context(settings)
     scheme = "http" if insecure_http else "https"
     tls = None if insecure_http else ctx.data_dir.tls.server_files()
-    err_console.print(
+    say(
         f"hub on {scheme}://{host}:{port}  db={ctx.store.url}  artifacts={ctx.artifacts.url}"
         + ("" if tls else "  (PLAIN HTTP: --insecure-http)"),
-        highlight=False,
-        soft_wrap=True,  # one line in a log file, whatever the terminal's width
+        err=True,
     )
     if tls is not None:
-        err_console.print(f"fleet CA: {ctx.data_dir.tls.ca_file}", highlight=False, soft_wrap=True)
+        say(f"fleet CA: {ctx.data_dir.tls.ca_file}", err=True)
     config = uvicorn.Config(
         create_app(ctx),
         log_level=log_level,

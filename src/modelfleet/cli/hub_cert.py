@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from modelfleet.cli.common import JsonOpt, console, print_json
+from modelfleet.cli.common import JsonOpt, print_json, say, styled
 from modelfleet.cli.hub import DataDirOpt
 from modelfleet.settings import default_data_dir
 
@@ -53,15 +53,16 @@ def issue(
         ),
     ] = None,
     days: Annotated[
-        float, typer.Option(help="Validity in days (at most 397).", min=0.0001)
+        float, typer.Option(help="Validity in days (at most 397).", min=0.0001, max=397)
     ] = DEFAULT_DAYS,
     as_json: JsonOpt = False,
 ) -> None:
     """Sign a gateway certificate (modelfleet://gateway/NAME plus its host names) with
     the fleet CA in the hub's data directory.
 
-    Example: modelfleet hub cert issue --data-dir /var/lib/modelfleet/hub --name edge-gw
-    --san gw.example.com --out /etc/modelfleet/gateway
+    \b
+    Examples:
+      modelfleet hub cert issue --name edge-gw --out ./gw-tls --san gw.example.com
     """
     from datetime import timedelta
 
@@ -87,8 +88,8 @@ def issue(
     if as_json:
         print_json(doc)
         return
-    console.print(f"[green]certificate issued[/green] for {identity.uri}", highlight=False)
-    console.print(f"  hosts      {', '.join(hosts)}", highlight=False)
-    console.print(f"  valid until {doc['not_after']}", highlight=False)
-    console.print(f"  in {target.root} (cert.pem, key.pem 0600, ca.pem)", soft_wrap=True)
-    console.print(f"\nNext: modelfleet gateway serve --tls-dir {target.root} ...", soft_wrap=True)
+    say(styled(("certificate issued", "green"), f" for {identity.uri}"))
+    say(f"  hosts      {', '.join(hosts)}")
+    say(f"  valid until {doc['not_after']}")
+    say(f"  in {target.root} (cert.pem, key.pem 0600, ca.pem)")
+    say(f"\nNext: modelfleet gateway serve --tls-dir {target.root} ...")

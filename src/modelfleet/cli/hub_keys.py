@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from modelfleet.cli.common import JsonOpt, console, print_json, table, when
+from modelfleet.cli.common import Col, JsonOpt, print_json, say, table, when
 from modelfleet.cli.hub import DataDirOpt
 from modelfleet.settings import default_data_dir
 
@@ -62,7 +62,9 @@ def _row(entry: KeyEntry, current: str) -> dict[str, object]:
 def list_keys(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """The key set: which key signs now, which still verify, which are retired.
 
-    Example: modelfleet hub key list --data-dir /var/lib/modelfleet/hub
+    \b
+    Examples:
+      modelfleet hub key list --data-dir ./hub
     """
     keys = _keys(data_dir)
     rows = [_row(e, keys.current_id) for e in keys.entries()]
@@ -71,7 +73,7 @@ def list_keys(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
         return
     table(
         f"signing keys (set revision {keys.revision})",
-        ["id", "state", "created", "endorsed by"],
+        [Col("ID", keep=True), "STATE", "CREATED", "ENDORSED BY"],
         [
             [
                 r["id"],
@@ -91,17 +93,17 @@ def rotate(data_dir: DataDirOpt = None) -> None:
     Versions signed before keep verifying until their key is retired. Sites take the new
     set with their next desired state (no re-enrollment).
 
-    Example: modelfleet hub key rotate --data-dir /var/lib/modelfleet/hub
+    \b
+    Examples:
+      modelfleet hub key rotate --data-dir ./hub
     """
     keys = _keys(data_dir)
     before = keys.current_id
     entry = keys.rotate()
-    console.print(
-        f"signing key [bold]{entry.id}[/bold] is current (endorsed by {before}); "
+    say(
+        f"signing key {entry.id} is current (endorsed by {before}); "
         f"key set revision {keys.revision}. To retire {before}: modelfleet hub key resign, "
         f"then modelfleet hub key retire {before}",
-        highlight=False,
-        soft_wrap=True,
     )
 
 
@@ -113,7 +115,9 @@ def resign(data_dir: DataDirOpt = None, db: DbOpt = None, as_json: JsonOpt = Fal
     version get a new desired state (its revision changes) and take the new signature
     without reloading the model. Audited (key.resign). Then the old key can be retired.
 
-    Example: modelfleet hub key resign --data-dir /var/lib/modelfleet/hub
+    \b
+    Examples:
+      modelfleet hub key resign --data-dir ./hub
     """
     from modelfleet.hub.bootstrap import local_actor, open_local_store
     from modelfleet.hub.key_lifecycle import resign_versions
@@ -127,10 +131,9 @@ def resign(data_dir: DataDirOpt = None, db: DbOpt = None, as_json: JsonOpt = Fal
     if as_json:
         print_json({"key_id": result.key_id, "versions": result.versions, "sites": result.sites})
         return
-    console.print(
+    say(
         f"{len(result.versions)} version(s) re-signed with {result.key_id}; "
         f"{len(result.sites)} site(s) get the new signatures with their next desired state",
-        highlight=False,
     )
 
 
@@ -145,7 +148,9 @@ def retire(
     Refused while a registered version is signed by that key alone (the refusal names
     them): run `modelfleet hub key resign` first. Audited (key.retire).
 
-    Example: modelfleet hub key retire 3f9a0c1e2b4d5a6f --data-dir /var/lib/modelfleet/hub
+    \b
+    Examples:
+      modelfleet hub key retire 3f2a9c1e --data-dir ./hub
     """
     from modelfleet.hub.bootstrap import local_actor, open_local_store
     from modelfleet.hub.key_lifecycle import retire_key
@@ -156,6 +161,4 @@ def retire(
         entry = retire_key(store, keys, key_id, local_actor())
     finally:
         store.close()
-    console.print(
-        f"signing key {entry.id} retired; key set revision {keys.revision}", highlight=False
-    )
+    say(f"signing key {entry.id} retired; key set revision {keys.revision}")

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from modelfleet.cli.common import JsonOpt, console, print_json
+from modelfleet.cli.common import JsonOpt, print_json, say
 from modelfleet.cli.hub import DataDirOpt
 from modelfleet.settings import default_data_dir
 
@@ -44,7 +44,9 @@ def recover(
     uses); run it as the user who owns the data directory. The audit log names the local
     user and machine (action token.recover).
 
-    Example: modelfleet hub token recover --data-dir /var/lib/modelfleet/hub --ttl 1h
+    \b
+    Examples:
+      modelfleet hub token recover --data-dir ./hub --ttl 1h
     """
     from modelfleet.hub.bootstrap import recover_admin
 
@@ -61,11 +63,9 @@ def recover(
             }
         )
         return
-    console.print(
+    say(
         f"admin token {result.token_id} ({result.name}, expires "
         f"{result.expires_at:%Y-%m-%d %H:%M:%S} UTC) minted in {result.db_url} and audited "
         "— shown once:",
-        highlight=False,
-        soft_wrap=True,
     )
     typer.echo(result.token)

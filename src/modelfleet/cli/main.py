@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.markup import escape
+from pydantic import ValidationError
+from rich.text import Text
 
 from modelfleet._version import __version__
 from modelfleet.cli import apply as apply_cmd
@@ -28,7 +29,7 @@ from modelfleet.cli import (
     token,
 )
 from modelfleet.cli import deploy as deploy_cmd
-from modelfleet.cli.common import err_console
+from modelfleet.cli.common import err_console, validation_message
 from modelfleet.errors import ModelfleetError
 
 app = typer.Typer(
@@ -83,6 +84,14 @@ def _root(
     """modelfleet command line."""
 
 
+def _error(message: str) -> None:
+    """``error: <message>`` on stderr as text (never markup: ``[postgres]`` stays), exit 1."""
+    err_console.print(
+        Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True
+    )
+    sys.exit(1)
+
+
 def main() -> None:
     """Run the CLI. Click (whichever copy the installed typer carries) handles usage errors
     itself in standalone mode: a usage message and exit 2, never a traceback. Our own
@@ -90,10 +99,11 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except ModelfleetError as exc:
-        err_console.print(
-            f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True
-        )
-        sys.exit(1)
+        _error(exc.message)
+    except ValidationError as exc:
+        # A value a command passed on to a validated record (a job's or a spec's field):
+        # one line naming the field and its bound, not pydantic's report with its URLs.
+        _error(validation_message(exc))
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

@@ -10,13 +10,15 @@ import typer
 
 from modelfleet.cli.common import (
     DEFAULT_HUB,
+    Col,
     HubOpt,
     JsonOpt,
     TokenOpt,
     client,
-    console,
     jsonable,
     print_json,
+    say,
+    styled,
     table,
     transfer_progress,
     when,
@@ -45,6 +47,7 @@ def push(
         list[str] | None,
         typer.Option(
             "--training-region",
+            metavar="REGION",
             help="Region the training data came from (repeatable); residency rules use it.",
         ),
     ] = None,
@@ -54,9 +57,11 @@ def push(
         str | None, typer.Option(help="Override the framework read from the file.")
     ] = None,
     parent: Annotated[
-        int | None, typer.Option(help="Lineage: the version this derives from.")
+        int | None, typer.Option(help="Lineage: the version this derives from.", min=1)
     ] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="key=value (repeatable).")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(metavar="KEY=VALUE", help="key=value (repeatable).")
+    ] = None,
     metrics: Annotated[
         str | None, typer.Option(help="JSON object of numbers, e.g. '{\"accuracy\": 0.97}'.")
     ] = None,
@@ -72,6 +77,7 @@ def push(
         list[str] | None,
         typer.Option(
             "--reference-column",
+            metavar="COLUMN",
             help="Feature column of --reference-data, in model input order (repeatable; "
             "default: every column).",
         ),
@@ -80,7 +86,13 @@ def push(
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Upload FILE as the next version of a model (validated and signed by the hub)."""
+    """Upload FILE as the next version of a model (validated and signed by the hub).
+
+    \b
+    Examples:
+      modelfleet model push model.onnx -n machine-health --alias production \\
+          --training-region eu-west --reference-data train.csv
+    """
     if not file.is_file():
         raise InvalidInput(f"{file}: no such file")
     reference = None
@@ -131,13 +143,16 @@ def push(
         print_json(data)
         return
     if reference is not None:
-        console.print(
+        say(
             f"reference profile: {len(reference['columns'])} feature sketches from {reference_data}"
         )
     aliases = f" @{', @'.join(version.aliases)}" if version.aliases else ""
-    console.print(
-        f"pushed [bold]{version.model}:{version.version}[/bold]{aliases}  "
-        f"sha256:{version.digest[:12]}  {version.size} bytes  signed"
+    say(
+        styled(
+            "pushed ",
+            (f"{version.model}:{version.version}", "bold"),
+            f"{aliases}  sha256:{version.digest[:12]}  {version.size} bytes  signed",
+        )
     )
 
 
@@ -145,7 +160,12 @@ def push(
 def list_models(
     hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = False
 ) -> None:
-    """List models with their latest version and aliases."""
+    """List models with their latest version and aliases.
+
+    \b
+    Examples:
+      modelfleet model ls
+    """
     with client(hub, token) as hc:
         models = hc.list_models()
     if json_out:
@@ -161,7 +181,13 @@ def list_models(
         )
         for m in models
     ]
-    table(None, ["MODEL", "LATEST", "VERSIONS", "ALIASES", "CREATED"], rows)
+    table(
+        None,
+        [Col("MODEL", keep=True), "LATEST", "VERSIONS", "ALIASES", "CREATED"],
+        rows,
+        empty="no models yet: modelfleet model push model.onnx -n NAME --alias production",
+        cut_hint="modelfleet model show NAME prints one model whole",
+    )
 
 
 @app.command()
@@ -171,7 +197,13 @@ def show(
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show a model's versions, or one version's details and signed manifest."""
+    """Show a model's versions, or one version's details and signed manifest.
+
+    \b
+    Examples:
+      modelfleet model show machine-health
+      modelfleet model show machine-health@production
+    """
     parsed = parse_ref(ref)
     with client(hub, token) as hc:
         if parsed.version is None and parsed.alias is None:
@@ -195,6 +227,7 @@ def show(
                 model.name,
                 ["VERSION", "ALIASES", "SHA256", "BYTES", "TRAINED IN", "PUSHED BY", "CREATED"],
                 rows,
+                cut_hint=f"modelfleet model show {model.name}:V prints one version whole",
             )
             return
         version = hc.resolve(ref)
@@ -217,14 +250,14 @@ def show(
         ("pushed", f"{when(version.created_at)} by {version.pushed_by}"),
     ]
     for label, value in fields:
-        console.print(f"[bold]{label:>16}[/bold]  {value}", highlight=False)
+        say(styled((f"{label:>16}", "bold"), f"  {value}"))
 
 
 @app.command()
 def alias(
     name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
     version: Annotated[
-        int | None, typer.Argument(help="Version number.", show_default=False)
+        int | None, typer.Argument(help="Version number.", show_default=False, min=1)
     ] = None,
     alias_name: Annotated[
         str | None,
@@ -236,18 +269,24 @@ def alias(
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
 ) -> None:
-    """Point ALIAS at VERSION (`model alias N V ALIAS`), or remove one with --delete ALIAS."""
+    """Point ALIAS at VERSION (`model alias N V ALIAS`), or remove one with --delete ALIAS.
+
+    \b
+    Examples:
+      modelfleet model alias machine-health 3 production
+      modelfleet model alias machine-health --delete canary
+    """
     with client(hub, token) as hc:
         if delete is not None:
             hc.remove_alias(name, delete)
-            console.print(f"removed {name}@{delete}")
+            say(f"removed {name}@{delete}")
             return
         if version is None or alias_name is None:
             raise InvalidInput(
                 "usage: modelfleet model alias NAME VERSION ALIAS (or --delete ALIAS)"
             )
         hc.set_alias(name, alias_name, version)
-    console.print(f"{name}@{alias_name} -> {version}")
+    say(f"{name}@{alias_name} -> {version}")
 
 
 @app.command()
@@ -263,7 +302,12 @@ def pull(
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
 ) -> None:
-    """Download a version and verify its digest and signed manifest; resumes if interrupted."""
+    """Download a version and verify its digest and signed manifest; resumes if interrupted.
+
+    \b
+    Examples:
+      modelfleet model pull machine-health@production -o model.onnx
+    """
     with client(hub, token) as hc:
         version = hc.resolve(ref)
         dest = output or Path(f"{version.model}-{version.version}.onnx")
@@ -274,4 +318,4 @@ def pull(
                 public_key=public_key,
                 progress=adv,
             )
-    console.print(f"{dest}  {version.model}:{version.version}  sha256 and signature verified")
+    say(f"{dest}  {version.model}:{version.version}  sha256 and signature verified")

@@ -9,13 +9,14 @@ import typer
 
 from modelfleet.cli.common import (
     DEFAULT_HUB,
+    Col,
     HubOpt,
     JsonOpt,
     TokenOpt,
     client,
-    console,
     jsonable,
     print_json,
+    say,
     table,
 )
 from modelfleet.hub.policy import parse_policy_document
@@ -30,30 +31,67 @@ def read_yaml(path: Path) -> object:
 
 @app.command("apply")
 def apply(
-    file: Annotated[Path, typer.Option("-f", "--file", help="policy.yaml")],
+    file: Annotated[
+        Path, typer.Option("-f", "--file", metavar="FILE", help="The policy file (YAML).")
+    ],
     prune: Annotated[bool, typer.Option(help="Remove rules the file does not list.")] = False,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create or update every rule in the file (validated locally first)."""
+    """Create or update every rule in the file (validated locally first); says per rule
+    whether it was created, changed or left unchanged.
+
+    \b
+    The file holds `policies:` and a list of rules, each with a unique name and a kind:
+      policies:
+        - name: eu-data-stays-in-eu
+          kind: residency
+          training_regions: [EU]       # models trained on data from any of these...
+          allowed_jurisdictions: [EU]  # ...run only where the label is one of these
+          label: jurisdiction          # the site label compared (default jurisdiction)
+        - name: two-providers
+          kind: spread
+          label: provider              # a deployment covers at least min_distinct
+          min_distinct: 2              # values of this site label
+          models: [pump]               # optional; default every model
+
+    \b
+    Examples:
+      modelfleet policy apply -f policy.yaml
+      modelfleet policy apply -f policy.yaml --prune
+    """
     rules = parse_policy_document(read_yaml(file))
     with client(hub, token) as hc:
+        before = {str(p["name"]) for p in jsonable(hc.list_policies())}
         result = hc.apply_policies(
             [{"name": r.name, "kind": r.kind, **r.spec()} for r in rules], prune=prune
         )
     if json_out:
         print_json(result)
         return
+    changed = {c.policy for c in result.changes if c.action != "delete"}
+    for rule in rules:
+        if rule.name not in changed:
+            verdict = "unchanged"
+        else:
+            verdict = "changed" if rule.name in before else "created"
+        say(f"policy {rule.name}: {verdict}")
     for change in result.changes:
-        console.print(f"policy {change.policy}: {change.action}", highlight=False)
+        if change.action == "delete":
+            say(f"policy {change.policy}: removed (not in the file, --prune)")
     if not result.changed:
-        console.print("no changes")
+        say("no changes")
 
 
 @app.command("ls")
 def ls(hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = False) -> None:
-    """List the rules."""
+    """List the rules.
+
+    \b
+    Examples:
+      modelfleet policy ls
+    """
     with client(hub, token) as hc:
         rows = hc.list_policies()
     if json_out:
@@ -61,7 +99,7 @@ def ls(hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = Fa
         return
     table(
         None,
-        ["name", "kind", "rule"],
+        [Col("NAME", keep=True), "KIND", "RULE"],
         [
             [
                 p["name"],
@@ -75,6 +113,7 @@ def ls(hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = Fa
             ]
             for p in jsonable(rows)  # a rule's fields depend on its kind: read as JSON
         ],
+        empty="no policies yet: modelfleet policy apply -f policy.yaml (see policy apply --help)",
     )
 
 
@@ -84,7 +123,12 @@ def rm(
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
 ) -> None:
-    """Remove a rule."""
+    """Remove a rule.
+
+    \b
+    Examples:
+      modelfleet policy rm eu-data-stays-in-eu
+    """
     with client(hub, token) as hc:
         hc.remove_policy(name)
-    console.print(f"removed policy {name}")
+    say(f"removed policy {name}")

@@ -13,16 +13,19 @@ from modelfleet.api import Site
 from modelfleet.cli.common import (
     DEFAULT_HUB,
     AllowRemoteOpt,
+    Col,
     HubOpt,
     JsonOpt,
     ReadyFileOpt,
     TokenOpt,
+    ago,
     check_plain_http,
     client,
     configure_logging,
-    console,
     err_console,
     print_json,
+    say,
+    styled,
     table,
     when,
 )
@@ -68,6 +71,7 @@ def add(
         typer.Option(
             "--label",
             "-l",
+            metavar="KEY=VALUE",
             help="key=value (repeatable): region, jurisdiction, "
             "provider, tier, or any label of yours.",
         ),
@@ -88,7 +92,12 @@ def add(
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Register a site and print its one-time enrollment token (expires, single use)."""
+    """Register a site and print its one-time enrollment token (expires, single use).
+
+    \b
+    Examples:
+      modelfleet site add plant-eu-1 -l region=eu-west -l jurisdiction=EU
+    """
     with client(hub, token) as hc:
         site = (
             hc.reissue_enrollment(name, enrollment_ttl_s=ttl)
@@ -99,13 +108,12 @@ def add(
         print_json(site)
         return
     labels = " ".join(f"{k}={v}" for k, v in sorted(site.labels.items()))
-    console.print(f"site [bold]{site.name}[/bold] {labels}", highlight=False)
-    console.print(f"enrollment token (single use, expires {when(site.enrollment_expires_at)} UTC):")
+    say(styled("site ", (site.name, "bold"), f" {labels}"))
+    say(f"enrollment token (single use, expires {when(site.enrollment_expires_at)} UTC):")
     typer.echo(site.enrollment_token)
-    console.print(
+    say(
         f"on the site: modelfleet site serve --hub {hub} --enroll <token> "
-        f"--state-dir ./{name}-state",
-        highlight=False,
+        f"--state-dir ./{name}-state"
     )
 
 
@@ -113,7 +121,12 @@ def add(
 def list_sites(
     hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = False
 ) -> None:
-    """Every site: labels, online/offline, last seen, models and their state."""
+    """Every site: labels, online/offline, last seen, models and their state.
+
+    \b
+    Examples:
+      modelfleet site ls
+    """
     with client(hub, token) as hc:
         sites = hc.list_sites()
     if json_out:
@@ -123,15 +136,27 @@ def list_sites(
         (
             s.name,
             " ".join(f"{k}={v}" for k, v in sorted(s.labels.items())),
-            ("[green]online[/green]" if s.online else "[red]offline[/red]")
+            (styled(("online", "green")) if s.online else styled(("offline", "red")))
             if s.enrolled
             else "not enrolled",
-            when(s.last_seen),
+            ago(s.last_seen),
             _models_cell(s),
         )
         for s in sites
     ]
-    table(None, ["SITE", "LABELS", "STATE", "LAST SEEN", "MODELS"], rows)
+    table(
+        None,
+        [
+            Col("SITE", keep=True),
+            Col("LABELS", free=True),
+            "STATE",
+            "LAST SEEN",
+            Col("MODELS", free=True),
+        ],
+        rows,
+        empty="no sites yet: modelfleet site add NAME -l region=eu-west -l jurisdiction=EU",
+        cut_hint="modelfleet site show NAME prints one site whole",
+    )
 
 
 @app.command()
@@ -141,39 +166,37 @@ def show(
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """One site in detail, with each model's desired/active version and last error."""
+    """One site in detail, with each model's desired/active version and last error.
+
+    \b
+    Examples:
+      modelfleet site show plant-eu-1
+    """
     with client(hub, token) as hc:
         site = hc.get_site(name)
     if json_out:
         print_json(site)
         return
-    console.print(
-        f"[bold]{site.name}[/bold]  "
-        + " ".join(f"{k}={v}" for k, v in sorted(site.labels.items())),
-        highlight=False,
-    )
+    labels = " ".join(f"{k}={v}" for k, v in sorted(site.labels.items()))
+    say(styled((site.name, "bold"), f"  {labels}"))
     state = "online" if site.online else ("offline" if site.enrolled else "not enrolled")
-    console.print(
-        f"  state {state}, last seen {when(site.last_seen)}, url {site.url or '-'}",
-        highlight=False,
-    )
-    console.print(
+    say(f"  state {state}, last seen {when(site.last_seen)}, url {site.url or '-'}")
+    say(
         f"  agent {site.agent_version or '-'}, uptime {site.uptime_s or '-'} s, "
-        f"desired revision {site.revision} (applied {site.applied_revision or '-'})",
-        highlight=False,
+        f"desired revision {site.revision} (applied {site.applied_revision or '-'})"
     )
     if site.decommissioned_at is not None:
         applied = isinstance(site.applied_revision, int) and site.applied_revision >= site.revision
-        console.print(
-            f"  [yellow]decommissioned[/yellow] {when(site.decommissioned_at)}: "
-            + ("cache wiped" if applied else "the site has not applied it yet"),
-            highlight=False,
+        say(
+            styled(
+                "  ",
+                ("decommissioned", "yellow"),
+                f" {when(site.decommissioned_at)}: "
+                + ("cache wiped" if applied else "the site has not applied it yet"),
+            )
         )
     if site.desired_state_refused:
-        console.print(
-            f"  [red]refused its desired state:[/red] {site.desired_state_refused}",
-            highlight=False,
-        )
+        say(styled("  ", ("refused its desired state:", "red"), f" {site.desired_state_refused}"))
     rows = [
         (
             m.name,
@@ -187,7 +210,13 @@ def show(
         )
         for m in site.models
     ]
-    table(None, ["MODEL", "ASSIGNED AS", "DESIRED", "ACTIVE", "STATE", "ERROR"], rows)
+    table(
+        None,
+        ["MODEL", "ASSIGNED AS", "DESIRED", "ACTIVE", "STATE", Col("ERROR", free=True)],
+        rows,
+        empty="no models assigned: modelfleet site assign NAME MODEL@ALIAS (or deploy)",
+        cut_hint=f"modelfleet site show {name} --json prints every field whole",
+    )
 
 
 @app.command()
@@ -202,7 +231,12 @@ def assign(
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
 ) -> None:
-    """Set the version a site should run (resolved now); the site picks it up in a second."""
+    """Set the version a site should run (resolved now); the site picks it up in a second.
+
+    \b
+    Examples:
+      modelfleet site assign plant-eu-1 machine-health@production
+    """
     parsed: dict[str, Any] = {}
     if params:
         try:
@@ -211,7 +245,7 @@ def assign(
             raise InvalidInput(f"--params is not JSON: {exc}") from exc
     with client(hub, token) as hc:
         item = hc.assign(site, ref, parsed)
-    console.print(f"{site}: {item.model}:{item.version} (as {item.ref})")
+    say(f"{site}: {item.model}:{item.version} (as {item.ref})")
 
 
 @app.command()
@@ -221,10 +255,15 @@ def unassign(
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
 ) -> None:
-    """Stop serving a model at a site."""
+    """Stop serving a model at a site.
+
+    \b
+    Examples:
+      modelfleet site unassign plant-eu-1 machine-health
+    """
     with client(hub, token) as hc:
         hc.unassign(site, model)
-    console.print(f"{site}: {model} unassigned")
+    say(f"{site}: {model} unassigned")
 
 
 @app.command()
@@ -240,15 +279,16 @@ def decommission(
     service. To forget the site too, wait until `site show` says it applied the
     decommission, then `site rm` it.
 
-    Example: modelfleet site decommission plant-eu
+    \b
+    Examples:
+      modelfleet site decommission plant-eu-1
     """
     with client(hub, token) as hc:
         site = hc.decommission_site(name)
-    console.print(
+    say(
         f"{site.name}: decommissioned at revision {site.revision}; every model unassigned. "
         f"The site deletes its cached models when it takes that revision "
-        f"(see `modelfleet site show {site.name}`).",
-        highlight=False,
+        f"(see `modelfleet site show {site.name}`)."
     )
 
 
@@ -259,10 +299,15 @@ def remove(
     token: TokenOpt = None,
 ) -> None:
     """Remove a site and revoke its credential. The site is not told: to have it wipe its
-    cached models first, `site decommission` it."""
+    cached models first, `site decommission` it.
+
+    \b
+    Examples:
+      modelfleet site rm plant-eu-1
+    """
     with client(hub, token) as hc:
         hc.remove_site(name)
-    console.print(f"removed site {name}")
+    say(f"removed site {name}")
 
 
 @app.command()

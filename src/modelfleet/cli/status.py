@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
 from modelfleet.cli.common import (
     DEFAULT_HUB,
+    Col,
     HubOpt,
     JsonOpt,
     TokenOpt,
+    ago,
     client,
     console,
-    err_console,
     jsonable,
     print_json,
     table,
-    when,
+    warn,
 )
 from modelfleet.hub_client import HubClient
 
@@ -31,7 +33,7 @@ def _pct(rate: float | None) -> str:
     return "-" if rate is None else f"{rate * 100:.2f}%"
 
 
-def _rows(doc: dict[str, Any]) -> list[list[Any]]:
+def _rows(doc: dict[str, Any], now: datetime) -> list[list[Any]]:
     rows = []
     for site in doc["sites"]:
         models = " ".join(f"{m['model']}:{m['version']}" for m in site["models"]) or " ".join(
@@ -41,26 +43,33 @@ def _rows(doc: dict[str, Any]) -> list[list[Any]]:
         rows.append(
             [
                 site["site"],
-                "online" if site["online"] else "OFFLINE",
-                when(site["last_seen"]),
+                # Online means seen within the hub's window; how long ago matters when not.
+                "online" if site["online"] else f"OFFLINE {ago(site['last_seen'], now)}",
                 models or "-",
                 f"{site['requests_per_s']:.1f}",
                 _pct(site["error_rate"]),
                 _ms(site["p99_s"]),
                 ", ".join(site["drift"]) or "-",
-                f"{dropped['windows']} ({dropped['requests']} req)" if dropped["windows"] else "0",
-                site["requests_total"],
+                f"{dropped['windows']}w/{dropped['requests']}r" if dropped["windows"] else "0",
             ]
         )
     return rows
 
 
 def _render(doc: dict[str, Any]) -> None:
-    columns = [
-        "SITE", "STATE", "LAST SEEN", "MODELS", "REQ/S", "ERRORS", "P99", "DRIFT",
-        "DROPPED", "TOTAL REQ",
+    """Sized for 100 columns: the site name whole, an age instead of a timestamp, the
+    total request count left to ``--json``; a cut cell ends in an ellipsis."""
+    columns: list[str | Col] = [
+        Col("SITE", keep=True), "STATE", Col("MODELS", free=True), "REQ/S", "ERRORS",
+        "P99", Col("DRIFT", free=True), "DROPPED",
     ]  # fmt: skip
-    table(f"fleet status (last {doc['recent_s']:.0f} s)", columns, _rows(doc))
+    table(
+        f"fleet status (last {doc['recent_s']:.0f} s)",
+        columns,
+        _rows(doc, datetime.now(UTC)),
+        empty="no sites yet: modelfleet site add NAME -l region=eu-west -l jurisdiction=EU",
+        cut_hint="site show NAME has one site whole, --json every field",
+    )
     if doc["fleet"]:
         fleet = [
             [
@@ -73,7 +82,9 @@ def _render(doc: dict[str, Any]) -> None:
             ]
             for f in doc["fleet"]
         ]
-        table("fleet-wide", ["MODEL", "REQ/S", "ERRORS", "P50", "P95", "P99"], fleet)
+        table(
+            "fleet-wide", [Col("MODEL", keep=True), "REQ/S", "ERRORS", "P50", "P95", "P99"], fleet
+        )
 
 
 def fleet_warnings(hc: HubClient) -> list[str]:
@@ -105,17 +116,29 @@ def fleet_warnings(hc: HubClient) -> list[str]:
 def _warn(hc: HubClient) -> None:
     """On stderr, so ``--json`` output stays the document alone."""
     for line in fleet_warnings(hc):
-        err_console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
+        warn(line)
 
 
 def status(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between refreshes.", min=0.2, max=3600)
+    ] = 2.0,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Every site at a glance: online, last seen, models, requests/s, errors, p99, drift, drops."""
+    """Every site at a glance: online, last seen, models, requests/s, errors, p99, drift, drops.
+
+    An offline site says how long ago it last reported; DROPPED counts telemetry windows (w) and
+    requests (r) a site could not deliver. The table fits 100 columns; `site show NAME`
+    has one site whole and --json every field (total requests too).
+
+    \b
+    Examples:
+      modelfleet status
+      modelfleet status --watch --interval 5
+    """
     with client(hub, token) as hc:
         if not watch:
             doc = hc.get_telemetry_status()

@@ -9,12 +9,14 @@ import typer
 
 from modelfleet.cli.common import (
     DEFAULT_HUB,
+    Col,
     HubOpt,
     JsonOpt,
     TokenOpt,
+    ago,
     client,
-    console,
     print_json,
+    say,
     table,
     when,
 )
@@ -49,7 +51,7 @@ def create(
         list[str] | None,
         typer.Option(
             "--model",
-            metavar="NAME",
+            metavar="MODEL",
             help="Role infer: a model the token may call (repeat; default: every model).",
         ),
     ] = None,
@@ -66,7 +68,13 @@ def create(
     token: TokenOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a token; its secret is printed once."""
+    """Create a token; its secret is printed once.
+
+    \b
+    Examples:
+      modelfleet token create --role operator --name ci --ttl 30d
+      modelfleet token create --role infer --model machine-health --sites 'jurisdiction=EU'
+    """
     with client(hub, token) as hc:
         created = hc.create_token(
             name or role,
@@ -79,7 +87,7 @@ def create(
         print_json(created)
         return
     expiry = f", expires {when(created.expires_at)} UTC" if created.expires_at else ""
-    console.print(f"token {created.id} ({created.name}, role {created.role}{expiry}) — shown once:")
+    say(f"token {created.id} ({created.name}, role {created.role}{expiry}) — shown once:")
     typer.echo(created.token)
 
 
@@ -90,7 +98,13 @@ def list_tokens(
     """List tokens with their expiry and last use (secrets are never shown again).
 
     LAST USED is when the hub last authenticated the token, recorded at most once a
-    minute per token (so it may lag by up to a minute)."""
+    minute per token (so it may lag by up to a minute). IDs are printed whole, to copy
+    into `token revoke`; EXPIRES is a date (UTC); --json has the instants and creation.
+
+    \b
+    Examples:
+      modelfleet token ls
+    """
     with client(hub, token) as hc:
         tokens = hc.list_tokens()
     now = datetime.now(UTC)
@@ -103,19 +117,36 @@ def list_tokens(
             t.name,
             t.role,
             t.site,
-            when(t.created_at),
-            when(t.expires_at) if t.expires_at else "never",
-            when(t.last_used_at) if t.last_used_at else "never",
+            _day(t.expires_at) if t.expires_at else "never",
+            ago(t.last_used_at),
             _state(t, now),
         )
         for t in tokens
     ]
-    table(None, ["ID", "NAME", "ROLE", "SITE", "CREATED", "EXPIRES", "LAST USED", "STATE"], rows)
+    table(
+        None,
+        [
+            Col("ID", keep=True),
+            Col("NAME", free=True),
+            "ROLE",
+            Col("SITE", free=True),
+            "EXPIRES",
+            "LAST USED",
+            "STATE",
+        ],
+        rows,
+        empty="no tokens yet: modelfleet token create --role operator --name ci",
+    )
+
+
+def _day(value: datetime | None) -> str:
+    """A date is enough for expiry and revocation (``--json`` has the instant)."""
+    return when(value)[:10]
 
 
 def _state(token: Token, now: datetime) -> str:
     if token.revoked_at:
-        return "revoked " + when(token.revoked_at)
+        return "revoked " + _day(token.revoked_at)
     if token.expires_at and token.expires_at <= now:
         return "expired"
     return "active"
@@ -127,7 +158,12 @@ def revoke(
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
 ) -> None:
-    """Revoke a token: it stops working on the next request."""
+    """Revoke a token: it stops working on the next request.
+
+    \b
+    Examples:
+      modelfleet token revoke tok_0123abcd
+    """
     with client(hub, token) as hc:
         hc.revoke_token(token_id)
-    console.print(f"revoked {token_id}")
+    say(f"revoked {token_id}")

@@ -38,7 +38,9 @@ def partition_non_iid(
     y: npt.NDArray[np.integer], sites: int, shards_per_site: int = 2, seed: int = 0
 ) -> list[IntArray]:
     """McMahan et al.'s pathological split: sort by label, cut ``sites * shards_per_site``
-    equal shards, give each site ``shards_per_site`` random shards."""
+    equal shards, give each site ``shards_per_site`` random shards. ``InvalidInput`` when
+    the split would leave a site without data."""
+    _check_split(len(y), sites, shards_per_site)
     order = np.argsort(np.asarray(y), kind="stable")
     shards = np.array_split(order, sites * shards_per_site)
     picks = np.random.default_rng(seed).permutation(len(shards))
@@ -49,8 +51,22 @@ def partition_non_iid(
 
 
 def partition_iid(n: int, sites: int, seed: int = 0) -> list[IntArray]:
+    _check_split(n, sites, 1)
     order = np.random.default_rng(seed).permutation(n)
     return [np.sort(part).astype(np.int64) for part in np.array_split(order, sites)]
+
+
+def _check_split(examples: int, sites: int, shards_per_site: int) -> None:
+    """Every site gets at least one example of every shard it is dealt."""
+    if sites < 1:
+        raise InvalidInput(f"sites must be at least 1, got {sites}")
+    if shards_per_site < 1:
+        raise InvalidInput(f"shards per site must be at least 1, got {shards_per_site}")
+    if sites * shards_per_site > examples:
+        raise InvalidInput(
+            f"{sites} sites x {shards_per_site} shards need at least that many examples; "
+            f"the data set has {examples} (at most {examples // shards_per_site} sites)"
+        )
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,15 @@ def simulate(
         raise InvalidInput("a simulation needs at least one virtual site")
     if rounds < 1:
         raise InvalidInput("a simulation needs at least one round")
+    if len(sites) < strategy.min_updates():
+        # Every virtual site answers every round, so a round has len(sites) updates.
+        settings = ", ".join(f"{k}={v}" for k, v in strategy.params().items() if v is not None)
+        raise InvalidInput(
+            f"strategy {strategy.name}"
+            + (f" ({settings})" if settings else "")
+            + f" needs at least {strategy.min_updates()} sites per round; "
+            f"the simulation has {len(sites)}"
+        )
     site_train = train.model_copy(update=strategy.site_params())
     vector = flatten(spec, weights)
     state: State = {}
@@ -185,6 +210,8 @@ def digits_sites(
     The same split the benchmark gives real site processes and Flower; features are
     scaled to [0, 1]. The first ``poisoned`` sites misbehave with ``poison``.
     """
+    if not 0 <= poisoned <= sites:
+        raise InvalidInput(f"poisoned sites must be within 0..{sites} (the sites), got {poisoned}")
     x, y = load_digits_arrays()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))

@@ -112,9 +112,12 @@ class ModelSpec(BaseModel):
 
 
 def _first_error(exc: ValidationError) -> str:
+    """The first problem as ``field: message``, without pydantic's "Value error, " prefix
+    on the messages our own validators raise."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
+    msg = str(err.get("msg")).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
 
 
 def init_weights(spec: ModelSpec, seed: int = 0) -> Weights:

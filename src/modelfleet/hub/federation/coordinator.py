@@ -53,7 +53,7 @@ from modelfleet.hub.federation.personalization import register_variants, registe
 from modelfleet.hub.federation.registration import register_result, registered_version
 from modelfleet.hub.federation.round_inputs import example_caps, stored_updates
 from modelfleet.hub.federation.taskboard import TaskBoard
-from modelfleet.hub.federation.views import job_view
+from modelfleet.hub.federation.views import job_view, waiting_message
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites
@@ -344,7 +344,7 @@ class Coordinator:
         eligible = sorted(s for s, info in sites.items() if info["status"] == "eligible")
         if len(eligible) < config.min_sites:
             since = self._waiting_since.setdefault(job.id, time.monotonic())
-            message = f"waiting for sites: {len(eligible)} eligible online, need {config.min_sites}"
+            message = waiting_message(sites, config.sites, config.min_sites)
             if time.monotonic() - since > config.wait_for_sites_s:
                 self._waiting_since.pop(job.id, None)
                 return self.repo.transition(

@@ -7,6 +7,29 @@ from typing import Any
 from modelfleet.hub.store import FederationRepo
 from modelfleet.hub.store.records import JobRow
 
+#: How many left-out sites a waiting message names before it says "and N more".
+_NAMED = 5
+
+
+def waiting_message(sites: dict[str, dict[str, Any]], selector: str, need: int) -> str:
+    """Why a round cannot open yet, in one line an operator can act on: which sites the
+    selector matched and why each is left out (no consent, no such data set, offline...).
+    Written into the job at submission, so ``fl start`` says it at once instead of the
+    round waiting ``wait_for_sites_s`` in silence."""
+    eligible = sum(1 for info in sites.values() if info["status"] == "eligible")
+    head = f"waiting for sites: {eligible} eligible online, need {need}"
+    if not sites:
+        where = f"the selector {selector!r}" if selector else "the fleet"
+        return f"{head}; {where} has no site (modelfleet site ls)"
+    left_out = [
+        (name, info) for name, info in sorted(sites.items()) if info["status"] != "eligible"
+    ]
+    named = "; ".join(
+        f"{name} {info['status']}: {info['reason']}" for name, info in left_out[:_NAMED]
+    )
+    more = f"; and {len(left_out) - _NAMED} more" if len(left_out) > _NAMED else ""
+    return f"{head}; left out: {named}{more}"
+
 
 def job_view(repo: FederationRepo, job: JobRow, *, rounds: bool = True) -> dict[str, Any]:
     """The operator's picture of a job; with ``rounds``, per-round participants."""
