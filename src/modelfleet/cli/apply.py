@@ -13,13 +13,14 @@ from modelfleet.cli.common import (
     JsonOpt,
     TokenOpt,
     client,
-    console,
     print_json,
+    say,
+    styled,
 )
 from modelfleet.cli.policy import read_yaml
 from modelfleet.errors import InvalidInput
 
-_MARK = {"create": "[green]+[/green]", "update": "[yellow]~[/yellow]", "delete": "[red]-[/red]"}
+_MARK = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
 
 
 def apply(
@@ -51,15 +52,15 @@ def apply(
         print_json(result)
         return
     for c in result.changes:
-        line = f"{_MARK.get(c.action, '?')} {c.kind} {c.name}"
+        text = f" {c.kind} {c.name}"
         if c.detail:
-            line += f"  {c.detail}"
+            text += f"  {c.detail}"
         if c.rollout:
-            line += f"  (rollout {c.rollout})"
-        console.print(line, highlight=False)
+            text += f"  (rollout {c.rollout})"
+        say(styled(_MARK.get(c.action, ("?", "")), text))
         if c.enrollment_token:
-            console.print(f"    enrollment token (shown once): {c.enrollment_token}")
+            say(f"    enrollment token (shown once): {c.enrollment_token}")
     if not result.changed:
-        console.print("no changes")
+        say("no changes")
     elif dry_run:
-        console.print("dry run: nothing changed")
+        say("dry run: nothing changed")

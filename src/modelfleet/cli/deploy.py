@@ -14,8 +14,9 @@ from modelfleet.cli.common import (
     JsonOpt,
     TokenOpt,
     client,
-    console,
     print_json,
+    say,
+    styled,
     table,
 )
 from modelfleet.errors import InvalidInput
@@ -127,9 +128,9 @@ def build_request(
 
 def print_plan(plan: Plan) -> None:
     head = f"{plan.deployment}: {plan.model}:{plan.version} to {plan.selector}"
-    console.print(f"[bold]plan[/bold] {head} — {plan.strategy_text}", highlight=False)
+    say(styled(("plan", "bold"), f" {head} — {plan.strategy_text}"))
     if plan.from_version is not None:
-        console.print(f"  from version {plan.from_version}", highlight=False)
+        say(f"  from version {plan.from_version}")
     table(
         "sites that get it",
         ["site", "now", "gets", "online"],
@@ -157,16 +158,15 @@ def print_plan(plan: Plan) -> None:
             [[p.rule, p.kind, p.verdict, p.detail] for p in plan.policies],
         )
     else:
-        console.print("  no policies: nothing restricts where this model runs", highlight=False)
+        say("  no policies: nothing restricts where this model runs")
     for v in plan.violations:
         where = f" site {v.site}:" if v.site else ""
-        console.print(f"[red]policy {v.rule}[/red]{where} {v.detail}", highlight=False)
+        say(styled((f"policy {v.rule}", "red"), f"{where} {v.detail}"))
     for text in plan.warnings:
-        console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
+        say(styled(("warning:", "yellow"), f" {text}"))
     for text in plan.conflicts + plan.errors:
-        console.print(f"[red]refused:[/red] {text}", highlight=False)
-    verdict = "[green]would be accepted[/green]" if plan.ok else "[red]would be refused[/red]"
-    console.print(verdict)
+        say(styled(("refused:", "red"), f" {text}"))
+    say(styled(("would be accepted", "green") if plan.ok else ("would be refused", "red")))
 
 
 def deploy(
@@ -271,19 +271,13 @@ def deploy(
         print_json(result)
         return
     d, rollout = result.deployment, result.rollout
-    console.print(
-        f"deployment {d.name}: {d.model}:{d.target_version} to {d.selector}",
-        highlight=False,
-    )
+    say(f"deployment {d.name}: {d.model}:{d.target_version} to {d.selector or '(every site)'}")
     _print_kept(result.plan)
     if rollout:
-        console.print(
-            f"rollout {rollout.id} started: {rollout.steps} wave(s), {rollout.strategy}"
-            f"\nfollow it: modelfleet rollout status {rollout.id} --watch",
-            highlight=False,
-        )
+        say(f"rollout {rollout.id} started: {rollout.steps} wave(s), {rollout.strategy}")
+        say(f"follow it: modelfleet rollout status {rollout.id} --watch")
     else:
-        console.print("no version change: sites synced, no rollout needed")
+        say("no version change: sites synced, no rollout needed")
 
 
 def _gates_text(gates: dict[str, Any]) -> str:
@@ -300,38 +294,30 @@ def _gates_text(gates: dict[str, Any]) -> str:
 def _print_kept(plan: Plan) -> None:
     """Say what a re-deploy kept of the deployment, and how to change it."""
     if "strategy" in plan.kept:
-        console.print(
+        say(
             f"strategy kept: {plan.strategy_text} (bake {plan.strategy.get('bake_s', 60):g}s); "
-            "change it with --strategy (or --canary, --waves, --percent, --start)",
-            highlight=False,
-            markup=False,
+            "change it with --strategy (or --canary, --waves, --percent, --start)"
         )
     else:
-        console.print(f"strategy: {plan.strategy_text}", highlight=False, markup=False)
+        say(f"strategy: {plan.strategy_text}")
     if "gates" in plan.kept:
-        console.print(
-            f"gates kept: {_gates_text(plan.gates)}; any gate flag replaces them",
-            highlight=False,
-            markup=False,
-        )
+        say(f"gates kept: {_gates_text(plan.gates)}; any gate flag replaces them")
     if "selector" in plan.kept:
-        console.print(
-            f"selector kept: {plan.selector or '(every site)'}; change it with --to",
-            highlight=False,
-            markup=False,
-        )
+        say(f"selector kept: {plan.selector or '(every site)'}; change it with --to")
     if "params" in plan.kept:
-        console.print(
-            "serving parameters kept; change them with --params JSON ('{}': none)",
-            highlight=False,
-            markup=False,
-        )
+        say("serving parameters kept; change them with --params JSON ('{}': none)")
 
 
 def deployments(
     hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = False
 ) -> None:
-    """List deployments."""
+    """List deployments.
+
+    \b
+    Examples:
+      modelfleet deployments
+      modelfleet deployments --json
+    """
     with client(hub, token) as hc:
         rows = hc.list_deployments()
     if json_out:
@@ -360,10 +346,15 @@ def undeploy(
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
 ) -> None:
-    """Remove a deployment (its sites stop serving the model unless pinned)."""
+    """Remove a deployment (its sites stop serving the model unless pinned).
+
+    \b
+    Examples:
+      modelfleet undeploy machine-health
+    """
     with client(hub, token) as hc:
         hc.remove_deployment(name)
-    console.print(f"removed deployment {name}")
+    say(f"removed deployment {name}")
 
 
 def pin(
@@ -373,10 +364,15 @@ def pin(
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
 ) -> None:
-    """Pin a site to a site-specific version; wins over every deployment."""
+    """Pin a site to a site-specific version; wins over every deployment.
+
+    \b
+    Examples:
+      modelfleet pin plant-eu-west machine-health:3 --reason "validated on this line"
+    """
     with client(hub, token) as hc:
         record = hc.pin(site, ref, reason)
-    console.print(f"{site}: {record.model} pinned to version {record.version}")
+    say(f"{site}: {record.model} pinned to version {record.version}")
 
 
 def unpin(
@@ -385,7 +381,12 @@ def unpin(
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
 ) -> None:
-    """Remove a pin: the site follows its deployments again."""
+    """Remove a pin: the site follows its deployments again.
+
+    \b
+    Examples:
+      modelfleet unpin plant-eu-west machine-health
+    """
     with client(hub, token) as hc:
         hc.unpin(site, model)
-    console.print(f"{site}: {model} follows its deployments again")
+    say(f"{site}: {model} follows its deployments again")

@@ -98,6 +98,12 @@ def serve(
 
     HTTPS by default, with the certificate in --tls-dir; sites are verified against the
     fleet CA and must present the certificate of the site chosen.
+
+    \b
+    Examples:
+      modelfleet gateway serve --tls-dir ./gw-tls --hub https://hub:8700 \
+          --token $GATEWAY_INFER_TOKEN
+      modelfleet gateway serve --tls-dir ./gw-tls --sites sites.yaml --data-region EU
     """
     from modelfleet.pki.certdir import CertDir
     from modelfleet.pki.tls import TlsFiles

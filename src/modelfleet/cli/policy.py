@@ -47,8 +47,11 @@ def apply(
       policies:
         - name: eu-data-stays-in-eu
           kind: residency
-          training_regions: [EU]       # models trained on data from any of these...
-          allowed_jurisdictions: [EU]  # ...run only where the label is one of these
+          regions: [EU]                # data from these regions (EU, or eu-west: a site
+                                       # region the sites' labels put in a jurisdiction)...
+          allowed_jurisdictions: [EU]  # ...stays where the label is one of these: models
+                                       # trained on it run there, requests with it go there
+                                       # (training_regions: the older name of regions)
           label: jurisdiction          # the site label compared (default jurisdiction)
         - name: two-providers
           kind: spread

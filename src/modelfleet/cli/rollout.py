@@ -301,7 +301,7 @@ def ls(
     """List rollouts, newest first.
 
     \b
-    Example:
+    Examples:
       modelfleet rollout ls --state running
     """
     with client(hub, token) as hc:
@@ -397,7 +397,7 @@ def _action(name: str, doc: str) -> None:
             r = hc.rollout_action(rollout_id, name)
         console.print(render(r))
 
-    command.__doc__ = f"{doc}\n\n\b\nExample:\n  {_ACTION_EXAMPLES[name]}"
+    command.__doc__ = f"{doc}\n\n\b\nExamples:\n  {_ACTION_EXAMPLES[name]}"
     app.command(name)(command)
 
 

@@ -392,6 +392,11 @@ def serve(
 
     A site of an HTTPS hub serves HTTPS with the certificate it got at enrollment; plain
     HTTP (a hub run with --insecure-http) needs --insecure-http here too, as on the hub.
+
+    \b
+    Examples:
+      modelfleet site serve --hub https://hub:8700 --enroll mfe_...@... --state-dir ./eu-state
+      modelfleet site serve --state-dir ./eu-state --port 8800   # later starts: no token
     """
     from modelfleet.settings import SiteSettings
     from modelfleet.site.agent import SiteAgent
