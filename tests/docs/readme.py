@@ -66,7 +66,7 @@ README_EXPECT = (
         (r"plant-eu", r"plant-us", r"plant-ap", r"machine-health:1"),
         watch=True,
     ),
-    Expect(r"^modelfleet status$", (r"fleet status", r"SITE")),
+    Expect(r"^modelfleet status$", (r"no sites yet: modelfleet site add",)),
     Expect(r"^python readme-2", ()),
     Expect(r"^modelfleet model push", (r"machine-health:1 @production", r"signed")),
     Expect(

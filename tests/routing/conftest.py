@@ -87,12 +87,14 @@ class GeoFleet:
             link.set(delay_s=0.0, jitter_s=0.0, loss=0.0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def geo_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoFleet]:
     root = tmp_path_factory.mktemp("geo")
     init = init_hub(root / "hub")
     hub = HubProcess(root / "hub").start()
-    trusted = pytest.MonkeyPatch()  # session scope: undone in the finally below
+    # Package scope, undone in the finally below: the fleet CA must not stay trusted for
+    # the rest of the session (a later package's processes inherit the environment).
+    trusted = pytest.MonkeyPatch()
     trust_fleet_ca(trusted, hub.ca_file)
     admin = HubClient(hub.url, init.admin_token)
     # One infer token: the directory from the hub and inference at the sites.
