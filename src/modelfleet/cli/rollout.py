@@ -177,7 +177,7 @@ def render(r: Rollout) -> Group:
     grid = Table(show_lines=False, header_style="bold", expand=False)
     grid.add_column("wave")
     grid.add_column("status", no_wrap=True)
-    grid.add_column("sites", overflow="fold", max_width=34)
+    grid.add_column("sites", overflow="fold", max_width=36)
     grid.add_column("verdict", overflow="fold", max_width=48)
     for wave in r.waves:
         verdict = _decision_text(wave.decision) if wave.decision else "-"
