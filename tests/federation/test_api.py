@@ -102,6 +102,21 @@ def test_tasks_consent_updates_and_abort(hub_factory, tmp_path) -> None:
     )
 
 
+def test_a_decommissioned_site_takes_no_part_in_a_job(hub_factory, tmp_path) -> None:
+    """Decommissioned means it serves nothing; a job must not put it back to work."""
+    hub, tokens, _ = _setup(hub_factory, tmp_path)
+    retired = hub.client.post("/api/v1/sites/a/decommission", headers=hub.headers())
+    assert retired.status_code == 200, retired.text
+    job = {"model": "iris", "data": "iris", "rounds": 1, "min_sites": 1, "id": "j-dec"}
+    created = hub.client.post("/api/v1/federation/jobs", json=job, headers=hub.headers())
+    assert created.status_code == 201, created.text
+    sites = created.json()["sites"]
+    assert sites["a"] == {"status": "excluded", "reason": "decommissioned"}
+    assert sites["b"]["status"] == "eligible"
+    tasks = hub.client.get("/api/v1/federation/sites/a/tasks", headers=hub.headers(tokens["a"]))
+    assert tasks.json()["tasks"] == []
+
+
 def test_an_update_post_carries_the_sites_next_task(hub_factory, tmp_path) -> None:
     hub, tokens, spec = _setup(hub_factory, tmp_path, max_body_bytes=64 * 1024)
     job = {"model": "iris", "data": "iris", "rounds": 3, "min_sites": 2, "id": "j2"}

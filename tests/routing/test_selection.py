@@ -13,6 +13,7 @@ import pytest
 import modelfleet
 from modelfleet.errors import HubUnreachable, InvalidInput
 from modelfleet.routing import NoSiteAvailable, ResidencyRules
+from modelfleet.routing.selection import MAX_MISSING_MODELS, SiteStats
 from tests.routing.conftest import PUMP_OFFSET, GeoFleet
 
 X = np.zeros((1, 4), np.float32)
@@ -130,3 +131,16 @@ def test_lowest_latency_healthy_site_with_the_model_is_chosen(geo_fleet: GeoFlee
             print("\nsite measurements:", client.router.snapshot())
     finally:
         geo_fleet.reset_links()
+
+
+def test_a_site_remembers_a_bounded_number_of_models_it_does_not_serve() -> None:
+    """Model names come from callers: a flood of 404s keeps at most MAX_MISSING_MODELS,
+    expired ones leave first, and a name still known is renewed in place."""
+    stats = SiteStats()
+    for i in range(MAX_MISSING_MODELS + 500):
+        stats.model_missing(f"m{i}", until=1000.0 + i, now=0.0)
+    assert len(stats.missing_models) == MAX_MISSING_MODELS
+    assert "m0" not in stats.missing_models  # the soonest to expire made room
+    assert f"m{MAX_MISSING_MODELS + 499}" in stats.missing_models
+    stats.model_missing("late", until=5000.0, now=3000.0)  # every entry expired by then
+    assert list(stats.missing_models) == ["late"]

@@ -405,7 +405,8 @@ class Router:
             stats.breaker.failure(time.monotonic())
             return f"HTTP {response.status}"
         if response.status == 404 and _model_missing(response):
-            stats.missing_models[model] = time.monotonic() + self.selector.missing_model_ttl_s
+            now = time.monotonic()
+            stats.model_missing(model, now + self.selector.missing_model_ttl_s, now)
             stats.breaker.success()
             return "model not served"
         stats.breaker.success()

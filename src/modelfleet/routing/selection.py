@@ -35,6 +35,7 @@ from modelfleet.routing.directory import Site
 from modelfleet.routing.residency import FleetResidency, Residency, ResidencyRules
 
 __all__ = [
+    "MAX_MISSING_MODELS",
     "Breaker",
     "Ranking",
     "Selector",
@@ -88,6 +89,11 @@ class Breaker:
             self.current_cooldown_s = self.cooldown_s
 
 
+#: How many model names one site is remembered not to serve: a caller can send any number of
+#: names, and each 404 would otherwise keep one more entry.
+MAX_MISSING_MODELS = 256
+
+
 @dataclass
 class SiteStats:
     """What the client has measured about one site."""
@@ -98,9 +104,22 @@ class SiteStats:
     last_used: float = 0.0
     requests: int = 0
     failures: int = 0
+    #: Model name -> until when this site is known not to serve it (a 404 said so). Names
+    #: come from requests, so at most :data:`MAX_MISSING_MODELS` are remembered.
     missing_models: dict[str, float] = field(default_factory=dict)
     _p95: float | None = None
     _p95_at: int = -1
+
+    def model_missing(self, model: str, until: float, now: float) -> None:
+        """Remember that this site does not serve ``model`` until ``until``. Expired
+        entries go first; past the bound, the one that expires soonest makes room."""
+        if model not in self.missing_models and len(self.missing_models) >= MAX_MISSING_MODELS:
+            for name in [n for n, t in self.missing_models.items() if t <= now]:
+                del self.missing_models[name]
+            if len(self.missing_models) >= MAX_MISSING_MODELS:
+                soonest = min(self.missing_models, key=self.missing_models.__getitem__)
+                del self.missing_models[soonest]
+        self.missing_models[model] = until
 
     def observe(self, seconds: float, alpha: float, *, real: bool = True) -> None:
         self.ewma_s = (

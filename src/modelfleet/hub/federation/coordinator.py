@@ -321,7 +321,9 @@ class Coordinator:
             declared = consents.get(site.name)
             consent = Consent.model_validate(declared) if declared is not None else None
             reason = refusal(consent, config, job.model)
-            if reason is not None:
+            if site.decommissioned_at is not None:  # serves nothing: trains nothing either
+                out[site.name] = {"status": "excluded", "reason": "decommissioned"}
+            elif reason is not None:
                 out[site.name] = {"status": "refused", "reason": reason}
             elif site.enrolled_at is None:
                 out[site.name] = {"status": "excluded", "reason": "not enrolled"}
