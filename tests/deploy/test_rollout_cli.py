@@ -112,6 +112,36 @@ def test_watch_in_a_script_prints_progress_and_exits_0_on_success(fleet: Fleet) 
     assert run(fleet, "rollout", "status", rid).returncode == 0
 
 
+def test_watch_rides_through_a_hub_restart(fleet: Fleet) -> None:
+    """A pipeline waiting on a rollout must not fail because the hub restarted under it:
+    the watch says once that the hub is unreachable, keeps asking, says when it is back,
+    and still ends by how the rollout ended."""
+    baseline(fleet, "ride")
+    fleet.admin.push(fleet.model(offset=8.0), "ride", training_regions=["global"])
+    result = deploy(
+        fleet,
+        "ride:2",
+        strategy={**CANARY, "bake_s": 1, "progress_deadline_s": 300},
+        gates={"max_error_rate": 0.05, "min_requests": 5},
+    )
+    rid = result["rollout"]["id"]
+    with watch(fleet, rid) as watched:
+        assert watched.stdout is not None
+        assert watched.stderr is not None
+        first = watched.stdout.readline()  # watching; wave 1 waits for traffic
+        fleet.hub.kill()
+        noticed = watched.stderr.readline()  # the watch has seen the hub gone
+        fleet.restart_hub()
+        with traffic(fleet, "ride"):
+            rest, err = watched.communicate(timeout=180)
+    print(first + rest, noticed + err)
+    assert watched.returncode == 0, (first + rest, noticed + err)
+    assert noticed.startswith("warning:"), noticed
+    assert "still watching" in noticed
+    assert err.count("hub reachable again") == 1, err
+    assert (first + rest).splitlines()[-1].endswith("every wave passed its gates")
+
+
 def test_watch_exits_4_when_aborted_and_apply_dry_run_shows_the_difference(
     fleet: Fleet, tmp_path: Path
 ) -> None:

@@ -32,10 +32,14 @@ from modelfleet.cli.common import (
     client,
     console,
     print_json,
+    say,
     table,
+    warn,
     when,
 )
+from modelfleet.errors import HubUnreachable
 from modelfleet.hub_client import HubClient
+from modelfleet.loops import Backoff
 
 #: How ``rollout status`` ends, by the rollout's state; a state not listed exits 0. Kept
 #: clear of 1 (the hub refused or could not be reached) and 2 (a usage error).
@@ -248,6 +252,31 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%H:%M:%S")
 
 
+def _poll(hc: HubClient, rollout_id: str, interval: float, patience_s: float) -> Rollout:
+    """The rollout ``interval`` seconds from now. While the hub is unreachable (a restart,
+    a failover to another replica) the watch keeps asking, with back-off, for up to
+    ``patience_s``, and says so once on stderr: a pipeline waiting on a rollout must not
+    fail because the hub restarted under it. Past that, the error ends the command (1)."""
+    time.sleep(interval)
+    backoff = Backoff(first_s=min(interval, 1.0), max_s=10.0)
+    deadline = time.monotonic() + patience_s
+    failures = 0
+    while True:
+        try:
+            r = hc.get_rollout(rollout_id)
+        except HubUnreachable as exc:
+            if time.monotonic() >= deadline:
+                raise
+            failures += 1
+            if failures == 1:
+                warn(f"{exc.message}; still watching (for up to {patience_s:.0f}s)")
+            time.sleep(min(backoff.delay(failures), max(0.0, deadline - time.monotonic())))
+            continue
+        if failures:
+            say(f"hub reachable again: watching rollout {rollout_id}", err=True)
+        return r
+
+
 def _wave_sites(r: Rollout, step: int) -> str:
     """`` (site-a, site-b)``: the sites of wave ``step`` (0-based), so a log says what moved."""
     if not 0 <= step < len(r.waves):
@@ -258,7 +287,7 @@ def _wave_sites(r: Rollout, step: int) -> str:
     return f" ({', '.join(names)})" if names else ""
 
 
-def _watch_plain(hc: HubClient, r: Rollout, interval: float) -> Rollout:
+def _watch_plain(hc: HubClient, r: Rollout, interval: float, patience_s: float) -> Rollout:
     """One line whenever something changed (figures, sites, wave, state), with the time
     and the clocks; the verdict of each wave as it is reached."""
     last = ""
@@ -275,15 +304,13 @@ def _watch_plain(hc: HubClient, r: Rollout, interval: float) -> Rollout:
             last = line
         if r.state in TERMINAL or r.state == "paused":
             return r
-        time.sleep(interval)
-        r = hc.get_rollout(r.id)
+        r = _poll(hc, r.id, interval, patience_s)
 
 
-def _watch_live(hc: HubClient, r: Rollout, interval: float) -> Rollout:
+def _watch_live(hc: HubClient, r: Rollout, interval: float, patience_s: float) -> Rollout:
     with Live(render(r), console=console, refresh_per_second=4) as live:
         while r.state not in TERMINAL and r.state != "paused":
-            time.sleep(interval)
-            r = hc.get_rollout(r.id)
+            r = _poll(hc, r.id, interval, patience_s)
             live.update(render(r))
     return r
 
@@ -342,6 +369,15 @@ def status(
     interval: Annotated[
         float, typer.Option(min=0.1, max=60.0, help="Seconds between polls (0.1-60).")
     ] = 1.0,
+    hub_patience: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=3600.0,
+            help="With --watch: how long to keep asking while the hub is unreachable (a "
+            "restart, a failover) before giving up with exit 1 (0-3600 s).",
+        ),
+    ] = 300.0,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
@@ -362,13 +398,12 @@ def status(
             console.print(render(r))
         elif json_out:
             while r.state not in TERMINAL and r.state != "paused":
-                time.sleep(interval)
-                r = hc.get_rollout(rollout_id)
+                r = _poll(hc, rollout_id, interval, hub_patience)
             print_json(r)
         elif console.is_terminal:
-            r = _watch_live(hc, r, interval)
+            r = _watch_live(hc, r, interval, hub_patience)
         else:
-            r = _watch_plain(hc, r, interval)
+            r = _watch_plain(hc, r, interval, hub_patience)
     if watch and r.state == "paused":
         if not json_out:
             sys.stderr.write(
