@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,6 +27,7 @@ from modelfleet.sim.launcher import (
     issue_gateway_certificate,
 )
 from tests.conftest import trust_fleet_ca
+from tests.waiting import wait_for
 
 #: Polls held far longer than the test runs: only the shutdown can answer one.
 LONG_POLL = {"MODELFLEET_SITE_LONG_POLL_S": "120"}
@@ -36,15 +37,6 @@ DESIRED = "GET /api/v1/sites/plant/desired-state"
 
 def ssl_context(ca_file: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file))
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Fleet:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from modelfleet.sim.launcher import (
     wait_http,
 )
 from tests.conftest import trust_fleet_ca, write_tiny_onnx
+from tests.waiting import wait_for
 
 X = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
 EU_ANSWER = [2.0, 3.0, 4.0, 5.0]
@@ -69,15 +70,6 @@ class Fleet:
         """A fresh SDK client (its own cache): it routes by the directory as it is now."""
         cache = self.root / f"sdk-cache-{time.monotonic_ns()}.json"
         return modelfleet.Client(self.hub.url, self.infer, data_region="IN", cache_path=cache)
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

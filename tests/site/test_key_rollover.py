@@ -8,7 +8,6 @@ import json
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from modelfleet.site.identity import SiteIdentity
 from modelfleet.site.reconciler import Reconciler
 from modelfleet.site.repository import ModelRepository
 from modelfleet.site.state import SiteState
+from tests.waiting import wait_for
 
 
 def reconciler(tmp_path: Path, trusted: KeySet, saved: list[KeySet]) -> Reconciler:
@@ -75,15 +75,6 @@ def test_the_reconciler_takes_an_endorsed_rotation_and_refuses_the_rest(tmp_path
     assert site.public_key.revision == rotated.revision
     assert len(saved) == 1
     site.state.close()
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_rotating_on_a_running_hub_keeps_sites_serving_and_new_versions_verifying(

@@ -9,7 +9,6 @@ its request metrics, so the INFO log is judged after a known amount of traffic.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess
 from tests.conftest import trust_fleet_ca
+from tests.waiting import wait_for
 
 #: A site that polls and ships often, and retries a lost hub every second or less.
 BUSY_SITE = {
@@ -61,15 +61,6 @@ class Fleet:
             timeout=10,
         )
         assert response.status_code == 200, response.text
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_fleet(

@@ -10,7 +10,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from modelfleet.sim.launcher import HubProcess, SiteProcess
 from modelfleet.site.agent import SiteAgent
 from modelfleet.site.state import Credentials, SiteState
 from modelfleet.transport.client import Origin, Pool
+from tests.waiting import wait_for
 
 
 @dataclass
@@ -91,15 +91,6 @@ def served_certificate(port: int, ca_file: Path) -> x509.Certificate:
         der = tls.getpeercert(True)
     assert der is not None
     return x509.load_der_x509_certificate(der)
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_site_serves_https_with_the_certificate_that_names_it(
