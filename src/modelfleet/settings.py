@@ -187,6 +187,13 @@ class HubSettings(BaseSettings):
         "audit log (the rest are counted in the hub's metrics), so anonymous traffic cannot "
         "grow the log without bound.",
     )
+    ui_session_hours: float = Field(
+        default=8.0,
+        gt=0,
+        le=24 * 30,
+        description="How long a dashboard sign-in lasts: the session cookie expires then (or "
+        "sooner, when the token it was exchanged for expires or is revoked).",
+    )
     audit_retention_days: float = Field(
         default=365.0,
         gt=0,

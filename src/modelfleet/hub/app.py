@@ -26,6 +26,7 @@ from modelfleet.hub.api.openapi import HubApp
 from modelfleet.hub.auth import Permission
 from modelfleet.hub.certificates import SiteCertificates
 from modelfleet.hub.context import HubContext
+from modelfleet.hub.dashboard.app import install_dashboard
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics, MeasureRequests
@@ -133,6 +134,7 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(telemetry_api.router)
     app.include_router(directory_api.router)
     app.include_router(federation_api.router)
+    install_dashboard(app)  # /ui: the web dashboard (hub/dashboard)
 
     app.add_middleware(BodyLimit, max_body_bytes=ctx.settings.max_body_bytes)
     app.add_middleware(MeasureRequests, metrics=ctx.metrics)

@@ -17,6 +17,7 @@ from modelfleet.hub.auth import (
     site_principal,
 )
 from modelfleet.hub.context import HubContext
+from modelfleet.hub.dashboard import session
 from modelfleet.pki.tls import PEER_EXTENSION, Peer
 
 
@@ -41,13 +42,21 @@ def get_principal(
     ctx: Context,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
-    """A site's verified client certificate (mTLS) or a bearer token; 401 otherwise."""
+    """A site's verified client certificate (mTLS), a bearer token, or a dashboard session
+    cookie (unsafe methods then need its CSRF token); 401 otherwise."""
     peer = (request.scope.get("extensions") or {}).get(PEER_EXTENSION)
     if isinstance(peer, Peer):
         site = ctx.sites.certificates.check(peer.identity, peer.serial)
         if site is not None:
             return site_principal(site, peer.serial)
     address = client_address(request.scope)
+    if authorization is None and session.COOKIE in request.cookies:
+        # A dashboard page (hub/dashboard): the same API, signed in by cookie.
+        found = session.resolve(ctx, request.cookies[session.COOKIE])
+        if found is None:  # a forged cookie fails its HMAC before any lookup: no limiter
+            raise Unauthenticated("the dashboard session has ended: sign in again at /ui/login")
+        session.check_unsafe(ctx, found, request.method, request.headers, request.url.scheme)
+        return found.principal
     ctx.limiter.check(address, authorization)
     try:
         principal = authenticate(ctx.store, authorization)

@@ -1,0 +1,1 @@
+"""One module per dashboard page; each exports ``router`` (an APIRouter under ``/ui``)."""

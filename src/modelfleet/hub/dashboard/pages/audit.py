@@ -1,0 +1,15 @@
+"""The audit page (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from modelfleet.hub.dashboard.render import UiSession, render
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/ui/audit")
+def audit_page(request: Request, signed_in: UiSession) -> HTMLResponse:
+    return render(request, "placeholder.html", signed_in, title="Audit")
