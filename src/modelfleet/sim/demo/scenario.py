@@ -78,6 +78,7 @@ def run_demo(*, keep: bool = False, fast: bool = False, json_out: bool = False) 
             console.print(
                 f"\nThe fleet stays up. export MODELFLEET_HUB_URL={fleet.hub.url} "
                 f"MODELFLEET_TOKEN={fleet.token} MODELFLEET_CA_FILE={fleet.ca_file}\n"
+                f"The dashboard: {fleet.hub.url}/ui (sign in with that token).\n"
                 "then try: modelfleet status, modelfleet site "
                 f"ls, modelfleet rollout ls, modelfleet drift {MODEL}, modelfleet fl ls. "
                 "Ctrl-C stops it."

@@ -104,6 +104,10 @@ def fleet_up(scene: Scene) -> bool:
         scene.fleet.start_site(plant, scene.workdir / f"{name}-local.csv")
     scene.fleet.start_central_links()
     scene.run.event("fleet up: hub + 3 site agents (" + ", ".join(site_of(n) for n in PLANTS) + ")")
+    hub = scene.fleet.hub
+    if hub is not None:  # the same process and port as the API; sign in with a token
+        scene.run.event(f"dashboard: {hub.url}/ui (sign in with the admin token)")
+        scene.run.figures["dashboard_url"] = f"{hub.url}/ui"
     return True
 
 
