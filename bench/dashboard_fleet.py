@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -38,6 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from modelfleet.hub.bootstrap import init_hub  # noqa: E402
 from modelfleet.hub_client import HubClient  # noqa: E402
+from modelfleet.monitoring.profiles import DatasetProfile  # noqa: E402
 from modelfleet.sim.launcher import HubProcess  # noqa: E402
 
 CHROMIUM = os.environ.get("MODELFLEET_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -94,8 +97,18 @@ def labels_of(i: int) -> dict[str, str]:
     }
 
 
-def windows(model: str, i: int, now: float) -> list[dict[str, Any]]:
-    """Six 10 s windows ending now: ~20 req/s, a few errors, latencies in the ms buckets."""
+def sketch(shift: float, rows: int = 200, seed: int = 0) -> dict[str, Any]:
+    """The input sketches of one window (or, unshifted and larger, the reference)."""
+    profile = DatasetProfile()
+    data = np.random.default_rng(seed).normal(shift, 1.0, size=(rows, 4)).astype(np.float32)
+    profile.update_tensor("X", data)
+    return profile.to_dict()
+
+
+def windows(model: str, i: int, now: float, shift: float | None) -> list[dict[str, Any]]:
+    """Six 10 s windows ending now: ~20 req/s, a few errors, latencies in the ms buckets,
+    and (``shift`` not None) each window's input sketches of 200 fresh rows with that mean,
+    as a site's telemetry ships them."""
     out = []
     for k in range(6):
         end = now - 10 * k
@@ -112,14 +125,28 @@ def windows(model: str, i: int, now: float) -> list[dict[str, Any]]:
                 "outcomes": {"ok": requests},
                 "latency": {"4": requests // 2, "6": requests // 3, "9": requests // 6},
                 "latency_sum": requests * 0.004,
+                **(
+                    {"inputs": sketch(shift, seed=1000 + 6 * i + k)["columns"]}
+                    if shift is not None
+                    else {}
+                ),
             }
         )
     return out
 
 
-def seed(hub: HubProcess, admin_token: str, sites: int, reporting: int, root: Path) -> None:
+def shift(n: int) -> float:
+    """One reporting site in five drifted: its inputs' mean moved by 1.5 sd."""
+    return 1.5 if n % 5 == 0 else 0.0
+
+
+def seed(
+    hub: HubProcess, admin_token: str, sites: int, reporting: int, root: Path, sketches: bool
+) -> None:
     admin = HubClient(hub.url, admin_token)
     admin.push(tiny_onnx(root / "pump.onnx"), "pump", training_regions=["global"])
+    if sketches:  # a reference, so every reporting site's drift is compared
+        admin.set_reference_profile("pump", 1, sketch(0.0, rows=5000, seed=1))
     enrollment: dict[str, str] = {}
     started = time.perf_counter()
     for i in range(sites):
@@ -147,7 +174,11 @@ def seed(hub: HubProcess, admin_token: str, sites: int, reporting: int, root: Pa
             ).raise_for_status()
             http.post(
                 f"/api/v1/sites/{name}/telemetry",
-                json={"batch_id": f"b{n}", "spool_id": "bench", "windows": windows("pump", n, now)},
+                json={
+                    "batch_id": f"b{n}",
+                    "spool_id": "bench",
+                    "windows": windows("pump", n, now, shift(n) if sketches else None),
+                },
                 headers=auth,
             ).raise_for_status()
     admin.close()
@@ -178,7 +209,9 @@ def time_pages(http: httpx.Client, requests: int) -> dict[str, dict[str, float]]
         figures[label] = {
             "path": path,
             "p50_s": round(statistics.median(samples), 4),
-            "p95_s": round(samples[min(len(samples) - 1, int(0.95 * len(samples)))], 4),
+            # Nearest rank: with 20 samples, the 19th.
+            "p95_s": round(samples[max(0, math.ceil(0.95 * len(samples)) - 1)], 4),
+            "max_s": round(samples[-1], 4),
             "bytes": len(response.content),
         }
         print(f"  {label}: p50 {figures[label]['p50_s'] * 1000:.0f} ms", flush=True)
@@ -215,7 +248,11 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=1000)
     parser.add_argument("--reporting", type=int, default=100)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument(
+        "--no-sketches", action="store_true", help="windows without input sketches (no drift)"
+    )
     args = parser.parse_args()
+    load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         init = init_hub(root / "hub")
@@ -223,9 +260,11 @@ def main() -> None:
         os.environ["MODELFLEET_CA_FILE"] = str(hub.ca_file)
         os.environ["SSL_CERT_FILE"] = str(hub.ca_file)
         try:
-            seed(hub, init.admin_token, args.sites, args.reporting, root)
+            seed(hub, init.admin_token, args.sites, args.reporting, root, not args.no_sketches)
             http = sign_in(hub, init.admin_token)
             try:
+                summary = http.get("/api/v1/fleet").json()["summary"]
+                print(f"summary: {summary}", flush=True)
                 served = time_pages(http, args.requests)
             finally:
                 http.close()
@@ -236,9 +275,12 @@ def main() -> None:
         "sites": args.sites,
         "reporting": args.reporting,
         "requests_per_page": args.requests,
+        "sketches": not args.no_sketches,
+        "summary": summary,
         "server": served,
         "browser_load_s": {"samples": [round(s, 3) for s in loads], "median": 0.0},
         "cpus": os.cpu_count(),
+        "load_average_before": load_before,
     }
     result["browser_load_s"]["median"] = round(statistics.median(loads), 3)
     print(f"\n{args.sites} sites ({args.reporting} reporting with telemetry), 50 a page")

@@ -24,7 +24,8 @@ OpenUi = Callable[..., Watched]
 
 
 def api(fleet: UiFleet, path: str, role: str = "viewer", **params: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {fleet.tokens[role]}"}
+    token = fleet.infer if role == "infer" else fleet.tokens[role]
+    headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=fleet.hub.url, headers=headers, timeout=30) as http:
         return http.get(path, params=params)
 
@@ -113,7 +114,7 @@ def test_grouped_by_region(served: UiFleet, open_ui: OpenUi) -> None:
     expect(sections).to_have_count(3, timeout=TIMEOUT_MS)
     for region, site in (("eu-west", "site-a"), ("us-east", "site-b"), ("ap-south", "site-c")):
         section = ui.page.locator(f"section[data-region='{region}']")
-        expect(section.locator("h2")).to_contain_text("1 sites · 1 online · 0 offline")
+        expect(section.locator("h2")).to_contain_text("1 site · 1 online · 0 offline")
         expect(section.locator(f"tr[data-site='{site}']")).to_have_count(1)
 
 
@@ -122,6 +123,9 @@ def test_model_page(served: UiFleet, open_ui: OpenUi) -> None:
     admin.set_alias(MODEL, "production", 1)
     rule = {"name": "fleetpages-spread", "kind": "spread", "label": "provider"}
     admin.apply_policies([{**rule, "min_distinct": 2, "models": [MODEL]}])
+    if served.admin.get_model(MODEL).latest_version < 2:  # a per-site variant of v1
+        variant = {"fl.job": "job-fleetpages", "fl.site": "site-a", "fl.variant": "personalized"}
+        admin.push(served.model(offset=2.0), MODEL, parent=1, tags=variant, training_regions=["EU"])
     try:
         ui = open_ui("viewer", path="/ui/models")
         row = ui.page.locator(f"tr[data-model='{MODEL}']")
@@ -135,6 +139,12 @@ def test_model_page(served: UiFleet, open_ui: OpenUi) -> None:
             expect(version.locator(".model-desired")).to_contain_text(site)
         expect(version.locator(".model-signature")).to_contain_text("FP32")
         expect(version.locator(".model-signature")).to_contain_text("X")
+        expect(version.locator(".model-lineage")).to_contain_text("per-site variants: site-a=v2")
+        variant_row = ui.page.locator("section#v2")
+        expect(variant_row.locator(".model-lineage")).to_contain_text("from v1")
+        expect(variant_row.locator(".model-lineage")).to_contain_text("job-fleetpages")
+        expect(variant_row.locator(".model-lineage")).to_contain_text("personalized for site-a")
+        expect(variant_row.locator(".model-runs")).to_contain_text("no site reports it active")
         policy = version.locator("tr[data-policy='fleetpages-spread']")
         expect(policy.locator(".badge")).to_have_text("pass")
         expect(policy).to_contain_text("distinct provider")
@@ -183,6 +193,7 @@ def test_fleet_api_bounds(served: UiFleet) -> None:
     assert bad.status_code == 400
     assert "empty set" in bad.json()["error"]["message"]
     assert api(served, "/api/v1/fleet", role="operator").status_code == 200
+    assert api(served, "/api/v1/fleet", role="infer").status_code == 403
     doc = fleet_rows(served, per_page=2, page=2, selector="region")
     assert (doc["total"], doc["pages"], doc["page"], len(doc["sites"])) == (3, 2, 2, 1)
 
