@@ -47,18 +47,21 @@ NO_REGION = "(none)"
 
 @dataclass
 class _Recent:
-    """Recent traffic of one key (site, or site x model): requests, errors, latency."""
+    """Recent traffic of one key (site x model, or the whole selection): counts at once,
+    the latency histogram only when a row shown asks for its p99 (merging 1,000 sites'
+    histograms for rows nobody sees was a third of the page's time)."""
 
     requests: int = 0
     errors: int = 0
     start: datetime | None = None
-    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    windows: list[WindowRecord] = field(default_factory=list)
 
-    def add(self, window: WindowRecord) -> None:
+    def add(self, window: WindowRecord, *, keep: bool = True) -> None:
         self.requests += window.requests
         self.errors += window.errors
-        merge_counts(self.latency, dense(window.latency, len(LATENCY_BOUNDS) + 1))
         self.start = window.start_at if self.start is None else min(self.start, window.start_at)
+        if keep:
+            self.windows.append(window)
 
     def rate(self, now: datetime) -> float:
         """Requests per second, over the recent span (as ``Telemetry.status`` counts it)."""
@@ -70,10 +73,16 @@ class _Recent:
     def error_rate(self) -> float | None:
         return round(self.errors / self.requests, 6) if self.requests else None
 
-    def p99(self) -> float | None:
-        q = dict(PERCENTILES)["p99"]
-        value = histogram_quantile(self.latency, q, LATENCY_BOUNDS)
-        return None if value is None else round(value, 6)
+    def latency(self) -> list[int]:
+        counts = [0] * (len(LATENCY_BOUNDS) + 1)
+        for window in self.windows:
+            merge_counts(counts, dense(window.latency, len(LATENCY_BOUNDS) + 1))
+        return counts
+
+
+def _p99(counts: list[int]) -> float | None:
+    value = histogram_quantile(counts, dict(PERCENTILES)["p99"], LATENCY_BOUNDS)
+    return None if value is None else round(value, 6)
 
 
 def _region(site: SiteRecord) -> str:
@@ -149,7 +158,7 @@ def fleet_page(
     per_key: dict[tuple[str, str], _Recent] = {}
     for window in ctx.store.telemetry.windows(since=now - timedelta(seconds=RECENT_S)):
         if window.site in names:
-            fleet_recent.add(window)
+            fleet_recent.add(window, keep=False)
             per_key.setdefault((window.site, window.model), _Recent()).add(window)
     site_rates: dict[str, float] = {}
     for (site_name, _), recent in per_key.items():
@@ -221,7 +230,7 @@ def _site_row(
                 error=_model_error(state.get("error")),
                 requests_per_s=traffic.rate(now),
                 error_rate=traffic.error_rate(),
-                p99_s=traffic.p99(),
+                p99_s=_p99(traffic.latency()),
                 requests_total=totals.get((site.name, name), 0),
                 drift=verdict,
                 drifted=drifted,
@@ -232,7 +241,7 @@ def _site_row(
         if name == site.name:
             merged.requests += traffic.requests
             merged.errors += traffic.errors
-            merge_counts(merged.latency, traffic.latency)
+            merged.windows += traffic.windows
     return FleetSite(
         site=site.name,
         online=online,
@@ -246,7 +255,7 @@ def _site_row(
         models=models,
         requests_per_s=round(sum(m.requests_per_s for m in models), 3),
         error_rate=merged.error_rate(),
-        p99_s=merged.p99(),
+        p99_s=_p99(merged.latency()),
         drifted_features=sum(len(m.drifted) for m in models),
     )
 
