@@ -178,6 +178,8 @@ def test_audit_api_filters(served: UiFleet) -> None:
     assert found.status_code == 200, found.text
     assert found.json()
     assert all(e["action"] == "deploy" for e in found.json())
+    newest, older = (api(served, "/api/v1/audit", limit=1, offset=n).json() for n in (0, 1))
+    assert newest[0]["id"] > older[0]["id"]
     assert api(served, "/api/v1/audit", outcome="no-such-outcome").json() == []
     assert api(served, "/api/v1/audit", since="nonsense").status_code == 400
     assert api(served, "/api/v1/audit", offset=-1).status_code == 400
