@@ -14,6 +14,7 @@ from modelfleet.api import SigningKey
 from modelfleet.hub.api import deployments as deployments_api
 from modelfleet.hub.api import directory as directory_api
 from modelfleet.hub.api import federation as federation_api
+from modelfleet.hub.api import fleet as fleet_api
 from modelfleet.hub.api import models as models_api
 from modelfleet.hub.api import sites as sites_api
 from modelfleet.hub.api import telemetry as telemetry_api
@@ -134,6 +135,7 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(telemetry_api.router)
     app.include_router(directory_api.router)
     app.include_router(federation_api.router)
+    app.include_router(fleet_api.router)
     install_dashboard(app)  # /ui: the web dashboard (hub/dashboard)
 
     app.add_middleware(BodyLimit, max_body_bytes=ctx.settings.max_body_bytes)

@@ -1,4 +1,5 @@
-"""/api/v1/tokens and /api/v1/audit: access control and its trail (admins only)."""
+"""/api/v1/tokens and /api/v1/audit: access control (admins only) and its trail (audit:read:
+viewers and up)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from modelfleet.hub.auth import CREATABLE_ROLES, Permission, Role, hash_token, n
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.refs import check_name
+from modelfleet.settings import parse_duration
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
@@ -100,13 +102,88 @@ def _grants_changed(ctx: HubContext) -> None:
     ctx.notifier.notify_many([s.name for s in ctx.store.sites.list()])
 
 
+#: Bounds of the audit filters: a name is at most this long, a page at most this deep.
+AUDIT_FILTER_CHARS = 256
+AUDIT_MAX_OFFSET = 1_000_000
+_SINCE_HELP = (
+    "Entries at or after this: an ISO 8601 time (2026-12-03T18:00:00Z) or a duration back "
+    "from now (90m, 12h, 7d)."
+)
+
+
+def parse_since(text: str | None, now: datetime | None = None) -> datetime | None:
+    """``since`` as a time: ISO 8601 (naive means UTC) or a duration back from now."""
+    if text is None or not text.strip():
+        return None
+    value = text.strip()
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            seconds = parse_duration(value, "since")
+        except InvalidInput:
+            raise InvalidInput(
+                f"since {value!r} is neither an ISO 8601 time (2026-12-03T18:00:00Z) nor a "
+                "duration (90m, 12h, 7d)"
+            ) from None
+        return (now or datetime.now(UTC)) - timedelta(seconds=min(seconds, 3650 * 86400.0))
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def audit_entries(
+    ctx: HubContext,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    actor: str | None = None,
+    action: str | None = None,
+    object: str | None = None,
+    outcome: str | None = None,
+    since: str | None = None,
+) -> list[AuditEntry]:
+    """The audit log, newest first, filtered (the API and the dashboard's audit page);
+    empty filters are no filter."""
+    return [
+        audit_entry(a)
+        for a in ctx.store.audit.list(
+            limit=limit,
+            offset=offset,
+            actor=actor or None,
+            action=action or None,
+            object=object or None,
+            outcome=outcome or None,
+            since=parse_since(since),
+        )
+    ]
+
+
+_Filter = Annotated[str | None, Query(max_length=AUDIT_FILTER_CHARS)]
+
+
 @router.get("/audit", response_model=list[AuditEntry], summary="The audit log, newest first")
 def list_audit(
     ctx: Context,
     caller: Caller,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    actor: str | None = None,
-    action: str | None = None,
+    offset: Annotated[int, Query(ge=0, le=AUDIT_MAX_OFFSET)] = 0,
+    actor: _Filter = None,
+    action: _Filter = None,
+    object: Annotated[
+        str | None, Query(max_length=AUDIT_FILTER_CHARS, description="Exact object name.")
+    ] = None,
+    outcome: Annotated[
+        str | None, Query(max_length=64, description="ok, forbidden, an error code, ...")
+    ] = None,
+    since: Annotated[str | None, Query(max_length=64, description=_SINCE_HELP)] = None,
 ) -> list[AuditEntry]:
     caller.require(Permission.AUDIT_READ)
-    return [audit_entry(a) for a in ctx.store.audit.list(limit=limit, actor=actor, action=action)]
+    return audit_entries(
+        ctx,
+        limit=limit,
+        offset=offset,
+        actor=actor,
+        action=action,
+        object=object,
+        outcome=outcome,
+        since=since,
+    )

@@ -71,9 +71,18 @@ class AuditRepo(ABC):
 
     @abstractmethod
     def list(
-        self, *, limit: int = 100, actor: str | None = None, action: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        actor: str | None = None,
+        action: str | None = None,
+        object: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        offset: int = 0,
     ) -> list[AuditRecord]:
-        """Newest first."""
+        """Newest first; each filter given must match exactly (``since``: at or after it);
+        ``offset`` entries of the match are skipped (a page further back)."""
 
     @abstractmethod
     def prune(self, before: datetime) -> int:

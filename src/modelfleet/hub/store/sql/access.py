@@ -354,15 +354,29 @@ class SqlAuditRepo(AuditRepo):
             conn.execute(stmt)
 
     def list(
-        self, *, limit: int = 100, actor: str | None = None, action: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        actor: str | None = None,
+        action: str | None = None,
+        object: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        offset: int = 0,
     ) -> list[AuditRecord]:
-        if limit < 0:
-            raise InvalidInput(f"limit must be >= 0, got {limit}")
-        query = select(audit).order_by(audit.c.id.desc()).limit(limit)
-        if actor is not None:
-            query = query.where(audit.c.actor == actor)
-        if action is not None:
-            query = query.where(audit.c.action == action)
+        if limit < 0 or offset < 0:
+            raise InvalidInput(f"limit and offset must be >= 0, got {limit} and {offset}")
+        query = select(audit).order_by(audit.c.id.desc()).limit(limit).offset(offset)
+        for column, value in (
+            (audit.c.actor, actor),
+            (audit.c.action, action),
+            (audit.c.object, object),
+            (audit.c.outcome, outcome),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(audit.c.at >= since)
         with self._store.read() as conn:
             return [
                 AuditRecord(
