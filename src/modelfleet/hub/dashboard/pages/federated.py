@@ -82,11 +82,11 @@ def _participation(view: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]
                 }
             elif answer["kind"] == "refusal":
                 reason = answer["reason"] or "no reason given"
-                cells[site] = {"part": "refused", "text": f"refused: {reason}", "badge": "bad"}
+                cells[site] = {"part": "refused", "text": reason, "badge": "bad"}
             else:
                 cells[site] = {
                     "part": "update",
-                    "text": f"update · {answer['num_examples']:,} examples",
+                    "text": f"{answer['num_examples']:,} examples",
                     "badge": "ok",
                 }
         answered = sum(1 for u in rnd["updates"] if u["kind"] == "update")
@@ -107,19 +107,38 @@ def _metric_charts(view: dict[str, Any], sites: list[str]) -> list[dict[str, Any
     charts = []
     for index, name in enumerate(names[:MAX_CHARTS]):
         by_site = reported[name]
-        series = [
+        series: list[dict[str, Any]] = [
             {"label": site, "values": [by_site[site].get(r) for r in rounds]}
             for site in sites
             if site in by_site
         ]
+        overall = [_number(r["metrics"].get(name)) for r in view["round_details"]]
+        if any(v is not None for v in overall):  # the strategy's example-weighted mean
+            series.append(
+                {"label": "all sites (weighted)", "values": overall, "color": "#1d2430",
+                 "dash": [6, 4]}
+            )  # fmt: skip
         charts.append(
             {
                 "id": f"fl-metric-{index}",
                 "name": name,
-                "doc": {"x": rounds, "series": series, "xlabel": "round", "ylabel": name},
+                "doc": {
+                    "x": rounds,
+                    "series": series,
+                    "xlabel": "round",
+                    "ylabel": name,
+                    "integer_x": True,
+                    "height": 200,
+                },
             }
         )
     return charts
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 @router.get("/ui/federated/{job_id}")
