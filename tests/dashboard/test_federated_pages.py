@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import onnx
 import pytest
 
+from modelfleet.federation import wire
 from modelfleet.federation.simulation import digits_sites
 from modelfleet.federation.specs import ModelSpec, build_onnx, init_weights
 from modelfleet.hub.bootstrap import init_hub
@@ -24,7 +27,7 @@ from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess, wait_http
 from tests.conftest import trust_fleet_ca
 from tests.dashboard.conftest import Watched, sign_in
-from tests.federation.conftest import write_site_config
+from tests.federation.conftest import fl_hub, write_site_config
 from tests.waiting import wait_for
 
 JOB = "ui-digits"
@@ -187,3 +190,57 @@ def test_unknown_job_is_a_404_page(fl_fleet: FLFleet, open_fl_ui: Callable[[str]
     missing = ui.page.request.get(f"{ui.hub}/ui/federated/no-such-job")
     assert missing.status == 404
     assert "no-such-job" in missing.text()
+
+
+def test_refusals_and_variants_in_process(hub_factory, tmp_path: Path) -> None:
+    """A refusal inside a round (with its reason) and per-site variants, on an in-process
+    hub whose sites answer through the API: the cases the real job above does not hit."""
+    consents = {s: {"participate": True, "datasets": ["iris"]} for s in ("a", "b")}
+    hub, tokens, spec = fl_hub(hub_factory, tmp_path, consents)
+    job = {"model": "iris", "data": "iris", "rounds": 1, "min_sites": 2, "id": "j-ui",
+           "personalize_epochs": 2}  # fmt: skip
+    hub.client.post("/api/v1/federation/jobs", json=job, headers=hub.headers()).raise_for_status()
+
+    def post(site: str, number: int) -> dict[str, Any]:
+        update = wire.pack(
+            {"attempt": 1, "num_examples": 10, "metrics": {"train_loss": 0.5 + number}},
+            {"delta": np.full(spec.size(), 0.1, np.float32)},
+        )
+        url = f"/api/v1/federation/jobs/j-ui/rounds/{number}/updates"
+        answer = hub.client.post(url, content=update, headers=hub.headers(tokens[site]))
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    post("a", 1)
+    post("b", 1)
+    hub.ctx.federation.advance("j-ui")
+    post("a", 2)
+    refused = hub.client.post(
+        "/api/v1/federation/jobs/j-ui/rounds/2/refusals",
+        json={"attempt": 1, "reason": "no time today"},
+        headers=hub.headers(tokens["b"]),
+    )
+    assert refused.status_code == 200, refused.text
+    hub.ctx.federation.advance("j-ui")
+    assert hub.ctx.federation.job("j-ui").state == "completed"
+
+    signed = hub.client.post(
+        "/ui/login",
+        data={"token": hub.token("viewer"), "next": "/ui/federated"},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303, signed.text
+    page = hub.client.get("/ui/federated/j-ui")
+    assert page.status_code == 200
+    html = page.text
+    assert 'data-site="b" data-part="refused"' in html
+    assert "no time today" in html
+    assert 'data-variant="a"' in html
+    assert 'href="/ui/models/iris">iris:2</a>' in html
+    assert 'data-metric="train_loss"' in html
+    listed = hub.client.get("/ui/federated").text
+    assert 'href="/ui/federated/j-ui"' in listed
+    assert "1 / 1" in listed
+    assert "+ personalization done" in listed
+    assert "(personalization: each site fine-tunes its variant)" in html

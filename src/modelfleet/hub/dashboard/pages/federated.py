@@ -37,6 +37,17 @@ KNOWN_METRICS = ("eval_loss", "eval_accuracy", "train_loss")
 MAX_CHARTS = 8
 
 
+def _progress(view: dict[str, Any]) -> dict[str, Any]:
+    """Training rounds done of those planned; a personalization round (after the last
+    training round, when the job fine-tunes per site) is counted apart."""
+    done, planned = int(view["round"] or 0), int(view["rounds"] or 0)
+    personalizes = bool((view["config"] or {}).get("personalize_epochs"))
+    return {
+        "rounds_done": min(done, planned),
+        "personalization": ("done" if done > planned else "pending") if personalizes else None,
+    }
+
+
 def _eligible(sites: Any) -> tuple[int, int]:
     if not isinstance(sites, dict):
         return 0, 0
@@ -50,7 +61,7 @@ def federated_page(request: Request, ctx: UiContext, signed_in: UiSession) -> HT
     for job in reversed(coordinator.jobs()):  # newest first
         view = coordinator.view(job, rounds=False)
         eligible, matched = _eligible(view["sites"])
-        jobs.append({**view, "eligible": eligible, "matched": matched})
+        jobs.append({**view, **_progress(view), "eligible": eligible, "matched": matched})
     return render(
         request,
         "federated.html",
@@ -164,7 +175,7 @@ def federated_job_page(
         title=f"Federated job {job.id}",
         json_twin=twin,
         error="",
-        job=view,
+        job={**view, **_progress(view)},
         badges=STATE_BADGES,
         sites=sites,
         rounds=rounds,
