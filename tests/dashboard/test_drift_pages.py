@@ -4,13 +4,16 @@ the feature page the marked cell links to."""
 
 from __future__ import annotations
 
+import re
+import time
+import uuid
 from collections.abc import Callable
 
 import httpx
 import numpy as np
 import pytest
 
-from modelfleet.monitoring.profiles import profile_array
+from modelfleet.monitoring.profiles import DatasetProfile, profile_array
 from tests.dashboard.conftest import UiFleet, Watched
 from tests.waiting import wait_for
 
@@ -142,3 +145,66 @@ def test_drift_page_bad_statistic_and_unknown_feature(
     missing = ui.page.request.get(f"{ui.hub}/ui/drift/{MODEL}/site-a/nope?version=1")
     assert missing.status == 404
     assert "&#39;nope&#39;" in missing.text() or "'nope'" in missing.text()
+
+
+def test_a_categorical_feature_in_process(hub_factory, tiny_onnx) -> None:
+    """A categorical feature (JS distance, frequent items) and a numeric one beside it, on
+    an in-process hub fed one window through the API: the kind the real fleet's FP32 model
+    cannot send."""
+    hub = hub_factory()
+    hub.client.post(
+        "/api/v1/models/pump/versions", content=tiny_onnx().read_bytes(), headers=hub.headers()
+    ).raise_for_status()
+    rng = np.random.default_rng(2)
+    reference = DatasetProfile()
+    reference.update_column("mode", np.array(["auto"] * 800 + ["manual"] * 200, dtype=object))
+    reference.update_column("speed", rng.normal(size=1000))
+    hub.client.put(
+        "/api/v1/models/pump/versions/1/reference-profile",
+        json=reference.to_dict(),
+        headers=hub.headers(),
+    ).raise_for_status()
+    created = hub.client.post(
+        "/api/v1/sites", json={"name": "plant-x", "labels": {}}, headers=hub.headers()
+    ).json()
+    site = hub.client.post("/api/v1/enroll", json={"token": created["enrollment_token"]})
+    current = DatasetProfile()
+    current.update_column("mode", np.array(["auto"] * 100 + ["manual"] * 400, dtype=object))
+    current.update_column("speed", rng.normal(size=500))
+    now = time.time()
+    window = {
+        "id": uuid.uuid4().hex, "model": "pump", "version": 1, "start": now - 5, "end": now,
+        "requests": 500, "latency": {"4": 500}, "inputs": current.to_dict()["columns"],
+    }  # fmt: skip
+    hub.client.post(
+        "/api/v1/sites/plant-x/telemetry",
+        json={"batch_id": uuid.uuid4().hex, "spool_id": "s", "windows": [window]},
+        headers=hub.headers(site.json()["token"]),
+    ).raise_for_status()
+    signed = hub.client.post(
+        "/ui/login",
+        data={"token": hub.token("viewer"), "next": "/ui/drift"},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303, signed.text
+
+    heat = hub.client.get("/ui/drift", params={"stat": "js"})
+    assert heat.status_code == 200
+    mode = re.search(r'<td class="cell (heat-\w+)( drifted)?" data-feature="mode"', heat.text)
+    assert mode is not None
+    assert mode.group(1) in {"heat-6", "heat-7", "heat-8", "heat-9"}  # past the threshold
+    assert mode.group(2) == " drifted"
+    assert re.search(r'<td class="cell heat-none" data-feature="speed"', heat.text)
+    psi = hub.client.get("/ui/drift", params={"stat": "psi"}).text
+    assert "PSI does not exist for a categorical feature (JS distance does)" in psi
+
+    page = hub.client.get("/ui/drift/pump/plant-x/mode", params={"version": 1, "stat": "js"})
+    assert page.status_code == 200
+    assert "frequent-items sketch" in page.text
+    cells = r'<td class="num">([\d,]+)</td><td class="num">[^<]*</td>'
+    rows = re.findall(r"<tr><td>(\w+)</td>" + cells * 2, page.text)
+    assert rows == [("auto", "800", "100"), ("manual", "200", "400")]
+    assert "data-xy-chart" not in page.text
+    bad_name = hub.client.get("/ui/drift", params={"model": "../x"})
+    assert bad_name.status_code == 400
