@@ -118,6 +118,12 @@ def test_heatmap_marks_the_drifted_cell_and_links_to_its_feature(
         page.locator("td.cell").first.get_attribute("title") or ""
     )
     page.goto(f"{ui.hub}/ui/drift?model={MODEL}&stat=psi&version=1")
+    page.select_option("select[name=version]", "")  # the picker's "every version"
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**/ui/drift?*version=*")
+    assert page.locator("table.heatmap tbody tr").count() == 3
+    assert page.locator("p.error").count() == 0
+    page.goto(f"{ui.hub}/ui/drift?model={MODEL}&stat=psi&version=1")
 
     page.locator(f'tr[data-site="{SHIFTED}"] td.cell[data-feature="X[2]"] a').click()
     page.wait_for_url(f"**/ui/drift/{MODEL}/{SHIFTED}/X%5B2%5D*")
@@ -208,3 +214,7 @@ def test_a_categorical_feature_in_process(hub_factory, tiny_onnx) -> None:
     assert "data-xy-chart" not in page.text
     bad_name = hub.client.get("/ui/drift", params={"model": "../x"})
     assert bad_name.status_code == 400
+    bad_version = hub.client.get("/ui/drift", params={"version": "abc"})
+    assert bad_version.status_code == 400
+    assert "version must be a number" in bad_version.text
+    assert hub.client.get("/ui/drift", params={"version": ""}).status_code == 200

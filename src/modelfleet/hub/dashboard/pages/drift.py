@@ -16,8 +16,8 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from modelfleet.errors import ModelfleetError
-from modelfleet.hub.api.deps import VersionQuery
+from modelfleet.errors import InvalidInput, ModelfleetError
+from modelfleet.hub.api.deps import MAX_NUMBER, VersionQuery
 from modelfleet.hub.api.distributions import feature_distribution
 from modelfleet.hub.dashboard.render import UiContext, UiSession, render
 from modelfleet.monitoring.distributions import (
@@ -33,6 +33,17 @@ router = APIRouter(include_in_schema=False)
 STAT_NAMES = {"psi": "PSI", "ks": "KS", "js": "JS distance"}
 Name = Annotated[str | None, Query(max_length=255)]
 StatQuery = Annotated[str, Query(max_length=16)]
+#: The version picker's "every version" sends ``version=`` (empty): read as text.
+VersionText = Annotated[str | None, Query(alias="version", max_length=12)]
+
+
+def _version(text: str | None) -> int | None:
+    """``None`` for absent or empty; InvalidInput for anything but a version number."""
+    if text is None or not text.strip():
+        return None
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_NUMBER:
+        raise InvalidInput(f"version must be a number from 1 to {MAX_NUMBER}, not {text!r}")
+    return int(text)
 
 
 def _fmt(value: float | None) -> str:
@@ -132,33 +143,32 @@ def drift_page(
     signed_in: UiSession,
     model: Name = None,
     stat: StatQuery = "psi",
-    version: VersionQuery = None,
+    version_text: VersionText = None,
 ) -> HTMLResponse:
     models = sorted({t.model for t in ctx.telemetry.repo.totals()})
     chosen = model or (models[0] if models else None)
     values: dict[str, Any] = {
         "models": models, "model": chosen, "stat": stat, "stats": STATS, "stat_names": STAT_NAMES,
-        "version": version, "versions": [], "heatmap": None, "report": None, "error": "",
+        "version": None, "versions": [], "heatmap": None, "report": None, "error": "",
     }  # fmt: skip
     twin = f"/api/v1/telemetry/drift/{quote(chosen, safe='')}" if chosen else None
     status = 200
-    if stat not in STATS:
-        values["error"] = f"unknown statistic {stat!r}: choose one of {', '.join(STATS)}"
-        values["stat"] = "psi"
-        status = 400
-    elif chosen is not None:
-        try:
+    try:
+        if stat not in STATS:
+            values["stat"] = "psi"
+            raise InvalidInput(f"unknown statistic {stat!r}: choose one of {', '.join(STATS)}")
+        version = values["version"] = _version(version_text)
+        if chosen is not None:
             report = ctx.telemetry.drift(chosen, version)
             everything = report if version is None else ctx.telemetry.drift(chosen)
-        except ModelfleetError as exc:
-            values["error"] = exc.message
-            status = exc.status
-        else:
             values["report"] = report
             values["heatmap"] = _heatmap(chosen, report, stat)
             values["versions"] = sorted({r["version"] for r in everything["results"]})
             if version is not None:
                 twin = f"{twin}?version={version}"
+    except ModelfleetError as exc:
+        values["error"] = exc.message
+        status = exc.status
     return render(
         request, "drift.html", signed_in, title="Drift", json_twin=twin, status_code=status,
         **values,
