@@ -212,6 +212,12 @@ def test_a_categorical_feature_in_process(hub_factory, tiny_onnx) -> None:
     rows = re.findall(r"<tr><td>(\w+)</td>" + cells * 2, page.text)
     assert rows == [("auto", "800", "100"), ("manual", "200", "400")]
     assert "data-xy-chart" not in page.text
+    twin = hub.client.get("/api/v1/telemetry/drift/pump/features/mode", params={"site": "plant-x"})
+    assert twin.status_code == 200, twin.text
+    assert twin.json()["kind"] == "categorical"
+    assert twin.json()["current"]["error"] > 0
+    assert [i["item"] for i in twin.json()["items"]] == ["auto", "manual"]
+    assert twin.json()["drift"]["js"] >= 0.1
     bad_name = hub.client.get("/ui/drift", params={"model": "../x"})
     assert bad_name.status_code == 400
     bad_version = hub.client.get("/ui/drift", params={"version": "abc"})
