@@ -13,6 +13,7 @@ from modelfleet._version import __version__
 from modelfleet.api import SigningKey
 from modelfleet.hub.api import deployments as deployments_api
 from modelfleet.hub.api import directory as directory_api
+from modelfleet.hub.api import distributions as distributions_api
 from modelfleet.hub.api import federation as federation_api
 from modelfleet.hub.api import fleet as fleet_api
 from modelfleet.hub.api import models as models_api
@@ -133,6 +134,7 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(sites_api.router)
     app.include_router(deployments_api.router)
     app.include_router(telemetry_api.router)
+    app.include_router(distributions_api.router)
     app.include_router(directory_api.router)
     app.include_router(federation_api.router)
     app.include_router(fleet_api.router)
