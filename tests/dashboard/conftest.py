@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -112,21 +113,21 @@ class Watched:
         return [*self.console_errors, *(f"request to {u}" for u in self.foreign_requests)]
 
 
-@pytest.fixture
-def open_ui(browser: Any, ui_fleet: UiFleet) -> Iterator[Callable[..., Watched]]:
-    """``open_ui(role)``: a fresh browser context signed in with that role's token
-    (``role=None``: not signed in). Fails the test at teardown on any console error,
-    page error or request to a host other than the hub."""
+@contextmanager
+def watched_pages(browser: Any, hub_url: str) -> Iterator[Callable[..., Watched]]:
+    """``open(token, path)``: a fresh browser context on ``hub_url``, signed in with
+    ``token`` (None: not signed in). On exit, fails on any console error, page error or
+    request to a host other than the hub."""
     opened: list[tuple[Any, Watched]] = []
-    hub_netloc = urlsplit(ui_fleet.hub.url).netloc
+    hub_netloc = urlsplit(hub_url).netloc
 
-    def make(role: str | None = "viewer", *, path: str = "/ui/fleet") -> Watched:
+    def make(token: str | None, path: str = "/ui/fleet") -> Watched:
         # The test browser does not hold the fleet CA; the hub's TLS is still on.
         context = browser.new_context(
             ignore_https_errors=True, viewport={"width": 1400, "height": 900}
         )
         page = context.new_page()
-        watched = Watched(page, ui_fleet.hub.url)
+        watched = Watched(page, hub_url)
         page.on(
             "console",
             lambda msg: (
@@ -144,8 +145,8 @@ def open_ui(browser: Any, ui_fleet: UiFleet) -> Iterator[Callable[..., Watched]]
 
         page.on("request", on_request)
         opened.append((context, watched))
-        if role is not None:
-            sign_in(watched, ui_fleet.tokens[role], path)
+        if token is not None:
+            sign_in(watched, token, path)
         return watched
 
     yield make
@@ -155,8 +156,20 @@ def open_ui(browser: Any, ui_fleet: UiFleet) -> Iterator[Callable[..., Watched]]
     assert not problems, problems
 
 
+@pytest.fixture
+def open_ui(browser: Any, ui_fleet: UiFleet) -> Iterator[Callable[..., Watched]]:
+    """``open_ui(role)``: a fresh browser context signed in with that role's token
+    (``role=None``: not signed in), watched as :func:`watched_pages` says."""
+    with watched_pages(browser, ui_fleet.hub.url) as open_page:
+
+        def make(role: str | None = "viewer", *, path: str = "/ui/fleet") -> Watched:
+            return open_page(None if role is None else ui_fleet.tokens[role], path)
+
+        yield make
+
+
 def sign_in(watched: Watched, token: str, path: str = "/ui/fleet") -> None:
-    watched.goto(f"/ui/login?next={path}")
+    watched.goto(f"/ui/login?next={quote(path, safe='/')}")
     watched.page.fill("#token", token)
     watched.page.click("form.login button[type=submit]")
-    watched.page.wait_for_url(f"**{path}*")
+    watched.page.wait_for_url(f"**{path.split('?')[0]}*")

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import onnx
@@ -26,7 +25,7 @@ from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess, wait_http
 from tests.conftest import trust_fleet_ca
-from tests.dashboard.conftest import Watched, sign_in
+from tests.dashboard.conftest import Watched, watched_pages
 from tests.federation.conftest import fl_hub, write_site_config
 from tests.waiting import wait_for
 
@@ -104,44 +103,9 @@ def fl_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FLFleet]:
 
 @pytest.fixture
 def open_fl_ui(browser: Any, fl_fleet: FLFleet) -> Iterator[Callable[[str], Watched]]:
-    """Like ``open_ui``, signed in as a viewer of this module's hub; fails on any console
-    error or request to another host."""
-    opened: list[tuple[Any, Watched]] = []
-    hub_netloc = urlsplit(fl_fleet.hub.url).netloc
-
-    def make(path: str) -> Watched:
-        context = browser.new_context(
-            ignore_https_errors=True, viewport={"width": 1400, "height": 900}
-        )
-        page = context.new_page()
-        watched = Watched(page, fl_fleet.hub.url)
-        page.on(
-            "console",
-            lambda msg: (
-                watched.console_errors.append(f"console {msg.type}: {msg.text}")
-                if msg.type == "error"
-                else None
-            ),
-        )
-        page.on("pageerror", lambda exc: watched.console_errors.append(f"page error: {exc}"))
-        page.on(
-            "request",
-            lambda request: (
-                watched.foreign_requests.append(request.url)
-                if urlsplit(request.url).scheme in ("http", "https")
-                and urlsplit(request.url).netloc != hub_netloc
-                else None
-            ),
-        )
-        opened.append((context, watched))
-        sign_in(watched, fl_fleet.viewer, path)
-        return watched
-
-    yield make
-    problems = [p for _, w in opened for p in w.problems()]
-    for context, _ in opened:
-        context.close()
-    assert not problems, problems
+    """Like ``open_ui``, signed in as a viewer of this module's hub."""
+    with watched_pages(browser, fl_fleet.hub.url) as open_page:
+        yield lambda path: open_page(fl_fleet.viewer, path)
 
 
 def test_job_list_and_page_show_rounds_participation_and_loss(

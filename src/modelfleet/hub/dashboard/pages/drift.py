@@ -176,7 +176,7 @@ def drift_page(
 
 
 def _chart_docs(doc: dict[str, Any]) -> dict[str, Any]:
-    """The feature page's charts as ``{x, series}`` documents for ``static/drift.js``."""
+    """The feature page's charts as ``{x, series}`` documents for ``static/dashboard.js``."""
     if doc["kind"] != "numeric" or not doc.get("edges"):
         return {}
     series_cdf = []
