@@ -66,7 +66,7 @@ def build_context(settings: HubSettings) -> HubContext:
     register_telemetry_metrics(metrics.registry, telemetry, anomalies)
     notifier = Notifier()
     deployments, rollouts = build_rollouts(
-        store, registry, sites, notifier.notify, settings, telemetry
+        store, registry, sites, notifier.notify, settings, telemetry, anomalies=anomalies
     )
     return HubContext(
         settings=settings,
