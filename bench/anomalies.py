@@ -1,6 +1,7 @@
 """Precision, recall and time to detect of the hub's anomaly detector on injected faults.
 
     .venv/bin/python bench/anomalies.py [--seeds 5] [--buckets 120] [--rate 3]
+        [--strength mild] [--sensitivity 3]
 
 Each run is one site x model: the demo's synthetic plant data (``modelfleet.sim.plant_data``,
 plant eu-west) is served at ``--rate`` requests/s (a slow +-20 % daily-like swing) by a
@@ -13,9 +14,9 @@ Per seed there is one clean run and one run per fault, injected from bucket
 ``--fault-len`` buckets (60 s each):
 
 - ``stuck_sensor`` — input X[1] (air temperature) repeats one value;
-- ``error_burst`` — 15 % of requests fail;
-- ``latency_spike`` — latency x5;
-- ``traffic_drop`` — request rate x0.3.
+- ``error_burst`` — 15 % of requests fail (``--strength mild``: 3 %);
+- ``latency_spike`` — latency x5 (mild: x2);
+- ``traffic_drop`` — request rate x0.3 (mild: x0.6).
 
 The detector (``modelfleet.monitoring.anomaly.detect``, default settings) reads the windows
 once at the end; it is causal (each bucket is judged on earlier ones only), so
@@ -23,7 +24,7 @@ once at the end; it is causal (each bucket is judged on earlier ones only), so
 when its metric is the fault's (``stuck:X[1]``, ``error_rate``, ``p99``, ``request_rate``)
 and it overlaps the fault (plus two buckets); precision per metric counts every anomaly of
 that metric in every run. Delay = detected_at - fault onset. Writes
-bench/results/anomalies.json.
+bench/results/anomalies.json (``anomalies_mild.json`` for ``--strength mild``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ from modelfleet.site.telemetry import TelemetryRecorder
 ROOT = Path(__file__).resolve().parent
 WINDOW_S = 10.0
 T0 = 1_800_000_000.0  # a fixed epoch start, on every grid
+#: How strong each fault is: ``strong`` (the default) and ``mild``, where detection thins.
+STRENGTH = {
+    "strong": {"errors": 0.15, "latency": 5.0, "traffic": 0.3},
+    "mild": {"errors": 0.03, "latency": 2.0, "traffic": 0.6},
+}
 FAULTS = {
     "stuck_sensor": "stuck:X[1]",
     "error_burst": "error_rate",
@@ -65,7 +71,7 @@ class Clock:
 
 def simulate(
     fault: str | None, seed: int, *, buckets: int, rate: float, fault_at: int, fault_len: int,
-    bucket_s: float,
+    bucket_s: float, strength: dict[str, float],
 ) -> tuple[list[WindowStats], tuple[float, float]]:  # fmt: skip
     """Windows of one run and the fault's [onset, end) in epoch seconds."""
     rng = np.random.default_rng(seed * 7919 + len(fault or ""))
@@ -88,7 +94,7 @@ def simulate(
         in_fault = fault is not None and onset <= start < until
         level = rate * (1 + 0.2 * math.sin(2 * math.pi * start / 86_400.0 * 8))
         if in_fault and fault == "traffic_drop":
-            level *= 0.3
+            level *= strength["traffic"]
         arrivals = np.sort(rng.uniform(start, start + WINDOW_S, rng.poisson(level * WINDOW_S)))
         for at in arrivals:
             clock.now = float(at)
@@ -100,8 +106,8 @@ def simulate(
             score = 1 / (1 + np.exp(-(((x - mu) / sd) @ weights - 2.0)))
             latency = float(rng.lognormal(math.log(0.003), 0.3))
             if in_fault and fault == "latency_spike":
-                latency *= 5
-            p_error = 0.15 if in_fault and fault == "error_burst" else 0.002
+                latency *= strength["latency"]
+            p_error = strength["errors"] if in_fault and fault == "error_burst" else 0.002
             failed = rng.random() < p_error
             recorder.observe(
                 model="machine-health",
@@ -136,7 +142,7 @@ def _overlaps(a: Anomaly, onset: float, until: float, grace: float, now: float) 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    settings = AnomalySettings()
+    settings = AnomalySettings(**({"sensitivity": args.sensitivity} if args.sensitivity else {}))
     bucket_s = settings.bucket_s
     now = T0 + args.buckets * bucket_s + 60.0
     grace = 2 * bucket_s
@@ -149,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for fault in (None, *FAULTS):
             windows, (onset, until) = simulate(
                 fault, seed, buckets=args.buckets, rate=args.rate, fault_at=args.fault_at,
-                fault_len=args.fault_len, bucket_s=bucket_s,
+                fault_len=args.fault_len, bucket_s=bucket_s, strength=STRENGTH[args.strength],
             )  # fmt: skip
             found = detect(windows, settings, site="plant", model="machine-health", now=now)
             expected_metric = FAULTS[fault] if fault else None
@@ -197,6 +203,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "at": datetime.now(UTC).isoformat(),
         "settings": settings.model_dump(),
         "seeds": args.seeds,
+        "strength": args.strength,
+        "fault_strength": STRENGTH[args.strength],
         "buckets": args.buckets,
         "rate_per_s": args.rate,
         "fault_at_bucket": args.fault_at,
@@ -217,6 +225,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=3.0, help="requests per second")
     parser.add_argument("--fault-at", type=int, default=80)
     parser.add_argument("--fault-len", type=int, default=10)
+    parser.add_argument("--strength", choices=sorted(STRENGTH), default="strong")
+    parser.add_argument("--sensitivity", type=float, help="the z threshold (default 4)")
     args = parser.parse_args()
     report = run(args)
     print(f"{'fault':15s} {'metric':13s} {'recall':>7s} {'precision':>9s} "
@@ -233,7 +243,9 @@ def main() -> None:
         f"clean runs: {report['false_anomalies_in_clean_runs']} anomalies in "
         f"{report['clean_run_hours']} h; other metrics flagged: {report['other_metrics_flagged']}"
     )
-    out = ROOT / "results" / "anomalies.json"
+    suffix = "" if args.strength == "strong" else f"_{args.strength}"
+    suffix += "" if args.sensitivity is None else f"_z{args.sensitivity:g}"
+    out = ROOT / "results" / f"anomalies{suffix}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
 
