@@ -51,12 +51,12 @@ sensitivity (for a stuck feature: twice ``stuck_windows``), else ``warning``.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelfleet.errors import InvalidInput
@@ -209,14 +209,14 @@ class _Bucket:
     inputs: DatasetProfile = field(default_factory=DatasetProfile)
     outputs: DatasetProfile = field(default_factory=DatasetProfile)
 
-    def add(self, window: WindowStats) -> None:
+    def add(self, window: WindowStats, inputs: DatasetProfile) -> None:
         self.requests += window.requests
         self.errors += window.errors
         merge_counts(self.latency, dense(window.latency, len(LATENCY_BOUNDS) + 1))
         self.by_version[window.version] = self.by_version.get(window.version, 0) + max(
             window.requests, 1
         )
-        self.inputs.merge(_profile(window.inputs))
+        self.inputs.merge(inputs)
         self.outputs.merge(_profile(window.outputs))
 
     @property
@@ -288,10 +288,10 @@ def _judge(
         if at < settings.warmup:
             continue
         lo = max(0, at - settings.history)
-        hist = np.asarray(values[lo:at], dtype=np.float64)
-        med = float(np.median(hist))
-        mad = float(np.median(np.abs(hist - med)))
-        spread = float(np.median(spreads[lo:at]))
+        hist = values[lo:at]  # a few dozen values: statistics beats numpy's call overhead
+        med = statistics.median(hist)
+        mad = statistics.median([abs(v - med) for v in hist])
+        spread = statistics.median(spreads[lo:at])
         scale = max(MAD_TO_SIGMA * mad, _floor(family, med, point, spread, settings.bucket_s))
         z = (point.value - med) / scale
         side_ok = z > 0 if sides == "high" else True
@@ -399,8 +399,9 @@ def detect(
         return []
     first = min(_bucket_of(w, b) for w in ordered)
     buckets = [_Bucket() for _ in range(last - first + 1)]
-    for window in ordered:
-        buckets[_bucket_of(window, b) - first].add(window)
+    inputs = [_profile(w.inputs) for w in ordered]  # read once: buckets and stuck both use it
+    for window, profile in zip(ordered, inputs, strict=True):
+        buckets[_bucket_of(window, b) - first].add(window, profile)
 
     def version_at(index: int) -> int:
         for k in range(index, -1, -1):
@@ -435,12 +436,17 @@ def detect(
                     severity=_severity(score, settings.sensitivity),
                 )
             )
-    found.extend(_stuck(ordered, settings, site=site, model=model))
+    found.extend(_stuck(ordered, inputs, settings, site=site, model=model))
     return sorted(found, key=lambda a: (a.start, a.metric))
 
 
 def _stuck(
-    windows: Sequence[WindowStats], settings: AnomalySettings, *, site: str, model: str
+    windows: Sequence[WindowStats],
+    profiles: Sequence[DatasetProfile],
+    settings: AnomalySettings,
+    *,
+    site: str,
+    model: str,
 ) -> list[Anomaly]:
     """Inputs whose windows show one value over ``stuck_windows`` windows in a row."""
     k = settings.stuck_windows
@@ -471,8 +477,8 @@ def _stuck(
         )
 
     medians: dict[str, list[float]] = {}
-    for window in windows:
-        for name, col in _profile(window.inputs).columns.items():
+    for window, profile in zip(windows, profiles, strict=True):
+        for name, col in profile.columns.items():
             if not isinstance(col, NumericProfile) or col.n < STUCK_MIN_VALUES:
                 continue
             lo, hi = col.min, col.max
@@ -494,7 +500,7 @@ def _stuck(
         Anomaly(
             **{
                 **asdict(a),
-                "expected": round(float(np.median(medians[a.metric[6:]])), 9),
+                "expected": round(statistics.median(medians[a.metric[6:]]), 9),
             }
         )
         for a in found
