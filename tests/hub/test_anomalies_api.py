@@ -144,10 +144,21 @@ def test_an_error_burst_is_listed_gauged_and_shown_by_the_cli(hub: Hub, tiny_onn
     status = runner.invoke(app, ["status"], env=env)
     assert status.exit_code == 0, status.output
     assert "open anomalies at plant-a" in status.output
+    changed = runner.invoke(
+        app,
+        ["anomalies", "--model", "pump", "--set", "sensitivity=5", "--set", "warmup=6"],
+        env=env,
+    )
+    assert changed.exit_code == 0, changed.output
+    assert "pump: sensitivity z >= 5, warm-up 6, history 20, buckets 10 s" in changed.output
+    assert hub.admin.get_anomaly_settings("pump")["warmup"] == 6
     # Bad values: one line on stderr and exit 1, as the installed command prints them.
     for args, message in (
         (["--since", "3y"], "error: invalid --since '3y'"),
         (["--site", "nowhere"], "error: "),
+        (["--set", "sensitivity=5"], "error: --set changes one model's settings"),
+        (["--model", "pump", "--set", "sensitivity"], "error: invalid --set 'sensitivity'"),
+        (["--model", "pump", "--set", "sensitivity=0"], "error: invalid anomaly setting"),
     ):
         bad = subprocess.run(
             [sys.executable, "-m", "modelfleet", "anomalies", *args],

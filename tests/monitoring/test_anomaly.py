@@ -183,3 +183,11 @@ def test_bad_settings_are_refused(bad) -> None:
 def test_settings_have_documented_defaults() -> None:
     assert check_settings({}) == AnomalySettings()
     assert check_settings({"sensitivity": 6}).sensitivity == 6.0
+
+
+def test_a_feature_whose_kind_changes_does_not_break_detection() -> None:
+    ws = windows(30, during(25, 28, lambda s: setattr(s, "error_rate", 0.3)))
+    odd = DatasetProfile()
+    odd.update_column("X[0]", np.asarray(["a", "b", "c"], dtype=object))  # text, not numbers
+    ws[100] = WindowStats(**{**ws[100].__dict__, "inputs": odd.to_dict()["columns"]})
+    assert [a.metric for a in run(ws, 30)] == ["error_rate"]

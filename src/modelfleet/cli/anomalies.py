@@ -41,6 +41,21 @@ def parse_since(text: str) -> float:
     return seconds
 
 
+def parse_settings(items: list[str]) -> dict[str, float]:
+    """``NAME=NUMBER`` pairs (the hub checks names and bounds)."""
+    values: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise InvalidInput(f"invalid --set {item!r}: expected NAME=NUMBER, e.g. sensitivity=5")
+        values[key.strip()] = int(number) if number.is_integer() else number
+    return values
+
+
 def _num(value: float, metric: str) -> str:
     if metric == "p99":
         return f"{value * 1000:.1f} ms"
@@ -75,6 +90,16 @@ def anomalies(
     since: Annotated[
         str, typer.Option(help="Also those that ended this long ago (1m to 7d).")
     ] = "1h",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="NAME=NUMBER",
+            help="With --model: change a detector setting first, e.g. --set sensitivity=5 "
+            "(sensitivity, warmup, history, bucket_s, min_requests, stuck_windows, "
+            "clear_buckets).",
+        ),
+    ] = None,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
@@ -90,17 +115,33 @@ def anomalies(
       modelfleet anomalies --open
       modelfleet anomalies --site plant-eu-1 --since 6h
       modelfleet anomalies --model machine-health --json
+      modelfleet anomalies --model machine-health --set sensitivity=5 --set bucket_s=120
     """
     since_s = parse_since(since)
+    changes = parse_settings(set_ or [])
+    if changes and model is None:
+        raise InvalidInput("--set changes one model's settings: name it with --model")
+    settings: dict[str, Any] | None = None
     with client(hub, token) as hc:
         if site is not None:
             hc.get_site(site)  # an unknown site is refused by name, not shown as "none"
         if model is not None:
             hc.get_model(model)
+            if changes:
+                settings = hc.set_anomaly_settings(model, changes)
+            elif not json_out:
+                settings = hc.get_anomaly_settings(model)
         doc = hc.anomalies(site=site, model=model, open_only=open_only, since_s=since_s)
     if json_out:
-        print_json(doc)
+        print_json({**doc, "settings": settings} if settings is not None else doc)
         return
+    if settings is not None:
+        say(
+            f"{model}: sensitivity z >= {settings['sensitivity']:g}, warm-up "
+            f"{settings['warmup']}, history {settings['history']}, buckets "
+            f"{settings['bucket_s']:g} s, min requests {settings['min_requests']}, stuck after "
+            f"{settings['stuck_windows']} windows"
+        )
     found = [
         {**a, "start": _TIME.validate_python(a["start"]),
          "end": None if a["end"] is None else _TIME.validate_python(a["end"])}

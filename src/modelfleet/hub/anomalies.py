@@ -12,6 +12,7 @@ Per-model settings live beside the model's drift-threshold overrides (the same r
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from modelfleet.monitoring.anomaly import (
     detect,
 )
 from modelfleet.refs import check_name
+
+log = logging.getLogger("modelfleet.hub")
 
 #: Seconds a computed set of anomalies is reused.
 CACHE_S = 10.0
@@ -147,7 +150,10 @@ class Anomalies:
             for window in windows:
                 by_site.setdefault(window.site, []).append(_stats(window))
             for site, stats in sorted(by_site.items()):
-                for anomaly in detect(stats, settings, site=site, model=model, now=now):
-                    if anomaly.end is None or anomaly.end >= cutoff:
-                        found.append(anomaly)
+                try:
+                    detected = detect(stats, settings, site=site, model=model, now=now)
+                except Exception:  # one site's odd telemetry must not hide every other's
+                    log.exception("anomaly detection of %s at %s failed", model, site)
+                    continue
+                found.extend(a for a in detected if a.end is None or a.end >= cutoff)
         return sorted(found, key=lambda a: (a.start, a.site, a.model, a.metric))

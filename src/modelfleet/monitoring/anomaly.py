@@ -216,8 +216,11 @@ class _Bucket:
         self.by_version[window.version] = self.by_version.get(window.version, 0) + max(
             window.requests, 1
         )
-        self.inputs.merge(inputs)
-        self.outputs.merge(_profile(window.outputs))
+        for mine, theirs in ((self.inputs, inputs), (self.outputs, _profile(window.outputs))):
+            try:
+                mine.merge(theirs)
+            except InvalidInput:  # a feature numeric here, categorical there: skip the window's
+                continue  # sketches, keep its counts (one odd window must not hide the rest)
 
     @property
     def version(self) -> int | None:
