@@ -203,3 +203,32 @@ def test_settings_need_an_operator_and_bad_input_is_a_4xx(hub: Hub, tiny_onnx) -
     entries = get(hub, "/api/v1/audit", action="model.anomaly_settings").json()
     outcomes = {e["outcome"] for e in entries}
     assert {"ok", "forbidden"} <= outcomes, entries
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_settings_live_beside_the_drift_thresholds(
+    backend: str, hub_factory, tiny_onnx, request: pytest.FixtureRequest
+) -> None:
+    """Both stores keep the settings with the model; each write keeps the other's values."""
+    db = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    hub = hub_factory(db=db)
+    with tiny_onnx().open("rb") as fh:
+        pushed = hub.client.post(
+            "/api/v1/models/pump/versions", content=fh.read(), headers=hub.headers()
+        )
+    assert pushed.status_code == 201, pushed.text
+    settings = "/api/v1/models/pump/anomaly-settings"
+    thresholds = "/api/v1/models/pump/drift-thresholds"
+    operator = hub.headers(hub.token("operator"))
+    assert hub.client.put(settings, json={"sensitivity": 7}, headers=operator).status_code == 200
+    assert hub.client.put(thresholds, json={"psi": 0.3}, headers=operator).status_code == 200
+    assert hub.client.put(settings, json={"warmup": 12}, headers=operator).status_code == 200
+    got = hub.client.get(settings, headers=hub.headers(hub.token("viewer"))).json()["settings"]
+    assert (got["sensitivity"], got["warmup"], got["history"]) == (7.0, 12, 60)
+    drift = hub.client.get(thresholds, headers=hub.headers()).json()["thresholds"]
+    assert drift["psi"] == 0.3
+    assert not [k for k in drift if k.startswith("anomaly")]
+    # Back to a default: the override is dropped, the drift threshold stays.
+    assert hub.client.put(settings, json={"sensitivity": 4}, headers=operator).status_code == 200
+    assert hub.client.get(thresholds, headers=hub.headers()).json()["thresholds"]["psi"] == 0.3
+    assert hub.ctx.store.telemetry.get_drift_settings("pump") == {"psi": 0.3, "anomaly.warmup": 12}
