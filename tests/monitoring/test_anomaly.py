@@ -145,6 +145,14 @@ def test_a_stuck_sensor_needs_k_windows_and_a_varying_history() -> None:
     assert not [a for a in run(windows(25, short), 25) if a.metric.startswith("stuck")]
 
 
+def test_traffic_that_stops_is_a_drop_to_zero() -> None:
+    ws = [w for w in windows(30) if w.start < T0 + 26 * BUCKET_S]  # nothing after bucket 26
+    (a,) = run(ws, 30)
+    assert (a.metric, a.observed, a.end) == ("request_rate", 0.0, None)
+    assert a.start.timestamp() == T0 + 26 * BUCKET_S
+    assert abs(a.expected - 30 / WINDOW_S) < 0.5  # ~3 requests/s before
+
+
 def test_the_warm_up_is_respected() -> None:
     burst = during(5, 7, lambda s: setattr(s, "error_rate", 0.3))
     assert run(windows(30, burst), 30) == []  # bucket 5 < warmup 10: not judged

@@ -92,6 +92,8 @@ MIN_CHANGE: dict[str, float] = {
     "missing": 0.05,  # absolute share
 }
 Severity = Literal["warning", "critical"]
+#: The log request count of a bucket without requests (as if half a request).
+_NO_REQUESTS = math.log(0.5)
 
 
 class AnomalySettings(BaseModel):
@@ -359,7 +361,7 @@ def _series(
     }
     need = settings.min_requests
     for i, b in enumerate(buckets):
-        count = math.log(max(b.requests, 0.5))  # log of the count: changes are relative
+        count = math.log(b.requests) if b.requests else _NO_REQUESTS  # changes are relative
         out["request_rate"][2].append((i, _Point(count, b.requests)))
         if b.requests >= need:
             out["error_rate"][2].append((i, _Point(b.errors / b.requests, b.requests)))
@@ -421,8 +423,9 @@ def detect(
             observed, expected = peak.observed, peak.expected
             if family == "p99":
                 observed, expected = math.exp(observed), math.exp(expected)
-            elif family == "request_rate":
-                observed, expected = math.exp(observed) / b, math.exp(expected) / b
+            elif family == "request_rate":  # log counts back to rates; log(0.5) stands for 0
+                observed = 0.0 if observed <= _NO_REQUESTS else math.exp(observed) / b
+                expected = 0.0 if expected <= _NO_REQUESTS else math.exp(expected) / b
             score = abs(peak.z)
             found.append(
                 Anomaly(
