@@ -256,7 +256,7 @@ class _Judged:
     z: float
 
 
-def _floor(family: str, med: float, point: _Point, spread: float, bucket_s: float) -> float:
+def _floor(family: str, med: float, point: _Point, spread: float) -> float:
     if family == "request_rate":  # Poisson noise of the request count, in log space
         return 1.0 / math.sqrt(max(math.exp(med), 1.0))
     if family in ("error_rate", "missing"):  # binomial noise of a share over n
@@ -297,7 +297,7 @@ def _judge(
         med = statistics.median(hist)
         mad = statistics.median([abs(v - med) for v in hist])
         spread = statistics.median(spreads[lo:at])
-        scale = max(MAD_TO_SIGMA * mad, _floor(family, med, point, spread, settings.bucket_s))
+        scale = max(MAD_TO_SIGMA * mad, _floor(family, med, point, spread))
         z = (point.value - med) / scale
         side_ok = z > 0 if sides == "high" else True
         flagged = (
