@@ -365,6 +365,42 @@ class HubClient:
         )["thresholds"]
         return result
 
+    def anomalies(
+        self,
+        *,
+        site: str | None = None,
+        model: str | None = None,
+        open_only: bool = False,
+        since_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Anomalies per site x model (``GET /api/v1/anomalies``): ``{"since_s", "open",
+        "truncated", "anomalies": [...]}``, see ``hub/api/anomalies.py``."""
+        params: dict[str, str | float] = {}
+        if site is not None:
+            params["site"] = site
+        if model is not None:
+            params["model"] = model
+        if open_only:
+            params["open_only"] = "true"
+        if since_s is not None:
+            params["since_s"] = since_s
+        result: dict[str, Any] = self._json("GET", "/api/v1/anomalies", params=params)
+        return result
+
+    def get_anomaly_settings(self, model: str) -> dict[str, Any]:
+        """The anomaly detector settings in force for ``model``."""
+        result: dict[str, Any] = self._json("GET", f"/api/v1/models/{model}/anomaly-settings")[
+            "settings"
+        ]
+        return result
+
+    def set_anomaly_settings(self, model: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Override some anomaly settings of ``model``; returns all settings in force."""
+        result: dict[str, Any] = self._json(
+            "PUT", f"/api/v1/models/{model}/anomaly-settings", json=values
+        )["settings"]
+        return result
+
     # --- deployments, policies, rollouts (issue 6) -----------------------------------------
 
     def plan_deployment(self, request: dict[str, Any]) -> Plan:

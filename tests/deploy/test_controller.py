@@ -38,6 +38,7 @@ class FakeSource:
         until: datetime | None = None,
         *,
         drift: bool = False,
+        anomalies: bool = False,
     ) -> Figures:
         return self.by_version.get(version, Figures())
 

@@ -40,8 +40,11 @@ class GateCheck(Record):
     ``ok``, ``breached`` (the wave fails on it) or ``waiting`` (too few requests to judge).
     """
 
-    gate: Literal["min_requests", "max_error_rate", "max_p99_ms", "max_p99_ratio", "max_drift"]
-    unit: Literal["fraction", "ms", "statistic", "requests"]
+    gate: Literal[
+        "min_requests", "max_error_rate", "max_p99_ms", "max_p99_ratio", "max_drift",
+        "max_anomalies",
+    ]  # fmt: skip
+    unit: Literal["fraction", "ms", "statistic", "requests", "anomalies"]
     value: float | None
     limit: float | None
     setting: float

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 from rich.text import Text
 
 from modelfleet._version import __version__
-from modelfleet.cli import apply as apply_cmd
 from modelfleet.cli import (
+    anomalies,
     audit,
     demo,
     drift,
@@ -28,6 +28,7 @@ from modelfleet.cli import (
     status,
     token,
 )
+from modelfleet.cli import apply as apply_cmd
 from modelfleet.cli import deploy as deploy_cmd
 from modelfleet.cli.common import err_console, validation_message
 from modelfleet.errors import ModelfleetError
@@ -59,6 +60,7 @@ app.command("audit")(audit.audit)
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 app.command("drift")(drift.drift)
+app.command("anomalies")(anomalies.anomalies)
 app.add_typer(policy.app, name="policy")
 app.add_typer(rollout.app, name="rollout")
 app.command("deploy")(deploy_cmd.deploy)

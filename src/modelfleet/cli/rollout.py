@@ -71,6 +71,7 @@ _GATE_NAMES = {
     "max_p99_ms": "p99",
     "max_p99_ratio": "p99 vs previous",
     "max_drift": "drift",
+    "max_anomalies": "open anomalies",
 }
 
 
@@ -94,7 +95,7 @@ def _number(value: float | None, unit: str) -> str:
         return f"{value:.2%}"
     if unit == "ms":
         return f"{value:.1f} ms"
-    if unit == "requests":
+    if unit in ("requests", "anomalies"):
         return f"{int(value)}"
     return f"{value:.3f}"
 

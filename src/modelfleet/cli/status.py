@@ -19,9 +19,11 @@ from modelfleet.cli.common import (
     console,
     jsonable,
     print_json,
+    say,
     table,
     warn,
 )
+from modelfleet.errors import ModelfleetError
 from modelfleet.hub_client import HubClient
 
 
@@ -113,6 +115,23 @@ def fleet_warnings(hc: HubClient) -> list[str]:
     return warnings
 
 
+def anomaly_lines(hc: HubClient) -> list[str]:
+    """Open anomalies per site, one line each (``modelfleet anomalies`` has them whole);
+    nothing when the hub has no anomaly endpoint (an older hub)."""
+    try:
+        found = hc.anomalies(open_only=True)["anomalies"]
+    except ModelfleetError:
+        return []
+    per_site: dict[str, list[str]] = {}
+    for a in found:
+        per_site.setdefault(a["site"], []).append(f"{a['model']}/{a['metric']}")
+    return [
+        f"open anomalies at {site}: {len(metrics)} ({', '.join(sorted(set(metrics))[:4])}"
+        f"{', ...' if len(set(metrics)) > 4 else ''}) -> modelfleet anomalies --site {site}"
+        for site, metrics in sorted(per_site.items())
+    ]
+
+
 def _warn(hc: HubClient) -> None:
     """On stderr, so ``--json`` output stays the document alone."""
     for line in fleet_warnings(hc):
@@ -147,6 +166,8 @@ def status(
                 print_json(doc)
             else:
                 _render(jsonable(doc))
+                for line in anomaly_lines(hc):
+                    say(line)
             return
         while True:
             doc = hc.get_telemetry_status()
@@ -155,5 +176,7 @@ def status(
             else:
                 console.clear()
                 _render(jsonable(doc))
+                for line in anomaly_lines(hc):
+                    say(line)
             _warn(hc)
             time.sleep(interval)

@@ -11,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelfleet._version import __version__
 from modelfleet.api import SigningKey
+from modelfleet.hub.anomalies import Anomalies
+from modelfleet.hub.api import anomalies as anomalies_api
 from modelfleet.hub.api import deployments as deployments_api
 from modelfleet.hub.api import directory as directory_api
 from modelfleet.hub.api import distributions as distributions_api
@@ -63,10 +65,11 @@ def build_context(settings: HubSettings) -> HubContext:
     sites = Sites(store, registry, settings, certificates)
     metrics = HubMetrics()
     telemetry = Telemetry(store, sites)
-    register_telemetry_metrics(metrics.registry, telemetry)
+    anomalies = Anomalies(store.telemetry)
+    register_telemetry_metrics(metrics.registry, telemetry, anomalies)
     notifier = Notifier()
     deployments, rollouts = build_rollouts(
-        store, registry, sites, notifier.notify, settings, telemetry
+        store, registry, sites, notifier.notify, settings, telemetry, anomalies=anomalies
     )
     return HubContext(
         settings=settings,
@@ -78,6 +81,7 @@ def build_context(settings: HubSettings) -> HubContext:
         sites=sites,
         notifier=notifier,
         telemetry=telemetry,
+        anomalies=anomalies,
         federation=Coordinator(store, registry, sites, tmp_dir=data_dir.tmp_dir / "fl"),
         deployments=deployments,
         rollouts=rollouts,
@@ -135,6 +139,7 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(deployments_api.router)
     app.include_router(telemetry_api.router)
     app.include_router(distributions_api.router)
+    app.include_router(anomalies_api.router)
     app.include_router(directory_api.router)
     app.include_router(federation_api.router)
     app.include_router(fleet_api.router)

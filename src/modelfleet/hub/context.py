@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelfleet.hub.anomalies import Anomalies
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.deployments import Deployments
 from modelfleet.hub.federation.coordinator import Coordinator
@@ -34,6 +35,8 @@ class HubContext:
     sites: Sites
     notifier: Notifier
     telemetry: Telemetry
+    #: Anomalies in the telemetry windows (hub/anomalies.py).
+    anomalies: Anomalies
     #: The federated-learning coordinator (hub/federation/).
     federation: Coordinator
     #: Deployments and the rollout controller (hub/deployments.py, hub/rollout/).

@@ -172,7 +172,8 @@ class Telemetry:
         }
 
     def thresholds(self, model: str) -> dict[str, float]:
-        return {**drift.DEFAULT_THRESHOLDS, **self.repo.get_drift_settings(model)}
+        stored = self.repo.get_drift_settings(model)  # anomaly.* keys: hub/anomalies.py
+        return {**drift.DEFAULT_THRESHOLDS, **{k: v for k, v in stored.items() if "." not in k}}
 
     def set_thresholds(self, model: str, values: dict[str, Any]) -> dict[str, float]:
         checked = drift.check_thresholds(values)

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from modelfleet.hub.anomalies import Anomalies
 from modelfleet.hub.telemetry import PERCENTILES, Telemetry
 
 log = logging.getLogger("modelfleet.hub")
@@ -22,8 +23,9 @@ _MODEL = ["site", "model", "version"]
 
 
 class TelemetryCollector(Collector):
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Telemetry, anomalies: Anomalies | None = None) -> None:
         self.telemetry = telemetry
+        self.anomalies = anomalies
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
@@ -83,9 +85,33 @@ class TelemetryCollector(Collector):
                         latency.add_metric([*labels, str(q)], m[f"{key}_s"])
                 drifted.add_metric(labels, -1 if m["drift"] is None else len(m["drifted"]))
         yield from (online, dropped_w, dropped_r, total, errors, rate, error_rate, latency, drifted)
+        if self.anomalies is not None:
+            yield from self._anomalies(self.anomalies)
+
+    @staticmethod
+    def _anomalies(service: Anomalies) -> Iterator[GaugeMetricFamily]:
+        try:
+            found = service.find(open_only=True)
+        except Exception:  # as above: the scrape goes on without these series
+            log.exception("anomalies for /metrics failed")
+            return
+        gauge = GaugeMetricFamily(
+            "modelfleet_anomalies_open",
+            "Open anomalies per site, model, metric and severity (hub/anomalies.py)",
+            labels=["site", "model", "metric", "severity"],
+        )
+        counts: dict[tuple[str, ...], int] = {}
+        for a in found:
+            key: tuple[str, ...] = (a.site, a.model, a.metric, a.severity)
+            counts[key] = counts.get(key, 0) + 1
+        for key, count in sorted(counts.items()):
+            gauge.add_metric(list(key), count)
+        yield gauge
 
 
-def register(registry: CollectorRegistry, telemetry: Telemetry) -> TelemetryCollector:
-    collector = TelemetryCollector(telemetry)
+def register(
+    registry: CollectorRegistry, telemetry: Telemetry, anomalies: Anomalies | None = None
+) -> TelemetryCollector:
+    collector = TelemetryCollector(telemetry, anomalies)
     registry.register(collector)
     return collector

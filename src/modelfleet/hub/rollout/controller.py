@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
+from modelfleet.hub.anomalies import Anomalies
 from modelfleet.hub.deployments import Deployments
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.rollout.gates import (
@@ -170,7 +171,12 @@ class RolloutController:
         elapsed = (now - r.step_started_at).total_seconds()
         pending = [s for s in wave if reported.get(s, {}).get("active_version") != r.to_version]
         figures = self.source.figures(
-            r.model, r.to_version, wave, r.step_started_at, drift=gates.max_drift is not None
+            r.model,
+            r.to_version,
+            wave,
+            r.step_started_at,
+            drift=gates.max_drift is not None,
+            anomalies=gates.max_anomalies is not None,
         )
         baseline = None
         if gates.max_p99_ratio is not None and r.from_version is not None:
@@ -443,13 +449,14 @@ def build_rollouts(
     settings: HubSettings,
     telemetry: Telemetry,
     source: GateSource | None = None,
+    anomalies: Anomalies | None = None,
 ) -> tuple[Deployments, RolloutController]:
     """The deployments service and its controller for one hub process; gates read the
     telemetry unless another ``source`` is given."""
     deployments = Deployments(store, registry, sites, notify)
     controller = RolloutController(
         deployments,
-        source if source is not None else TelemetryGateSource(store, telemetry),
+        source if source is not None else TelemetryGateSource(store, telemetry, anomalies),
         store.leadership("rollout controller"),
         interval_s=settings.rollout_interval_s,
         baseline_window_s=settings.rollout_baseline_window_s,

@@ -2,7 +2,8 @@
 
 A step is judged on the new version's monitoring data at the step's sites since the step
 started: error rate, p99 latency (absolute, or relative to the previous version at the same
-sites), a minimum request count below which nothing is concluded, and optionally drift.
+sites), a minimum request count below which nothing is concluded, and optionally drift and
+the count of open anomalies (``max_anomalies``, from ``hub/anomalies.py``).
 
 The relative gate compares like with like: the baseline is the previous version at the same
 sites over the latest windows before the step started that span at least as long as the new
@@ -62,6 +63,13 @@ class Gates(BaseModel):
         "any verdict; the relative gate needs as many for the previous version too.",
     )
     max_drift: float | None = Field(default=None, ge=0, le=1_000_000)
+    max_anomalies: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Open anomalies (hub/anomalies.py) of the new version at the step's sites "
+        "at most this many; 0 fails the step on the first one.",
+    )
 
 
 def parse_gates(raw: dict[str, Any] | None) -> Gates:
@@ -79,6 +87,7 @@ class Figures:
     errors: int = 0
     p99_ms: float | None = None
     drift: float | None = None  # the largest drift statistic over features, if known
+    anomalies: int | None = None  # open anomalies of the version at the sites, if asked
 
     @property
     def error_rate(self) -> float:
@@ -100,9 +109,11 @@ class GateSource(Protocol):
         until: datetime | None = None,
         *,
         drift: bool = False,
+        anomalies: bool = False,
     ) -> Figures:
         """Merged figures of ``model:version`` at ``sites`` in ``[since, until)``; the
-        drift statistic only when ``drift`` is asked for (it costs sketch merges)."""
+        drift statistic only when ``drift`` is asked for (it costs sketch merges), the
+        count of open anomalies only when ``anomalies`` is."""
         ...
 
     def baseline(
@@ -191,6 +202,14 @@ def evaluate(gates: Gates, figures: Figures, baseline: Figures | None) -> Verdic
     drift, max_drift = figures.drift, gates.max_drift
     if max_drift is not None and drift is not None and drift > max_drift:
         return verdict("fail", "max_drift", f"drift {drift:.3f} > {max_drift:g}")
+    found, max_found = figures.anomalies, gates.max_anomalies
+    if max_found is not None and found is not None and found > max_found:
+        return verdict(
+            "fail",
+            "max_anomalies",
+            f"{found} open anomal{'y' if found == 1 else 'ies'} of the new version at these "
+            f"sites > {max_found} (modelfleet anomalies --open)",
+        )
     return verdict("pass", None, _passed(gates, figures, baseline))
 
 

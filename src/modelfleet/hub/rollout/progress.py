@@ -24,7 +24,7 @@ class GateCheck:
     """One gate: the figure now against its limit, in the same unit (``unit``)."""
 
     gate: str
-    unit: Literal["fraction", "ms", "statistic", "requests"]
+    unit: Literal["fraction", "ms", "statistic", "requests", "anomalies"]
     value: float | None  # None: not measured yet (no traffic, no baseline, no drift profile)
     limit: float | None  # what ``value`` is compared with; None while the baseline is unknown
     setting: float  # the gate as configured (for max_p99_ratio: the ratio)
@@ -138,6 +138,20 @@ def gate_checks(gates: Gates, figures: Figures, baseline: Figures | None) -> lis
                 limit,
                 None,
                 judged(_state(figures.drift, limit)),
+            )
+        )
+    if gates.max_anomalies is not None:
+        limit = float(gates.max_anomalies)
+        found = None if figures.anomalies is None else float(figures.anomalies)
+        checks.append(
+            GateCheck(
+                "max_anomalies",
+                "anomalies",
+                found,
+                limit,
+                limit,
+                None,
+                judged(_state(found, limit)),
             )
         )
     return checks

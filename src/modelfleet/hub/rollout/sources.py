@@ -6,7 +6,9 @@ and error counts add up, the fixed-bucket latency histograms merge by adding cou
 the p99 is read from the merged histogram (within one bucket, ~19 %, of the exact value).
 The drift figure is the largest per-feature statistic (PSI for numeric inputs, Jensen-
 Shannon distance for categorical ones) the telemetry service computes at the step's sites
-against the version's reference profile, over the service's own drift window.
+against the version's reference profile, over the service's own drift window. The
+anomaly count is the number of open anomalies of the version at the step's sites
+(``hub/anomalies.py``; a site's anomaly carries the version serving when it last fired).
 
 :class:`NullGateSource` sees no traffic: gates that need traffic never pass, so a rollout
 with such gates ends inconclusive at its progress deadline rather than passing blindly.
@@ -25,6 +27,7 @@ from modelfleet.hub.store.records import WindowRecord
 from modelfleet.monitoring.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 
 if TYPE_CHECKING:
+    from modelfleet.hub.anomalies import Anomalies
     from modelfleet.hub.telemetry import Telemetry
 
 
@@ -53,6 +56,7 @@ class NullGateSource:
         until: datetime | None = None,
         *,
         drift: bool = False,
+        anomalies: bool = False,
     ) -> Figures:
         return Figures()
 
@@ -61,9 +65,15 @@ class TelemetryGateSource:
     """Figures merged from the telemetry windows stored on the hub; drift verdicts from
     the telemetry service when there is one (without it, the drift figure is unknown)."""
 
-    def __init__(self, store: Store, telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        telemetry: Telemetry | None = None,
+        anomalies: Anomalies | None = None,
+    ) -> None:
         self._repo = store.telemetry
         self._telemetry = telemetry
+        self._anomalies = anomalies
 
     def figures(
         self,
@@ -74,6 +84,7 @@ class TelemetryGateSource:
         until: datetime | None = None,
         *,
         drift: bool = False,
+        anomalies: bool = False,
     ) -> Figures:
         wanted = set(sites)
         windows = [
@@ -84,6 +95,10 @@ class TelemetryGateSource:
         merged = _merge(windows)
         if drift:
             merged = replace(merged, drift=self._drift(model, version, wanted))
+        if anomalies and self._anomalies is not None:
+            found = self._anomalies.find(model=model, open_only=True)
+            count = sum(1 for a in found if a.site in wanted and a.version == version)
+            merged = replace(merged, anomalies=count)
         return merged
 
     def baseline(
