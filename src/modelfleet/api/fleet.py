@@ -26,6 +26,10 @@ class FleetModel(Record):
     requests_total: int
     drift: bool | None = Field(description="None: no reference profile or no recent data.")
     drifted: list[str] = Field(description="The drifted features of the active version.")
+    anomalies: list[str] = Field(
+        default_factory=list,
+        description="Metrics with an open anomaly (hub/anomalies.py): error_rate, stuck:<f>, ...",
+    )
 
 
 class FleetSite(Record):
@@ -43,6 +47,7 @@ class FleetSite(Record):
     error_rate: float | None
     p99_s: float | None
     drifted_features: int = Field(description="Drifted features over the site's models.")
+    open_anomalies: int = Field(default=0, description="Open anomalies over the site's models.")
 
 
 class FleetRegion(Record):
@@ -62,6 +67,7 @@ class FleetSummary(Record):
     requests_per_s: float
     error_rate: float | None
     sites_with_drift: int
+    sites_with_anomalies: int = 0
 
 
 class FleetPage(Record):

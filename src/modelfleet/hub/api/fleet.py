@@ -169,6 +169,11 @@ def fleet_page(
     drift_by_site = {name: _drift_of(ctx, name, keys) for name, keys in drift_keys.items()}
     with_drift = sum(1 for models in drift_by_site.values() if any(v for v, _ in models.values()))
 
+    open_anomalies: dict[tuple[str, str], list[str]] = {}
+    for anomaly in ctx.anomalies.find(open_only=True):  # answered from the last pass
+        if anomaly.site in names:
+            open_anomalies.setdefault((anomaly.site, anomaly.model), []).append(anomaly.metric)
+
     pages = max(1, math.ceil(len(matched) / per_page))
     shown = matched[(page - 1) * per_page : page * per_page]
     totals: dict[tuple[str, str], int] = {}
@@ -178,7 +183,9 @@ def fleet_page(
             key = (total.site, total.model)
             totals[key] = totals.get(key, 0) + total.requests
     rows = [
-        _site_row(ctx, site, site.name in online, per_key, totals, drift_by_site, now)
+        _site_row(
+            ctx, site, site.name in online, per_key, totals, drift_by_site, open_anomalies, now
+        )
         for site in shown
     ]
     return FleetPage(
@@ -196,6 +203,7 @@ def fleet_page(
             requests_per_s=round(sum(site_rates.values()), 3),
             error_rate=fleet_recent.error_rate(),
             sites_with_drift=with_drift,
+            sites_with_anomalies=len({site for site, _ in open_anomalies}),
         ),
         regions=list(regions.values())
         if group == "region"
@@ -211,10 +219,12 @@ def _site_row(
     recent: dict[tuple[str, str], _Recent],
     totals: dict[tuple[str, str], int],
     drift: dict[str, dict[str, Any]],
+    anomalies: dict[tuple[str, str], list[str]],
     now: datetime,
 ) -> FleetSite:
     view = ctx.sites.view(site)
     names = {m["name"] for m in view["models"]} | {m for s, m in recent if s == site.name}
+    names |= {m for s, m in anomalies if s == site.name}
     reported = {m["name"]: m for m in view["models"]}
     models = []
     for name in sorted(names):
@@ -234,6 +244,7 @@ def _site_row(
                 requests_total=totals.get((site.name, name), 0),
                 drift=verdict,
                 drifted=drifted,
+                anomalies=sorted(anomalies.get((site.name, name), [])),
             )
         )
     merged = _Recent()
@@ -257,6 +268,7 @@ def _site_row(
         error_rate=merged.error_rate(),
         p99_s=_p99(merged.latency()),
         drifted_features=sum(len(m.drifted) for m in models),
+        open_anomalies=sum(len(m.anomalies) for m in models),
     )
 
 
