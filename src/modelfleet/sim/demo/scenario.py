@@ -30,6 +30,7 @@ from modelfleet.sim.demo.steps import (
     residency,
     traffic,
 )
+from modelfleet.sim.demo.steps_anomaly import stuck_sensor
 from modelfleet.sim.demo.steps_federated import federated_rollout, federated_training, telemetry
 from modelfleet.sim.demo.traffic import PlantLine
 
@@ -46,6 +47,7 @@ STEPS: tuple[Step, ...] = (
     Step("bad release", bad_release),
     Step("outage", outage),
     Step("drift", drift),
+    Step("stuck sensor", stuck_sensor),
     Step("federated training", federated_training),
     Step("federated rollout", federated_rollout),
     Step("telemetry", telemetry),

@@ -58,6 +58,9 @@ class PlantLine(threading.Thread):
         self.central_every = central_every
         self.stats = LineStats()
         self.sensor_drift_k = 0.0
+        #: Inputs (feature index -> the value it reads) whose sensor is stuck: a fault the
+        #: hub's anomaly detector sees in the window sketches (min == max).
+        self.stuck: dict[int, float] = {}
         self._halt = threading.Event()
         self._client = Client(
             hub_url,
@@ -97,6 +100,8 @@ class PlantLine(threading.Thread):
                 row = self.rows[i % len(self.rows)][None, :].copy()
                 if self.sensor_drift_k:
                     row[:, AIR] += np.float32(self.sensor_drift_k)
+                for feature, value in self.stuck.items():
+                    row[:, feature] = np.float32(value)
                 self._local(row)
                 if self.central_every and i % self.central_every == 0:
                     self._central(row)
