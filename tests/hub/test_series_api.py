@@ -1,0 +1,195 @@
+"""``GET /api/v1/telemetry/series``: a model's figures over time per site, bounded and
+validated, readable by a viewer; and the rollout page's live stream ends when the hub stops.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelfleet.hub.bootstrap import init_hub
+from modelfleet.hub_client import HubClient
+from modelfleet.monitoring.histograms import latency_bucket
+from modelfleet.sim.launcher import HubProcess, SiteProcess
+from tests.conftest import InProcessHub, trust_fleet_ca
+from tests.waiting import wait_for
+
+SERIES = "/api/v1/telemetry/series"
+
+
+def window(wid: str, requests: int, errors: int, latency_s: float, ago_s: float) -> dict[str, Any]:
+    end = datetime.now(UTC) - timedelta(seconds=ago_s)
+    return {
+        "id": wid,
+        "model": "pump",
+        "version": 1,
+        "start": (end - timedelta(seconds=1)).timestamp(),
+        "end": end.timestamp(),
+        "requests": requests,
+        "errors": errors,
+        "rows": requests,
+        "latency": {str(latency_bucket(latency_s)): requests},
+    }
+
+
+def hub_with_traffic(hub_factory: Callable[..., InProcessHub], tiny_onnx: Any) -> InProcessHub:
+    hub = hub_factory()
+    pushed = hub.client.post(
+        "/api/v1/models/pump/versions",
+        content=Path(tiny_onnx()).read_bytes(),
+        headers={**hub.headers(), "Content-Type": "application/octet-stream"},
+    )
+    assert pushed.status_code == 201, pushed.text
+    for name in ("north", "south"):
+        added = hub.client.post(
+            "/api/v1/sites", json={"name": name, "labels": {}}, headers=hub.headers()
+        )
+        assert added.status_code == 201, added.text
+    # What a site's POST /sites/{name}/telemetry hands the telemetry service.
+    hub.ctx.telemetry.ingest(
+        "north",
+        "b1",
+        "spool",
+        (0, 0),
+        [window("n1", 100, 2, 0.010, 600), window("n2", 50, 0, 0.010, 30)],
+    )
+    hub.ctx.telemetry.ingest("south", "b1", "spool", (0, 0), [window("s1", 40, 4, 0.200, 120)])
+    return hub
+
+
+def test_series_per_site_sums_the_windows_and_reads_percentiles_from_them(
+    hub_factory: Callable[..., InProcessHub], tiny_onnx: Any
+) -> None:
+    hub = hub_with_traffic(hub_factory, tiny_onnx)
+    viewer = hub.token("viewer")
+
+    answer = hub.client.get(SERIES, params={"model": "pump"}, headers=hub.headers(viewer))
+
+    assert answer.status_code == 200, answer.text
+    doc = answer.json()
+    assert doc["range"] == "1h"
+    assert doc["bucket_s"] == 60
+    assert doc["note"] == ""
+    by_site = {s["site"]: s for s in doc["series"]}
+    assert sorted(by_site) == ["north", "south"]
+    north, south = by_site["north"], by_site["south"]
+    assert (north["requests"], north["errors"]) == (150, 2)
+    assert sum(b["requests"] for b in north["buckets"]) == 150
+    assert len(north["buckets"]) <= 61
+    assert len(north["buckets"]) == len(south["buckets"])
+    busy = [b for b in south["buckets"] if b["requests"]]
+    assert len(busy) == 1
+    assert busy[0]["error_rate"] == 0.1
+    # p99 from the histogram: within one bucket (<= 19 %) of the 200 ms every request took.
+    assert 0.2 / 1.2 < busy[0]["p99_s"] < 0.2 * 1.2
+    assert all(b["error_rate"] is None and b["p99_s"] is None for b in south["buckets"][:5])
+
+
+def test_series_filters_by_site_and_splits_versions_and_covers_24h_and_7d(
+    hub_factory: Callable[..., InProcessHub], tiny_onnx: Any
+) -> None:
+    hub = hub_with_traffic(hub_factory, tiny_onnx)
+    one = hub.client.get(
+        SERIES, params={"model": "pump", "site": "south", "by": "site_version"},
+        headers=hub.headers(),
+    ).json()  # fmt: skip
+    assert [(s["site"], s["version"]) for s in one["series"]] == [("south", 1)]
+    for name, width in (("24h", 900), ("7d", 7200)):
+        doc = hub.client.get(
+            SERIES, params={"model": "pump", "range": name}, headers=hub.headers()
+        ).json()
+        assert doc["bucket_s"] == width
+        assert len(doc["series"][0]["buckets"]) <= 120
+        assert sum(s["requests"] for s in doc["series"]) == 190
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"model": "pump", "range": "2h"}, 400),
+        ({"model": "pump", "range": ""}, 400),
+        ({"model": "pump", "version": 0}, 400),
+        ({"model": "pump", "by": "region"}, 400),
+        ({}, 400),
+        ({"model": "x" * 300}, 400),
+        ({"model": "nope"}, 404),
+    ],
+)
+def test_series_refuses_bad_input_clearly(
+    hub_factory: Callable[..., InProcessHub], tiny_onnx: Any, params: dict[str, Any], status: int
+) -> None:
+    hub = hub_with_traffic(hub_factory, tiny_onnx)
+    answer = hub.client.get(SERIES, params=params, headers=hub.headers())
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["message"]
+
+
+def test_series_needs_a_token(hub_factory: Callable[..., InProcessHub]) -> None:
+    hub = hub_factory()
+    assert hub.client.get(SERIES, params={"model": "pump"}).status_code == 401
+
+
+def test_the_rollout_stream_ends_when_the_hub_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_onnx: Any
+) -> None:
+    init = init_hub(tmp_path / "hub")
+    log = tmp_path / "hub.log"
+    hub = HubProcess(tmp_path / "hub", log_path=log).start()
+    trust_fleet_ca(monkeypatch, hub.ca_file)
+    admin = HubClient(hub.url, init.admin_token)
+    site: SiteProcess | None = None
+    try:
+        admin.push(Path(tiny_onnx()), "pump", training_regions=["global"])
+        token = admin.add_site("plant", {"region": "eu-west"})["enrollment_token"]
+        site = SiteProcess(tmp_path / "plant", hub.url, token).start(timeout=60)
+        wait_for(lambda: all(s["online"] for s in admin.list_sites()), what="the site online")
+        # A bake of ten minutes: the rollout stays running while the test watches.
+        rollout = admin.deploy({"ref": "pump:1", "selector": "", "strategy": {"bake_s": 600}})
+        rid = rollout["rollout"]["id"]
+        with httpx.Client(base_url=hub.url, timeout=30, follow_redirects=False) as http:
+            signed = http.post(
+                "/ui/login",
+                data={"token": init.admin_token, "next": "/ui/rollouts"},
+                headers={"Origin": hub.url},
+            )
+            assert signed.status_code == 303, signed.text
+            got: list[str] = []
+            ended = threading.Event()
+
+            def read() -> None:
+                with http.stream("GET", f"/ui/rollouts/{rid}/stream") as stream:
+                    assert stream.status_code == 200
+                    assert stream.headers["content-type"].startswith("text/event-stream")
+                    for line in stream.iter_lines():
+                        got.append(line)
+                ended.set()
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            # The first event comes at once: the server streams, it does not buffer.
+            wait_for(lambda: "event: rollout" in got, what="the first event")
+            assert any(rid in line for line in got)
+            proc = hub.proc
+            assert proc is not None
+            proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            status = proc.wait(30)
+            print(f"hub stopped {time.monotonic() - started:.2f}s after SIGTERM")  # a figure
+            assert status == 0, log.read_text()
+            wait_for(ended.is_set, what="the stream's end")
+            output = log.read_text()
+            assert "Cancel" not in output, output
+            assert "Traceback" not in output, output
+    finally:
+        if site is not None:
+            site.stop()
+        admin.close()
+        hub.stop()
