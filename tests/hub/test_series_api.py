@@ -4,10 +4,11 @@ validated, readable by a viewer; and the rollout page's live stream ends when th
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,48 @@ def test_the_rollout_stream_ends_when_the_hub_stops(
             site.stop()
         admin.close()
         hub.stop()
+
+
+def test_the_builtin_engine_streams_each_chunk_as_the_app_sends_it() -> None:
+    """The builtin HTTP/1.1 engine (transport/http11.py) writes every body message at once
+    (chunked): an event stream's first event reaches the client while the app still waits
+    to send the second (here: until the client has read the first), and a client that
+    leaves is seen as ``http.disconnect``."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    from modelfleet.transport import server as builtin
+
+    async def scenario() -> None:
+        read_first = asyncio.Event()
+        left = asyncio.Event()
+        app = FastAPI()
+
+        @app.get("/events")
+        async def events() -> StreamingResponse:
+            async def body() -> AsyncIterator[str]:
+                try:
+                    yield "event: one\ndata: 1\n\n"
+                    await asyncio.wait_for(read_first.wait(), 30)
+                    yield "event: two\ndata: 2\n\n"
+                    await asyncio.sleep(3600)  # until the client leaves
+                finally:
+                    left.set()
+
+            return StreamingResponse(body(), media_type="text/event-stream")
+
+        server = await builtin.start_builtin(app, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with (
+            httpx.AsyncClient(timeout=30) as http,
+            http.stream("GET", f"http://127.0.0.1:{port}/events") as stream,
+        ):
+            lines = stream.aiter_lines()
+            assert await anext(lines) == "event: one"
+            read_first.set()
+            while await anext(lines) != "event: two":
+                pass
+        await asyncio.wait_for(left.wait(), 30)  # the app saw the client leave
+        server.close()
+
+    asyncio.run(scenario())
