@@ -155,6 +155,10 @@ class TimeSeries:
         width = max(bucket_s or 0.0, bucket_width(span_s))
         first = math.floor(since.timestamp() / width) * width
         count = max(1, math.ceil((until.timestamp() - first) / width))
+        while count > MAX_BUCKETS:  # aligning the first bucket added one
+            width += MIN_BUCKET_S
+            first = math.floor(since.timestamp() / width) * width
+            count = max(1, math.ceil((until.timestamp() - first) / width))
         wanted = set(sites) if sites is not None else None
         groups: dict[tuple[str | None, int | None], list[_Acc]] = {}
         for window in self._windows(model, version, since):
