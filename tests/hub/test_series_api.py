@@ -239,3 +239,47 @@ def test_the_builtin_engine_streams_each_chunk_as_the_app_sends_it() -> None:
         server.close()
 
     asyncio.run(scenario())
+
+
+def test_drift_over_time_grows_with_the_shifted_sketches(
+    hub_factory: Callable[..., InProcessHub], tiny_onnx: Any
+) -> None:
+    """The rollout page's drift chart: the worst input PSI of the sketches merged since the
+    start, per bucket; small while the inputs match the reference, large once they shift."""
+    import numpy as np
+
+    from modelfleet.monitoring.profiles import DatasetProfile
+
+    hub = hub_with_traffic(hub_factory, tiny_onnx)
+    rng = np.random.default_rng(7)
+
+    def sketch(mean: float) -> DatasetProfile:
+        profile = DatasetProfile()
+        profile.update_column("temperature", rng.normal(mean, 1.0, 2000))
+        return profile
+
+    def shifted_window(wid: str, mean: float, ago_s: float) -> dict[str, Any]:
+        return {**window(wid, 2000, 0, 0.01, ago_s), "inputs": sketch(mean).to_dict()["columns"]}
+
+    hub.ctx.telemetry.ingest(
+        "north",
+        "b2",
+        "spool",
+        (0, 0),
+        [shifted_window("d1", 0.0, 50), shifted_window("d2", 0.0, 40)]
+        + [shifted_window(f"d{i}", 4.0, 30 - i) for i in range(3, 8)],
+    )
+    now = datetime.now(UTC)
+    found = hub.ctx.timeseries.drift_between(
+        "pump",
+        1,
+        ["north"],
+        now - timedelta(seconds=60),
+        now,
+        sketch(0.0),
+        hub.ctx.telemetry.thresholds("pump"),
+    )
+    assert len(found.values) == len(found.starts) <= 120
+    measured = [v for v in found.values if v is not None]
+    assert measured[0] < 0.1  # the same distribution as the reference
+    assert measured[-1] > 1.0  # most samples shifted by four standard deviations

@@ -26,7 +26,9 @@ from typing import Literal
 from modelfleet.errors import InvalidInput
 from modelfleet.hub.store import TelemetryRepo
 from modelfleet.hub.store.records import WindowRecord
+from modelfleet.monitoring import drift
 from modelfleet.monitoring.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
+from modelfleet.monitoring.profiles import DatasetProfile
 
 RangeName = Literal["1h", "24h", "7d"]
 #: Each named range: (span in seconds, bucket width in seconds): 60, 96 and 84 buckets.
@@ -93,6 +95,25 @@ class _Acc:
     latency: list[int] = field(default_factory=lambda: [0] * _BINS)
 
 
+def _worst_input(
+    reference: DatasetProfile,
+    inputs: DatasetProfile,
+    outputs: DatasetProfile,
+    thresholds: dict[str, float],
+) -> float | None:
+    """As the gate source reads drift (hub/rollout/sources.py): the largest input
+    statistic, PSI for a numeric feature, Jensen-Shannon distance otherwise."""
+    worst: float | None = None
+    for feature in drift.compare(reference, inputs, outputs, thresholds):
+        if feature.role != "input":
+            continue
+        value = feature.psi if feature.kind == "numeric" else None
+        value = value if value is not None else feature.js
+        if value is not None and (worst is None or value > worst):
+            worst = round(float(value), 6)
+    return worst
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
@@ -100,6 +121,34 @@ def _round(value: float | None) -> float | None:
 def bucket_width(span_s: float) -> float:
     """The width that draws ``span_s`` in at most :data:`MAX_BUCKETS` buckets."""
     return max(MIN_BUCKET_S, float(math.ceil(span_s / MAX_BUCKETS)))
+
+
+def _grid(
+    since: datetime, until: datetime, bucket_s: float | None
+) -> tuple[datetime, datetime, float, float, int]:
+    """The buckets of a span: (since, until, width, first start, count), at most
+    :data:`MAX_BUCKETS` and at most :data:`MAX_SPAN_S` back from ``until``."""
+    if until <= since:
+        until = since + timedelta(seconds=MIN_BUCKET_S)
+    since = max(since, until - timedelta(seconds=MAX_SPAN_S))
+    width = max(bucket_s or 0.0, bucket_width((until - since).total_seconds()))
+    while True:
+        first = math.floor(since.timestamp() / width) * width
+        count = max(1, math.ceil((until.timestamp() - first) / width))
+        if count <= MAX_BUCKETS:  # aligning the first bucket may add one
+            return since, until, width, first, count
+        width += MIN_BUCKET_S
+
+
+@dataclass(frozen=True)
+class DriftSeries:
+    """The worst input drift statistic over time (PSI for numeric features, Jensen-Shannon
+    distance for categorical ones: the figure the ``max_drift`` gate reads), each bucket's
+    value computed on the sketches merged from ``since`` to the bucket's end."""
+
+    starts: list[datetime]
+    bucket_s: float
+    values: list[float | None]  # None: no window yet, or too few samples to judge
 
 
 class TimeSeries:
@@ -148,17 +197,7 @@ class TimeSeries:
         bucket_s: float | None = None,
     ) -> SeriesSet:
         """Buckets from ``since`` to ``until`` (at most 7 days back from ``until``)."""
-        if until <= since:
-            until = since + timedelta(seconds=MIN_BUCKET_S)
-        since = max(since, until - timedelta(seconds=MAX_SPAN_S))
-        span_s = (until - since).total_seconds()
-        width = max(bucket_s or 0.0, bucket_width(span_s))
-        first = math.floor(since.timestamp() / width) * width
-        count = max(1, math.ceil((until.timestamp() - first) / width))
-        while count > MAX_BUCKETS:  # aligning the first bucket added one
-            width += MIN_BUCKET_S
-            first = math.floor(since.timestamp() / width) * width
-            count = max(1, math.ceil((until.timestamp() - first) / width))
+        since, until, width, first, count = _grid(since, until, bucket_s)
         wanted = set(sites) if sites is not None else None
         groups: dict[tuple[str | None, int | None], list[_Acc]] = {}
         for window in self._windows(model, version, since):
@@ -197,6 +236,41 @@ class TimeSeries:
             note=note,
             series=series,
         )
+
+    def drift_between(
+        self,
+        model: str,
+        version: int,
+        sites: Sequence[str],
+        since: datetime,
+        until: datetime,
+        reference: DatasetProfile,
+        thresholds: dict[str, float],
+    ) -> DriftSeries:
+        """The drift figure as it grew since ``since`` on the same buckets as
+        :meth:`between`: cumulative, because one bucket's few samples say little (and a
+        new version's windows since its rollout started are what its gate compares)."""
+        since, until, width, first, count = _grid(since, until, None)
+        wanted = set(sites)
+        per_bucket: list[list[WindowRecord]] = [[] for _ in range(count)]
+        for window in self.repo.windows(
+            model=model, version=version, since=since, with_profiles=True
+        ):
+            index = int((window.end_at.timestamp() - first) // width)
+            if window.site in wanted and window.end_at <= until and 0 <= index < count:
+                per_bucket[index].append(window)
+        inputs, outputs = DatasetProfile(), DatasetProfile()
+        values: list[float | None] = []
+        seen = False
+        for windows in per_bucket:
+            for window in windows:
+                profiles = window.profiles or {}
+                inputs.merge(DatasetProfile.from_dict({"columns": profiles.get("inputs", {})}))
+                outputs.merge(DatasetProfile.from_dict({"columns": profiles.get("outputs", {})}))
+                seen = True
+            values.append(_worst_input(reference, inputs, outputs, thresholds) if seen else None)
+        starts = [datetime.fromtimestamp(first + i * width, UTC) for i in range(count)]
+        return DriftSeries(starts, width, values)
 
     def _windows(self, model: str, version: int | None, since: datetime) -> list[WindowRecord]:
         return self.repo.windows(model=model, version=version, since=since)

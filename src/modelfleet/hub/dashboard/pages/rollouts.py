@@ -34,6 +34,7 @@ from modelfleet.hub.dashboard.render import (
 )
 from modelfleet.hub.store.records import ACTIVE_STATES
 from modelfleet.hub.timeseries import Series
+from modelfleet.monitoring.profiles import DatasetProfile
 
 router = APIRouter(include_in_schema=False)
 
@@ -344,6 +345,7 @@ def history_charts(ctx: HubContext, view: dict[str, Any]) -> GateHistory:
     needed = gates.get("min_requests", {}).get("limit", configured.get("min_requests"))
     if needed is not None:
         requests_chart.append(line("needed", flat(float(needed)), dash=[4, 4], color=LIMIT))
+    drift_chart = _drift_chart(ctx, view, sites, found.since, found.until, gates, configured)
     charts = [
         {"id": "gate-p99", "title": "p99: new vs previous, and the limit",
          "doc": {"x": x, "unit": "s", "series": p99}},
@@ -352,4 +354,46 @@ def history_charts(ctx: HubContext, view: dict[str, Any]) -> GateHistory:
         {"id": "gate-requests", "title": "Requests against min_requests",
          "doc": {"x": x, "unit": "", "series": requests_chart}},
     ]  # fmt: skip
+    if drift_chart is not None:
+        charts.append(drift_chart)
     return GateHistory(index, sites, found.bucket_s, charts, gates.get("max_drift"))
+
+
+def _drift_chart(
+    ctx: HubContext,
+    view: dict[str, Any],
+    sites: list[str],
+    since: datetime,
+    until: datetime,
+    gates: dict[str, Any],
+    configured: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The new version's drift figure as it grew since the rollout started, against
+    ``max_drift``; only when that gate is set and the version has a reference profile."""
+    limit = gates.get("max_drift", {}).get("limit", configured.get("max_drift"))
+    if limit is None:
+        return None
+    model, version = view["model"], view["to_version"]
+    doc = ctx.store.telemetry.get_reference(model, version)
+    if doc is None:
+        return None
+    found = ctx.timeseries.drift_between(
+        model,
+        version,
+        sites,
+        since,
+        until,
+        DatasetProfile.from_dict(doc),
+        ctx.telemetry.thresholds(model),
+    )
+    x = [start.timestamp() for start in found.starts]
+    series = [
+        {"label": f"v{version} (new) since the rollout started", "values": found.values,
+         "color": NEW},
+        {"label": "limit", "values": [float(limit)] * len(x), "dash": [4, 4], "color": LIMIT},
+    ]  # fmt: skip
+    return {
+        "id": "gate-drift",
+        "title": "Drift (worst input PSI / JS) against max_drift",
+        "doc": {"x": x, "unit": "", "series": series},
+    }
