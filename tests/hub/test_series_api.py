@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from modelfleet.hub.bootstrap import init_hub
+from modelfleet.hub.dashboard.pages.rollouts import MAX_STREAMS
 from modelfleet.hub_client import HubClient
 from modelfleet.monitoring.histograms import latency_bucket
 from modelfleet.sim.launcher import HubProcess, SiteProcess
@@ -138,7 +139,31 @@ def test_series_needs_a_token(hub_factory: Callable[..., InProcessHub]) -> None:
     assert hub.client.get(SERIES, params={"model": "pump"}).status_code == 401
 
 
-def test_the_rollout_stream_ends_when_the_hub_stops(
+class Reader(threading.Thread):
+    """One browser's event stream, read line by line until the server ends it."""
+
+    def __init__(self, base: str, cookies: dict[str, str], path: str) -> None:
+        super().__init__(daemon=True)
+        self.base, self.cookies, self.path = base, cookies, path
+        self.lines: list[str] = []
+        self.status = 0
+        self.ended = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with (
+                httpx.Client(base_url=self.base, cookies=self.cookies, timeout=30) as http,
+                http.stream("GET", self.path) as stream,
+            ):
+                self.status = stream.status_code
+                if stream.headers["content-type"].startswith("text/event-stream"):
+                    for line in stream.iter_lines():  # one by one: the test reads them
+                        self.lines.append(line)
+        finally:
+            self.ended.set()
+
+
+def test_the_rollout_streams_are_bounded_and_end_when_the_hub_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_onnx: Any
 ) -> None:
     init = init_hub(tmp_path / "hub")
@@ -162,22 +187,18 @@ def test_the_rollout_stream_ends_when_the_hub_stops(
                 headers={"Origin": hub.url},
             )
             assert signed.status_code == 303, signed.text
-            got: list[str] = []
-            ended = threading.Event()
-
-            def read() -> None:
-                with http.stream("GET", f"/ui/rollouts/{rid}/stream") as stream:
-                    assert stream.status_code == 200
-                    assert stream.headers["content-type"].startswith("text/event-stream")
-                    for line in stream.iter_lines():
-                        got.append(line)
-                ended.set()
-
-            reader = threading.Thread(target=read, daemon=True)
-            reader.start()
+            url = f"/ui/rollouts/{rid}/stream"
+            streams = [Reader(hub.url, dict(http.cookies), url) for _ in range(MAX_STREAMS)]
+            for reader in streams:
+                reader.start()
             # The first event comes at once: the server streams, it does not buffer.
-            wait_for(lambda: "event: rollout" in got, what="the first event")
-            assert any(rid in line for line in got)
+            wait_for(lambda: all("event: rollout" in r.lines for r in streams), what="first events")
+            assert any(rid in line for line in streams[0].lines)
+            assert all(r.status == 200 for r in streams)
+            # One stream more than a hub holds: refused clearly, not queued.
+            refused = http.get(url)
+            assert refused.status_code == 503
+            assert "too many live rollout streams" in refused.text
             proc = hub.proc
             assert proc is not None
             proc.send_signal(signal.SIGTERM)
@@ -185,7 +206,7 @@ def test_the_rollout_stream_ends_when_the_hub_stops(
             status = proc.wait(30)
             print(f"hub stopped {time.monotonic() - started:.2f}s after SIGTERM")  # a figure
             assert status == 0, log.read_text()
-            wait_for(ended.is_set, what="the stream's end")
+            wait_for(lambda: all(r.ended.is_set() for r in streams), what="the streams' end")
             output = log.read_text()
             assert "Cancel" not in output, output
             assert "Traceback" not in output, output
