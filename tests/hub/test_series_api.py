@@ -142,9 +142,12 @@ def test_series_needs_a_token(hub_factory: Callable[..., InProcessHub]) -> None:
 class Reader(threading.Thread):
     """One browser's event stream, read line by line until the server ends it."""
 
-    def __init__(self, base: str, cookies: dict[str, str], path: str) -> None:
+    def __init__(
+        self, base: str, cookies: dict[str, str], path: str, *, leave: bool = False
+    ) -> None:
         super().__init__(daemon=True)
         self.base, self.cookies, self.path = base, cookies, path
+        self.leave = leave  # hang up after the first event, as a closed browser tab
         self.lines: list[str] = []
         self.status = 0
         self.ended = threading.Event()
@@ -159,6 +162,8 @@ class Reader(threading.Thread):
                 if stream.headers["content-type"].startswith("text/event-stream"):
                     for line in stream.iter_lines():  # one by one: the test reads them
                         self.lines.append(line)
+                        if self.leave and line == "":
+                            break
         finally:
             self.ended.set()
 
@@ -199,6 +204,19 @@ def test_the_rollout_streams_are_bounded_and_end_when_the_hub_stops(
             refused = http.get(url)
             assert refused.status_code == 503
             assert "too many live rollout streams" in refused.text
+            # A client that hangs up gives its place back.
+            leaver = streams.pop()
+            leaver.leave = True  # read at its next line: it has had its first event
+
+            def another() -> bool:
+                reader = Reader(hub.url, dict(http.cookies), url)
+                reader.start()
+                wait_for(lambda: reader.status != 0 or reader.ended.is_set(), what="an answer")
+                if reader.status == 200:
+                    streams.append(reader)
+                return reader.status == 200
+
+            wait_for(another, what="a place freed by the client that left")
             proc = hub.proc
             assert proc is not None
             proc.send_signal(signal.SIGTERM)
