@@ -19,6 +19,7 @@ from modelfleet.hub.api import distributions as distributions_api
 from modelfleet.hub.api import federation as federation_api
 from modelfleet.hub.api import fleet as fleet_api
 from modelfleet.hub.api import models as models_api
+from modelfleet.hub.api import series as series_api
 from modelfleet.hub.api import sites as sites_api
 from modelfleet.hub.api import telemetry as telemetry_api
 from modelfleet.hub.api import tokens as tokens_api
@@ -42,6 +43,7 @@ from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import open_store
 from modelfleet.hub.telemetry import Telemetry
 from modelfleet.hub.telemetry_metrics import register as register_telemetry_metrics
+from modelfleet.hub.timeseries import TimeSeries
 from modelfleet.hub.tls import HubTls
 from modelfleet.hub.wakeups import Notifier
 from modelfleet.registry.artifacts import open_artifact_store
@@ -96,6 +98,7 @@ def build_context(settings: HubSettings) -> HubContext:
             limit=settings.auth_failures_per_minute,
             audit_per_window=settings.audited_failures_per_minute,
         ),
+        timeseries=TimeSeries(store.telemetry, retention_days=settings.telemetry_retention_days),
     )
 
 
@@ -140,6 +143,7 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(telemetry_api.router)
     app.include_router(distributions_api.router)
     app.include_router(anomalies_api.router)
+    app.include_router(series_api.router)  # /api/v1/telemetry/series (hub/timeseries.py)
     app.include_router(directory_api.router)
     app.include_router(federation_api.router)
     app.include_router(fleet_api.router)

@@ -16,6 +16,7 @@ from modelfleet.hub.rollout.controller import RolloutController
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.telemetry import Telemetry
+from modelfleet.hub.timeseries import TimeSeries
 from modelfleet.hub.wakeups import Notifier
 from modelfleet.registry.artifacts import ArtifactStore
 from modelfleet.settings import HubSettings
@@ -46,6 +47,8 @@ class HubContext:
     retention: TelemetryRetention
     #: Failed authentications per client address (hub/ratelimit.py).
     limiter: FailureLimiter
+    #: Telemetry windows over time, per site x model (hub/timeseries.py): charts.
+    timeseries: TimeSeries
 
     def close(self) -> None:
         self.store.close()
