@@ -5,7 +5,8 @@
 // <script type="application/json" id="ID"> block holding
 //   {x: [...], series: [{label, values, color?, dash?}], unit?: "s"|"ratio"|"",
 //    xlabel?, ylabel?, integer_x?, steps?, points?, height?}
-// (null values are gaps).
+// (null values are gaps). Content that htmx swaps in loses its <script> tags
+// (allowScriptTags is off), so a live fragment holds its data in <div hidden id="ID">.
 (function () {
   "use strict";
   function csrf() {
@@ -47,7 +48,12 @@
         stroke: s.color || PALETTE[i % PALETTE.length],
         width: s.width || 1.5,
         spanGaps: false,
-        points: { show: doc.points === undefined ? !time && !!doc.integer_x : !!doc.points },
+        // Points where asked, on round axes, and on sparse series (one point draws no line).
+        points: {
+          show: doc.points === undefined
+            ? (!time && !!doc.integer_x) || s.values.filter(function (v) { return v != null; }).length < 3
+            : !!doc.points,
+        },
         value: function (u, v) { return formatValue(doc.unit, v); },
       };
       if (s.dash) { opts.dash = s.dash; }
