@@ -60,7 +60,7 @@ def pages(api: httpx.Client) -> list[tuple[str, str]]:
             ("performance", f"/ui/performance?model={quote(name)}&range=1h"),
             ("drift", f"/ui/drift?model={quote(name)}"),
         ]
-        drift = api.get("/api/v1/telemetry/drift", params={"model": name}).json()
+        drift = api.get(f"/api/v1/telemetry/drift/{quote(name)}").json()
         cells = [
             (r["site"], f["feature"], r["version"])
             for r in drift.get("results", [])

@@ -81,15 +81,22 @@ def run_demo(*, keep: bool = False, fast: bool = False, json_out: bool = False) 
                 f"\nThe fleet stays up. export MODELFLEET_HUB_URL={fleet.hub.url} "
                 f"MODELFLEET_TOKEN={fleet.token} MODELFLEET_CA_FILE={fleet.ca_file}\n"
                 f"The dashboard: {fleet.hub.url}/ui (sign in with that token).\n"
-                "then try: modelfleet status, modelfleet site "
+                "The plants keep sending requests. Then try: modelfleet status, modelfleet site "
                 f"ls, modelfleet rollout ls, modelfleet drift {MODEL}, modelfleet fl ls. "
                 "Ctrl-C stops it."
             )
+            # The plants keep sending (healthy sensors), so the dashboard stays live.
+            kept = [line.again() for line in lines.values()]
+            for line in kept:
+                line.start()
             try:
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 pass  # Ctrl-C ends --keep; the fleet is closed below
+            finally:
+                for line in kept:
+                    line.stop()
     finally:
         # Whatever happened (a bug, Ctrl-C), no process of the fleet outlives the demo.
         fleet.close()

@@ -3,6 +3,7 @@ plus a sample of the same requests sent the centralised way for comparison."""
 
 from __future__ import annotations
 
+import functools
 import ssl
 import threading
 import time
@@ -51,6 +52,11 @@ class PlantLine(threading.Thread):
     ) -> None:
         """``ca_file``: the fleet CA the hub and the sites are verified against."""
         super().__init__(name=f"line-{plant}", daemon=True)
+        self._again = functools.partial(
+            PlantLine, plant, hub_url=hub_url, token=token, central_url=central_url,
+            rows=rows, cache_dir=cache_dir, pace_s=pace_s, central_every=central_every,
+            ca_file=ca_file,
+        )  # fmt: skip
         self.plant = plant
         self.rows = rows.astype(np.float32)
         self.central_url = central_url
@@ -80,6 +86,11 @@ class PlantLine(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
+
+    def again(self) -> PlantLine:
+        """A new, unstarted line with the same settings (a thread starts only once): what
+        ``demo --keep`` runs so the kept fleet's dashboard stays live."""
+        return self._again()
 
     def snapshot(self) -> LineStats:
         with self._lock:
