@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.deployments import Deployments
+from modelfleet.hub.events import Events
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics
 from modelfleet.hub.ratelimit import FailureLimiter
@@ -16,6 +17,7 @@ from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.telemetry import Telemetry
 from modelfleet.hub.wakeups import Notifier
+from modelfleet.hub.webhooks import Webhooks
 from modelfleet.registry.artifacts import ArtifactStore
 from modelfleet.settings import HubSettings
 
@@ -43,6 +45,9 @@ class HubContext:
     retention: TelemetryRetention
     #: Failed authentications per client address (hub/ratelimit.py).
     limiter: FailureLimiter
+    #: The event log (hub/events.py) and webhook delivery (hub/webhooks.py).
+    events: Events
+    webhooks: Webhooks
 
     def close(self) -> None:
         self.store.close()
