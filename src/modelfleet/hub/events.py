@@ -78,8 +78,10 @@ def check_patterns(patterns: list[str], what: str = "event type") -> list[str]:
     out: list[str] = []
     for raw in patterns:
         pattern = raw.strip()
-        base = pattern[:-2] if pattern.endswith(".*") else pattern
-        if pattern != "*" and not (TYPE_RE.match(base) or re.match(r"^[a-z][a-z0-9_]*$", base)):
+        family = pattern.endswith(".*")
+        base = pattern[:-2] if family else pattern
+        word = family and re.match(r"^[a-z][a-z0-9_]*$", base) is not None
+        if pattern != "*" and not (TYPE_RE.match(base) or word):
             raise InvalidInput(
                 f"invalid {what} {raw!r}: use a dotted type (rollout.failed), a family "
                 "(rollout.*) or *"
@@ -212,12 +214,22 @@ class SiteWatch:
         self.events = events
         self.sites = sites
         self._told: dict[str, tuple[bool, str]] = {}  # site -> (online, offline since)
+        self._watching_since: datetime | None = None
 
     def check(self, now: datetime) -> None:
+        if self._watching_since is None:
+            self._watching_since = now
+        # A hub that was down heard no reports: it judges nobody offline before a whole
+        # offline period has passed with it listening (else every restart flags the fleet).
+        settled = (
+            now - self._watching_since
+        ).total_seconds() >= self.sites.settings.offline_after_s
         for site in self.sites.list():
             if site.decommissioned_at is not None or site.last_seen is None:
                 continue
-            self._check(site, self.sites.online(site, now))
+            online = self.sites.online(site, now)
+            if online or settled:
+                self._check(site, online)
 
     def _check(self, site: SiteRecord, online: bool) -> None:
         told = self._told.get(site.name)

@@ -1,0 +1,123 @@
+"""Events from a real hub and site: ``site.offline`` when the site stops reporting and
+``site.online`` when it is back (each once), ``key.rotated`` from ``hub key rotate`` on the
+data directory of the running hub, and an event stream that the hub's stop ends at once
+rather than holding the shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelfleet.api.events import Event
+from modelfleet.errors import ModelfleetError
+from modelfleet.hub.bootstrap import init_hub
+from modelfleet.hub_client import HubClient
+from modelfleet.sim.launcher import HubProcess, SiteProcess
+from tests.conftest import trust_fleet_ca
+from tests.waiting import wait_for
+
+HUB_ENV = {"MODELFLEET_HUB_OFFLINE_AFTER_S": "2"}
+SITE_ENV = {"MODELFLEET_SITE_REPORT_INTERVAL_S": "0.5"}
+
+
+@dataclass
+class One:
+    root: Path
+    hub: HubProcess
+    site: SiteProcess
+    admin: HubClient
+
+
+@pytest.fixture
+def one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[One]:
+    init = init_hub(tmp_path / "hub")
+    hub = HubProcess(tmp_path / "hub", extra_env=HUB_ENV).start()
+    trust_fleet_ca(monkeypatch, hub.ca_file)
+    admin = HubClient(hub.url, init.admin_token)
+    token = admin.add_site("plant", {"region": "eu-west"})["enrollment_token"]
+    site = SiteProcess(tmp_path / "site", hub.url, token, extra_env=SITE_ENV)
+    try:
+        site.start(timeout=60)
+        yield One(tmp_path, hub, site, admin)
+    finally:
+        site.stop()
+        admin.close()
+        hub.stop()
+
+
+def _types(admin: HubClient, subject: str) -> list[str]:
+    return [e.type for e in admin.list_events(types=["site.*"]) if e.subject == subject]
+
+
+def test_site_offline_then_online_once_each(one: One) -> None:
+    wait_for(lambda: one.admin.get_site("plant").online, timeout=30, what="site online")
+    assert _types(one.admin, "plant") == []  # first seen online: nothing to tell
+    one.site.stop()
+    wait_for(lambda: _types(one.admin, "plant") == ["site.offline"], timeout=30, what="offline")
+    one.site.start(timeout=60)
+    wait_for(
+        lambda: _types(one.admin, "plant") == ["site.offline", "site.online"],
+        timeout=30,
+        what="online again",
+    )
+    offline = one.admin.list_events(types=["site.offline"])[0]
+    assert offline.payload["site"] == "plant"
+    assert offline.payload["last_seen"]
+    # A restarted hub reads back what it last told: nothing is told twice.
+    one.hub.kill()
+    one.hub.start()
+    wait_for(lambda: one.admin.get_site("plant").online, timeout=30, what="site online")
+    # For longer than an offline period (2 s): a hub that was down flags nobody offline.
+    stays = time.monotonic() + 4
+    wait_for(
+        lambda: (
+            _types(one.admin, "plant") != ["site.offline", "site.online"]
+            or time.monotonic() > stays
+        ),
+        timeout=30,
+        what="an offline period after the restart",
+    )
+    assert _types(one.admin, "plant") == ["site.offline", "site.online"]
+
+
+def test_key_rotation_is_an_event(one: One) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "modelfleet", "hub", "key", "rotate", "--data-dir",
+         str(one.root / "hub")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rotated = one.admin.list_events(types=["key.*"])
+    assert [e.type for e in rotated] == ["key.rotated"]
+    assert rotated[0].payload["key_id"] == rotated[0].subject
+    assert rotated[0].payload["previous"] != rotated[0].subject
+
+
+def test_stream_ends_when_the_hub_stops(one: One) -> None:
+    seen: list[Event] = []
+    ended = threading.Event()
+    hc = HubClient(one.hub.url, one.admin.token)
+
+    def run() -> None:
+        with contextlib.suppress(ModelfleetError):
+            seen.extend(hc.stream_events(after=0, read_timeout=120))
+        ended.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    one.site.stop()
+    wait_for(lambda: any(e.type == "site.offline" for e in seen), timeout=30, what="live event")
+    assert not ended.is_set()
+    one.hub.stop()  # SIGTERM: the stream is answered to its end, not held until cut
+    assert ended.wait(10), "the stream outlived the hub"
+    code = one.hub.proc.returncode if one.hub.proc is not None else None
+    assert code == 0, code
+    hc.close()
