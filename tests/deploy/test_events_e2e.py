@@ -17,10 +17,11 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from modelfleet.api.events import Event
 from modelfleet.errors import ModelfleetError
 from modelfleet.hub_client import HubClient
 from tests.deploy.fleet import CANARY, Fleet, baseline, deploy, settle, traffic, wait_for
+from tests.docs.blocks import fenced_blocks
 
 SECRET = "a-test-secret-of-enough-length"
 
@@ -84,13 +86,27 @@ def receiver(status: int = 200) -> Iterator[Receiver]:
         server.server_close()
 
 
+def _docs_verifier() -> Callable[..., bool]:
+    """``verify_signature`` exactly as docs/events.md shows it (so the snippet works)."""
+    page = Path(__file__).resolve().parents[2] / "docs" / "events.md"
+    code = next(b.text for b in fenced_blocks(page) if "def verify_signature" in b.text)
+    scope: dict[str, Any] = {}
+    exec(compile(code, "docs/events.md", "exec"), scope)
+    verifier: Callable[..., bool] = scope["verify_signature"]
+    return verifier
+
+
 def verify(request: dict[str, Any], secret: str) -> bool:
-    """What a receiver does: HMAC-SHA256 over ``<timestamp>.<raw body>``."""
+    """What a receiver does: HMAC-SHA256 over ``<timestamp>.<raw body>``; checked both by
+    hand and with the documented snippet, which must agree."""
     ts = request["headers"]["x-modelfleet-timestamp"]
     expected = hmac.new(secret.encode(), ts.encode() + b"." + request["body"], hashlib.sha256)
-    return hmac.compare_digest(
+    by_hand = hmac.compare_digest(
         request["headers"]["x-modelfleet-signature"], "sha256=" + expected.hexdigest()
     )
+    documented = _docs_verifier()(secret, request["headers"], request["body"])
+    tampered = _docs_verifier()(secret, request["headers"], request["body"] + b" ")
+    return by_hand and documented and not tampered
 
 
 @contextmanager

@@ -32,6 +32,7 @@ TypeOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--type",
+        metavar="TYPE",
         help="Only these event types (repeatable): exact (rollout.failed), a family "
         "(rollout.*) or *.",
     ),
@@ -163,6 +164,7 @@ def add(
         list[str],
         typer.Option(
             "--events",
+            metavar="TYPES",
             help="Event types (repeatable, or comma-separated): rollout.failed, rollout.*, *.",
         ),
     ],
@@ -289,7 +291,8 @@ def dead_letters(
 def redeliver(
     webhook_id: Annotated[str, typer.Argument(help="The webhook's id (see `webhook ls`).")],
     event_ids: Annotated[
-        list[int] | None, typer.Option("--event", help="Only these event ids (repeatable).")
+        list[int] | None,
+        typer.Option("--event", metavar="ID", help="Only these event ids (repeatable)."),
     ] = None,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
