@@ -19,8 +19,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,58 +30,9 @@ from modelfleet.errors import ModelfleetError
 from modelfleet.hub_client import HubClient
 from tests.deploy.fleet import CANARY, Fleet, baseline, deploy, settle, traffic, wait_for
 from tests.docs.blocks import fenced_blocks
+from tests.webhook_receiver import receiver
 
 SECRET = "a-test-secret-of-enough-length"
-
-
-@dataclass
-class Receiver:
-    """A webhook target: records every request; answers ``status``."""
-
-    status: int = 200
-    got: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    url: str = ""
-
-    def ids(self, path: str = "/hook") -> list[int]:
-        with self.lock:
-            return [
-                int(r["headers"]["x-modelfleet-event-id"]) for r in self.got if r["path"] == path
-            ]
-
-
-@contextmanager
-def receiver(status: int = 200) -> Iterator[Receiver]:
-    rec = Receiver(status=status)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            body = self.rfile.read(length)
-            with rec.lock:
-                rec.got.append(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body,
-                    }
-                )
-            self.send_response(rec.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _docs_verifier() -> Callable[..., bool]:

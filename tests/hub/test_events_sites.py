@@ -121,3 +121,24 @@ def test_stream_ends_when_the_hub_stops(one: One) -> None:
     code = one.hub.proc.returncode if one.hub.proc is not None else None
     assert code == 0, code
     hc.close()
+
+
+def test_federated_job_finished_is_an_event(one: One) -> None:
+    import onnx
+
+    from modelfleet.federation.specs import ModelSpec, build_onnx, init_weights
+
+    spec = ModelSpec(family="softmax", features=4, classes=2)
+    path = one.root / "init.onnx"
+    onnx.save(build_onnx(spec, init_weights(spec)), str(path))
+    one.admin.push(path, "fl-model")
+    job = one.admin.start_federated_job(
+        {"id": "job-ev", "model": "fl-model", "sites": "region=nowhere", "rounds": 1,
+         "min_sites": 1, "wait_for_sites_s": 600, "data": "digits"}
+    )  # fmt: skip
+    assert job.state == "running"
+    one.admin.abort_federated_job("job-ev", "not needed")
+    finished = one.admin.list_events(types=["fl.*"])
+    assert [(e.type, e.subject) for e in finished] == [("fl.job_finished", "job-ev")]
+    assert finished[0].payload["state"] == "aborted"
+    assert finished[0].payload["message"] == "not needed"
