@@ -13,9 +13,12 @@ from typing import Any
 
 @dataclass
 class Receiver:
-    """A webhook target: records every request; answers ``status``."""
+    """A webhook target: records every request; answers ``status`` (after ``hang_s``, or
+    when the test ends, whichever is first: a target that does not answer)."""
 
     status: int = 200
+    hang_s: float = 0.0
+    released: threading.Event = field(default_factory=threading.Event)
     got: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
@@ -28,8 +31,8 @@ class Receiver:
 
 
 @contextmanager
-def receiver(status: int = 200) -> Iterator[Receiver]:
-    rec = Receiver(status=status)
+def receiver(status: int = 200, hang_s: float = 0.0) -> Iterator[Receiver]:
+    rec = Receiver(status=status, hang_s=hang_s)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -43,6 +46,8 @@ def receiver(status: int = 200) -> Iterator[Receiver]:
                         "body": body,
                     }
                 )
+            if rec.hang_s:
+                rec.released.wait(rec.hang_s)
             self.send_response(rec.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -51,11 +56,14 @@ def receiver(status: int = 200) -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.block_on_close = False
     rec.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield rec
     finally:
+        rec.released.set()
         server.shutdown()
         server.server_close()

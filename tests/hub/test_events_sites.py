@@ -23,6 +23,7 @@ from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess
 from tests.conftest import trust_fleet_ca
 from tests.waiting import wait_for
+from tests.webhook_receiver import receiver
 
 HUB_ENV = {"MODELFLEET_HUB_OFFLINE_AFTER_S": "2"}
 SITE_ENV = {"MODELFLEET_SITE_REPORT_INTERVAL_S": "0.5"}
@@ -142,3 +143,28 @@ def test_federated_job_finished_is_an_event(one: One) -> None:
     assert [(e.type, e.subject) for e in finished] == [("fl.job_finished", "job-ev")]
     assert finished[0].payload["state"] == "aborted"
     assert finished[0].payload["message"] == "not needed"
+
+
+def test_a_hanging_target_does_not_delay_a_healthy_one(one: One) -> None:
+    with receiver(200, hang_s=120) as stuck, receiver(200) as healthy:
+        slow = one.admin.create_webhook(stuck.url + "/hook", ["key.*"], max_attempts=1)
+        one.admin.create_webhook(healthy.url + "/hook", ["key.*"])
+        for _ in range(2):
+            done = subprocess.run(
+                [sys.executable, "-m", "modelfleet", "hub", "key", "rotate", "--data-dir",
+                 str(one.root / "hub")],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        ids = [e.id for e in one.admin.list_events(types=["key.rotated"])]
+        wait_for(lambda: healthy.ids() == ids, timeout=30, what="the healthy target")
+        # The hanging target has acknowledged nothing (it never answers within the timeout):
+        # its events end as dead letters, with the timeout as the reason.
+        assert stuck.ids()[:1] == ids[:1]
+
+        def dead() -> list[int]:
+            return [d.event_id for d in one.admin.list_dead_letters(slow.id)]
+
+        wait_for(lambda: dead() == ids, timeout=60, what="dead letters of the hanging target")
+        reasons = {d.last_error for d in one.admin.list_dead_letters(slow.id)}
+        assert all("Timeout" in r for r in reasons), reasons
