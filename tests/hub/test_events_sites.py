@@ -6,6 +6,7 @@ rather than holding the shutdown."""
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import threading
@@ -168,3 +169,44 @@ def test_a_hanging_target_does_not_delay_a_healthy_one(one: One) -> None:
         wait_for(lambda: dead() == ids, timeout=60, what="dead letters of the hanging target")
         reasons = {d.last_error for d in one.admin.list_dead_letters(slow.id)}
         assert all("Timeout" in r for r in reasons), reasons
+
+
+def test_follow_rides_out_a_hub_restart(one: One) -> None:
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "modelfleet", "events", "--follow", "--json", "--type", "key.*",
+         "--hub", one.hub.url, "--token", one.admin.token or ""],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[dict[str, object]] = []
+
+    def read() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            lines.append(json.loads(line))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        _rotate(one)
+        wait_for(lambda: len(lines) == 1, timeout=30, what="the first event, live")
+        one.hub.kill()
+        one.hub.start()
+        _rotate(one)
+        wait_for(lambda: len(lines) == 2, timeout=60, what="the event after the restart")
+        assert [line["type"] for line in lines] == ["key.rotated", "key.rotated"]
+        assert lines[0]["id"] != lines[1]["id"]
+        assert follower.poll() is None  # still following
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    assert follower.stderr is not None
+    assert "Traceback" not in follower.stderr.read()
+
+
+def _rotate(one: One) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "modelfleet", "hub", "key", "rotate", "--data-dir",
+         str(one.root / "hub")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
