@@ -219,7 +219,8 @@ def test_bad_webhooks_refused_with_the_reason(
 
 
 @pytest.mark.parametrize(
-    "query", ["limit=0", "limit=100000", "after=-1", "type=BAD", "type=rollout.*.x"]
+    "query",
+    ["limit=0", "limit=100000", "after=-1", "type=BAD", "type=rollout.*.x", "type=a." + "b" * 99],
 )
 def test_bad_event_queries_refused(fleet: Fleet, query: str) -> None:
     answer = httpx.get(

@@ -81,10 +81,10 @@ def check_patterns(patterns: list[str], what: str = "event type") -> list[str]:
         family = pattern.endswith(".*")
         base = pattern[:-2] if family else pattern
         word = family and re.match(r"^[a-z][a-z0-9_]*$", base) is not None
-        if pattern != "*" and not (TYPE_RE.match(base) or word):
+        if len(pattern) > 64 or (pattern != "*" and not (TYPE_RE.match(base) or word)):
             raise InvalidInput(
-                f"invalid {what} {raw!r}: use a dotted type (rollout.failed), a family "
-                "(rollout.*) or *"
+                f"invalid {what} {raw[:80]!r}: use a dotted type (rollout.failed), a family "
+                "(rollout.*) or *, at most 64 characters"
             )
         out.append(pattern)
     return list(dict.fromkeys(out))
@@ -163,8 +163,9 @@ class Events:
                 "message": entry.get("message", ""),
                 "by": entry.get("by"),
             }
-            if kind != "rollout.wave_passed":
-                detail["reason"] = r.reason
+            if kind != "rollout.wave_passed":  # the row's reason is the latest decision's
+                last = index == len(r.history) - 1
+                detail["reason"] = r.reason if last else entry.get("message", "")
             self.emit(kind, r.id, detail, key=f"rollout/{r.id}/history/{index}")
         if r.state == "succeeded":
             self.emit(
