@@ -43,12 +43,13 @@ from modelfleet.api import (
     TokenCreated,
     Version,
 )
+from modelfleet.api.events import DeadLetter, Event, Redelivered, Webhook, WebhookCreated
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.pki.tls import TlsFiles
 from modelfleet.refs import parse_ref
 from modelfleet.registry.manifest import verify_manifest
 from modelfleet.settings import ClientSettings
-from modelfleet.transport.session import HubSession
+from modelfleet.transport.session import HubSession, raise_for_response, transport_error
 
 Progress = Callable[[int], None]
 _CHUNK = 1 << 20
@@ -507,3 +508,90 @@ class HubClient:
         """What each site declared about taking part in federated jobs (site -> consent)."""
         result: Consents = self._json("GET", "/api/v1/federation/consent")
         return result
+
+    # --- events and webhooks ------------------------------------------------------------
+
+    def list_events(
+        self, *, after: int = 0, types: list[str] | None = None, limit: int = 100
+    ) -> list[Event]:
+        """Events with an id above ``after``, oldest first (``types``: exact, ``x.*``)."""
+        params: list[tuple[str, Any]] = [("after", after), ("limit", limit)]
+        params += [("type", t) for t in types or []]
+        return self._many(Event, "GET", "/api/v1/events", params=params)
+
+    def stream_events(
+        self,
+        *,
+        after: int | None = None,
+        types: list[str] | None = None,
+        read_timeout: float = 60.0,
+    ) -> Iterator[Event]:
+        """Events as the hub records them (server-sent events), from after ``after`` (None:
+        from now). Ends when the hub ends the stream (it is stopping); a broken connection
+        raises :class:`HubUnreachable`. Reconnect with ``after`` = the last id seen."""
+        params: list[tuple[str, Any]] = [("type", t) for t in types or []]
+        headers = {"Accept": "text/event-stream"}
+        if after is not None:
+            headers["Last-Event-ID"] = str(after)
+        timeout = httpx.Timeout(10.0, read=read_timeout)
+        try:
+            with self._session._client().stream(
+                "GET", "/api/v1/events/stream", params=params, headers=headers, timeout=timeout
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise_for_response(response)
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        yield Event.model_validate(json.loads("\n".join(data)))
+                        data = []
+        except httpx.TransportError as exc:
+            raise transport_error(self.url, exc, "event stream:") from exc
+
+    def list_webhooks(self) -> list[Webhook]:
+        return self._many(Webhook, "GET", "/api/v1/webhooks")
+
+    def create_webhook(
+        self,
+        url: str,
+        events: list[str],
+        *,
+        format: str = "json",
+        secret: str | None = None,
+        description: str = "",
+        max_attempts: int = 8,
+    ) -> WebhookCreated:
+        """A target for ``events`` (``rollout.*``, ``*``); the answer holds its secret once."""
+        body: dict[str, Any] = {
+            "url": url,
+            "events": events,
+            "format": format,
+            "description": description,
+            "max_attempts": max_attempts,
+        }
+        if secret is not None:
+            body["secret"] = secret
+        return self._one(WebhookCreated, "POST", "/api/v1/webhooks", json=body)
+
+    def remove_webhook(self, webhook_id: str) -> None:
+        self.request("DELETE", f"/api/v1/webhooks/{webhook_id}")
+
+    def list_dead_letters(self, webhook_id: str, limit: int = 100) -> list[DeadLetter]:
+        return self._many(
+            DeadLetter,
+            "GET",
+            f"/api/v1/webhooks/{webhook_id}/dead-letters",
+            params={"limit": limit},
+        )
+
+    def redeliver_webhook(self, webhook_id: str, event_ids: list[int] | None = None) -> Redelivered:
+        """Queue a target's dead letters (all, or ``event_ids``) again."""
+        return self._one(
+            Redelivered,
+            "POST",
+            f"/api/v1/webhooks/{webhook_id}/redeliver",
+            json={"event_ids": event_ids},
+        )

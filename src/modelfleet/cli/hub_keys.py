@@ -87,7 +87,7 @@ def list_keys(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def rotate(data_dir: DataDirOpt = None) -> None:
+def rotate(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
     """Make a new signing key, endorsed by the current one; new versions are signed with it.
 
     Versions signed before keep verifying until their key is retired. Sites take the new
@@ -100,11 +100,30 @@ def rotate(data_dir: DataDirOpt = None) -> None:
     keys = _keys(data_dir)
     before = keys.current_id
     entry = keys.rotate()
+    _tell_rotated(data_dir, db, entry.id, before, keys.revision)
     say(
         f"signing key {entry.id} is current (endorsed by {before}); "
         f"key set revision {keys.revision}. To retire {before}: modelfleet hub key resign, "
         f"then modelfleet hub key retire {before}",
     )
+
+
+def _tell_rotated(data_dir: DataDirOpt, db: str | None, kid: str, before: str, rev: int) -> None:
+    """The ``key.rotated`` event, in the hub's store (a running hub delivers it); the
+    rotation stands even when the store cannot be reached (said, not raised)."""
+    from modelfleet.errors import ModelfleetError
+    from modelfleet.hub.bootstrap import open_local_store
+    from modelfleet.hub.events import Events
+
+    try:
+        store = open_local_store(_root(data_dir), db)
+    except ModelfleetError as exc:
+        say(f"warning: key.rotated event not recorded: {exc.message}")
+        return
+    try:
+        Events(store).key_rotated(kid, before, rev)
+    finally:
+        store.close()
 
 
 @app.command()

@@ -14,6 +14,7 @@ from modelfleet.cli import (
     audit,
     demo,
     drift,
+    events,
     fl,
     gateway,
     hub,
@@ -61,6 +62,8 @@ app.command("demo")(demo.demo)
 app.command("status")(status.status)
 app.command("drift")(drift.drift)
 app.command("anomalies")(anomalies.anomalies)
+app.command("events")(events.events)
+app.add_typer(events.webhook_app, name="webhook")
 app.add_typer(policy.app, name="policy")
 app.add_typer(rollout.app, name="rollout")
 app.command("deploy")(deploy_cmd.deploy)

@@ -16,6 +16,7 @@ from modelfleet.hub.api import anomalies as anomalies_api
 from modelfleet.hub.api import deployments as deployments_api
 from modelfleet.hub.api import directory as directory_api
 from modelfleet.hub.api import distributions as distributions_api
+from modelfleet.hub.api import events as events_api
 from modelfleet.hub.api import federation as federation_api
 from modelfleet.hub.api import fleet as fleet_api
 from modelfleet.hub.api import models as models_api
@@ -33,6 +34,7 @@ from modelfleet.hub.certificates import SiteCertificates
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.dashboard.app import install_dashboard
 from modelfleet.hub.datadir import DataDir
+from modelfleet.hub.events import Events
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics, MeasureRequests
 from modelfleet.hub.ratelimit import FailureLimiter
@@ -46,6 +48,7 @@ from modelfleet.hub.telemetry_metrics import register as register_telemetry_metr
 from modelfleet.hub.timeseries import TimeSeries
 from modelfleet.hub.tls import HubTls
 from modelfleet.hub.wakeups import Notifier
+from modelfleet.hub.webhooks import Webhooks
 from modelfleet.registry.artifacts import open_artifact_store
 from modelfleet.settings import HubSettings
 
@@ -70,8 +73,16 @@ def build_context(settings: HubSettings) -> HubContext:
     anomalies = Anomalies(store.telemetry)
     register_telemetry_metrics(metrics.registry, telemetry, anomalies)
     notifier = Notifier()
+    events = Events(store)
     deployments, rollouts = build_rollouts(
-        store, registry, sites, notifier.notify, settings, telemetry, anomalies=anomalies
+        store,
+        registry,
+        sites,
+        notifier.notify,
+        settings,
+        telemetry,
+        anomalies=anomalies,
+        events=events,
     )
     return HubContext(
         settings=settings,
@@ -84,7 +95,9 @@ def build_context(settings: HubSettings) -> HubContext:
         notifier=notifier,
         telemetry=telemetry,
         anomalies=anomalies,
-        federation=Coordinator(store, registry, sites, tmp_dir=data_dir.tmp_dir / "fl"),
+        federation=Coordinator(
+            store, registry, sites, tmp_dir=data_dir.tmp_dir / "fl", events=events
+        ),
         deployments=deployments,
         rollouts=rollouts,
         retention=TelemetryRetention(
@@ -99,6 +112,8 @@ def build_context(settings: HubSettings) -> HubContext:
             audit_per_window=settings.audited_failures_per_minute,
         ),
         timeseries=TimeSeries(store.telemetry, retention_days=settings.telemetry_retention_days),
+        events=events,
+        webhooks=Webhooks(store, events, sites),
     )
 
 
@@ -110,6 +125,7 @@ def answer_long_polls(ctx: HubContext) -> None:
     answer, finds the hub gone on its next poll and keeps serving from its cache."""
     ctx.notifier.close()
     ctx.federation.bell.close()
+    ctx.events.bell.close()  # event streams (SSE) end
 
 
 def create_app(ctx: HubContext) -> FastAPI:
@@ -122,7 +138,10 @@ def create_app(ctx: HubContext) -> FastAPI:
         # holding its advisory lock moves them (same lock, another role).
         ctx.rollouts.start()
         ctx.retention.start()
+        # Webhook delivery and the site online/offline watch: the leader only, too.
+        ctx.webhooks.start()
         yield
+        ctx.webhooks.stop()
         ctx.retention.stop()
         ctx.rollouts.stop()
         ctx.federation.stop()
@@ -147,6 +166,7 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(directory_api.router)
     app.include_router(federation_api.router)
     app.include_router(fleet_api.router)
+    app.include_router(events_api.router)
     install_dashboard(app)  # /ui: the web dashboard (hub/dashboard)
 
     app.add_middleware(BodyLimit, max_body_bytes=ctx.settings.max_body_bytes)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from modelfleet.hub.anomalies import Anomalies
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.deployments import Deployments
+from modelfleet.hub.events import Events
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics
 from modelfleet.hub.ratelimit import FailureLimiter
@@ -18,6 +19,7 @@ from modelfleet.hub.store import Store
 from modelfleet.hub.telemetry import Telemetry
 from modelfleet.hub.timeseries import TimeSeries
 from modelfleet.hub.wakeups import Notifier
+from modelfleet.hub.webhooks import Webhooks
 from modelfleet.registry.artifacts import ArtifactStore
 from modelfleet.settings import HubSettings
 
@@ -49,6 +51,9 @@ class HubContext:
     limiter: FailureLimiter
     #: Telemetry windows over time, per site x model (hub/timeseries.py): charts.
     timeseries: TimeSeries
+    #: The event log (hub/events.py) and webhook delivery (hub/webhooks.py).
+    events: Events
+    webhooks: Webhooks
 
     def close(self) -> None:
         self.store.close()

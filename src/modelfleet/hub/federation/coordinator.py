@@ -49,6 +49,7 @@ from modelfleet.federation.rounds import (
 from modelfleet.federation.specs import ModelSpec, flatten, read_onnx
 from modelfleet.federation.strategies import make_strategy
 from modelfleet.federation.wire import pack_state, pack_vector, unpack_state, unpack_vector
+from modelfleet.hub.events import Events
 from modelfleet.hub.federation.personalization import register_variants, registered_variants
 from modelfleet.hub.federation.registration import register_result, registered_version
 from modelfleet.hub.federation.round_inputs import example_caps, stored_updates
@@ -80,6 +81,7 @@ class Coordinator:
         *,
         tmp_dir: Path,
         tick_s: float = 0.25,
+        events: Events | None = None,
     ) -> None:
         self.repo = store.federation
         self.registry = registry
@@ -88,6 +90,7 @@ class Coordinator:
         self.tick_s = tick_s
         # Wakes the sites' task long-polls when a round opens.
         self.bell = Notifier()
+        self.events = events  # fl.job_finished, told by _end (hub/events.py)
         self.lease = store.leadership("federated coordinator")
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -167,7 +170,7 @@ class Coordinator:
         job = self.repo.get_job(job_id)
         if job.state in FINISHED:
             raise Conflict(f"federated job {job_id!r} is already {job.state}")
-        aborted = self.repo.transition(job_id, ("running",), "aborted", message=reason)
+        aborted = self._end(job_id, ("running",), "aborted", message=reason)
         self.board.invalidate()
         if not aborted:
             raise Conflict(f"federated job {job_id!r} is {self.repo.get_job(job_id).state}")
@@ -335,7 +338,7 @@ class Coordinator:
 
     def _open(self, job: JobRow, config: JobConfig, number: int, failed: RoundRow | None) -> bool:
         if failed is not None and failed.attempt >= config.max_round_attempts:
-            return self.repo.transition(
+            return self._end(
                 job.id,
                 ("running",),
                 "failed",
@@ -349,7 +352,7 @@ class Coordinator:
             message = waiting_message(sites, config.sites, config.min_sites)
             if time.monotonic() - since > config.wait_for_sites_s:
                 self._waiting_since.pop(job.id, None)
-                return self.repo.transition(
+                return self._end(
                     job.id, ("running",), "failed", message=message + " (gave up)", sites=sites
                 )
             if job.message != message or job.sites != sites:
@@ -456,6 +459,13 @@ class Coordinator:
             log.info("job %s round %d closed: %s", job.id, rnd.number, result.metrics)
         return closed
 
+    def _end(self, job_id: str, expected: tuple[str, ...], state: str, **values: Any) -> bool:
+        """A transition to a finished state, told as ``fl.job_finished`` when it happened."""
+        moved = self.repo.transition(job_id, expected, state, **values)
+        if moved and self.events is not None:
+            self.events.job_finished(self.repo.get_job(job_id))
+        return moved
+
     # --- result -------------------------------------------------------------------
 
     def _finalize(self, job: JobRow, config: JobConfig) -> None:
@@ -472,7 +482,7 @@ class Coordinator:
                     self.repo, self.registry, self.sites, self.tmp_dir, job, config, name, existing
                 )
         except ModelfleetError as exc:
-            self.repo.transition(
+            self._end(
                 job.id, ("finalizing",), "failed", message=f"registering failed: {exc.message}"
             )
             return
@@ -481,9 +491,7 @@ class Coordinator:
             message += "; site variants: " + ", ".join(
                 f"{site}={name}:{version}" for site, version in sorted(variants.items())
             )
-        self.repo.transition(
-            job.id, ("finalizing",), "completed", result_version=existing, message=message
-        )
+        self._end(job.id, ("finalizing",), "completed", result_version=existing, message=message)
 
 
 def _int(value: object, what: str) -> int:

@@ -28,12 +28,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
 from modelfleet.hub.anomalies import Anomalies
 from modelfleet.hub.deployments import Deployments
+from modelfleet.hub.events import Events
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.rollout.gates import (
     Figures,
@@ -110,6 +111,7 @@ class RolloutController:
         interval_s: float = 1.0,
         baseline_window_s: float = 600.0,
         full_sync_s: float = 10.0,
+        events: Events | None = None,
     ) -> None:
         # Rollout rows belong to the deployments service: the controller reads and moves
         # them through its methods, and reads sites' reports from the sites service.
@@ -122,6 +124,9 @@ class RolloutController:
         self.full_sync_s = full_sync_s
         self._was_leader = False
         self._last_sync = 0.0
+        # Every transition is told as an event (hub/events.py), keyed by what it was.
+        self.events = events
+        self._announced: set[str] = set()
         self._loop = BackgroundLoop(
             "rollout-controller",
             self._step,
@@ -148,6 +153,8 @@ class RolloutController:
                 # every site's assignments match the persisted state.
                 self.deployments.sync()
                 self._last_sync = time.monotonic()
+            if not self._was_leader:  # tell what a predecessor may not have (idempotent)
+                self._announce_recent()
             self.tick()
         self._was_leader = leader
 
@@ -155,6 +162,8 @@ class RolloutController:
         """Evaluate every running rollout once; returns those that changed."""
         changed = []
         for rollout in self.deployments.rollouts(states=("running",)):
+            if rollout.id not in self._announced:
+                self._announce(rollout)  # rollout.started, before anything it passes
             moved = self.advance(rollout, now or self.deployments.now())
             if moved is not None:
                 changed.append(moved)
@@ -257,11 +266,24 @@ class RolloutController:
         moved = self.deployments.transition(r, change)
         if moved is None:
             return None  # someone else decided first; the next tick re-reads
+        self._announce(moved)
         # A wave moving on is news (INFO); a failed or paused rollout needs a look.
         level = logging.WARNING if moved.state in ("failed", "paused") else logging.INFO
         log.log(level, "rollout %s: %s", r.id, moved.reason or f"wave {moved.step + 1} started")
         self.deployments.sync(self._sites(r))
         return moved
+
+    def _announce(self, r: RolloutRecord) -> None:
+        """Record the events the rollout's row implies (none twice: they are keyed)."""
+        if self.events is not None:
+            self.events.rollout(r)
+            self._announced.add(r.id)
+
+    def _announce_recent(self) -> None:
+        since = self.deployments.now() - timedelta(days=1)
+        for r in self.deployments.rollouts():
+            if r.updated_at >= since:
+                self._announce(r)
 
     # --- operator actions ----------------------------------------------------------------
 
@@ -273,6 +295,7 @@ class RolloutController:
             change = self._change_for(r, action, actor)
             moved = self.deployments.transition(r, change)
             if moved is not None:
+                self._announce(moved)
                 self.deployments.sync(self._sites(r) if action != "rollback" else None)
                 return moved
         raise Conflict(f"rollout {rollout_id} keeps changing under us; try again")
@@ -450,6 +473,8 @@ def build_rollouts(
     telemetry: Telemetry,
     source: GateSource | None = None,
     anomalies: Anomalies | None = None,
+    *,
+    events: Events | None = None,
 ) -> tuple[Deployments, RolloutController]:
     """The deployments service and its controller for one hub process; gates read the
     telemetry unless another ``source`` is given."""
@@ -460,5 +485,6 @@ def build_rollouts(
         store.leadership("rollout controller"),
         interval_s=settings.rollout_interval_s,
         baseline_window_s=settings.rollout_baseline_window_s,
+        events=events,
     )
     return deployments, controller

@@ -12,7 +12,8 @@ Which service owns which repository:
   ``assignments`` too, the low-level primitive desired state is derived into;
 - ``deployments``: the deployments service and the rollout controller;
 - ``telemetry``: the telemetry service, the rollout gate source and retention;
-- ``federation``: the federation coordinator (``hub/federation/``).
+- ``federation``: the federation coordinator (``hub/federation/``);
+- ``events``: the events service (``hub/events.py``): the event log and webhook delivery.
 
 Another service's data is asked for through that service's methods
 (``Sites.list()``, ``Registry.versions(name)``), never through its ``.store``.
@@ -29,6 +30,7 @@ from datetime import datetime
 
 from modelfleet.hub.store.repos.access import AuditRepo, TokenRepo
 from modelfleet.hub.store.repos.deployments import DeploymentRepo
+from modelfleet.hub.store.repos.events import EventRepo
 from modelfleet.hub.store.repos.federation import FederationRepo
 from modelfleet.hub.store.repos.models import ModelRepo
 from modelfleet.hub.store.repos.sites import AssignmentRepo, SiteRepo
@@ -74,6 +76,7 @@ class Store(ABC):
     deployments: DeploymentRepo
     telemetry: TelemetryRepo
     federation: FederationRepo
+    events: EventRepo
 
     @property
     @abstractmethod

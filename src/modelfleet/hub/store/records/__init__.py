@@ -15,6 +15,7 @@ from modelfleet.hub.store.records.deployments import (
     RolloutChange,
     RolloutRecord,
 )
+from modelfleet.hub.store.records.events import DeliveryRecord, EventRecord, WebhookRecord
 from modelfleet.hub.store.records.federation import JobRow, NewJob, RoundRow, UpdateRow
 from modelfleet.hub.store.records.models import ModelRecord, NewVersion, VersionRecord
 from modelfleet.hub.store.records.sites import Assignment, NewCertificate, SiteRecord
@@ -24,7 +25,9 @@ __all__ = [
     "ACTIVE_STATES",
     "Assignment",
     "AuditRecord",
+    "DeliveryRecord",
     "DeploymentRecord",
+    "EventRecord",
     "IngestResult",
     "JobRow",
     "ModelRecord",
@@ -42,5 +45,6 @@ __all__ = [
     "Totals",
     "UpdateRow",
     "VersionRecord",
+    "WebhookRecord",
     "WindowRecord",
 ]

@@ -5,7 +5,24 @@ database: the Alembic environment and the migration consistency test rely on tha
 query code imports the tables it needs from their domain module.
 """
 
-from modelfleet.hub.store.schema import access, deployments, federation, models, sites, telemetry
+from modelfleet.hub.store.schema import (
+    access,
+    deployments,
+    events,
+    federation,
+    models,
+    sites,
+    telemetry,
+)
 from modelfleet.hub.store.schema.base import metadata
 
-__all__ = ["access", "deployments", "federation", "metadata", "models", "sites", "telemetry"]
+__all__ = [
+    "access",
+    "deployments",
+    "events",
+    "federation",
+    "metadata",
+    "models",
+    "sites",
+    "telemetry",
+]
