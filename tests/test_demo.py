@@ -29,6 +29,7 @@ def test_demo_fast_meets_every_expectation() -> None:
         "bad_release_rolled_back": True,
         "outage_zero_failures": True,
         "drift_flagged": True,
+        "stuck_sensor_flagged": True,
         "federated_registered": True,
         "federated_rolled_out": True,
         "telemetry_complete": True,
