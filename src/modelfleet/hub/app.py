@@ -65,7 +65,7 @@ def build_context(settings: HubSettings) -> HubContext:
     sites = Sites(store, registry, settings, certificates)
     metrics = HubMetrics()
     telemetry = Telemetry(store, sites)
-    anomalies = Anomalies(store.telemetry)
+    anomalies = Anomalies(store.telemetry, interval_s=settings.anomaly_interval_s)
     register_telemetry_metrics(metrics.registry, telemetry, anomalies)
     notifier = Notifier()
     deployments, rollouts = build_rollouts(
@@ -119,7 +119,9 @@ def create_app(ctx: HubContext) -> FastAPI:
         # holding its advisory lock moves them (same lock, another role).
         ctx.rollouts.start()
         ctx.retention.start()
+        ctx.anomalies.start()  # judges new windows off the request path
         yield
+        ctx.anomalies.stop()
         ctx.retention.stop()
         ctx.rollouts.stop()
         ctx.federation.stop()
