@@ -8,7 +8,9 @@ window made by the site's own ``TelemetryRecorder`` (3 requests/s, 6 numeric inp
 score output, the KLL sketches a site ships). Making a sketch is the bench's slow part, so
 a pool of windows is recorded once (``--pool`` distinct series) and every series takes the
 pool's windows of one of them, its request and error counts varied: every stored window is
-a full-size real one. Then times, on ``modelfleet.hub.anomalies.Anomalies`` over that store:
+a full-size real one; one series in ten ends in an error burst (30 % of requests failing
+over its last 8 minutes), so listings have anomalies to answer. Then times, on
+``modelfleet.hub.anomalies.Anomalies`` over that store:
 
 - the first full pass (reads every window of the last two hours, parses each once);
 - an incremental pass after one new window per series (every series' next bucket settles
@@ -72,8 +74,10 @@ def record_pool(n: int, windows: int, t0: float) -> list[list[dict[str, Any]]]:
     return pool
 
 
-def new_window(doc: dict[str, Any], shift: float, extra: int) -> NewWindow:
+def new_window(doc: dict[str, Any], shift: float, extra: int, burst: bool = False) -> NewWindow:
     requests = int(doc["requests"]) + extra
+    errors = int(requests * 0.3) if burst else int(doc["errors"])
+    doc = {**doc, "errors": errors}
     return NewWindow(
         window_id=uuid.uuid4().hex, model=doc["model"], version=int(doc["version"]),
         start_at=datetime.fromtimestamp(doc["start"] + shift, UTC),
@@ -100,7 +104,10 @@ def run(url: str, args: argparse.Namespace, pool: list[list[dict[str, Any]]], t0
     began = time.perf_counter()
     for s in range(args.series):
         docs = pool[s % len(pool)][:per]
-        batch = [new_window(d, 0.0, (s * 7 + i) % 5) for i, d in enumerate(docs)]
+        burst = s % 10 == 0  # one series in ten: 30 % errors over its last 8 minutes
+        batch = [
+            new_window(d, 0.0, (s * 7 + i) % 5, burst and i >= per - 8) for i, d in enumerate(docs)
+        ]
         store.telemetry.ingest(f"site-{s:04d}", uuid.uuid4().hex, "sp", (0, 0), batch)
     seed_s = time.perf_counter() - began
     clock = [t0 + per * WINDOW_S + 20]  # the last bucket has just settled
@@ -172,6 +179,7 @@ def main() -> None:
                 url = _fresh_schema(url)
             try:
                 results[name] = run(url, args, pool, t0)
+                print(name, json.dumps(results[name]), flush=True)
             finally:
                 if name == "postgresql":
                     _drop_schema(pg or "", url)

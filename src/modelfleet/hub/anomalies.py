@@ -99,6 +99,7 @@ class Anomalies:
         self._cursor = 0  # every id up to here was read (or is a gap below)
         self._gaps: dict[int, float] = {}  # ids missing below the cursor -> when first missed
         self._dirty: set[tuple[str, str]] = set()  # series to rebuild on the next pass
+        self._rebuilt: set[int] = set()  # ids above the cursor a rebuild already read
         self._stale_models: set[str] = set()  # settings changed here: re-read next pass
         # The last pass's answer, replaced whole (readers never see a half-made one).
         self._snapshot: tuple[float, list[Anomaly], dict[str, int]] | None = None
@@ -209,13 +210,11 @@ class Anomalies:
         settled, publish the result."""
         with self._pass_lock:
             now = self._clock()
-            first = self._snapshot is None
-            if first:
-                for model in sorted({t.model for t in self.repo.totals()}):
-                    self._model(model, now)
+            if self._snapshot is None:
+                self._first_pass(now)
             else:
                 self._check_settings(now)
-            self._read(now, first)
+            self._read(now)
             for key in sorted(self._dirty):
                 self._rebuild(key, now)
             self._dirty.clear()
@@ -257,25 +256,31 @@ class Anomalies:
             self._dirty.update(key for key in self._series if key[1] == model)
         self._stale_models.clear()
 
-    def _read(self, now: float, first: bool) -> None:
-        since: datetime | None = None
-        if first and self._models:
-            since = datetime.fromtimestamp(min(o for _, o in self._models.values()), UTC)
+    def _first_pass(self, now: float) -> None:
+        """Series by series from the store (one series' windows in memory at a time), the
+        id cursor taken first so that nothing stored meanwhile is missed."""
+        self._cursor = self.repo.max_window_id()
+        for site, model in sorted({(t.site, t.model) for t in self.repo.totals()}):
+            self._rebuild((site, model), now)
+
+    def _read(self, now: float) -> None:
         self._gaps = {i: t for i, t in self._gaps.items() if now - t < GAP_S}
         also = sorted(self._gaps)
         while True:
-            rows = self.repo.windows_after(self._cursor, also=also, since=since, limit=PAGE)
+            rows = self.repo.windows_after(self._cursor, also=also, limit=PAGE)
             also = []
             for wid, record in rows:
                 self._gaps.pop(wid, None)
                 if wid > self._cursor:
                     for missing in range(self._cursor + 1, min(wid, self._cursor + 1000)):
-                        if not first:
-                            self._gaps.setdefault(missing, now)
+                        self._gaps.setdefault(missing, now)
                     self._cursor = wid
+                if wid in self._rebuilt:
+                    continue  # a rebuild read it already
                 self._ingest(record, now)
             if len(rows) < PAGE:
                 break
+        self._rebuilt = {i for i in self._rebuilt if i > self._cursor}
 
     def _ingest(self, record: WindowRecord, now: float) -> None:
         _, origin = self._model(record.model, now)
@@ -299,18 +304,24 @@ class Anomalies:
         site, model = key
         settings, origin = self._model(model, now)
         self._series.pop(key, None)
+        since = datetime.fromtimestamp(origin, UTC)
+        state = SeriesState(site, model, settings)
         try:
-            windows = self.repo.windows(
-                site=site,
-                model=model,
-                since=datetime.fromtimestamp(origin, UTC),
-                with_profiles=True,
-            )
-            state = SeriesState(site, model, settings)
-            for window in windows:
-                state.add(_stats(window))
+            after = 0
+            while True:
+                rows = self.repo.windows_after(
+                    after, site=site, model=model, since=since, limit=PAGE
+                )
+                for wid, window in rows:
+                    if wid > self._cursor:
+                        self._rebuilt.add(wid)  # stored since the cursor: not read twice
+                    state.add(_stats(window))
+                if len(rows) < PAGE:
+                    break
+                after = rows[-1][0]
+            state.advance(now)  # keeps only the unsettled buckets' windows in memory
         except Exception:
             log.exception("anomaly detection of %s at %s failed", model, site)
             return
-        if windows:
+        if state.first is not None:
             self._series[key] = state

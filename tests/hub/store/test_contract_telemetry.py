@@ -129,6 +129,9 @@ def test_windows_after_reads_what_was_stored_since_by_id(store: Store) -> None:
     assert [w.requests for _, w in recent] == [2, 4]
     again = telemetry.windows_after(later[-1][0], also=[first[0][0]])
     assert [w.requests for _, w in again] == [1]
+    assert [w.requests for _, w in telemetry.windows_after(0, site="s2", model="pump")] == [3, 4]
+    assert telemetry.windows_after(0, model="other") == []
+    assert telemetry.max_window_id() == later[-1][0]
 
 
 def test_compaction_keeps_totals_exact_and_drops_old_windows(store: Store) -> None:

@@ -290,6 +290,8 @@ class SqlTelemetryRepo(TelemetryRepo):
         self,
         after_id: int,
         *,
+        site: str | None = None,
+        model: str | None = None,
         also: Sequence[int] = (),
         since: datetime | None = None,
         limit: int = 10_000,
@@ -316,6 +318,10 @@ class SqlTelemetryRepo(TelemetryRepo):
         )
         if since is not None:
             query = query.where(w.end_at > since)
+        if site is not None:
+            query = query.where(w.site == site)
+        if model is not None:
+            query = query.where(w.model == model)
         with self._store.read() as conn:
             rows = conn.execute(query).all()
         return [
@@ -337,6 +343,11 @@ class SqlTelemetryRepo(TelemetryRepo):
             )
             for r in rows
         ]
+
+    def max_window_id(self) -> int:
+        with self._store.read() as conn:
+            top = conn.execute(select(func.max(telemetry_windows.c.id))).scalar()
+        return int(top or 0)
 
     def windows(
         self,
