@@ -212,6 +212,14 @@ class HubSettings(BaseSettings):
         gt=0,
         description="How often the hub folds and deletes telemetry windows past retention.",
     )
+    anomaly_interval_s: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=600.0,
+        description="How often the hub's anomaly loop reads the windows stored since its last "
+        "pass and judges the buckets that settled (hub/anomalies.py); listings, /metrics and "
+        "the rollout gate answer from the last pass.",
+    )
 
     @model_validator(mode="after")
     def _defaults_within_bounds(self) -> HubSettings:

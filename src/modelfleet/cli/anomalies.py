@@ -155,7 +155,9 @@ def anomalies(
         f"anomalies (open, and ended in the last {since})",
         columns,
         _rows(found),
-        empty="no anomalies",
+        empty="no anomalies"
+        if doc.get("passed_at", "") is not None
+        else "no anomalies yet: the detector's first pass since the hub started is running",
     )
     if doc["truncated"]:
         say("more anomalies than shown: narrow with --site, --model or --since")

@@ -70,7 +70,7 @@ def build_context(settings: HubSettings) -> HubContext:
     sites = Sites(store, registry, settings, certificates)
     metrics = HubMetrics()
     telemetry = Telemetry(store, sites)
-    anomalies = Anomalies(store.telemetry)
+    anomalies = Anomalies(store.telemetry, interval_s=settings.anomaly_interval_s)
     register_telemetry_metrics(metrics.registry, telemetry, anomalies)
     notifier = Notifier()
     events = Events(store)
@@ -140,7 +140,9 @@ def create_app(ctx: HubContext) -> FastAPI:
         ctx.retention.start()
         # Webhook delivery and the site online/offline watch: the leader only, too.
         ctx.webhooks.start()
+        ctx.anomalies.start()  # judges new windows off the request path
         yield
+        ctx.anomalies.stop()
         ctx.webhooks.stop()
         ctx.retention.stop()
         ctx.rollouts.stop()

@@ -57,14 +57,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from modelfleet.errors import InvalidInput
+from modelfleet.monitoring.anomaly_settings import SETTING_NAMES, AnomalySettings, check_settings
 from modelfleet.monitoring.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 from modelfleet.monitoring.profiles import DatasetProfile, NumericProfile
 
 __all__ = [
     "MIN_CHANGE",
+    "SETTING_NAMES",
     "Anomaly",
     "AnomalySettings",
     "WindowStats",
@@ -94,67 +94,6 @@ MIN_CHANGE: dict[str, float] = {
 Severity = Literal["warning", "critical"]
 #: The log request count of a bucket without requests (as if half a request).
 _NO_REQUESTS = math.log(0.5)
-
-
-class AnomalySettings(BaseModel):
-    """How sensitive the detector is for one model; every value bounded."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    sensitivity: float = Field(
-        default=4.0,
-        ge=1.0,
-        le=20.0,
-        description="Robust z-score a bucket must reach to be anomalous (lower: more alerts).",
-    )
-    warmup: int = Field(
-        default=10, ge=3, le=1000, description="Values of a series before it is judged at all."
-    )
-    history: int = Field(
-        default=60, ge=3, le=1440, description="Values of a series its baseline median reads."
-    )
-    bucket_s: float = Field(
-        default=60.0, ge=10.0, le=3600.0, description="Seconds of windows per bucket."
-    )
-    min_requests: int = Field(
-        default=20,
-        ge=1,
-        le=1_000_000,
-        description="Requests (values) a bucket needs before rates, p99 and sketches count.",
-    )
-    stuck_windows: int = Field(
-        default=6,
-        ge=2,
-        le=1000,
-        description="Consecutive windows with traffic where an input has min == max.",
-    )
-    clear_buckets: int = Field(
-        default=2, ge=1, le=100, description="Normal buckets in a row that end an anomaly."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AnomalySettings:
-        if self.history < self.warmup:
-            raise ValueError("history must be at least warmup")
-        return self
-
-
-SETTING_NAMES = tuple(AnomalySettings.model_fields)
-
-
-def check_settings(values: Mapping[str, Any]) -> AnomalySettings:
-    """Validate settings (a full or partial set over the defaults); ``InvalidInput`` if bad."""
-    unknown = sorted(set(values) - set(SETTING_NAMES))
-    if unknown:
-        raise InvalidInput(
-            f"unknown anomaly setting {unknown[0]!r}; known: {', '.join(SETTING_NAMES)}"
-        )
-    try:
-        return AnomalySettings.model_validate(dict(values))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        raise InvalidInput(f"invalid anomaly setting {where}: {first['msg']}") from None
 
 
 @dataclass(frozen=True)
@@ -211,14 +150,17 @@ class _Bucket:
     inputs: DatasetProfile = field(default_factory=DatasetProfile)
     outputs: DatasetProfile = field(default_factory=DatasetProfile)
 
-    def add(self, window: WindowStats, inputs: DatasetProfile) -> None:
+    def add(
+        self, window: WindowStats, inputs: DatasetProfile, outputs: DatasetProfile | None = None
+    ) -> None:
         self.requests += window.requests
         self.errors += window.errors
         merge_counts(self.latency, dense(window.latency, len(LATENCY_BOUNDS) + 1))
         self.by_version[window.version] = self.by_version.get(window.version, 0) + max(
             window.requests, 1
         )
-        for mine, theirs in ((self.inputs, inputs), (self.outputs, _profile(window.outputs))):
+        outs = _profile(window.outputs) if outputs is None else outputs
+        for mine, theirs in ((self.inputs, inputs), (self.outputs, outs)):
             try:
                 mine.merge(theirs)
             except InvalidInput:  # a feature numeric here, categorical there: skip the window's
@@ -380,10 +322,54 @@ def _series(
     return out
 
 
+def window_order(window: WindowStats) -> tuple[float, float, int, int]:
+    """Windows are read by end; ties broken by start and version so that the merge order
+    of a bucket's sketches (which a KLL merge depends on) never depends on arrival order."""
+    return (window.end, window.start, window.version, window.requests)
+
+
 def _bucket_of(window: WindowStats, bucket_s: float) -> int:
     """The bucket holding the window's midpoint: a window closing on the grid line
     belongs to the bucket it covers, not the next one."""
     return math.floor((window.start + window.end) / 2 / bucket_s)
+
+
+def event_anomaly(
+    event: _Event,
+    still_open: bool,
+    *,
+    site: str,
+    model: str,
+    metric: str,
+    family: str,
+    version: int,
+    offset: int,
+    settings: AnomalySettings,
+) -> Anomaly:
+    """The anomaly of one run of flagged buckets (indices relative to bucket ``offset``);
+    shared with the incremental state of ``anomaly_series.py`` so both report alike."""
+    b = settings.bucket_s
+    peak = event.peak
+    observed, expected = peak.observed, peak.expected
+    if family == "p99":
+        observed, expected = math.exp(observed), math.exp(expected)
+    elif family == "request_rate":  # log counts back to rates; log(0.5) stands for 0
+        observed = 0.0 if observed <= _NO_REQUESTS else math.exp(observed) / b
+        expected = 0.0 if expected <= _NO_REQUESTS else math.exp(expected) / b
+    score = abs(peak.z)
+    return Anomaly(
+        site=site,
+        model=model,
+        version=version,
+        metric=metric,
+        start=_ts((offset + event.first) * b),
+        end=None if still_open else _ts((offset + event.last + 1) * b),
+        detected_at=_ts((offset + event.detected + 1) * b),
+        observed=round(observed, 9),
+        expected=round(expected, 9),
+        score=round(min(score, 1e9), 3),
+        severity=_severity(score, settings.sensitivity),
+    )
 
 
 def detect(
@@ -396,7 +382,7 @@ def detect(
     settle_s: float = SETTLE_S,
 ) -> list[Anomaly]:
     """Every anomaly in the windows of one site x model, oldest first."""
-    ordered = sorted(windows, key=lambda w: w.end)
+    ordered = sorted(windows, key=window_order)
     b = settings.bucket_s
     last = math.floor((now - settle_s) / b) - 1  # the newest complete, settled bucket
     ordered = [w for w in ordered if _bucket_of(w, b) <= last]
@@ -419,27 +405,17 @@ def detect(
     for metric, (family, sides, points) in _series(buckets, settings).items():
         judged = _judge(family, points, settings, sides)
         for event, still_open in _events(judged, settings.clear_buckets):
-            peak = event.peak
-            observed, expected = peak.observed, peak.expected
-            if family == "p99":
-                observed, expected = math.exp(observed), math.exp(expected)
-            elif family == "request_rate":  # log counts back to rates; log(0.5) stands for 0
-                observed = 0.0 if observed <= _NO_REQUESTS else math.exp(observed) / b
-                expected = 0.0 if expected <= _NO_REQUESTS else math.exp(expected) / b
-            score = abs(peak.z)
             found.append(
-                Anomaly(
+                event_anomaly(
+                    event,
+                    still_open,
                     site=site,
                     model=model,
-                    version=version_at(event.last),
                     metric=metric,
-                    start=_ts((first + event.first) * b),
-                    end=None if still_open else _ts((first + event.last + 1) * b),
-                    detected_at=_ts((first + event.detected + 1) * b),
-                    observed=round(observed, 9),
-                    expected=round(expected, 9),
-                    score=round(min(score, 1e9), 3),
-                    severity=_severity(score, settings.sensitivity),
+                    family=family,
+                    version=version_at(event.last),
+                    offset=first,
+                    settings=settings,
                 )
             )
     found.extend(_stuck(ordered, inputs, settings, site=site, model=model))

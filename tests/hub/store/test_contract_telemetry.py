@@ -110,6 +110,30 @@ def test_windows_since_and_filters(store: Store) -> None:
     assert with_profiles[0].profiles == {"inputs": {}, "outputs": {}}
 
 
+def test_windows_after_reads_what_was_stored_since_by_id(store: Store) -> None:
+    telemetry = repo(store)
+    telemetry.ingest("s1", "b1", "sp", (0, 0), [window("a", 1, minutes_ago=120), window("b", 2)])
+    first = telemetry.windows_after(0)
+    assert [w.requests for _, w in first] == [1, 2]
+    assert first[0][1].profiles == {"inputs": {}, "outputs": {}}
+    cursor = first[-1][0]
+    assert telemetry.windows_after(cursor) == []
+    # A window shipped late (its end long ago) is still new by id.
+    telemetry.ingest("s2", "b2", "sp", (0, 0), [window("c", 3, minutes_ago=300), window("d", 4)])
+    later = telemetry.windows_after(cursor)
+    assert [(w.site, w.requests) for _, w in later] == [("s2", 3), ("s2", 4)]
+    assert all(i > cursor for i, _ in later)
+    # Paged by limit; ``since`` filters on end; ``also`` asks for ids below the cursor again.
+    assert [w.requests for _, w in telemetry.windows_after(0, limit=2)] == [1, 2]
+    recent = telemetry.windows_after(0, since=datetime.now(UTC) - timedelta(minutes=5))
+    assert [w.requests for _, w in recent] == [2, 4]
+    again = telemetry.windows_after(later[-1][0], also=[first[0][0]])
+    assert [w.requests for _, w in again] == [1]
+    assert [w.requests for _, w in telemetry.windows_after(0, site="s2", model="pump")] == [3, 4]
+    assert telemetry.windows_after(0, model="other") == []
+    assert telemetry.max_window_id() == later[-1][0]
+
+
 def test_compaction_keeps_totals_exact_and_drops_old_windows(store: Store) -> None:
     telemetry = repo(store)
     day = 24 * 60

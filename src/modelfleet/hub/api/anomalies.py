@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -49,6 +49,10 @@ class AnomalyList(BaseModel):
     since_s: float
     open: int
     truncated: bool
+    passed_at: datetime | None = Field(
+        description="When the detector's last pass ended; null until its first pass since "
+        "the hub started has finished (the list is empty until then)."
+    )
     anomalies: list[AnomalyOut]
 
 
@@ -78,8 +82,10 @@ async def list_anomalies(
     found = await run_in_threadpool(
         _service(ctx).find, site=site, model=model, open_only=open_only, since_s=since_s
     )
+    passed = _service(ctx).passed_at
     return {
         "since_s": since_s,
+        "passed_at": None if passed is None else datetime.fromtimestamp(passed, UTC),
         "open": sum(1 for a in found if a.open),
         "truncated": len(found) > MAX_LISTED,
         "anomalies": [a.as_dict() for a in found[-MAX_LISTED:]],

@@ -8,7 +8,8 @@ The drift figure is the largest per-feature statistic (PSI for numeric inputs, J
 Shannon distance for categorical ones) the telemetry service computes at the step's sites
 against the version's reference profile, over the service's own drift window. The
 anomaly count is the number of open anomalies of the version at the step's sites
-(``hub/anomalies.py``; a site's anomaly carries the version serving when it last fired).
+(``hub/anomalies.py``; a site's anomaly carries the version serving when it last fired),
+from the service's last pass, redone first if it is older than one of the model's buckets.
 
 :class:`NullGateSource` sees no traffic: gates that need traffic never pass, so a rollout
 with such gates ends inconclusive at its progress deadline rather than passing blindly.
@@ -96,6 +97,8 @@ class TelemetryGateSource:
         if drift:
             merged = replace(merged, drift=self._drift(model, version, wanted))
         if anomalies and self._anomalies is not None:
+            # Fresh to one bucket: an older last pass is redone now (incremental, cheap).
+            self._anomalies.refresh_if_older(self._anomalies.settings(model).bucket_s)
             found = self._anomalies.find(model=model, open_only=True)
             count = sum(1 for a in found if a.site in wanted and a.version == version)
             merged = replace(merged, anomalies=count)

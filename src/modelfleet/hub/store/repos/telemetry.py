@@ -66,6 +66,28 @@ class TelemetryRepo(ABC):
         """Stored windows ordered by end, filtered; ``since`` keeps those ending after it."""
 
     @abstractmethod
+    def windows_after(
+        self,
+        after_id: int,
+        *,
+        site: str | None = None,
+        model: str | None = None,
+        also: Sequence[int] = (),
+        since: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[tuple[int, WindowRecord]]:
+        """Windows stored with an id above ``after_id`` or in ``also`` (ids grow as windows
+        are stored), of ``site`` and ``model`` if given, ending after ``since`` if given,
+        with their profiles, ordered by id, at most ``limit``: the anomaly service reads only
+        what arrived since its last pass, late windows included, by the primary key
+        (``also``: ids it saw missing, which a transaction still open on PostgreSQL may yet
+        commit)."""
+
+    @abstractmethod
+    def max_window_id(self) -> int:
+        """The highest id of a stored window (0 for none): where an id cursor starts."""
+
+    @abstractmethod
     def drops(self) -> dict[str, tuple[int, int]]:
         """Per site: windows and requests its outboxes dropped, summed over outboxes."""
 

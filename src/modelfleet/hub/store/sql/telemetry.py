@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Insert, Table, and_, delete, func, select, update
+from sqlalchemy import Connection, Insert, Table, and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -285,6 +285,69 @@ class SqlTelemetryRepo(TelemetryRepo):
             .where(key, r.last_end < part.last_end)
             .values(last_end=part.last_end)
         )
+
+    def windows_after(
+        self,
+        after_id: int,
+        *,
+        site: str | None = None,
+        model: str | None = None,
+        also: Sequence[int] = (),
+        since: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[tuple[int, WindowRecord]]:
+        w = telemetry_windows.c
+        query = (
+            select(
+                w.id,
+                w.site,
+                w.model,
+                w.version,
+                w.start_at,
+                w.end_at,
+                w.requests,
+                w.errors,
+                w.rows,
+                w.outcomes,
+                w.latency,
+                w.profiles,
+            )
+            .where(or_(w.id > after_id, w.id.in_(list(also))) if also else w.id > after_id)
+            .order_by(w.id)
+            .limit(max(1, limit))
+        )
+        if since is not None:
+            query = query.where(w.end_at > since)
+        if site is not None:
+            query = query.where(w.site == site)
+        if model is not None:
+            query = query.where(w.model == model)
+        with self._store.read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            (
+                int(r.id),
+                WindowRecord(
+                    r.site,
+                    r.model,
+                    r.version,
+                    r.start_at,
+                    r.end_at,
+                    int(r.requests),
+                    int(r.errors),
+                    int(r.rows),
+                    dict(r.outcomes),
+                    dict(r.latency),
+                    dict(r.profiles),
+                ),
+            )
+            for r in rows
+        ]
+
+    def max_window_id(self) -> int:
+        with self._store.read() as conn:
+            top = conn.execute(select(func.max(telemetry_windows.c.id))).scalar()
+        return int(top or 0)
 
     def windows(
         self,
