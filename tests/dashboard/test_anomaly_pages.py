@@ -58,6 +58,8 @@ def test_a_stuck_sensor_shows_on_the_anomalies_and_fleet_pages(
     ui_fleet: UiFleet, open_ui: Callable[..., Watched]
 ) -> None:
     baseline(ui_fleet, MODEL)
+    # 10 s buckets (the default is 60 s): a stuck run is judged when its bucket settles.
+    ui_fleet.admin.set_anomaly_settings(MODEL, {"bucket_s": 10})
     stuck: dict[str, bool] = {}
     with sensor_traffic(ui_fleet, stuck):
         # Varying inputs first (a sensor is "stuck" only against its own varied history),

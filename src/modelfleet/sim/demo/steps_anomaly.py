@@ -33,6 +33,9 @@ def stuck_sensor(scene: Scene) -> bool:
     """ap-south's rotational-speed sensor freezes; only that plant and input are flagged."""
     run, admin, lines = scene.run, scene.admin, scene.lines
     column = _column_of(scene, STUCK_FEATURE)
+    # A short demo: 10 s buckets instead of the default 60 s (a stuck run is judged when its
+    # bucket settles), as `modelfleet anomalies --model machine-health --set bucket_s=10` does.
+    admin.set_anomaly_settings(MODEL, {"bucket_s": 10})
     lines[STUCK_PLANT].stuck[FEATURES.index(STUCK_FEATURE)] = STUCK_VALUE
     run.event(f"{STUCK_PLANT}: the {STUCK_FEATURE} sensor sticks at {STUCK_VALUE:.0f}")
     flagged: set[str] = set()
