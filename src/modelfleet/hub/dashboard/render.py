@@ -108,7 +108,7 @@ def _environment() -> Environment:
     )
     env.filters.update(ago=ago, percent=percent, millis=millis, number=number)
     env.filters["urlpart"] = lambda v: quote(str(v), safe="")
-    env.globals.update(nav=NAV, version=__version__)
+    env.globals.update(nav=NAV, modelfleet_version=__version__)
     return env
 
 
