@@ -24,6 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
 from modelfleet.hub.context import HubContext
+from modelfleet.hub.dashboard import session
 from modelfleet.hub.dashboard.render import (
     UiContext,
     UiSession,
@@ -230,7 +231,7 @@ async def rollout_stream(
     async def events() -> AsyncIterator[str]:
         try:
             last: Any = None
-            said = time.monotonic()
+            said = checked = time.monotonic()
             while not ctx.notifier.closed and not await request.is_disconnected():
                 view = await run_in_threadpool(_view_or_none, ctx, rollout_id)
                 if view is None:
@@ -245,6 +246,12 @@ async def rollout_stream(
                 elif time.monotonic() - said >= HEARTBEAT_S:
                     said = time.monotonic()
                     yield ": heartbeat\n\n"
+                if time.monotonic() - checked >= HEARTBEAT_S:
+                    # A revoked or expired sign-in ends its open streams too.
+                    checked = time.monotonic()
+                    cookie = request.cookies.get(session.COOKIE)
+                    if await run_in_threadpool(session.resolve, ctx, cookie) is None:
+                        break
                 await asyncio.sleep(POLL_S)
         finally:
             slots.give_back()
