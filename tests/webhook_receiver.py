@@ -53,7 +53,7 @@ def receiver(status: int = 200, hang_s: float = 0.0) -> Iterator[Receiver]:
             self.end_headers()
 
         def log_message(self, *_: Any) -> None:
-            pass
+            pass  # http.server logs every request to stderr; the test reads `rec` instead
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

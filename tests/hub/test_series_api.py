@@ -273,7 +273,7 @@ def test_the_builtin_engine_streams_each_chunk_as_the_app_sends_it() -> None:
             assert await anext(lines) == "event: one"
             read_first.set()
             while await anext(lines) != "event: two":
-                pass
+                pass  # skip the event's data and blank lines until the second event
         await asyncio.wait_for(left.wait(), 30)  # the app saw the client leave
         server.close()
 
