@@ -62,6 +62,8 @@ def render(console: Console, summary: dict[str, Any]) -> None:
             )
         console.print(table)
 
+    _outcomes(console, summary.get("outcomes"))
+
     fed = summary.get("federated")
     if fed:
         console.print(
@@ -101,3 +103,36 @@ def render(console: Console, summary: dict[str, Any]) -> None:
     )
     where = "" if summary.get("ok") else f" (logs in {summary.get('workdir')})"
     console.print(f"{verdict} in {summary.get('seconds')} s{where}")
+
+
+def _outcomes(console: Console, outcomes: dict[str, Any] | None) -> None:
+    """Maintenance with and without the models (sim/demo/outcomes.py): counts measured on
+    the demo's answers, hours per event assumed and printed."""
+    if not outcomes or not outcomes["fleet"]["answers"]:
+        return
+    table = Table(title="Maintenance: run-to-failure -> the fleet's models", header_style="bold")
+    for column in ("plant", "answers", "failures", "caught", "missed", "false alarms"):
+        table.add_column(column, justify="left" if column == "plant" else "right")
+    table.add_column("downtime h", justify="right")
+    table.add_column("saved", justify="right")
+    rows = [*outcomes["plants"].items(), ("fleet", outcomes["fleet"])]
+    for name, o in rows:
+        saved = o["downtime_saved"]
+        table.add_row(
+            name,
+            str(o["answers"]),
+            str(o["failures"]),
+            str(o["caught"]),
+            str(o["missed"]),
+            str(o["false_alarms"]),
+            f"{o['downtime_without_h']:.0f}->{o['downtime_with_h']:.0f}",
+            "-" if saved is None else f"{saved:.0%}",
+        )
+    console.print(table)
+    a = outcomes["assumptions"]
+    console.print(
+        f"assumed hours per event: breakdown {a['breakdown_h']:g}, planned intervention "
+        f"{a['planned_h']:g}, false-alarm inspection {a['inspection_h']:g} "
+        "(counts measured, hours assumed: docs/demo.md)",
+        highlight=False,
+    )

@@ -16,6 +16,7 @@ from rich.console import Console
 from modelfleet.errors import ModelfleetError
 from modelfleet.sim.demo.fleet import FL_REFUSAL, MODEL, DemoFleet
 from modelfleet.sim.demo.fleet import site_name as site_of
+from modelfleet.sim.demo.outcomes import assumptions, outcome
 from modelfleet.sim.demo.progress import Run, Sizes
 from modelfleet.sim.demo.report import render
 from modelfleet.sim.demo.scene import Scene, Step
@@ -32,7 +33,7 @@ from modelfleet.sim.demo.steps import (
 )
 from modelfleet.sim.demo.steps_anomaly import stuck_sensor
 from modelfleet.sim.demo.steps_federated import federated_rollout, federated_training, telemetry
-from modelfleet.sim.demo.traffic import PlantLine
+from modelfleet.sim.demo.traffic import Answer, PlantLine
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,12 @@ def _summary(
     run: Run, fleet: DemoFleet, lines: dict[str, PlantLine], workdir: Path
 ) -> dict[str, Any]:
     plants = {}
+    acted_on: list[Answer] = []
+    outcomes: dict[str, dict[str, float | int | None]] = {}
     for name, line in lines.items():
         stats = line.snapshot()
+        acted_on.extend(stats.answers)
+        outcomes[name] = outcome(stats.answers).as_dict()
         plants[name] = {
             "site": site_of(name),
             "requests": stats.sent,
@@ -138,5 +143,10 @@ def _summary(
         "checks": run.checks,
         "timeline": run.timeline,
         "plants": plants,
+        "outcomes": {
+            "plants": outcomes,
+            "fleet": outcome(acted_on).as_dict(),
+            "assumptions": assumptions(),
+        },
         **run.figures,
     }

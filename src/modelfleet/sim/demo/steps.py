@@ -178,6 +178,7 @@ def first_rollout(scene: Scene) -> bool:
             central_url=fleet.central[name].url,
             ca_file=fleet.ca_file,
             rows=scene.data[name]["stream"][0],
+            labels=scene.data[name]["stream"][1],
             cache_dir=scene.workdir,
             pace_s=scene.sizes.pace_s,
         )

@@ -20,6 +20,9 @@ from modelfleet.sim.demo.fleet import DATA_REGION, MODEL
 from modelfleet.sim.plant_data import FEATURES
 
 AIR = FEATURES.index("air_temperature_k")
+#: A line keeps at most this many answers for the outcome figures (a long ``--keep`` run
+#: must not grow without bound).
+MAX_ANSWERS = 200_000
 
 
 @dataclass
@@ -31,6 +34,21 @@ class LineStats:
     central_ms: list[float] = field(default_factory=list)
     central_answers: int = 0
     failures: list[tuple[float, str]] = field(default_factory=list)
+    #: Every answered request with the truth the plant learns later (see outcomes.py).
+    answers: list[Answer] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One prediction a plant acted on, and whether the machine really failed: the truth
+    becomes known after the fact (the machine breaks down or it does not), and is what the
+    plant feeds back to its site by request id."""
+
+    request_id: str
+    site: str
+    version: str | None
+    predicted: int
+    truth: int
 
 
 class PlantLine(threading.Thread):
@@ -49,16 +67,19 @@ class PlantLine(threading.Thread):
         pace_s: float,
         central_every: int = 4,
         ca_file: Path | None = None,
+        labels: np.ndarray | None = None,
     ) -> None:
-        """``ca_file``: the fleet CA the hub and the sites are verified against."""
+        """``ca_file``: the fleet CA the hub and the sites are verified against. ``labels``:
+        the truth for each row (did the machine fail), recorded with every answer."""
         super().__init__(name=f"line-{plant}", daemon=True)
         self._again = functools.partial(
             PlantLine, plant, hub_url=hub_url, token=token, central_url=central_url,
             rows=rows, cache_dir=cache_dir, pace_s=pace_s, central_every=central_every,
-            ca_file=ca_file,
+            ca_file=ca_file, labels=labels,
         )  # fmt: skip
         self.plant = plant
         self.rows = rows.astype(np.float32)
+        self.labels = None if labels is None else labels.astype(np.int64)
         self.central_url = central_url
         self.pace_s = pace_s
         self.central_every = central_every
@@ -102,6 +123,7 @@ class PlantLine(threading.Thread):
                 list(self.stats.central_ms),
                 self.stats.central_answers,
                 list(self.stats.failures),
+                list(self.stats.answers),
             )
 
     def run(self) -> None:
@@ -113,7 +135,9 @@ class PlantLine(threading.Thread):
                     row[:, AIR] += np.float32(self.sensor_drift_k)
                 for feature, value in self.stuck.items():
                     row[:, feature] = np.float32(value)
-                self._local(row)
+                self._local(
+                    row, None if self.labels is None else int(self.labels[i % len(self.rows)])
+                )
                 if self.central_every and i % self.central_every == 0:
                     self._central(row)
                 i += 1
@@ -122,7 +146,7 @@ class PlantLine(threading.Thread):
             self._client.close()
             self._http.close()
 
-    def _local(self, row: np.ndarray) -> None:
+    def _local(self, row: np.ndarray, truth: int | None) -> None:
         try:
             result = self._client.infer_detailed(MODEL, {"X": row})
         except ModelfleetError as exc:
@@ -135,6 +159,17 @@ class PlantLine(threading.Thread):
             self.stats.sent += 1
             self.stats.served_by[result.site] += 1
             self.stats.local_ms.append(result.latency_s * 1000)
+            label = result.outputs.get("label")
+            if truth is not None and label is not None and len(self.stats.answers) < MAX_ANSWERS:
+                self.stats.answers.append(
+                    Answer(
+                        result.request_id,
+                        result.site,
+                        result.model_version,
+                        int(np.asarray(label).ravel()[0]),
+                        truth,
+                    )
+                )
 
     def _central(self, row: np.ndarray) -> None:
         body = {
