@@ -9,7 +9,9 @@ from modelfleet.sim.demo.traffic import Answer
 
 
 def _answer(predicted: int, truth: int) -> Answer:
-    return Answer(request_id="r", site="plant", version="1", predicted=predicted, truth=truth)
+    return Answer(
+        request_id="r", site="plant", version="1", predicted=predicted, truth=truth, at=0.0
+    )
 
 
 def test_counts_and_downtime_follow_the_answers() -> None:
@@ -23,5 +25,6 @@ def test_counts_and_downtime_follow_the_answers() -> None:
 
 def test_no_failures_means_no_saving_to_claim() -> None:
     o = outcome([_answer(1, 0), _answer(0, 0)])
-    assert o.failures == 0 and o.false_alarms == 1
+    assert o.failures == 0
+    assert o.false_alarms == 1
     assert o.downtime_saved is None
