@@ -49,6 +49,7 @@ class Answer:
     version: str | None
     predicted: int
     truth: int
+    at: float  # when it was answered (time.time())
 
 
 class PlantLine(threading.Thread):
@@ -126,6 +127,11 @@ class PlantLine(threading.Thread):
                 list(self.stats.answers),
             )
 
+    def answers_since(self, index: int) -> list[Answer]:
+        """The answers from ``index`` on (what the plant has not yet fed back)."""
+        with self._lock:
+            return self.stats.answers[index:]
+
     def run(self) -> None:
         i = 0
         try:
@@ -168,6 +174,7 @@ class PlantLine(threading.Thread):
                         result.model_version,
                         int(np.asarray(label).ravel()[0]),
                         truth,
+                        time.time(),
                     )
                 )
 
