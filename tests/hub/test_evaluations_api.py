@@ -260,3 +260,26 @@ def test_a_regressor_is_judged_by_mae_lower_wins(hub_factory, tmp_path: Path) ->
     assert done.per_version[1].value == pytest.approx(0.01)
     assert beats(done, 1, 2)
     assert not beats(done, 2, 1)
+
+
+def test_a_residency_rule_keeps_a_version_away_from_a_site(hub, tmp_path: Path) -> None:
+    good, bad = classifiers(tmp_path)
+    for path in (bad, good):
+        hub.client.post(
+            "/api/v1/models/eu/versions",
+            params={"training_region": "EU"},
+            content=path.read_bytes(),
+            headers=hub.headers(),
+        ).raise_for_status()
+    hub.ctx.sites.set_labels("h1", {"role": "holdout", "jurisdiction": "EU"})
+    hub.ctx.sites.set_labels("h2", {"role": "holdout", "jurisdiction": "US"})
+    rule = {"name": "eu-data", "kind": "residency", "regions": ["EU"]}
+    rule["allowed_jurisdictions"] = ["EU"]
+    hub.client.put(
+        "/api/v1/policies", json={"policies": [rule]}, headers=hub.headers()
+    ).raise_for_status()
+    ev = start(hub, model="eu", versions=["2", "1"]).json()
+    assert ev["sites"]["h1"]["status"] == "waiting"
+    assert ev["sites"]["h2"]["status"] == "refused"
+    assert "residency" in ev["sites"]["h2"]["reason"]
+    assert "eu-data" in ev["sites"]["h2"]["reason"]

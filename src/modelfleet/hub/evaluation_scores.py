@@ -2,7 +2,8 @@
 
 Kept apart from the service (hub/evaluations.py) so the pipeline's decision — does the
 candidate beat production? — is a function of a record alone, testable and repeatable
-without a hub: :func:`beats`, :func:`winner` and :func:`aggregate`.
+without a hub: :func:`beats`, :func:`winner`, :func:`aggregate`, and :func:`build_record`,
+which turns the stored row and answers into the :class:`EvaluationRecord` callers read.
 
 A site answers per version with ``count`` (rows evaluated) and ``total`` (the number of
 correct predictions for accuracy, the sum of absolute errors for MAE). Sites are combined
@@ -13,9 +14,11 @@ not: only the two numbers leave a site).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from modelfleet.hub.store.records import AnswerRow, EvaluationRow
 
 #: Metrics where a higher value is better; every other metric (mae) is lower-is-better.
 HIGHER_IS_BETTER = frozenset({"accuracy"})
@@ -127,3 +130,52 @@ def beats(record: EvaluationRecord, candidate: int, incumbent: int, margin: floa
 
 
 _margin = margin  # ``beats`` takes a parameter of that name
+
+
+def build_record(row: EvaluationRow, answers: Sequence[AnswerRow]) -> EvaluationRecord:
+    """The stored row and answers as the record callers read (scores computed)."""
+    by_site: dict[str, dict[int, tuple[int, float]]] = {}
+    outcomes: dict[str, SiteOutcome] = {}
+    for answer in answers:
+        if answer.kind == "result":
+            counts = {
+                int(v): (int(c["count"]), float(c["total"])) for v, c in answer.scores.items()
+            }
+            by_site[answer.site] = counts
+            outcomes[answer.site] = SiteOutcome(
+                answer.site,
+                "answered",
+                scores={v: score(v, row.metric, [c]) for v, c in counts.items()},
+            )
+        else:
+            outcomes[answer.site] = SiteOutcome(answer.site, "refused", answer.reason)
+    for site, info in row.sites.items():
+        if site in outcomes:
+            continue
+        if info.get("status") == "selected":
+            late = row.state != "running"
+            status = "missing" if late else "waiting"
+            reason = "no answer by the deadline" if late else ""
+            outcomes[site] = SiteOutcome(site, status, reason)
+        else:
+            outcomes[site] = SiteOutcome(site, str(info.get("status")), str(info.get("reason")))
+    return EvaluationRecord(
+        id=row.id,
+        model=row.model,
+        versions=list(row.versions),
+        refs=list(row.refs),
+        selector=row.selector,
+        metric=row.metric,
+        min_samples=row.min_samples,
+        data=row.data,
+        rows=row.rows,
+        state=row.state,
+        winner=row.winner,
+        message=row.message,
+        deadline_at=row.deadline_at,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        per_version=aggregate(row.versions, row.metric, by_site),
+        sites=dict(sorted(outcomes.items())),
+    )

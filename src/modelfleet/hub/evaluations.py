@@ -28,6 +28,8 @@ import builtins
 import fnmatch
 import logging
 import secrets
+import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -44,14 +46,7 @@ from modelfleet.api.evaluations import (
 from modelfleet.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from modelfleet.federation.jobs import Consent
 from modelfleet.hub.deployments import Deployments
-from modelfleet.hub.evaluation_scores import (
-    EvaluationRecord,
-    SiteOutcome,
-    aggregate,
-    beats,
-    score,
-    winner,
-)
+from modelfleet.hub.evaluation_scores import EvaluationRecord, beats, build_record, winner
 from modelfleet.hub.events import Events
 from modelfleet.hub.policy import check_residency
 from modelfleet.hub.registry import Registry
@@ -68,6 +63,13 @@ __all__ = ["EvaluationRecord", "Evaluations", "beats"]
 log = logging.getLogger("modelfleet.evaluations")
 
 FINISHED = ("completed", "failed")
+#: How long one snapshot of the running evaluations serves the sites' task polls: every
+#: idle poll of every site would otherwise query the store. Changes made in this process
+#: drop it at once; the TTL bounds how late a change made by another replica is seen.
+SNAPSHOT_TTL_S = 1.0
+
+#: The running evaluations with the sites that answered each and the task body.
+Snapshot = list[tuple[EvaluationRow, set[str], EvaluationTask]]
 
 
 class Evaluations:
@@ -96,6 +98,8 @@ class Evaluations:
         #: Wakes a site's task long-poll when an evaluation selects it.
         self.bell = Notifier()
         self.lease = store.leadership("evaluations")
+        self._snapshot: tuple[float, Snapshot] | None = None
+        self._snapshot_lock = threading.Lock()
         self._loop = BackgroundLoop(
             "evaluations",
             self._tick_if_leader,
@@ -194,6 +198,7 @@ class Evaluations:
             finished_at=None,
         )
         created = self.repo.create(row)
+        self._changed()
         log.info("evaluation %s of %s %s at %s", row.id, name, row.versions, selected)
         if not selected:
             self._finish(created, [], "failed", "no selected site can evaluate: " + _why(sites))
@@ -273,15 +278,29 @@ class Evaluations:
 
     def tasks_for(self, site: str) -> builtins.list[EvaluationTask]:
         """Running evaluations this site was selected for and has not answered."""
-        tasks = []
         now = self.repo.now()
-        for row in self.repo.list_evaluations(states=("running",), limit=1000):
-            if site not in row.selected or now >= row.deadline_at:
-                continue
-            if any(a.site == site for a in self.repo.answers(row.id)):
-                continue
-            tasks.append(self._task(row))
-        return tasks
+        return [
+            task
+            for row, answered, task in self._open()
+            if site in row.selected and site not in answered and now < row.deadline_at
+        ]
+
+    def _open(self) -> Snapshot:
+        """The running evaluations, from a snapshot at most ``SNAPSHOT_TTL_S`` old; one
+        caller builds it while a burst of polls waits for it."""
+        with self._snapshot_lock:
+            if self._snapshot is not None and time.monotonic() < self._snapshot[0]:
+                return self._snapshot[1]
+            rows = self.repo.list_evaluations(states=("running",), limit=1000)
+            snapshot = [
+                (row, {a.site for a in self.repo.answers(row.id)}, self._task(row)) for row in rows
+            ]
+            self._snapshot = (time.monotonic() + SNAPSHOT_TTL_S, snapshot)
+            return snapshot
+
+    def _changed(self) -> None:
+        with self._snapshot_lock:
+            self._snapshot = None
 
     def _task(self, row: EvaluationRow) -> EvaluationTask:
         versions = []
@@ -359,6 +378,7 @@ class Evaluations:
         if row.state != "running":
             raise Conflict(f"evaluation {row.id!r} is already {row.state}")
         stored = self.repo.put_answer(row.id, site, kind, scores, reason)
+        self._changed()
         self.advance(row.id)
         return stored
 
@@ -393,6 +413,7 @@ class Evaluations:
         best = winner(row.metric, record.per_version) if state == "completed" else None
         if not self.repo.finish(row.id, state, winner=best, message=message):
             return  # finished by another call or replica
+        self._changed()
         log.info("evaluation %s %s: %s (winner %s)", row.id, state, message, best)
         if self.events is None:
             return
@@ -457,52 +478,3 @@ def consent_refusal(consent: Consent | None, model: str, data: str | None) -> st
 
 def _why(sites: dict[str, dict[str, str]]) -> str:
     return "; ".join(f"{s}: {info['reason']}" for s, info in sorted(sites.items()))[:2000]
-
-
-def build_record(row: EvaluationRow, answers: Sequence[AnswerRow]) -> EvaluationRecord:
-    """The stored row and answers as the record callers read (scores computed)."""
-    by_site: dict[str, dict[int, tuple[int, float]]] = {}
-    outcomes: dict[str, SiteOutcome] = {}
-    for answer in answers:
-        if answer.kind == "result":
-            counts = {
-                int(v): (int(c["count"]), float(c["total"])) for v, c in answer.scores.items()
-            }
-            by_site[answer.site] = counts
-            outcomes[answer.site] = SiteOutcome(
-                answer.site,
-                "answered",
-                scores={v: score(v, row.metric, [c]) for v, c in counts.items()},
-            )
-        else:
-            outcomes[answer.site] = SiteOutcome(answer.site, "refused", answer.reason)
-    for site, info in row.sites.items():
-        if site in outcomes:
-            continue
-        if info.get("status") == "selected":
-            late = row.state != "running"
-            status = "missing" if late else "waiting"
-            reason = "no answer by the deadline" if late else ""
-            outcomes[site] = SiteOutcome(site, status, reason)
-        else:
-            outcomes[site] = SiteOutcome(site, str(info.get("status")), str(info.get("reason")))
-    return EvaluationRecord(
-        id=row.id,
-        model=row.model,
-        versions=list(row.versions),
-        refs=list(row.refs),
-        selector=row.selector,
-        metric=row.metric,
-        min_samples=row.min_samples,
-        data=row.data,
-        rows=row.rows,
-        state=row.state,
-        winner=row.winner,
-        message=row.message,
-        deadline_at=row.deadline_at,
-        created_by=row.created_by,
-        created_at=row.created_at,
-        finished_at=row.finished_at,
-        per_version=aggregate(row.versions, row.metric, by_site),
-        sites=dict(sorted(outcomes.items())),
-    )

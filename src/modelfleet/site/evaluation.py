@@ -136,6 +136,10 @@ class EvaluationWorker:
     # --- loop -----------------------------------------------------------------------
 
     def _step(self) -> float:
+        if not self.config.federation.participate:
+            # The hub never selects a site whose declared consent says no (the federated
+            # worker declares it): nothing to poll for.
+            return 60.0
         try:
             response = self.session.request(
                 "GET",

@@ -39,8 +39,9 @@ router = APIRouter(prefix="/api/v1/evaluations", tags=["evaluations"])
 WaitSeconds = Annotated[
     float, Query(ge=0, le=120, description="Seconds to hold the request while no task is open.")
 ]
-#: How often a held task poll looks at the store again (changes made by another replica).
-RECHECK_S = 2.0
+#: How often a held task poll looks again (the service's snapshot: changes made by another
+#: replica); a change made in this process wakes it at once.
+RECHECK_S = 5.0
 
 
 def _score(s: Score) -> VersionScore:
