@@ -158,6 +158,12 @@ def test_the_better_version_wins_and_no_row_leaves_a_site(fleet) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "candidate_vs_production" in shown.stdout
     assert "plant-c" in shown.stdout
+    # Nobody has a data set of that name: every site is refused up front, the evaluation
+    # fails at once, and --wait says so with exit status 1.
+    failed = cli("--versions", "candidate,production", "--data", "hospital", "--wait")
+    assert failed.returncode == 1, failed.stdout
+    assert "no data set 'hospital'" in failed.stdout
+    assert "failed" in failed.stdout
     for args, message in [
         (("--versions", "candidate"), "--versions needs at least two versions"),
         (("--versions", "candidate,staging"), "no alias 'staging'"),
