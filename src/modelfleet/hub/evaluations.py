@@ -170,12 +170,13 @@ class Evaluations:
         records = self._resolve(name, request.versions)
         selector = parse_selector(request.selector)
         metric = request.metric or default_metric(records[0])
-        matched = [s for s in self.sites.list() if selector.matches(s.labels)]
+        fleet = self.sites.list()
+        matched = [s for s in fleet if selector.matches(s.labels)]
         if not matched:
             raise InvalidInput(
                 f"selector {request.selector!r} matches no site (see `modelfleet site ls`)"
             )
-        sites = self._eligibility(name, request, records, matched)
+        sites = self._eligibility(name, request, records, matched, fleet)
         selected = sorted(s for s, info in sites.items() if info["status"] == "selected")
         now = self.repo.now()
         row = EvaluationRow(
@@ -233,11 +234,12 @@ class Evaluations:
         request: EvaluationIn,
         records: Sequence[VersionRecord],
         matched: Sequence[SiteRecord],
+        fleet: Sequence[SiteRecord],
     ) -> dict[str, dict[str, str]]:
-        """Every matched site with ``selected`` or why it is left out."""
+        """Every matched site with ``selected`` or why it is left out (``fleet``: every
+        site, whose labels say which jurisdiction each data region is in)."""
         consents = self._consents()
         rules = self.deployments.rules()
-        fleet = self.sites.list()
         now = self.repo.now()
         out: dict[str, dict[str, str]] = {}
         for site in matched:
