@@ -43,6 +43,7 @@ from modelfleet.api import (
     TokenCreated,
     Version,
 )
+from modelfleet.api.evaluations import Evaluation
 from modelfleet.api.events import DeadLetter, Event, Redelivered, Webhook, WebhookCreated
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.pki.tls import TlsFiles
@@ -595,3 +596,18 @@ class HubClient:
             f"/api/v1/webhooks/{webhook_id}/redeliver",
             json={"event_ids": event_ids},
         )
+
+    # --- evaluations (docs/evaluations.md) ----------------------------------------------
+
+    def start_evaluation(self, request: dict[str, Any]) -> Evaluation:
+        """Start an evaluation: ``model``, ``versions`` (2 to 8 aliases or numbers),
+        ``selector`` and optionally ``min_samples``, ``metric``, ``data``, ``rows``,
+        ``deadline_s`` (see :class:`modelfleet.api.evaluations.EvaluationIn`)."""
+        return self._one(Evaluation, "POST", "/api/v1/evaluations", json=request)
+
+    def get_evaluation(self, evaluation_id: str) -> Evaluation:
+        return self._one(Evaluation, "GET", f"/api/v1/evaluations/{evaluation_id}")
+
+    def list_evaluations(self, model: str | None = None) -> list[Evaluation]:
+        params = {"model": model} if model else {}
+        return self._many(Evaluation, "GET", "/api/v1/evaluations", params=params)

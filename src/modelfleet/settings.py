@@ -343,6 +343,20 @@ class SiteSettings(BaseSettings):
         "regions, docs/deployments.md). The agent re-reads it before every activation and "
         "refuses a model trained on data from a region it does not accept.",
     )
+    eval_max_rows: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="The most labelled rows one evaluation task scores per version (the "
+        "first rows of the chosen part of the data set): bounds the work the hub can ask of "
+        "a site (docs/evaluations.md).",
+    )
+    eval_poll_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=120,
+        description="How long each evaluation task request waits for a task (long-poll).",
+    )
 
 
 class ClientSettings(BaseSettings):

@@ -31,6 +31,7 @@ from modelfleet.cli import (
 )
 from modelfleet.cli import apply as apply_cmd
 from modelfleet.cli import deploy as deploy_cmd
+from modelfleet.cli import evaluate as evaluate_cmd
 from modelfleet.cli.common import err_console, validation_message
 from modelfleet.errors import ModelfleetError
 
@@ -72,6 +73,7 @@ app.command("undeploy")(deploy_cmd.undeploy)
 app.command("pin")(deploy_cmd.pin)
 app.command("unpin")(deploy_cmd.unpin)
 app.command("apply")(apply_cmd.apply)
+app.command("evaluate")(evaluate_cmd.evaluate)
 
 
 def _version(value: bool) -> None:

@@ -16,6 +16,7 @@ from modelfleet.hub.api import anomalies as anomalies_api
 from modelfleet.hub.api import deployments as deployments_api
 from modelfleet.hub.api import directory as directory_api
 from modelfleet.hub.api import distributions as distributions_api
+from modelfleet.hub.api import evaluations as evaluations_api
 from modelfleet.hub.api import events as events_api
 from modelfleet.hub.api import federation as federation_api
 from modelfleet.hub.api import fleet as fleet_api
@@ -34,6 +35,7 @@ from modelfleet.hub.certificates import SiteCertificates
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.dashboard.app import install_dashboard
 from modelfleet.hub.datadir import DataDir
+from modelfleet.hub.evaluations import Evaluations
 from modelfleet.hub.events import Events
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics, MeasureRequests
@@ -84,6 +86,7 @@ def build_context(settings: HubSettings) -> HubContext:
         anomalies=anomalies,
         events=events,
     )
+    federation = Coordinator(store, registry, sites, tmp_dir=data_dir.tmp_dir / "fl", events=events)
     return HubContext(
         settings=settings,
         data_dir=data_dir,
@@ -95,9 +98,7 @@ def build_context(settings: HubSettings) -> HubContext:
         notifier=notifier,
         telemetry=telemetry,
         anomalies=anomalies,
-        federation=Coordinator(
-            store, registry, sites, tmp_dir=data_dir.tmp_dir / "fl", events=events
-        ),
+        federation=federation,
         deployments=deployments,
         rollouts=rollouts,
         retention=TelemetryRetention(
@@ -114,6 +115,9 @@ def build_context(settings: HubSettings) -> HubContext:
         timeseries=TimeSeries(store.telemetry, retention_days=settings.telemetry_retention_days),
         events=events,
         webhooks=Webhooks(store, events, sites),
+        evaluations=Evaluations(
+            store, registry, sites, deployments, federation.consents, events=events
+        ),
     )
 
 
@@ -126,6 +130,7 @@ def answer_long_polls(ctx: HubContext) -> None:
     ctx.notifier.close()
     ctx.federation.bell.close()
     ctx.events.bell.close()  # event streams (SSE) end
+    ctx.evaluations.bell.close()
 
 
 def create_app(ctx: HubContext) -> FastAPI:
@@ -141,7 +146,9 @@ def create_app(ctx: HubContext) -> FastAPI:
         # Webhook delivery and the site online/offline watch: the leader only, too.
         ctx.webhooks.start()
         ctx.anomalies.start()  # judges new windows off the request path
+        ctx.evaluations.start_loop()  # evaluation deadlines: the leader only
         yield
+        ctx.evaluations.stop_loop()
         ctx.anomalies.stop()
         ctx.webhooks.stop()
         ctx.retention.stop()
@@ -169,6 +176,7 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(federation_api.router)
     app.include_router(fleet_api.router)
     app.include_router(events_api.router)
+    app.include_router(evaluations_api.router)
     install_dashboard(app)  # /ui: the web dashboard (hub/dashboard)
 
     app.add_middleware(BodyLimit, max_body_bytes=ctx.settings.max_body_bytes)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from modelfleet.hub.anomalies import Anomalies
 from modelfleet.hub.datadir import DataDir
 from modelfleet.hub.deployments import Deployments
+from modelfleet.hub.evaluations import Evaluations
 from modelfleet.hub.events import Events
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics
@@ -54,6 +55,8 @@ class HubContext:
     #: The event log (hub/events.py) and webhook delivery (hub/webhooks.py).
     events: Events
     webhooks: Webhooks
+    #: Versions compared on the sites' labelled data (hub/evaluations.py).
+    evaluations: Evaluations
 
     def close(self) -> None:
         self.store.close()

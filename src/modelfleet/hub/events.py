@@ -13,6 +13,7 @@ Event types (payload fields in ``docs/events.md``)::
     rollout.succeeded  rollout.failed  rollout.aborted  rollout.rolled_back
     site.offline  site.online  fl.job_finished  key.rotated
     drift.flagged  anomaly.opened  schedule.fired  schedule.missed   (reserved)
+    evaluation.completed  evaluation.failed   (hub/evaluations.py)
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ EVENT_TYPES = (
     "anomaly.opened",
     "schedule.fired",
     "schedule.missed",
+    "evaluation.completed",
+    "evaluation.failed",
 )
 
 #: A type: dotted lower-case words (``rollout.wave_passed``); a pattern may end in ``.*``.

@@ -33,6 +33,7 @@ from modelfleet.settings import SiteSettings
 from modelfleet.site.access import SiteAccess
 from modelfleet.site.cache import BlobCache
 from modelfleet.site.cascade import Cascade
+from modelfleet.site.evaluation import EvaluationWorker
 from modelfleet.site.federated import FederatedWorker, SiteConfig
 from modelfleet.site.floors import DesiredStateFloor
 from modelfleet.site.hub_link import HubLink, Reachability
@@ -150,13 +151,29 @@ class SiteAgent:
         self._last_report = 0.0
         # Federated learning only with the site's own config file (consent, data sets).
         self.federated: FederatedWorker | None = None
+        # Evaluations likewise: the same consent and data sets (site/evaluation.py).
+        self.evaluation: EvaluationWorker | None = None
         if settings.config_file is not None:
+            site_config = SiteConfig.load(Path(settings.config_file))
             self.federated = FederatedWorker(
-                SiteConfig.load(Path(settings.config_file)),
+                site_config,
                 session=self.session,
                 site=self.credentials.site,
                 state_dir=state_dir,
                 poll_s=settings.fl_poll_s,
+                retry_max_s=settings.retry_max_s,
+            )
+            self.evaluation = EvaluationWorker(
+                site_config,
+                site=self.credentials.site,
+                session=self.session,
+                download=self.link.download,
+                keys=self._trusted_keys,
+                served=self.cache,
+                cache_dir=state_dir / "evaluation-cache",
+                policy_file=settings.policy_file,
+                max_rows=settings.eval_max_rows,
+                poll_s=settings.eval_poll_s,
                 retry_max_s=settings.retry_max_s,
             )
 
@@ -292,6 +309,8 @@ class SiteAgent:
             self.shipper.start()
         if self.federated is not None:
             self.federated.start()
+        if self.evaluation is not None:
+            self.evaluation.start()
         self._worker.wake()
         return restored
 
@@ -306,6 +325,8 @@ class SiteAgent:
             self.spool.close()
         if self.federated is not None:
             self.federated.stop()
+        if self.evaluation is not None:
+            self.evaluation.stop()
         self.session.close()
         self.state.close()
 

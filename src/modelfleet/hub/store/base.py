@@ -13,7 +13,8 @@ Which service owns which repository:
 - ``deployments``: the deployments service and the rollout controller;
 - ``telemetry``: the telemetry service, the rollout gate source and retention;
 - ``federation``: the federation coordinator (``hub/federation/``);
-- ``events``: the events service (``hub/events.py``): the event log and webhook delivery.
+- ``events``: the events service (``hub/events.py``): the event log and webhook delivery;
+- ``evaluations``: the evaluations service (``hub/evaluations.py``).
 
 Another service's data is asked for through that service's methods
 (``Sites.list()``, ``Registry.versions(name)``), never through its ``.store``.
@@ -30,6 +31,7 @@ from datetime import datetime
 
 from modelfleet.hub.store.repos.access import AuditRepo, TokenRepo
 from modelfleet.hub.store.repos.deployments import DeploymentRepo
+from modelfleet.hub.store.repos.evaluations import EvaluationRepo
 from modelfleet.hub.store.repos.events import EventRepo
 from modelfleet.hub.store.repos.federation import FederationRepo
 from modelfleet.hub.store.repos.models import ModelRepo
@@ -77,6 +79,7 @@ class Store(ABC):
     telemetry: TelemetryRepo
     federation: FederationRepo
     events: EventRepo
+    evaluations: EvaluationRepo
 
     @property
     @abstractmethod

@@ -15,6 +15,7 @@ from modelfleet.hub.store.records.deployments import (
     RolloutChange,
     RolloutRecord,
 )
+from modelfleet.hub.store.records.evaluations import AnswerRow, EvaluationRow
 from modelfleet.hub.store.records.events import DeliveryRecord, EventRecord, WebhookRecord
 from modelfleet.hub.store.records.federation import JobRow, NewJob, RoundRow, UpdateRow
 from modelfleet.hub.store.records.models import ModelRecord, NewVersion, VersionRecord
@@ -23,10 +24,12 @@ from modelfleet.hub.store.records.telemetry import IngestResult, NewWindow, Tota
 
 __all__ = [
     "ACTIVE_STATES",
+    "AnswerRow",
     "Assignment",
     "AuditRecord",
     "DeliveryRecord",
     "DeploymentRecord",
+    "EvaluationRow",
     "EventRecord",
     "IngestResult",
     "JobRow",

@@ -7,6 +7,7 @@ every implementation.
 
 from modelfleet.hub.store.repos.access import AuditRepo, TokenRepo
 from modelfleet.hub.store.repos.deployments import DeploymentRepo
+from modelfleet.hub.store.repos.evaluations import EvaluationRepo
 from modelfleet.hub.store.repos.events import EventRepo
 from modelfleet.hub.store.repos.federation import FederationRepo
 from modelfleet.hub.store.repos.models import ModelRepo, Sealer
@@ -18,6 +19,7 @@ __all__ = [
     "AssignmentRepo",
     "AuditRepo",
     "DeploymentRepo",
+    "EvaluationRepo",
     "EventRepo",
     "FederationRepo",
     "ModelRepo",

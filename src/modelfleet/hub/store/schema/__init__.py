@@ -8,6 +8,7 @@ query code imports the tables it needs from their domain module.
 from modelfleet.hub.store.schema import (
     access,
     deployments,
+    evaluations,
     events,
     federation,
     models,
@@ -19,6 +20,7 @@ from modelfleet.hub.store.schema.base import metadata
 __all__ = [
     "access",
     "deployments",
+    "evaluations",
     "events",
     "federation",
     "metadata",

@@ -28,6 +28,7 @@ from modelfleet.hub.store.base import Leadership, Store
 from modelfleet.hub.store.sql.access import SqlAuditRepo, SqlTokenRepo
 from modelfleet.hub.store.sql.assignments import SqlAssignmentRepo
 from modelfleet.hub.store.sql.deployments import SqlDeploymentRepo
+from modelfleet.hub.store.sql.evaluations import SqlEvaluationRepo
 from modelfleet.hub.store.sql.events import SqlEventRepo
 from modelfleet.hub.store.sql.federation import SqlFederationRepo
 from modelfleet.hub.store.sql.leadership import SqlLeadership
@@ -112,6 +113,7 @@ class SqlStore(Store):
         self.telemetry = SqlTelemetryRepo(self)
         self.federation = SqlFederationRepo(self)
         self.events = SqlEventRepo(self)
+        self.evaluations = SqlEvaluationRepo(self)
 
     @property
     def engine(self) -> Engine:
