@@ -355,7 +355,9 @@ def ls(
                 r.model,
                 r.from_version,
                 r.to_version,
-                r.state,
+                f"{r.state} (awaiting approval)"
+                if r.approval is not None and r.approval.awaiting
+                else r.state,
                 f"{r.step}/{r.steps}",
                 when(r.created_at),
             ]

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
+from modelfleet.hub.desired import desired_for_site
 from modelfleet.hub.plan import Plan, PlanInputs, make_plan
 from modelfleet.hub.policy import (
     ResidencyRule,
@@ -36,7 +37,6 @@ from modelfleet.hub.registry import Registry
 from modelfleet.hub.rollout.follow import awaiting_reason, follow_state
 from modelfleet.hub.rollout.gates import parse_gates
 from modelfleet.hub.rollout.strategies import approval_wave, check_approval, parse_strategy
-from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import (
@@ -103,41 +103,6 @@ class DeployRequest(BaseModel):
 
 
 @dataclass(frozen=True)
-class Desired:
-    version: int
-    ref: str
-    params: dict[str, Any]
-    source: str  # deployment name, or "override"
-
-
-def desired_for_site(
-    site: SiteRecord,
-    deployments: Iterable[DeploymentRecord],
-    active: dict[str, RolloutRecord],
-    overrides: Iterable[OverrideRecord],
-) -> tuple[dict[str, Desired], list[str]]:
-    """The site's managed models -> version, and conflicts found on the way."""
-    result: dict[str, Desired] = {}
-    conflicts: list[str] = []
-    for d in deployments:
-        if not parse_selector(d.selector).matches(site.labels):
-            continue
-        version = _deployment_version(d, site.name, active.get(d.name))
-        if d.model in result and result[d.model].source != d.name:
-            conflicts.append(
-                f"site {site.name}: model {d.model} selected by {result[d.model].source} "
-                f"and {d.name}; keeping {result[d.model].source}"
-            )
-            continue
-        if version is not None:
-            result[d.model] = Desired(version, f"{d.model}:{version}", d.params, d.name)
-    for o in overrides:
-        if o.site == site.name:
-            result[o.model] = Desired(o.version, f"{o.model}:{o.version}", {}, "override")
-    return result, conflicts
-
-
-@dataclass(frozen=True)
 class _Settings:
     """What a deploy request means once the deployment's kept settings fill its gaps."""
 
@@ -190,19 +155,6 @@ def _kept_settings(request: DeployRequest, existing: DeploymentRecord | None) ->
         if existing is not None and existing.follow and follow:
             kept.append("follow")
     return _Settings(strategy, gates, selector, params, follow, kept)
-
-
-def _deployment_version(
-    d: DeploymentRecord, site: str, rollout: RolloutRecord | None
-) -> int | None:
-    if rollout is not None and site in rollout.moved_sites():
-        return rollout.to_version
-    if d.stable_version is not None:
-        return d.stable_version
-    if rollout is not None and rollout.state in ACTIVE_STATES:
-        previous = rollout.plan.get("previous", {}).get(site)
-        return int(previous) if previous is not None else None
-    return None
 
 
 class Deployments:
@@ -505,17 +457,17 @@ class Deployments:
             "rollout_state": active.state if active else (latest[0].state if latest else None),
             "created_at": record.created_at,
             "updated_at": record.updated_at,
-            "follow": self.follow_view(record, latest[0] if latest else None),
+            "follow": self._follow(record, latest[0] if latest else None),
         }
 
-    def follow_view(
+    def _follow(
         self, record: DeploymentRecord, latest: RolloutRecord | None
     ) -> dict[str, Any] | None:
         """Where a following deployment stands against its alias (None if it pins)."""
         if not record.follow:
             return None
         try:
-            now = self.resolve(record.ref).version
+            target: int | None = self.resolve(record.ref).version
         except NotFound:
-            now = None
-        return follow_state(record, now, latest).as_dict()
+            target = None  # the alias was removed
+        return follow_state(record, target, latest).as_dict()

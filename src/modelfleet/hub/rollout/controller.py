@@ -54,6 +54,7 @@ from modelfleet.hub.rollout.gates import (
 from modelfleet.hub.rollout.progress import wave_progress
 from modelfleet.hub.rollout.sources import TelemetryGateSource
 from modelfleet.hub.rollout.strategies import Strategy, describe_strategy, parse_strategy
+from modelfleet.hub.rollout.views import waves_view
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Leadership, Store
 from modelfleet.hub.store.records import ACTIVE_STATES, RolloutChange, RolloutRecord
@@ -394,27 +395,7 @@ class RolloutController:
 
     def view(self, r: RolloutRecord) -> dict[str, Any]:
         reported = self._reported(r.model)
-        previous = r.plan.get("previous", {})
-        waves = []
-        for index, wave in enumerate(r.waves):
-            decided = [h for h in r.history if h.get("step") == index]
-            waves.append(
-                {
-                    "index": index + 1,
-                    "status": _wave_status(r, index),
-                    "sites": [
-                        {
-                            "site": site,
-                            "previous": previous.get(site),
-                            "active_version": reported.get(site, {}).get("active_version"),
-                            "state": reported.get(site, {}).get("state"),
-                            "error": reported.get(site, {}).get("error"),
-                        }
-                        for site in wave
-                    ],
-                    "decision": decided[-1] if decided else None,
-                }
-            )
+        waves = waves_view(r, reported)
         strategy = parse_strategy(r.plan.get("strategy"))
         return {
             "id": r.id,
@@ -469,20 +450,6 @@ class RolloutController:
 
 def _version_text(model: str, version: int | None) -> str:
     return f"{model}:{version}" if version is not None else f"no {model}"
-
-
-def _wave_status(r: RolloutRecord, index: int) -> str:
-    if r.state == "succeeded":
-        return "done"
-    if r.state in ("failed", "aborted", "rolled_back"):
-        return "rolled back" if index <= r.step else "never moved"
-    if index < r.step:
-        return "done"
-    if index == r.step and r.awaiting_approval:
-        return "awaiting approval"
-    if index == r.step:
-        return "baking" if r.state == "running" else "paused"
-    return "pending"
 
 
 __all__ = ["ACTIONS", "Decision", "Figures", "RolloutController"]
