@@ -272,3 +272,39 @@ def test_deploying_a_pinned_version_stops_following(world: FollowWorld) -> None:
     world.alias(2)
     world.controller.tick(world.store.now())
     assert len(world.rollouts()) == 1
+
+
+def test_follow_state_round_trips_on_postgres(
+    hub_factory: Any, tiny_onnx: Any, postgres_url: str
+) -> None:
+    """The follow columns (migration 0012) and their compare-and-set on PostgreSQL."""
+    world = FollowWorld(hub_factory(db=postgres_url, rollout_interval_s=3600), tiny_onnx)
+    on_production(world)
+    world.source.by_version[2] = BAD
+    world.alias(2)
+    world.ticks(3)
+    world.new_controller().tick(world.store.now())
+    assert [r.to_version for r in world.rollouts()] == [2, 1]
+    record = world.deployments.get("pump")
+    assert (record.follow, record.follow_version, record.stable_version) == (True, 2, 1)
+    assert world.follow_view()["state"] == "blocked"
+
+
+def test_a_move_the_plan_refuses_is_noted_and_not_retried(world: FollowWorld) -> None:
+    on_production(world)
+    world.deployments.put_policy(
+        "global-not-in-asia",
+        "residency",
+        {"training_regions": ["global"], "allowed_jurisdictions": ["EU", "US"]},
+    )
+    world.alias(2)
+    world.ticks(3)
+    assert len(world.rollouts()) == 1  # refused: no rollout, and no retry every tick
+    view = world.follow_view()
+    assert (view["state"], view["blocked_version"], view["fleet_version"]) == ("blocked", 2, 1)
+    assert "global-not-in-asia" in view["reason"]
+    assert world.event_types().count("deployment.follow_blocked") == 1
+    world.deployments.remove_policy("global-not-in-asia")
+    world.alias(3)
+    world.controller.tick(world.store.now())
+    assert world.rollouts()[0].to_version == 3  # the next move is followed
