@@ -457,8 +457,12 @@ class HubClient:
         return self._one(Rollout, "GET", f"/api/v1/rollouts/{rollout_id}")
 
     def rollout_action(self, rollout_id: str, action: str) -> Rollout:
-        """``pause``, ``resume``, ``promote``, ``abort`` or ``rollback``."""
+        """``pause``, ``resume``, ``promote``, ``abort``, ``rollback`` or ``approve``."""
         return self._one(Rollout, "POST", f"/api/v1/rollouts/{rollout_id}/{action}")
+
+    def approve_rollout(self, rollout_id: str) -> Rollout:
+        """Let a rollout waiting for approval start its next wave (operator role)."""
+        return self.rollout_action(rollout_id, "approve")
 
     def get_controller_status(self) -> ControllerStatus:
         """Whether the answering hub process leads (was ``controller_status``)."""

@@ -12,6 +12,7 @@ __all__ = [
     "ApplyResult",
     "DeployResult",
     "Deployment",
+    "DeploymentFollow",
     "Override",
     "Plan",
     "PlanPolicy",
@@ -20,6 +21,24 @@ __all__ = [
     "PolicyChange",
     "PolicyChanges",
 ]
+
+
+class DeploymentFollow(Record):
+    """Where a deployment that follows an alias stands: the alias's version now
+    (``target_version``), the one it last acted on, what the fleet runs (the last good
+    version), and, when the alias's version did not roll out (``state`` ``blocked``: its
+    rollout failed, was aborted or rolled back, or its plan was refused), which and why.
+    ``state``: ``following``, ``rolling_out``, ``queued`` (waits for the running rollout,
+    or for the controller's next tick), ``blocked`` or ``alias_missing``."""
+
+    alias: str
+    target_version: int | None
+    acted_version: int | None
+    fleet_version: int | None
+    state: str
+    blocked_version: int | None
+    reason: str
+    message: str
 
 
 class Deployment(Record):
@@ -36,6 +55,8 @@ class Deployment(Record):
     rollout_state: str | None
     created_at: datetime
     updated_at: datetime
+    #: None unless the deployment follows its ref's alias (``deploy --follow``).
+    follow: DeploymentFollow | None = None
 
 
 class PlanViolation(Record):

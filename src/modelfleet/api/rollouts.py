@@ -9,7 +9,15 @@ from pydantic import JsonValue
 
 from modelfleet.api._base import Free, Record
 
-__all__ = ["ControllerStatus", "GateCheck", "Rollout", "RolloutSite", "RolloutWave", "WaveProgress"]
+__all__ = [
+    "ControllerStatus",
+    "GateCheck",
+    "Rollout",
+    "RolloutApproval",
+    "RolloutSite",
+    "RolloutWave",
+    "WaveProgress",
+]
 
 
 class RolloutSite(Record):
@@ -74,6 +82,17 @@ class WaveProgress(Record):
     measured_at: datetime
 
 
+class RolloutApproval(Record):
+    """The wave a rollout waits for ``rollout approve`` before (from 1), whether it waits
+    now, who approved it and when, and the command to type."""
+
+    wave: int
+    awaiting: bool
+    approved_by: str | None
+    approved_at: str | None
+    command: str
+
+
 class Rollout(Record):
     """A rollout with per-wave progress; ``step`` counts from 1."""
 
@@ -91,6 +110,7 @@ class Rollout(Record):
     progress_deadline_s: float
     gates: Free
     progress: WaveProgress | None = None  # only while running or paused
+    approval: RolloutApproval | None = None  # only when the strategy asks for one
     reason: str | None
     waves: list[RolloutWave]
     history: list[Free]

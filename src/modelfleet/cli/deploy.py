@@ -53,6 +53,8 @@ def build_request(
     min_requests: int | None = None,
     max_drift: float | None = None,
     params: str | None = None,
+    follow: bool | None = None,
+    approval: str | None = None,
 ) -> dict[str, Any]:
     """The API request for the flags given.
 
@@ -89,6 +91,8 @@ def build_request(
         spec["order"] = [v.strip() for v in order.split(",") if v.strip()]
     if percent:
         spec["percentages"] = _numbers(percent, "--percent")
+    if approval is not None:
+        spec["approval"] = "required" if approval == "required" else {"wave": approval}
     for key, value in (
         ("start", start),
         ("factor", factor),
@@ -123,6 +127,8 @@ def build_request(
         request["gates"] = gates
     if name:
         request["name"] = name
+    if follow is not None:
+        request["follow"] = follow
     return request
 
 
@@ -213,6 +219,23 @@ def deploy(
     ] = None,
     max_drift: Annotated[float | None, typer.Option(help="Gate: largest PSI/JS.")] = None,
     params: Annotated[str | None, typer.Option(help="Serving parameters as JSON.")] = None,
+    follow: Annotated[
+        bool | None,
+        typer.Option(
+            "--follow/--no-follow",
+            help="Roll out again, with this strategy and these gates, whenever the alias of "
+            "NAME@ALIAS moves. Omitted: a re-deploy keeps it; a NAME:V ref stops following.",
+            show_default=False,
+        ),
+    ] = None,
+    approval: Annotated[
+        str | None,
+        typer.Option(
+            help="Wait for `modelfleet rollout approve ID` before a wave: 'required' (before "
+            "wave 2), a wave number (1: before any site moves), 'canary' or a --waves value.",
+            show_default=False,
+        ),
+    ] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Show what would happen only.")] = False,
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
@@ -234,6 +257,7 @@ def deploy(
       modelfleet deploy fraud@production --to 'provider!=aws' --canary site-a \\
           --then 50,100 --bake 120 --max-error-rate 0.01 --min-requests 200
       modelfleet deploy fraud:4 --to 'provider!=aws'   # new version, strategy kept
+      modelfleet deploy fraud@production --follow --canary site-a --approval required
     """
     request = build_request(
         ref,
@@ -254,6 +278,8 @@ def deploy(
         min_requests=min_requests,
         max_drift=max_drift,
         params=params,
+        follow=follow,
+        approval=approval,
     )
     with client(hub, token) as hc:
         if plan:
@@ -275,9 +301,13 @@ def deploy(
     _print_kept(result.plan)
     if rollout:
         say(f"rollout {rollout.id} started: {rollout.steps} wave(s), {rollout.strategy}")
+        if rollout.approval is not None and rollout.approval.awaiting:
+            say(f"it awaits approval before wave 1: {rollout.approval.command}")
         say(f"follow it: modelfleet rollout status {rollout.id} --watch")
     else:
         say("no version change: sites synced, no rollout needed")
+    if d.follow is not None:
+        say(f"{d.follow.message}; it rolls out by itself whenever {d.follow.alias} moves")
 
 
 def _gates_text(gates: dict[str, Any]) -> str:
@@ -311,7 +341,8 @@ def _print_kept(plan: Plan) -> None:
 def deployments(
     hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = False
 ) -> None:
-    """List deployments.
+    """List deployments; one line each for those that follow an alias: where the alias
+    points, and whether its version rolled out (or failed, and what the fleet runs).
 
     \b
     Examples:
@@ -339,6 +370,9 @@ def deployments(
             for d in rows
         ],
     )
+    for d in rows:  # whole lines: a table column would cut the reason
+        if d.follow is not None:
+            say(f"{d.name}: {d.follow.message}")
 
 
 def undeploy(

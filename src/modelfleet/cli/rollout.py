@@ -1,4 +1,4 @@
-"""``modelfleet rollout ls|status|pause|resume|promote|abort|rollback``.
+"""``modelfleet rollout ls|status|pause|resume|promote|abort|rollback|approve``.
 
 ``status`` shows the rollout wave by wave and, while a wave bakes, its progress from the
 hub's record (:class:`~modelfleet.api.rollouts.WaveProgress`): requests so far against
@@ -51,7 +51,8 @@ EXIT_HELP = (
     "Exit codes: 0 succeeded (without --watch also: running or paused), 1 the hub refused "
     "or could not be reached, 2 usage error, 3 failed (a gate or a site's activation "
     "failed; moved sites went back), 4 aborted, 5 rolled back, 6 (--watch only) paused: "
-    "a human decides (`rollout resume|promote|abort ID`)."
+    "a human decides (`rollout resume|promote|abort ID`; `rollout approve ID` when it "
+    "awaits approval)."
 )
 
 app = typer.Typer(
@@ -193,7 +194,14 @@ def render(r: Rollout) -> Group:
             Text(verdict),
         )
     parts.append(grid)
-    if r.reason:
+    if r.approval is not None and r.approval.awaiting:
+        parts.append(
+            Text.assemble(
+                (f"awaiting approval before wave {r.approval.wave}", "bold yellow"),
+                f": type `{r.approval.command}`",
+            )
+        )
+    elif r.reason:
         parts.append(Text(f"reason: {r.reason}"))
     return Group(*parts)
 
@@ -347,7 +355,9 @@ def ls(
                 r.model,
                 r.from_version,
                 r.to_version,
-                r.state,
+                f"{r.state} (awaiting approval)"
+                if r.approval is not None and r.approval.awaiting
+                else r.state,
                 f"{r.step}/{r.steps}",
                 when(r.created_at),
             ]
@@ -406,7 +416,13 @@ def status(
         else:
             r = _watch_plain(hc, r, interval, hub_patience)
     if watch and r.state == "paused":
-        if not json_out:
+        if not json_out and r.approval is not None and r.approval.awaiting:
+            sys.stderr.write(
+                f"rollout {r.id} awaits approval before wave {r.approval.wave}: "
+                f"continue with `{r.approval.command}` or stop with "
+                f"`modelfleet rollout abort {r.id}`\n"
+            )
+        elif not json_out:
             sys.stderr.write(
                 f"rollout {r.id} paused: {r.reason or 'by an operator'}; "
                 f"continue with `modelfleet rollout resume|promote {r.id}` "
@@ -424,6 +440,7 @@ _ACTION_EXAMPLES = {
     "promote": "modelfleet rollout promote r-1a2b3c4d",
     "abort": "modelfleet rollout abort r-1a2b3c4d",
     "rollback": "modelfleet rollout rollback r-1a2b3c4d",
+    "approve": "modelfleet rollout approve r-1a2b3c4d",
 }
 
 
@@ -442,5 +459,10 @@ _action("resume", "Continue a paused rollout; the current wave's bake and deadli
 _action("promote", "Accept the current wave without its gates and move on (ends a pause).")
 _action("abort", "Stop and move every moved site back to its previous version.")
 _action("rollback", "Undo: moved sites back; after success, the previous version everywhere.")
+_action(
+    "approve",
+    "Let a rollout that awaits approval start its waiting wave (operator role; audited). "
+    "`rollout status ID` says when one waits.",
+)
 
 __all__ = ["EXIT_CODES", "EXIT_PAUSED", "app", "progress_line", "render"]

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelfleet.errors import Conflict, InvalidInput, NotFound
+from modelfleet.hub.desired import desired_for_site
 from modelfleet.hub.plan import Plan, PlanInputs, make_plan
 from modelfleet.hub.policy import (
     ResidencyRule,
@@ -33,9 +34,9 @@ from modelfleet.hub.policy import (
     rule_from_record,
 )
 from modelfleet.hub.registry import Registry
+from modelfleet.hub.rollout.follow import awaiting_reason, follow_state
 from modelfleet.hub.rollout.gates import parse_gates
-from modelfleet.hub.rollout.strategies import parse_strategy
-from modelfleet.hub.selectors import parse_selector
+from modelfleet.hub.rollout.strategies import approval_wave, check_approval, parse_strategy
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import (
@@ -83,6 +84,12 @@ class DeployRequest(BaseModel):
         "(0-60000), intra_op_threads (1-256). Omitted: a re-deploy keeps the deployment's "
         "(a new one has none); given (even {}): replaces them.",
     )
+    follow: bool | None = Field(
+        default=None,
+        description="Roll out again whenever the ref's alias moves (NAME@ALIAS only). "
+        "Omitted: a re-deploy keeps the deployment's (a new one does not follow; a NAME:V "
+        "ref stops following).",
+    )
 
     @field_validator("params")
     @classmethod
@@ -96,41 +103,6 @@ class DeployRequest(BaseModel):
 
 
 @dataclass(frozen=True)
-class Desired:
-    version: int
-    ref: str
-    params: dict[str, Any]
-    source: str  # deployment name, or "override"
-
-
-def desired_for_site(
-    site: SiteRecord,
-    deployments: Iterable[DeploymentRecord],
-    active: dict[str, RolloutRecord],
-    overrides: Iterable[OverrideRecord],
-) -> tuple[dict[str, Desired], list[str]]:
-    """The site's managed models -> version, and conflicts found on the way."""
-    result: dict[str, Desired] = {}
-    conflicts: list[str] = []
-    for d in deployments:
-        if not parse_selector(d.selector).matches(site.labels):
-            continue
-        version = _deployment_version(d, site.name, active.get(d.name))
-        if d.model in result and result[d.model].source != d.name:
-            conflicts.append(
-                f"site {site.name}: model {d.model} selected by {result[d.model].source} "
-                f"and {d.name}; keeping {result[d.model].source}"
-            )
-            continue
-        if version is not None:
-            result[d.model] = Desired(version, f"{d.model}:{version}", d.params, d.name)
-    for o in overrides:
-        if o.site == site.name:
-            result[o.model] = Desired(o.version, f"{o.model}:{o.version}", {}, "override")
-    return result, conflicts
-
-
-@dataclass(frozen=True)
 class _Settings:
     """What a deploy request means once the deployment's kept settings fill its gaps."""
 
@@ -138,6 +110,7 @@ class _Settings:
     gates: dict[str, Any]
     selector: str
     params: dict[str, Any]
+    follow: bool
     kept: list[str]
 
 
@@ -175,20 +148,13 @@ def _kept_settings(request: DeployRequest, existing: DeploymentRecord | None) ->
         params = existing.params if existing is not None else {}
         if existing is not None:
             kept.append("params")
-    return _Settings(strategy, gates, selector, params, kept)
-
-
-def _deployment_version(
-    d: DeploymentRecord, site: str, rollout: RolloutRecord | None
-) -> int | None:
-    if rollout is not None and site in rollout.moved_sites():
-        return rollout.to_version
-    if d.stable_version is not None:
-        return d.stable_version
-    if rollout is not None and rollout.state in ACTIVE_STATES:
-        previous = rollout.plan.get("previous", {}).get(site)
-        return int(previous) if previous is not None else None
-    return None
+    follow = request.follow
+    if follow is None:
+        # Kept only while the ref still names an alias: deploying NAME:V pins a version.
+        follow = existing is not None and existing.follow and "@" in request.ref
+        if existing is not None and existing.follow and follow:
+            kept.append("follow")
+    return _Settings(strategy, gates, selector, params, follow, kept)
 
 
 class Deployments:
@@ -241,7 +207,14 @@ class Deployments:
         return [s for s in self.sites.list() if s.decommissioned_at is None]
 
     def plan(self, request: DeployRequest) -> Plan:
-        version = self.registry.resolve(parse_ref(request.ref))
+        ref = parse_ref(request.ref)
+        if request.follow and ref.alias is None:
+            raise InvalidInput(
+                f"--follow needs a NAME@ALIAS ref, not {request.ref!r}: a deployment follows "
+                "an alias as it moves (e.g. machine-health@production); NAME:V names one "
+                "version for good"
+            )
+        version = self.registry.resolve(ref)
         name = check_name(request.name or version.model, "deployment name")
         existing = self.repo.get_deployment(name)
         settings = _kept_settings(request, existing)
@@ -272,6 +245,9 @@ class Deployments:
             inputs=inputs,
         )
         plan.kept = settings.kept
+        refusal = check_approval(strategy, len(plan.waves)) if plan.waves else None
+        if refusal is not None:
+            plan.errors.append(refusal)
         busy = self.active_rollouts().get(name)
         if busy is not None and plan.rollout_needed:
             # The store refuses it too (in the same transaction as the write); saying so in
@@ -298,9 +274,12 @@ class Deployments:
         }
 
     def deploy(
-        self, request: DeployRequest, actor: str
+        self, request: DeployRequest, actor: str, *, if_unchanged: datetime | None = None
     ) -> tuple[DeploymentRecord, RolloutRecord | None, Plan]:
-        """Create or update a deployment; refuses on policy, conflict or an invalid plan."""
+        """Create or update a deployment; refuses on policy, conflict or an invalid plan.
+
+        ``if_unchanged``: the deployment's ``updated_at`` the caller decided on (following
+        an alias): ``Conflict`` if the row changed since, so nobody acts twice."""
         plan = self.plan(request)
         subject = f"deployment {plan.deployment} ({plan.model}:{plan.version})"
         if plan.violations:
@@ -310,7 +289,10 @@ class Deployments:
         if plan.errors:
             raise InvalidInput(f"{subject}: " + "; ".join(plan.errors))
         existing = self.repo.get_deployment(plan.deployment)
+        if if_unchanged is not None and (existing is None or existing.updated_at != if_unchanged):
+            raise Conflict(f"deployment {plan.deployment!r} changed meanwhile; plan again")
         now = self.now()
+        settings = _kept_settings(request, existing)
         record = DeploymentRecord(
             name=plan.deployment,
             model=plan.model,
@@ -318,21 +300,25 @@ class Deployments:
             selector=plan.selector,
             strategy=plan.strategy.model_dump(),
             gates=plan.gates.model_dump(),
-            params=_kept_settings(request, existing).params,
+            params=settings.params,
             target_version=plan.version,
             stable_version=plan.from_version,
             created_at=existing.created_at if existing else now,
             updated_at=now,
+            follow=settings.follow,
+            follow_version=plan.version if settings.follow else None,
         )
         rollout = None
         if plan.rollout_needed:
+            first = approval_wave(plan.strategy) == 1  # approved before any site moves
+            rollout_id = self.repo.new_rollout_id()
             rollout = RolloutRecord(
-                id=self.repo.new_rollout_id(),
+                id=rollout_id,
                 deployment=plan.deployment,
                 model=plan.model,
                 from_version=plan.from_version,
                 to_version=plan.version,
-                state="running",
+                state="paused" if first else "running",
                 step=0,
                 step_started_at=now,
                 plan={
@@ -340,9 +326,10 @@ class Deployments:
                     "previous": {t.site: t.current for t in plan.targets},
                     "strategy": plan.strategy.model_dump(),
                     "gates": plan.gates.model_dump(),
+                    **({"awaiting_approval": 1} if first else {}),
                 },
                 history=[],
-                reason="",
+                reason=awaiting_reason(1, rollout_id) if first else "",
                 seq=1,
                 created_by=actor,
                 created_at=now,
@@ -470,4 +457,17 @@ class Deployments:
             "rollout_state": active.state if active else (latest[0].state if latest else None),
             "created_at": record.created_at,
             "updated_at": record.updated_at,
+            "follow": self._follow(record, latest[0] if latest else None),
         }
+
+    def _follow(
+        self, record: DeploymentRecord, latest: RolloutRecord | None
+    ) -> dict[str, Any] | None:
+        """Where a following deployment stands against its alias (None if it pins)."""
+        if not record.follow:
+            return None
+        try:
+            target: int | None = self.resolve(record.ref).version
+        except NotFound:
+            target = None  # the alias was removed
+        return follow_state(record, target, latest).as_dict()

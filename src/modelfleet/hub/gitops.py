@@ -26,7 +26,7 @@ from modelfleet.hub.rollout.gates import parse_gates
 from modelfleet.hub.rollout.strategies import parse_strategy
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites, parse_labels
-from modelfleet.hub.store.records import ACTIVE_STATES
+from modelfleet.hub.store.records import ACTIVE_STATES, DeploymentRecord
 from modelfleet.refs import parse_ref
 
 
@@ -44,6 +44,10 @@ class DeploymentDecl(BaseModel):
     strategy: dict[str, Any] = Field(default_factory=dict)
     gates: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
+    follow: bool = Field(
+        default=False,
+        description="Roll out whenever the alias of `model` (NAME@ALIAS) moves.",
+    )
 
 
 class OverrideDecl(BaseModel):
@@ -165,6 +169,11 @@ class FleetApplier:
         doc = parse_fleet(raw)
         rules = [parse_rule(p) for p in doc.policies]
         for decl in doc.deployments:  # validate everything before the first change
+            if decl.follow and parse_ref(decl.model).alias is None:
+                raise InvalidInput(
+                    f"deployment {decl.name or decl.model}: follow needs model: NAME@ALIAS, "
+                    f"not {decl.model!r} (a NAME:V names one version for good)"
+                )
             parse_strategy(decl.strategy)
             parse_gates(decl.gates)
             parse_selector(decl.to)
@@ -290,25 +299,29 @@ class _DeploymentKind:
                 strategy=parse_strategy(decl.strategy).model_dump(),
                 gates=parse_gates(decl.gates).model_dump(),
                 params=decl.params,
+                follow=decl.follow,
             )
             plan = self.deployments.plan(request)
             old = self.deployments.find(plan.deployment)
-            same = old is not None and (
-                old.model,
-                old.target_version,
-                old.selector,
-                old.strategy,
-                old.gates,
-                old.params,
-            ) == (
+            # Which version a following deployment runs is the follow rule's business (the
+            # alias moved: it rolls out, waits for the running rollout, or a failed version
+            # waits for the next move), not every re-apply of the file's.
+            following = old is not None and old.follow and decl.follow
+            version = old.target_version if old is not None and following else plan.version
+            same = old is not None and _settings(old) == (
                 plan.model,
-                plan.version,
+                version,
                 plan.selector,
                 plan.strategy.model_dump(),
                 plan.gates.model_dump(),
                 decl.params,
+                decl.follow,
             )
             detail = f"{plan.model}:{plan.version} to {plan.selector or '(all sites)'}"
+            if decl.follow:
+                detail += f", following {parse_ref(decl.model).alias}"
+            if same and following:
+                continue
             if same and old is not None:
                 behind = self._behind(old.name, old.stable_version, plan.version)
                 if not behind:
@@ -349,6 +362,11 @@ class _DeploymentKind:
                     Change("deployment", d.name, "delete", f"model {d.model}"),
                     partial(self.deployments.remove, d.name),
                 )
+
+
+def _settings(d: DeploymentRecord) -> tuple[Any, ...]:
+    """What a fleet file declares of a deployment, to compare with a declaration."""
+    return (d.model, d.target_version, d.selector, d.strategy, d.gates, d.params, d.follow)
 
 
 def _labels_text(labels: dict[str, str]) -> str:

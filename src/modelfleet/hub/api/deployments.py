@@ -201,7 +201,7 @@ def show_rollout(rollout_id: str, ctx: Context, caller: Caller) -> dict[str, Any
 @router.post(
     "/rollouts/{rollout_id}/{action}",
     response_model=Rollout,
-    summary="pause | resume | promote | abort | rollback",
+    summary="pause | resume | promote | abort | rollback | approve",
 )
 async def act(rollout_id: str, action: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.DEPLOY_WRITE, f"rollout.{action}", rollout_id)

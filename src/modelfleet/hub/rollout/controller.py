@@ -11,6 +11,11 @@ States::
     running|paused --promote----------> running (step + 1) | succeeded
     running|paused --abort------------> aborted     (moved sites back)
     running|paused|succeeded --rollback-> rolled_back
+    running --wave passes, the next needs approval--> paused (awaiting approval; approval.py)
+    paused (awaiting approval) --approve--> running (the waiting wave starts)
+
+Each tick also starts the rollouts of deployments that follow an alias which moved
+(follower.py): leader only, like the rest, and a compare-and-set on the deployment.
 
 Everything the controller knows lives in the rollout row; nothing is kept in memory
 between ticks. Each transition is one compare-and-set on the row's ``seq`` (with the
@@ -36,6 +41,8 @@ from modelfleet.hub.anomalies import Anomalies
 from modelfleet.hub.deployments import Deployments
 from modelfleet.hub.events import Events
 from modelfleet.hub.registry import Registry
+from modelfleet.hub.rollout import approval
+from modelfleet.hub.rollout.follower import Follower
 from modelfleet.hub.rollout.gates import (
     Figures,
     Gates,
@@ -47,6 +54,7 @@ from modelfleet.hub.rollout.gates import (
 from modelfleet.hub.rollout.progress import wave_progress
 from modelfleet.hub.rollout.sources import TelemetryGateSource
 from modelfleet.hub.rollout.strategies import Strategy, describe_strategy, parse_strategy
+from modelfleet.hub.rollout.views import waves_view
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Leadership, Store
 from modelfleet.hub.store.records import ACTIVE_STATES, RolloutChange, RolloutRecord
@@ -56,8 +64,8 @@ from modelfleet.settings import HubSettings
 
 log = logging.getLogger("modelfleet.hub.rollout")
 
-Action = Literal["pause", "resume", "promote", "abort", "rollback"]
-ACTIONS: tuple[Action, ...] = ("pause", "resume", "promote", "abort", "rollback")
+Action = Literal["pause", "resume", "promote", "abort", "rollback", "approve"]
+ACTIONS: tuple[Action, ...] = ("pause", "resume", "promote", "abort", "rollback", "approve")
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ class RolloutController:
         # Every transition is told as an event (hub/events.py), keyed by what it was.
         self.events = events
         self._announced: set[str] = set()
+        self.follower = Follower(deployments, events)
         self._loop = BackgroundLoop(
             "rollout-controller",
             self._step,
@@ -159,12 +168,16 @@ class RolloutController:
         self._was_leader = leader
 
     def tick(self, now: datetime | None = None) -> list[RolloutRecord]:
-        """Evaluate every running rollout once; returns those that changed."""
-        changed = []
-        for rollout in self.deployments.rollouts(states=("running",)):
+        """Start what following deployments owe, then evaluate every running rollout
+        once; returns the rollouts started or changed."""
+        at = now or self.deployments.now()
+        changed = self.follower.tick(at)
+        for rollout in self.deployments.rollouts(states=ACTIVE_STATES):
             if rollout.id not in self._announced:
                 self._announce(rollout)  # rollout.started, before anything it passes
-            moved = self.advance(rollout, now or self.deployments.now())
+            if rollout.state != "running":
+                continue
+            moved = self.advance(rollout, at)
             if moved is not None:
                 changed.append(moved)
         return changed
@@ -251,7 +264,9 @@ class RolloutController:
                 deployment_stable=(r.deployment, r.to_version),
             )
         elif decision.outcome == "success":
-            change = RolloutChange(step=r.step + 1, step_started_at=now, history_entry=entry)
+            change = approval.pause_before(r, entry, now) or RolloutChange(
+                step=r.step + 1, step_started_at=now, history_entry=entry
+            )
         elif decision.outcome == "fail":
             change = RolloutChange(
                 state="failed",
@@ -268,7 +283,9 @@ class RolloutController:
             return None  # someone else decided first; the next tick re-reads
         self._announce(moved)
         # A wave moving on is news (INFO); a failed or paused rollout needs a look.
-        level = logging.WARNING if moved.state in ("failed", "paused") else logging.INFO
+        level = logging.WARNING if moved.state == "failed" else logging.INFO
+        if moved.state == "paused" and not moved.awaiting_approval:
+            level = logging.WARNING
         log.log(level, "rollout %s: %s", r.id, moved.reason or f"wave {moved.step + 1} started")
         self.deployments.sync(self._sites(r))
         return moved
@@ -277,6 +294,7 @@ class RolloutController:
         """Record the events the rollout's row implies (none twice: they are keyed)."""
         if self.events is not None:
             self.events.rollout(r)
+            approval.announce(self.events, r)
             self._announced.add(r.id)
 
     def _announce_recent(self) -> None:
@@ -318,6 +336,9 @@ class RolloutController:
             )
         if r.state not in ACTIVE_STATES:
             raise Conflict(f"rollout {r.id} is {r.state}; {action} applies to a running rollout")
+        approval.refuse_while_awaiting(r, action)
+        if action == "approve":
+            return approval.approve(r, actor, now)
         if action == "pause":
             if r.state == "paused":
                 raise Conflict(f"rollout {r.id} is already paused")
@@ -374,27 +395,7 @@ class RolloutController:
 
     def view(self, r: RolloutRecord) -> dict[str, Any]:
         reported = self._reported(r.model)
-        previous = r.plan.get("previous", {})
-        waves = []
-        for index, wave in enumerate(r.waves):
-            decided = [h for h in r.history if h.get("step") == index]
-            waves.append(
-                {
-                    "index": index + 1,
-                    "status": _wave_status(r, index),
-                    "sites": [
-                        {
-                            "site": site,
-                            "previous": previous.get(site),
-                            "active_version": reported.get(site, {}).get("active_version"),
-                            "state": reported.get(site, {}).get("state"),
-                            "error": reported.get(site, {}).get("error"),
-                        }
-                        for site in wave
-                    ],
-                    "decision": decided[-1] if decided else None,
-                }
-            )
+        waves = waves_view(r, reported)
         strategy = parse_strategy(r.plan.get("strategy"))
         return {
             "id": r.id,
@@ -411,6 +412,7 @@ class RolloutController:
             "progress_deadline_s": strategy.progress_deadline_s,
             "gates": r.plan.get("gates", {}),
             "progress": self._progress(r),
+            "approval": approval.approval_view(r),
             "reason": r.reason,
             "waves": waves,
             "history": r.history,
@@ -420,8 +422,9 @@ class RolloutController:
         }
 
     def _progress(self, r: RolloutRecord) -> dict[str, Any] | None:
-        """The current wave gate by gate, for a rollout still running or paused."""
-        if r.state not in ACTIVE_STATES:
+        """The current wave gate by gate, for a rollout still running or paused (none while
+        it awaits approval: the wave has not started)."""
+        if r.state not in ACTIVE_STATES or r.awaiting_approval:
             return None
         now = self.deployments.now()
         m = self.measure(r, now)
@@ -447,18 +450,6 @@ class RolloutController:
 
 def _version_text(model: str, version: int | None) -> str:
     return f"{model}:{version}" if version is not None else f"no {model}"
-
-
-def _wave_status(r: RolloutRecord, index: int) -> str:
-    if r.state == "succeeded":
-        return "done"
-    if r.state in ("failed", "aborted", "rolled_back"):
-        return "rolled back" if index <= r.step else "never moved"
-    if index < r.step:
-        return "done"
-    if index == r.step:
-        return "baking" if r.state == "running" else "paused"
-    return "pending"
 
 
 __all__ = ["ACTIONS", "Decision", "Figures", "RolloutController"]

@@ -10,6 +10,11 @@
 Sites are taken in name order inside a strategy so a plan is reproducible: the same fleet
 and the same strategy give the same waves in ``--plan`` and in the real rollout. A plan is
 refused when a step would move no new site, which catches "10 % of 3 sites" early.
+
+``approval`` makes a rollout wait for an operator before one wave: ``{wave: N}`` (1 = before
+any site moves), ``{wave: canary}`` (a canary strategy: before the canary), ``{wave: VALUE}``
+(a ``waves`` strategy: before the wave of that label value) or ``required`` (before the wave
+after the first). A wave number past the rollout's waves is refused when it is planned.
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from modelfleet.errors import InvalidInput
 from modelfleet.hub.policy import describe
@@ -37,6 +51,32 @@ def _check_percentages(values: list[float], what: str) -> None:
         previous = value
     if values and values[-1] != 100:
         raise ValueError(f"{what}: the last percentage must be 100 so every site is reached")
+
+
+#: Waves a rollout may pause before; far more than any strategy builds.
+MAX_APPROVAL_WAVE = 1000
+
+
+class Approval(BaseModel):
+    """Before which wave a rollout waits for ``rollout approve``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wave: int | str = Field(
+        description="A wave number (1 = before any site moves), `canary` (before the canary "
+        "of a canary strategy) or a label value of a `waves` strategy's order."
+    )
+
+    @field_validator("wave")
+    @classmethod
+    def _wave(cls, value: int | str) -> int | str:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and not 1 <= value <= MAX_APPROVAL_WAVE:
+            raise ValueError(f"approval wave must be 1-{MAX_APPROVAL_WAVE}, got {value}")
+        if isinstance(value, str) and not 1 <= len(value.strip()) <= 64:
+            raise ValueError("approval wave must be a number, `canary` or a label value")
+        return value.strip() if isinstance(value, str) else value
 
 
 class Strategy(BaseModel):
@@ -61,11 +101,43 @@ class Strategy(BaseModel):
     progress_deadline_s: float = Field(
         default=600.0, gt=0, description="Without a verdict by then a step is inconclusive."
     )
+    approval: Approval | None = Field(
+        default=None,
+        description="Wait for an operator's `rollout approve` before a wave: "
+        "`required` (before wave 2) or {wave: N | canary | LABEL-VALUE}.",
+    )
+
+    @field_validator("approval", mode="before")
+    @classmethod
+    def _approval(cls, value: Any) -> Any:
+        if value == "required":
+            return {"wave": 2}
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            raise ValueError("approval is `required` or {wave: N | canary | LABEL-VALUE}")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _without_empty_approval(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A strategy without approval is stored exactly as before approvals existed, so a
+        # deployment's stored strategy and a fleet file's compare equal.
+        data: dict[str, Any] = handler(self)
+        if data.get("approval") is None:
+            data.pop("approval", None)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Strategy:
         if self.progress_deadline_s < self.bake_s:
             raise ValueError("progress_deadline_s must be at least bake_s")
+        if self.approval is not None and isinstance(self.approval.wave, str):
+            wave = self.approval.wave
+            if wave == "canary" and self.kind != "canary":
+                raise ValueError("approval wave `canary` needs a canary strategy")
+            if wave != "canary" and (self.kind != "waves" or wave not in self.order):
+                raise ValueError(
+                    f"approval wave {wave!r} is neither a number, `canary`, nor a value of "
+                    "the waves strategy's order"
+                )
         if self.kind == "canary":
             _check_percentages(self.then, "then")
         if self.kind == "waves":
@@ -168,7 +240,38 @@ def _by_label(strategy: Strategy, ordered: list[SiteRecord]) -> list[list[str]]:
     return waves
 
 
+def approval_wave(strategy: Strategy) -> int | None:
+    """The wave (from 1) a rollout waits for approval before, or None."""
+    if strategy.approval is None:
+        return None
+    wave = strategy.approval.wave
+    if isinstance(wave, int):
+        return wave
+    if wave == "canary":
+        return 1
+    return strategy.order.index(wave) + 1
+
+
+def check_approval(strategy: Strategy, waves: int) -> str | None:
+    """Why the approval cannot apply to a rollout of ``waves`` waves, or None."""
+    wave = approval_wave(strategy)
+    if wave is None or wave <= waves:
+        return None
+    return (
+        f"approval before wave {wave} is out of range: this rollout has {waves} wave(s); "
+        "use a wave from 1 (before any site moves) to "
+        f"{waves}"
+    )
+
+
 def describe_strategy(strategy: Strategy) -> str:
+    """The strategy in words, e.g. ``canary site-a then 50%,100% of the rest``."""
+    text = _kind_text(strategy)
+    wave = approval_wave(strategy)
+    return text if wave is None else f"{text}; approval before wave {wave}"
+
+
+def _kind_text(strategy: Strategy) -> str:
     if strategy.kind == "canary":
         rest = ",".join(f"{p:g}%" for p in strategy.then)
         return f"canary {strategy.canary or '(first site)'} then {rest} of the rest"

@@ -56,6 +56,8 @@ _VOLATILE = ("elapsed_s", "bake_left_s", "deadline_left_s", "measured_at")
 def actions_for(view: dict[str, Any]) -> list[str]:
     """The operator actions the controller accepts in the rollout's state."""
     state = view["state"]
+    if state == "paused" and (view.get("approval") or {}).get("awaiting"):
+        return ["approve", "abort", "rollback"]  # resume and promote do not skip approval
     if state == "running":
         return ["pause", "promote", "abort", "rollback"]
     if state == "paused":

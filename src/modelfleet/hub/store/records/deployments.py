@@ -41,6 +41,14 @@ class DeploymentRecord:
     stable_version: int | None
     created_at: datetime
     updated_at: datetime
+    #: Roll out whenever the ref's alias moves (rollout/follow.py); only for NAME@ALIAS.
+    follow: bool = False
+    #: The alias's version the deployment last acted on (started a rollout to, or was
+    #: refused): the controller acts again only when the alias points elsewhere, so a
+    #: version whose rollout failed is not retried in a loop.
+    follow_version: int | None = None
+    #: Why the alias's version could not even start a rollout (a refused plan); "" if none.
+    follow_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,11 +86,18 @@ class RolloutRecord:
     def waves(self) -> list[list[str]]:
         return [list(w) for w in self.plan.get("waves", [])]
 
+    @property
+    def awaiting_approval(self) -> bool:
+        """Paused before its current wave until an operator approves: that wave's sites
+        have not moved yet (rollout/controller.py, ``approve``)."""
+        return self.state == "paused" and bool(self.plan.get("awaiting_approval"))
+
     def moved_sites(self) -> list[str]:
         """Sites told to run ``to_version`` by this rollout right now."""
         if self.state not in ACTIVE_STATES:
             return []
-        return [s for wave in self.waves[: self.step + 1] for s in wave]
+        reached = self.step if self.awaiting_approval else self.step + 1
+        return [s for wave in self.waves[:reached] for s in wave]
 
 
 @dataclass

@@ -63,6 +63,14 @@ class DeploymentRepo(ABC):
         """
 
     @abstractmethod
+    def record_follow(
+        self, name: str, *, expected_updated_at: datetime, version: int, note: str
+    ) -> bool:
+        """Note that a following deployment acted on its alias's ``version`` without a
+        rollout (``note`` says why none started), as a compare-and-set on ``updated_at``;
+        False when the row changed since the caller read it."""
+
+    @abstractmethod
     def delete_deployment(self, name: str) -> None:
         """Remove a deployment; its unfinished rollouts end as aborted. ``NotFound`` if
         absent."""

@@ -11,7 +11,18 @@ through — already guards the integrity of what sites are actually told to serv
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Index, Integer, PrimaryKeyConstraint, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    false,
+)
 
 from modelfleet.hub.store.schema.base import NAME_LEN, UtcDateTime, metadata
 
@@ -44,6 +55,11 @@ deployments = Table(
     Column("stable_version", Integer, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Following the ref's alias (0012): the alias's version last acted on, and why it
+    # could not start a rollout (see rollout/follow.py).
+    Column("follow", Boolean, nullable=False, server_default=false()),
+    Column("follow_version", Integer, nullable=True),
+    Column("follow_note", Text, nullable=False, server_default=""),
     PrimaryKeyConstraint("name"),
     Index(None, "model"),
 )

@@ -47,6 +47,9 @@ def _deployment(row: Row[Any]) -> DeploymentRecord:
         stable_version=row.stable_version,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        follow=bool(row.follow),
+        follow_version=row.follow_version,
+        follow_note=row.follow_note or "",
     )
 
 
@@ -148,6 +151,9 @@ class SqlDeploymentRepo(DeploymentRepo):
             "target_version": record.target_version,
             "stable_version": record.stable_version,
             "updated_at": record.updated_at,
+            "follow": record.follow,
+            "follow_version": record.follow_version,
+            "follow_note": record.follow_note,
         }
         with self._store.write() as conn:
             current = conn.execute(
@@ -181,6 +187,22 @@ class SqlDeploymentRepo(DeploymentRepo):
                 )
             if rollout is not None:
                 conn.execute(insert(rollouts).values(**_rollout_values(rollout)))
+
+    def record_follow(
+        self, name: str, *, expected_updated_at: datetime, version: int, note: str
+    ) -> bool:
+        """Note that the deployment acted on its alias's ``version`` (``note``: why no
+        rollout started), if the row is unchanged since read; False when it moved on."""
+        with self._store.write() as conn:
+            moved = conn.execute(
+                update(deployments)
+                .where(
+                    deployments.c.name == name,
+                    deployments.c.updated_at == expected_updated_at,
+                )
+                .values(follow_version=version, follow_note=note, updated_at=self._store.now())
+            )
+            return moved.rowcount == 1
 
     def delete_deployment(self, name: str) -> None:
         """Remove a deployment; its unfinished rollouts end as aborted."""
