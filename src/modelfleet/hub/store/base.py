@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime
 
 from modelfleet.hub.store.repos.access import AuditRepo, TokenRepo
+from modelfleet.hub.store.repos.accuracy import AccuracyRepo
 from modelfleet.hub.store.repos.deployments import DeploymentRepo
 from modelfleet.hub.store.repos.events import EventRepo
 from modelfleet.hub.store.repos.federation import FederationRepo
@@ -77,6 +78,7 @@ class Store(ABC):
     telemetry: TelemetryRepo
     federation: FederationRepo
     events: EventRepo
+    accuracy: AccuracyRepo
 
     @property
     @abstractmethod
