@@ -145,3 +145,35 @@ def test_the_hub_refuses_inconsistent_feedback_blocks(feedback: dict[str, Any]) 
     window = {**labelled(1, 1, 0)[0], "feedback": feedback}
     with pytest.raises(ValidationError):
         BatchIn.model_validate({"batch_id": "b1", "spool_id": "s1", "windows": [window]})
+
+
+def test_the_performance_page_shows_accuracy_per_site_and_version(
+    hub_factory: Any, tiny_onnx: Any
+) -> None:
+    import json
+    import re
+
+    hub = hub_factory(rollout_interval_s=3600)
+    world = World(hub, tiny_onnx)
+    first_version(world)
+    ship(world, "a", labelled(1, right=3, wrong=1))
+    ship(world, "b", labelled(1, right=1, wrong=1))
+    signed = hub.client.post(
+        "/ui/login",
+        data={"token": hub.admin_token, "next": "/ui/performance"},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303, signed.text
+    page = hub.client.get("/ui/performance", params={"model": "pump", "range": "1h"})
+    assert page.status_code == 200, page.text
+    html = page.text
+    assert "Accuracy from labels (per site &times; version)" in html
+    row = re.search(r'<tr data-site="a" data-version="1">.*?</tr>', html, re.S)
+    assert row is not None
+    assert "75.0 %" in row.group(0)
+    chart = re.search(r'id="chart-accuracy">(.*?)</script>', html, re.S)
+    assert chart is not None
+    doc = json.loads(chart.group(1))
+    lines = {s["label"]: [v for v in s["values"] if v is not None] for s in doc["series"]}
+    assert lines == {"a v1": [0.75], "b v1": [0.5]}
