@@ -15,14 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from modelfleet.cli.common import print_json, say
-from modelfleet.errors import InvalidInput, SiteError
+from modelfleet.errors import InvalidInput
 from modelfleet.pki.tls import client_context
 from modelfleet.settings import ClientSettings
-from modelfleet.site.feedback import DROP_REASONS, MAX_LABELS
+from modelfleet.sim.feedback import send_labels
 
 #: Labels read from one file at most (a larger file: split it, or post in several runs).
 MAX_FILE_LABELS = 10_000_000
@@ -69,17 +68,11 @@ def read_labels(path: Path) -> Iterator[tuple[str, Any]]:
             raise InvalidInput(f"{path}: use a .csv (id,label) or .jsonl file")
 
 
-def _chunks(path: Path) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
-    for count, (rid, label) in enumerate(read_labels(path), start=1):
+def _counted(path: Path) -> Iterator[tuple[str, Any]]:
+    for count, pair in enumerate(read_labels(path), start=1):
         if count > MAX_FILE_LABELS:
             raise InvalidInput(f"{path}: more than {MAX_FILE_LABELS} labels; split the file")
-        chunk.append({"id": rid, "label": label})
-        if len(chunk) == MAX_LABELS:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+        yield pair
 
 
 def feedback(
@@ -108,25 +101,7 @@ def feedback(
     """
     settings = ClientSettings()
     verify = client_context(settings.ca_file)  # the fleet CA (MODELFLEET_CA_FILE) or roots
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    totals: dict[str, Any] = {"accepted": 0, "dropped": dict.fromkeys(DROP_REASONS, 0)}
-    url = f"{site.rstrip('/')}/v2/models/{model}/feedback"
-    with httpx.Client(timeout=60, verify=verify, headers=headers) as http:
-        for chunk in _chunks(file):
-            try:
-                response = http.post(url, json={"labels": chunk})
-            except httpx.HTTPError as exc:
-                raise SiteError(f"cannot reach the site {site}: {exc}") from exc
-            if response.status_code != 200:
-                try:
-                    reason = response.json().get("error", response.text)
-                except ValueError:
-                    reason = response.text
-                raise SiteError(f"the site refused the labels ({response.status_code}): {reason}")
-            answer = response.json()
-            totals["accepted"] += int(answer["accepted"])
-            for reason, n in answer["dropped"].items():
-                totals["dropped"][reason] = totals["dropped"].get(reason, 0) + int(n)
+    totals = send_labels(site, model, _counted(file), token=token, verify=verify).to_dict()
     if json_out:
         print_json(totals)
         return
