@@ -244,8 +244,9 @@ def _decoded_base64(data: bytes) -> list[bytes]:
 # only ciphertext and the check would prove nothing.
 @pytest.mark.plain_http
 def test_no_request_id_input_or_label_leaves_the_site(fleet: Fleet, tmp_path: Path) -> None:
-    """A regressor's MAE reaches the hub exactly, while no byte the site sent to the hub
-    holds a request id, the sentinel input value or the sentinel label value."""
+    """A regressor's MAE reaches the hub exactly, from predictions remembered across a
+    restart of the site, while no byte the site sent to the hub holds a request id, the
+    sentinel input value or the sentinel label value."""
     fleet.admin.push(regressor(tmp_path / "reg.onnx"), "meter")
     proxy = fleet.proxy()
     site = fleet.add_site("plant-1", via=proxy)
@@ -255,6 +256,9 @@ def test_no_request_id_input_or_label_leaves_the_site(fleet: Fleet, tmp_path: Pa
     predicted = float(np.float32(x.sum()))
     for i in range(3):
         infer(site, "meter", fleet.infer, f"{SENTINEL_ID}-{i}", x)
+    site.stop()  # the predictions awaiting labels survive a restart of the site
+    site.start()
+    wait_for(lambda: serving(site, "meter", fleet.infer), what="meter served again")
     body = {"labels": [{"id": f"{SENTINEL_ID}-{i}", "label": SENTINEL_LABEL} for i in range(3)]}
     assert post_labels(site, "meter", fleet.infer, body).json()["accepted"] == 3
     mae = abs(SENTINEL_LABEL - predicted)

@@ -48,7 +48,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
-from modelfleet.errors import InvalidInput, StoreError
+from modelfleet.errors import InvalidInput, ModelfleetError, StoreError
 from modelfleet.loops import BackgroundLoop
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "FeedbackCounts",
     "FeedbackStore",
     "JoinResult",
+    "answer_feedback",
     "parse_labels",
     "predictions_of",
 ]
@@ -181,6 +182,23 @@ def parse_labels(body: bytes) -> list[tuple[str, Label]]:
             raise InvalidInput(f"feedback: label of {item.id[:40]!r} is not a finite number")
         out.append((item.id, item.label))
     return out
+
+
+def answer_feedback(
+    store: FeedbackStore, model: str, body: bytes, current_version: int
+) -> tuple[int, dict[str, Any]]:
+    """The HTTP answer to a feedback body: 200 with the counts, 413 for too many labels,
+    400 for a malformed body, 503 when the store cannot record (never a 500)."""
+    try:
+        labels = parse_labels(body)
+    except ModelfleetError as exc:
+        return (413 if exc.code == "too_many_labels" else 400), {"error": exc.message}
+    try:
+        result = store.join(model, labels, current_version)
+    except ModelfleetError as exc:
+        log.warning("feedback for %s not joined: %s", model, exc.message)
+        return 503, {"error": f"feedback not recorded: {exc.message}"}
+    return 200, {**result.to_dict(), "max_labels": MAX_LABELS}
 
 
 def predictions_of(outputs: Mapping[str, np.ndarray[Any, Any]]) -> list[tuple[Kind, str]] | None:

@@ -46,7 +46,7 @@ from modelfleet.oip.types import InferOutput, InferRequest, InferResponse
 from modelfleet.site.access import OPEN_PATHS, SiteAccess
 from modelfleet.site.batcher import DEFAULT_INLINE_BELOW_S, Batcher, BatchPolicy
 from modelfleet.site.cascade import Cascade
-from modelfleet.site.feedback import MAX_LABELS, FeedbackStore, parse_labels
+from modelfleet.site.feedback import FeedbackStore, answer_feedback
 from modelfleet.site.observer import InferenceObserver, NullObserver
 from modelfleet.site.oip_routes import OipRoutes
 from modelfleet.site.repository import ModelRepository
@@ -470,21 +470,10 @@ class InferenceServer:
                 send, 413, f"feedback body exceeds {_MAX_FEEDBACK_BYTES} bytes; split the batch"
             )
             return
-        try:
-            labels = parse_labels(body)
-        except ModelfleetError as exc:
-            status = 413 if exc.code == "too_many_labels" else 400
-            await _error(send, status, exc.message)
-            return
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._executor, store.join, name, labels, model.version
-            )
-        except ModelfleetError as exc:
-            log.warning("feedback for %s not joined: %s", name, exc.message)
-            await _error(send, 503, f"feedback not recorded: {exc.message}")
-            return
-        await respond(send, 200, orjson.dumps({**result.to_dict(), "max_labels": MAX_LABELS}))
+        status, doc = await asyncio.get_running_loop().run_in_executor(
+            self._executor, answer_feedback, store, name, body, model.version
+        )
+        await respond(send, status, orjson.dumps(doc))
 
     async def _plain(self, path: str, send: Send) -> None:
         if path == "/metrics":
