@@ -357,6 +357,26 @@ class SiteSettings(BaseSettings):
         le=120,
         description="How long each evaluation task request waits for a task (long-poll).",
     )
+    feedback_enabled: bool = Field(
+        default=True,
+        description="Remember each answered request's prediction by request id so labels "
+        "posted later (POST /v2/models/{m}/feedback, docs/feedback.md) are joined here and "
+        "shipped as counts only. Needs telemetry on.",
+    )
+    feedback_window_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        le=90 * 86_400.0,
+        description="How long after a prediction its label is still counted; a later label "
+        "is dropped as 'expired' (predictions older than twice this are forgotten).",
+    )
+    feedback_max_predictions: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="Predictions remembered per model awaiting a label (the oldest go first): "
+        "bounds the site's feedback.db.",
+    )
 
 
 class ClientSettings(BaseSettings):

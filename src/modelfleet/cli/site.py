@@ -29,6 +29,7 @@ from modelfleet.cli.common import (
     table,
     when,
 )
+from modelfleet.cli.feedback import feedback as feedback_command
 from modelfleet.errors import InvalidInput
 from modelfleet.settings import DEFAULT_SITE_PORT
 
@@ -457,3 +458,6 @@ def _check_site_scheme(hub_url: str, insecure_http: bool) -> None:
             f"--insecure-http: this site's hub {hub_url} is HTTPS, so the site serves HTTPS "
             "with its own certificate; drop the flag"
         )
+
+
+app.command("feedback")(feedback_command)

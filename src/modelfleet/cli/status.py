@@ -132,6 +132,29 @@ def anomaly_lines(hc: HubClient) -> list[str]:
     ]
 
 
+def accuracy_lines(hc: HubClient, doc: dict[str, Any]) -> list[str]:
+    """Per site x model with labels (docs/feedback.md), the newest labelled version's
+    figure over the last 7 days: ``site-a: m accuracy 0.93 (412 labels, v3)``; nothing
+    when the hub has no accuracy endpoint (an older hub)."""
+    names = sorted({m["model"] for site in doc["sites"] for m in site["models"]})
+    lines: list[str] = []
+    for name in names:
+        try:
+            figures = hc.request("GET", "/api/v1/accuracy", params={"model": name}).json()
+        except ModelfleetError:
+            return lines
+        newest: dict[str, dict[str, Any]] = {}
+        for f in figures.get("figures", []):
+            if f.get("count") and f["version"] >= newest.get(f["site"], {}).get("version", 0):
+                newest[f["site"]] = f
+        for site, f in sorted(newest.items()):
+            value = f"{f['value']:.2f}" if f["metric"] == "accuracy" else f"{f['value']:.4g}"
+            lines.append(
+                f"{site}: {name} {f['metric']} {value} ({f['count']} labels, v{f['version']})"
+            )
+    return lines
+
+
 def _warn(hc: HubClient) -> None:
     """On stderr, so ``--json`` output stays the document alone."""
     for line in fleet_warnings(hc):
@@ -166,7 +189,7 @@ def status(
                 print_json(doc)
             else:
                 _render(jsonable(doc))
-                for line in anomaly_lines(hc):
+                for line in anomaly_lines(hc) + accuracy_lines(hc, jsonable(doc)):
                     say(line)
             return
         while True:
@@ -176,7 +199,7 @@ def status(
             else:
                 console.clear()
                 _render(jsonable(doc))
-                for line in anomaly_lines(hc):
+                for line in anomaly_lines(hc) + accuracy_lines(hc, jsonable(doc)):
                     say(line)
             _warn(hc)
             time.sleep(interval)

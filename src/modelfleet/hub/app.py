@@ -11,7 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelfleet._version import __version__
 from modelfleet.api import SigningKey
+from modelfleet.hub.accuracy import AccuracyCollector
 from modelfleet.hub.anomalies import Anomalies
+from modelfleet.hub.api import accuracy as accuracy_api
 from modelfleet.hub.api import anomalies as anomalies_api
 from modelfleet.hub.api import deployments as deployments_api
 from modelfleet.hub.api import directory as directory_api
@@ -74,6 +76,7 @@ def build_context(settings: HubSettings) -> HubContext:
     telemetry = Telemetry(store, sites)
     anomalies = Anomalies(store.telemetry, interval_s=settings.anomaly_interval_s)
     register_telemetry_metrics(metrics.registry, telemetry, anomalies)
+    metrics.registry.register(AccuracyCollector(telemetry.accuracy))
     notifier = Notifier()
     events = Events(store)
     deployments, rollouts = build_rollouts(
@@ -165,6 +168,7 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.state.hub = ctx
     install_error_handlers(app)
     app.include_router(models_api.router)
+    app.include_router(accuracy_api.router)
     app.include_router(tokens_api.router)
     app.include_router(sites_api.router)
     app.include_router(deployments_api.router)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelfleet.errors import InvalidInput, NotFound
+from modelfleet.hub.accuracy import Accuracy
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import IngestResult, NewWindow, WindowRecord
@@ -118,6 +119,8 @@ class Telemetry:
     def __init__(self, store: Store, sites: Sites) -> None:
         self.sites = sites
         self.repo = store.telemetry
+        #: Ground-truth counts from the windows' ``feedback`` blocks (hub/accuracy.py).
+        self.accuracy = Accuracy(store)
         self._cache: dict[tuple[str, str, int], tuple[float, dict[str, Any]]] = {}
         self._cache_lock = threading.Lock()
 
@@ -132,8 +135,12 @@ class Telemetry:
         windows: list[dict[str, Any]],
     ) -> IngestResult:
         self.sites.get(site)
-        parsed = [window_from_doc(w) for w in windows]
+        # A window with labels but no traffic (labels come after the fact) is accuracy
+        # only: stored as traffic it would read as a silent site to the anomaly detector.
+        traffic = [w for w in windows if w.get("requests") or not w.get("feedback")]
+        parsed = [window_from_doc(w) for w in traffic]
         result = self.repo.ingest(site, batch_id, spool_id, dropped, parsed)
+        self.accuracy.ingest(site, windows)
         # Verdicts cached for this site are stale once new windows arrive.
         keys = {(site, w.model, w.version) for w in parsed}
         with self._cache_lock:

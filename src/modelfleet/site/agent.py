@@ -35,6 +35,7 @@ from modelfleet.site.cache import BlobCache
 from modelfleet.site.cascade import Cascade
 from modelfleet.site.evaluation import EvaluationWorker
 from modelfleet.site.federated import FederatedWorker, SiteConfig
+from modelfleet.site.feedback import FeedbackStore
 from modelfleet.site.floors import DesiredStateFloor
 from modelfleet.site.hub_link import HubLink, Reachability
 from modelfleet.site.identity import SiteIdentity, enroll_site, renew
@@ -121,6 +122,7 @@ class SiteAgent:
             ready=lambda: self._restored,
             observer=self.telemetry,
             access=self.access,
+            feedback=self._feedback_store(settings, state_dir),
         )
         if settings.cascade_file is not None:
             # Counters land in the server's registry, so /metrics shows escalations.
@@ -314,11 +316,27 @@ class SiteAgent:
         self._worker.wake()
         return restored
 
+    def _feedback_store(self, settings: SiteSettings, state_dir: Path) -> FeedbackStore | None:
+        """Labels joined with predictions (site/feedback.py); their counts ride in the
+        telemetry windows, so without telemetry there is nowhere to put them."""
+        if not settings.feedback_enabled or self.telemetry is None:
+            return None
+        store = FeedbackStore(
+            state_dir / "feedback.db",
+            self.telemetry.add_feedback,
+            window_s=settings.feedback_window_s,
+            max_per_model=settings.feedback_max_predictions,
+        )
+        store.start()
+        return store
+
     def stop(self) -> None:
         """Stop following the hub. The poller may sit in a long-poll: it is a daemon thread
         and exits when that returns, so only the worker (which writes state) is joined."""
         self._poller.stop(join=False)
         self._worker.stop()
+        if self.server.feedback is not None:
+            self.server.feedback.close()  # writes the remembered predictions first
         if self.telemetry is not None and self.shipper is not None:
             self.telemetry.stop()  # closes the open windows into the outbox
             self.shipper.stop()

@@ -17,9 +17,11 @@ sends yields a 500 (a 500 means the model itself failed, or a bug, and is logged
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +46,7 @@ from modelfleet.oip.types import InferOutput, InferRequest, InferResponse
 from modelfleet.site.access import OPEN_PATHS, SiteAccess
 from modelfleet.site.batcher import DEFAULT_INLINE_BELOW_S, Batcher, BatchPolicy
 from modelfleet.site.cascade import Cascade
+from modelfleet.site.feedback import FeedbackStore, answer_feedback
 from modelfleet.site.observer import InferenceObserver, NullObserver
 from modelfleet.site.oip_routes import OipRoutes
 from modelfleet.site.repository import ModelRepository
@@ -59,6 +62,10 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 _OCTETS = b"application/octet-stream"
 _HEADER_LENGTH = INFERENCE_HEADER_LENGTH.encode()
 _INFER_SUFFIX = "/infer"
+_FEEDBACK_SUFFIX = "/feedback"
+_REQUEST_ID = b"x-request-id"
+#: A feedback body of MAX_LABELS labels with long ids and text classes fits well within it.
+_MAX_FEEDBACK_BYTES = 4 * 1024 * 1024
 
 
 #: Outcomes that answered the client (a cascade's cloud answer or degraded local one too).
@@ -225,8 +232,12 @@ class InferenceServer:
         inline_below_s: float = DEFAULT_INLINE_BELOW_S,
         cascade: Cascade | None = None,
         access: SiteAccess | None = None,
+        feedback: FeedbackStore | None = None,
     ) -> None:
         self.repository = repository
+        #: Remembers predictions by request id and joins labels (site/feedback.py); None:
+        #: ``/feedback`` answers 404 and nothing is remembered.
+        self.feedback = feedback
         self.cascade = cascade
         #: Who may call (the agent always sets it); None serves everyone, for a server
         #: embedded in a process that controls its own port (tests of the protocol alone).
@@ -286,6 +297,14 @@ class InferenceServer:
                     return
                 await self._infer(scope, receive, send, target.name, target.version)
                 return
+        if path.startswith(MODELS_PREFIX) and path.endswith(_FEEDBACK_SUFFIX):
+            name = path[len(MODELS_PREFIX) : -len(_FEEDBACK_SUFFIX)]
+            if name and "/" not in name:
+                if access is not None and (denied := access.check(scope, name)):
+                    await _refuse(send, denied)
+                    return
+                await self._feedback(scope, receive, send, method, name)
+                return
         if access is not None and path not in OPEN_PATHS:
             named = parse_model_path(path) if path.startswith(MODELS_PREFIX) else None
             if denied := access.check(scope, named.name if named is not None else None):
@@ -322,6 +341,7 @@ class InferenceServer:
             await _error(send, 413, f"request body exceeds {self.max_body_bytes} bytes")
             return
         header_length: int | None = None
+        request_id: str | None = None
         outcome = "ok"
         feeds: dict[str, npt.NDArray[Any]] | None = None
         results: dict[str, npt.NDArray[Any]] | None = None
@@ -333,6 +353,8 @@ class InferenceServer:
                             "Inference-Header-Content-Length must be a non-negative integer"
                         )
                     header_length = int(value)
+                elif key == _REQUEST_ID:
+                    request_id = value.decode("latin-1")
             req = decode_request(body, header_length)
             feeds, names = served.prepare(req)
             results = await served.batcher.submit(feeds, names)
@@ -370,17 +392,27 @@ class InferenceServer:
             self._finish(served, started, "error", feeds)
             await _error(send, 500, "internal error while serving this request")
             return
+        headers: list[tuple[bytes, bytes]] | None = None
+        if self.feedback is not None:
+            # The id a label names later: the request's own, its X-Request-Id, or a new one.
+            request_id = req.id or request_id or uuid.uuid4().hex
+            headers = [(_REQUEST_ID, request_id.encode("latin-1", "replace"))]
         if response_header is None:
-            await respond(send, 200, payload)
+            await respond(send, 200, payload, headers=headers)
         else:
             await respond(
                 send,
                 200,
                 payload,
                 content_type=_OCTETS,
-                headers=[(_HEADER_LENGTH, str(response_header).encode())],
+                headers=[*(headers or []), (_HEADER_LENGTH, str(response_header).encode())],
             )
         self._finish(served, started, outcome, feeds, results)
+        if self.feedback is not None and request_id is not None and results is not None:
+            try:
+                self.feedback.remember(served.name, served.version, request_id, results)
+            except Exception:  # feedback must never break serving
+                log.exception("prediction of %s not remembered", served.name)
 
     def _finish(
         self,
@@ -415,6 +447,33 @@ class InferenceServer:
             )
         except Exception:  # telemetry must never break serving
             log.exception("inference observer failed")
+
+    async def _feedback(
+        self, scope: Scope, receive: Receive, send: Send, method: str, name: str
+    ) -> None:
+        """``POST /v2/models/{name}/feedback``: labels joined with this site's predictions."""
+        if method != "POST":
+            await _error(send, 405, f"method {method} not allowed here; use POST")
+            return
+        store = self.feedback
+        if store is None:
+            await _error(send, 404, "feedback is not enabled at this site")
+            return
+        try:
+            model = self.routes.lookup(name, None)
+        except NotFound as exc:
+            await _error(send, 404, exc.message)
+            return
+        body = await read_body(scope, receive, _MAX_FEEDBACK_BYTES)
+        if body is None:
+            await _error(
+                send, 413, f"feedback body exceeds {_MAX_FEEDBACK_BYTES} bytes; split the batch"
+            )
+            return
+        status, doc = await asyncio.get_running_loop().run_in_executor(
+            self._executor, answer_feedback, store, name, body, model.version
+        )
+        await respond(send, status, orjson.dumps(doc))
 
     async def _plain(self, path: str, send: Send) -> None:
         if path == "/metrics":

@@ -36,6 +36,7 @@ from modelfleet.monitoring.histograms import (
     sparse,
 )
 from modelfleet.monitoring.profiles import DatasetProfile
+from modelfleet.site.feedback import FeedbackCounts
 
 log = logging.getLogger("modelfleet.site.telemetry")
 
@@ -60,6 +61,7 @@ class _Window:
     batches: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BOUNDS) + 1))
     samples: list[tuple[Tensors | None, Tensors | None]] = field(default_factory=list)
     offered: int = 0  # requests that carried tensors (the reservoir's stream length)
+    feedback: FeedbackCounts | None = None  # labels joined in this window (site/feedback.py)
 
 
 def _stack(arrays: list[np.ndarray[Any, Any]]) -> list[np.ndarray[Any, Any]]:
@@ -156,6 +158,24 @@ class TelemetryRecorder:
                 if slot < self.sample_requests:
                     window.samples[slot] = (inputs, outputs)
 
+    def add_feedback(self, model: str, version: int, counts: FeedbackCounts) -> None:
+        """Add the counts of joined labels to the open window of ``model:version``.
+
+        A version with no traffic in this window (labels come after the fact, maybe after
+        the site moved on) gets a window of its own with ``requests`` 0: the hub stores
+        such a window's ``feedback`` block only, never as traffic.
+        """
+        with self._lock:
+            window = self._windows.get((model, version))
+            if window is None:
+                start = self._clock()
+                start -= start % self.window_s
+                window = _Window(model, version, start)
+                self._windows[(model, version)] = window
+            if window.feedback is None:
+                window.feedback = FeedbackCounts()
+            window.feedback.merge(counts)
+
     # --- closing ---------------------------------------------------------------------
 
     def flush(self) -> int:
@@ -175,7 +195,7 @@ class TelemetryRecorder:
         inputs = _profile([i for i, _ in window.samples if i is not None])
         outputs = _profile([o for _, o in window.samples if o is not None])
         errors = {k: v for k, v in window.outcomes.items() if k not in OK_OUTCOMES}
-        return {
+        doc: dict[str, Any] = {
             "id": uuid.uuid4().hex,
             "model": window.model,
             "version": window.version,
@@ -192,6 +212,9 @@ class TelemetryRecorder:
             "inputs": inputs.to_dict()["columns"],
             "outputs": outputs.to_dict()["columns"],
         }
+        if window.feedback is not None:
+            doc["feedback"] = window.feedback.to_dict()
+        return doc
 
     def _until_boundary(self) -> float:
         """Seconds to the next multiple of ``window_s``: windows close on the clock's grid."""

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from modelfleet.api import DriftReport, DriftThresholds, ReferenceProfile, TelemetryStatus
 from modelfleet.hub.api.deps import (
@@ -44,6 +44,40 @@ Key = Annotated[str, Field(max_length=256)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
+ClassName = Annotated[str, Field(max_length=128)]
+
+
+class FeedbackIn(BaseModel):
+    """Counts of labels joined at the site (``modelfleet.site.feedback``): a confusion
+    count or error sums and the dropped labels by reason; never an id or a label row."""
+
+    kind: Literal["classifier", "regressor"] | None = None
+    labels: int = Field(default=0, ge=0, le=MAX_COUNT)
+    confusion: list[tuple[ClassName, ClassName, Count]] = Field(
+        default_factory=list, max_length=4096
+    )
+    abs_error_sum: float = Field(default=0.0, ge=0)
+    squared_error_sum: float = Field(default=0.0, ge=0)
+    dropped: dict[Key, Count] = Field(default_factory=dict, max_length=16)
+
+    @field_validator("abs_error_sum", "squared_error_sum")
+    @classmethod
+    def _finite_sum(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeedbackIn:
+        if self.kind == "classifier" and sum(n for _, _, n in self.confusion) != self.labels:
+            raise ValueError("a classifier's confusion counts must add up to its labels")
+        if self.kind != "classifier" and self.confusion:
+            raise ValueError("only a classifier has confusion counts")
+        if self.kind is None and self.labels:
+            raise ValueError("labels need a kind (classifier or regressor)")
+        return self
+
+
 class WindowIn(BaseModel):
     """One closed window (see ``modelfleet.site.telemetry``). Every count, map and
     profile is bounded here, so the schema says what the hub accepts."""
@@ -63,6 +97,7 @@ class WindowIn(BaseModel):
     sampled_requests: int = Field(default=0, ge=0, le=MAX_COUNT)
     inputs: dict[Key, dict[str, Any]] = Field(default_factory=dict, max_length=MAX_PROFILE_COLUMNS)
     outputs: dict[Key, dict[str, Any]] = Field(default_factory=dict, max_length=MAX_PROFILE_COLUMNS)
+    feedback: FeedbackIn | None = None
 
     @field_validator("start", "end", "latency_sum")
     @classmethod

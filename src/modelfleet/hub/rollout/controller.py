@@ -48,6 +48,7 @@ from modelfleet.hub.rollout.gates import (
     Gates,
     GateSource,
     Verdict,
+    accuracy_gated,
     evaluate,
     parse_gates,
 )
@@ -192,14 +193,16 @@ class RolloutController:
         reported = self._reported(r.model)
         elapsed = (now - r.step_started_at).total_seconds()
         pending = [s for s in wave if reported.get(s, {}).get("active_version") != r.to_version]
-        figures = self.source.figures(
-            r.model,
-            r.to_version,
-            wave,
-            r.step_started_at,
-            drift=gates.max_drift is not None,
-            anomalies=gates.max_anomalies is not None,
-        )
+        drift, anomalies = gates.max_drift is not None, gates.max_anomalies is not None
+        if accuracy_gated(gates):  # only then: sources without accuracy keep working
+            figures = self.source.figures(
+                r.model, r.to_version, wave, r.step_started_at, drift=drift,
+                anomalies=anomalies, accuracy=True, previous=r.from_version,
+            )  # fmt: skip
+        else:
+            figures = self.source.figures(
+                r.model, r.to_version, wave, r.step_started_at, drift=drift, anomalies=anomalies
+            )
         baseline = None
         if gates.max_p99_ratio is not None and r.from_version is not None:
             baseline = self.source.baseline(

@@ -70,6 +70,34 @@ class Gates(BaseModel):
         description="Open anomalies (hub/anomalies.py) of the new version at the step's sites "
         "at most this many; 0 fails the step on the first one.",
     )
+    min_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Accuracy from the sites' labels (docs/feedback.md) of the new version at "
+        "the step's sites at least this (classifiers).",
+    )
+    min_accuracy_vs_previous: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The new version's accuracy may be at most this much below the previous "
+        "version's at the same sites (labels of the last 7 days), e.g. 0.02.",
+    )
+    max_mae: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e12,
+        description="Mean absolute error from the sites' labels at most this (regressors).",
+    )
+    min_labels: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="Labels joined with the new version's predictions at the step's sites "
+        "before an accuracy gate is judged (at least 1 when one is set); the relative gate "
+        "needs as many for the previous version too.",
+    )
 
 
 def parse_gates(raw: dict[str, Any] | None) -> Gates:
@@ -88,6 +116,12 @@ class Figures:
     p99_ms: float | None = None
     drift: float | None = None  # the largest drift statistic over features, if known
     anomalies: int | None = None  # open anomalies of the version at the sites, if asked
+    #: From the sites' labels (hub/accuracy.py), when an accuracy gate asked for them:
+    accuracy: float | None = None  # accuracy, or MAE when ``accuracy_metric`` is "mae"
+    accuracy_metric: str | None = None  # "accuracy" | "mae"
+    labels: int | None = None  # labels behind ``accuracy``
+    previous_accuracy: float | None = None  # the previous version's at the same sites
+    previous_labels: int | None = None
 
     @property
     def error_rate(self) -> float:
@@ -110,10 +144,15 @@ class GateSource(Protocol):
         *,
         drift: bool = False,
         anomalies: bool = False,
+        accuracy: bool = False,
+        previous: int | None = None,
     ) -> Figures:
         """Merged figures of ``model:version`` at ``sites`` in ``[since, until)``; the
         drift statistic only when ``drift`` is asked for (it costs sketch merges), the
-        count of open anomalies only when ``anomalies`` is."""
+        count of open anomalies only when ``anomalies`` is, the accuracy from labels only
+        when ``accuracy`` is (with the ``previous`` version's at the same sites, if given).
+        The controller passes ``accuracy``/``previous`` only when an accuracy gate is set,
+        so a source without accuracy need not take them."""
         ...
 
     def baseline(
@@ -210,7 +249,59 @@ def evaluate(gates: Gates, figures: Figures, baseline: Figures | None) -> Verdic
             f"{found} open anomal{'y' if found == 1 else 'ies'} of the new version at these "
             f"sites > {max_found} (modelfleet anomalies --open)",
         )
+    if accuracy_gated(gates):
+        held = _judge_accuracy(gates, figures)
+        if held is not None:
+            return verdict(*held)
     return verdict("pass", None, _passed(gates, figures, baseline))
+
+
+def accuracy_gated(gates: Gates) -> bool:
+    """True when a gate reads the sites' labels (the source is asked for accuracy)."""
+    return any(
+        v is not None for v in (gates.min_accuracy, gates.min_accuracy_vs_previous, gates.max_mae)
+    )
+
+
+def _judge_accuracy(gates: Gates, f: Figures) -> tuple[Literal["fail", "wait"], str, str] | None:
+    """The accuracy gates' verdict, None when they hold. Too few labels waits (labels come
+    after the fact); a gate that does not fit the model's kind waits with the reason."""
+    needed = max(gates.min_labels, 1)
+    labels = f.labels or 0
+    if labels < needed:
+        return "wait", "min_labels", f"{labels} label(s) of the new version so far, {needed} needed"
+    value = f.accuracy if f.accuracy is not None else 0.0
+    if f.accuracy_metric == "mae":
+        if gates.max_mae is not None and value > gates.max_mae:
+            return "fail", "max_mae", f"MAE {value:.4g} > {gates.max_mae:g} ({labels} labels)"
+        if gates.min_accuracy is not None or gates.min_accuracy_vs_previous is not None:
+            return "wait", "min_accuracy", "the labels are a regressor's (MAE): use max_mae"
+        return None
+    if gates.max_mae is not None:
+        return "wait", "max_mae", "the labels are a classifier's (accuracy): use min_accuracy"
+    if gates.min_accuracy is not None and value < gates.min_accuracy:
+        return (
+            "fail",
+            "min_accuracy",
+            f"accuracy {value:.2%} < {gates.min_accuracy:.2%} ({labels} labels)",
+        )
+    drop = gates.min_accuracy_vs_previous
+    if drop is not None:
+        previous, before = f.previous_accuracy, f.previous_labels or 0
+        if previous is None or before < needed:
+            return (
+                "wait",
+                "min_accuracy_vs_previous",
+                f"the previous version has {before} label(s) at these sites, {needed} needed",
+            )
+        if previous - value > drop:
+            return (
+                "fail",
+                "min_accuracy_vs_previous",
+                f"accuracy {value:.2%} vs the previous version's {previous:.2%} at the same "
+                f"sites: down {previous - value:.2%} > {drop:.2%} ({labels} vs {before} labels)",
+            )
+    return None
 
 
 def _passed(gates: Gates, figures: Figures, baseline: Figures | None) -> str:

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from modelfleet.hub.accuracy import LATEST_S
 from modelfleet.hub.rollout.gates import Figures
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records import WindowRecord
 from modelfleet.monitoring.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 
 if TYPE_CHECKING:
+    from modelfleet.hub.accuracy import Accuracy
     from modelfleet.hub.anomalies import Anomalies
     from modelfleet.hub.telemetry import Telemetry
 
@@ -58,6 +60,8 @@ class NullGateSource:
         *,
         drift: bool = False,
         anomalies: bool = False,
+        accuracy: bool = False,
+        previous: int | None = None,
     ) -> Figures:
         return Figures()
 
@@ -86,6 +90,8 @@ class TelemetryGateSource:
         *,
         drift: bool = False,
         anomalies: bool = False,
+        accuracy: bool = False,
+        previous: int | None = None,
     ) -> Figures:
         wanted = set(sites)
         windows = [
@@ -102,6 +108,10 @@ class TelemetryGateSource:
             found = self._anomalies.find(model=model, open_only=True)
             count = sum(1 for a in found if a.site in wanted and a.version == version)
             merged = replace(merged, anomalies=count)
+        if accuracy and self._telemetry is not None:
+            merged = _accuracy(self._telemetry.accuracy, merged, model, version, sites, since)
+            if previous is not None:
+                merged = _previous(self._telemetry.accuracy, merged, model, previous, sites)
         return merged
 
     def baseline(
@@ -160,3 +170,32 @@ def _merge(windows: Sequence[WindowRecord]) -> Figures:
         merge_counts(merged, dense(window.latency, len(LATENCY_BOUNDS) + 1))
     p99 = histogram_quantile(merged, 0.99, LATENCY_BOUNDS) if merged else None
     return Figures(requests=requests, errors=errors, p99_ms=None if p99 is None else p99 * 1e3)
+
+
+def _accuracy(
+    service: Accuracy,
+    merged: Figures,
+    model: str,
+    version: int,
+    sites: Sequence[str],
+    since: datetime,
+) -> Figures:
+    """The new version's labels at the step's sites since the step started."""
+    found = service.merged(model, version, sites, since)
+    if found is None:
+        return replace(merged, labels=0)
+    return replace(merged, accuracy=found.value, accuracy_metric=found.metric, labels=found.count)
+
+
+def _previous(
+    service: Accuracy, merged: Figures, model: str, previous: int, sites: Sequence[str]
+) -> Figures:
+    """The previous version's labels at the same sites over the last ``LATEST_S`` seconds
+    (its predictions are older than the step, and their labels may be older still)."""
+    since = datetime.now(UTC) - timedelta(seconds=LATEST_S)
+    before = service.merged(model, previous, sites, since)
+    return replace(
+        merged,
+        previous_accuracy=before.value if before is not None else None,
+        previous_labels=before.count if before is not None else 0,
+    )

@@ -30,6 +30,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime
 
 from modelfleet.hub.store.repos.access import AuditRepo, TokenRepo
+from modelfleet.hub.store.repos.accuracy import AccuracyRepo
 from modelfleet.hub.store.repos.deployments import DeploymentRepo
 from modelfleet.hub.store.repos.evaluations import EvaluationRepo
 from modelfleet.hub.store.repos.events import EventRepo
@@ -80,6 +81,7 @@ class Store(ABC):
     federation: FederationRepo
     events: EventRepo
     evaluations: EvaluationRepo
+    accuracy: AccuracyRepo
 
     @property
     @abstractmethod

@@ -3,13 +3,16 @@ site over 1 h / 24 h / 7 d, sites side by side (JSON twin: ``/api/v1/telemetry/s
 
 One chart per metric with one line per site, and a table of each site's figures: the
 requests and errors over the range, and the rate, error rate and percentiles of its latest
-bucket with traffic. Everything comes from :class:`~modelfleet.hub.timeseries.TimeSeries`,
+bucket with traffic. Under them, accuracy (or MAE) from the labels sites joined with their
+predictions, one line per site x version (``hub/accuracy.py``; JSON twin
+``/api/v1/accuracy``). Everything else comes from :class:`~modelfleet.hub.timeseries.TimeSeries`,
 the same service the JSON twin answers from.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -61,6 +64,45 @@ def _chart(found: SeriesSet, attribute: str, unit: str) -> dict[str, Any]:
             for s in found.series
         ],
     }
+
+
+def _accuracy(
+    ctx: UiContext, model: str, range_name: str, sites: list[str] | None
+) -> dict[str, Any]:
+    """The chart of accuracy (or MAE) from the sites' labels, one line per site x version
+    (docs/feedback.md), and the figures over the range for the table under it."""
+    span, bucket = RANGES[range_name]
+    since = datetime.now(UTC) - timedelta(seconds=span)
+    service = ctx.telemetry.accuracy
+    points = [
+        p
+        for p in service.series(model, since=since, bucket_s=bucket)
+        if not sites or p.site in sites
+    ]
+    figures = [
+        f
+        for f, _ in service.figures(model, since=since)
+        if f.count and (not sites or f.site in sites)
+    ]
+    first = since.timestamp() // bucket * bucket
+    x = [first + i * bucket for i in range(int(span // bucket) + 1)]
+    lines: dict[tuple[str, int], list[float | None]] = {}
+    for p in points:
+        values = lines.setdefault((p.site, p.version), [None] * len(x))
+        index = int((p.at.timestamp() - first) // bucket)
+        if 0 <= index < len(x):
+            values[index] = p.value
+    metric = figures[0].metric if figures else "accuracy"
+    doc = {
+        "x": x,
+        "unit": "ratio" if metric == "accuracy" else "",
+        "series": [
+            {"label": f"{site} v{version}", "values": values}
+            for (site, version), values in sorted(lines.items())
+        ],
+    }
+    title = "Accuracy from labels" if metric == "accuracy" else "Mean absolute error from labels"
+    return {"id": "chart-accuracy", "title": title, "doc": doc, "figures": figures}
 
 
 def _models_with_traffic(ctx: UiContext) -> tuple[list[str], str | None]:
@@ -126,4 +168,5 @@ async def performance_page(
         else SiteRow(name, 0, 0, None)
         for name in shown
     ]
-    return page(200, charts=charts, rows=rows, found=found)
+    accuracy = await run_in_threadpool(_accuracy, ctx, chosen, range, site)
+    return page(200, charts=charts, rows=rows, found=found, accuracy=accuracy)

@@ -7,6 +7,7 @@ query code imports the tables it needs from their domain module.
 
 from modelfleet.hub.store.schema import (
     access,
+    accuracy,
     deployments,
     evaluations,
     events,
@@ -19,6 +20,7 @@ from modelfleet.hub.store.schema.base import metadata
 
 __all__ = [
     "access",
+    "accuracy",
     "deployments",
     "evaluations",
     "events",

@@ -26,6 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from modelfleet.errors import Conflict, InvalidInput, StoreError
 from modelfleet.hub.store.base import Leadership, Store
 from modelfleet.hub.store.sql.access import SqlAuditRepo, SqlTokenRepo
+from modelfleet.hub.store.sql.accuracy import SqlAccuracyRepo
 from modelfleet.hub.store.sql.assignments import SqlAssignmentRepo
 from modelfleet.hub.store.sql.deployments import SqlDeploymentRepo
 from modelfleet.hub.store.sql.evaluations import SqlEvaluationRepo
@@ -114,6 +115,7 @@ class SqlStore(Store):
         self.federation = SqlFederationRepo(self)
         self.events = SqlEventRepo(self)
         self.evaluations = SqlEvaluationRepo(self)
+        self.accuracy = SqlAccuracyRepo(self)
 
     @property
     def engine(self) -> Engine:

@@ -1,7 +1,7 @@
 """Evaluations of model versions on the sites' labelled data (see schema/evaluations.py).
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 
 Written by hand and frozen: it does not import schema modules.
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0012"
+down_revision: str | None = "0014"
 branch_labels: str | tuple[str, ...] | None = None
 depends_on: str | tuple[str, ...] | None = None
 
