@@ -43,6 +43,7 @@ from modelfleet.api import (
     TokenCreated,
     Version,
 )
+from modelfleet.api.accuracy import AccuracyReport
 from modelfleet.api.evaluations import Evaluation
 from modelfleet.api.events import DeadLetter, Event, Redelivered, Webhook, WebhookCreated
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
@@ -326,6 +327,17 @@ class HubClient:
     def get_telemetry_status(self) -> TelemetryStatus:
         """Every site at a glance: liveness, traffic, latency, drift flags, dropped telemetry."""
         return self._one(TelemetryStatus, "GET", "/api/v1/telemetry/status")
+
+    def get_accuracy(
+        self, model: str, *, site: str | None = None, version: int | None = None
+    ) -> AccuracyReport:
+        """Accuracy (or MAE) of ``model`` per site x version from the labels sites fed back."""
+        params: dict[str, str | int] = {"model": model}
+        if site is not None:
+            params["site"] = site
+        if version is not None:
+            params["version"] = version
+        return self._one(AccuracyReport, "GET", "/api/v1/accuracy", params=params)
 
     def get_drift(
         self, model: str, *, version: int | None = None, site: str | None = None

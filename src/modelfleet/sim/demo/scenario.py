@@ -33,6 +33,7 @@ from modelfleet.sim.demo.steps import (
 )
 from modelfleet.sim.demo.steps_anomaly import stuck_sensor
 from modelfleet.sim.demo.steps_federated import federated_rollout, federated_training, telemetry
+from modelfleet.sim.demo.steps_feedback import ground_truth
 from modelfleet.sim.demo.traffic import Answer, PlantLine
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ STEPS: tuple[Step, ...] = (
     Step("federated training", federated_training),
     Step("federated rollout", federated_rollout),
     Step("telemetry", telemetry),
+    Step("ground truth", ground_truth),
 )
 
 
@@ -111,10 +113,14 @@ def _scenario(
 ) -> None:
     """Run :data:`STEPS` in order on one shared :class:`Scene` until one says to stop."""
     scene = Scene(run=run, fleet=fleet, lines=lines, sizes=sizes, workdir=workdir)
-    for step in STEPS:
-        log.debug("demo step: %s", step.name)
-        if not step.act(scene):
-            return
+    try:
+        for step in STEPS:
+            log.debug("demo step: %s", step.name)
+            if not step.act(scene):
+                return
+    finally:
+        if scene.feedback is not None:
+            scene.feedback.stop()  # idempotent: ``ground truth`` stops it on a full run
 
 
 def _summary(

@@ -18,6 +18,7 @@ import numpy as np
 
 from modelfleet.api import Rollout
 from modelfleet.hub_client import HubClient
+from modelfleet.sim.demo.feedback import FeedbackLoop
 from modelfleet.sim.demo.fleet import MODEL, DemoFleet
 from modelfleet.sim.demo.progress import Run, Sizes
 from modelfleet.sim.demo.traffic import PlantLine
@@ -45,6 +46,8 @@ class Scene:
     gates: dict[str, Any] = field(default_factory=dict)
     #: The federated job's registered result, from ``federated training``.
     fl_version: int = 0
+    #: The plants' ground truth going back to their sites, from ``traffic`` on.
+    feedback: FeedbackLoop | None = None
 
     @property
     def admin(self) -> HubClient:

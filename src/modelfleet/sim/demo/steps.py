@@ -27,6 +27,7 @@ from modelfleet.sim.demo.scene import (
     site_p99_ms,
     start_lines_when_ready,
 )
+from modelfleet.sim.demo.steps_feedback import start_feedback
 from modelfleet.sim.demo.traffic import PlantLine, percentile
 from modelfleet.sim.plant_data import FEATURES, PLANTS, generate
 
@@ -196,6 +197,7 @@ def first_rollout(scene: Scene) -> bool:
 def traffic(scene: Scene) -> bool:
     """Local latency against what the central deployment would have given."""
     run = scene.run
+    start_feedback(scene)
     run.pause(scene.sizes.traffic_s, "traffic to measure local vs central latency")
     latency = {}
     for name, line in scene.lines.items():
