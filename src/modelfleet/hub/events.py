@@ -13,6 +13,8 @@ Event types (payload fields in ``docs/events.md``)::
     rollout.succeeded  rollout.failed  rollout.aborted  rollout.rolled_back
     site.offline  site.online  fl.job_finished  key.rotated
     drift.flagged  anomaly.opened  schedule.fired  schedule.missed   (reserved)
+    drift.cleared  anomaly.closed  model.registered
+    (drift: hub/drift_events.py; anomaly: hub/anomalies.py; model: hub/registry.py)
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ EVENT_TYPES = (
     "anomaly.opened",
     "schedule.fired",
     "schedule.missed",
+    "drift.cleared",
+    "anomaly.closed",
+    "model.registered",
 )
 
 #: A type: dotted lower-case words (``rollout.wave_passed``); a pattern may end in ``.*``.
