@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TextIO
 
@@ -298,13 +299,16 @@ def _watch_plain(
     deadline: float | None = None,
     through_pause: bool = False,
     out: TextIO | None = None,
+    on_pause: Callable[[Rollout], None] | None = None,
 ) -> Rollout:
     """One line whenever something changed (figures, sites, wave, state), with the time
     and the clocks; the verdict of each wave as it is reached. Returns at the end, at a
-    pause unless ``through_pause``, or once ``deadline`` (monotonic) has passed — the
-    rollout is then still going, which the caller tells by its state."""
+    pause unless ``through_pause`` (then ``on_pause`` hears of each pause as it starts),
+    or once ``deadline`` (monotonic) has passed — the rollout is then still going, which
+    the caller tells by its state."""
     last = ""
     seen = 0
+    paused = False
     while True:
         for entry in r.history[seen:]:
             step = int(entry.get("step", 0))
@@ -317,6 +321,9 @@ def _watch_plain(
             last = line
         if r.state in TERMINAL or (r.state == "paused" and not through_pause):
             return r
+        if r.state == "paused" and not paused and on_pause is not None:
+            on_pause(r)
+        paused = r.state == "paused"
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -17,6 +17,7 @@ from typing import Annotated, TextIO
 
 import typer
 
+from modelfleet.api import Rollout
 from modelfleet.cli.common import DEFAULT_HUB, HubOpt, TokenOpt, client
 from modelfleet.cli.rollout import EXIT_CODES, EXIT_PAUSED, IdArg, _watch_plain
 from modelfleet.errors import InvalidInput
@@ -55,20 +56,24 @@ def wait_until_done(
     if on_pause not in ON_PAUSE:
         raise InvalidInput(f"--on-pause {on_pause!r}: use one of {', '.join(ON_PAUSE)}")
     deadline = time.monotonic() + timeout_s
-    r = hc.get_rollout(rollout_id)
-    told_pause = False
-    while True:
-        r = _watch_plain(
-            hc, r, interval, hub_patience, deadline=deadline, through_pause=True, out=out
+
+    def waiting(r: Rollout) -> None:  # the line above already says it paused
+        sys.stderr.write(
+            f"rollout {r.id} paused: {r.reason or 'by an operator'}; waiting (up to "
+            f"--timeout) for `modelfleet rollout resume|promote|abort {r.id}`\n"
         )
-        if r.state != "paused" or on_pause == "exit" or time.monotonic() >= deadline:
-            break
-        if not told_pause:  # once per wait: the line above already says it paused
-            sys.stderr.write(
-                f"rollout {r.id} paused: {r.reason or 'by an operator'}; waiting (up to "
-                f"--timeout) for `modelfleet rollout resume|promote|abort {r.id}`\n"
-            )
-            told_pause = True
+        sys.stderr.flush()
+
+    r = _watch_plain(
+        hc,
+        hc.get_rollout(rollout_id),
+        interval,
+        hub_patience,
+        deadline=deadline,
+        through_pause=on_pause == "wait",
+        out=out,
+        on_pause=waiting,
+    )
     what = f"rollout {r.id} ({r.model} {r.from_version or '-'} -> {r.to_version})"
     if r.state == "succeeded":
         return 0
