@@ -96,6 +96,12 @@ def test_both_files_run_the_same_steps_with_secrets_from_the_ci() -> None:
     assert not any(re.search(r"https?://|--token", s) for s in steps), steps
 
 
+def test_the_guide_shows_the_files_as_they_are() -> None:
+    guide = (ROOT / "docs" / "ci.md").read_text()
+    for name in ("github-actions.yml", "gitlab-ci.yml", "train.py"):
+        assert (CI / name).read_text().rstrip() + "\n```" in guide, name
+
+
 @dataclass
 class Fleet:
     hub: HubProcess

@@ -290,7 +290,7 @@ def _wave_sites(r: Rollout, step: int) -> str:
     return f" ({', '.join(names)})" if names else ""
 
 
-def _watch_plain(
+def watch_plain(
     hc: HubClient,
     r: Rollout,
     interval: float,
@@ -430,7 +430,7 @@ def status(
         elif console.is_terminal:
             r = _watch_live(hc, r, interval, hub_patience)
         else:
-            r = _watch_plain(hc, r, interval, hub_patience)
+            r = watch_plain(hc, r, interval, hub_patience)
     if watch and r.state == "paused":
         if not json_out:
             sys.stderr.write(
@@ -469,4 +469,4 @@ _action("promote", "Accept the current wave without its gates and move on (ends 
 _action("abort", "Stop and move every moved site back to its previous version.")
 _action("rollback", "Undo: moved sites back; after success, the previous version everywhere.")
 
-__all__ = ["EXIT_CODES", "EXIT_PAUSED", "app", "progress_line", "render"]
+__all__ = ["EXIT_CODES", "EXIT_PAUSED", "app", "progress_line", "render", "watch_plain"]

@@ -19,7 +19,7 @@ import typer
 
 from modelfleet.api import Rollout
 from modelfleet.cli.common import DEFAULT_HUB, HubOpt, TokenOpt, client
-from modelfleet.cli.rollout import EXIT_CODES, EXIT_PAUSED, IdArg, _watch_plain
+from modelfleet.cli.rollout import EXIT_CODES, EXIT_PAUSED, IdArg, watch_plain
 from modelfleet.errors import InvalidInput
 from modelfleet.hub_client import HubClient
 
@@ -64,7 +64,7 @@ def wait_until_done(
         )
         sys.stderr.flush()
 
-    r = _watch_plain(
+    r = watch_plain(
         hc,
         hc.get_rollout(rollout_id),
         interval,
