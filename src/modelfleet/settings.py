@@ -220,6 +220,14 @@ class HubSettings(BaseSettings):
         "pass and judges the buckets that settled (hub/anomalies.py); listings, /metrics and "
         "the rollout gate answer from the last pass.",
     )
+    drift_check_interval_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="How often the hub judges every site x model version's drift to tell "
+        "drift.flagged / drift.cleared events (hub/drift_events.py; run by the anomaly "
+        "loop, so never more often than anomaly_interval_s).",
+    )
 
     @model_validator(mode="after")
     def _defaults_within_bounds(self) -> HubSettings:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated, Any
 
 import typer
 
-from modelfleet.api import Plan
+from modelfleet.api import DeployResult, Plan
 from modelfleet.cli.common import (
     DEFAULT_HUB,
     HubOpt,
@@ -19,6 +20,7 @@ from modelfleet.cli.common import (
     styled,
     table,
 )
+from modelfleet.cli.rollout_wait import OnPauseOpt, TimeoutOpt, wait_until_done
 from modelfleet.errors import InvalidInput
 
 STRATEGIES = ("all-at-once", "canary", "waves", "percent", "exponential")
@@ -237,6 +239,16 @@ def deploy(
         ),
     ] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Show what would happen only.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Then wait for the rollout it started, like `rollout wait` (same lines, "
+            "exit codes and --timeout); nothing to roll out: exit 0 at once.",
+        ),
+    ] = False,
+    timeout: TimeoutOpt = 3600.0,
+    on_pause: OnPauseOpt = "wait",
     hub: HubOpt = DEFAULT_HUB,
     token: TokenOpt = None,
     json_out: JsonOpt = False,
@@ -251,6 +263,10 @@ def deploy(
     --plan changes nothing: it shows the targets, exclusions, waves and refusals, and
     exits 1 when the deployment would be refused (0 when it would be accepted).
 
+    --wait then follows the rollout the deploy started to its end, for CI: exit 0 when it
+    succeeded (or when nothing changed, so no rollout started), 3 failed, 4 aborted, 5
+    rolled back, 6 paused (--on-pause exit), 7 --timeout passed; see `rollout wait --help`.
+
     \b
     Examples:
       modelfleet deploy fraud@production --to region=eu-west --plan
@@ -258,6 +274,7 @@ def deploy(
           --then 50,100 --bake 120 --max-error-rate 0.01 --min-requests 200
       modelfleet deploy fraud:4 --to 'provider!=aws'   # new version, strategy kept
       modelfleet deploy fraud@production --follow --canary site-a --approval required
+      modelfleet deploy fraud@production --wait --timeout 1800   # CI: exit 0 = rolled out
     """
     request = build_request(
         ref,
@@ -293,6 +310,22 @@ def deploy(
                 raise typer.Exit(1)
             return
         result = hc.deploy(request)
+        _report(result, json_out=json_out, wait=wait)
+        code = 0
+        if wait and result.rollout is not None:
+            # With --json stdout holds the deploy's answer only; the lines go to stderr.
+            code = wait_until_done(
+                hc,
+                result.rollout.id,
+                timeout_s=timeout,
+                on_pause=on_pause,
+                out=sys.stderr if json_out else None,
+            )
+    if code:
+        raise typer.Exit(code)
+
+
+def _report(result: DeployResult, *, json_out: bool, wait: bool) -> None:
     if json_out:
         print_json(result)
         return
@@ -303,9 +336,13 @@ def deploy(
         say(f"rollout {rollout.id} started: {rollout.steps} wave(s), {rollout.strategy}")
         if rollout.approval is not None and rollout.approval.awaiting:
             say(f"it awaits approval before wave 1: {rollout.approval.command}")
-        say(f"follow it: modelfleet rollout status {rollout.id} --watch")
+        if not wait:
+            say(f"follow it: modelfleet rollout status {rollout.id} --watch")
     else:
-        say("no version change: sites synced, no rollout needed")
+        say(
+            "no version change: sites synced, no rollout needed"
+            + (" (nothing to wait for)" if wait else "")
+        )
     if d.follow is not None:
         say(f"{d.follow.message}; it rolls out by itself whenever {d.follow.alias} moves")
 

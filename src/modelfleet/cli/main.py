@@ -24,6 +24,7 @@ from modelfleet.cli import (
     model,
     policy,
     rollout,
+    rollout_wait,
     sim,
     site,
     status,
@@ -67,6 +68,7 @@ app.command("events")(events.events)
 app.add_typer(events.webhook_app, name="webhook")
 app.add_typer(policy.app, name="policy")
 app.add_typer(rollout.app, name="rollout")
+rollout.app.command("wait", epilog=rollout_wait.WAIT_HELP)(rollout_wait.wait)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("deployments")(deploy_cmd.deployments)
 app.command("undeploy")(deploy_cmd.undeploy)

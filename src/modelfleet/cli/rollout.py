@@ -1,19 +1,21 @@
-"""``modelfleet rollout ls|status|pause|resume|promote|abort|rollback|approve``.
+"""``modelfleet rollout ls|status|wait|pause|resume|promote|abort|rollback|approve``.
 
 ``status`` shows the rollout wave by wave and, while a wave bakes, its progress from the
 hub's record (:class:`~modelfleet.api.rollouts.WaveProgress`): requests so far against
 those needed, the bake time left and every gate's figure next to its limit. ``--watch``
 follows it to the end: on a terminal as a live view sized for 100 columns, otherwise (a
 script, CI, a log file) as plain lines — one per change, none when nothing changed, no
-ANSI codes — and its exit code tells a script how the rollout ended.
+ANSI codes — and its exit code tells a script how the rollout ended. ``rollout wait``
+(``rollout_wait.py``) is that plain watch for CI.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from pydantic import JsonValue
@@ -296,23 +298,47 @@ def _wave_sites(r: Rollout, step: int) -> str:
     return f" ({', '.join(names)})" if names else ""
 
 
-def _watch_plain(hc: HubClient, r: Rollout, interval: float, patience_s: float) -> Rollout:
+def watch_plain(
+    hc: HubClient,
+    r: Rollout,
+    interval: float,
+    patience_s: float,
+    *,
+    deadline: float | None = None,
+    through_pause: bool = False,
+    out: TextIO | None = None,
+    on_pause: Callable[[Rollout], None] | None = None,
+) -> Rollout:
     """One line whenever something changed (figures, sites, wave, state), with the time
-    and the clocks; the verdict of each wave as it is reached."""
+    and the clocks; the verdict of each wave as it is reached. Returns at the end, at a
+    pause unless ``through_pause`` (then ``on_pause`` hears of each pause as it starts),
+    or once ``deadline`` (monotonic) has passed — the rollout is then still going, which
+    the caller tells by its state."""
     last = ""
     seen = 0
+    paused = False
     while True:
         for entry in r.history[seen:]:
             step = int(entry.get("step", 0))
             what = f"wave {step + 1}{_wave_sites(r, step)} {_decision_text(entry)}"
-            print(f"{_stamp()} rollout {r.id} {what}", flush=True)
+            print(f"{_stamp()} rollout {r.id} {what}", flush=True, file=out)
         seen = len(r.history)
         line = progress_line(r)
         if line != last:
-            print(f"{_stamp()} {line}{_clock_text(r)}", flush=True)
+            print(f"{_stamp()} {line}{_clock_text(r)}", flush=True, file=out)
             last = line
-        if r.state in TERMINAL or r.state == "paused":
+        if r.state in TERMINAL or (r.state == "paused" and not through_pause):
             return r
+        if r.state == "paused" and not paused and on_pause is not None:
+            on_pause(r)
+        paused = r.state == "paused"
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return r
+            # The hub's restarts are ridden through only as long as the timeout allows.
+            r = _poll(hc, r.id, min(interval, left), min(patience_s, left))
+            continue
         r = _poll(hc, r.id, interval, patience_s)
 
 
@@ -414,7 +440,7 @@ def status(
         elif console.is_terminal:
             r = _watch_live(hc, r, interval, hub_patience)
         else:
-            r = _watch_plain(hc, r, interval, hub_patience)
+            r = watch_plain(hc, r, interval, hub_patience)
     if watch and r.state == "paused":
         if not json_out and r.approval is not None and r.approval.awaiting:
             sys.stderr.write(
@@ -465,4 +491,4 @@ _action(
     "`rollout status ID` says when one waits.",
 )
 
-__all__ = ["EXIT_CODES", "EXIT_PAUSED", "app", "progress_line", "render"]
+__all__ = ["EXIT_CODES", "EXIT_PAUSED", "app", "progress_line", "render", "watch_plain"]

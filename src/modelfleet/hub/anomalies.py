@@ -21,6 +21,18 @@ may read differently). Closed anomalies are kept :data:`MAX_SINCE_S`.
 
 Per-model settings live beside the model's drift-threshold overrides (the same row of
 ``drift_settings``, keys prefixed ``anomaly.``): no new table, and they go with the model.
+
+Events. Once given the event log (:meth:`Anomalies.tell`), each loop pass tells
+``anomaly.opened`` for an anomaly it lists for the first time and ``anomaly.closed`` once
+it has ended — only the loop's passes, so a request never writes. An anomaly is named by
+its site, model, metric and start (``anomaly/<site>/<model>/<metric>/<start>/opened``):
+a restarted hub, or a second replica (whose passes find the same anomalies), tells it
+again under the same key, and the log keeps one. An anomaly this process told open that a
+later pass no longer finds (a rebuild with windows that came late) is closed with
+``withdrawn: true``. Only anomalies open or ended within
+:data:`DEFAULT_SINCE_S` of the pass are told, so a hub's first pass does not replay a
+week of closed ones. Other watchers that need a background pass over telemetry (the
+drift watch, ``hub/drift_events.py``) ride the same loop (:meth:`Anomalies.also_each_pass`).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from modelfleet.hub.events import Events
 from modelfleet.hub.store.records import WindowRecord
 from modelfleet.hub.store.repos.telemetry import TelemetryRepo
 from modelfleet.loops import BackgroundLoop
@@ -103,6 +116,10 @@ class Anomalies:
         self._stale_models: set[str] = set()  # settings changed here: re-read next pass
         # The last pass's answer, replaced whole (readers never see a half-made one).
         self._snapshot: tuple[float, list[Anomaly], dict[str, int]] | None = None
+        self._events: Events | None = None
+        self._told: set[str] = set()  # keys of the events this process told (or found told)
+        self._watchers: list[Callable[[], None]] = []
+        self._open: dict[str, Anomaly] = {}  # told open by this process, by event name
         self._loop = BackgroundLoop(
             "anomalies",
             self._step,
@@ -121,6 +138,51 @@ class Anomalies:
 
     def _step(self) -> None:
         self.refresh()
+        self._announce()
+        for watcher in self._watchers:
+            try:
+                watcher()
+            except Exception:  # a failing watcher must not stop the anomaly pass
+                log.exception("watcher %r of the anomaly loop failed", watcher)
+
+    def tell(self, events: Events) -> None:
+        """Tell ``anomaly.opened`` / ``anomaly.closed`` to ``events`` from the loop's passes."""
+        self._events = events
+
+    def also_each_pass(self, watcher: Callable[[], None]) -> None:
+        """Run ``watcher`` after each loop pass (on the loop's thread; its errors logged)."""
+        self._watchers.append(watcher)
+
+    def _announce(self) -> None:
+        events, snap = self._events, self._snapshot
+        if events is None or snap is None:
+            return
+        passed, found, _ = snap
+        cutoff = datetime.fromtimestamp(passed - DEFAULT_SINCE_S, UTC)
+        still_open: dict[str, Anomaly] = {}
+        for a in found:
+            if a.end is not None and a.end < cutoff:
+                continue
+            name = f"anomaly/{a.site}/{a.model}/{a.metric}/{a.start.isoformat()}"
+            opened = {**a.as_dict(), "end": None, "open": True}  # also when told late
+            self._tell(events, "anomaly.opened", name, opened)
+            if a.end is None:
+                still_open[name] = a
+            else:
+                self._tell(events, "anomaly.closed", name, {**a.as_dict(), "withdrawn": False})
+        # Told open, now gone: a rebuild with windows that came late found no anomaly there.
+        for name, a in self._open.items():
+            if name not in still_open and f"{name}/closed" not in self._told:
+                self._tell(events, "anomaly.closed", name, {**a.as_dict(), "withdrawn": True})
+        self._open = still_open
+        if len(self._told) > 100_000:  # a week of a noisy fleet; re-told keys are no-ops
+            self._told.clear()
+
+    def _tell(self, events: Events, kind: str, name: str, payload: dict[str, Any]) -> None:
+        key = f"{name}/{kind.split('.')[1]}"
+        if key not in self._told:
+            events.emit(kind, f"{payload['site']}/{payload['model']}", payload, key=key)
+            self._told.add(key)
 
     @property
     def passed_at(self) -> float | None:

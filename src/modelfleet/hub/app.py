@@ -37,6 +37,7 @@ from modelfleet.hub.certificates import SiteCertificates
 from modelfleet.hub.context import HubContext
 from modelfleet.hub.dashboard.app import install_dashboard
 from modelfleet.hub.datadir import DataDir
+from modelfleet.hub.drift_events import DriftWatch
 from modelfleet.hub.evaluations import Evaluations
 from modelfleet.hub.events import Events
 from modelfleet.hub.federation.coordinator import Coordinator
@@ -79,6 +80,11 @@ def build_context(settings: HubSettings) -> HubContext:
     metrics.registry.register(AccuracyCollector(telemetry.accuracy))
     notifier = Notifier()
     events = Events(store)
+    registry.events = events  # model.registered
+    anomalies.tell(events)  # anomaly.opened / anomaly.closed, from the anomaly loop's passes
+    anomalies.also_each_pass(  # drift.flagged / drift.cleared, riding the same loop
+        DriftWatch(events, telemetry, interval_s=settings.drift_check_interval_s).check
+    )
     deployments, rollouts = build_rollouts(
         store,
         registry,

@@ -14,6 +14,8 @@ Event types (payload fields in ``docs/events.md``)::
     site.offline  site.online  fl.job_finished  key.rotated
     drift.flagged  anomaly.opened  schedule.fired  schedule.missed   (reserved)
     evaluation.completed  evaluation.failed   (hub/evaluations.py)
+    drift.cleared  anomaly.closed  model.registered
+    (drift: hub/drift_events.py; anomaly: hub/anomalies.py; model: hub/registry.py)
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ EVENT_TYPES = (
     "schedule.missed",
     "evaluation.completed",
     "evaluation.failed",
+    "drift.cleared",
+    "anomaly.closed",
+    "model.registered",
 )
 
 #: A type: dotted lower-case words (``rollout.wave_passed``); a pattern may end in ``.*``.

@@ -3,6 +3,11 @@
 A push is validated completely (name, metadata, ONNX graph) before anything is written,
 and a failure after the blob was stored removes the blob again unless another version
 already used it, so a refused push leaves no rows and no blobs behind.
+
+Every version registered — pushed by a user or made by a federated job — is told as a
+``model.registered`` event once the app has given the registry the event log
+(:attr:`Registry.events`), keyed ``model/<name>/<version>/registered`` (versions are never
+renumbered), so triggers and webhooks can start from it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.hub.keys import HubKeys, SignedKeySet
@@ -23,6 +29,9 @@ from modelfleet.registry.artifacts import ArtifactStore
 from modelfleet.registry.manifest import build_manifest, sign_manifest
 from modelfleet.registry.onnx_info import inspect_onnx
 from modelfleet.registry.signing import key_id, public_key_text
+
+if TYPE_CHECKING:  # hub/events.py imports hub/sites.py, which imports this module
+    from modelfleet.hub.events import Events
 
 #: How often a running hub looks for a key set changed by another process.
 KEYSET_RECHECK_S = 1.0
@@ -88,6 +97,8 @@ class Registry:
         self.artifacts = artifacts
         self.keys = keys
         self._keys_checked = 0.0
+        #: Where ``model.registered`` is told; set by the app once the log exists.
+        self.events: Events | None = None
 
     def _fresh_keys(self) -> HubKeys:
         """The key set, re-read at most once a second if ``hub key rotate`` (another
@@ -170,6 +181,25 @@ class Registry:
             raise
         if request.alias is not None:
             self.store.models.set_alias(name, request.alias, record.version)
+        if self.events is not None:
+            self.events.emit(
+                "model.registered",
+                f"{name}:{record.version}",
+                {
+                    "model": name,
+                    "version": record.version,
+                    "digest": record.digest,
+                    "size": record.size,
+                    "framework": record.framework,
+                    "training_regions": list(record.training_regions),
+                    "parent_version": record.parent_version,
+                    "alias": request.alias,
+                    "tags": record.tags,
+                    "metrics": record.metrics,
+                    "by": actor,
+                },
+                key=f"model/{name}/{record.version}/registered",
+            )
         return record
 
     def model(self, name: str) -> ModelRecord:
