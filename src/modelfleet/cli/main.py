@@ -24,6 +24,7 @@ from modelfleet.cli import (
     model,
     policy,
     rollout,
+    schedule,
     sim,
     site,
     status,
@@ -72,6 +73,8 @@ app.command("undeploy")(deploy_cmd.undeploy)
 app.command("pin")(deploy_cmd.pin)
 app.command("unpin")(deploy_cmd.unpin)
 app.command("apply")(apply_cmd.apply)
+app.add_typer(schedule.app, name="schedule")
+app.add_typer(schedule.trigger_app, name="trigger")
 
 
 def _version(value: bool) -> None:

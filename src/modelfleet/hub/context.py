@@ -14,10 +14,12 @@ from modelfleet.hub.ratelimit import FailureLimiter
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention
 from modelfleet.hub.rollout.controller import RolloutController
+from modelfleet.hub.schedules import Automation, Schedules
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.telemetry import Telemetry
 from modelfleet.hub.timeseries import TimeSeries
+from modelfleet.hub.triggers import Triggers
 from modelfleet.hub.wakeups import Notifier
 from modelfleet.hub.webhooks import Webhooks
 from modelfleet.registry.artifacts import ArtifactStore
@@ -54,6 +56,10 @@ class HubContext:
     #: The event log (hub/events.py) and webhook delivery (hub/webhooks.py).
     events: Events
     webhooks: Webhooks
+    #: Schedules and triggers (hub/schedules.py, hub/triggers.py) and their loop.
+    schedules: Schedules
+    triggers: Triggers
+    automation: Automation
 
     def close(self) -> None:
         self.store.close()

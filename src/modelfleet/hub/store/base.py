@@ -33,6 +33,7 @@ from modelfleet.hub.store.repos.deployments import DeploymentRepo
 from modelfleet.hub.store.repos.events import EventRepo
 from modelfleet.hub.store.repos.federation import FederationRepo
 from modelfleet.hub.store.repos.models import ModelRepo
+from modelfleet.hub.store.repos.schedules import ScheduleRepo
 from modelfleet.hub.store.repos.sites import AssignmentRepo, SiteRepo
 from modelfleet.hub.store.repos.telemetry import TelemetryRepo
 
@@ -77,6 +78,8 @@ class Store(ABC):
     telemetry: TelemetryRepo
     federation: FederationRepo
     events: EventRepo
+    #: Schedules, triggers and their fires (hub/schedules.py, hub/triggers.py).
+    schedules: ScheduleRepo
 
     @property
     @abstractmethod

@@ -11,6 +11,7 @@ from modelfleet.hub.store.schema import (
     events,
     federation,
     models,
+    schedules,
     sites,
     telemetry,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "federation",
     "metadata",
     "models",
+    "schedules",
     "sites",
     "telemetry",
 ]

@@ -32,6 +32,7 @@ from modelfleet.hub.store.sql.events import SqlEventRepo
 from modelfleet.hub.store.sql.federation import SqlFederationRepo
 from modelfleet.hub.store.sql.leadership import SqlLeadership
 from modelfleet.hub.store.sql.models import SqlModelRepo
+from modelfleet.hub.store.sql.schedules import SqlScheduleRepo
 from modelfleet.hub.store.sql.sites import SqlSiteRepo
 from modelfleet.hub.store.sql.telemetry import SqlTelemetryRepo
 
@@ -112,6 +113,7 @@ class SqlStore(Store):
         self.telemetry = SqlTelemetryRepo(self)
         self.federation = SqlFederationRepo(self)
         self.events = SqlEventRepo(self)
+        self.schedules = SqlScheduleRepo(self)
 
     @property
     def engine(self) -> Engine:
