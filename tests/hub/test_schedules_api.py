@@ -39,7 +39,7 @@ def put(hub: InProcessHub, what: str, name: str, body: dict, token: str | None =
         ({"cron": "0 3 * * FUNDAY"}, "does not parse"),
         ({"timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
         ({"timezone": ""}, "timezone"),
-        ({"misfire_grace_s": -1}, "misfire_grace_s"),
+        ({"misfire_grace_s": 0}, "misfire_grace_s"),
         ({"misfire_grace_s": 10**9}, "misfire_grace_s"),
         ({"action": {"kind": "hook", "url": "ftp://x/y"}}, "hook URL must be http:// or https://"),
         ({"action": {"kind": "hook", "url": "http://"}}, "has no host"),

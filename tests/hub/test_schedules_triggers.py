@@ -1,23 +1,29 @@
-"""Triggers through the service's public methods with an injected clock: a new version, an
-accuracy figure below its floor (from a source implementing the ``AccuracySource``
-protocol), the cooldown that keeps a held condition from firing every pass, and one fire
-when two services see the condition at once."""
+"""Triggers through the service's public methods with an injected clock: drift at N sites
+(real telemetry windows against a reference profile), a new version, an accuracy figure
+below its floor (from a source implementing the ``AccuracySource`` protocol), the cooldown
+that keeps a held condition from firing every pass, and one fire when two services see
+the condition at once."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from modelfleet.api.schedules import TriggerIn
 from modelfleet.errors import InvalidInput
 from modelfleet.hub.actions import Actions
 from modelfleet.hub.triggers import AccuracyFigure, AccuracySource, Triggers
+from modelfleet.monitoring.profiles import profile_array
 from tests.conftest import InProcessHub
+from tests.monitoring.test_api_telemetry import enrolled_site
 from tests.webhook_receiver import Receiver, receiver
 
 T0 = datetime(2031, 1, 5, 12, 0, tzinfo=UTC)
@@ -170,3 +176,41 @@ def test_a_held_condition_fires_once_when_two_services_see_it(
         th.join(30)
     assert len(hook.got) == 1
     assert a.get("on-push").fires == 1
+
+
+def _drift_window(shift: float, rng: np.random.Generator) -> dict:
+    current = rng.normal(size=(1000, 2))
+    current[:, 1] += shift
+    now = time.time()
+    return {
+        "id": uuid.uuid4().hex, "model": "pump", "version": 1, "start": now - 5, "end": now,
+        "requests": 200, "latency": {"4": 200},
+        "inputs": profile_array(current).to_dict()["columns"], "outputs": {},
+    }  # fmt: skip
+
+
+def test_drift_at_enough_sites_fires_and_too_few_does_not(
+    hub: InProcessHub, hook: Receiver
+) -> None:
+    rng = np.random.default_rng(5)
+    reference = profile_array(rng.normal(size=(2000, 2)), labels=["temp", "flow"])
+    hub.client.put(
+        "/api/v1/models/pump/versions/1/reference-profile",
+        json=reference.to_dict(),
+        headers=hub.headers(),
+    ).raise_for_status()
+    for site, shift in (("plant-a", 2.0), ("plant-b", 2.0), ("plant-c", 0.0)):
+        token = enrolled_site(hub, site)
+        batch = {"batch_id": uuid.uuid4().hex, "spool_id": "s",
+                 "windows": [_drift_window(shift, rng)]}  # fmt: skip
+        hub.client.post(
+            f"/api/v1/sites/{site}/telemetry", json=batch, headers=hub.headers(token)
+        ).raise_for_status()
+    t = triggers(hub, Clock(T0))
+    t.save("three", body({"kind": "drift", "model": "pump", "min_sites": 3}, hook.url), "x")
+    t.save("two", body({"kind": "drift", "model": "pump", "min_sites": 2}, hook.url), "x")
+    t.run_pass()
+    assert [json.loads(r["body"])["name"] for r in hook.got] == ["two"]
+    (fire,) = t.fires("two")
+    assert fire.reason == "drift on pump at 2 site(s) (needs 2): plant-a, plant-b"
+    assert t.fires("three") == []

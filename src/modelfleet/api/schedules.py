@@ -91,7 +91,7 @@ class ScheduleIn(_In):
     enabled: bool = True
     misfire_grace_s: float = Field(
         default=600.0,
-        ge=0,
+        ge=1,
         le=MAX_GRACE_S,
         description="A slot judged later than this (the hub was down) is recorded missed.",
     )
@@ -171,7 +171,9 @@ class Fire(Record):
     slot: datetime = Field(description="The slot (a trigger: when it fired), UTC.")
     state: str = Field(description="firing, fired, failed, missed or interrupted.")
     action: str
-    job: str | None = Field(description="What the action started: a federated job id.")
+    job: str | None = Field(
+        description="What the action started: a federated job id, or a hook's HTTP status."
+    )
     detail: str = Field(description="The outcome, or the error.")
     reason: str = Field(description="Why: the condition that held, how late a miss was.")
     claimed_at: datetime

@@ -135,7 +135,7 @@ def add(
     misfire_grace: Annotated[
         float,
         typer.Option(
-            min=0,
+            min=1,
             max=7 * 86400,
             help="Seconds: a slot judged later than this (the hub was down) is recorded "
             "missed instead of fired.",
