@@ -155,8 +155,14 @@ def due_slots(
     (spring) falls on the first minute after the gap (``30 2 * * *`` at 03:00 that day)."""
     it = croniter(cron, (until + timedelta(seconds=1)).astimezone(tz))
     found: list[datetime] = []
+    previous = until + timedelta(seconds=1)
     while True:
         slot = it.get_prev(datetime).astimezone(UTC)
+        if slot >= previous:  # never walk forwards (croniter < 7 did, around DST changes)
+            it = croniter(cron, (previous - timedelta(seconds=1)).astimezone(tz))
+            previous -= timedelta(seconds=1)
+            continue
+        previous = slot
         if slot <= after:
             return list(reversed(found)), False
         if slot > until or _repeated(cron, slot, tz):
@@ -217,8 +223,9 @@ class Schedules:
         check_name(name, "schedule name")
         cron = check_cron(body.cron)
         check_timezone(body.timezone)
-        previous = next((s for s in self.repo.list_schedules() if s.name == name), None)
-        if previous is None and len(self.repo.list_schedules()) >= MAX_SCHEDULES:
+        existing = self.repo.list_schedules()
+        previous = next((s for s in existing if s.name == name), None)
+        if previous is None and len(existing) >= MAX_SCHEDULES:
             raise InvalidInput(f"at most {MAX_SCHEDULES} schedules; remove one first")
         action, made = self.actions.check(body.action, previous.action if previous else None)
         now = self.now()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,6 +57,8 @@ MAX_TRIGGERS = 500
 #: The anomaly metrics the detector names (monitoring/anomaly.py).
 ANOMALY_METRIC = re.compile(r"^(request_rate|error_rate|p99|output_.+|stuck:.+|missing:.+)$")
 _SEVERITY_RANK = {"warning": 0, "critical": 1}
+#: How long a model's drift verdict is reused by the trigger passes.
+DRIFT_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class Triggers:
         self.accuracy = accuracy
         self.now = now
         self.owner = owner or process_owner()
+        self._drift_seen: dict[str, tuple[float, list[str]]] = {}
 
     # --- triggers ------------------------------------------------------------------
 
@@ -227,8 +231,7 @@ class Triggers:
         model = str(t.condition.get("model"))
         if kind == "drift":
             c = DriftCondition.model_validate(t.condition)
-            results = self.telemetry.drift(model)["results"]
-            sites = sorted({str(r["site"]) for r in results if r.get("drift")})
+            sites = self._drifted(model)
             return Verdict(
                 len(sites) >= c.min_sites,
                 f"drift on {model} at {len(sites)} site(s) (needs {c.min_sites}): "
@@ -272,6 +275,18 @@ class Triggers:
                 + (", ".join(f"{f.site} v{f.version} {f.value:.4g}" for f in worse[:20]) or "none"),
             )
         return Verdict(False, f"unknown condition {kind!r}")
+
+    def _drifted(self, model: str) -> list[str]:
+        """The sites where ``model`` drifts, re-read at most every :data:`DRIFT_EVERY_S`
+        per model: a drift verdict merges the sketches of every site's windows, too much
+        to redo for each trigger at every pass of a large fleet."""
+        hit = self._drift_seen.get(model)
+        if hit is not None and time.monotonic() - hit[0] < DRIFT_EVERY_S:
+            return hit[1]
+        results = self.telemetry.drift(model)["results"]
+        sites = sorted({str(r["site"]) for r in results if r.get("drift")})
+        self._drift_seen[model] = (time.monotonic(), sites)
+        return sites
 
     def _fire(self, t: TriggerRecord, verdict: Verdict, now: datetime) -> None:
         kind = str(t.action.get("kind"))
