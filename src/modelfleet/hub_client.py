@@ -46,6 +46,7 @@ from modelfleet.api import (
 from modelfleet.api.accuracy import AccuracyReport
 from modelfleet.api.evaluations import Evaluation
 from modelfleet.api.events import DeadLetter, Event, Redelivered, Webhook, WebhookCreated
+from modelfleet.api.schedules import Fire, Schedule, ScheduleSaved, Trigger, TriggerSaved
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.pki.tls import TlsFiles
 from modelfleet.refs import parse_ref
@@ -627,3 +628,39 @@ class HubClient:
     def list_evaluations(self, model: str | None = None) -> list[Evaluation]:
         params = {"model": model} if model else {}
         return self._many(Evaluation, "GET", "/api/v1/evaluations", params=params)
+
+    # --- schedules and triggers ---------------------------------------------------------
+
+    def list_schedules(self) -> list[Schedule]:
+        return self._many(Schedule, "GET", "/api/v1/schedules")
+
+    def get_schedule(self, name: str) -> Schedule:
+        return self._one(Schedule, "GET", f"/api/v1/schedules/{name}")
+
+    def set_schedule(self, name: str, schedule: dict[str, Any]) -> ScheduleSaved:
+        """Create or replace a schedule (``ScheduleIn``: cron, timezone, action...); the
+        answer holds a hook secret the hub made, once."""
+        return self._one(ScheduleSaved, "PUT", f"/api/v1/schedules/{name}", json=schedule)
+
+    def remove_schedule(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/schedules/{name}")
+
+    def list_schedule_fires(self, name: str, limit: int = 100) -> list[Fire]:
+        """A schedule's slots (fired, failed, missed, interrupted), newest first."""
+        return self._many(Fire, "GET", f"/api/v1/schedules/{name}/fires", params={"limit": limit})
+
+    def list_triggers(self) -> list[Trigger]:
+        return self._many(Trigger, "GET", "/api/v1/triggers")
+
+    def get_trigger(self, name: str) -> Trigger:
+        return self._one(Trigger, "GET", f"/api/v1/triggers/{name}")
+
+    def set_trigger(self, name: str, trigger: dict[str, Any]) -> TriggerSaved:
+        """Create or replace a trigger (``TriggerIn``: condition, action, cooldown_s...)."""
+        return self._one(TriggerSaved, "PUT", f"/api/v1/triggers/{name}", json=trigger)
+
+    def remove_trigger(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/triggers/{name}")
+
+    def list_trigger_fires(self, name: str, limit: int = 100) -> list[Fire]:
+        return self._many(Fire, "GET", f"/api/v1/triggers/{name}/fires", params={"limit": limit})

@@ -228,6 +228,21 @@ class HubSettings(BaseSettings):
         "drift.flagged / drift.cleared events (hub/drift_events.py; run by the anomaly "
         "loop, so never more often than anomaly_interval_s).",
     )
+    schedule_interval_s: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=60.0,
+        description="How often the hub's schedule loop judges due cron slots and looks at "
+        "triggers (hub/schedules.py); a slot fires within about this long of its time. On "
+        "PostgreSQL only the replica holding the schedules lease runs it.",
+    )
+    test_clock_file: Path | None = Field(
+        default=None,
+        description="TEST MODE ONLY (off by default): a file holding an ISO 8601 instant "
+        "that schedules and triggers take as the time, read at every pass, so a test with "
+        "real processes can make a slot arrive without waiting. Unset in production: the "
+        "system clock is used and nothing is read.",
+    )
 
     @model_validator(mode="after")
     def _defaults_within_bounds(self) -> HubSettings:

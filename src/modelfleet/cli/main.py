@@ -25,6 +25,7 @@ from modelfleet.cli import (
     policy,
     rollout,
     rollout_wait,
+    schedule,
     sim,
     site,
     status,
@@ -76,6 +77,8 @@ app.command("pin")(deploy_cmd.pin)
 app.command("unpin")(deploy_cmd.unpin)
 app.command("apply")(apply_cmd.apply)
 app.command("evaluate")(evaluate_cmd.evaluate)
+app.add_typer(schedule.app, name="schedule")
+app.add_typer(schedule.trigger_app, name="trigger")
 
 
 def _version(value: bool) -> None:

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from modelfleet._version import __version__
 from modelfleet.api import SigningKey
 from modelfleet.hub.accuracy import AccuracyCollector
+from modelfleet.hub.actions import Actions
 from modelfleet.hub.anomalies import Anomalies
 from modelfleet.hub.api import accuracy as accuracy_api
 from modelfleet.hub.api import anomalies as anomalies_api
@@ -23,6 +24,7 @@ from modelfleet.hub.api import events as events_api
 from modelfleet.hub.api import federation as federation_api
 from modelfleet.hub.api import fleet as fleet_api
 from modelfleet.hub.api import models as models_api
+from modelfleet.hub.api import schedules as schedules_api
 from modelfleet.hub.api import series as series_api
 from modelfleet.hub.api import sites as sites_api
 from modelfleet.hub.api import telemetry as telemetry_api
@@ -46,12 +48,14 @@ from modelfleet.hub.ratelimit import FailureLimiter
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention
 from modelfleet.hub.rollout.controller import build_rollouts
+from modelfleet.hub.schedules import Automation, Schedules, hub_clock
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import open_store
 from modelfleet.hub.telemetry import Telemetry
 from modelfleet.hub.telemetry_metrics import register as register_telemetry_metrics
 from modelfleet.hub.timeseries import TimeSeries
 from modelfleet.hub.tls import HubTls
+from modelfleet.hub.triggers import Triggers
 from modelfleet.hub.wakeups import Notifier
 from modelfleet.hub.webhooks import Webhooks
 from modelfleet.registry.artifacts import open_artifact_store
@@ -96,6 +100,19 @@ def build_context(settings: HubSettings) -> HubContext:
         events=events,
     )
     federation = Coordinator(store, registry, sites, tmp_dir=data_dir.tmp_dir / "fl", events=events)
+    actions = Actions(federation, registry)
+    clock = hub_clock(settings.test_clock_file)  # the system clock unless in test mode
+    schedules = Schedules(store.schedules, events, actions, now=clock)
+    triggers = Triggers(
+        store.schedules,
+        events,
+        actions,
+        registry,
+        telemetry,
+        anomalies,
+        accuracy=telemetry.accuracy,
+        now=clock,
+    )
     return HubContext(
         settings=settings,
         data_dir=data_dir,
@@ -127,6 +144,9 @@ def build_context(settings: HubSettings) -> HubContext:
         evaluations=Evaluations(
             store, registry, sites, deployments, federation.consents, events=events
         ),
+        schedules=schedules,
+        triggers=triggers,
+        automation=Automation(store, schedules, triggers, interval_s=settings.schedule_interval_s),
     )
 
 
@@ -156,7 +176,9 @@ def create_app(ctx: HubContext) -> FastAPI:
         ctx.webhooks.start()
         ctx.anomalies.start()  # judges new windows off the request path
         ctx.evaluations.start_loop()  # evaluation deadlines: the leader only
+        ctx.automation.start()  # schedules and triggers: the lease holder only
         yield
+        ctx.automation.stop()
         ctx.evaluations.stop_loop()
         ctx.anomalies.stop()
         ctx.webhooks.stop()
@@ -187,6 +209,7 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(fleet_api.router)
     app.include_router(events_api.router)
     app.include_router(evaluations_api.router)
+    app.include_router(schedules_api.router)  # /api/v1/schedules, /api/v1/triggers
     install_dashboard(app)  # /ui: the web dashboard (hub/dashboard)
 
     app.add_middleware(BodyLimit, max_body_bytes=ctx.settings.max_body_bytes)

@@ -15,10 +15,12 @@ from modelfleet.hub.ratelimit import FailureLimiter
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention
 from modelfleet.hub.rollout.controller import RolloutController
+from modelfleet.hub.schedules import Automation, Schedules
 from modelfleet.hub.sites import Sites
 from modelfleet.hub.store import Store
 from modelfleet.hub.telemetry import Telemetry
 from modelfleet.hub.timeseries import TimeSeries
+from modelfleet.hub.triggers import Triggers
 from modelfleet.hub.wakeups import Notifier
 from modelfleet.hub.webhooks import Webhooks
 from modelfleet.registry.artifacts import ArtifactStore
@@ -57,6 +59,10 @@ class HubContext:
     webhooks: Webhooks
     #: Versions compared on the sites' labelled data (hub/evaluations.py).
     evaluations: Evaluations
+    #: Schedules and triggers (hub/schedules.py, hub/triggers.py) and their loop.
+    schedules: Schedules
+    triggers: Triggers
+    automation: Automation
 
     def close(self) -> None:
         self.store.close()

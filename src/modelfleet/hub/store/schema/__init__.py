@@ -13,6 +13,7 @@ from modelfleet.hub.store.schema import (
     events,
     federation,
     models,
+    schedules,
     sites,
     telemetry,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "federation",
     "metadata",
     "models",
+    "schedules",
     "sites",
     "telemetry",
 ]

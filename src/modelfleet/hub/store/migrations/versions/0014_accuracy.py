@@ -1,7 +1,7 @@
 """Ground-truth accuracy windows per site x model x version (see schema/accuracy.py).
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 
 Written by hand and frozen: it does not import schema modules.
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | tuple[str, ...] | None = None
 depends_on: str | tuple[str, ...] | None = None
 
