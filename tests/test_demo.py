@@ -27,12 +27,14 @@ def test_demo_fast_meets_every_expectation() -> None:
         "residency_refused": True,
         "first_rollout": True,
         "bad_release_rolled_back": True,
+        "follow_kept_last_good": True,
         "outage_zero_failures": True,
         "drift_flagged": True,
         "stuck_sensor_flagged": True,
         "federated_registered": True,
         "federated_rolled_out": True,
         "telemetry_complete": True,
+        "accuracy_from_feedback": True,
     }, result.stderr[-3000:]
     assert result.returncode == 0
     # The figures behind the checks, measured during the run.
@@ -42,6 +44,13 @@ def test_demo_fast_meets_every_expectation() -> None:
     assert summary["drift"] == {"plant-eu-west": ["air_temperature_k"]}
     assert summary["telemetry"]["answered"] == summary["telemetry"]["hub_totals"]
     assert set(summary["federated"]["declined"]) == {"plant-ap-south"}
+    # Ground truth: every label a site took is counted at the hub; the outcome figures
+    # come from the answers the plants acted on.
+    assert sum(summary["ground_truth"]["dropped"].values()) == 0
+    assert summary["ground_truth"]["mismatched"] == {}
+    fleet = summary["outcomes"]["fleet"]
+    assert fleet["failures"] == fleet["caught"] + fleet["missed"] > 0
+    assert fleet["downtime_without_h"] > 0
     for plant in ("eu-west", "us-east", "ap-south"):
         latency = summary["latency"][plant]
         assert latency["local_p50_ms"] is not None

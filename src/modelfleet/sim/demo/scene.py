@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from modelfleet.api import Rollout
+from modelfleet.errors import ModelfleetError
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.demo.feedback import FeedbackLoop
 from modelfleet.sim.demo.fleet import MODEL, DemoFleet
@@ -107,3 +108,19 @@ def settle(run: Run, admin: HubClient, rollout_id: str, timeout: float) -> Rollo
         "rollout",
     )
     return admin.get_rollout(rollout_id)
+
+
+def followed_rollout(run: Run, admin: HubClient, version: int) -> str:
+    """The rollout the demo's deployment (which follows ``production``) starts by itself once
+    the alias moves to ``version``: within a controller tick or two."""
+    found: list[str] = []
+
+    def started() -> bool:
+        found[:] = [
+            r.id for r in admin.list_rollouts() if r.deployment == MODEL and r.to_version == version
+        ]
+        return bool(found)
+
+    if not run.wait(started, 60, f"the rollout of v{version} the deployment starts"):
+        raise ModelfleetError(f"no rollout of {MODEL}:{version} started after the alias moved")
+    return found[0]

@@ -22,6 +22,7 @@ from modelfleet.sim.demo.models import (
 )
 from modelfleet.sim.demo.scene import (
     Scene,
+    followed_rollout,
     settle,
     shuffled,
     site_p99_ms,
@@ -160,11 +161,14 @@ def first_rollout(scene: Scene) -> bool:
     # Gated relative to what runs now, as a real team gates a canary: an absolute latency
     # limit would judge the machine the demo runs on, not the release.
     scene.gates = {"max_error_rate": 0.02, "max_p99_ratio": P99_RATIO, "min_requests": MIN_REQUESTS}
+    # The deployment follows the alias: every later release is "move production", and the
+    # hub rolls it out through these gates by itself.
     request = {
         "ref": f"{MODEL}@production",
         "selector": "",
         "strategy": scene.strategy,
         "gates": scene.gates,
+        "follow": True,
     }
     plan = admin.plan_deployment(request)
     scene.run.event(
@@ -248,16 +252,9 @@ def bad_release(scene: Scene) -> bool:
         # The same central model re-exported: the same provenance (a residency policy
         # refuses a version that records none).
         training_regions=[n for n in PLANTS if n != "ap-south"],
+        alias="production",  # a release is an alias move: the deployment follows it
     )
-    bad = admin.deploy(
-        {
-            "ref": f"{MODEL}:{v_bad['version']}",
-            "selector": "",
-            "strategy": scene.strategy,
-            "gates": scene.gates,
-        }
-    )
-    bad_id = bad["rollout"]["id"]
+    bad_id = followed_rollout(run, admin, v_bad["version"])
     seen_bad: set[str] = set()
 
     def settled_bad() -> bool:
@@ -302,8 +299,20 @@ def bad_release(scene: Scene) -> bool:
         "sites_that_ran_it": sorted(seen_bad),
     }
     run.event(
-        f"bad release {MODEL}:{v_bad['version']}: {bad_state['state']} — {bad_state['reason']}"
+        f"bad release {MODEL}:{v_bad['version']} (production moved, rollout {bad_id} started "
+        f"by the following deployment): {bad_state['state']} — {bad_state['reason']}"
     )
+    follow = admin.get_deployment(MODEL).follow
+    said = follow is not None and follow.blocked_version == v_bad["version"]
+    run.event(f"the deployment says: {follow.message if follow else 'nothing'}")
+    run.check(
+        "follow_kept_last_good",
+        said and follow is not None and follow.fleet_version == v1,
+        f"alias production at v{v_bad['version']} as the operator put it, the fleet on the "
+        f"last good v{v1}, and the deployment says so",
+    )
+    # The operator points production back at what runs: nothing to roll out.
+    admin.set_alias(MODEL, "production", v1)
     run.check(
         "bad_release_rolled_back",
         bad_state["state"] == "failed"

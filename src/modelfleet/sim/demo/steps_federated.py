@@ -7,7 +7,7 @@ from __future__ import annotations
 from modelfleet.sim.demo.fleet import HUB_REGION, MODEL
 from modelfleet.sim.demo.fleet import site_name as site_of
 from modelfleet.sim.demo.models import Scores, score
-from modelfleet.sim.demo.scene import Scene, settle
+from modelfleet.sim.demo.scene import Scene, followed_rollout, settle
 from modelfleet.sim.plant_data import PLANTS
 
 
@@ -92,22 +92,26 @@ def federated_rollout(scene: Scene) -> bool:
             for n, v in accuracy.items()
         )
     )
+    # Labels now come back from the plants, so the deployment also gates on them: the new
+    # version's accuracy at a wave's sites may not fall more than 10 points below the
+    # previous version's there, judged on at least 50 labels (with fewer, a few unlucky
+    # answers would swing it by more than the limit; no rollout: the alias has not moved).
+    scene.gates = {**scene.gates, "min_accuracy_vs_previous": 0.10, "min_labels": 50}
+    admin.deploy({"ref": f"{MODEL}@production", "gates": scene.gates})
     admin.set_alias(MODEL, "production", fl_version)
-    fl_rollout = admin.deploy(
-        {
-            "ref": f"{MODEL}:{fl_version}",
-            "selector": "",
-            "strategy": scene.strategy,
-            "gates": scene.gates,
-        }
-    )["rollout"]["id"]
+    fl_rollout = followed_rollout(run, admin, fl_version)
     fl_state = settle(run, admin, fl_rollout, 120)
     canary_verdict = next((h["message"] for h in fl_state["history"] if h.get("step") == 0), "")
     run.event(
         f"rollout {fl_rollout} of {MODEL}:{fl_version}: {fl_state['state']}"
         + (f"; canary: {canary_verdict}" if canary_verdict else "")
+        + (f" — {fl_state['reason']}" if fl_state["state"] != "succeeded" else "")
     )
-    run.check("federated_rolled_out", fl_state["state"] == "succeeded", "through the canary")
+    run.check(
+        "federated_rolled_out",
+        fl_state["state"] == "succeeded",
+        "production moved, the following deployment rolled it out through the canary",
+    )
     return True
 
 
