@@ -8,7 +8,7 @@ predicted failure becomes a planned intervention; a wrong alarm costs an inspect
 failure the model missed is still a breakdown.
 
 The downtime figures need what an hour of each costs; the demo cannot measure that, so the
-assumptions are named here, printed with the result and documented in docs/demo.md. The
+assumptions are named here, printed with the result and listed in the README's demo section. The
 counts (caught, missed, false alarms) are measured; only the hours per event are assumed.
 """
 

@@ -133,6 +133,6 @@ def _outcomes(console: Console, outcomes: dict[str, Any] | None) -> None:
     console.print(
         f"assumed hours per event: breakdown {a['breakdown_h']:g}, planned intervention "
         f"{a['planned_h']:g}, false-alarm inspection {a['inspection_h']:g} "
-        "(counts measured, hours assumed: docs/demo.md)",
+        "(counts measured, hours assumed: sim/demo/outcomes.py)",
         highlight=False,
     )
