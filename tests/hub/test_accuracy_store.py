@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from modelfleet.errors import InvalidInput
 from modelfleet.hub.store import open_sql_store
 from modelfleet.hub.store.records.accuracy import AccuracyWindow
 from modelfleet.hub.store.sql.store import SqlStore
@@ -67,3 +68,14 @@ def test_windows_are_stored_once_and_read_back_by_filter(store: SqlStore) -> Non
     assert [w.window_id for w in repo.windows(model="pump", since=since)] == ["w3", "w1"]
     assert [w.window_id for w in repo.windows(model="pump", limit=1)] == ["w1"]  # the newest
     assert repo.windows(model="other") == []
+
+
+def test_prune_deletes_the_windows_that_ended_before_the_horizon(store: SqlStore) -> None:
+    repo = store.accuracy
+    repo.add([window(f"w{m}", "a", 1, m, 1, 0) for m in range(7)])
+    horizon = T0 + timedelta(minutes=3)  # w0..w2 ended before it; w3 ends 10 s after it
+    assert repo.prune(horizon, chunk=2) == 3  # two chunks and a short one
+    assert [w.window_id for w in repo.windows(model="pump")] == ["w3", "w4", "w5", "w6"]
+    assert repo.prune(horizon) == 0  # idempotent: another replica, the next pass
+    with pytest.raises(InvalidInput, match="timezone"):
+        repo.prune(datetime(2026, 1, 2))  # naive: refused

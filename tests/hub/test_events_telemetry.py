@@ -96,7 +96,9 @@ def test_a_pushed_version_is_registered_once(hub: Hub, tiny_onnx) -> None:
         metrics={"accuracy": 0.91},
         training_regions=["eu-west"],
     )
-    (event,) = told(hub, "model.*")
+    event, moved = told(hub, "model.*")  # the alias the push set is told after the version
+    assert (moved.type, moved.subject) == ("model.alias_moved", "pump@candidate")
+    assert (moved.payload["from_version"], moved.payload["to_version"]) == (None, 1)
     assert (event.type, event.subject) == ("model.registered", "pump:1")
     assert event.payload["model"] == "pump"
     assert event.payload["version"] == pushed["version"] == 1

@@ -84,7 +84,8 @@ def test_bad_schedules_are_refused_with_the_reason(
         ({"kind": "anomaly", "model": "pump", "metric": "vibes"}, "unknown anomaly metric 'vibes'"),
         ({"kind": "anomaly", "model": "pump", "severity": "mild"}, "severity"),
         ({"kind": "accuracy_below", "model": "pump", "floor": 0.9, "metric": "f1"}, "metric"),
-        ({"kind": "accuracy_below", "model": "pump", "floor": 0.9}, "accuracy is not available"),
+        # The hub has its accuracy service (a Triggers without one: test_schedules_triggers).
+        ({"kind": "accuracy_below", "model": "ghost", "floor": 0.9}, "unknown model 'ghost'"),
         ({"kind": "drift", "model": "pump", "min_sites": 0}, "min_sites"),
         ({"kind": "sunspots", "model": "pump"}, "condition"),
     ],

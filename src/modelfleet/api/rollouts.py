@@ -40,24 +40,30 @@ class RolloutWave(Record):
 class GateCheck(Record):
     """One gate of the current wave: the figure monitoring sees now next to its limit.
 
-    ``value`` and ``limit`` share ``unit`` (``fraction`` for the error rate, ``ms`` for
-    both p99 gates, ``statistic`` for drift, ``requests`` for ``min_requests``); ``value``
-    is None until measured. For ``max_p99_ratio`` the ``limit`` is the one the controller
-    applies, ``max(setting x baseline_ms, baseline_ms + p99_noise_ms)``, None while the
-    previous version's p99 at these sites (``baseline_ms``) is not known yet. ``state``:
-    ``ok``, ``breached`` (the wave fails on it) or ``waiting`` (too few requests to judge).
+    ``value`` and ``limit`` share ``unit`` (``fraction`` for the error rate and both
+    accuracy gates, ``ms`` for both p99 gates, ``statistic`` for drift, ``requests`` for
+    ``min_requests``, ``labels`` for ``min_labels``, ``mae`` for ``max_mae``, in the
+    model's output unit); ``value`` is None until measured. For ``max_p99_ratio`` the
+    ``limit`` is the one the controller applies, ``max(setting x baseline_ms, baseline_ms +
+    p99_noise_ms)``, None while the previous version's p99 at these sites (``baseline_ms``)
+    is not known yet. ``min_accuracy`` and ``min_accuracy_vs_previous`` are floors (a value
+    below ``limit`` breaches); the latter's ``limit`` is ``previous`` (the previous
+    version's accuracy at these sites) minus ``setting`` (the drop allowed), None while
+    ``previous`` has too few labels. ``state``: ``ok``, ``breached`` (the wave fails on it)
+    or ``waiting`` (too few requests or labels to judge).
     """
 
     gate: Literal[
         "min_requests", "max_error_rate", "max_p99_ms", "max_p99_ratio", "max_drift",
-        "max_anomalies",
+        "max_anomalies", "min_labels", "min_accuracy", "min_accuracy_vs_previous", "max_mae",
     ]  # fmt: skip
-    unit: Literal["fraction", "ms", "statistic", "requests", "anomalies"]
+    unit: Literal["fraction", "ms", "statistic", "requests", "anomalies", "labels", "mae"]
     value: float | None
     limit: float | None
     setting: float
     baseline_ms: float | None
     state: Literal["ok", "breached", "waiting"]
+    previous: float | None = None
 
 
 class WaveProgress(Record):

@@ -75,7 +75,13 @@ _GATE_NAMES = {
     "max_p99_ratio": "p99 vs previous",
     "max_drift": "drift",
     "max_anomalies": "open anomalies",
+    "min_labels": "labels",
+    "min_accuracy": "accuracy",
+    "min_accuracy_vs_previous": "accuracy vs previous",
+    "max_mae": "MAE",
 }
+#: Gates that count up to what they need (shown as ``now/needed``, not a limit breached).
+_COUNTS = ("min_requests", "min_labels")
 
 
 # --- figures as text -------------------------------------------------------------------
@@ -98,14 +104,24 @@ def _number(value: float | None, unit: str) -> str:
         return f"{value:.2%}"
     if unit == "ms":
         return f"{value:.1f} ms"
-    if unit in ("requests", "anomalies"):
+    if unit in ("requests", "anomalies", "labels"):
         return f"{int(value)}"
+    if unit == "mae":
+        return f"{value:.4g}"
     return f"{value:.3f}"
 
 
 def _limit(check: GateCheck) -> str:
-    if check.gate == "min_requests":
+    if check.gate in _COUNTS:
         return f">= {int(check.limit)}" if check.limit is not None else "-"
+    if check.gate == "min_accuracy":
+        return f">= {_number(check.limit, check.unit)}"
+    if check.gate == "min_accuracy_vs_previous":
+        drop = _number(check.setting, "fraction")
+        if check.limit is None:
+            return f"previous - {drop} (previous: not known yet)"
+        previous = _number(check.previous, "fraction")
+        return f">= {_number(check.limit, 'fraction')} (previous {previous} - {drop})"
     if check.gate == "max_p99_ratio":
         previous = _number(check.baseline_ms, "ms")
         if check.limit is None:
@@ -117,8 +133,8 @@ def _limit(check: GateCheck) -> str:
 def _gate_text(check: GateCheck) -> str:
     """``p99 3.1 ms <= 50.0 ms ok``: one gate, for the plain lines."""
     name = _GATE_NAMES.get(check.gate, check.gate)
-    if check.gate == "min_requests":
-        return f"requests {int(check.value or 0)}/{int(check.limit)}" if check.limit else ""
+    if check.gate in _COUNTS:
+        return f"{name} {int(check.value or 0)}/{int(check.limit)}" if check.limit else ""
     return f"{name} {_number(check.value, check.unit)} {_limit(check)} {check.state}"
 
 

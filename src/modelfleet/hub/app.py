@@ -133,6 +133,7 @@ def build_context(settings: HubSettings) -> HubContext:
             retention_days=settings.telemetry_retention_days,
             audit_retention_days=settings.audit_retention_days,
             interval_s=settings.telemetry_compact_interval_s,
+            accuracy=store.accuracy,
         ),
         limiter=FailureLimiter(
             limit=settings.auth_failures_per_minute,

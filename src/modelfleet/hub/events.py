@@ -2,20 +2,29 @@
 
 Emitters (the rollout controller, the federated coordinator, the site watcher below,
 ``hub key rotate``) call :meth:`Events.emit` with a *natural key* naming the change
-itself (``rollout/r-3/wave/0``): the log stores each key once, so a change observed
+itself (``rollout/r-3/history/1``): the log stores each key once, so a change observed
 twice — a controller resumed after SIGKILL re-deriving what it did, two replicas for a
 moment — is one event. Readers page through the log by id (``GET /api/v1/events``), hold
 a stream (SSE) woken by :attr:`Events.bell`, or receive webhooks (``hub/webhooks.py``).
 
-Event types (payload fields in ``docs/events.md``)::
+Event types, with their emitters (payload fields in ``docs/events.md``; a test,
+``tests/docs/test_event_types_documented.py``, checks that this list, :data:`EVENT_TYPES`,
+the docs' table and the types the code emits agree)::
 
     rollout.started  rollout.wave_passed  rollout.paused  rollout.resumed
     rollout.succeeded  rollout.failed  rollout.aborted  rollout.rolled_back
-    site.offline  site.online  fl.job_finished  key.rotated
-    drift.flagged  anomaly.opened  schedule.fired  schedule.missed   (reserved)
-    evaluation.completed  evaluation.failed   (hub/evaluations.py)
-    drift.cleared  anomaly.closed  model.registered
-    (drift: hub/drift_events.py; anomaly: hub/anomalies.py; model: hub/registry.py)
+                                       (Events.rollout, from the row: the controller)
+    rollout.awaiting_approval  rollout.approved          (hub/rollout/approval.py)
+    deployment.follow_started  deployment.follow_blocked (hub/rollout/follower.py)
+    site.offline  site.online                            (SiteWatch, below)
+    fl.job_finished                                      (hub/federation/coordinator.py)
+    key.rotated                                          (hub key rotate)
+    model.registered  model.alias_moved  model.alias_removed   (hub/registry.py)
+    drift.flagged  drift.cleared                         (hub/drift_events.py)
+    anomaly.opened  anomaly.closed                       (hub/anomalies.py)
+    schedule.fired  schedule.missed                      (hub/schedules.py)
+    trigger.fired                                        (hub/triggers.py)
+    evaluation.completed  evaluation.failed              (hub/evaluations.py)
 """
 
 from __future__ import annotations
@@ -35,7 +44,8 @@ from modelfleet.hub.wakeups import Notifier
 
 log = logging.getLogger("modelfleet.hub.events")
 
-#: The documented event types; ``emit`` accepts any dotted name (later features add theirs).
+#: The documented event types; ``emit`` accepts any dotted name, but a type emitted and
+#: not listed here (and in docs/events.md) fails tests/docs/test_event_types_documented.py.
 EVENT_TYPES = (
     "rollout.started",
     "rollout.wave_passed",
@@ -45,19 +55,26 @@ EVENT_TYPES = (
     "rollout.failed",
     "rollout.aborted",
     "rollout.rolled_back",
+    "rollout.awaiting_approval",
+    "rollout.approved",
+    "deployment.follow_started",
+    "deployment.follow_blocked",
     "site.offline",
     "site.online",
     "fl.job_finished",
     "key.rotated",
+    "model.registered",
+    "model.alias_moved",
+    "model.alias_removed",
     "drift.flagged",
+    "drift.cleared",
     "anomaly.opened",
+    "anomaly.closed",
     "schedule.fired",
     "schedule.missed",
+    "trigger.fired",
     "evaluation.completed",
     "evaluation.failed",
-    "drift.cleared",
-    "anomaly.closed",
-    "model.registered",
 )
 
 #: A type: dotted lower-case words (``rollout.wave_passed``); a pattern may end in ``.*``.

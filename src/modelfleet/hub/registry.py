@@ -8,6 +8,14 @@ Every version registered — pushed by a user or made by a federated job — is 
 ``model.registered`` event once the app has given the registry the event log
 (:attr:`Registry.events`), keyed ``model/<name>/<version>/registered`` (versions are never
 renumbered), so triggers and webhooks can start from it.
+
+Every alias change goes through :meth:`Registry.set_alias` / :meth:`Registry.delete_alias`
+(and a push with an alias), which tell it as ``model.alias_moved`` / ``model.alias_removed``
+here rather than in the API: a schedule's action, a pipeline or any other hub code moving an
+alias is told like an operator's ``modelfleet model alias``. Setting an alias to the version
+it already names tells nothing. The "from" version is read just before the write, so two
+writers racing on one alias may both name the same "from" (each event's ``to_version`` is
+what it wrote; the alias ends at the last writer's).
 """
 
 from __future__ import annotations
@@ -179,7 +187,9 @@ class Registry:
             if created and not self.store.models.digest_referenced(upload.digest):
                 self.artifacts.delete(upload.digest)
             raise
-        if request.alias is not None:
+        moved_from: int | None = None
+        if request.alias is not None:  # set before model.registered, as a reader expects
+            moved_from = self.store.models.resolve_alias(name, request.alias)
             self.store.models.set_alias(name, request.alias, record.version)
         if self.events is not None:
             self.events.emit(
@@ -200,6 +210,8 @@ class Registry:
                 },
                 key=f"model/{name}/{record.version}/registered",
             )
+        if request.alias is not None:  # told after model.registered: the version exists first
+            self._tell_moved(name, request.alias, moved_from, record.version, actor)
         return record
 
     def model(self, name: str) -> ModelRecord:
@@ -239,14 +251,48 @@ class Registry:
             )
         return record
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
+    def set_alias(self, name: str, alias: str, version: int, *, actor: str = "hub") -> None:
+        """Point ``name@alias`` at ``version`` (creating the alias) and tell
+        ``model.alias_moved`` when that changed where it points; ``actor`` is the event's
+        ``by`` (the caller's actor in the API; hub code names itself)."""
         self.model(name)
         check_alias(alias)
         if self.store.models.get_version(name, version) is None:
             raise NotFound(f"model {name!r} has no version {version}")
-        self.store.models.set_alias(name, alias, version)
+        self._move(name, alias, version, actor)
 
-    def delete_alias(self, name: str, alias: str) -> None:
+    def delete_alias(self, name: str, alias: str, *, actor: str = "hub") -> None:
+        """Remove ``name@alias`` (its version stays) and tell ``model.alias_removed``."""
         self.model(name)
-        if not self.store.models.delete_alias(name, check_alias(alias)):
+        before = self.store.models.resolve_alias(name, check_alias(alias))
+        if not self.store.models.delete_alias(name, alias):
             raise NotFound(f"model {name!r} has no alias {alias!r}")
+        if self.events is not None:
+            self.events.emit(
+                "model.alias_removed",
+                f"{name}@{alias}",
+                {"model": name, "alias": alias, "from_version": before, "by": actor},
+            )
+
+    def _move(self, name: str, alias: str, version: int, actor: str) -> None:
+        before = self.store.models.resolve_alias(name, alias)
+        self.store.models.set_alias(name, alias, version)
+        self._tell_moved(name, alias, before, version, actor)
+
+    def _tell_moved(
+        self, name: str, alias: str, before: int | None, version: int, actor: str
+    ) -> None:
+        if self.events is None or before == version:
+            return
+        # No natural key: moving 2 -> 3 -> 2 -> 3 is four changes, each told.
+        self.events.emit(
+            "model.alias_moved",
+            f"{name}@{alias}",
+            {
+                "model": name,
+                "alias": alias,
+                "from_version": before,
+                "to_version": version,
+                "by": actor,
+            },
+        )

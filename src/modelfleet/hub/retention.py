@@ -6,6 +6,12 @@ model x window. Past ``telemetry_retention_days`` a window's counts go into a ro
 and the window is deleted (``TelemetryRepo.compact``), so lifetime totals stay exact.
 Compaction is idempotent and safe on every replica at once, so no leadership is needed.
 
+Accuracy windows (``accuracy_windows``: the label counts sites ship with their telemetry,
+``hub/accuracy.py``) follow the same horizon: past ``telemetry_retention_days`` they are
+deleted (``AccuracyRepo.prune``), not folded into totals: gates, triggers and ``modelfleet
+status`` read recent labels only (the last 7 days at most), and the accuracy API and
+dashboard simply find nothing past the horizon, as with telemetry windows' sketches.
+
 The same loop deletes audit entries past ``audit_retention_days`` (a year by default): the
 log is append-only and written on every mutating call, so it too would grow forever.
 """
@@ -17,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from modelfleet.errors import ModelfleetError
 from modelfleet.hub.store import AuditRepo, TelemetryRepo
+from modelfleet.hub.store.repos.accuracy import AccuracyRepo
 from modelfleet.loops import BackgroundLoop
 
 log = logging.getLogger("modelfleet.hub.retention")
@@ -36,9 +43,12 @@ class TelemetryRetention:
         retention_days: float,
         audit_retention_days: float,
         interval_s: float,
+        accuracy: AccuracyRepo | None = None,
     ) -> None:
         self.repo = repo
         self.audit = audit
+        #: Pruned on the telemetry horizon; None (a hub built without it): not pruned.
+        self.accuracy = accuracy
         self.retention = timedelta(days=retention_days)
         self.audit_retention = timedelta(days=audit_retention_days)
         self.interval_s = interval_s
@@ -53,11 +63,16 @@ class TelemetryRetention:
         )
 
     def compact_now(self, now: datetime | None = None) -> int:
-        """Fold and delete every window that ended before the retention horizon."""
+        """Fold and delete every telemetry window that ended before the retention horizon
+        (the count returned), delete the accuracy windows that did, and old audit entries."""
         at = now or datetime.now(UTC)
         folded = self.repo.compact(at - self.retention)
         if folded:
             log.info("telemetry retention: folded %d windows into per-site totals", folded)
+        if self.accuracy is not None:
+            gone = self.accuracy.prune(at - self.retention)
+            if gone:
+                log.info("telemetry retention: deleted %d accuracy windows", gone)
         pruned = self.audit.prune(at - self.audit_retention)
         if pruned:
             log.info(

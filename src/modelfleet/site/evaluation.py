@@ -41,8 +41,7 @@ from modelfleet.site.cache import BlobCache
 from modelfleet.site.federated import SiteConfig
 from modelfleet.site.policy import enforce_site_policy
 from modelfleet.site.runtime import LoadedModel
-from modelfleet.site.trainer import DatasetCache, DatasetConfig, describe_error
-from modelfleet.site.trainer import _read_table as read_table  # the data sets' one reader
+from modelfleet.site.trainer import DatasetCache, DatasetConfig, describe_error, read_table
 from modelfleet.transport.session import HubSession, poll_timeout
 
 log = logging.getLogger("modelfleet.site.evaluation")

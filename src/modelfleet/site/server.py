@@ -5,7 +5,8 @@ recognises it with two string tests, looks the model up lock-free, decodes with 
 ``oip`` codecs (orjson + numpy), hands validated feeds to the model's :class:`Batcher`
 and writes the encoded answer. Everything per model that a request needs (signature
 checks, metric children, batcher) is computed once per loaded version and found with one
-dictionary lookup. The other endpoints live in :mod:`modelfleet.site.oip_routes`.
+dictionary lookup. The other endpoints live in :mod:`modelfleet.site.oip_routes`, and the
+ground-truth endpoint (``/feedback``) in :mod:`modelfleet.site.feedback_routes`.
 
 Every request but the health probes needs a credential (:mod:`modelfleet.site.access`):
 401 without one, 403 for a model outside the token's scope, checked before anything else.
@@ -17,7 +18,6 @@ sends yields a 500 (a 500 means the model itself failed, or a bug, and is logged
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -46,7 +46,8 @@ from modelfleet.oip.types import InferOutput, InferRequest, InferResponse
 from modelfleet.site.access import OPEN_PATHS, SiteAccess
 from modelfleet.site.batcher import DEFAULT_INLINE_BELOW_S, Batcher, BatchPolicy
 from modelfleet.site.cascade import Cascade
-from modelfleet.site.feedback import FeedbackStore, answer_feedback
+from modelfleet.site.feedback import FeedbackStore
+from modelfleet.site.feedback_routes import FeedbackRoutes, feedback_model
 from modelfleet.site.observer import InferenceObserver, NullObserver
 from modelfleet.site.oip_routes import OipRoutes
 from modelfleet.site.repository import ModelRepository
@@ -62,10 +63,7 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 _OCTETS = b"application/octet-stream"
 _HEADER_LENGTH = INFERENCE_HEADER_LENGTH.encode()
 _INFER_SUFFIX = "/infer"
-_FEEDBACK_SUFFIX = "/feedback"
 _REQUEST_ID = b"x-request-id"
-#: A feedback body of MAX_LABELS labels with long ids and text classes fits well within it.
-_MAX_FEEDBACK_BYTES = 4 * 1024 * 1024
 
 
 #: Outcomes that answered the client (a cascade's cloud answer or degraded local one too).
@@ -236,7 +234,7 @@ class InferenceServer:
     ) -> None:
         self.repository = repository
         #: Remembers predictions by request id and joins labels (site/feedback.py); None:
-        #: ``/feedback`` answers 404 and nothing is remembered.
+        #: ``/feedback`` answers 404 and nothing is remembered. Fixed at construction.
         self.feedback = feedback
         self.cascade = cascade
         #: Who may call (the agent always sets it); None serves everyone, for a server
@@ -254,6 +252,7 @@ class InferenceServer:
         )
         self._served: weakref.WeakKeyDictionary[LoadedModel, _Served] = weakref.WeakKeyDictionary()
         self.routes = OipRoutes(repository, self.is_ready)
+        self._feedback_routes = FeedbackRoutes(feedback, self.routes, self._executor)
 
     def is_ready(self) -> bool:
         """Start-up restoration done; latched, so the hot path pays one attribute read."""
@@ -297,14 +296,12 @@ class InferenceServer:
                     return
                 await self._infer(scope, receive, send, target.name, target.version)
                 return
-        if path.startswith(MODELS_PREFIX) and path.endswith(_FEEDBACK_SUFFIX):
-            name = path[len(MODELS_PREFIX) : -len(_FEEDBACK_SUFFIX)]
-            if name and "/" not in name:
-                if access is not None and (denied := access.check(scope, name)):
-                    await _refuse(send, denied)
-                    return
-                await self._feedback(scope, receive, send, method, name)
+        if (name := feedback_model(path)) is not None:
+            if access is not None and (denied := access.check(scope, name)):
+                await _refuse(send, denied)
                 return
+            await self._feedback_routes.handle(scope, receive, send, method, name)
+            return
         if access is not None and path not in OPEN_PATHS:
             named = parse_model_path(path) if path.startswith(MODELS_PREFIX) else None
             if denied := access.check(scope, named.name if named is not None else None):
@@ -409,10 +406,7 @@ class InferenceServer:
             )
         self._finish(served, started, outcome, feeds, results)
         if self.feedback is not None and request_id is not None and results is not None:
-            try:
-                self.feedback.remember(served.name, served.version, request_id, results)
-            except Exception:  # feedback must never break serving
-                log.exception("prediction of %s not remembered", served.name)
+            self._feedback_routes.remember(served.name, served.version, request_id, results)
 
     def _finish(
         self,
@@ -447,33 +441,6 @@ class InferenceServer:
             )
         except Exception:  # telemetry must never break serving
             log.exception("inference observer failed")
-
-    async def _feedback(
-        self, scope: Scope, receive: Receive, send: Send, method: str, name: str
-    ) -> None:
-        """``POST /v2/models/{name}/feedback``: labels joined with this site's predictions."""
-        if method != "POST":
-            await _error(send, 405, f"method {method} not allowed here; use POST")
-            return
-        store = self.feedback
-        if store is None:
-            await _error(send, 404, "feedback is not enabled at this site")
-            return
-        try:
-            model = self.routes.lookup(name, None)
-        except NotFound as exc:
-            await _error(send, 404, exc.message)
-            return
-        body = await read_body(scope, receive, _MAX_FEEDBACK_BYTES)
-        if body is None:
-            await _error(
-                send, 413, f"feedback body exceeds {_MAX_FEEDBACK_BYTES} bytes; split the batch"
-            )
-            return
-        status, doc = await asyncio.get_running_loop().run_in_executor(
-            self._executor, answer_feedback, store, name, body, model.version
-        )
-        await respond(send, status, orjson.dumps(doc))
 
     async def _plain(self, path: str, send: Send) -> None:
         if path == "/metrics":

@@ -97,7 +97,11 @@ def load_trainer(target: str) -> Trainer:
     return trainer
 
 
-def _read_table(path: Path) -> tuple[list[str], dict[str, npt.NDArray[np.float64]]]:
+def read_table(path: Path) -> tuple[list[str], dict[str, npt.NDArray[np.float64]]]:
+    """A data set's columns and their values as float64 arrays, from a CSV file (header
+    row, numbers only) or Parquet (needs pyarrow). The one reader of a site's data sets:
+    training (here) and evaluation (``site/evaluation.py``) read a file the same way, so a
+    file that trains also evaluates. ``InvalidInput`` says what is wrong with the file."""
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
             # Optional and untyped: imported by name so the rest stays strictly typed.
@@ -133,7 +137,7 @@ def load_dataset(name: str, config: DatasetConfig) -> Dataset:
     """Read, check and split one data set; ``InvalidInput`` says what is wrong with it."""
     if not config.path.is_file():
         raise NotFound(f"data set {name!r}: no file {config.path}")
-    columns, data = _read_table(config.path)
+    columns, data = read_table(config.path)
     if config.label not in data:
         raise InvalidInput(f"data set {name!r} has no label column {config.label!r}")
     features = config.features or [c for c in columns if c != config.label]

@@ -15,7 +15,6 @@ from modelfleet.hub.api.deps import Caller, Context, VersionPath, VersionQuery, 
 from modelfleet.hub.api.ranges import ByteRange, parse_range
 from modelfleet.hub.api.schemas import model_of, version_of
 from modelfleet.hub.auth import Permission, Role
-from modelfleet.hub.context import HubContext
 from modelfleet.hub.registry import PushRequest, parse_metrics, parse_tags
 from modelfleet.hub.uploads import spool
 from modelfleet.refs import ModelRef, check_name, parse_ref
@@ -72,7 +71,6 @@ async def push_version(
             max_bytes=ctx.settings.max_artifact_bytes,
             declared_length=declared,
         )
-        before = ctx.store.models.resolve_alias(name, alias) if alias is not None else None
         try:
             record = await run_in_threadpool(ctx.registry.push, push, upload, caller.actor)
         finally:
@@ -80,8 +78,6 @@ async def push_version(
         detail.append(f"version {record.version} sha256:{record.digest[:12]}")
         ctx.metrics.pushes.labels("ok").inc()
         model = ctx.registry.model(name)
-    if alias is not None:
-        _alias_moved(ctx, name, alias, before, record.version, caller.actor)
     return version_of(record, model.aliases)
 
 
@@ -122,32 +118,18 @@ def show_version(name: str, version: VersionPath, ctx: Context, caller: Caller) 
 def set_alias(name: str, alias: str, body: AliasIn, ctx: Context, caller: Caller) -> Model:
     require(ctx, caller, Permission.MODELS_WRITE, "model.alias", f"{name}@{alias}")
     with audited(ctx, caller, "model.alias", f"{name}@{alias}") as detail:
-        before = ctx.store.models.resolve_alias(name, alias)
-        ctx.registry.set_alias(name, alias, body.version)
+        # The registry tells model.alias_moved (as for any hub code moving an alias); a
+        # deployment following the alias reacts on its own, in the controller's tick.
+        ctx.registry.set_alias(name, alias, body.version, actor=caller.actor)
         detail.append(f"-> {body.version}")
-    _alias_moved(ctx, name, alias, before, body.version, caller.actor)
     return model_of(ctx.registry.model(name))
-
-
-def _alias_moved(
-    ctx: HubContext, name: str, alias: str, before: int | None, version: int, actor: str
-) -> None:
-    """Tell ``model.alias_moved`` (a deployment following the alias reacts on its own, in
-    the rollout controller's tick; the event is for people and webhooks)."""
-    if before == version:
-        return
-    ctx.events.emit(
-        "model.alias_moved",
-        f"{name}@{alias}",
-        {"model": name, "alias": alias, "from_version": before, "to_version": version, "by": actor},
-    )
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=204, summary="Remove an alias")
 def delete_alias(name: str, alias: str, ctx: Context, caller: Caller) -> Response:
     require(ctx, caller, Permission.MODELS_WRITE, "model.unalias", f"{name}@{alias}")
     with audited(ctx, caller, "model.unalias", f"{name}@{alias}"):
-        ctx.registry.delete_alias(name, alias)
+        ctx.registry.delete_alias(name, alias, actor=caller.actor)
     return Response(status_code=204)
 
 

@@ -1,4 +1,5 @@
-"""The accuracy repository: label counts per site window, stored once per window id."""
+"""The accuracy repository: label counts per site window, stored once per window id, and
+deleted by telemetry retention (``hub/retention.py``) with the telemetry windows."""
 
 from __future__ import annotations
 
@@ -32,3 +33,8 @@ class AccuracyRepo(ABC):
     ) -> list[AccuracyWindow]:
         """Windows of ``model`` (optionally one version / site) that ended at or after
         ``since``, oldest first, at most ``limit`` (the newest ones when more match)."""
+
+    @abstractmethod
+    def prune(self, before: datetime, *, chunk: int = 5000) -> int:
+        """Delete the windows that ended before ``before`` (timezone-aware), ``chunk`` rows
+        per transaction; how many went. Safe on several replicas at once."""

@@ -1,4 +1,5 @@
-"""Accuracy windows in SQL: insert-ignore by (site, window id), reads by model."""
+"""Accuracy windows in SQL: insert-ignore by (site, window id), reads by model, pruning by
+end time (retention)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Insert, select
+from sqlalchemy import Connection, Insert, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from modelfleet.errors import InvalidInput
 from modelfleet.hub.store.records.accuracy import AccuracyWindow
 from modelfleet.hub.store.repos.accuracy import AccuracyRepo
 from modelfleet.hub.store.schema.accuracy import accuracy_windows
@@ -102,3 +104,19 @@ class SqlAccuracyRepo(AccuracyRepo):
         with self._store.read() as conn:
             rows = conn.execute(query).all()
         return [_record(row) for row in reversed(rows)]
+
+    def prune(self, before: datetime, *, chunk: int = 5000) -> int:
+        if before.utcoffset() is None:
+            raise InvalidInput("before must be timezone-aware")
+        if chunk < 1:
+            raise InvalidInput("chunk must be at least 1")
+        gone = 0
+        while True:  # short transactions: ingest keeps writing while a backlog goes
+            with self._store.write() as conn:
+                ids = select(_T.c.id).where(_T.c.end_at < before).order_by(_T.c.id).limit(chunk)
+                deleted = int(
+                    conn.execute(delete(_T).where(_T.c.id.in_(ids.scalar_subquery()))).rowcount
+                )
+            gone += deleted
+            if deleted < chunk:
+                return gone
