@@ -47,7 +47,8 @@ which modules happen to be imported. Classes without a ``code`` of their own (``
 per instance, so a body carrying it becomes a :class:`HubResponseError`.
 
 Exceptions private to one module that never leave it (``transport.client._Stale``, a retry
-signal; ``transport.asgi.LifespanFailed``, caught by the server that raised it) stay there.
+signal; ``transport.asgi.LifespanFailed``, caught by the server that raised it;
+``site.evaluation.Refused``, told to the hub as a refusal) stay there.
 """
 
 from __future__ import annotations

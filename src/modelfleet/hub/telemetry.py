@@ -123,6 +123,9 @@ class Telemetry:
         self.accuracy = Accuracy(store)
         self._cache: dict[tuple[str, str, int], tuple[float, dict[str, Any]]] = {}
         self._cache_lock = threading.Lock()
+        #: Bumped whenever cached verdicts go stale: a verdict computed from windows read
+        #: before a bump is answered but not cached (it may predate the newest windows).
+        self._generation = 0
 
     # --- ingest --------------------------------------------------------------------------
 
@@ -144,6 +147,7 @@ class Telemetry:
         # Verdicts cached for this site are stale once new windows arrive.
         keys = {(site, w.model, w.version) for w in parsed}
         with self._cache_lock:
+            self._generation += 1
             for key in keys:
                 self._cache.pop(key, None)
         return result
@@ -157,6 +161,7 @@ class Telemetry:
         doc = parsed.to_dict()
         self.repo.set_reference(model, version, doc, actor)
         with self._cache_lock:
+            self._generation += 1
             self._cache.clear()
         return self.describe_reference(model, version, doc)
 
@@ -186,6 +191,7 @@ class Telemetry:
         checked = drift.check_thresholds(values)
         self.repo.set_drift_settings(model, {**self.repo.get_drift_settings(model), **checked})
         with self._cache_lock:
+            self._generation += 1
             self._cache.clear()
         return self.thresholds(model)
 
@@ -256,6 +262,7 @@ class Telemetry:
             hit = self._cache.get(key)
             if hit is not None and now - hit[0] < DRIFT_CACHE_S:
                 return hit[1]
+            generation = self._generation
         found = self.drift(model, version, site)["results"]
         summary = (
             {"drift": found[0]["drift"], "drifted": found[0]["drifted"]}
@@ -263,7 +270,8 @@ class Telemetry:
             else {"drift": None, "drifted": []}
         )
         with self._cache_lock:
-            self._cache[key] = (now, summary)
+            if self._generation == generation:
+                self._cache[key] = (now, summary)
         return summary
 
     # --- status -----------------------------------------------------------------------------

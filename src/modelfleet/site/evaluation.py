@@ -71,10 +71,15 @@ class Outcome:
     detail: str = ""
 
 
-class Refused(ModelfleetError):
-    """This site will not (or cannot) evaluate the task; the message is the reason."""
+class Refused(Exception):
+    """This site will not (or cannot) evaluate the task; the message is the reason.
 
-    code = "evaluation_refused"
+    Private to this module (caught below and told to the hub as a refusal), so not one of
+    the package's public errors in ``modelfleet.errors``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class EvaluationWorker:
@@ -174,7 +179,7 @@ class EvaluationWorker:
             return Outcome("skipped", "already answered")
         try:
             counts = self.evaluate(task)
-        except ModelfleetError as exc:  # Refused, or a download or load that failed
+        except (Refused, ModelfleetError) as exc:  # refused, or a download or load failed
             return self._deliver(task, refusal=exc.message)
         except Exception as exc:  # one task's failure, whatever it is, is only its own
             log.exception("evaluation %s failed", task.evaluation)

@@ -92,11 +92,13 @@ def federated_rollout(scene: Scene) -> bool:
             for n, v in accuracy.items()
         )
     )
-    # Labels now come back from the plants, so the deployment also gates on them: the new
-    # version's accuracy at a wave's sites may not fall more than 10 points below the
-    # previous version's there, judged on at least 50 labels (with fewer, a few unlucky
-    # answers would swing it by more than the limit; no rollout: the alias has not moved).
-    scene.gates = {**scene.gates, "min_accuracy_vs_previous": 0.10, "min_labels": 50}
+    # Labels now come back from the plants, so the deployment also gates on them: at least
+    # 75 % of the new version's answers at a wave's sites right, over at least 50 labels. A
+    # floor that stops a broken release (one that says "fails" for every machine scores
+    # about 5 %) without judging noise: the federated model trades some plain accuracy for
+    # catching more failures, so "no worse than the previous version" is the wrong test here.
+    # No rollout yet: the alias has not moved.
+    scene.gates = {**scene.gates, "min_accuracy": 0.75, "min_labels": 50}
     admin.deploy({"ref": f"{MODEL}@production", "gates": scene.gates})
     admin.set_alias(MODEL, "production", fl_version)
     fl_rollout = followed_rollout(run, admin, fl_version)
