@@ -43,3 +43,26 @@ def regressors(root: Path) -> tuple[Path, Path]:
     good = from_sklearn(LinearRegression().fit(x, target), x, path=root / "good-r.onnx")
     bad = from_sklearn(LinearRegression().fit(x, -target), x, path=root / "bad-r.onnx")
     return good, bad
+
+
+def imbalanced(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Machine-failure-like data: the label (a failure) is ``x0 > 1.645``, about 5 % of
+    the rows; the other columns as in :func:`labelled`."""
+    x, _ = labelled(seed, n)
+    return x, (x[:, 0] > 1.645).astype(np.int64)
+
+
+def failure_detectors(root: Path) -> tuple[Path, Path]:
+    """ONNX files of model A, which never predicts a failure (high plain accuracy on
+    imbalanced data), and model B, which catches most failures at the price of some
+    false alarms (its threshold is lower and it listens to a noise feature)."""
+    x, y = imbalanced(3, 400)
+    never = LogisticRegression().fit(x, y)
+    never.coef_ = np.zeros_like(never.coef_)
+    never.intercept_ = np.array([-10.0])
+    catches = LogisticRegression().fit(x, y)
+    catches.coef_ = np.array([[4.0, 0.0, 3.2, 0.0]])
+    catches.intercept_ = np.array([-4.0 * 1.2])
+    a = from_sklearn(never, x, path=root / "never.onnx")
+    b = from_sklearn(catches, x, path=root / "catches.onnx")
+    return a, b

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelfleet.hub.evaluations import beats
+from modelfleet.site.evaluation import Counts
 from tests.hub.evaluation_support import classifiers, regressors
 from tests.waiting import wait_for
 
@@ -197,6 +198,8 @@ def test_bad_answers_and_foreign_callers_are_refused(hub) -> None:
         {"2": {"count": 100, "total": 101}, "1": {"count": 100, "total": 1}},  # > count
         {"2": {"count": 5, "total": 5}, "1": {"count": 5, "total": 1}},  # below min_samples
         {"2": {"count": 100, "total": 90, "rows": [1, 0]}, "1": {"count": 100, "total": 1}},
+        # per-class counts belong to balanced_accuracy only
+        {"2": {"count": 100, "total": 90, "classes": {"0": [90, 100]}}, "1": both(100, 0, 1)["1"]},
     ]
     for scores in bad:
         assert post_counts(hub, "h1", ev["id"], scores).status_code == 400, scores
@@ -232,6 +235,86 @@ def test_bad_answers_and_foreign_callers_are_refused(hub) -> None:
     assert refused.status_code == 403
 
 
+def split(right0: int, rows0: int, right1: int, rows1: int) -> dict:
+    """One version's balanced-accuracy answer, as the site's worker words it."""
+    classes = {"0": (right0, rows0), "1": (right1, rows1)}
+    return Counts(rows0 + rows1, float(right0 + right1), classes).wire()
+
+
+def pair(hub, ev: dict) -> dict:
+    return hub.client.get(f"/api/v1/evaluations/{ev['id']}", headers=hub.headers()).json()
+
+
+def test_balanced_accuracy_prefers_the_model_that_catches_failures(hub) -> None:
+    """Failures are 5 % of the rows. v1 (production) never predicts one; v2 (candidate)
+    catches most, with some false alarms. Plain accuracy prefers v1, balanced v2."""
+    answers = {
+        # h1: 190 healthy, 10 failures; h2: 380 healthy, 20 failures.
+        "h1": {"2": split(170, 190, 8, 10), "1": split(190, 190, 0, 10)},
+        "h2": {"2": split(350, 380, 17, 20), "1": split(380, 380, 0, 20)},
+    }
+    plain = start(hub, metric="accuracy").json()
+    for site, scores in answers.items():
+        counts = {v: {"count": c["count"], "total": c["total"]} for v, c in scores.items()}
+        post_counts(hub, site, plain["id"], counts).raise_for_status()
+    assert pair(hub, plain)["winner"] == 1  # 570/600 right against 545/600
+    created = start(hub, metric="balanced_accuracy")
+    assert created.status_code == 201, created.text
+    ev = created.json()
+    assert ev["metric"] == "balanced_accuracy"
+    tasks = hub.client.get(
+        "/api/v1/evaluations/sites/h1/tasks", headers=hub.headers(hub.site_tokens["h1"])
+    ).json()["tasks"]
+    assert [t["metric"] for t in tasks] == ["balanced_accuracy"]
+    for site, scores in answers.items():
+        post_counts(hub, site, ev["id"], scores).raise_for_status()
+    done = pair(hub, ev)
+    assert done["state"] == "completed", done
+    # Merged per class over the sites, exactly as if the rows had been pooled.
+    v2, v1 = done["per_version"]["2"], done["per_version"]["1"]
+    assert v2["classes"] == {"0": [520, 570], "1": [25, 30]}
+    assert v1["classes"] == {"0": [570, 570], "1": [0, 30]}
+    assert v2["value"] == pytest.approx((520 / 570 + 25 / 30) / 2)
+    assert v1["value"] == pytest.approx(0.5)
+    assert v2["count"] == 600
+    assert v2["sites"] == 2
+    h2 = done["sites"]["h2"]["scores"]["2"]
+    assert h2["value"] == pytest.approx((350 / 380 + 17 / 20) / 2)
+    assert h2["classes"] == {"0": [350, 380], "1": [17, 20]}
+    assert done["winner"] == 2
+    comparison = done["beats"]["candidate_vs_production"]
+    assert comparison["beats"] is True
+    assert comparison["margin"] == pytest.approx((520 / 570 + 25 / 30) / 2 - 0.5)
+    assert beats(hub.ctx.evaluations.get(ev["id"]), 2, 1)
+    # The other metrics carry no per-class counts.
+    assert pair(hub, plain)["per_version"]["2"]["classes"] is None
+
+
+@pytest.mark.parametrize(
+    ("classes", "needle"),
+    [
+        (None, "needs per-class counts"),
+        ({str(i): [1, 1] for i in range(65)}, "at most 64"),
+        ({"0": [-1, 90], "1": [91, 10]}, "greater than or equal to 0"),
+        ({"0": [95, 90], "1": [0, 10]}, "95 right of 90 rows"),
+        ({"x" * 129: [90, 90], "1": [0, 10]}, "at most 128 characters"),
+        ({}, "at least 1"),
+        ({"0": [80, 90], "1": [5, 10]}, "add up to 85 right of 100 rows, not 90 of 100"),
+        ({"0": [90, 90], "1": [0, 20]}, "add up to 90 right of 110 rows"),
+        ({"0": "ninety"}, "classes"),
+    ],
+)
+def test_bad_per_class_counts_are_refused_with_the_reason(hub, classes, needle) -> None:
+    ev = start(hub, metric="balanced_accuracy").json()
+    scores = {"2": {"count": 100, "total": 90}, "1": split(90, 90, 0, 10)}
+    if classes is not None:
+        scores["2"]["classes"] = classes
+    refused = post_counts(hub, "h1", ev["id"], scores)
+    assert refused.status_code == 400, refused.text
+    assert needle in refused.json()["error"]["message"]
+    assert pair(hub, ev)["sites"]["h1"]["status"] == "waiting"  # nothing was stored
+
+
 def test_a_regressor_is_judged_by_mae_lower_wins(hub_factory, tmp_path: Path) -> None:
     made = hub_factory()
     good, bad = regressors(tmp_path)
@@ -260,6 +343,15 @@ def test_a_regressor_is_judged_by_mae_lower_wins(hub_factory, tmp_path: Path) ->
     assert done.per_version[1].value == pytest.approx(0.01)
     assert beats(done, 1, 2)
     assert not beats(done, 2, 1)
+    # A label metric for a model with one real value per row: refused at the start.
+    for metric in ("balanced_accuracy", "accuracy"):
+        refused = made.client.post(
+            "/api/v1/evaluations",
+            json={"model": "reg", "versions": ["2", "1"], "selector": "", "metric": metric},
+            headers=made.headers(),
+        )
+        assert refused.status_code == 400, refused.text
+        assert f"metric {metric} needs a classifier; reg:2" in refused.json()["error"]["message"]
 
 
 def test_a_residency_rule_keeps_a_version_away_from_a_site(hub, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -74,3 +75,19 @@ def test_answers_are_kept_once_and_an_evaluation_finishes_once(store: SqlStore) 
     assert [r.id for r in repo.list_evaluations(states=("running",))] == ["ev-00000002"]
     with pytest.raises(NotFound):
         repo.get("ev-ffffffff")
+
+
+def test_a_balanced_accuracy_evaluation_and_its_per_class_counts_round_trip(
+    store: SqlStore,
+) -> None:
+    """The metric's name (17 characters: migration 0016 widened the column) and the
+    per-class pairs survive the store on every backend."""
+    repo = store.evaluations
+    asked = replace(row(store, "ev-0000000b"), metric="balanced_accuracy")
+    assert repo.create(asked).metric == "balanced_accuracy"
+    classes = {"0": [170, 190], "1": [8, 10]}
+    scores = {"2": {"count": 200, "total": 178.0, "classes": classes}}
+    assert repo.put_answer("ev-0000000b", "a", "result", scores, "") is True
+    [answer] = repo.answers("ev-0000000b")
+    assert answer.scores == scores
+    assert repo.get("ev-0000000b").metric == "balanced_accuracy"

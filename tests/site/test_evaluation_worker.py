@@ -15,6 +15,8 @@ import pytest
 
 from modelfleet.api.evaluations import EvaluationTask, TaskVersion
 from modelfleet.errors import DigestMismatch
+from modelfleet.hub.evaluation_scores import Counts as HubCounts
+from modelfleet.hub.evaluation_scores import score
 from modelfleet.registry.keyset import KeySet
 from modelfleet.registry.signing import load_public_key
 from modelfleet.site.cache import BlobCache
@@ -22,16 +24,26 @@ from modelfleet.site.evaluation import EvaluationWorker, Refused
 from modelfleet.site.federated import SiteConfig
 from modelfleet.site.trainer import DatasetConfig
 from modelfleet.transport.session import HubSession
-from tests.hub.evaluation_support import classifiers, labelled, regressors, write_csv
+from tests.hub.evaluation_support import (
+    classifiers,
+    failure_detectors,
+    imbalanced,
+    labelled,
+    regressors,
+    write_csv,
+)
 
 
 @pytest.fixture
 def registry(hub_factory, tmp_path: Path):
-    """A hub registry holding clf:1 (bad), clf:2 (good), reg:1 (good), reg:2 (bad)."""
+    """A hub registry holding clf:1 (bad), clf:2 (good), reg:1 (good), reg:2 (bad),
+    fail:1 (never predicts a failure), fail:2 (catches most, some false alarms)."""
     hub = hub_factory()
     good, bad = classifiers(tmp_path)
     good_r, bad_r = regressors(tmp_path)
-    for name, path in (("clf", bad), ("clf", good), ("reg", good_r), ("reg", bad_r)):
+    never, catches = failure_detectors(tmp_path)
+    models = [("clf", bad), ("clf", good), ("reg", good_r), ("reg", bad_r)]
+    for name, path in [*models, ("fail", never), ("fail", catches)]:
         hub.client.post(
             f"/api/v1/models/{name}/versions", content=path.read_bytes(), headers=hub.headers()
         ).raise_for_status()
@@ -62,8 +74,8 @@ def task(registry, model: str, versions: list[int], **fields) -> EvaluationTask:
 
 
 def worker(tmp_path: Path, registry, *, labels="class", tamper=False, **options):
-    """A worker over one data set ``plant`` (300 rows, a fifth held out)."""
-    x, y = labelled(5, 300)
+    """A worker over one data set ``plant`` (300 rows, a fifth held out; or ``data``)."""
+    x, y = options.pop("data", None) or labelled(5, 300)
     if labels == "real":
         y = x[:, 0] + x[:, 1]
     data = write_csv(tmp_path / "plant.csv", x, y)
@@ -161,3 +173,53 @@ def test_labels_that_are_not_classes_are_refused_for_accuracy(tmp_path: Path, re
     with pytest.raises(Refused, match="unusable"):
         w.evaluate(task(registry, "clf", [2, 1]))
     assert np.isfinite(w.evaluate(task(registry, "reg", [1, 2], metric="mae"))[1].total)
+
+
+def test_balanced_accuracy_prefers_the_model_that_catches_failures(
+    tmp_path: Path, registry
+) -> None:
+    x, y = imbalanced(11, 2000)
+    w = worker(tmp_path, registry, data=(x, y))
+    failures = int(y.sum())
+    assert 60 < failures < 140  # about 5 %
+    counts = w.evaluate(task(registry, "fail", [1, 2], metric="balanced_accuracy", rows="all"))
+    never, catches = counts[1], counts[2]
+    # Per true class, [right, rows]; the rows of each class are the data's, for both.
+    assert never.classes == {"0": (2000 - failures, 2000 - failures), "1": (0, failures)}
+    assert catches.classes is not None
+    assert catches.classes["1"][1] == failures
+    assert catches.classes["1"][0] > failures / 2  # catches most failures
+    assert catches.classes["0"][0] < 2000 - failures  # with some false alarms
+    for c in counts.values():
+        assert c.count == 2000
+        assert c.total == sum(right for right, _ in c.classes.values())
+    # Plain accuracy prefers the model that never predicts a failure; balanced the other.
+    assert never.total > catches.total
+    a = score(1, "balanced_accuracy", [HubCounts(never.count, never.total, never.classes)])
+    b = score(2, "balanced_accuracy", [HubCounts(catches.count, catches.total, catches.classes)])
+    assert a.value == pytest.approx(0.5)
+    assert b.value is not None
+    assert b.value > 0.75
+    # What leaves the site: the two numbers and the per-class pairs, nothing else.
+    assert never.wire() == {
+        "count": 2000,
+        "total": float(2000 - failures),
+        "classes": {"0": [2000 - failures, 2000 - failures], "1": [0, failures]},
+    }
+    plain = w.evaluate(task(registry, "fail", [1, 2], rows="all"))
+    assert plain[1].classes is None
+    assert plain[1].wire() == {"count": 2000, "total": float(2000 - failures)}
+
+
+def test_balanced_accuracy_is_refused_for_too_many_classes_and_for_a_regressor(
+    tmp_path: Path, registry
+) -> None:
+    x, _ = labelled(5, 700)
+    many = worker(tmp_path, registry, data=(x, np.arange(700) % 70))
+    with pytest.raises(Refused, match="70 classes; balanced accuracy is reported for at most 64"):
+        many.evaluate(task(registry, "clf", [2, 1], metric="balanced_accuracy", rows="all"))
+    assert many.downloads == []  # refused before any model was fetched
+    w = worker(tmp_path, registry)
+    # A regressor's single real-valued column is not class scores.
+    with pytest.raises(Refused, match="no label output to compute balanced_accuracy"):
+        w.evaluate(task(registry, "reg", [1, 2], metric="balanced_accuracy"))

@@ -7,19 +7,24 @@ the hub: the task it is sent and the aggregate counts it returns (never rows or 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from modelfleet.api._base import Record
 
 __all__ = [
+    "CLASSIFICATION",
+    "MAX_CLASSES",
+    "MAX_CLASS_NAME",
     "MAX_VERSIONS",
+    "ClassCounts",
     "Comparison",
     "Evaluation",
     "EvaluationIn",
     "EvaluationResultIn",
     "EvaluationTask",
+    "Metric",
     "RefusalIn",
     "SiteScore",
     "TaskVersion",
@@ -32,7 +37,18 @@ MAX_VERSIONS = 8
 #: The most examples a site's count may claim (a bound, not a quota).
 MAX_COUNT = 10**12
 
-Metric = Literal["accuracy", "mae"]
+#: The most classes a balanced-accuracy answer may carry (one pair of counts each).
+MAX_CLASSES = 64
+#: The longest class name (the model's vocabulary: label values as text).
+MAX_CLASS_NAME = 128
+
+Metric = Literal["accuracy", "balanced_accuracy", "mae"]
+#: The metrics that compare a predicted label with the true one (classifiers only).
+CLASSIFICATION = frozenset({"accuracy", "balanced_accuracy"})
+ClassName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CLASS_NAME)]
+Tally = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+#: Per true class: ``[right, total]`` -- rows of that class predicted as it, rows of it.
+ClassCounts = dict[ClassName, tuple[Tally, Tally]]
 Rows = Literal["holdout", "all"]
 
 
@@ -60,8 +76,9 @@ class EvaluationIn(BaseModel):
     )
     metric: Metric | None = Field(
         default=None,
-        description="accuracy (classifiers) or mae (regressors); default: accuracy when the "
-        "model has an integer output (a label), else mae.",
+        description="accuracy or balanced_accuracy (classifiers; balanced: the mean of "
+        "per-class recall, for imbalanced data) or mae (regressors); default: accuracy when "
+        "the model has an integer output (a label), else mae.",
     )
     data: str | None = Field(
         default=None,
@@ -87,9 +104,16 @@ class VersionScore(Record):
 
     version: int
     metric: str
-    value: float | None = Field(description="accuracy or mae; null without any sample.")
+    value: float | None = Field(
+        description="accuracy, balanced accuracy or mae; null without any sample."
+    )
     count: int
     sites: int
+    classes: ClassCounts | None = Field(
+        default=None,
+        description="balanced_accuracy only: per true class [right, total] summed over the "
+        "sites; null for the other metrics.",
+    )
 
 
 class SiteScore(Record):
@@ -108,7 +132,8 @@ class Comparison(Record):
     incumbent: int
     beats: bool
     margin: float | None = Field(
-        description="How much better the candidate is (accuracy points, or MAE less); "
+        description="How much better the candidate is (accuracy or balanced accuracy "
+        "points, or MAE less); "
         "negative: worse; null: not comparable (no samples, or not completed)."
     )
 
@@ -163,13 +188,23 @@ class EvaluationTask(BaseModel):
 
 
 class VersionCounts(BaseModel):
-    """Aggregates only: rows evaluated and the sum of correct predictions (accuracy) or
-    of absolute errors (mae)."""
+    """Aggregates only: rows evaluated and the sum of correct predictions (accuracy,
+    balanced_accuracy) or of absolute errors (mae); for balanced_accuracy also, per true
+    class, ``[right, total]`` (how the hub checks them against the metric and the totals:
+    :meth:`modelfleet.hub.evaluations.Evaluations.answer`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     count: int = Field(ge=1, le=MAX_COUNT)
     total: float = Field(ge=0, allow_inf_nan=False)
+    classes: ClassCounts | None = Field(default=None, min_length=1, max_length=MAX_CLASSES)
+
+    @model_validator(mode="after")
+    def _right_within_total(self) -> VersionCounts:
+        for name, (right, total) in (self.classes or {}).items():
+            if right > total:
+                raise ValueError(f"class {name!r}: {right} right of {total} rows")
+        return self
 
 
 class EvaluationResultIn(BaseModel):

@@ -54,7 +54,11 @@ def evaluate(
         int, typer.Option(help="A site with fewer labelled rows refuses.", min=1, max=1_000_000)
     ] = 20,
     metric: Annotated[
-        str | None, typer.Option(help="accuracy or mae; default: from the model's outputs.")
+        str | None,
+        typer.Option(
+            help="accuracy, balanced_accuracy (mean per-class recall: for imbalanced "
+            "classes) or mae; default: from the model's outputs."
+        ),
     ] = None,
     data: Annotated[
         str | None, typer.Option(help="Data set name in the site config (default: its only one).")
@@ -72,13 +76,15 @@ def evaluate(
 ) -> None:
     """Ask the selected sites to score versions of a model on their local labelled data.
 
-    Only counts come back (rows evaluated, correct predictions or absolute-error sums);
-    the hub weights the sites by their counts and names the winner.
+    Only counts come back (rows evaluated, correct predictions or absolute-error sums;
+    per-class right/total for balanced_accuracy); the hub adds them up over the sites and
+    names the winner.
 
     \b
     Examples:
       modelfleet evaluate machine-health --versions candidate,production --sites role=holdout
       modelfleet evaluate machine-health --versions 7,5,3 --sites 'region in (eu-west)' --wait
+      modelfleet evaluate machine-health --versions 7,5 --metric balanced_accuracy --wait
       modelfleet evaluate load-forecast --versions candidate,production --metric mae --json
     """
     request = {

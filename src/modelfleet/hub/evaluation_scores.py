@@ -3,13 +3,19 @@
 Kept apart from the service (hub/evaluations.py) so the pipeline's decision — does the
 candidate beat production? — is a function of a record alone, testable and repeatable
 without a hub: :func:`beats`, :func:`winner`, :func:`aggregate`, and :func:`build_record`,
-which turns the stored row and answers into the :class:`EvaluationRecord` callers read.
+which turns the stored row and answers into the :class:`EvaluationRecord` callers read;
+:func:`check_counts` is what a site's answer must satisfy to be stored.
 
 A site answers per version with ``count`` (rows evaluated) and ``total`` (the number of
 correct predictions for accuracy, the sum of absolute errors for MAE). Sites are combined
 by summing both, so each version's metric is the count-weighted mean over the sites —
 the metric on the union of their rows, exactly as if the rows had been pooled (they are
 not: only the two numbers leave a site).
+
+Balanced accuracy (the mean of per-class recall) cannot be combined from per-site values:
+each site also sends, per true class, ``(right, total)``; the hub sums those per class
+and takes the mean of ``right / total`` over the classes that have rows — again exactly
+the figure on the pooled rows.
 """
 
 from __future__ import annotations
@@ -17,11 +23,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+from modelfleet.api.evaluations import CLASSIFICATION, VersionCounts
+from modelfleet.errors import InvalidInput
 from modelfleet.hub.store.records import AnswerRow, EvaluationRow
 
 #: Metrics where a higher value is better; every other metric (mae) is lower-is-better.
-HIGHER_IS_BETTER = frozenset({"accuracy"})
+HIGHER_IS_BETTER = frozenset({"accuracy", "balanced_accuracy"})
+
+#: Per true class: (rows of that class predicted as it, rows of that class).
+ClassCounts = dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One site's answer for one version, as stored: rows, the metric's sum and (for
+    balanced accuracy only) the per-class counts."""
+
+    count: int
+    total: float
+    classes: ClassCounts | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +56,7 @@ class VersionScore:
     count: int
     total: float
     sites: int
+    classes: ClassCounts | None = None  # balanced_accuracy only: summed over the sites
 
 
 @dataclass(frozen=True)
@@ -71,19 +94,34 @@ class EvaluationRecord:
     sites: dict[str, SiteOutcome]
 
 
-def score(version: int, metric: str, parts: Iterable[tuple[int, float]]) -> VersionScore:
-    """Sum ``(count, total)`` pairs of several sites into one version's score."""
+def score(version: int, metric: str, parts: Iterable[Counts]) -> VersionScore:
+    """Sum several sites' counts into one version's score (per class too, for
+    balanced accuracy)."""
     count, total, sites = 0, 0.0, 0
-    for part_count, part_total in parts:
-        count += part_count
-        total += part_total
+    classes: ClassCounts = {}
+    for part in parts:
+        count += part.count
+        total += part.total
         sites += 1
-    value = total / count if count else None
-    return VersionScore(version, metric, value, count, total, sites)
+        for name, (right, rows) in (part.classes or {}).items():
+            had_right, had_rows = classes.get(name, (0, 0))
+            classes[name] = (had_right + right, had_rows + rows)
+    if metric == "balanced_accuracy":
+        value = balanced(classes)
+        by_class: ClassCounts | None = dict(sorted(classes.items()))
+    else:
+        value, by_class = (total / count if count else None), None
+    return VersionScore(version, metric, value, count, total, sites, by_class)
+
+
+def balanced(classes: Mapping[str, tuple[int, int]]) -> float | None:
+    """The mean of per-class recall over the classes with rows; None without any."""
+    recalls = [right / rows for right, rows in classes.values() if rows > 0]
+    return sum(recalls) / len(recalls) if recalls else None
 
 
 def aggregate(
-    versions: Iterable[int], metric: str, answers: Mapping[str, Mapping[int, tuple[int, float]]]
+    versions: Iterable[int], metric: str, answers: Mapping[str, Mapping[int, Counts]]
 ) -> dict[int, VersionScore]:
     """Per version, the count-weighted metric over every site's answer."""
     return {
@@ -109,8 +147,8 @@ def winner(metric: str, per_version: Mapping[int, VersionScore]) -> int | None:
 
 
 def margin(record: EvaluationRecord, candidate: int, incumbent: int) -> float | None:
-    """How much better ``candidate`` did than ``incumbent`` (accuracy points, or MAE
-    less); None unless the evaluation completed with samples for both."""
+    """How much better ``candidate`` did than ``incumbent`` (accuracy or balanced
+    accuracy points, or MAE less); None unless the evaluation completed with samples for both."""
     if record.state != "completed":
         return None
     a, b = record.per_version.get(candidate), record.per_version.get(incumbent)
@@ -132,15 +170,55 @@ def beats(record: EvaluationRecord, candidate: int, incumbent: int, margin: floa
 _margin = margin  # ``beats`` takes a parameter of that name
 
 
+def check_counts(row: EvaluationRow, version: int, counts: VersionCounts) -> None:
+    """``InvalidInput`` naming what is wrong unless ``counts`` can be one site's answer for
+    ``version`` under the evaluation's metric (bounds were checked by the model)."""
+    where = f"version {version}"
+    if counts.count < row.min_samples:
+        raise InvalidInput(
+            f"{where}: {counts.count} rows is below min_samples {row.min_samples}; refuse instead"
+        )
+    if row.metric in CLASSIFICATION and (
+        counts.total > counts.count or counts.total != int(counts.total)
+    ):
+        raise InvalidInput(
+            f"{where}: correct predictions must be a whole number between 0 and the count "
+            f"({counts.count})"
+        )
+    if row.metric != "balanced_accuracy":
+        if counts.classes is not None:
+            raise InvalidInput(f"{where}: classes are sent for balanced_accuracy only")
+        return
+    if counts.classes is None:
+        raise InvalidInput(f"{where}: balanced_accuracy needs per-class counts (classes)")
+    rows = sum(total for _, total in counts.classes.values())
+    right = sum(r for r, _ in counts.classes.values())
+    if rows != counts.count or right != counts.total:
+        raise InvalidInput(
+            f"{where}: per-class counts add up to {right} right of {rows} rows, "
+            f"not {int(counts.total)} of {counts.count}"
+        )
+
+
+def stored_counts(stored: Mapping[str, Any]) -> Counts:
+    """One version's counts as the store holds them (JSON: classes as ``[right, total]``)."""
+    classes = stored.get("classes")
+    return Counts(
+        int(stored["count"]),
+        float(stored["total"]),
+        None
+        if classes is None
+        else {str(name): (int(pair[0]), int(pair[1])) for name, pair in classes.items()},
+    )
+
+
 def build_record(row: EvaluationRow, answers: Sequence[AnswerRow]) -> EvaluationRecord:
     """The stored row and answers as the record callers read (scores computed)."""
-    by_site: dict[str, dict[int, tuple[int, float]]] = {}
+    by_site: dict[str, dict[int, Counts]] = {}
     outcomes: dict[str, SiteOutcome] = {}
     for answer in answers:
         if answer.kind == "result":
-            counts = {
-                int(v): (int(c["count"]), float(c["total"])) for v, c in answer.scores.items()
-            }
+            counts = {int(v): stored_counts(c) for v, c in answer.scores.items()}
             by_site[answer.site] = counts
             outcomes[answer.site] = SiteOutcome(
                 answer.site,

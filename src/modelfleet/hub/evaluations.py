@@ -4,7 +4,8 @@ The last step before the pipeline moves an alias ("if the candidate beats produc
 the held-out sites"). The hub never sees a labelled row: it sends each selected site a
 task naming the versions (with their signed manifests), the site verifies and runs them
 on its local labelled data and returns two numbers per version — rows evaluated and the
-sum of correct predictions (accuracy) or of absolute errors (MAE). The hub adds those up
+sum of correct predictions (accuracy) or of absolute errors (MAE) — and, for balanced
+accuracy, a pair of counts per true class (right, rows). The hub adds those up
 (:mod:`modelfleet.hub.evaluation_scores`) and picks the winner.
 
 An evaluation's life::
@@ -37,16 +38,24 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelfleet.api.evaluations import (
+    CLASSIFICATION,
     MAX_VERSIONS,
     EvaluationIn,
     EvaluationResultIn,
     EvaluationTask,
+    Metric,
     TaskVersion,
 )
 from modelfleet.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from modelfleet.federation.jobs import Consent
 from modelfleet.hub.deployments import Deployments
-from modelfleet.hub.evaluation_scores import EvaluationRecord, beats, build_record, winner
+from modelfleet.hub.evaluation_scores import (
+    EvaluationRecord,
+    beats,
+    build_record,
+    check_counts,
+    winner,
+)
 from modelfleet.hub.events import Events
 from modelfleet.hub.policy import check_residency
 from modelfleet.hub.registry import Registry
@@ -170,6 +179,13 @@ class Evaluations:
         records = self._resolve(name, request.versions)
         selector = parse_selector(request.selector)
         metric = request.metric or default_metric(records[0])
+        if metric in CLASSIFICATION:
+            for record in records:
+                if not may_classify(record):
+                    raise InvalidInput(
+                        f"metric {metric} needs a classifier; {name}:{record.version} has no "
+                        "integer (label) or class-score output (use mae for a regressor)"
+                    )
         fleet = self.sites.list()
         matched = [s for s in fleet if selector.matches(s.labels)]
         if not matched:
@@ -322,7 +338,7 @@ class Evaluations:
         return EvaluationTask(
             evaluation=row.id,
             model=row.model,
-            metric="mae" if row.metric == "mae" else "accuracy",
+            metric=_METRICS.get(row.metric, "accuracy"),
             min_samples=row.min_samples,
             data=row.data,
             rows="all" if row.rows == "all" else "holdout",
@@ -354,19 +370,8 @@ class Evaluations:
                 f"scores must name exactly versions {row.versions}, got {sorted(body.scores)}"
             )
         for version, counts in body.scores.items():
-            if counts.count < row.min_samples:
-                raise InvalidInput(
-                    f"version {version}: {counts.count} rows is below min_samples "
-                    f"{row.min_samples}; refuse instead"
-                )
-            if row.metric == "accuracy" and (
-                counts.total > counts.count or counts.total != int(counts.total)
-            ):
-                raise InvalidInput(
-                    f"version {version}: correct predictions must be a whole number "
-                    f"between 0 and the count ({counts.count})"
-                )
-        scores = {str(v): c.model_dump() for v, c in body.scores.items()}
+            check_counts(row, version, counts)
+        scores = {str(v): c.model_dump(exclude_none=True) for v, c in body.scores.items()}
         return self._store_answer(row, site, "result", scores, "")
 
     def refuse(self, site: str, evaluation_id: str, reason: str) -> bool:
@@ -439,6 +444,10 @@ class Evaluations:
         )
 
 
+#: The stored metric as the task's field (the request's enum admitted it at the start).
+_METRICS: dict[str, Metric] = {m: m for m in ("accuracy", "balanced_accuracy", "mae")}
+
+
 def parse_request(body: object) -> EvaluationIn:
     """The request validated, or ``InvalidInput`` naming the first bad field and why."""
     try:
@@ -457,6 +466,23 @@ def default_metric(version: VersionRecord) -> str:
         if datatype.startswith(("INT", "UINT")):
             return "accuracy"
     return "mae"
+
+
+def may_classify(version: VersionRecord) -> bool:
+    """Whether the site could read a label from this version: an integer output, or a
+    float output of class scores (2-D, more than one column or an unknown number). False
+    only for a model that certainly gives one real value per row (a regressor)."""
+    outputs = version.io.get("outputs") if isinstance(version.io, dict) else None
+    if not outputs:
+        return True  # not inspected: the site decides
+    for output in outputs:
+        datatype = str(output.get("datatype") or "")
+        shape = output.get("shape") or []
+        if datatype.startswith(("INT", "UINT")):
+            return True
+        if datatype.startswith("FP") and len(shape) == 2 and shape[1] != 1:
+            return True
+    return False
 
 
 def consent_refusal(consent: Consent | None, model: str, data: str | None) -> str | None:

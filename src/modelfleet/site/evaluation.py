@@ -9,8 +9,11 @@ holds an intact copy, else downloaded for this evaluation only), and only then i
 model loaded into onnxruntime. It runs on the chosen rows (the data set's hold-out, or
 the whole file), at most ``max_rows`` of them, and two numbers per version leave the
 site: the row count and the sum of correct predictions (accuracy) or of absolute errors
-(MAE). Never a row, a prediction or a label. A site with fewer rows than the task's
-``min_samples`` refuses: a count over a handful of rows says too much about each.
+(MAE). For balanced accuracy also, per true class (at most ``MAX_CLASSES``), the rows of
+that class and how many of them were predicted as it: class names are label values, the
+model's vocabulary, as in feedback's confusion counts. Never a row, a prediction or a
+label. A site with fewer rows than the task's ``min_samples`` refuses: a count over a
+handful of rows says too much about each.
 
 Answers are retried until the evaluation's deadline while the hub is unreachable (the
 hub keeps one answer per site).
@@ -32,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from modelfleet.api.evaluations import EvaluationTask, TaskVersion
+from modelfleet.api.evaluations import CLASSIFICATION, MAX_CLASSES, EvaluationTask, TaskVersion
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError, NotFound
 from modelfleet.loops import BackgroundLoop, Backoff
 from modelfleet.registry.keyset import KeySet
@@ -57,10 +60,19 @@ Download = Callable[[str, Path, int], None]
 
 @dataclass(frozen=True)
 class Counts:
-    """What one version's evaluation sends: rows evaluated and correct (or |error|) sum."""
+    """What one version's evaluation sends: rows evaluated and correct (or |error|) sum;
+    for balanced accuracy, per true class ``(right, rows)``."""
 
     count: int
     total: float
+    classes: dict[str, tuple[int, int]] | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The answer's JSON for this version (``classes`` only when there are some)."""
+        body: dict[str, Any] = {"count": self.count, "total": self.total}
+        if self.classes is not None:
+            body["classes"] = {name: list(pair) for name, pair in self.classes.items()}
+        return body
 
 
 @dataclass(frozen=True)
@@ -212,7 +224,7 @@ class EvaluationWorker:
         """Features and labels the task evaluates on: the chosen part, capped."""
         config = self.config.datasets[name]
         try:
-            if task.metric == "accuracy":
+            if task.metric in CLASSIFICATION:
                 data = self.datasets.get(name)
                 x, y, x_eval, y_eval = data.x, data.y, data.x_eval, data.y_eval
             else:  # MAE: real-valued labels, read without the classifier's label check
@@ -235,17 +247,27 @@ class EvaluationWorker:
     def evaluate(self, task: EvaluationTask) -> dict[int, Counts]:
         name = self.check(task)
         x, y = self.rows(task, name)
+        present = np.unique(y) if task.metric == "balanced_accuracy" else np.zeros(0)
+        if len(present) > MAX_CLASSES:
+            raise Refused(
+                f"data set {name!r} has {len(present)} classes; balanced accuracy is "
+                f"reported for at most {MAX_CLASSES}"
+            )
         counts: dict[int, Counts] = {}
         for version in task.versions:
             model = self.load(task, version)
             predicted = predict(model, x, task.metric)
-            if task.metric == "accuracy":
-                total = float(np.count_nonzero(predicted.astype(np.int64) == y))
+            classes = None
+            if task.metric in CLASSIFICATION:
+                hit = predicted.astype(np.int64) == y
+                total = float(np.count_nonzero(hit))
+                if task.metric == "balanced_accuracy":
+                    classes = per_class(y, hit, present)
             else:
                 total = float(np.abs(predicted.astype(np.float64) - y).sum())
             if not np.isfinite(total):
                 raise Refused(f"{task.model}:{version.version} gives non-finite predictions")
-            counts[version.version] = Counts(len(y), total)
+            counts[version.version] = Counts(len(y), total, classes)
         log.info("evaluation %s: %s on %d rows of %r", task.evaluation, task.metric, len(y), name)
         return counts
 
@@ -293,11 +315,7 @@ class EvaluationWorker:
         while not self._loop.stopping:
             try:
                 if counts is not None:
-                    body = {
-                        "scores": {
-                            str(v): {"count": c.count, "total": c.total} for v, c in counts.items()
-                        }
-                    }
+                    body = {"scores": {str(v): c.wire() for v, c in counts.items()}}
                     self.session.request("POST", f"{base}/results", json=body)
                     outcome = Outcome("result", f"{len(counts)} version(s)")
                 else:
@@ -348,8 +366,20 @@ def real_valued(
     return x[tr], y[tr], x[ev], y[ev]
 
 
+def per_class(
+    y: npt.NDArray[Any], hit: npt.NDArray[Any], classes: npt.NDArray[Any]
+) -> dict[str, tuple[int, int]]:
+    """Per true class (named by its label value): rows predicted right, rows of it."""
+    out: dict[str, tuple[int, int]] = {}
+    for c in classes:
+        mine = y == c
+        out[str(int(c))] = (int(np.count_nonzero(hit & mine)), int(np.count_nonzero(mine)))
+    return out
+
+
 def predict(model: LoadedModel, x: npt.NDArray[Any], metric: str) -> npt.NDArray[Any]:
-    """One prediction per row: the label (accuracy) or the value (mae), in batches."""
+    """One prediction per row: the label (accuracy, balanced accuracy) or the value
+    (mae), in batches."""
     inputs = model.inputs
     if len(inputs) != 1 or inputs[0].datatype not in ("FP32", "FP64"):
         raise Refused(f"{model} must take one float input to be evaluated on a table")
@@ -368,23 +398,34 @@ def _pick(
     model: LoadedModel, outputs: dict[str, npt.NDArray[Any]], metric: str, rows: int
 ) -> npt.NDArray[Any]:
     """The output that answers ``metric``: an integer label (or the argmax of class
-    scores) for accuracy, the one real value per row for MAE."""
+    scores: at least two columns, so a regressor's one column is not taken for them) for
+    the accuracies, the one real value per row for MAE."""
     ordered = [outputs[spec.name] for spec in model.outputs if spec.name in outputs]
-    if metric == "accuracy":
+    if metric in CLASSIFICATION:
         labels = outputs.get("label")
         if labels is None or labels.dtype.kind not in "iu":
             labels = next((o for o in ordered if o.dtype.kind in "iu"), None)
         if labels is not None and labels.size == rows:
             return labels.reshape(rows)
-        scores = next((o for o in ordered if o.dtype.kind == "f" and o.ndim == 2), None)
+        scores = next(
+            (o for o in ordered if o.dtype.kind == "f" and o.ndim == 2 and o.shape[1] > 1), None
+        )
         if scores is not None and scores.shape[0] == rows:
             best: npt.NDArray[Any] = np.argmax(scores, axis=1)
             return best
-        raise Refused(f"{model} has no label output to compute accuracy from")
+        raise Refused(f"{model} has no label output to compute {metric} from")
     values = next((o for o in ordered if o.dtype.kind == "f"), None)
     if values is None or values.size != rows:
         raise Refused(f"{model} has no single real-valued output to compute MAE from")
     return values.reshape(rows)
 
 
-__all__ = ["Counts", "EvaluationWorker", "Outcome", "Refused", "predict", "real_valued"]
+__all__ = [
+    "Counts",
+    "EvaluationWorker",
+    "Outcome",
+    "Refused",
+    "per_class",
+    "predict",
+    "real_valued",
+]

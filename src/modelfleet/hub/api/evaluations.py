@@ -46,7 +46,12 @@ RECHECK_S = 5.0
 
 def _score(s: Score) -> VersionScore:
     return VersionScore(
-        version=s.version, metric=s.metric, value=s.value, count=s.count, sites=s.sites
+        version=s.version,
+        metric=s.metric,
+        value=s.value,
+        count=s.count,
+        sites=s.sites,
+        classes=s.classes,
     )
 
 
