@@ -58,6 +58,10 @@ EVENT_TYPES = (
     "drift.cleared",
     "anomaly.closed",
     "model.registered",
+    "pipeline.started",
+    "pipeline.promoted",
+    "pipeline.kept",
+    "pipeline.failed",
 )
 
 #: A type: dotted lower-case words (``rollout.wave_passed``); a pattern may end in ``.*``.

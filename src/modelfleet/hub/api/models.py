@@ -11,6 +11,7 @@ from starlette.responses import StreamingResponse
 
 from modelfleet.api import AliasIn, Model, ModelDetail, Version
 from modelfleet.errors import InvalidInput, PermissionDenied
+from modelfleet.hub.aliases import alias_moved
 from modelfleet.hub.api.deps import Caller, Context, VersionPath, VersionQuery, audited, require
 from modelfleet.hub.api.ranges import ByteRange, parse_range
 from modelfleet.hub.api.schemas import model_of, version_of
@@ -132,15 +133,8 @@ def set_alias(name: str, alias: str, body: AliasIn, ctx: Context, caller: Caller
 def _alias_moved(
     ctx: HubContext, name: str, alias: str, before: int | None, version: int, actor: str
 ) -> None:
-    """Tell ``model.alias_moved`` (a deployment following the alias reacts on its own, in
-    the rollout controller's tick; the event is for people and webhooks)."""
-    if before == version:
-        return
-    ctx.events.emit(
-        "model.alias_moved",
-        f"{name}@{alias}",
-        {"model": name, "alias": alias, "from_version": before, "to_version": version, "by": actor},
-    )
+    """``model.alias_moved``, told as every alias move tells it (hub/aliases.py)."""
+    alias_moved(ctx.events, name, alias, before, version, actor)
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=204, summary="Remove an alias")
