@@ -16,6 +16,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -27,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelfleet.errors import NotFound
 from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess, wait_http
@@ -44,6 +48,7 @@ from tests.webhook_receiver import receiver
 
 SECRET = "a-pipeline-webhook-secret"
 MODEL = "machine-health"
+PIPELINE = "machine-health-weekly"
 SITES = {"plant-a": "train", "plant-b": "train", "plant-c": "holdout"}
 SITE_ENV = {
     "MODELFLEET_SITE_RETRY_MAX_S": "1",
@@ -87,6 +92,23 @@ def traffic(sites: list[SiteProcess], token: str) -> Iterator[None]:
         stop.set()
         for t in threads:
             t.join(timeout=10)
+
+
+def finished(admin: HubClient, run_id: str) -> bool:
+    try:
+        return admin.get_pipeline_run(PIPELINE, run_id).state in ("promoted", "kept", "failed")
+    except NotFound:
+        return False  # the schedule has not fired yet
+
+
+def cli(hub: HubProcess, token: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "modelfleet", *args, "--hub", hub.url, "--token", token],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def signed(request: dict[str, Any]) -> bool:
@@ -159,11 +181,7 @@ def test_a_weekly_run_trains_evaluates_promotes_and_rolls_out(
             clock.write_text("2031-01-06T03:00:01+01:00")
             run_id = "s-weekly-retrain-20310106T020000Z"
 
-            def finished() -> bool:
-                runs = admin.list_pipeline_runs("machine-health-weekly")
-                return bool(runs) and runs[0].state in ("promoted", "kept", "failed")
-
-            wait_for(finished, "the pipeline run to finish", timeout=180)
+            wait_for(lambda: finished(admin, run_id), "the pipeline run to finish", timeout=180)
             run = admin.get_pipeline_run("machine-health-weekly", run_id)
             assert run.state == "promoted", run.message
             assert (run.candidate_version, run.production_version) == (2, 1)
@@ -187,7 +205,7 @@ def test_a_weekly_run_trains_evaluates_promotes_and_rolls_out(
             waves = rollout.steps
             assert waves == 2  # the canary plant-c, then every site
 
-            chain = [e for e in admin.list_events(limit=1000) if e.id > before]
+            chain = admin.list_events(after=before, limit=1000)
             wanted = [e for e in chain if e.type in CHAIN]
             by_type = Counter(e.type for e in wanted)
             assert by_type == {t: (waves if t == "rollout.wave_passed" else 1) for t in CHAIN}, (
@@ -209,6 +227,36 @@ def test_a_weekly_run_trains_evaluates_promotes_and_rolls_out(
             assert any(a.actor == "pipeline:machine-health-weekly" for a in audit)
             fires = admin.list_schedule_fires("weekly-retrain")
             assert [(f.state, f.job) for f in fires] == [("fired", run_id)]
+            shown = cli(hub, init.admin_token, "pipeline", "show", PIPELINE, run_id)
+            assert "promoted" in shown
+            assert "v2 vs v1" in shown
+            assert run_id in cli(hub, init.admin_token, "pipeline", "runs", PIPELINE)
+
+            # The hub SIGKILLed while a run evaluates: after the restart it ends once. The
+            # held-out site is killed first, so the evaluation waits for it: the hub still
+            # counts it online (offline_after_s, 30 s) and selects it; it answers once it
+            # is back, after the hub's restart.
+            held_out = sites[2]
+            held_out.kill()
+            second = admin.run_pipeline(PIPELINE).id
+            wait_for(
+                lambda: admin.get_pipeline_run(PIPELINE, second).state == "evaluating",
+                "the second run to evaluate",
+            )
+            hub.kill()
+            hub.start(timeout=60)
+            held_out.start(wait_ready=False)
+            wait_for(lambda: finished(admin, second), "the second run to finish", timeout=120)
+            ended = admin.get_pipeline_run(PIPELINE, second)
+            assert ended.state in ("promoted", "kept"), ended.message
+            actor = f"pipeline:{PIPELINE}/{second}"
+            assert [e.created_by for e in admin.list_evaluations(MODEL)].count(actor) == 1
+            told = [
+                e.type
+                for e in admin.list_events(after=before, types=["pipeline.*"], limit=1000)
+                if e.payload.get("run") == second
+            ]
+            assert sorted(told) == sorted(["pipeline.started", f"pipeline.{ended.state}"])
     finally:
         for site in sites:
             site.stop()
