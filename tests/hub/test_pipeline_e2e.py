@@ -257,6 +257,12 @@ def test_a_weekly_run_trains_evaluates_promotes_and_rolls_out(
                 if e.payload.get("run") == second
             ]
             assert sorted(told) == sorted(["pipeline.started", f"pipeline.{ended.state}"])
+
+            # `pipeline run --wait` exits 0 once a run is promoted or kept.
+            waited = json.loads(cli(hub, init.admin_token, "pipeline", "run", PIPELINE, "--wait",
+                                    "--json"))  # fmt: skip
+            assert waited["state"] in ("promoted", "kept"), waited["message"]
+            assert PIPELINE in cli(hub, init.admin_token, "pipeline", "ls")
     finally:
         for site in sites:
             site.stop()
