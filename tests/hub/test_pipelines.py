@@ -269,3 +269,29 @@ def test_roles_unknown_names_and_the_schedule_action(hub) -> None:
     gone = hub.client.delete("/api/v1/pipelines/p", headers=hub.headers())
     assert gone.status_code == 204
     assert hub.client.get("/api/v1/pipelines/p", headers=hub.headers()).status_code == 404
+
+
+def test_a_trigger_starts_one_run_per_fire(hub, tmp_path: Path) -> None:
+    put(hub, "weekly", PIPELINE).raise_for_status()
+    saved = hub.client.put(
+        "/api/v1/triggers/on-push",
+        json={
+            "condition": {"kind": "new_version", "model": "iris"},
+            "action": {"kind": "pipeline", "pipeline": "weekly"},
+        },
+        headers=hub.headers(),
+    )
+    assert saved.status_code == 200, saved.text
+    path = tmp_path / "v2.onnx"
+    onnx.save(build_onnx(SPEC, init_weights(SPEC, seed=1)), str(path))
+    hub.client.post(
+        "/api/v1/models/iris/versions", content=path.read_bytes(), headers=hub.headers()
+    ).raise_for_status()
+    hub.ctx.triggers.run_pass()
+    hub.ctx.triggers.run_pass()  # the condition was consumed: no second fire, no second run
+    runs = hub.client.get("/api/v1/pipelines/weekly/runs", headers=hub.headers()).json()
+    assert len(runs) == 1
+    assert runs[0]["id"].startswith("t-on-push-")
+    assert runs[0]["started_by"] == "trigger:on-push"
+    fires = hub.client.get("/api/v1/triggers/on-push/fires", headers=hub.headers()).json()
+    assert [(f["state"], f["job"]) for f in fires] == [("fired", runs[0]["id"])]
