@@ -1,16 +1,11 @@
 """``modelfleet apply -f fleet.yaml``: the fleet declared in one file, applied as a diff.
 
 The file declares sites (with labels), policies, per-site overrides, deployments, and the
-closed loop: pipelines (train -> evaluate -> promote, hub/pipelines.py) and schedules
-(hub/schedules.py, whose action may be a pipeline). The hub compares it with what it holds
-and changes only the differences, in an order that keeps every intermediate state valid:
-sites first (deployments select them), then policies (deployments are checked against
-them), overrides, deployments, pipelines, and schedules last (they may start a pipeline).
-Applying the same file twice changes nothing the second time. With ``prune``, objects the
-file no longer declares are removed (deployments and overrides before the sites they
-touch; schedules before pipelines) — pipelines and schedules only when the file has their
-section at all, so a fleet file written before they existed never removes the schedules
-made with ``modelfleet schedule add``.
+closed loop: pipelines and schedules. The hub changes only the differences, in an order
+that keeps every intermediate state valid: sites, policies, overrides, deployments,
+pipelines, schedules (one may start a pipeline of the file). Applying the same file twice
+changes nothing. With ``prune``, objects the file no longer declares are removed —
+pipelines and schedules only when the file has their section (docs/pipelines.md).
 
 A new site's one-time enrollment token is returned once, in the change that created it.
 """
@@ -36,6 +31,7 @@ from modelfleet.hub.schedules import Schedules, check_cron
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites, parse_labels
 from modelfleet.hub.store.records import ACTIVE_STATES, DeploymentRecord
+from modelfleet.hub.store.records.schedules import ScheduleRecord
 from modelfleet.refs import parse_ref
 
 
@@ -182,13 +178,9 @@ _ORDER: tuple[tuple[str, bool], ...] = (
 
 class FleetApplier:
     def __init__(
-        self,
-        sites: Sites,
-        deployments: Deployments,
-        *,
-        pipelines: Pipelines | None = None,
-        schedules: Schedules | None = None,
-    ) -> None:
+        self, sites: Sites, deployments: Deployments, *,
+        pipelines: Pipelines | None = None, schedules: Schedules | None = None,
+    ) -> None:  # fmt: skip
         """Without ``pipelines`` / ``schedules``, a file with those sections is refused."""
         self.sites = sites
         self.deployments = deployments
@@ -469,33 +461,27 @@ class _ScheduleKind:
 
     def upserts(self, doc: FleetDoc) -> Iterator[Planned]:
         current = {s.name: s for s in self.schedules.repo.list_schedules()}
-        planned_pipelines = {p.name for p in doc.pipelines or []}
+        stored = self.pipelines.repo.list_pipelines() if self.pipelines is not None else []
+        known = {p.name for p in doc.pipelines or []} | {p.name for p in stored}
         for decl in doc.schedules or []:
             body = ScheduleIn.model_validate(decl.model_dump(exclude={"name"}))
             old = current.get(decl.name)
-            action = body.action.model_dump(exclude_none=True)
+            action = body.action.model_dump(exclude_none=True)  # a secret only if given
             if (
                 old is not None
-                and (old.cron, old.timezone, old.enabled) == (check_cron(body.cron), body.timezone,
-                                                              body.enabled)
-                and (old.misfire_grace_s, old.description) == (body.misfire_grace_s,
-                                                               body.description)
+                and _schedule_fields(old) == _schedule_fields(body)
                 and all(old.action.get(k) == v for k, v in action.items())
-            ):  # fmt: skip
+            ):
                 continue
-            detail = f"{body.cron!r} {body.timezone} -> {body.action.kind}"
-            refusal = ""
             pipeline = action.get("pipeline")
-            if pipeline is not None and pipeline not in planned_pipelines:
-                known = {p.name for p in self.pipelines.repo.list_pipelines()} if (
-                    self.pipelines is not None) else set()  # fmt: skip
-                if pipeline not in known:
-                    refusal = f"unknown pipeline {pipeline!r} in the action"
+            refusal = f"unknown pipeline {pipeline!r} in the action" if (
+                pipeline is not None and pipeline not in known) else ""  # fmt: skip
             yield Planned(
-                Change("schedule", decl.name, "create" if old is None else "update", detail),
+                Change("schedule", decl.name, "create" if old is None else "update",
+                       f"{body.cron!r} {body.timezone} -> {body.action.kind}"),
                 partial(self.schedules.save, decl.name, body, self.actor),
                 refusal,
-            )
+            )  # fmt: skip
 
     def deletes(self, doc: FleetDoc) -> Iterator[Planned]:
         if doc.schedules is None:
@@ -507,3 +493,7 @@ class _ScheduleKind:
                     Change("schedule", s.name, "delete", f"{s.cron!r} {s.timezone}"),
                     partial(self.schedules.remove, s.name),
                 )
+
+
+def _schedule_fields(s: ScheduleRecord | ScheduleIn) -> tuple[Any, ...]:
+    return (check_cron(s.cron), s.timezone, s.enabled, s.misfire_grace_s, s.description)
