@@ -36,9 +36,13 @@ PIPELINE = {
 
 @pytest.fixture
 def hub(hub_factory, tmp_path: Path):
+    return make_hub(hub_factory, tmp_path)
+
+
+def make_hub(hub_factory, tmp_path: Path, **settings: Any):
     """Model ``iris`` v1 = production; sites t1, t2 (role=train) and h1 (role=holdout),
     reporting and consenting. The pipeline loop is slow here: the test takes the steps."""
-    made = hub_factory(schedule_interval_s=60)
+    made = hub_factory(schedule_interval_s=60, **settings)
     path = tmp_path / "iris.onnx"
     onnx.save(build_onnx(SPEC, init_weights(SPEC)), str(path))
     made.client.post(
@@ -119,6 +123,14 @@ def events(hub, kind: str) -> list[dict[str, Any]]:
 
 
 def test_a_run_trains_evaluates_and_promotes_once_across_two_replicas(hub) -> None:
+    promote_once(hub)
+
+
+def test_the_same_on_postgresql(hub_factory, tmp_path: Path, postgres_url: str) -> None:
+    promote_once(make_hub(hub_factory, tmp_path, db=postgres_url))
+
+
+def promote_once(hub) -> None:
     saved = put(hub, "weekly", PIPELINE)
     assert saved.status_code == 200, saved.text
     assert saved.json()["candidate_alias"] == "candidate"
