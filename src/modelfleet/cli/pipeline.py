@@ -134,7 +134,11 @@ def ls(hub: HubOpt = DEFAULT_HUB, token: TokenOpt = None, json_out: JsonOpt = Fa
 def run(
     name: NameArg,
     wait: Annotated[
-        bool, typer.Option(help="Wait for the outcome: exit 0 promoted or kept, 1 failed.")
+        bool,
+        typer.Option(
+            help="Wait for the outcome: exit 0 promoted or kept, 1 failed, 2 still running at "
+            "--timeout."
+        ),
     ] = False,
     timeout: Annotated[
         float, typer.Option(min=1, max=7 * 86400, help="With --wait: give up after seconds.")
