@@ -249,8 +249,14 @@ def test_a_weekly_run_trains_evaluates_promotes_and_rolls_out(
             held_out.kill()
             second = admin.run_pipeline(PIPELINE).id
             wait_for(
-                lambda: admin.get_pipeline_run(PIPELINE, second).state == "evaluating",
-                "the second run to evaluate",
+                lambda: admin.get_pipeline_run(PIPELINE, second).state != "training",
+                "the second run's federated job",
+                timeout=150,
+            )
+            evaluating = admin.get_pipeline_run(PIPELINE, second)
+            assert evaluating.state == "evaluating", (
+                evaluating.message,
+                admin.get_federated_job(second)["message"],
             )
             hub.kill()
             hub.start(timeout=60)
@@ -260,12 +266,17 @@ def test_a_weekly_run_trains_evaluates_promotes_and_rolls_out(
             assert ended.state in ("promoted", "kept"), ended.message
             actor = f"pipeline:{PIPELINE}/{second}"
             assert [e.created_by for e in admin.list_evaluations(MODEL)].count(actor) == 1
-            told = [
-                e.type
-                for e in admin.list_events(after=before, types=["pipeline.*"], limit=1000)
-                if e.payload.get("run") == second
-            ]
-            assert sorted(told) == sorted(["pipeline.started", f"pipeline.{ended.state}"])
+
+            def told() -> list[str]:
+                return sorted(
+                    e.type
+                    for e in admin.list_events(after=before, types=["pipeline.*"], limit=1000)
+                    if e.payload.get("run") == second
+                )
+
+            # The event follows the state's compare-and-set by a moment: wait for it.
+            wait_for(lambda: f"pipeline.{ended.state}" in told(), "the run's outcome event")
+            assert told() == sorted(["pipeline.started", f"pipeline.{ended.state}"])
 
             # `pipeline run --wait` exits 0 once a run is promoted or kept.
             waited = json.loads(cli(hub, init.admin_token, "pipeline", "run", PIPELINE, "--wait",

@@ -12,11 +12,10 @@ A run's life::
     evaluating  the evaluation (candidate vs. the version promote_alias named when it
                 started, both pinned by number) runs on the held-out sites
     promoted    the candidate beat it by more than the margin: the alias moved
-    kept        it did not (or promote is off, or the alias was moved by someone else
-                meanwhile): the alias is unchanged, the message has both scores
-    failed      the job failed or was aborted, the evaluation failed, or there was no
-                incumbent to compare with (the documented rule: a pipeline never promotes
-                without a comparison; point the alias at a first version by hand)
+    kept        it did not (or promote is off, or someone moved the alias meanwhile):
+                the alias is unchanged, the message has both scores
+    failed      the job or the evaluation failed, or there was no incumbent (the rule:
+                never promote without a comparison; set a first version by hand)
 
 **Once, across replicas and restarts.** A run is claimed by inserting its row, its id
 derived from what started it (``s-<schedule>-<slot>`` for a schedule's fire); the job's id
@@ -30,19 +29,20 @@ replica holding the ``pipelines`` lease advances runs (:class:`PipelineLoop`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from typing import Any
 
-from modelfleet.api.pipelines import Pipeline, PipelineIn, PipelineRun, RunScores
+from modelfleet.api.pipelines import Pipeline, PipelineIn, PipelineRun
 from modelfleet.errors import Conflict, InvalidInput, ModelfleetError, NotFound
-from modelfleet.federation.jobs import JOB_ID, JobConfig
+from modelfleet.federation.jobs import JOB_ID
 from modelfleet.hub.aliases import move_alias
 from modelfleet.hub.evaluations import EvaluationRecord, Evaluations, beats
 from modelfleet.hub.events import Events
 from modelfleet.hub.federation.coordinator import Coordinator
+from modelfleet.hub.pipelines_checks import check_pipeline, config_of, job_config, run_view
 from modelfleet.hub.registry import Registry
-from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.store import Store
 from modelfleet.hub.store.records.pipelines import (
     ACTIVE_RUN_STATES,
@@ -50,82 +50,13 @@ from modelfleet.hub.store.records.pipelines import (
     RunRecord,
 )
 from modelfleet.loops import BackgroundLoop
-from modelfleet.refs import check_alias, check_name, parse_ref
+from modelfleet.refs import check_name
 
 log = logging.getLogger("modelfleet.hub.pipelines")
 
 MAX_PIPELINES = 500
 #: Job states the coordinator is still working in.
 _JOB_RUNNING = ("running", "finalizing")
-
-
-def check_pipeline(body: PipelineIn, registry: Registry) -> dict[str, Any]:
-    """The spec to store, after the checks that need the hub's state.
-
-    ``NotFound`` for an unknown model; ``InvalidInput`` naming the fault for a job spec
-    the FL API would refuse, one on another model, one naming an ``id`` or another alias,
-    a selector that does not parse, or the same alias twice.
-    """
-    model = check_name(body.model, "model name")
-    registry.model(model)  # NotFound: "model 'x' does not exist"
-    check_alias(body.candidate_alias)
-    check_alias(body.promote_alias)
-    if body.candidate_alias == body.promote_alias:
-        raise InvalidInput(
-            f"candidate_alias and promote_alias are both {body.promote_alias!r}: the "
-            "candidate must be compared with another version"
-        )
-    if "id" in body.train:
-        raise InvalidInput("a pipeline's job spec must not name an id: each run gets its own")
-    alias = body.train.get("alias")
-    if alias is not None and alias != body.candidate_alias:
-        raise InvalidInput(
-            f"the job spec's alias {alias!r} differs from candidate_alias "
-            f"{body.candidate_alias!r}: set candidate_alias instead"
-        )
-    config = job_config(body.train, "check", body.candidate_alias)
-    ref = parse_ref(config.model)
-    if ref.name != model or (config.result_model not in (None, model)):
-        raise InvalidInput(
-            f"the job spec trains {config.result_model or ref.name!r}, not the pipeline's "
-            f"model {model!r}"
-        )
-    try:
-        registry.resolve(ref)
-    except NotFound as exc:
-        raise InvalidInput(f"unknown model in the job spec: {exc.message}") from exc
-    parse_selector(body.evaluate.selector)
-    if body.evaluate.data is not None:
-        check_name(body.evaluate.data, "data set name")
-    return body.model_dump(mode="json")
-
-
-def job_config(train: dict[str, Any], job_id: str, alias: str) -> JobConfig:
-    """The run's federated job: the stored spec with the run's id and the candidate alias
-    (deterministic, so the coordinator recognises a resumed start as the same job)."""
-    return JobConfig.parse({**train, "id": job_id, "alias": alias})
-
-
-def run_view(run: RunRecord, metric: str | None) -> PipelineRun:
-    return PipelineRun(
-        id=run.id,
-        pipeline=run.pipeline,
-        model=run.model,
-        state=run.state,
-        started_by=run.started_by,
-        job=run.job,
-        candidate_version=run.candidate_version,
-        production_version=run.production_version,
-        evaluation=run.evaluation,
-        scores=RunScores(
-            metric=metric, candidate=run.candidate_score, production=run.production_score
-        ),
-        promoted_version=run.promoted_version,
-        message=run.message,
-        started_at=run.started_at,
-        updated_at=run.updated_at,
-        finished_at=run.finished_at,
-    )
 
 
 def _score(record: EvaluationRecord, version: int | None) -> float | None:
@@ -290,7 +221,7 @@ class Pipelines:
             self._evaluating(run)
 
     def _spec(self, run: RunRecord) -> PipelineIn:
-        return PipelineIn.model_validate(run.spec)
+        return PipelineIn.model_validate(run.spec)  # the spec the run started with
 
     def _ensure_job(self, run: RunRecord) -> bool:
         """Start the run's job unless it exists; False when it could not be (run failed)."""
@@ -304,6 +235,11 @@ class Pipelines:
             config = job_config(spec.train, run.job, spec.candidate_alias)
             job = self.federation.start_job(config, f"pipeline:{run.pipeline}")
         except ModelfleetError as exc:
+            # Two starters at once (the request that made the run and the loop's pass):
+            # the loser's insert is refused, and the job the winner made is the run's.
+            with contextlib.suppress(NotFound):
+                if self.federation.job(run.job).config == config_of(spec, run.job):
+                    return True
             self._finish(run, "failed", f"federated job not started: {exc.message}")
             return False
         log.info("pipeline run %s: federated job %s %s", run.id, job.id, job.state)
