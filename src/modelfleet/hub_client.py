@@ -46,6 +46,7 @@ from modelfleet.api import (
 from modelfleet.api.accuracy import AccuracyReport
 from modelfleet.api.evaluations import Evaluation
 from modelfleet.api.events import DeadLetter, Event, Redelivered, Webhook, WebhookCreated
+from modelfleet.api.pipelines import Pipeline, PipelineRun
 from modelfleet.api.schedules import Fire, Schedule, ScheduleSaved, Trigger, TriggerSaved
 from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
 from modelfleet.pki.tls import TlsFiles
@@ -664,3 +665,31 @@ class HubClient:
 
     def list_trigger_fires(self, name: str, limit: int = 100) -> list[Fire]:
         return self._many(Fire, "GET", f"/api/v1/triggers/{name}/fires", params={"limit": limit})
+
+    # --- pipelines (train -> evaluate -> promote) ------------------------------------------
+
+    def set_pipeline(self, name: str, body: dict[str, Any]) -> Pipeline:
+        """Create or replace a pipeline (``PipelineIn``: model, train, evaluate, ...)."""
+        return self._one(Pipeline, "PUT", f"/api/v1/pipelines/{name}", json=body)
+
+    def get_pipeline(self, name: str) -> Pipeline:
+        return self._one(Pipeline, "GET", f"/api/v1/pipelines/{name}")
+
+    def list_pipelines(self) -> list[Pipeline]:
+        return self._many(Pipeline, "GET", "/api/v1/pipelines")
+
+    def remove_pipeline(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/pipelines/{name}")
+
+    def run_pipeline(self, name: str) -> PipelineRun:
+        """Start a run now (its federated job starts at once); answers the run."""
+        return self._one(PipelineRun, "POST", f"/api/v1/pipelines/{name}/runs")
+
+    def get_pipeline_run(self, name: str, run_id: str) -> PipelineRun:
+        return self._one(PipelineRun, "GET", f"/api/v1/pipelines/{name}/runs/{run_id}")
+
+    def list_pipeline_runs(self, name: str, limit: int = 100) -> list[PipelineRun]:
+        """A pipeline's runs, newest first."""
+        return self._many(
+            PipelineRun, "GET", f"/api/v1/pipelines/{name}/runs", params={"limit": limit}
+        )

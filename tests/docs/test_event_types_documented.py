@@ -40,6 +40,8 @@ TABLES = re.compile(r"_EVENTS?$")
 COMPUTED = {
     # hub/evaluations.py: f"evaluation.{state}" with state "completed" or "failed"
     "evaluation.{}": {"evaluation.completed", "evaluation.failed"},
+    # hub/pipelines.py: f"pipeline.{state}" for a run's end state
+    "pipeline.{}": {"pipeline.promoted", "pipeline.kept", "pipeline.failed"},
 }
 
 

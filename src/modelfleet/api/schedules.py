@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelfleet.api._base import Record
+from modelfleet.api.pipelines import PipelineActionIn
 
 __all__ = [
     "AccuracyBelowCondition",
@@ -75,7 +76,9 @@ class HookActionIn(_In):
     timeout_s: float = Field(default=10.0, gt=0, le=60, description="Per request.")
 
 
-ActionIn = Annotated[FederatedActionIn | HookActionIn, Field(discriminator="kind")]
+ActionIn = Annotated[
+    FederatedActionIn | HookActionIn | PipelineActionIn, Field(discriminator="kind")
+]
 
 
 class ScheduleIn(_In):

@@ -1,4 +1,5 @@
-"""``modelfleet apply -f fleet.yaml``: sites, policies, overrides and deployments as code."""
+"""``modelfleet apply -f fleet.yaml``: sites, policies, overrides, deployments, pipelines and
+schedules as code."""
 
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ def apply(
 
     A deployment whose sites do not run the file's version (its last rollout failed,
     was aborted or rolled back) is a difference too: the dry run says which version runs,
-    and applying starts a new rollout to the file's version.
+    and applying starts a new rollout to the file's version. `pipelines:` and `schedules:`
+    hold the closed loop (docs/pipelines.md); --prune removes those only when the file has
+    the section.
 
     \b
     Examples:
@@ -45,7 +48,9 @@ def apply(
     """
     doc = read_yaml(file)
     if not isinstance(doc, dict):
-        raise InvalidInput(f"{file} must hold a mapping (sites, policies, deployments)")
+        raise InvalidInput(
+            f"{file} must hold a mapping (sites, policies, deployments, pipelines, schedules)"
+        )
     with client(hub, token) as hc:
         result = hc.apply_fleet(doc, prune=prune, dry_run=dry_run)
     if json_out:

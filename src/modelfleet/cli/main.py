@@ -22,6 +22,7 @@ from modelfleet.cli import (
     hub_keys,
     hub_token,
     model,
+    pipeline,
     policy,
     rollout,
     rollout_wait,
@@ -78,6 +79,7 @@ app.command("unpin")(deploy_cmd.unpin)
 app.command("apply")(apply_cmd.apply)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.add_typer(schedule.app, name="schedule")
+app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(schedule.trigger_app, name="trigger")
 
 

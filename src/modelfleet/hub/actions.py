@@ -1,8 +1,7 @@
 """What a schedule or a trigger does when it fires: an :class:`Action`.
 
-Two kinds today, one class each, behind one small interface so a later kind (a
-``pipeline`` that chains train -> evaluate -> move an alias) is one more class here and one
-more member of :data:`~modelfleet.api.schedules.ActionIn`:
+Three kinds, one class each, behind one small interface (a later kind is one more class
+here and one more member of :data:`~modelfleet.api.schedules.ActionIn`):
 
 - ``federated`` starts a federated job from a stored spec through the coordinator, with a
   job id derived from the fire (``s-<schedule>-<slot>``): the coordinator returns the
@@ -12,7 +11,9 @@ more member of :data:`~modelfleet.api.schedules.ActionIn`:
   :func:`~modelfleet.hub.webhooks.sign`) to an http(s) URL, for training that runs
   outside the fleet. Not rerunnable: a POST whose answer was lost may have been taken, so
   a hook interrupted by a crash is recorded ``interrupted``, never sent twice; receivers
-  may still de-duplicate by ``X-Modelfleet-Fire-Id``.
+  may still de-duplicate by ``X-Modelfleet-Fire-Id``;
+- ``pipeline`` starts a run of a pipeline (train -> evaluate -> move an alias,
+  hub/pipelines.py) with a run id derived from the fire: rerunnable like ``federated``.
 
 An action never raises for its own failure: it answers an :class:`Outcome`, which the
 caller records on the fire's row.
@@ -32,13 +33,15 @@ from typing import Any, ClassVar
 import httpx
 
 from modelfleet._version import __version__
+from modelfleet.api.pipelines import PipelineActionIn
 from modelfleet.api.schedules import ActionIn, FederatedActionIn, HookActionIn
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
 from modelfleet.federation.jobs import JOB_ID, JobConfig
 from modelfleet.hub.federation.coordinator import Coordinator
+from modelfleet.hub.pipelines import Pipelines
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.webhooks import check_url, sign
-from modelfleet.refs import parse_ref
+from modelfleet.refs import check_name, parse_ref
 
 MAX_PAYLOAD_BYTES = 4096
 
@@ -156,6 +159,35 @@ class HookAction(Action):
         }
 
 
+class PipelineAction(Action):
+    """Starts a run of a pipeline (hub/pipelines.py) whose id is derived from the fire
+    (``s-<schedule>-<slot>``, as a federated action's job): the store answers a known run
+    id with that run, so running it again for the same fire starts nothing new."""
+
+    kind = "pipeline"
+    rerunnable = True
+
+    def __init__(self, pipelines: Pipelines | None, pipeline: str) -> None:
+        self.pipelines = pipelines
+        self.pipeline = pipeline
+
+    def run(self, firing: Firing) -> Outcome:
+        if self.pipelines is None:
+            return Outcome(False, None, "pipelines are not available on this hub")
+        try:
+            run = self.pipelines.start_run(
+                self.pipeline, actor=f"{firing.kind}:{firing.name}", run_id=job_id_for(firing)
+            )
+        except ModelfleetError as exc:
+            return Outcome(False, None, f"pipeline run not started: {exc.message}"[:2000])
+        return Outcome(
+            True, run.id, f"pipeline {self.pipeline} run {run.id} {run.state}: {run.message}"[:2000]
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {"kind": self.kind, "pipeline": self.pipeline}
+
+
 def job_id_for(firing: Firing) -> str:
     """``s-<name>-<slot>`` (``t-`` for a trigger), within the job id rules (64 chars)."""
     stamp = firing.slot.strftime("%Y%m%dT%H%M%SZ")
@@ -169,9 +201,13 @@ def job_id_for(firing: Firing) -> str:
 class Actions:
     """Checks an action as submitted and builds the :class:`Action` of a stored one."""
 
-    def __init__(self, federation: Coordinator, registry: Registry) -> None:
+    def __init__(
+        self, federation: Coordinator, registry: Registry, pipelines: Pipelines | None = None
+    ) -> None:
         self.federation = federation
         self.registry = registry
+        #: Starts the runs of ``pipeline`` actions (set by the hub's wiring).
+        self.pipelines = pipelines
 
     def check(
         self, spec: ActionIn, previous: dict[str, Any] | None = None
@@ -216,6 +252,15 @@ class Actions:
                 "timeout_s": spec.timeout_s,
             }
             return doc, made
+        if isinstance(spec, PipelineActionIn):
+            name = check_name(spec.pipeline, "pipeline name")
+            if self.pipelines is None:
+                raise InvalidInput("pipelines are not available on this hub")
+            try:
+                self.pipelines.get(name)
+            except NotFound as exc:
+                raise InvalidInput(f"unknown pipeline in the action: {exc.message}") from exc
+            return {"kind": "pipeline", "pipeline": name}, None
         raise InvalidInput(f"unknown action {spec!r}")
 
     def build(self, doc: dict[str, Any]) -> Action:
@@ -225,4 +270,6 @@ class Actions:
             return FederatedAction(self.federation, dict(doc["job"]))
         if kind == "hook":
             return HookAction(doc)
+        if kind == "pipeline":
+            return PipelineAction(self.pipelines, str(doc["pipeline"]))
         raise InvalidInput(f"unknown action kind {kind!r}")

@@ -24,6 +24,7 @@ from modelfleet.hub.api import events as events_api
 from modelfleet.hub.api import federation as federation_api
 from modelfleet.hub.api import fleet as fleet_api
 from modelfleet.hub.api import models as models_api
+from modelfleet.hub.api import pipelines as pipelines_api
 from modelfleet.hub.api import schedules as schedules_api
 from modelfleet.hub.api import series as series_api
 from modelfleet.hub.api import sites as sites_api
@@ -44,6 +45,7 @@ from modelfleet.hub.evaluations import Evaluations
 from modelfleet.hub.events import Events
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics, MeasureRequests
+from modelfleet.hub.pipelines import PipelineLoop, Pipelines
 from modelfleet.hub.ratelimit import FailureLimiter
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention
@@ -113,6 +115,11 @@ def build_context(settings: HubSettings) -> HubContext:
         accuracy=telemetry.accuracy,
         now=clock,
     )
+    evaluations = Evaluations(
+        store, registry, sites, deployments, federation.consents, events=events
+    )
+    pipelines = Pipelines(store, registry, federation, evaluations, events)
+    actions.pipelines = pipelines  # the `pipeline` action of schedules and triggers
     return HubContext(
         settings=settings,
         data_dir=data_dir,
@@ -142,12 +149,12 @@ def build_context(settings: HubSettings) -> HubContext:
         timeseries=TimeSeries(store.telemetry, retention_days=settings.telemetry_retention_days),
         events=events,
         webhooks=Webhooks(store, events, sites),
-        evaluations=Evaluations(
-            store, registry, sites, deployments, federation.consents, events=events
-        ),
+        evaluations=evaluations,
         schedules=schedules,
         triggers=triggers,
         automation=Automation(store, schedules, triggers, interval_s=settings.schedule_interval_s),
+        pipelines=pipelines,
+        pipeline_loop=PipelineLoop(store, pipelines, interval_s=settings.schedule_interval_s),
     )
 
 
@@ -178,7 +185,9 @@ def create_app(ctx: HubContext) -> FastAPI:
         ctx.anomalies.start()  # judges new windows off the request path
         ctx.evaluations.start_loop()  # evaluation deadlines: the leader only
         ctx.automation.start()  # schedules and triggers: the lease holder only
+        ctx.pipeline_loop.start()  # pipeline runs: the lease holder only
         yield
+        ctx.pipeline_loop.stop()
         ctx.automation.stop()
         ctx.evaluations.stop_loop()
         ctx.anomalies.stop()
@@ -211,6 +220,7 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(events_api.router)
     app.include_router(evaluations_api.router)
     app.include_router(schedules_api.router)  # /api/v1/schedules, /api/v1/triggers
+    app.include_router(pipelines_api.router)  # /api/v1/pipelines (hub/pipelines.py)
     install_dashboard(app)  # /ui: the web dashboard (hub/dashboard)
 
     app.add_middleware(BodyLimit, max_body_bytes=ctx.settings.max_body_bytes)

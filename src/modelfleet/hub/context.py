@@ -11,6 +11,7 @@ from modelfleet.hub.evaluations import Evaluations
 from modelfleet.hub.events import Events
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.metrics import HubMetrics
+from modelfleet.hub.pipelines import PipelineLoop, Pipelines
 from modelfleet.hub.ratelimit import FailureLimiter
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.retention import TelemetryRetention
@@ -63,6 +64,9 @@ class HubContext:
     schedules: Schedules
     triggers: Triggers
     automation: Automation
+    #: Pipelines (train -> evaluate -> promote, hub/pipelines.py) and their loop.
+    pipelines: Pipelines
+    pipeline_loop: PipelineLoop
 
     def close(self) -> None:
         self.store.close()

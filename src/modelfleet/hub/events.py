@@ -25,6 +25,7 @@ the docs' table and the types the code emits agree)::
     schedule.fired  schedule.missed                      (hub/schedules.py)
     trigger.fired                                        (hub/triggers.py)
     evaluation.completed  evaluation.failed              (hub/evaluations.py)
+    pipeline.started  pipeline.promoted  pipeline.kept  pipeline.failed   (hub/pipelines.py)
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ EVENT_TYPES = (
     "trigger.fired",
     "evaluation.completed",
     "evaluation.failed",
+    "pipeline.started",
+    "pipeline.promoted",
+    "pipeline.kept",
+    "pipeline.failed",
 )
 
 #: A type: dotted lower-case words (``rollout.wave_passed``); a pattern may end in ``.*``.

@@ -1,11 +1,11 @@
 """``modelfleet apply -f fleet.yaml``: the fleet declared in one file, applied as a diff.
 
-The file declares sites (with labels), policies, per-site overrides and deployments. The
-hub compares it with what it holds and changes only the differences, in an order that
-keeps every intermediate state valid: sites first (deployments select them), then
-policies (deployments are checked against them), overrides, and deployments last. Applying
-the same file twice changes nothing the second time. With ``prune``, objects the file no
-longer declares are removed (deployments and overrides before the sites they touch).
+The file declares sites (with labels), policies, per-site overrides, deployments, and the
+closed loop: pipelines and schedules. The hub changes only the differences, in an order
+that keeps every intermediate state valid: sites, policies, overrides, deployments,
+pipelines, schedules (one may start a pipeline of the file). Applying the same file twice
+changes nothing. With ``prune``, objects the file no longer declares are removed —
+pipelines and schedules only when the file has their section (docs/pipelines.md).
 
 A new site's one-time enrollment token is returned once, in the change that created it.
 """
@@ -19,14 +19,19 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelfleet.errors import InvalidInput
+from modelfleet.api.pipelines import PipelineIn
+from modelfleet.api.schedules import ScheduleIn
+from modelfleet.errors import InvalidInput, ModelfleetError
 from modelfleet.hub.deployments import Deployments, DeployRequest
+from modelfleet.hub.pipelines import Pipelines
 from modelfleet.hub.policy import ResidencyRule, SpreadRule, describe, parse_rule
 from modelfleet.hub.rollout.gates import parse_gates
 from modelfleet.hub.rollout.strategies import parse_strategy
+from modelfleet.hub.schedules import Schedules, check_cron
 from modelfleet.hub.selectors import parse_selector
 from modelfleet.hub.sites import Sites, parse_labels
 from modelfleet.hub.store.records import ACTIVE_STATES, DeploymentRecord
+from modelfleet.hub.store.records.schedules import ScheduleRecord
 from modelfleet.refs import parse_ref
 
 
@@ -57,12 +62,27 @@ class OverrideDecl(BaseModel):
     reason: str = ""
 
 
+class PipelineDecl(PipelineIn):
+    """A pipeline of the file: its name and the body of ``PUT /api/v1/pipelines/{name}``."""
+
+    name: str = Field(min_length=1, max_length=64)
+
+
+class ScheduleDecl(ScheduleIn):
+    """A schedule of the file: its name and the body of ``PUT /api/v1/schedules/{name}``."""
+
+    name: str = Field(min_length=1, max_length=64)
+
+
 class FleetDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sites: list[SiteDecl] = Field(default_factory=list)
     policies: list[dict[str, Any]] = Field(default_factory=list)
     overrides: list[OverrideDecl] = Field(default_factory=list)
     deployments: list[DeploymentDecl] = Field(default_factory=list)
+    #: None: the file has no such section (then ``prune`` leaves that kind alone).
+    pipelines: list[PipelineDecl] | None = None
+    schedules: list[ScheduleDecl] | None = None
 
 
 @dataclass
@@ -103,6 +123,8 @@ def parse_fleet(raw: Any) -> FleetDoc:
         ("policy", [str(p.get("name")) for p in doc.policies]),
         ("deployment", [d.name or parse_ref(d.model).name for d in doc.deployments]),
         ("override", [f"{o.site}/{parse_ref(o.model).name}" for o in doc.overrides]),
+        ("pipeline", [p.name for p in doc.pipelines or []]),
+        ("schedule", [s.name for s in doc.schedules or []]),
     ):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -139,6 +161,8 @@ class _Kind(Protocol):
 #: policies (deployments are checked against them), overrides, deployments, and the sites
 #: no longer declared last. ``True``: the step removes, and runs only with ``prune``.
 _ORDER: tuple[tuple[str, bool], ...] = (
+    ("schedule", True),
+    ("pipeline", True),
     ("deployment", True),
     ("override", True),
     ("site", False),
@@ -146,14 +170,22 @@ _ORDER: tuple[tuple[str, bool], ...] = (
     ("policy", True),
     ("override", False),
     ("deployment", False),
+    ("pipeline", False),
+    ("schedule", False),
     ("site", True),
 )
 
 
 class FleetApplier:
-    def __init__(self, sites: Sites, deployments: Deployments) -> None:
+    def __init__(
+        self, sites: Sites, deployments: Deployments, *,
+        pipelines: Pipelines | None = None, schedules: Schedules | None = None,
+    ) -> None:  # fmt: skip
+        """Without ``pipelines`` / ``schedules``, a file with those sections is refused."""
         self.sites = sites
         self.deployments = deployments
+        self.pipelines = pipelines
+        self.schedules = schedules
 
     def apply(
         self,
@@ -177,6 +209,12 @@ class FleetApplier:
             parse_strategy(decl.strategy)
             parse_gates(decl.gates)
             parse_selector(decl.to)
+        for s in doc.schedules or []:
+            check_cron(s.cron)
+        if (doc.pipelines is not None and self.pipelines is None) or (
+            doc.schedules is not None and self.schedules is None
+        ):
+            raise InvalidInput("this hub does not apply pipelines or schedules from a file")
         result = into if into is not None else ApplyResult(dry_run)
         kinds: dict[str, _Kind] = {
             "site": _SiteKind(self.sites),
@@ -184,10 +222,16 @@ class FleetApplier:
             "override": _OverrideKind(self.deployments),
             "deployment": _DeploymentKind(self.deployments, actor),
         }
+        if self.pipelines is not None:
+            kinds["pipeline"] = _PipelineKind(self.pipelines, actor)
+        if self.schedules is not None:
+            kinds["schedule"] = _ScheduleKind(self.schedules, self.pipelines, actor)
         for kind_name, removes in _ORDER:
             if removes and not prune:
                 continue
-            kind = kinds[kind_name]
+            kind = kinds.get(kind_name)
+            if kind is None:
+                continue
             for planned in kind.deletes(doc) if removes else kind.upserts(doc):
                 if not dry_run:
                     planned.apply()
@@ -371,3 +415,85 @@ def _settings(d: DeploymentRecord) -> tuple[Any, ...]:
 
 def _labels_text(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "(no labels)"
+
+
+class _PipelineKind:
+    def __init__(self, pipelines: Pipelines, actor: str) -> None:
+        self.pipelines = pipelines
+        self.actor = actor
+
+    def upserts(self, doc: FleetDoc) -> Iterator[Planned]:
+        current = {p.name: p for p in self.pipelines.repo.list_pipelines()}
+        for decl in doc.pipelines or []:
+            body = PipelineIn.model_validate(decl.model_dump(exclude={"name"}))
+            old = current.get(decl.name)
+            if old is not None and old.spec == body.model_dump(mode="json"):
+                continue
+            detail = f"{body.model}: {body.candidate_alias} -> {body.promote_alias}"
+            refusal = ""
+            try:
+                self.pipelines.check(body)
+            except ModelfleetError as exc:
+                refusal = exc.message
+            yield Planned(
+                Change("pipeline", decl.name, "create" if old is None else "update", detail),
+                partial(self.pipelines.save, decl.name, body, self.actor),
+                refusal,
+            )
+
+    def deletes(self, doc: FleetDoc) -> Iterator[Planned]:
+        if doc.pipelines is None:
+            return
+        declared = {p.name for p in doc.pipelines}
+        for p in self.pipelines.repo.list_pipelines():
+            if p.name not in declared:
+                yield Planned(
+                    Change("pipeline", p.name, "delete", f"model {p.model}"),
+                    partial(self.pipelines.remove, p.name),
+                )
+
+
+class _ScheduleKind:
+    def __init__(self, schedules: Schedules, pipelines: Pipelines | None, actor: str) -> None:
+        self.schedules = schedules
+        self.pipelines = pipelines
+        self.actor = actor
+
+    def upserts(self, doc: FleetDoc) -> Iterator[Planned]:
+        current = {s.name: s for s in self.schedules.repo.list_schedules()}
+        stored = self.pipelines.repo.list_pipelines() if self.pipelines is not None else []
+        known = {p.name for p in doc.pipelines or []} | {p.name for p in stored}
+        for decl in doc.schedules or []:
+            body = ScheduleIn.model_validate(decl.model_dump(exclude={"name"}))
+            old = current.get(decl.name)
+            action = body.action.model_dump(exclude_none=True)  # a secret only if given
+            if (
+                old is not None
+                and _schedule_fields(old) == _schedule_fields(body)
+                and all(old.action.get(k) == v for k, v in action.items())
+            ):
+                continue
+            pipeline = action.get("pipeline")
+            refusal = f"unknown pipeline {pipeline!r} in the action" if (
+                pipeline is not None and pipeline not in known) else ""  # fmt: skip
+            yield Planned(
+                Change("schedule", decl.name, "create" if old is None else "update",
+                       f"{body.cron!r} {body.timezone} -> {body.action.kind}"),
+                partial(self.schedules.save, decl.name, body, self.actor),
+                refusal,
+            )  # fmt: skip
+
+    def deletes(self, doc: FleetDoc) -> Iterator[Planned]:
+        if doc.schedules is None:
+            return
+        declared = {s.name for s in doc.schedules}
+        for s in self.schedules.repo.list_schedules():
+            if s.name not in declared:
+                yield Planned(
+                    Change("schedule", s.name, "delete", f"{s.cron!r} {s.timezone}"),
+                    partial(self.schedules.remove, s.name),
+                )
+
+
+def _schedule_fields(s: ScheduleRecord | ScheduleIn) -> tuple[Any, ...]:
+    return (check_cron(s.cron), s.timezone, s.enabled, s.misfire_grace_s, s.description)

@@ -251,15 +251,29 @@ class Registry:
             )
         return record
 
-    def set_alias(self, name: str, alias: str, version: int, *, actor: str = "hub") -> None:
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        actor: str = "hub",
+        before: int | None = None,
+        key: str | None = None,
+    ) -> None:
         """Point ``name@alias`` at ``version`` (creating the alias) and tell
         ``model.alias_moved`` when that changed where it points; ``actor`` is the event's
-        ``by`` (the caller's actor in the API; hub code names itself)."""
+        ``by`` (the caller's actor in the API; hub code names itself). A step that may run
+        again after a crash (a pipeline's promotion) passes the version it first saw the
+        alias on as ``before`` and a ``key``, so the move is told once, even when the first
+        attempt moved the alias and died before telling it."""
         self.model(name)
         check_alias(alias)
         if self.store.models.get_version(name, version) is None:
             raise NotFound(f"model {name!r} has no version {version}")
-        self._move(name, alias, version, actor)
+        seen = self.store.models.resolve_alias(name, alias)
+        self.store.models.set_alias(name, alias, version)
+        self._tell_moved(name, alias, seen if before is None else before, version, actor, key)
 
     def delete_alias(self, name: str, alias: str, *, actor: str = "hub") -> None:
         """Remove ``name@alias`` (its version stays) and tell ``model.alias_removed``."""
@@ -280,11 +294,18 @@ class Registry:
         self._tell_moved(name, alias, before, version, actor)
 
     def _tell_moved(
-        self, name: str, alias: str, before: int | None, version: int, actor: str
+        self,
+        name: str,
+        alias: str,
+        before: int | None,
+        version: int,
+        actor: str,
+        key: str | None = None,
     ) -> None:
         if self.events is None or before == version:
             return
-        # No natural key: moving 2 -> 3 -> 2 -> 3 is four changes, each told.
+        # No natural key unless the caller names one: moving 2 -> 3 -> 2 -> 3 is four
+        # changes, each told.
         self.events.emit(
             "model.alias_moved",
             f"{name}@{alias}",
@@ -295,4 +316,5 @@ class Registry:
                 "to_version": version,
                 "by": actor,
             },
+            key=key,
         )

@@ -234,7 +234,9 @@ def controller_status(ctx: Context, caller: Caller) -> dict[str, Any]:
 def apply(body: ApplyIn, ctx: Context, caller: Caller) -> dict[str, Any]:
     require(ctx, caller, Permission.DEPLOY_WRITE, "apply", "fleet")
     require(ctx, caller, Permission.SITES_WRITE, "apply", "fleet")
-    applier = FleetApplier(ctx.sites, ctx.deployments)
+    applier = FleetApplier(
+        ctx.sites, ctx.deployments, pipelines=ctx.pipelines, schedules=ctx.schedules
+    )
     result = ApplyResult(body.dry_run)
     try:
         with audited(ctx, caller, "apply", "fleet") as detail:

@@ -36,6 +36,7 @@ from modelfleet.hub.store.repos.evaluations import EvaluationRepo
 from modelfleet.hub.store.repos.events import EventRepo
 from modelfleet.hub.store.repos.federation import FederationRepo
 from modelfleet.hub.store.repos.models import ModelRepo
+from modelfleet.hub.store.repos.pipelines import PipelineRepo
 from modelfleet.hub.store.repos.schedules import ScheduleRepo
 from modelfleet.hub.store.repos.sites import AssignmentRepo, SiteRepo
 from modelfleet.hub.store.repos.telemetry import TelemetryRepo
@@ -85,6 +86,8 @@ class Store(ABC):
     accuracy: AccuracyRepo
     #: Schedules, triggers and their fires (hub/schedules.py, hub/triggers.py).
     schedules: ScheduleRepo
+    #: Pipelines and their runs (hub/pipelines.py).
+    pipelines: PipelineRepo
 
     @property
     @abstractmethod

@@ -34,6 +34,7 @@ from modelfleet.hub.store.sql.events import SqlEventRepo
 from modelfleet.hub.store.sql.federation import SqlFederationRepo
 from modelfleet.hub.store.sql.leadership import SqlLeadership
 from modelfleet.hub.store.sql.models import SqlModelRepo
+from modelfleet.hub.store.sql.pipelines import SqlPipelineRepo
 from modelfleet.hub.store.sql.schedules import SqlScheduleRepo
 from modelfleet.hub.store.sql.sites import SqlSiteRepo
 from modelfleet.hub.store.sql.telemetry import SqlTelemetryRepo
@@ -118,6 +119,7 @@ class SqlStore(Store):
         self.evaluations = SqlEvaluationRepo(self)
         self.accuracy = SqlAccuracyRepo(self)
         self.schedules = SqlScheduleRepo(self)
+        self.pipelines = SqlPipelineRepo(self)
 
     @property
     def engine(self) -> Engine:
