@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelfleet.api._base import Record
+from modelfleet.api.evaluations import Metric
 
 __all__ = [
     "EvaluateIn",
@@ -45,8 +46,10 @@ class EvaluateIn(_In):
     )
     rows: Literal["holdout", "all"] = "holdout"
     min_samples: int = Field(default=20, ge=1, le=1_000_000)
-    metric: Literal["accuracy", "mae"] | None = Field(
-        default=None, description="Omitted: accuracy for a classifier, else mae."
+    metric: Metric | None = Field(
+        default=None,
+        description="accuracy, balanced_accuracy (imbalanced classes) or mae; omitted: "
+        "accuracy for a classifier, else mae.",
     )
     data: str | None = Field(default=None, min_length=1, max_length=64)
     margin: float = Field(
