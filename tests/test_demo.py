@@ -32,6 +32,7 @@ def test_demo_fast_meets_every_expectation() -> None:
         "drift_flagged": True,
         "stuck_sensor_flagged": True,
         "federated_registered": True,
+        "pipeline_promoted": True,
         "federated_rolled_out": True,
         "telemetry_complete": True,
         "accuracy_from_feedback": True,
