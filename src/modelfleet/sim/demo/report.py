@@ -110,8 +110,12 @@ def _outcomes(console: Console, outcomes: dict[str, Any] | None) -> None:
     the demo's answers, hours per event assumed and printed."""
     if not outcomes or not outcomes["fleet"]["answers"]:
         return
-    table = Table(title="Maintenance: run-to-failure -> the fleet's models", header_style="bold")
-    for column in ("plant", "answers", "failures", "caught", "missed", "false alarms"):
+    table = Table(
+        title=f"Maintenance over {outcomes['fleet']['answers']} answers: run-to-failure -> "
+        "the fleet's models",
+        header_style="bold",
+    )
+    for column in ("plant", "failures", "caught", "missed", "false alarms"):
         table.add_column(column, justify="left" if column == "plant" else "right")
     table.add_column("downtime h", justify="right")
     table.add_column("saved", justify="right")
@@ -120,7 +124,6 @@ def _outcomes(console: Console, outcomes: dict[str, Any] | None) -> None:
         saved = o["downtime_saved"]
         table.add_row(
             name,
-            str(o["answers"]),
             str(o["failures"]),
             str(o["caught"]),
             str(o["missed"]),
