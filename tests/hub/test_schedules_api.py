@@ -150,3 +150,15 @@ def test_viewer_reads_operator_writes_secret_shown_once_and_audited(hub: InProce
     assert "secret" not in view["action"]
     assert hub.client.get("/api/v1/triggers", headers=hub.headers(viewer)).status_code == 200
     assert hub.client.delete("/api/v1/triggers/on-push", headers=hub.headers()).status_code == 204
+
+
+def test_a_hook_url_shows_only_its_origin(hub: InProcessHub) -> None:
+    """A Slack-style hook URL carries its secret in the path: a reader sees the origin."""
+    url = "https://hooks.example:8443/services/T0/B0/s3cr3t-path?token=also-secret"
+    body = {"cron": "0 3 * * MON", "timezone": "Europe/Berlin", "action": {**HOOK, "url": url}}
+    assert put(hub, "schedules", "slack", body, hub.token("operator")).status_code == 200
+    shown = hub.client.get("/api/v1/schedules/slack", headers=hub.headers(hub.token("viewer")))
+    assert shown.status_code == 200
+    assert shown.json()["action"]["url"] == "https://hooks.example:8443/…"
+    assert "s3cr3t" not in shown.text
+    assert "also-secret" not in shown.text

@@ -40,7 +40,7 @@ from modelfleet.federation.jobs import JOB_ID, JobConfig
 from modelfleet.hub.federation.coordinator import Coordinator
 from modelfleet.hub.pipelines import Pipelines
 from modelfleet.hub.registry import Registry
-from modelfleet.hub.webhooks import check_url, sign
+from modelfleet.hub.webhooks import check_url, shown_url, sign
 from modelfleet.refs import check_name, parse_ref
 
 MAX_PAYLOAD_BYTES = 4096
@@ -144,16 +144,21 @@ class HookAction(Action):
             with httpx.Client(timeout=timeout, follow_redirects=False) as client:
                 response = client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            return Outcome(False, None, f"hook not delivered: {type(exc).__name__}: {exc}"[:2000])
+            # The exception's text may quote the URL: only its type and the origin are told.
+            return Outcome(
+                False, None, f"hook {shown_url(self.url)} not delivered: {type(exc).__name__}"
+            )
         status = f"HTTP {response.status_code}"
         if 200 <= response.status_code < 300:
-            return Outcome(True, status, f"hook {self.url} answered {status}")
-        return Outcome(False, status, f"hook {self.url} answered {status}")
+            return Outcome(True, status, f"hook {shown_url(self.url)} answered {status}")
+        return Outcome(False, status, f"hook {shown_url(self.url)} answered {status}")
 
     def public(self) -> dict[str, Any]:
+        """What a viewer sees: the hook's origin only (a hook URL may carry its secret in
+        the path, as Slack's do)."""
         return {
             "kind": self.kind,
-            "url": self.url,
+            "url": shown_url(self.url),
             "payload": self.payload,
             "timeout_s": self.timeout_s,
         }

@@ -49,6 +49,14 @@ BATCH = 20
 PRUNE_EVERY_S = 3600.0
 
 
+def shown_url(url: str) -> str:
+    """``url`` as anyone who may read a schedule or a log may see it: the origin, with the
+    path and query (where a Slack-style hook URL keeps its secret) left out."""
+    parts = urlsplit(url)
+    hidden = "/…" if parts.path not in ("", "/") or parts.query else ""
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{hidden}"
+
+
 def check_url(url: str) -> str:
     """An http(s) URL with a host, bounded; InvalidInput saying what is wrong."""
     text = url.strip()
