@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import time
 from abc import ABC, abstractmethod
@@ -42,6 +43,8 @@ from modelfleet.hub.pipelines import Pipelines
 from modelfleet.hub.registry import Registry
 from modelfleet.hub.webhooks import check_url, shown_url, sign
 from modelfleet.refs import check_name, parse_ref
+
+log = logging.getLogger("modelfleet.hub.actions")
 
 MAX_PAYLOAD_BYTES = 4096
 
@@ -278,3 +281,22 @@ class Actions:
         if kind == "pipeline":
             return PipelineAction(self.pipelines, str(doc["pipeline"]))
         raise InvalidInput(f"unknown action kind {kind!r}")
+
+    def run(self, doc: dict[str, Any], firing: Firing) -> Outcome:
+        """Run the stored action for ``firing``; an action's bug is its outcome (recorded on
+        the fire row) rather than the end of the schedules' or triggers' pass."""
+        try:
+            return self.build(doc).run(firing)
+        except Exception as exc:
+            log.exception("%s %s: action failed", firing.kind, firing.name)
+            return Outcome(False, None, f"{type(exc).__name__}: {exc}"[:2000])
+
+
+#: The outcome of a fire whose action was interrupted (the hub stopped while it ran) and may
+#: not run again: a hook is sent at most once.
+INTERRUPTED = Outcome(
+    False,
+    None,
+    "interrupted: the hub stopped while the action ran; not run again (a hook is sent at "
+    "most once)",
+)

@@ -225,11 +225,9 @@ class Pipelines:
 
     def _ensure_job(self, run: RunRecord) -> bool:
         """Start the run's job unless it exists; False when it could not be (run failed)."""
-        try:
+        with contextlib.suppress(NotFound):  # not started yet: start it below
             self.federation.job(run.job)
             return True
-        except NotFound:
-            pass
         spec = self._spec(run)
         try:
             config = job_config(spec.train, run.job, spec.candidate_alias)

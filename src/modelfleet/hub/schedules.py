@@ -44,7 +44,7 @@ from croniter import croniter
 
 from modelfleet.api.schedules import Fire, Schedule, ScheduleIn, ScheduleSaved
 from modelfleet.errors import InvalidInput, ModelfleetError
-from modelfleet.hub.actions import Actions, Firing, Outcome
+from modelfleet.hub.actions import INTERRUPTED, Actions, Firing, Outcome
 from modelfleet.hub.events import Events
 from modelfleet.hub.store.records.schedules import FireRecord, ScheduleRecord
 from modelfleet.hub.store.repos.schedules import ScheduleRepo
@@ -349,12 +349,7 @@ class Schedules:
 
     def _act(self, s: ScheduleRecord, fire: FireRecord, now: datetime) -> None:
         firing = Firing("schedule", s.name, fire.slot, fire.id, fire.reason)
-        try:
-            outcome = self.actions.build(s.action).run(firing)
-        except Exception as exc:  # an action's bug: recorded on its row, the pass goes on
-            log.exception("schedule %s: action failed", s.name)
-            outcome = Outcome(False, None, f"{type(exc).__name__}: {exc}"[:2000])
-        self._finish(s.name, fire, outcome, self.now())
+        self._finish(s.name, fire, self.actions.run(s.action, firing), self.now())
 
     def _finish(
         self, name: str, fire: FireRecord, outcome: Outcome, at: datetime, state: str = ""
@@ -389,23 +384,11 @@ class Schedules:
                 s = self.repo.get_schedule(fire.name)
             except ModelfleetError:
                 continue
-            action = self.actions.build(s.action)
-            if action.rerunnable:
+            if self.actions.build(s.action).rerunnable:
                 log.warning("schedule %s: resuming the fire of %s", s.name, fire.slot)
                 self._act(s, fire, now)
             else:
-                self._finish(
-                    s.name,
-                    fire,
-                    Outcome(
-                        False,
-                        None,
-                        "interrupted: the hub stopped while the action ran; not run again "
-                        "(a hook is sent at most once)",
-                    ),
-                    now,
-                    state="interrupted",
-                )
+                self._finish(s.name, fire, INTERRUPTED, now, state="interrupted")
 
 
 class Automation:

@@ -42,7 +42,7 @@ from modelfleet.api.schedules import (
 )
 from modelfleet.errors import InvalidInput, ModelfleetError, NotFound
 from modelfleet.hub.accuracy import AccuracyFigure
-from modelfleet.hub.actions import Actions, Firing, Outcome
+from modelfleet.hub.actions import INTERRUPTED, Actions, Firing, Outcome
 from modelfleet.hub.anomalies import Anomalies
 from modelfleet.hub.events import Events
 from modelfleet.hub.registry import Registry
@@ -290,12 +290,7 @@ class Triggers:
 
     def _act(self, t: TriggerRecord, fire: FireRecord) -> None:
         firing = Firing("trigger", t.name, fire.slot, fire.id, fire.reason)
-        try:
-            outcome = self.actions.build(t.action).run(firing)
-        except Exception as exc:  # an action's bug: recorded on its row, the pass goes on
-            log.exception("trigger %s: action failed", t.name)
-            outcome = Outcome(False, None, f"{type(exc).__name__}: {exc}"[:2000])
-        self._finish(t.name, t.condition, fire, outcome)
+        self._finish(t.name, t.condition, fire, self.actions.run(t.action, firing))
 
     def _finish(
         self,
@@ -339,5 +334,4 @@ class Triggers:
             if self.actions.build(t.action).rerunnable:
                 self._act(t, fire)
             else:
-                note = "interrupted: the hub stopped while the hook ran; not sent again"
-                self._finish(t.name, t.condition, fire, Outcome(False, None, note), "interrupted")
+                self._finish(t.name, t.condition, fire, INTERRUPTED, "interrupted")
