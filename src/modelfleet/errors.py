@@ -13,6 +13,7 @@ with ``raise ... from exc`` so callers only ever catch ours.
     │   ├── InvalidDataRegion            400 invalid_data_region
     │   ├── InvalidArtifact              400 invalid_artifact
     │   ├── ArtifactTooLarge             413 artifact_too_large
+    │   ├── CrashPointError              400 invalid_input  (test-only environment)
     │   ├── PolicyViolation              422 policy_violation
     │   ├── TensorError                  400 invalid_tensor
     │   └── MissingDependency            400 missing_dependency  (also an ImportError)
@@ -27,6 +28,7 @@ with ``raise ... from exc`` so callers only ever catch ours.
     │   ├── SignatureInvalid             422 signature_invalid
     │   └── DowngradeRefused             422 downgrade_refused
     ├── StoreError                       503 store_unavailable
+    ├── InsufficientStorage              507 insufficient_storage
     ├── RangeNotSatisfiable              416 range_not_satisfiable
     ├── ModelFailure                     500|400 session_error, warmup_error, inference_error
     ├── TransportFailure                 502 transport_failure
@@ -111,6 +113,12 @@ class ArtifactTooLarge(InvalidInput):
     status = 413
 
 
+class CrashPointError(InvalidInput):
+    """``MODELFLEET_CRASH_AT`` names no crash point, or ``MODELFLEET_CRASH_AFTER`` is no
+    count (:mod:`modelfleet.crashpoints`; refused at start so a typo cannot disable a test's
+    crash)."""
+
+
 class PolicyViolation(InvalidInput):
     """A request breaks a governance rule (residency, spread)."""
 
@@ -193,6 +201,14 @@ class StoreError(ModelfleetError):
 
     code = "store_unavailable"
     status = 503
+
+
+class InsufficientStorage(ModelfleetError):
+    """A disk the hub or a site writes to is full (ENOSPC): nothing was kept, nothing is
+    half-written; retry once space is freed. Answered 507, as WebDAV defines it."""
+
+    code = "insufficient_storage"
+    status = 507
 
 
 class HubError(ModelfleetError):
@@ -324,6 +340,7 @@ ERROR_CLASSES: Mapping[str, type[ModelfleetError]] = MappingProxyType(
         "rate_limited": RateLimited,
         "forbidden": PermissionDenied,
         "not_found": NotFound,
+        "insufficient_storage": InsufficientStorage,
         "conflict": Conflict,
         "verification_failed": VerificationError,
         "digest_mismatch": DigestMismatch,
