@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import stat
@@ -69,6 +70,10 @@ def tls_server(context: ssl.SSLContext) -> Iterator[tuple[int, list[object]]]:
     try:
         yield server.getsockname()[1], seen
     finally:
+        # shutdown wakes the thread blocked in accept() at once; close alone leaves it
+        # waiting out its 10 s timeout.
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
         server.close()
         thread.join(10)
 
