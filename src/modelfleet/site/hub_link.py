@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelfleet.crashpoints import crash_point
 from modelfleet.transport.session import HubSession, poll_timeout
 
 log = logging.getLogger("modelfleet.site")
@@ -126,9 +127,18 @@ class HubLink:
 
     def download(self, url_path: str, partial: Path, size: int) -> None:
         """Fetch into ``partial``, resuming from what is already there (HTTP Range)."""
-        self.session.download(url_path, partial, size, timeout=self._timeout)
+        self.session.download(
+            url_path, partial, size, progress=_chunk_written, timeout=self._timeout
+        )
 
     def report(self, body: dict[str, Any]) -> None:
         self.session.request(
             "POST", f"/api/v1/sites/{self.site}/report", json=body, timeout=self._timeout
         )
+
+
+def _chunk_written(_bytes: int) -> None:
+    """Called after each chunk of a blob reached the partial file (and once, first, with the
+    bytes already held when resuming): the window where a kill leaves a half download on
+    disk, which the next attempt must resume with ``Range: bytes=<size on disk>-``."""
+    crash_point("site.reconcile.mid_download")

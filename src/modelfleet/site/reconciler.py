@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelfleet.crashpoints import crash_point
 from modelfleet.errors import DowngradeRefused, ModelfleetError, VerificationError
 from modelfleet.loops import Backoff
 from modelfleet.registry.desired_state import DesiredModel, downgrade_refusal
@@ -284,9 +285,15 @@ class Reconciler:
             status.state = "downloading"
             self.download(f"/api/v1/blobs/{digest}", self.cache.partial_path(digest), size)
             self.cache.commit(digest, size)  # DigestMismatch on bad bytes
+            # Verified and committed, not yet loaded: a restart finds the blob cached (and
+            # hashes it again) instead of fetching it again.
+            crash_point("site.reconcile.after_verify")
         status.state = "loading"
         params = dict(item.params)
         self._load_and_swap(name, version, digest, params)
+        # Serving the new version from memory, state.db still naming the old one as last
+        # good: a restart restores the old version, then converges to the new one again.
+        crash_point("site.reconcile.mid_swap")
         self.state.record_good(name, version, digest, item.manifest, item.signature, params)
         self.floors.ran(name, version)
         previous, status.active_version = status.active_version, version
