@@ -46,6 +46,10 @@ class Site(Record):
     uptime_s: JsonValue
     url: JsonValue
     desired_state_refused: JsonValue = None
+    #: Per store (``spool``, ``state``, ``cache``) whose disk was full since the site
+    #: started: ``{"full", "full_since", "lost", "lost_in_episode", "episodes", "message"}``
+    #: as the site reported it (docs/monitoring.md).
+    storage: JsonValue = None
     #: When the site was decommissioned (told to wipe its models and cache); None while
     #: it is in service.
     decommissioned_at: datetime | None = None

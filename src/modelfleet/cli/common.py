@@ -330,3 +330,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def storage_lines(storage: object) -> list[str]:
+    """A site's reported full disks, one line per store ("disk full at spool: 12 telemetry
+    windows dropped"); the site wrote the message, so only strings are shown."""
+    if not isinstance(storage, dict):
+        return []
+    lines = []
+    for name in sorted(storage):
+        entry = storage[name]
+        message = entry.get("message") if isinstance(entry, dict) else None
+        if isinstance(message, str) and message:
+            lines.append(message[:500])
+    return lines

@@ -25,6 +25,7 @@ from modelfleet.cli.common import (
     err_console,
     print_json,
     say,
+    storage_lines,
     styled,
     table,
     when,
@@ -198,6 +199,8 @@ def show(
         )
     if site.desired_state_refused:
         say(styled("  ", ("refused its desired state:", "red"), f" {site.desired_state_refused}"))
+    for line in storage_lines(site.storage):
+        say(styled("  ", (line, "red" if line.startswith("disk full") else "yellow")))
     rows = [
         (
             m.name,

@@ -20,6 +20,7 @@ from modelfleet.cli.common import (
     jsonable,
     print_json,
     say,
+    storage_lines,
     table,
     warn,
 )
@@ -112,6 +113,11 @@ def fleet_warnings(hc: HubClient) -> list[str]:
                 f"site {site.name} refused its desired state and keeps the one it had: "
                 f"{site.desired_state_refused}"
             )
+        warnings.extend(
+            f"site {site.name}: {line}"
+            for line in storage_lines(site.storage)
+            if line.startswith("disk full")
+        )
     return warnings
 
 

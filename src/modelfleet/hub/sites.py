@@ -313,6 +313,7 @@ class Sites:
             "uptime_s": report.get("uptime_s"),
             "url": report.get("url"),
             "desired_state_refused": report.get("desired_state_refused"),
+            "storage": report.get("storage") or {},
             "decommissioned_at": site.decommissioned_at,
             "models": models,
             "created_at": site.created_at,

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelfleet._version import __version__
-from modelfleet.errors import HubUnreachable, InvalidInput, ModelfleetError
+from modelfleet.errors import HubUnreachable, InsufficientStorage, InvalidInput, ModelfleetError
 from modelfleet.loops import BackgroundLoop, Backoff
 from modelfleet.pki.tls import ServerTlsFiles, TlsFiles
 from modelfleet.registry.keyset import KeySet
@@ -44,6 +44,7 @@ from modelfleet.site.repository import ModelRepository
 from modelfleet.site.server import InferenceServer
 from modelfleet.site.spool import HubTelemetrySender, Shipper, Spool
 from modelfleet.site.state import Credentials, SiteState
+from modelfleet.site.storage import CACHE, StorageHealth, disk_full
 from modelfleet.site.telemetry import TelemetryRecorder
 from modelfleet.transport.session import HubSession
 from modelfleet.yamlfile import load_yaml_file
@@ -66,12 +67,15 @@ class SiteAgent:
         self.settings = settings
         self.started = time.monotonic()
         state_dir = Path(settings.state_dir)
+        # What a full disk cost each store (site/storage.py): on /metrics and in reports.
+        self.storage = StorageHealth()
+        self._unsaved_desired: tuple[str, dict[str, Any]] | None = None
         # A start that gets no credential (a refused token, no hub, a CA that does not
         # match) leaves the state directory as it found it: no empty directory to trip on.
         with _restored_on_failure(state_dir):
             state_dir.mkdir(parents=True, exist_ok=True)
             state_dir.chmod(0o700)
-            self.state = SiteState(state_dir / "state.db")
+            self.state = SiteState(state_dir / "state.db", self.storage)
             self.identity = SiteIdentity(state_dir)
             try:
                 self.credentials = self._credentials(hub_url, enrollment_token, re_enroll)
@@ -91,7 +95,7 @@ class SiteAgent:
             repository=self.repository,
             public_key=self._pinned_keys(),
             on_keys=self.identity.save_keys,
-            download=self.link.download,
+            download=self._download,
             floors=DesiredStateFloor.load(self.state, self.credentials.site),
             backoff=Backoff(max_s=settings.retry_max_s),
             intra_op_threads=settings.intra_op_threads,
@@ -104,7 +108,9 @@ class SiteAgent:
         self.shipper: Shipper | None = None
         if settings.telemetry_enabled:
             # Windows survive outages and restarts in the outbox; only sketches leave.
-            self.spool = Spool(state_dir / "telemetry.db", max_bytes=settings.spool_max_bytes)
+            self.spool = Spool(
+                state_dir / "telemetry.db", max_bytes=settings.spool_max_bytes, health=self.storage
+            )
             self.telemetry = TelemetryRecorder(
                 self.spool.put,
                 window_s=settings.telemetry_window_s,
@@ -124,6 +130,7 @@ class SiteAgent:
             access=self.access,
             feedback=self._feedback_store(settings, state_dir),
         )
+        self.server.stats.registry.register(self.storage)
         if settings.cascade_file is not None:
             # Counters land in the server's registry, so /metrics shows escalations.
             self.server.cascade = Cascade.from_config(
@@ -375,7 +382,7 @@ class SiteAgent:
             self.access.accept(result[1].get("grants"))
             self._etag, self._desired = result
             if self.reconciler.verifies(result[1]):  # a refused one is reported, not kept
-                self.state.save_desired(*result)
+                self._save_desired(result)
             self._worker.wake()
         return 0.0
 
@@ -383,6 +390,7 @@ class SiteAgent:
         """Reconcile with the last desired state, then report if anything changed or the
         report interval passed; woken by the poller, else after :meth:`_next_wake`."""
         self._renew_if_due()
+        self._save_desired()  # one a full disk refused earlier
         changed = False
         if self._desired is not None:
             try:
@@ -394,6 +402,38 @@ class SiteAgent:
         due = changed or now - self._last_report >= self.settings.report_interval_s
         if due and self._report():
             self._last_report = now
+
+    def _save_desired(self, result: tuple[str, dict[str, Any]] | None = None) -> None:
+        """Keep the desired state for a restart. On a full disk it stays pending (served
+        from memory meanwhile; the state counted the failed write) and the worker writes it
+        again on each pass until space returns."""
+        if result is not None:
+            self._unsaved_desired = result
+        pending = self._unsaved_desired
+        if pending is None:
+            return
+        try:
+            self.state.save_desired(*pending)
+        except InsufficientStorage:
+            return
+        if self._unsaved_desired is pending:
+            self._unsaved_desired = None
+
+    def _download(self, url_path: str, partial: Path, size: int) -> None:
+        """A blob into the model cache; a full disk there becomes :class:`InsufficientStorage`
+        (counted once per download attempt): the activation fails, the current version keeps
+        serving, and the retry resumes from the bytes on disk."""
+        try:
+            self.link.download(url_path, partial, size)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            self.storage.full(CACHE, str(self.cache.root))
+            raise InsufficientStorage(
+                f"disk full at the model cache {self.cache.root}: download not stored; "
+                "retried when space returns"
+            ) from exc
+        self.storage.ok(CACHE)
 
     def _next_wake(self) -> float:
         wait = self.settings.report_interval_s
@@ -411,6 +451,7 @@ class SiteAgent:
             "applied_revision": self.reconciler.applied_revision,
             "desired_state_refused": self.reconciler.floors.refusal,
             "models": self.reconciler.report_models(),
+            "storage": self.storage.report(),
         }
         try:
             self.link.report(body)

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from modelfleet.errors import ModelfleetError, VerificationError
+from modelfleet.errors import InsufficientStorage, ModelfleetError, VerificationError
 from modelfleet.registry.desired_state import DesiredState, verify_desired_state
 from modelfleet.registry.keyset import KeySet
 from modelfleet.registry.signing import load_public_key
@@ -43,6 +43,8 @@ class DesiredStateFloor:
     #: Why the last document was refused (None: it was accepted), for the site's report.
     refusal: str | None = None
     _reported: str | None = None
+    #: The floor changed but a full disk refused the write: written again on the next call.
+    unsaved: bool = False
 
     @classmethod
     def load(cls, state: SiteState, site: str) -> DesiredStateFloor:
@@ -94,8 +96,8 @@ class DesiredStateFloor:
             self.refusal = exc.message
             return None
         self.refusal = None
-        if desired.revision > self.revision:
-            self.revision = desired.revision
+        if desired.revision > self.revision or self.unsaved:
+            self.revision = max(self.revision, desired.revision)
             self._save()
         return desired
 
@@ -118,4 +120,12 @@ class DesiredStateFloor:
             self._save()
 
     def _save(self) -> None:
-        self.state.set(_KEY, json.dumps({"revision": self.revision, "versions": self.versions}))
+        """Write the floor; on a full disk keep it in memory (it still guards this run) and
+        write it on the next :meth:`accept` (the state counted the failed write)."""
+        floor = json.dumps({"revision": self.revision, "versions": self.versions})
+        try:
+            self.state.set(_KEY, floor)
+        except InsufficientStorage:
+            self.unsaved = True
+            return
+        self.unsaved = False

@@ -39,6 +39,7 @@ import orjson
 
 from modelfleet.errors import HubUnreachable, ModelfleetError, StoreError
 from modelfleet.loops import BackgroundLoop, Backoff
+from modelfleet.site.storage import SPOOL, StorageHealth, disk_full
 from modelfleet.transport.session import HubSession
 
 log = logging.getLogger("modelfleet.site.spool")
@@ -107,9 +108,13 @@ class SpoolStats:
 class Spool:
     """A SQLite outbox of telemetry windows with a byte cap (thread-safe)."""
 
-    def __init__(self, path: str | Path, *, max_bytes: int = 64 * 1024**2) -> None:
+    def __init__(
+        self, path: str | Path, *, max_bytes: int = 64 << 20, health: StorageHealth | None = None
+    ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
+        # A full disk is counted and logged once per episode there (site/storage.py).
+        self.health = health or StorageHealth()
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,13 +193,12 @@ class Spool:
             except sqlite3.Error as exc:
                 self._rollback()
                 self._lost = (self._lost[0] + 1, self._lost[1] + requests)
-                log.warning(
-                    "telemetry spool write failed (%s): window counted as dropped "
-                    "(%d not kept so far)",
-                    exc,
-                    self._lost[0],
-                )
+                if disk_full(exc):
+                    self.health.full(SPOOL, str(self.path))
+                else:
+                    log.warning("telemetry spool write failed (%s): window dropped", exc)
                 return 1
+        self.health.ok(SPOOL)
         if dropped:
             log.warning("telemetry outbox full: dropped %d oldest window(s)", dropped)
         return dropped

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from modelfleet.errors import InvalidInput, StoreError
+from modelfleet.errors import InsufficientStorage, InvalidInput, StoreError
+from modelfleet.site.storage import STATE, StorageHealth, disk_full
 
 __all__ = ["Credentials", "GoodModel", "SiteState"]
 
@@ -104,8 +105,10 @@ class SiteState:
     process (the CLI reading the state, say).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, health: StorageHealth | None = None) -> None:
         self.path = path
+        # A write that fails on a full disk is counted there, logged once per episode.
+        self.health = health or StorageHealth()
         self._lock = threading.Lock()
         try:
             _private_file(path)
@@ -157,9 +160,17 @@ class SiteState:
                 # The original error matters more; SQLite may have rolled back already.
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and disk_full(exc):
+                    # Rolled back whole: the old value stays; the caller keeps the new one
+                    # in memory and writes it again once space returns.
+                    self.health.full(STATE, str(self.path))
+                    raise InsufficientStorage(
+                        f"disk full at the site state {self.path}: write not kept"
+                    ) from exc
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"site state {self.path}: {exc}") from exc
                 raise
+            self.health.ok(STATE)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

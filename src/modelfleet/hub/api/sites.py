@@ -88,6 +88,19 @@ class ModelReportIn(BaseModel):
     error: ModelErrorIn | None = None
 
 
+class StorageReportIn(BaseModel):
+    """One store of the site whose disk was full (``site.storage.StorageHealth.report``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    full: bool = False
+    full_since: float | None = Field(default=None, ge=0, le=1e11)
+    lost: int = Field(default=0, ge=0, le=2**62)
+    lost_in_episode: int = Field(default=0, ge=0, le=2**62)
+    episodes: int = Field(default=0, ge=0, le=2**62)
+    message: str = Field(default="", max_length=500)
+
+
 class SiteReportIn(BaseModel):
     """A site's heartbeat. What it says is the site's own view, so each field is bounded and
     unknown ones are dropped rather than stored (a report is kept on every heartbeat)."""
@@ -110,6 +123,12 @@ class SiteReportIn(BaseModel):
         "another site's, expired, a bad signature); absent when it took it.",
     )
     models: list[ModelReportIn] = Field(default_factory=list, max_length=1024)
+    storage: dict[Annotated[str, Field(max_length=32)], StorageReportIn] | None = Field(
+        default=None,
+        max_length=8,
+        description="The site's stores whose disk was full since it started: whether it is "
+        "full now and what it could not keep (docs/monitoring.md).",
+    )
 
 
 def _etag(revision: int, keyset_revision: int, grants: str) -> str:
