@@ -55,7 +55,7 @@ CRASH_POINTS: dict[str, str] = {
     "hub.fl.after_register": "the job's result is registered exactly once",
     "hub.fl.mid_variants": "every site variant is registered exactly once",
     # rollout controller
-    "hub.rollout.after_assign": "a wave's assignments and its state transition apply once",
+    "hub.rollout.after_assign": "a wave's committed transition gets its assignments once",
 }
 
 _ENV_NAME = "MODELFLEET_CRASH_AT"

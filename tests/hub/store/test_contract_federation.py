@@ -65,6 +65,12 @@ def test_round_lifecycle_is_compare_and_set(store: Store) -> None:
     with pytest.raises(Conflict) as late:
         repo.put_update("job-1", 1, 1, "b", kind="update", num_examples=1, payload=b"z")
     assert late.value.code == "round_closed"
+    # A's retry of the update the round counted (its reply lost to a hub crash) is
+    # acknowledged as already stored, not refused as late.
+    retried, closed, _ = repo.put_update(
+        "job-1", 1, 1, "a", kind="update", num_examples=5, payload=b"d"
+    )
+    assert (retried, closed.state) == (False, "closed")
     assert repo.round_weights("job-1", 1) == b"w0"
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from modelfleet.crashpoints import crash_point
 from modelfleet.errors import Conflict, InvalidInput, ModelfleetError, NotFound
 from modelfleet.federation import wire
 from modelfleet.federation.jobs import Consent, JobConfig, refusal
@@ -438,6 +439,8 @@ class Coordinator:
             self.board.invalidate()
             log.warning("job %s round %d failed: %s", job.id, rnd.number, exc.message)
             return True
+        # Killed here, the round stays open with its updates: the restart aggregates again.
+        crash_point("hub.fl.after_aggregate")
         outcome["dropped"] = result.dropped
         outcome["clip_norm"] = bound
         capped = {u.site: u.num_examples for u in contributed if u.num_examples > caps(u.site)}
@@ -477,6 +480,8 @@ class Coordinator:
                 existing = register_result(
                     self.repo, self.registry, self.sites, self.tmp_dir, job, config, name
                 )
+                # Killed here, the restart finds this version by its tag (registered_version).
+                crash_point("hub.fl.after_register")
             if config.personalize_epochs:
                 variants = register_variants(
                     self.repo, self.registry, self.sites, self.tmp_dir, job, config, name, existing

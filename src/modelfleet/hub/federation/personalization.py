@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelfleet.crashpoints import crash_point
 from modelfleet.federation import wire
 from modelfleet.federation.jobs import JobConfig
 from modelfleet.federation.specs import ModelSpec
@@ -87,4 +88,7 @@ def register_variants(
             ),
             actor=f"federation:{job.id}",
         )
+        # Some variants registered, not all: a restart registers only the missing ones
+        # (``done`` is read from the registry's fl.site tags, not from this process).
+        crash_point("hub.fl.mid_variants")
     return done

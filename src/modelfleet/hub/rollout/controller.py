@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from modelfleet.crashpoints import crash_point
 from modelfleet.errors import Conflict, InvalidInput, NotFound
 from modelfleet.hub.anomalies import Anomalies
 from modelfleet.hub.deployments import Deployments
@@ -284,6 +285,10 @@ class RolloutController:
         moved = self.deployments.transition(r, change)
         if moved is None:
             return None  # someone else decided first; the next tick re-reads
+        # The wave's transition is committed, its assignments and events not yet written:
+        # the restarted leader's first full sync writes them (once: sync writes only what
+        # differs) and its announce tells the events the row implies (keyed: none twice).
+        crash_point("hub.rollout.after_assign")
         self._announce(moved)
         # A wave moving on is news (INFO); a failed or paused rollout needs a look.
         level = logging.WARNING if moved.state == "failed" else logging.INFO

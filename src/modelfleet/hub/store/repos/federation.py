@@ -125,10 +125,12 @@ class FederationRepo(ABC):
         reason: str = "",
     ) -> tuple[bool, RoundRow, set[str]]:
         """Record a site's answer: ``(new, round, sites that answered so far)``; ``new`` is
-        False if this site had already answered.
+        False if this site had already answered (also once the round has closed: a retry
+        of an answer the round counted is acknowledged, not refused).
 
         ``Conflict`` with code ``round_closed`` when the round (or this attempt of it)
-        is no longer open: a late update is refused, never folded into a later round;
+        is no longer open and this site's answer is not in it: a late update is refused,
+        never folded into a later round;
         ``not_selected`` when the site was not selected for the round.
         """
 

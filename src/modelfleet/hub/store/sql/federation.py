@@ -352,10 +352,12 @@ class SqlFederationRepo(FederationRepo):
         reason: str = "",
     ) -> tuple[bool, RoundRow, set[str]]:
         """Record a site's answer: ``(new, round, sites that answered so far)``; ``new`` is
-        False if this site had already answered.
+        False if this site had already answered (also once the round has closed: a retry
+        of an answer the round counted is acknowledged, not refused).
 
         ``Conflict`` with code ``round_closed`` when the round (or this attempt of it)
-        is no longer open: a late update is refused, never folded into a later round.
+        is no longer open and this site's answer is not in it: a late update is refused,
+        never folded into a later round.
         """
         with self._store.write() as conn:
             row = conn.execute(
@@ -367,6 +369,11 @@ class SqlFederationRepo(FederationRepo):
                 raise NotFound(f"federated job {job_id!r} has no round {number}")
             current = _round(row)
             if current.state != "open" or current.attempt != attempt:
+                if self._has_answered(conn, job_id, number, attempt, site, kind):
+                    # A retry of an answer stored before the hub died (or before the reply
+                    # reached the site): it counted, so the site must not be told otherwise.
+                    # Only the same kind: an update does not make a late refusal welcome.
+                    return False, current, self._answered(conn, job_id, number)
                 raise Conflict(
                     f"round {number} of job {job_id!r} is closed; late update refused",
                     code="round_closed",
@@ -424,6 +431,20 @@ class SqlFederationRepo(FederationRepo):
     def answered(self, job_id: str, number: int) -> set[str]:
         with self._store.read() as conn:
             return self._answered(conn, job_id, number)
+
+    @staticmethod
+    def _has_answered(
+        conn: Connection, job_id: str, number: int, attempt: int, site: str, kind: str
+    ) -> bool:
+        """Whether the round holds this site's answer of this kind at this attempt."""
+        query = select(fl_updates.c.site).where(
+            fl_updates.c.kind == kind,
+            fl_updates.c.job_id == job_id,
+            fl_updates.c.round == number,
+            fl_updates.c.attempt == attempt,
+            fl_updates.c.site == site,
+        )
+        return conn.execute(query).first() is not None
 
     @staticmethod
     def _answered(conn: Connection, job_id: str, number: int) -> set[str]:
