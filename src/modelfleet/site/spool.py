@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from modelfleet.crashpoints import crash_point
 from modelfleet.errors import HubUnreachable, ModelfleetError, StoreError
 from modelfleet.loops import BackgroundLoop, Backoff
 from modelfleet.site.storage import SPOOL, StorageHealth, disk_full
@@ -438,12 +439,18 @@ class Shipper:
                     self.send(empty)
                     self.acked_drops = drops
                 return shipped
+            # The batch is marked in the outbox (its windows carry its id) but not sent: a
+            # death here must resend exactly this batch after restart.
+            crash_point("site.spool.after_mark")
             try:
                 self.send(batch)
             except ModelfleetError as exc:
                 if not self._set_aside(batch, exc):
                     raise
                 continue
+            # The hub stored the batch, the outbox still holds it: a death here resends it
+            # under the same id and the hub's dedup keeps it counted once.
+            crash_point("site.spool.after_send")
             if self.before_delete is not None:
                 self.before_delete(batch)
             self.spool.ack(batch.id)

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Insert, Table, and_, delete, func, or_, selec
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from modelfleet.crashpoints import crash_point
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.hub.store.records.telemetry import IngestResult, NewWindow, Totals, WindowRecord
 from modelfleet.hub.store.repos.telemetry import MAX_TOTAL, TelemetryRepo
@@ -117,6 +118,9 @@ class SqlTelemetryRepo(TelemetryRepo):
                     )
                 ).first()
                 accepted += inserted is not None
+            # The batch row and its windows are written, the commit is not: a death here
+            # must leave none of them (the site resends the batch and it counts once).
+            crash_point("hub.ingest.mid_transaction")
             self._record_drops(conn, site, spool_id, dropped, now)
             return IngestResult(False, accepted, len(windows) - accepted)
 
