@@ -108,10 +108,30 @@ def hub_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessHub]]:
 
 POSTGRES_ENV = "MODELFLEET_TEST_POSTGRES_URL"
 
+#: Fixtures that reach PostgreSQL: a test using one is marked ``postgres`` (below), so
+#: ``pytest -m postgres`` selects every PostgreSQL test and ``-m "not postgres"`` none.
+POSTGRES_FIXTURES = frozenset({"postgres_url", "pgfleet"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that requests a PostgreSQL fixture (directly or through another
+    fixture) or is a ``postgres`` parametrization; ``postgres_url`` refuses unmarked tests
+    that reach it some other way (``request.getfixturevalue``)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = set(map(str, callspec.params.values())) if callspec is not None else set()
+        if names & POSTGRES_FIXTURES or "postgres" in params:
+            item.add_marker(pytest.mark.postgres)
+
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A PostgreSQL URL confined to a fresh schema, dropped afterwards (skips without PG)."""
+    if request.node.get_closest_marker("postgres") is None:
+        raise AssertionError(
+            f"{request.node.nodeid} reaches PostgreSQL but is not marked @pytest.mark.postgres"
+        )
     base = os.environ.get(POSTGRES_ENV)
     if not base:
         pytest.skip(f"{POSTGRES_ENV} is not set; PostgreSQL backend not tested")

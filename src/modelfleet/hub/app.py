@@ -231,6 +231,13 @@ def create_app(ctx: HubContext) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    @app.get("/readyz", tags=["ops"], summary="Readiness: the hub reaches its database")
+    def readyz() -> dict[str, str]:
+        # Liveness says the process answers; readiness that it can do work: while the
+        # database is down every API call would be a 503 store_unavailable, and so is this.
+        ctx.store.ping()
+        return {"status": "ready", "version": __version__}
+
     @app.get(
         "/metrics",
         tags=["ops"],

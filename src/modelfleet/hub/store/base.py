@@ -104,3 +104,8 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Reach the database once (the hub's readiness probe); ``StoreError`` if it
+        cannot, so a load balancer stops sending requests that could only get a 503."""

@@ -6,7 +6,8 @@ each loop. Leadership is a *session-level* advisory lock (``pg_try_advisory_lock
 dedicated connection: it belongs to that connection, so when the leader dies — even by
 SIGKILL — PostgreSQL ends the session and frees the lock, and the next replica that polls
 takes it. Followers poll every ``interval``; a leader checks its connection on every poll and
-steps down if the connection is gone (the lock went with it).
+steps down if the connection is gone (the lock went with it), contending again only from
+the next poll on, so that a healthy peer gets the first chance at the lock.
 
 On SQLite the hub is a single process by design: it is always the leader.
 
@@ -63,8 +64,12 @@ class SqlLeadership(Leadership):
                 self._conn.execute(select(1))
                 return True
             except SQLAlchemyError as exc:
+                # Step down and sit this poll out: a replica whose session was just ended
+                # (pg_terminate_backend, a database restart, a network cut) is the least
+                # likely to be healthy, so a peer polling meanwhile takes the lock first.
                 log.warning("lost the %s lock with its connection: %s", self.role, exc)
                 self._drop()
+                return False
         return self._try_acquire()
 
     def _try_acquire(self) -> bool:

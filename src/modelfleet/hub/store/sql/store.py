@@ -19,7 +19,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -135,6 +135,10 @@ class SqlStore(Store):
 
     def now(self) -> datetime:
         return utcnow()
+
+    def ping(self) -> None:
+        with self.read() as conn:
+            conn.execute(select(1))
 
     def forget_token_lookups(self) -> None:
         """Tokens changed in a transaction of another repository (enrollment): lookups
