@@ -21,7 +21,7 @@ import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from modelfleet.errors import PermissionDenied, Unauthenticated, VerificationError
 from modelfleet.registry.keyset import KeySet, parse_signed_time, sign_text, signed_time
 
-__all__ = ["GRANTS_SCHEMA", "Grant", "GrantList", "hash_secret", "sign_grants"]
+__all__ = ["GRANTS_SCHEMA", "Grant", "GrantList", "clock_offset", "hash_secret", "sign_grants"]
 
 GRANTS_SCHEMA = "modelfleet.grants/v1"
 #: Grants one list may carry, and its largest size: bounds what a holder parses.
@@ -128,6 +128,9 @@ class GrantList:
     holder: str
     issued_at: datetime
     by_hash: Mapping[str, Grant]
+    #: The hub's clock minus this holder's, estimated when the list arrived (see
+    #: :func:`clock_offset`): token expiry is judged on the hub's clock, not the holder's.
+    clock_offset: timedelta = timedelta(0)
     #: Raw ``Authorization`` values already matched to a grant (see :meth:`authorize_raw`).
     _matched: dict[bytes, Grant] = field(default_factory=dict, compare=False, repr=False)
 
@@ -138,11 +141,20 @@ class GrantList:
 
     @classmethod
     def verify(
-        cls, text: str, signature: str, keys: KeySet, *, holder: str, newer_than: datetime
+        cls,
+        text: str,
+        signature: str,
+        keys: KeySet,
+        *,
+        holder: str,
+        newer_than: datetime,
+        received_at: datetime | None = None,
     ) -> GrantList:
         """The list in ``text`` if a trusted key signed it, it is ``holder``'s, and it was
         issued at or after ``newer_than`` (a replayed older list could revive a revoked
-        token); :class:`VerificationError` otherwise."""
+        token); :class:`VerificationError` otherwise. ``received_at``: the holder's clock
+        when the list came fresh from the hub (signed when served), from which the two
+        clocks' offset is estimated; None for a list read back from disk (no offset)."""
         if len(text) > MAX_DOCUMENT_BYTES:
             raise VerificationError("grant list too large")
         keys.verify(text, signature)
@@ -164,7 +176,8 @@ class GrantList:
             )
         if issued_at < newer_than:
             raise VerificationError("grant list is older than the one held; refusing it")
-        return cls(holder, issued_at, {g.token_hash: g for g in grants})
+        offset = clock_offset(issued_at, received_at) if received_at else timedelta(0)
+        return cls(holder, issued_at, {g.token_hash: g for g in grants}, offset)
 
     def authorize(
         self, authorization: str | None, model: str | None, now: datetime | None = None
@@ -185,7 +198,7 @@ class GrantList:
         # equality check constant-time as well.
         if grant is None or not hmac.compare_digest(grant.token_hash, wanted):
             raise Unauthenticated(f"token not valid at {self.holder}")
-        return _check(grant, model, now)
+        return _check(grant, model, now, self.clock_offset)
 
     def authorize_raw(self, authorization: bytes | None, model: str | None) -> Grant:
         """:meth:`authorize` for a header as the server hands it over (bytes), on the hot
@@ -201,12 +214,29 @@ class GrantList:
                     self._matched.clear()
                 self._matched[authorization] = grant
             return grant
-        return _check(grant, model, None)
+        return _check(grant, model, None, self.clock_offset)
 
 
-def _check(grant: Grant, model: str | None, now: datetime | None) -> Grant:
-    """A known token's expiry, then its rights here (all of them for a refusal entry)."""
-    if grant.expires_at is not None and grant.expires_at <= (now or datetime.now(UTC)):
+#: Offsets up to this are treated as none: the estimate includes the list's transit time.
+CLOCK_OFFSET_TOLERANCE = timedelta(seconds=2)
+
+
+def clock_offset(issued_at: datetime, received_at: datetime) -> timedelta:
+    """The hub's clock minus the holder's, from a list the hub signed when it served it.
+
+    The estimate is late by the list's transit time (under a second while connected), so a
+    token may work that much past its expiry at a holder whose clock is off; small offsets
+    (:data:`CLOCK_OFFSET_TOLERANCE`) are ignored, so a holder on NTP uses its own clock."""
+    offset = issued_at - received_at
+    return offset if abs(offset) > CLOCK_OFFSET_TOLERANCE else timedelta(0)
+
+
+def _check(
+    grant: Grant, model: str | None, now: datetime | None, offset: timedelta = timedelta(0)
+) -> Grant:
+    """A known token's expiry (on the hub's clock: the holder's plus ``offset``), then its
+    rights here (all of them for a refusal entry)."""
+    if grant.expires_at is not None and grant.expires_at <= (now or datetime.now(UTC)) + offset:
         raise Unauthenticated(f"token {grant.name!r} has expired")
     if grant.refusal is not None:
         raise PermissionDenied(grant.refusal)

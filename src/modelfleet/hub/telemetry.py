@@ -14,10 +14,11 @@ from the stored windows on demand:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,8 @@ from modelfleet.monitoring import drift
 from modelfleet.monitoring.histograms import LATENCY_BOUNDS, dense, histogram_quantile, merge_counts
 from modelfleet.monitoring.profiles import DatasetProfile
 from modelfleet.refs import check_name
+
+log = logging.getLogger("modelfleet.hub.telemetry")
 
 #: Seconds of recent windows behind requests/s, error rate and percentiles.
 RECENT_S = 60.0
@@ -113,6 +116,33 @@ def window_from_doc(doc: dict[str, Any]) -> NewWindow:
     )
 
 
+#: A site's clock within this of the hub's is taken as is (the estimate includes the batch's
+#: transit time, and windows of healthy sites keep lining up on the wall-clock grid).
+CLOCK_SKEW_TOLERANCE_S = 2.0
+
+
+def rebase(windows: list[dict[str, Any]], sent_at: float | None, received_at: float) -> float:
+    """Put the windows' times on the hub's clock, in place; returns the skew applied.
+
+    The hub never trusts a site's clock for a decision (gates, drift and accuracy windows,
+    retention all compare window times with the hub's ``now``): ``sent_at`` (the site's
+    clock as the batch left) against ``received_at`` (the hub's as it arrived) measures how
+    far the site's clock is off, and every window moves by that much. The estimate is off
+    by the transit time at most, in the safe direction (a window looks a little later).
+    Whatever the skew, a window cannot end after the hub received it: one that still does
+    (an old site that sends no ``sent_at``, a clock that jumped) moves back to end at
+    ``received_at``, its length kept. See docs/monitoring.md, "Clock skew"."""
+    skew = 0.0
+    if sent_at is not None and abs(received_at - sent_at) > CLOCK_SKEW_TOLERANCE_S:
+        skew = received_at - sent_at
+    for window in windows:
+        start, end = float(window["start"]) + skew, float(window["end"]) + skew
+        if end > received_at + CLOCK_SKEW_TOLERANCE_S:
+            start, end = start - (end - received_at), received_at
+        window["start"], window["end"] = max(start, 0.0), max(end, 0.0)
+    return skew
+
+
 class Telemetry:
     """The telemetry service (protocol-free; routers call it from worker threads)."""
 
@@ -136,8 +166,15 @@ class Telemetry:
         spool_id: str,
         dropped: tuple[int, int],
         windows: list[dict[str, Any]],
+        *,
+        sent_at: float | None = None,
     ) -> IngestResult:
+        """Store a site's batch; ``sent_at`` (the site's clock at sending) rebases the
+        windows onto the hub's clock first (:func:`rebase`)."""
         self.sites.get(site)
+        skew = rebase(windows, sent_at, time.time())
+        if abs(skew) > 60:
+            log.warning("site %s: clock %.0fs off the hub's; windows rebased", site, -skew)
         # A window with labels but no traffic (labels come after the fact) is accuracy
         # only: stored as traffic it would read as a silent site to the anomaly detector.
         traffic = [w for w in windows if w.get("requests") or not w.get("feedback")]
@@ -150,7 +187,7 @@ class Telemetry:
             self._generation += 1
             for key in keys:
                 self._cache.pop(key, None)
-        return result
+        return replace(result, clock_skew_s=skew)
 
     # --- reference profiles and thresholds -----------------------------------------------
 

@@ -42,8 +42,9 @@ CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
 #: A CSR larger than this is refused before it is parsed.
 MAX_CSR_BYTES = 16 * 1024
-#: Certificates start this long before they are issued (clients with a clock behind).
-BACKDATE = timedelta(minutes=5)
+#: Certificates start this long before they are issued, so a peer whose clock is up to this
+#: far behind the hub accepts one issued a moment ago (docs/security.md, "Clock skew").
+BACKDATE = timedelta(minutes=10)
 _ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,12 @@ class SiteAccess:
             return False
         try:
             grants = GrantList.verify(
-                text, signature, self._keys(), holder=self.site, newer_than=self.grants.issued_at
+                text,
+                signature,
+                self._keys(),
+                holder=self.site,
+                newer_than=self.grants.issued_at,
+                received_at=datetime.now(UTC),  # expiry is judged on the hub's clock
             )
         except VerificationError as exc:
             # An older list is the saved desired state replayed at start: nothing to say.

@@ -82,15 +82,19 @@ class Batch:
     dropped_windows: int
     dropped_requests: int
 
-    def payload(self) -> bytes:
-        """The JSON body, assembled from the stored bytes without re-encoding them."""
-        head = orjson.dumps(
-            {
-                "batch_id": self.id,
-                "spool_id": self.spool_id,
-                "dropped": {"windows": self.dropped_windows, "requests": self.dropped_requests},
-            }
-        )
+    def payload(self, sent_at: float | None = None) -> bytes:
+        """The JSON body, assembled from the stored bytes without re-encoding them.
+
+        ``sent_at``: the site's clock as the batch leaves; the hub compares it with its own
+        to put the windows' times on its clock (a site's clock may be off)."""
+        head_doc: dict[str, object] = {
+            "batch_id": self.id,
+            "spool_id": self.spool_id,
+            "dropped": {"windows": self.dropped_windows, "requests": self.dropped_requests},
+        }
+        if sent_at is not None:
+            head_doc["sent_at"] = sent_at
+        head = orjson.dumps(head_doc)
         return head[:-1] + b',"windows":[' + b",".join(self.bodies) + b"]}"
 
 
@@ -385,7 +389,7 @@ class HubTelemetrySender:
         self.session.request(
             "POST",
             f"/api/v1/sites/{self.site}/telemetry",
-            content=batch.payload(),
+            content=batch.payload(sent_at=time.time()),
             headers={"Content-Type": "application/json"},
             timeout=self.timeout,
         )

@@ -117,6 +117,16 @@ class BatchIn(BaseModel):
     spool_id: str = Field(pattern=_ID)
     dropped: DroppedIn = Field(default_factory=DroppedIn)
     windows: list[WindowIn] = Field(default_factory=list, max_length=10_000)
+    #: The site's clock when it sent the batch (epoch seconds): the hub rebases the
+    #: windows' times onto its own clock by the difference (hub/telemetry.py, rebase).
+    sent_at: float | None = None
+
+    @field_validator("sent_at")
+    @classmethod
+    def _finite_sent(cls, value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or not 0 <= value < 1e11):
+            raise ValueError("must be a finite epoch time")
+        return value
 
 
 def _service(ctx: Context) -> Telemetry:
@@ -138,9 +148,11 @@ async def ingest(name: str, body: BatchIn, ctx: Context, caller: Caller) -> dict
         body.spool_id,
         (body.dropped.windows, body.dropped.requests),
         windows,
+        sent_at=body.sent_at,
     )
     return {
         "batch_id": body.batch_id,
+        "clock_skew_s": result.clock_skew_s,
         "duplicate_batch": result.duplicate_batch,
         "accepted": result.accepted,
         "duplicates": result.duplicates,

@@ -33,6 +33,8 @@ class IngestResult:
     duplicate_batch: bool
     accepted: int
     duplicates: int
+    #: Seconds the windows were moved to put them on the hub's clock (hub/telemetry.py).
+    clock_skew_s: float = 0.0
 
 
 @dataclass(frozen=True)
