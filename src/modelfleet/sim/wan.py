@@ -239,11 +239,16 @@ class WanLink:
         done.wait(5)
 
     def _do_cut(self, mode: CutMode) -> None:
+        held = self._restored
         self._cut = mode
         self._restored = asyncio.Event()
         if mode == "reset":
             for conn in list(self._conns):
                 self._abort(conn)
+            if held is not None:
+                # Bytes held by a black-hole cut now reset are dropped, not left waiting on
+                # an event no restore will set: their connections were just aborted.
+                held.set()
 
     def _do_restore(self) -> None:
         self._cut = None
