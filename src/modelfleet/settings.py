@@ -89,6 +89,16 @@ class HubSettings(BaseSettings):
         description="Largest ONNX upload accepted; bigger uploads are refused with 413 while "
         "streaming, before they fill the disk.",
     )
+    upload_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=30 * DAY_S,
+        description="How old an unreferenced artifact blob, artifact-store temporary or "
+        "upload spool file must be before the start-up sweep removes it (what a hub killed "
+        "mid-upload leaves). Longer than any upload in flight on another replica sharing the "
+        "store, so the sweep never takes a blob whose version row is about to commit; 0 "
+        "removes every leftover at once (one hub, nothing in flight while it starts).",
+    )
     max_body_bytes: int = Field(
         default=128 * 1024**2,
         description="Largest request body other than a model upload (JSON documents, "

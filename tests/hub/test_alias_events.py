@@ -4,7 +4,6 @@ change is told — the API's, a push with ``--alias``, and hub code calling the 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from tests.conftest import InProcessHub
@@ -23,9 +22,9 @@ def alias_events(hub: InProcessHub) -> list[tuple[str, str, dict[str, Any]]]:
 
 def test_api_moves_and_removal_are_told_once_each_and_audited(hub_factory, tiny_onnx) -> None:
     hub = hub_factory()
-    path: Path = tiny_onnx()
-    assert push(hub, "pump", path, alias="production").status_code == 201
-    assert push(hub, "pump", path).status_code == 201
+    # Two different files: the same bytes again would be the retry of version 1.
+    assert push(hub, "pump", tiny_onnx(), alias="production").status_code == 201
+    assert push(hub, "pump", tiny_onnx()).status_code == 201
     url = "/api/v1/models/pump/aliases/production"
     assert hub.client.put(url, json={"version": 2}, headers=hub.headers()).status_code == 200
     # Pointing it where it already points is no move: nothing told.
@@ -60,9 +59,9 @@ def test_api_moves_and_removal_are_told_once_each_and_audited(hub_factory, tiny_
 
 def test_hub_code_moving_an_alias_through_the_registry_is_told(hub_factory, tiny_onnx) -> None:
     hub = hub_factory()
-    path: Path = tiny_onnx()
-    assert push(hub, "pump", path).status_code == 201
-    assert push(hub, "pump", path).status_code == 201
+    # Two different files: the same bytes again would be the retry of version 1.
+    assert push(hub, "pump", tiny_onnx()).status_code == 201
+    assert push(hub, "pump", tiny_onnx()).status_code == 201
     hub.ctx.registry.set_alias("pump", "candidate", 2, actor="pipeline:weekly")
     hub.ctx.registry.set_alias("pump", "candidate", 1)  # no actor named: the hub's own
     hub.ctx.registry.delete_alias("pump", "candidate", actor="pipeline:weekly")

@@ -35,6 +35,7 @@ from modelfleet.hub.api.errors import install_error_handlers
 from modelfleet.hub.api.fastpath import SiteFastPath
 from modelfleet.hub.api.limits import BodyLimit
 from modelfleet.hub.api.openapi import HubApp
+from modelfleet.hub.artifact_sweep import sweep_upload_leftovers
 from modelfleet.hub.auth import Permission
 from modelfleet.hub.certificates import SiteCertificates
 from modelfleet.hub.context import HubContext
@@ -173,6 +174,14 @@ def answer_long_polls(ctx: HubContext) -> None:
 def create_app(ctx: HubContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Before serving: what a hub killed mid-upload left (an unreferenced blob, a
+        # temporary, a spooled body), older than the upload grace (hub/artifact_sweep.py).
+        sweep_upload_leftovers(
+            ctx.store,
+            ctx.artifacts,
+            ctx.data_dir.tmp_dir,
+            grace_s=ctx.settings.upload_grace_s,
+        )
         # The coordinator loop resumes persisted jobs; on PostgreSQL only the replica
         # holding its advisory lock runs it (see hub/store/sql/leadership.py).
         ctx.federation.start()

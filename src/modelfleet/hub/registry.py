@@ -4,6 +4,15 @@ A push is validated completely (name, metadata, ONNX graph) before anything is w
 and a failure after the blob was stored removes the blob again unless another version
 already used it, so a refused push leaves no rows and no blobs behind.
 
+Crash windows (:mod:`modelfleet.crashpoints`). The blob is published before its version row
+commits, so a version row never names a missing blob. A hub killed between the two
+(``hub.upload.after_blob``) leaves an unreferenced blob, which the start-up sweep removes
+(:mod:`modelfleet.hub.artifact_sweep`). A hub killed after the row committed but before the
+alias, the ``model.registered`` event and the answer (``hub.upload.after_row``) has made the
+version, and the caller, who saw no answer, pushes again: a push whose bytes and request are
+exactly those of the model's latest version is that retry, and answers that version
+(setting the alias and telling the event it lacked) instead of adding a duplicate.
+
 Every version registered — pushed by a user or made by a federated job — is told as a
 ``model.registered`` event once the app has given the registry the event log
 (:attr:`Registry.events`), keyed ``model/<name>/<version>/registered`` (versions are never
@@ -28,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelfleet.crashpoints import crash_point
 from modelfleet.errors import InvalidInput, NotFound
 from modelfleet.hub.keys import HubKeys, SignedKeySet
 from modelfleet.hub.store import Store
@@ -164,29 +174,33 @@ class Registry:
             )
             return sign_manifest(manifest, signing_key)
 
+        new = NewVersion(
+            model=name,
+            digest=upload.digest,
+            size=upload.size,
+            io=info.io,
+            opset=info.opset,
+            framework=framework,
+            description=request.description,
+            metrics=request.metrics,
+            tags=request.tags,
+            training_regions=regions,
+            parent_version=request.parent_version,
+            pushed_by=actor,
+        )
+        # Also on a retry: re-putting a stored blob re-checks its bytes, and puts back one
+        # that went missing, so the version answered below can always be downloaded.
         created = self.artifacts.put_file(upload.path, upload.digest)
-        try:
-            record = self.store.models.create_version(
-                NewVersion(
-                    model=name,
-                    digest=upload.digest,
-                    size=upload.size,
-                    io=info.io,
-                    opset=info.opset,
-                    framework=framework,
-                    description=request.description,
-                    metrics=request.metrics,
-                    tags=request.tags,
-                    training_regions=regions,
-                    parent_version=request.parent_version,
-                    pushed_by=actor,
-                ),
-                seal,
-            )
-        except BaseException:
-            if created and not self.store.models.digest_referenced(upload.digest):
-                self.artifacts.delete(upload.digest)
-            raise
+        record = self._retried(new)
+        if record is None:
+            crash_point("hub.upload.after_blob")
+            try:
+                record = self.store.models.create_version(new, seal)
+            except BaseException:
+                if created and not self.store.models.digest_referenced(upload.digest):
+                    self.artifacts.delete(upload.digest)
+                raise
+            crash_point("hub.upload.after_row")
         moved_from: int | None = None
         if request.alias is not None:  # set before model.registered, as a reader expects
             moved_from = self.store.models.resolve_alias(name, request.alias)
@@ -213,6 +227,28 @@ class Registry:
         if request.alias is not None:  # told after model.registered: the version exists first
             self._tell_moved(name, request.alias, moved_from, record.version, actor)
         return record
+
+    def _retried(self, new: NewVersion) -> VersionRecord | None:
+        """The model's latest version if ``new`` is exactly it again (same bytes, same
+        request, same pusher): the retry of a push whose answer was lost (the hub died
+        after committing the row), which must not make a second, identical version."""
+        model = self.store.models.get_model(new.model)
+        if model is None:
+            return None
+        latest = self.store.models.get_version(new.model, model.latest_version)
+        if latest is None:
+            return None
+        same = (
+            latest.digest == new.digest
+            and latest.framework == new.framework
+            and latest.description == new.description
+            and latest.metrics == new.metrics
+            and latest.tags == new.tags
+            and latest.training_regions == new.training_regions
+            and latest.parent_version == new.parent_version
+            and latest.pushed_by == new.pushed_by
+        )
+        return latest if same else None
 
     def model(self, name: str) -> ModelRecord:
         record = self.store.models.get_model(check_name(name, "model name"))

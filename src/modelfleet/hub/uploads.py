@@ -1,4 +1,8 @@
-"""Spool an HTTP request body to a local file while hashing it and enforcing the limit."""
+"""Spool an HTTP request body to a local file while hashing it and enforcing the limit.
+
+A full spool disk is :class:`InsufficientStorage` (507) naming the directory, never a 500:
+the partial spool file is removed before the answer, so the refused upload keeps no space.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,12 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from modelfleet.errors import ArtifactTooLarge, InvalidInput
+from modelfleet.errors import ArtifactTooLarge, InsufficientStorage, InvalidInput
 from modelfleet.hub.registry import Upload
+from modelfleet.registry.artifacts import FULL_ERRNOS
+
+#: What the spool's temporary files are called; the start-up sweep removes stale ones.
+SPOOL_PREFIX = "upload-"
 
 
 def _human(n: int) -> str:
@@ -37,8 +45,14 @@ async def spool(
         raise ArtifactTooLarge(
             f"upload of {_human(declared_length)} exceeds the hub's limit of {_human(max_bytes)}"
         )
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".onnx", dir=tmp_dir)
+    try:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".onnx", dir=tmp_dir)
+    except OSError as exc:
+        full = _spool_full(exc, tmp_dir)
+        if full is None:
+            raise
+        raise full from exc
     path = Path(name)
     hasher = hashlib.sha256()
     size = 0
@@ -52,7 +66,24 @@ async def spool(
                 out.write(chunk)
         if size == 0:
             raise InvalidInput("empty upload: send the ONNX file as the request body")
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        full = _spool_full(exc, tmp_dir)
+        if full is None:
+            raise
+        raise full from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     return Upload(path=path, digest=hasher.hexdigest(), size=size)
+
+
+def _spool_full(exc: OSError, tmp_dir: Path) -> InsufficientStorage | None:
+    """ENOSPC (or a quota) while spooling is the operator's to fix, so it is told as 507
+    naming the directory; None for any other OSError (kept as it is: a 500 shows a bug)."""
+    if exc.errno not in FULL_ERRNOS:
+        return None
+    return InsufficientStorage(
+        f"the hub's upload spool directory {tmp_dir} is full ({exc.strerror or exc}); "
+        "nothing was kept: free space there and push again"
+    )

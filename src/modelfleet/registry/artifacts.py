@@ -8,6 +8,7 @@ temporary behind (see :meth:`ArtifactStore.cleanup_temporaries`), never a half b
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -20,11 +21,18 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from modelfleet.errors import DigestMismatch, InvalidInput, NotFound, StoreError
+from modelfleet.errors import (
+    DigestMismatch,
+    InsufficientStorage,
+    InvalidInput,
+    NotFound,
+    StoreError,
+)
 
 __all__ = [
     "ArtifactStore",
     "LocalArtifactStore",
+    "disk_full",
     "mask_url",
     "open_artifact_store",
     "validate_digest",
@@ -34,6 +42,23 @@ DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 COPY_CHUNK = 1 << 20
 #: Env var naming the S3 endpoint (MinIO, Ceph, moto...); AWS_* vars are read by botocore.
 S3_ENDPOINT_ENV = "MODELFLEET_S3_ENDPOINT_URL"
+
+
+#: The errnos that mean "this disk has no room": ENOSPC, and a quota (EDQUOT) is the same to
+#: the caller (free space or move the store, then push again).
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException, store: str, what: str) -> InsufficientStorage | None:
+    """The 507 for an OSError that says the disk is full, else None (the caller keeps its
+    own translation). Named here once so the local and the fsspec stores say the same."""
+    if not isinstance(exc, OSError) or exc.errno not in FULL_ERRNOS:
+        return None
+    return InsufficientStorage(
+        f"the hub's artifact store {store} is full ({exc.strerror or exc}) while {what}; "
+        "nothing was kept: free space there (or move the store to a larger volume) and "
+        "push again"
+    )
 
 
 def validate_digest(digest: str) -> str:
@@ -165,6 +190,15 @@ class ArtifactStore(ABC):
     def list_digests(self) -> list[str]:
         """Sorted digests of complete blobs; temporaries are never listed."""
 
+    def modified_at(self, digest: str) -> float | None:
+        """When the blob was stored or last re-put (POSIX time); None if absent or unknown.
+
+        The orphan sweep (:mod:`modelfleet.hub.artifact_sweep`) only removes blobs older
+        than the upload grace, so a blob published a moment ago by an upload whose version
+        row is about to commit is never taken; None means "too young to judge".
+        """
+        return None
+
     @abstractmethod
     def local_path(self, digest: str) -> Path | None:
         """A real file path for the blob if the store is local (``NotFound`` if absent), else None.
@@ -223,6 +257,7 @@ class LocalArtifactStore(ArtifactStore):
         final = self._path(digest)
         if final.exists():
             check_existing(path, digest)
+            _touch(final)  # young again: the orphan sweep leaves a blob being re-pushed
             return False
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
@@ -233,6 +268,9 @@ class LocalArtifactStore(ArtifactStore):
                         dst.flush()
                         os.fsync(dst.fileno())
                 except OSError as exc:
+                    full = disk_full(exc, self.url, f"writing sha256:{digest}")
+                    if full is not None:
+                        raise full from exc
                     raise StoreError(f"cannot write {digest} into {self.url}: {exc}") from exc
             if actual != digest:
                 raise DigestMismatch(
@@ -259,6 +297,9 @@ class LocalArtifactStore(ArtifactStore):
                 _fsync_dir(final.parent)
                 return not existed
         except OSError as exc:
+            full = disk_full(exc, self.url, f"publishing sha256:{final.name}")
+            if full is not None:  # a new shard directory needs a block (or an inode)
+                raise full from exc
             raise StoreError(f"cannot publish {final.name} in {self.url}: {exc}") from exc
         _fsync_dir(final.parent)
         return True
@@ -311,6 +352,12 @@ class LocalArtifactStore(ArtifactStore):
             raise StoreError(f"cannot list {self.url}: {exc}") from exc
         return sorted(found)
 
+    def modified_at(self, digest: str) -> float | None:
+        try:
+            return self._path(digest).stat().st_mtime
+        except OSError:
+            return None
+
     def local_path(self, digest: str) -> Path | None:
         path = self._path(digest)
         if not path.is_file():
@@ -336,6 +383,12 @@ class LocalArtifactStore(ArtifactStore):
             except OSError as exc:
                 raise StoreError(f"cannot remove temporary {entry}: {exc}") from exc
         return removed
+
+
+def _touch(path: Path) -> None:
+    """Best effort: a store that refuses utime only loses the sweep's grace for this blob."""
+    with contextlib.suppress(OSError):  # read-only or foreign-owned: older, not wrong
+        os.utime(path)
 
 
 def open_source(path: Path) -> IO[bytes]:

@@ -27,6 +27,7 @@ from modelfleet.registry.artifacts import (
     check_existing,
     check_range,
     copy_hashing,
+    disk_full,
     mask_url,
     open_source,
     validate_digest,
@@ -95,6 +96,9 @@ class FsspecArtifactStore(ArtifactStore):
                 raise StoreError(f"{action} in {self.url} failed: {exc}") from exc
             raise NotFound(f"artifact sha256:{digest} is not in {self.url}") from exc
         except _BACKEND_ERRORS as exc:
+            full = disk_full(exc, self.url, action)  # a local or mounted filesystem is full
+            if full is not None:
+                raise full from exc
             raise StoreError(f"{action} in {self.url} failed: {exc}") from exc
 
     def _key(self, digest: str) -> str:
@@ -187,6 +191,16 @@ class FsspecArtifactStore(ArtifactStore):
             if DIGEST_RE.fullmatch(name) and shard.rpartition("/")[2] == name[:2]:
                 found.add(name)
         return sorted(found)
+
+    def modified_at(self, digest: str) -> float | None:
+        key = self._key(digest)
+        try:
+            info = self._fs.info(key)
+        except FileNotFoundError:
+            return None
+        except _BACKEND_ERRORS:
+            return None  # unknown: the sweep leaves the blob for a later start
+        return _modified_at(info)
 
     def local_path(self, digest: str) -> Path | None:
         validate_digest(digest)
