@@ -156,13 +156,15 @@ class Step:
     stderr: str
 
 
-def run_pipeline(fleet: Fleet, workdir: Path) -> list[Step]:
-    """The steps in order until one fails, as the CI runs them."""
+def run_pipeline(fleet: Fleet, workdir: Path, git_sha: str = PROVENANCE["GIT_SHA"]) -> list[Step]:
+    """The steps in order until one fails, as the CI runs them. A run on another commit
+    needs another ``git_sha``: the same model with the same tags is the retry of the
+    latest version, and the hub answers that version instead of making a new one."""
     (workdir / "docs" / "ci").mkdir(parents=True)
     shutil.copy(CI / "train.py", workdir / "docs" / "ci" / "train.py")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELFLEET_", "SSL_CERT"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(PROVENANCE)
+    env.update(PROVENANCE, GIT_SHA=git_sha)
     env.update(
         MODELFLEET_HUB_URL=fleet.hub.url,
         MODELFLEET_TOKEN=fleet.operator,
@@ -246,7 +248,7 @@ def test_a_rollout_that_fails_its_gate_fails_the_job_with_the_reason(
     )
     assert kept["rollout"] is None
     with traffic(fleet):
-        steps = run_pipeline(fleet, tmp_path)
+        steps = run_pipeline(fleet, tmp_path, git_sha="9b1e44f07a")
     *passed, waited = steps
     assert [s.code for s in passed] == [0] * len(passed)
     assert waited.command.startswith(f"modelfleet deploy {MODEL}@production --wait")
