@@ -15,6 +15,7 @@ from the stored windows on demand:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -119,6 +120,9 @@ def window_from_doc(doc: dict[str, Any]) -> NewWindow:
 #: A site's clock within this of the hub's is taken as is (the estimate includes the batch's
 #: transit time, and windows of healthy sites keep lining up on the wall-clock grid).
 CLOCK_SKEW_TOLERANCE_S = 2.0
+#: A site's clock further off than this is logged as a warning: once, and again only when
+#: its offset has moved by as much since (a skewed site ships a batch every few seconds).
+CLOCK_SKEW_WARN_S = 60.0
 
 
 def rebase(windows: list[dict[str, Any]], sent_at: float | None, received_at: float) -> float:
@@ -131,9 +135,15 @@ def rebase(windows: list[dict[str, Any]], sent_at: float | None, received_at: fl
     by the transit time at most, in the safe direction (a window looks a little later).
     Whatever the skew, a window cannot end after the hub received it: one that still does
     (an old site that sends no ``sent_at``, a clock that jumped) moves back to end at
-    ``received_at``, its length kept. See docs/monitoring.md, "Clock skew"."""
+    ``received_at``, its length kept. A ``sent_at`` that is no number (NaN, infinite; the
+    API refuses those, this function must not depend on it) counts as missing: an infinite
+    skew would turn the windows' times into NaN. See docs/monitoring.md, "Clock skew"."""
     skew = 0.0
-    if sent_at is not None and abs(received_at - sent_at) > CLOCK_SKEW_TOLERANCE_S:
+    if (
+        sent_at is not None
+        and math.isfinite(sent_at)
+        and abs(received_at - sent_at) > CLOCK_SKEW_TOLERANCE_S
+    ):
         skew = received_at - sent_at
     for window in windows:
         start, end = float(window["start"]) + skew, float(window["end"]) + skew
@@ -156,6 +166,8 @@ class Telemetry:
         #: Bumped whenever cached verdicts go stale: a verdict computed from windows read
         #: before a bump is answered but not cached (it may predate the newest windows).
         self._generation = 0
+        #: Per site, the skew last warned about (see :meth:`_note_skew`).
+        self._warned_skew: dict[str, float] = {}
 
     # --- ingest --------------------------------------------------------------------------
 
@@ -173,8 +185,7 @@ class Telemetry:
         windows onto the hub's clock first (:func:`rebase`)."""
         self.sites.get(site)
         skew = rebase(windows, sent_at, time.time())
-        if abs(skew) > 60:
-            log.warning("site %s: clock %.0fs off the hub's; windows rebased", site, -skew)
+        self._note_skew(site, skew)
         # A window with labels but no traffic (labels come after the fact) is accuracy
         # only: stored as traffic it would read as a silent site to the anomaly detector.
         traffic = [w for w in windows if w.get("requests") or not w.get("feedback")]
@@ -188,6 +199,25 @@ class Telemetry:
             for key in keys:
                 self._cache.pop(key, None)
         return replace(result, clock_skew_s=skew)
+
+    def _note_skew(self, site: str, skew: float) -> None:
+        """Warn of a site's clock over :data:`CLOCK_SKEW_WARN_S` off the hub's once per
+        episode (or when it moved by that much), and say when it is back: a warning per
+        batch would be one every few seconds per skewed site, burying everything else."""
+        with self._cache_lock:
+            warned = self._warned_skew.get(site)
+            if abs(skew) > CLOCK_SKEW_WARN_S:
+                if warned is not None and abs(skew - warned) <= CLOCK_SKEW_WARN_S:
+                    return
+                self._warned_skew[site] = skew
+            elif warned is None:
+                return
+            else:
+                del self._warned_skew[site]
+        if abs(skew) > CLOCK_SKEW_WARN_S:
+            log.warning("site %s: clock %.0fs off the hub's; windows rebased", site, -skew)
+        else:
+            log.info("site %s: clock back within %.0fs of the hub's", site, CLOCK_SKEW_WARN_S)
 
     # --- reference profiles and thresholds -----------------------------------------------
 
