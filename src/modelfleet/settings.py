@@ -246,6 +246,42 @@ class HubSettings(BaseSettings):
         "triggers (hub/schedules.py); a slot fires within about this long of its time. On "
         "PostgreSQL only the replica holding the schedules lease runs it.",
     )
+    db_statement_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="PostgreSQL: longest the hub waits for any one answer of the database "
+        "(a statement, a commit, a connection's pre-ping) before it cuts the connection; "
+        "the call then fails with 503 store_unavailable instead of hanging in a network "
+        "partition. The server's statement_timeout is set to 80% of it, so a merely slow "
+        "statement is cancelled by the server first. Migrations are not bounded.",
+    )
+    db_idle_in_transaction_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="PostgreSQL: a hub session idle inside a transaction this long is ended "
+        "by the server (idle_in_transaction_session_timeout), so a replica cut off "
+        "mid-transaction does not hold its row locks until the kernel notices.",
+    )
+    db_lease_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="PostgreSQL: the server ends a leader's lease session silent this long "
+        "(idle_session_timeout, PostgreSQL 14+), freeing its lock for another replica: in a "
+        "partition, about how long until another replica takes over the background loops. "
+        "Must exceed the longest loop interval plus db_lease_ping_deadline_s.",
+    )
+    db_lease_ping_deadline_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="PostgreSQL: a leader whose check of its lease session does not answer "
+        "within this steps down; it also steps down when its last answered check is older "
+        "than db_lease_timeout_s minus this, so it is never still acting as leader once the "
+        "server may have freed its lock.",
+    )
     test_clock_file: Path | None = Field(
         default=None,
         description="TEST MODE ONLY (off by default): a file holding an ISO 8601 instant "
@@ -261,6 +297,14 @@ class HubSettings(BaseSettings):
             raise ValueError("enrollment_ttl_s must not exceed enrollment_max_ttl_s")
         if max(self.admin_token_ttl_s, self.token_ttl_s) > self.token_max_ttl_s:
             raise ValueError("admin_token_ttl_s and token_ttl_s must not exceed token_max_ttl_s")
+        loops = max(self.rollout_interval_s, self.schedule_interval_s)
+        if self.db_lease_timeout_s <= loops + 2 * self.db_lease_ping_deadline_s:
+            # A leader polls its lease once per loop interval: a shorter lease would make a
+            # healthy leader step down (or be ended by the server) between two polls.
+            raise ValueError(
+                "db_lease_timeout_s must exceed the longest loop interval (rollout_interval_s, "
+                "schedule_interval_s) plus twice db_lease_ping_deadline_s"
+            )
         return self
 
     def default_token_ttl_s(self, role: str) -> float:

@@ -1,17 +1,20 @@
 """The control plane's own faults: PostgreSQL restarted under two running hub replicas, the
-leader's lease sessions terminated, the lease holder SIGKILLed mid-rollout and mid-FL-job.
+leader's lease sessions terminated, the lease holder SIGKILLed mid-rollout and mid-FL-job, a
+black-hole partition between the leader and PostgreSQL.
 
 One private PostgreSQL cluster (``pgcluster.py``; the shared server must never restart),
 two hub processes on it sharing one data directory, and two site processes (site-a trains
 federated jobs behind a gate the test holds) serve the whole module. The sites talk to
 hub-1; hub-0 starts first and so holds every lease, which is what the tests take away.
 Each hub names its sessions (``application_name``) so the test can tell which replica
-holds which advisory lock.
+holds which advisory lock. hub-0 reaches PostgreSQL through a WAN link (no delay: a plain
+relay until the partition test cuts it); hub-1 connects directly.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from modelfleet.hub.bootstrap import init_hub
 from modelfleet.hub.store.sql.leadership import _lock_key
 from modelfleet.hub_client import HubClient
 from modelfleet.sim.launcher import HubProcess, SiteProcess, wait_http
+from modelfleet.sim.wan import WanLink
 from tests.conftest import write_tiny_onnx
 from tests.faults.pgcluster import PrivatePostgres, postgres_bin_dir
 from tests.federation.conftest import write_site_config
@@ -35,7 +39,15 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.postgres
 
 REPO = Path(__file__).resolve().parents[2]
-HUB_ENV = {"MODELFLEET_HUB_ROLLOUT_INTERVAL_S": "0.3"}
+#: Short database bounds, so a partition resolves in seconds: a statement waits at most 3 s,
+#: the server ends a leader's lease session silent for 6 s, a leader's ping waits 1 s.
+HUB_ENV = {
+    "MODELFLEET_HUB_ROLLOUT_INTERVAL_S": "0.3",
+    "MODELFLEET_HUB_SCHEDULE_INTERVAL_S": "1",
+    "MODELFLEET_HUB_DB_STATEMENT_DEADLINE_S": "3",
+    "MODELFLEET_HUB_DB_LEASE_TIMEOUT_S": "6",
+    "MODELFLEET_HUB_DB_LEASE_PING_DEADLINE_S": "1",
+}
 ROLES = ("rollout controller", "federated coordinator")
 #: Waves that stop after each bake for want of traffic: only `promote` moves them on, so
 #: the test knows which wave the rollout is in whatever the machine's speed.
@@ -56,6 +68,7 @@ class PgFleet:
     admins: list[HubClient]
     sites: dict[str, SiteProcess]
     gate: Path
+    link: WanLink  # hub-0 -> PostgreSQL
     fits: list[int] = field(default_factory=lambda: [1])  # site-a's fit allowance
 
     def lease_holders(self) -> dict[str, str]:
@@ -78,7 +91,7 @@ class PgFleet:
 
 
 def _hub(root: Path, url: str, i: int) -> HubProcess:
-    db = f"{url}?application_name=hub-{i}"
+    db = f"{url}?application_name=hub-{i}&connect_timeout=2"
     return HubProcess(root, db=db, log_path=root.parent / f"hub{i}.log", extra_env=HUB_ENV)
 
 
@@ -92,14 +105,17 @@ def pgfleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgFleet]:
     hubs: list[HubProcess] = []
     sites: dict[str, SiteProcess] = {}
     mp = pytest.MonkeyPatch()
+    link = WanLink(("127.0.0.1", pg.port))
     try:
         pg.start()
+        link.start()
         init = init_hub(tmp / "hub", db=pg.url)
         mp.setenv("MODELFLEET_CA_FILE", str(init.ca_file))
         mp.setenv("SSL_CERT_FILE", str(init.ca_file))
-        hubs.append(_hub(tmp / "hub", pg.url, 0).start(timeout=60))
+        via_link = f"postgresql://postgres@{link.address}/postgres"
+        hubs.append(_hub(tmp / "hub", via_link, 0).start(timeout=60))
         admin0 = HubClient(hubs[0].url, init.admin_token)
-        fleet = PgFleet(pg, tmp, hubs, [admin0], sites, tmp / "site-a.gate")
+        fleet = PgFleet(pg, tmp, hubs, [admin0], sites, tmp / "site-a.gate", link)
         wait_for(lambda: set(fleet.lease_holders().values()) == {"hub-0"}, "hub-0 leads", 30)
         hubs.append(_hub(tmp / "hub", pg.url, 1).start(timeout=60))
         fleet.admins.append(HubClient(hubs[1].url, init.admin_token))
@@ -130,6 +146,7 @@ def pgfleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgFleet]:
     finally:
         for proc in [*sites.values(), *hubs]:
             proc.stop()
+        link.stop()
         mp.undo()
         pg.destroy()
 
@@ -226,6 +243,71 @@ def _fl_finished_once(fleet: PgFleet, job_id: str) -> None:
     assert len(versions) == 2, f"exactly one registered result expected: {versions}"
     finished = [e for e in admin.list_events(limit=1000) if e.type == "fl.job_finished"]
     assert [e.subject for e in finished].count(job_id) == 1
+
+
+def _stepped_down(log: Path, offset: int, role: str) -> bool:
+    """hub-0's log, from ``offset``, tells that its ``role`` loop gave the lease up."""
+    text = log.read_bytes()[offset:].decode(errors="replace")
+    return f"lost the {role} lock" in text or f"the {role} lease went unconfirmed" in text
+
+
+def test_a_blackhole_between_the_leader_and_postgres(pgfleet: PgFleet) -> None:
+    """hub-0 leads; its path to PostgreSQL starts dropping every packet. Its leader loops
+    step down (a ping unanswered in 1 s), the server ends its silent lease sessions (6 s) and
+    hub-1 takes over and finishes the rollout; hub-0's API answers 503 instead of hanging;
+    after the heal hub-0 serves again and nothing was done twice."""
+    fleet = pgfleet
+    if set(fleet.lease_holders().values()) != {"hub-0"}:  # an earlier test moved a lease
+        fleet.hubs[1].stop()
+        wait_for(lambda: set(fleet.lease_holders().values()) == {"hub-0"}, "hub-0 leads", 30)
+        fleet.hubs[1].start(timeout=60)
+    rid = _start_waves(fleet, "hole", 40.0)
+    log = fleet.root / "hub0.log"
+    offset = log.stat().st_size
+    auth = {"Authorization": f"Bearer {fleet.admins[0].token}"}
+    hub0 = fleet.hubs[0].url
+    answers: dict[str, httpx.Response] = {}
+
+    def call_hub0() -> None:  # while the loops step down: a call never waits for the heal
+        with httpx.Client(base_url=hub0, timeout=60) as http:  # past 60 s: it hung
+            answers["api"] = http.get(f"/api/v1/rollouts/{rid}", headers=auth)
+            figures["503"] = time.monotonic() - cut_at
+            answers["readyz"] = http.get("/readyz")
+
+    figures: dict[str, float] = {}
+    caller = threading.Thread(target=call_hub0)
+    fleet.link.cut("blackhole")
+    cut_at = time.monotonic()
+    caller.start()
+    try:
+        for role in ROLES:
+            wait_for(lambda r=role: _stepped_down(log, offset, r), f"hub-0 gives up the {role}",
+                     30)  # fmt: skip
+        figures["step-down"] = time.monotonic() - cut_at
+        wait_for(lambda: set(fleet.lease_holders().values()) == {"hub-1"}
+                 and len(fleet.lease_holders()) == len(ROLES), "hub-1 takes every lease",
+                 30)  # fmt: skip
+        figures["takeover"] = time.monotonic() - cut_at
+        caller.join(130)
+        assert "readyz" in answers, "a call to hub-0 hung in the partition (see the thread)"
+        # Its database round trips vanished: it failed by its deadlines, as a 503.
+        api, ready = answers["api"], answers["readyz"]
+        assert api.status_code == 503, api.text
+        assert api.json()["error"]["code"] == "store_unavailable", api.text
+        assert ready.status_code == 503, ready.text
+        final = _promote_to_the_end(fleet, fleet.admins[1], rid)
+    finally:
+        fleet.link.restore()
+    wait_for(lambda: httpx.get(f"{hub0}/readyz", timeout=30).status_code == 200,
+             "hub-0 ready after the heal", 60)  # fmt: skip
+    figures["recovered"] = time.monotonic() - cut_at
+    print(f"blackhole figures (s after the cut): {figures}")
+    # hub-0 reads what hub-1 did, and its loops, back and contending, changed nothing.
+    seen = _get(fleet.admins[0], f"/api/v1/rollouts/{rid}")
+    assert seen["state"] == "succeeded", seen
+    assert seen["history"] == final["history"], seen
+    _no_duplicates(fleet, rid, final)
+    wait_for(lambda: _active(fleet, "site-b", "hole") == 2, "site-b serving hole:2", 60)
 
 
 def test_a_postgres_restart_under_running_hubs(pgfleet: PgFleet) -> None:

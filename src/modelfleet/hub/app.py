@@ -53,7 +53,7 @@ from modelfleet.hub.retention import TelemetryRetention
 from modelfleet.hub.rollout.controller import build_rollouts
 from modelfleet.hub.schedules import Automation, Schedules, hub_clock
 from modelfleet.hub.sites import Sites
-from modelfleet.hub.store import open_store
+from modelfleet.hub.store import DbDeadlines, open_store
 from modelfleet.hub.telemetry import Telemetry
 from modelfleet.hub.telemetry_metrics import register as register_telemetry_metrics
 from modelfleet.hub.timeseries import TimeSeries
@@ -65,13 +65,23 @@ from modelfleet.registry.artifacts import open_artifact_store
 from modelfleet.settings import HubSettings
 
 
+def db_deadlines(settings: HubSettings) -> DbDeadlines:
+    """The bounds on the database connections the settings name (hub/store/sql/deadlines.py)."""
+    return DbDeadlines(
+        statement_s=settings.db_statement_deadline_s,
+        idle_in_transaction_s=settings.db_idle_in_transaction_timeout_s,
+        lease_s=settings.db_lease_timeout_s,
+        lease_ping_s=settings.db_lease_ping_deadline_s,
+    )
+
+
 def build_context(settings: HubSettings) -> HubContext:
     """Open the backends named by the settings and the data directory."""
     data_dir = DataDir(settings.data_dir)
     data_dir.read_config()  # fails clearly when `hub init` was never run
     db_url, artifacts_url = data_dir.resolve_backends(settings.db, settings.artifacts)
     keys = data_dir.keys()
-    store = open_store(db_url)
+    store = open_store(db_url, db_deadlines(settings))
     artifacts = open_artifact_store(artifacts_url)
     registry = Registry(store, artifacts, keys)
     tls = data_dir.tls

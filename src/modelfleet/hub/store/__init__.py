@@ -33,12 +33,14 @@ from modelfleet.hub.store.repos import (
     TelemetryRepo,
     TokenRepo,
 )
+from modelfleet.hub.store.sql.deadlines import DbDeadlines
 from modelfleet.hub.store.sql.store import SqlStore
 
 __all__ = [
     "AssignmentRepo",
     "AuditRecord",
     "AuditRepo",
+    "DbDeadlines",
     "DeploymentRepo",
     "EventRepo",
     "FederationRepo",
@@ -60,7 +62,7 @@ __all__ = [
 _SUPPORTED = "sqlite:////absolute/path/hub.db or postgresql://user:pass@host:5432/dbname"
 
 
-def _create(url: str) -> SqlStore:
+def _create(url: str, deadlines: DbDeadlines | None = None) -> SqlStore:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -77,25 +79,25 @@ def _create(url: str) -> SqlStore:
     if parsed.drivername in ("postgresql", "postgresql+psycopg"):
         from modelfleet.hub.store.sql.postgres import PostgresStore
 
-        return PostgresStore(parsed)
+        return PostgresStore(parsed, deadlines)
     raise InvalidInput(
         f"unsupported database URL scheme {parsed.drivername!r}; expected {_SUPPORTED}"
     )
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, deadlines: DbDeadlines | None = None) -> Store:
     """Open the store at ``url`` and migrate its schema to the latest revision.
 
     Several processes may call this at once on the same database: migrations are
     serialised (SQLite's write lock, a PostgreSQL advisory lock) and idempotent.
     """
-    return open_sql_store(url)
+    return open_sql_store(url, deadlines)
 
 
-def open_sql_store(url: str) -> SqlStore:
+def open_sql_store(url: str, deadlines: DbDeadlines | None = None) -> SqlStore:
     """:func:`open_store` typed as the SQL store it returns, for the few callers that
     reach below the interface (the contract suite's migration and locking tests)."""
-    store = _create(url)
+    store = _create(url, deadlines)
     try:
         store.migrate()
     except BaseException:

@@ -11,6 +11,13 @@ the next poll on, so that a healthy peer gets the first chance at the lock.
 
 On SQLite the hub is a single process by design: it is always the leader.
 
+A partition (packets vanish) would keep the leader's session alive on the server, and
+with it the lock, while the leader cannot reach the database: so the lease session gets
+``idle_session_timeout`` (``db_lease_timeout_s``), and the leader steps down *before* the
+server may free the lock: its ping has a short deadline (``db_lease_ping_deadline_s``, see
+:mod:`.deadlines`), and a leader whose last answered ping is older than the lease minus that
+deadline steps down without asking. After the heal it contends again like any follower.
+
 Even so, leadership is an efficiency measure, not the safety net: every transition of a
 rollout or a federated round is a compare-and-set, so two loops running for a moment (a
 leader on a half-dead connection) cannot apply conflicting decisions. Services get one
@@ -21,12 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelfleet.hub.store.base import Leadership
+from modelfleet.hub.store.sql.deadlines import bounded, lease_settings, settings_statement
 
 if TYPE_CHECKING:
     from modelfleet.hub.store.sql.store import SqlStore
@@ -49,6 +58,7 @@ class SqlLeadership(Leadership):
         self.role = role
         self._postgres = store.engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
+        self._answered = 0.0  # monotonic: when the last answered ping was sent
         self.leader = not self._postgres
         self.since = self._store.now() if self.leader else None
 
@@ -59,9 +69,19 @@ class SqlLeadership(Leadership):
     def poll(self) -> bool:
         if not self._postgres:
             return True
+        deadlines = self._store.deadlines
         if self._conn is not None:
+            sent = time.monotonic()
+            if sent - self._answered > deadlines.lease_s - deadlines.lease_ping_s:
+                # The server may end this silent session (and free the lock) before a ping
+                # would answer: no longer act as the leader.
+                log.warning("the %s lease went unconfirmed too long; stepping down", self.role)
+                self._drop()
+                return False
             try:
-                self._conn.execute(select(1))
+                with bounded(deadlines.lease_ping_s):
+                    self._conn.execute(select(1))
+                self._answered = sent
                 return True
             except SQLAlchemyError as exc:
                 # Step down and sit this poll out: a replica whose session was just ended
@@ -70,9 +90,11 @@ class SqlLeadership(Leadership):
                 log.warning("lost the %s lock with its connection: %s", self.role, exc)
                 self._drop()
                 return False
-        return self._try_acquire()
+        with bounded(deadlines.lease_ping_s):
+            return self._try_acquire()
 
     def _try_acquire(self) -> bool:
+        sent = time.monotonic()
         try:
             conn = self._store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except SQLAlchemyError as exc:
@@ -82,14 +104,21 @@ class SqlLeadership(Leadership):
             row = conn.execute(text("SELECT current_database(), current_schema()")).one()
             key = _lock_key(self.role, str(row[0]), str(row[1]))
             got = bool(conn.execute(select(text(f"pg_try_advisory_lock({key})"))).scalar())
+            wanted = lease_settings(self._store.deadlines)
+            statement = settings_statement(wanted, self._store.operator_options)
+            if got and statement is not None:
+                # A leader silent for the lease loses its session, and the lock with it.
+                conn.exec_driver_sql(*statement)
         except SQLAlchemyError as exc:
             log.debug("leadership attempt failed: %s", exc)
+            conn.invalidate()  # it may hold the lock: never back into the pool
             conn.close()
             return False
         if not got:
             conn.close()
             return False
         self._conn = conn
+        self._answered = sent
         self.leader = True
         self.since = self._store.now()
         log.warning("this hub now runs the %s", self.role)

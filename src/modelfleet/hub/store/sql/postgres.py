@@ -9,13 +9,21 @@ advisory lock so replicas starting together do not race to create tables.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import URL, Connection, create_engine, func, make_url, select
+from sqlalchemy import URL, Connection, create_engine, event, func, make_url, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import ArgumentError
 
 from modelfleet.errors import InvalidInput, StoreError
 from modelfleet.hub.store.schema.models import models
+from modelfleet.hub.store.sql.deadlines import (
+    DbDeadlines,
+    keepalive_args,
+    operator_options,
+    pool_settings,
+    settings_statement,
+)
 from modelfleet.hub.store.sql.store import SqlStore
 
 #: Arbitrary but fixed: every modelfleet hub on a database contends for the same key.
@@ -39,11 +47,17 @@ def psycopg_url(url: str | URL) -> URL:
 
 
 class PostgresStore(SqlStore):
-    """State in PostgreSQL; the URL may carry libpq options such as ``sslmode``."""
+    """State in PostgreSQL; the URL may carry libpq options such as ``sslmode``.
 
-    def __init__(self, url: str | URL) -> None:
+    Every connection is bounded (hub/store/sql/deadlines.py): each round trip has a
+    client-side deadline, the server ends sessions that go silent, TCP keepalives and
+    ``tcp_user_timeout`` catch a partition in the kernel; a URL's own options win."""
+
+    def __init__(self, url: str | URL, deadlines: DbDeadlines | None = None) -> None:
         parsed = psycopg_url(url)
-        connect_args: dict[str, object] = {}
+        self.deadlines = deadlines or DbDeadlines()
+        self.operator_options = operator_options(parsed)
+        connect_args: dict[str, object] = keepalive_args(dict(parsed.query), self.deadlines)
         # Defaults only: whatever the operator put in the URL query wins.
         if "connect_timeout" not in parsed.query:
             connect_args["connect_timeout"] = 10
@@ -64,9 +78,33 @@ class PostgresStore(SqlStore):
             raise StoreError(
                 "PostgreSQL support needs psycopg 3: pip install 'modelfleet[postgres]'"
             ) from exc
+        self._bound(engine)
         super().__init__(engine)
 
+    def _bound(self, engine: Any) -> None:
+        """Connections are :class:`DeadlineConnection` s with the server-side settings."""
+        from modelfleet.hub.store.sql.pgdeadline import DeadlineConnection
+
+        deadline_s = self.deadlines.statement_s
+        statement = settings_statement(pool_settings(self.deadlines), self.operator_options)
+
+        @event.listens_for(engine, "do_connect")
+        def connect(_dialect: Any, _rec: Any, cargs: Any, cparams: Any) -> Any:
+            conn = DeadlineConnection.connect(*cargs, **cparams)
+            conn.deadline_s = deadline_s
+            return conn
+
+        @event.listens_for(engine, "connect")
+        def configure(dbapi_conn: Any, _rec: Any) -> None:
+            if statement is not None:
+                with dbapi_conn.cursor() as cur:
+                    cur.execute(*statement)
+                dbapi_conn.commit()
+
     def lock_migrations(self, conn: Connection) -> None:
+        # A migration may wait for a peer's and rewrite big tables: no statement timeout
+        # for this transaction (the client-side deadline is lifted by migrate()).
+        conn.execute(select(func.set_config("statement_timeout", "0", True)))
         conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
 
     def insert_model_if_absent(self, conn: Connection, name: str, now: datetime) -> None:

@@ -28,6 +28,7 @@ from modelfleet.hub.store.base import Leadership, Store
 from modelfleet.hub.store.sql.access import SqlAuditRepo, SqlTokenRepo
 from modelfleet.hub.store.sql.accuracy import SqlAccuracyRepo
 from modelfleet.hub.store.sql.assignments import SqlAssignmentRepo
+from modelfleet.hub.store.sql.deadlines import DbDeadlines, bounded
 from modelfleet.hub.store.sql.deployments import SqlDeploymentRepo
 from modelfleet.hub.store.sql.evaluations import SqlEvaluationRepo
 from modelfleet.hub.store.sql.events import SqlEventRepo
@@ -104,6 +105,11 @@ def alembic_config(connection: Connection | None = None) -> Config:
 class SqlStore(Store):
     """A :class:`Store` over a SQLAlchemy engine; subclasses bring the engine and locking."""
 
+    #: Bounds on the connections (PostgreSQL applies them; SQLite is a local file).
+    deadlines = DbDeadlines()
+    #: The ``options`` of the database URL: server settings the operator chose.
+    operator_options = ""
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.models = SqlModelRepo(self)
@@ -168,7 +174,8 @@ class SqlStore(Store):
     def migrate(self, revision: str = "head") -> None:
         """Bring the schema to ``revision``; safe to call from several processes at once."""
         try:
-            with self.write() as conn:
+            # No deadline: a migration may wait for a peer's to finish, and rewrite tables.
+            with bounded(None), self.write() as conn:
                 self.lock_migrations(conn)
                 command.upgrade(alembic_config(conn), revision)
         except CommandError as exc:
