@@ -113,10 +113,30 @@ POSTGRES_ENV = "MODELFLEET_TEST_POSTGRES_URL"
 POSTGRES_FIXTURES = frozenset({"postgres_url", "pgfleet"})
 
 
+#: The longest files (worker-seconds in CI), handed out first: ``--dist loadfile`` gives
+#: each worker whole files in collection order, so a long file collected last (the demo's,
+#: at the root) would run alone at the end while the other worker idles.
+LONGEST_FIRST = (
+    "tests/docs/test_tour_and_guides.py",
+    "tests/site/test_agent_e2e.py",
+    "tests/hub/test_fuzz_api.py",
+    "tests/test_demo.py",
+    "tests/hub/test_events_sites.py",
+    "tests/deploy/test_rollout_cli.py",
+    "tests/cli/test_fl.py",
+    "tests/monitoring/test_hostile_telemetry.py",
+    "tests/cli/test_roundtrip.py",
+    "tests/site/test_anti_rollback.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that requests a PostgreSQL fixture (directly or through another
-    fixture) or is a ``postgres`` parametrization; ``postgres_url`` refuses unmarked tests
-    that reach it some other way (``request.getfixturevalue``)."""
+    """Hand the longest files out first (:data:`LONGEST_FIRST`; the order within a file
+    is kept). Mark every test that requests a PostgreSQL fixture (directly or through
+    another fixture) or is a ``postgres`` parametrization; ``postgres_url`` refuses
+    unmarked tests that reach it some other way (``request.getfixturevalue``)."""
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)

@@ -302,8 +302,10 @@ class HubSettings(BaseSettings):
             # A leader polls its lease once per loop interval: a shorter lease would make a
             # healthy leader step down (or be ended by the server) between two polls.
             raise ValueError(
-                "db_lease_timeout_s must exceed the longest loop interval (rollout_interval_s, "
-                "schedule_interval_s) plus twice db_lease_ping_deadline_s"
+                f"db_lease_timeout_s ({self.db_lease_timeout_s:g}) must exceed the longest "
+                f"loop interval (rollout_interval_s, schedule_interval_s: {loops:g}) plus "
+                f"twice db_lease_ping_deadline_s ({self.db_lease_ping_deadline_s:g}); raise "
+                "db_lease_timeout_s or lower the interval"
             )
         return self
 

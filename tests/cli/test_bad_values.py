@@ -1,7 +1,8 @@
 """Every CLI command given a bad value, one per option class (a number out of range, an
-unknown name, a malformed selector or reference, a missing file), through the installed
-entry point against a real hub: exit 2 (a usage error, click's) or 1 (refused, ours), one
-line saying what is wrong with which option, never a traceback or pydantic's report."""
+unknown name, a malformed selector or reference, a missing file), through the CLI's entry
+function against a real hub (one of each class in a fresh interpreter): exit 2 (a usage
+error, click's) or 1 (refused, ours), one line saying what is wrong with which option,
+never a traceback or pydantic's report."""
 
 from __future__ import annotations
 
@@ -156,15 +157,71 @@ def _run(hub: Hub, args: list[str], cwd: Path) -> subprocess.CompletedProcess[st
     )
 
 
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+#: Run through a fresh interpreter, as a user starts the CLI: one command line per class
+#: of bad value. The rest go through the same entry function in this process, which is
+#: what the interpreter runs too, without its second of start-up per command line.
+THROUGH_THE_ENTRY_POINT = frozenset(
+    {
+        "fl simulate --sites 0",
+        "model show nope",
+        "hub serve --log-level loud --port 0",
+        "model push /nonexistent/model.onnx -n m",
+    }
+)
+
+
+def _run_in_process(
+    hub: Hub,
+    args: list[str],
+    cwd: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Ran:
+    """``modelfleet.cli.main.main()`` with this command line, the hub's environment and
+    ``cwd``: its exit code and what it wrote."""
+    from modelfleet.cli.main import main
+
+    for name, value in hub.env.items():
+        if name.startswith("MODELFLEET_") or name == "COLUMNS":
+            monkeypatch.setenv(name, value)
+    monkeypatch.chdir(cwd)
+    argv = ["modelfleet", *(a.replace("{model}", str(hub.model)) for a in args)]
+    monkeypatch.setattr(sys, "argv", argv)
+    capsys.readouterr()
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return Ran(code, out, err)
+
+
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     NUMBER_OUT_OF_RANGE + UNKNOWN_NAME + MALFORMED + MISSING_FILE,
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
 def test_a_bad_value_is_one_line(
-    hub: Hub, tmp_path: Path, args: list[str], code: int, fragment: str
+    hub: Hub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    code: int,
+    fragment: str,
 ) -> None:
-    result = _run(hub, args, tmp_path)
+    if " ".join(args) in THROUGH_THE_ENTRY_POINT:
+        result: subprocess.CompletedProcess[str] | Ran = _run(hub, args, tmp_path)
+    else:
+        result = _run_in_process(hub, args, tmp_path, monkeypatch, capsys)
     output = result.stdout + result.stderr
     assert result.returncode == code, output
     assert "Traceback" not in output
