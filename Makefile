@@ -25,10 +25,12 @@ typecheck: $(STAMP)
 
 # Two workers by default (CI has 2 cores); tests marked `serial` run afterwards on their own,
 # because another worker's load would change what they measure. PYTEST_WORKERS=0: one process.
+# Whole files go to a worker in collection order, the longest first (tests/conftest.py
+# LONGEST_FIRST), so no long file runs alone at the end.
 PYTEST_WORKERS ?= 2
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not serial" --durations=25
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial" --durations=25
 	$(BIN)/pytest -q -m serial --durations=5
 
 test: lint typecheck pytest

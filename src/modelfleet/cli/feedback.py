@@ -21,7 +21,6 @@ from modelfleet.cli.common import print_json, say
 from modelfleet.errors import InvalidInput
 from modelfleet.pki.tls import client_context
 from modelfleet.settings import ClientSettings
-from modelfleet.sim.feedback import send_labels
 
 #: Labels read from one file at most (a larger file: split it, or post in several runs).
 MAX_FILE_LABELS = 10_000_000
@@ -101,6 +100,9 @@ def feedback(
     """
     settings = ClientSettings()
     verify = client_context(settings.ca_file)  # the fleet CA (MODELFLEET_CA_FILE) or roots
+    # Imported here, not at the top: every command would pay for its imports at start.
+    from modelfleet.sim.feedback import send_labels
+
     totals = send_labels(site, model, _counted(file), token=token, verify=verify).to_dict()
     if json_out:
         print_json(totals)
