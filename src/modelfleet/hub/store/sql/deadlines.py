@@ -173,15 +173,20 @@ def current_limit(default: float | None) -> float | None:
     return None if limit is None or limit == math.inf else limit
 
 
+#: TCP keepalives, on both ends (libpq's ``keepalives_*``, the server's ``tcp_keepalives_*``):
+#: idle seconds before the first probe, seconds between probes, probes unanswered.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 10, 5, 3
+
+
 def keepalive_args(url_query: dict[str, Any], deadlines: DbDeadlines) -> dict[str, object]:
     """libpq options for a real partition, each only when the URL does not set it: TCP
     keepalives (an idle connection to a vanished server is noticed in ~25 s) and
     ``tcp_user_timeout`` (data unacknowledged this long ends the connection)."""
     wanted: dict[str, object] = {
         "keepalives": 1,
-        "keepalives_idle": 10,
-        "keepalives_interval": 5,
-        "keepalives_count": 3,
+        "keepalives_idle": KEEPALIVE_IDLE_S,
+        "keepalives_interval": KEEPALIVE_INTERVAL_S,
+        "keepalives_count": KEEPALIVE_COUNT,
         "tcp_user_timeout": int(deadlines.statement_s * 1000),
     }
     return {k: v for k, v in wanted.items() if k not in url_query}
@@ -196,9 +201,9 @@ def pool_settings(deadlines: DbDeadlines) -> dict[str, str]:
     return {
         "statement_timeout": _ms(deadlines.server_statement_s),
         "idle_in_transaction_session_timeout": _ms(deadlines.idle_in_transaction_s),
-        "tcp_keepalives_idle": "10",
-        "tcp_keepalives_interval": "5",
-        "tcp_keepalives_count": "3",
+        "tcp_keepalives_idle": str(KEEPALIVE_IDLE_S),
+        "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_S),
+        "tcp_keepalives_count": str(KEEPALIVE_COUNT),
     }
 
 
